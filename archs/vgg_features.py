@@ -1,0 +1,156 @@
+"""Frozen VGG feature extractor shared by ESRGAN's perceptual loss and SC-FEGAN's
+perceptual/style losses (BasicSR ``basicsr/archs/vgg_arch.py`` naming).
+
+Weights come from, in order of preference (``weights=`` argument):
+
+* ``"imagenet"``: torchvision's weight enum (``VGG19_Weights.IMAGENET1K_V1`` /
+  ``VGG16_Weights.IMAGENET1K_V1``).  torchvision looks in ``$TORCH_HOME/hub/checkpoints``
+  first and downloads only when the file is missing.
+* a path to a local ``.pth``: a torchvision VGG state dict (``features.N.weight`` keys;
+  ``classifier.*`` keys are ignored) or a bare ``features`` state dict (``N.weight``).
+* ``"random"``: random initialisation.  Only for tests and smoke runs: the losses are then
+  meaningless as *perceptual* losses, which is why it warns.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections import OrderedDict
+
+import torch
+from torch import nn
+from torchvision import models
+
+# Layer names of torchvision's ``vgg*.features`` in order (BasicSR's NAMES).
+_VGG16 = [
+    "conv1_1", "relu1_1", "conv1_2", "relu1_2", "pool1",
+    "conv2_1", "relu2_1", "conv2_2", "relu2_2", "pool2",
+    "conv3_1", "relu3_1", "conv3_2", "relu3_2", "conv3_3", "relu3_3", "pool3",
+    "conv4_1", "relu4_1", "conv4_2", "relu4_2", "conv4_3", "relu4_3", "pool4",
+    "conv5_1", "relu5_1", "conv5_2", "relu5_2", "conv5_3", "relu5_3", "pool5",
+]  # fmt: skip
+_VGG19 = [
+    "conv1_1", "relu1_1", "conv1_2", "relu1_2", "pool1",
+    "conv2_1", "relu2_1", "conv2_2", "relu2_2", "pool2",
+    "conv3_1", "relu3_1", "conv3_2", "relu3_2", "conv3_3", "relu3_3", "conv3_4", "relu3_4", "pool3",
+    "conv4_1", "relu4_1", "conv4_2", "relu4_2", "conv4_3", "relu4_3", "conv4_4", "relu4_4", "pool4",
+    "conv5_1", "relu5_1", "conv5_2", "relu5_2", "conv5_3", "relu5_3", "conv5_4", "relu5_4", "pool5",
+]  # fmt: skip
+LAYER_NAMES = {"vgg16": _VGG16, "vgg19": _VGG19}
+_BUILDERS = {"vgg16": (models.vgg16, models.VGG16_Weights), "vgg19": (models.vgg19, models.VGG19_Weights)}
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class WeightsNotFoundError(FileNotFoundError):
+    """Pretrained weights were asked for but cannot be had."""
+
+
+def load_vgg_features_state(arch: str, weights: str) -> "OrderedDict[str, torch.Tensor] | None":
+    """Return the state dict of ``vgg*.features`` for ``weights`` (None for ``"random"``)."""
+    if weights == "random":
+        warnings.warn(
+            f"{arch}: randomly initialised VGG (weights='random'); perceptual/style losses are "
+            "not perceptual with it. Use it for tests and smoke runs only.",
+            stacklevel=3,
+        )
+        return None
+    if weights == "imagenet":
+        enum = _BUILDERS[arch][1].IMAGENET1K_V1
+        try:
+            state = enum.get_state_dict(progress=False)
+        except Exception as err:  # URLError, HTTPError, socket errors: no network
+            hub = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(enum.url))
+            raise WeightsNotFoundError(
+                f"{arch}: ImageNet weights are not in the torch hub cache ({hub}) and could not be "
+                f"downloaded from {enum.url} ({type(err).__name__}: {err}). Either copy that file "
+                f"to {hub}, or set the config key for the VGG weights (e.g. "
+                f"model.perceptual.weights=/path/to/{os.path.basename(enum.url)})."
+            ) from err
+    else:
+        path = os.path.expanduser(str(weights))
+        if not os.path.isfile(path):
+            raise WeightsNotFoundError(
+                f"{arch}: weights file {path!r} does not exist (expected a torchvision {arch} "
+                "state dict, or 'imagenet' to use torchvision's weight enum)."
+            )
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:
+            raise ValueError(f"{arch}: cannot read weights file {path!r}: {err}") from err
+        if not isinstance(state, dict):
+            raise ValueError(f"{arch}: weights file {path!r} holds a {type(state).__name__}, not a state dict")
+    features = OrderedDict()
+    for key, value in state.items():
+        if key.startswith("features."):
+            features[key[len("features."):]] = value
+        elif key.split(".")[0].isdigit():
+            features[key] = value
+    if not features:
+        raise ValueError(
+            f"{arch}: weights {weights!r} hold no VGG feature keys (expected 'features.0.weight', ...); "
+            f"found {sorted(state)[:6]}"
+        )
+    return features
+
+
+class VGGFeatureExtractor(nn.Module):
+    """Frozen VGG returning the features at ``layer_names``.
+
+    Args:
+        layer_names: e.g. ``["conv5_4"]`` (ESRGAN) or ``["pool1", "pool2", "pool3"]`` (SC-FEGAN).
+        arch: ``"vgg19"`` or ``"vgg16"``.
+        weights: ``"imagenet"``, a local path, or ``"random"`` (see module docstring).
+        use_input_norm: subtract the ImageNet mean / divide by std; the input is RGB in [0, 1].
+        range_norm: map the input from [-1, 1] to [0, 1] first.
+    """
+
+    def __init__(
+        self,
+        layer_names: list[str],
+        arch: str = "vgg19",
+        weights: str = "imagenet",
+        use_input_norm: bool = True,
+        range_norm: bool = False,
+    ) -> None:
+        super().__init__()
+        if arch not in LAYER_NAMES:
+            raise ValueError(f"unknown VGG arch {arch!r}; expected one of {sorted(LAYER_NAMES)}")
+        names = LAYER_NAMES[arch]
+        unknown = [n for n in layer_names if n not in names]
+        if unknown:
+            raise ValueError(f"{arch} has no layer(s) {unknown}; valid names: {names}")
+        self.layer_names = list(layer_names)
+        self.arch = arch
+        last = max(names.index(n) for n in layer_names)
+        features = _BUILDERS[arch][0](weights=None).features
+        state = load_vgg_features_state(arch, weights)
+        if state is not None:
+            features.load_state_dict(state)
+        # Only the layers up to the deepest one asked for (ESRGAN: features[:35], conv5_4).
+        self.features = features[: last + 1]
+        self._index = {names.index(n): n for n in layer_names}
+        self.use_input_norm = use_input_norm
+        self.range_norm = range_norm
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True) -> "VGGFeatureExtractor":
+        # Always eval: a frozen loss network (there is no BN/dropout in features, but be explicit).
+        return super().train(False)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.range_norm:
+            x = (x + 1) / 2
+        if self.use_input_norm:
+            x = (x - self.mean) / self.std
+        out = {}
+        for i, layer in enumerate(self.features):
+            x = layer(x)
+            if i in self._index:
+                out[self._index[i]] = x
+        return out
