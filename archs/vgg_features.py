@@ -8,6 +8,8 @@ Weights come from, in order of preference (``weights=`` argument):
   first and downloads only when the file is missing.
 * a path to a local ``.pth``: a torchvision VGG state dict (``features.N.weight`` keys;
   ``classifier.*`` keys are ignored) or a bare ``features`` state dict (``N.weight``).
+* ``"auto"``: ``"imagenet"`` when the weights can be had, else ``"random"`` with a warning.  Only the
+  offline demo uses it; real configs use ``"imagenet"`` or a path so that a missing file is an error.
 * ``"random"``: random initialisation.  Only for tests and smoke runs: the losses are then
   meaningless as *perceptual* losses, which is why it warns.
 """
@@ -38,7 +40,7 @@ _VGG19 = [
     "conv5_1", "relu5_1", "conv5_2", "relu5_2", "conv5_3", "relu5_3", "conv5_4", "relu5_4", "pool5",
 ]  # fmt: skip
 LAYER_NAMES = {"vgg16": _VGG16, "vgg19": _VGG19}
-_BUILDERS = {"vgg16": (models.vgg16, models.VGG16_Weights), "vgg19": (models.vgg19, models.VGG19_Weights)}
+_BUILDERS = {"vgg16": ("D", models.VGG16_Weights), "vgg19": ("E", models.VGG19_Weights)}
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -50,6 +52,12 @@ class WeightsNotFoundError(FileNotFoundError):
 
 def load_vgg_features_state(arch: str, weights: str) -> "OrderedDict[str, torch.Tensor] | None":
     """Return the state dict of ``vgg*.features`` for ``weights`` (None for ``"random"``)."""
+    if weights == "auto":
+        try:
+            return load_vgg_features_state(arch, "imagenet")
+        except WeightsNotFoundError as err:
+            warnings.warn(f"{err}\nweights='auto': falling back to a RANDOM {arch}.", stacklevel=3)
+            return None
     if weights == "random":
         warnings.warn(
             f"{arch}: randomly initialised VGG (weights='random'); perceptual/style losses are "
@@ -125,7 +133,8 @@ class VGGFeatureExtractor(nn.Module):
         self.layer_names = list(layer_names)
         self.arch = arch
         last = max(names.index(n) for n in layer_names)
-        features = _BUILDERS[arch][0](weights=None).features
+        # Only the convolutional part (torchvision's make_layers): the 120M-parameter classifier is never used.
+        features = models.vgg.make_layers(models.vgg.cfgs[_BUILDERS[arch][0]], batch_norm=False)
         state = load_vgg_features_state(arch, weights)
         if state is not None:
             features.load_state_dict(state)
@@ -152,5 +161,7 @@ class VGGFeatureExtractor(nn.Module):
         for i, layer in enumerate(self.features):
             x = layer(x)
             if i in self._index:
-                out[self._index[i]] = x
+                # Clone unless it is the last layer: the next ReLU is in place and would
+                # otherwise turn a recorded pre-activation conv feature into its ReLU.
+                out[self._index[i]] = x.clone() if i < len(self.features) - 1 else x
         return out
