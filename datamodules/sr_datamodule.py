@@ -198,8 +198,10 @@ class SRDataModule(LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         if len(self.train_set) < self.batch_size:
-            raise ValueError(f"{len(self.train_set)} training images in {self.train_dirs} is fewer than one "
-                             f"batch (data.batch_size={self.batch_size})")
+            raise ValueError(
+                f"{len(self.train_set.files)} training images x data.dataset_enlarge_ratio="
+                f"{self.dataset_enlarge_ratio} in {self.train_dirs} is fewer than one batch "
+                f"(data.batch_size={self.batch_size}): raise the ratio or lower the batch size")
         return self._loader(self.train_set, self.batch_size, shuffle=True, drop_last=True)
 
     def val_dataloader(self) -> list[DataLoader]:

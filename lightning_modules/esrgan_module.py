@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import copy
 import os
-from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
-from omegaconf import DictConfig, ListConfig, OmegaConf
-from pytorch_lightning import LightningModule
 from torchmetrics import MeanMetric
 
 from archs.weights_io import load_generator_state, load_into, save_generator_weights
+from lightning_modules.base import IterationGANModule, to_primitive, uint8_grid
 from lightning_modules.ema import ema_update
 from lightning_modules.lr_scheduler import build_scheduler
 from losses.gan_loss import ragan_discriminator_fake_loss, ragan_discriminator_real_loss, ragan_generator_loss
@@ -31,20 +29,9 @@ STAGES = ("psnr", "gan")
 METRICS = ("psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb")
 
 
-def to_primitive(x):
-    """OmegaConf containers -> plain dicts/lists, so checkpoints load with weights_only=True."""
-    if isinstance(x, (DictConfig, ListConfig)):
-        return OmegaConf.to_container(x, resolve=True)
-    return x
+class ESRGANModule(IterationGANModule):
+    frozen_prefixes = ("cri_perceptual.",)  # the VGG is rebuilt from its own weights, not stored
 
-
-def uint8_grid(columns: list[torch.Tensor]) -> torch.Tensor:
-    """Side-by-side images ([3,H,W] floats in [0,1]) as a uint8 HxWx3 tensor (wandb needs uint8)."""
-    row = torch.cat([c.detach().float().clamp(0, 1).cpu() for c in columns], dim=-1)
-    return (row * 255).round().to(torch.uint8).permute(1, 2, 0).contiguous()
-
-
-class ESRGANModule(LightningModule):
     def __init__(
         self,
         generator: dict,
@@ -59,7 +46,6 @@ class ESRGANModule(LightningModule):
         task: str = "sr",
     ) -> None:
         super().__init__()
-        self.automatic_optimization = False  # G and D alternate; Lightning 2 needs manual mode for that
         generator, discriminator, perceptual, psnr, gan = map(to_primitive, (generator, discriminator, perceptual, psnr, gan))
         stages = list(to_primitive(stages))
         self.save_hyperparameters(
@@ -87,12 +73,9 @@ class ESRGANModule(LightningModule):
             self.net_d = instantiate(discriminator)
             self.cri_perceptual = instantiate(perceptual)
 
-        # Batches trained so far, across stages.  Lightning's global_step counts optimizer steps (two
-        # per GAN batch), so the recipe keeps its own count; it is saved in checkpoints.
-        self.iteration = 0
         self.val_names: list[str] = ["val"]
         self.val_metrics = torch.nn.ModuleDict()
-        self.val_samples: dict[str, torch.Tensor] = {}
+        self.sample_caption = "bicubic LR | SR (EMA) | HR"
 
     # ------------------------------------------------------------------ schedule
     def stage_iters(self, stage: str) -> int:
@@ -144,19 +127,7 @@ class ESRGANModule(LightningModule):
                 scheds.append(build_scheduler(opt, "multistep", sched_cfg))
         return opts, scheds
 
-    def _opt(self, name: str):
-        opts = self.optimizers()
-        opts = opts if isinstance(opts, list) else [opts]
-        scheds = self.lr_schedulers()
-        scheds = scheds if isinstance(scheds, list) else [scheds]
-        i = self._opt_index[name]
-        return opts[i], scheds[i]
-
     # ------------------------------------------------------------------ training
-    def on_train_start(self) -> None:
-        if self.iteration >= self.total_iters:
-            self.trainer.should_stop = True
-
     def training_step(self, batch: dict, batch_idx: int) -> None:
         stage, it = self.stage_at(self.iteration)
         if stage == "gan" and it == 0 and "psnr" in self.stages:
@@ -168,15 +139,7 @@ class ESRGANModule(LightningModule):
             out, logs = self.generator_step(lq, gt, update_g=it >= int(self.gan_cfg.get("d_init_iters", 0)))
             logs.update(self.discriminator_step(out, gt))
         ema_update(self.net_g_ema, self.net_g, self.ema_decay)
-        self.iteration += 1
-        logs["iter"] = float(self.iteration)
-        logs["stage"] = float(STAGES.index(stage))
-        self.log_dict({k if k in ("iter", "stage") else f"train/{k}": v for k, v in logs.items()},
-                      on_step=True, on_epoch=False, prog_bar=False, batch_size=gt.shape[0])
-        self.log("train/loss_g", logs.get("l_pix", 0.0) if stage == "psnr" else logs.get("l_g_total", 0.0),
-                 prog_bar=True, on_step=True, on_epoch=False, batch_size=gt.shape[0])
-        if self.iteration >= self.total_iters:
-            self.trainer.should_stop = True  # Lightning still runs the final validation first
+        self.end_iteration(logs, gt.shape[0], extra={"stage": float(STAGES.index(stage))})
 
     def psnr_step(self, lq: torch.Tensor, gt: torch.Tensor) -> dict:
         opt, sched = self._opt("g_psnr")
@@ -188,17 +151,6 @@ class ESRGANModule(LightningModule):
         sched.step()
         return {"l_pix": l_pix.detach(), "lr_g": sched.get_last_lr()[0]}
 
-    @contextmanager
-    def _frozen(self, net: torch.nn.Module):
-        """No gradients for ``net`` inside the block (BasicSR sets requires_grad=False on D for the G step)."""
-        flags = [p.requires_grad for p in net.parameters()]
-        net.requires_grad_(False)
-        try:
-            yield
-        finally:
-            for p, f in zip(net.parameters(), flags):
-                p.requires_grad_(f)
-
     def generator_step(self, lq: torch.Tensor, gt: torch.Tensor, update_g: bool = True) -> tuple[torch.Tensor, dict]:
         """BasicSR ESRGANModel G step; returns the SR output (with graph) for the D step."""
         c = self.gan_cfg
@@ -206,7 +158,7 @@ class ESRGANModule(LightningModule):
         out = self.net_g(lq)
         logs = {}
         if update_g:
-            with self._frozen(self.net_d):
+            with self.frozen(self.net_d):
                 l_pix = c["pixel_weight"] * F.l1_loss(out, gt)
                 l_percep = c["perceptual_weight"] * self.cri_perceptual(out, gt)
                 real_d_pred = self.net_d(gt).detach()
@@ -278,22 +230,15 @@ class ESRGANModule(LightningModule):
             self.val_samples[self.val_names[dataloader_idx]] = uint8_grid([bicubic[0], sr[0], gt[0]])
 
     def on_validation_epoch_end(self) -> None:
+        summary = {}
         for i, name in enumerate(self.val_names):
             for m in METRICS:
                 metric = self.val_metrics[f"{i}_{m}"]
                 value = metric.compute()
                 metric.reset()
                 self.log(f"val/{name}/{m}", value, sync_dist=False)  # MeanMetric already reduced over ranks
+                summary[f"{name}/{m}"] = value
                 if i == 0:
                     self.log(f"val/{m}", value, prog_bar=m == "psnr_y")
-
-    # ------------------------------------------------------------------ checkpoints
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["iteration"] = self.iteration
-        # The frozen VGG is rebuilt from its own weights file; no need to store 80 MB per checkpoint.
-        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("cri_perceptual.")}
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self.iteration = int(checkpoint.get("iteration", 0))
-        own = self.state_dict()
-        checkpoint["state_dict"].update({k: v for k, v in own.items() if k.startswith("cri_perceptual.")})
+        if not self.trainer.sanity_checking:
+            self.log_validation_summary(summary)

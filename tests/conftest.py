@@ -66,7 +66,7 @@ TINY_ESRGAN = [
     "data.gt_size=32",
     "data.batch_size=2",
     "data.num_workers=0",
-    "data.dataset_enlarge_ratio=1",
+    "data.dataset_enlarge_ratio=16",
     "trainer.enable_model_summary=false",
     "trainer.enable_progress_bar=false",
     "~callbacks.rich_progress_bar",

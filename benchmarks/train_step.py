@@ -1,0 +1,250 @@
+"""Training-step and inference benchmark: prints figures, asserts nothing.
+
+    python benchmarks/train_step.py                       # ESRGAN + SC-FEGAN, demo and paper sizes
+    python benchmarks/train_step.py --model esrgan --config paper --precision bf16-mixed --compile
+    python benchmarks/train_step.py --peak-tflops 989     # share of peak on a device not in the table
+
+For each case it runs the real LightningModule step methods (the recipe's own code: losses, EMA,
+schedulers) with plain optimizers and prints images/s, ms per iteration, peak memory, the model FLOPs of
+one iteration (torch.utils.flop_counter, forward + backward of every network, the loss VGG included) and
+the share of the device's peak they reach, plus the share of the iteration spent synthesising the inputs
+on the device (ESRGAN: the bicubic LR; SC-FEGAN: mask, sketch, colour, noise).  Random pretrained weights
+(speed does not depend on them).
+"""
+
+import tv_compat  # noqa: F401  (must precede anything that imports torchvision)
+
+import argparse
+import itertools
+import os
+import resource
+import sys
+import time
+import warnings
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+warnings.filterwarnings("ignore")
+
+# Dense peak TFLOP/s by device name and precision (vendor figures; fp32 = non-tensor-core FP32).
+PEAKS = {
+    "H200": {"bf16-mixed": 989.0, "32-true": 67.0},
+    "H100": {"bf16-mixed": 989.0, "32-true": 67.0},
+    "A100": {"bf16-mixed": 312.0, "32-true": 19.5},
+}
+
+
+def device_peak(device: torch.device, precision: str, override: float | None) -> float | None:
+    if override:
+        return override
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        for key, peaks in PEAKS.items():
+            if key in name:
+                return peaks.get(precision)
+    return None
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Harness:
+    """Raw optimizers and plain backward in place of the Trainer's, around the module's own steps."""
+
+    def __init__(self, module):
+        opts = module.configure_optimizers()
+        opts, scheds = (opts if isinstance(opts, tuple) else (opts, []))
+        scheds = list(scheds) + [None] * (len(opts) - len(scheds))
+        module._opt = lambda name: (opts[module._opt_index[name]], scheds[module._opt_index[name]])
+        module.manual_backward = lambda loss: loss.backward()
+        module.log_dict = lambda *a, **k: None
+        module.log = lambda *a, **k: None
+
+
+def esrgan_case(config: str, stage: str, device):
+    from datamodules.sr_datamodule import make_lr
+    from lightning_modules.ema import ema_update
+    from lightning_modules.esrgan_module import ESRGANModule
+
+    paper = config == "paper"
+    gen = dict(_target_="archs.rrdbnet.RRDBNet", scale=4, **(dict(num_feat=64, num_block=23, num_grow_ch=32)
+                                                             if paper else dict(num_feat=32, num_block=2, num_grow_ch=16)))
+    gt_size, batch = (128, 16) if paper else (64, 8)
+    m = ESRGANModule(
+        generator=gen,
+        discriminator=dict(_target_="archs.vgg_discriminator.VGGStyleDiscriminator", num_feat=64 if paper else 16,
+                           input_size=gt_size),
+        perceptual=dict(_target_="losses.basic_loss.PerceptualLoss", layer_weights={"conv5_4": 1.0}, weights="random"),
+        psnr=dict(iters=10**9, lr=2e-4, betas=[0.9, 0.99], pixel_weight=1.0, scheduler="step",
+                  step=dict(step_size=200000, gamma=0.5)),
+        gan=dict(iters=10**9, lr_g=1e-4, lr_d=1e-4, betas=[0.9, 0.99], milestones=[50000], gamma=0.5,
+                 pixel_weight=1e-2, perceptual_weight=1.0, gan_weight=5e-3),
+        stages=[stage] if stage == "psnr" else ["psnr", "gan"],
+    ).to(device)
+    Harness(m)
+    gt = torch.rand(batch, 3, gt_size, gt_size, device=device)
+
+    def synth():
+        return make_lr(gt, 4)
+
+    def step(lq):
+        if stage == "psnr":
+            m.psnr_step(lq, gt)
+        else:
+            out, _ = m.generator_step(lq, gt)
+            m.discriminator_step(out, gt)
+        ema_update(m.net_g_ema, m.net_g, 0.999)
+
+    nets = [m.net_g] + ([m.net_d, m.cri_perceptual.vgg] if stage == "gan" else [])
+    return m, nets, batch, synth, step
+
+
+def scfegan_case(config: str, device):
+    from lightning_modules.scfegan_module import SCFEGANModule
+    from synthesis.pipeline import FaceInputSynthesizer
+
+    paper = config == "paper"
+    res, batch, cnum = (512, 8, 64) if paper else (128, 4, 16)
+    m = SCFEGANModule(
+        generator=dict(_target_="archs.scfegan_generator.SCFEGANGenerator", cnum=cnum),
+        discriminator=dict(_target_="archs.sn_patch_discriminator.SNPatchDiscriminator", cnum=cnum),
+        loss=dict(alpha=6.0, sigma=0.05, gamma=120.0, upsilon=0.1, beta=0.001, theta=10.0, epsilon=0.001),
+        optim=dict(lr_g=1e-4, lr_d=1e-4, betas=[0.5, 0.999], d_steps=1), iters=10**9, vgg_weights="random",
+    ).to(device)
+    Harness(m)
+    synthesizer = FaceInputSynthesizer().to(device)
+    base = {"image": torch.rand(batch, 3, res, res, device=device) * 2 - 1,
+            "index": torch.arange(batch, device=device)}
+
+    def synth():
+        return synthesizer(dict(base), epoch=0)
+
+    def step(b):
+        with torch.no_grad():
+            _, comp = m(b)
+        m.discriminator_step(b, comp)
+        gen, comp = m(b)
+        m.generator_step(b, gen, comp)
+
+    return m, [m.net_g, m.net_d, m.cri_vgg.vgg], batch, synth, step
+
+
+def measure(args, model, config, stage, precision, channels_last, compile_, device):
+    torch.manual_seed(0)
+    if model == "esrgan":
+        m, nets, batch, synth, step = esrgan_case(config, stage, device)
+    else:
+        m, nets, batch, synth, step = scfegan_case(config, device)
+    if channels_last:
+        m.to(memory_format=torch.channels_last)
+    if compile_:
+        for net in nets:
+            net.compile()
+    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16-mixed")
+
+    def iteration():
+        with amp:
+            b = synth()
+            step(b)
+
+    for _ in range(args.warmup):
+        iteration()
+    sync(device)
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as fc, amp:
+        b = synth()
+        step(b)
+    flops = fc.get_total_flops()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    # Synthesis alone, then whole iterations.
+    sync(device)
+    t = time.perf_counter()
+    for _ in range(args.iters):
+        with amp:
+            synth()
+    sync(device)
+    t_synth = (time.perf_counter() - t) / args.iters
+    t = time.perf_counter()
+    for _ in range(args.iters):
+        iteration()
+    sync(device)
+    t_iter = (time.perf_counter() - t) / args.iters
+    if device.type == "cuda":
+        peak_mem = torch.cuda.max_memory_allocated(device) / 2**30
+        mem = f"{peak_mem:6.2f} GiB"
+    else:
+        mem = f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:6.2f} GiB RSS"
+    peak = device_peak(device, precision, args.peak_tflops)
+    tflops = flops / t_iter / 1e12
+    share = f"{100 * tflops / peak:5.1f}%" if peak else "   n/a"
+    name = f"{model}/{config}/{stage}"
+    print(f"{name:22s} {precision:10s} cl={int(channels_last)} compile={int(compile_)} | "
+          f"{batch / t_iter:8.1f} img/s {1000 * t_iter:9.1f} ms/it | {mem} | "
+          f"{flops / 1e9:9.1f} GFLOP/it {tflops:7.2f} TFLOP/s peak {share} | synthesis {100 * t_synth / t_iter:5.1f}%",
+          flush=True)
+
+
+@torch.no_grad()
+def scfegan_inference(args, device, precision):
+    from archs.scfegan_generator import SCFEGANGenerator
+
+    g = SCFEGANGenerator().to(device).eval()
+    x = torch.randn(1, 9, 512, 512, device=device)
+    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16-mixed")
+    with amp:
+        for _ in range(args.warmup):
+            g(x)
+        sync(device)
+        t = time.perf_counter()
+        for _ in range(args.iters):
+            g(x)
+        sync(device)
+    print(f"scfegan inference 512x512 batch 1 {precision:10s} | {1000 * (time.perf_counter() - t) / args.iters:8.2f} ms",
+          flush=True)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", choices=["esrgan", "scfegan", "all"], default="all")
+    p.add_argument("--config", choices=["demo", "paper", "all"], default="all")
+    p.add_argument("--precision", choices=["32-true", "bf16-mixed", "all"], default="all")
+    p.add_argument("--channels-last", choices=["0", "1", "all"], default="all")
+    p.add_argument("--compile", choices=["0", "1", "all"], default="0")
+    p.add_argument("--iters", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--peak-tflops", type=float, default=None, help="device peak for the share column")
+    args = p.parse_args()
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32 here
+    expand = lambda v, opts: opts if v == "all" else [v]  # noqa: E731
+    print(f"device: {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}, torch {torch.__version__}")
+    cases = []
+    for model in expand(args.model, ["esrgan", "scfegan"]):
+        stages = ["psnr", "gan"] if model == "esrgan" else ["gan"]
+        for config, stage in itertools.product(expand(args.config, ["demo", "paper"]), stages):
+            cases.append((model, config, stage))
+    for (model, config, stage), precision, cl, comp in itertools.product(
+        cases, expand(args.precision, ["32-true", "bf16-mixed"]), expand(args.channels_last, ["0", "1"]),
+        expand(args.compile, ["0", "1"]),
+    ):
+        try:
+            measure(args, model, config, stage, precision, cl == "1", comp == "1", device)
+        except Exception as err:  # report and go on: one case (e.g. compile on a CPU without a compiler) may fail
+            print(f"{model}/{config}/{stage} {precision} cl={cl} compile={comp}: FAILED {type(err).__name__}: {err}")
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    if args.model in ("scfegan", "all"):
+        for precision in expand(args.precision, ["32-true", "bf16-mixed"]):
+            scfegan_inference(args, device, precision)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,164 @@
+"""SC-FEGAN's training recipe (Jo & Park 2019; REFERENCE 1.8-1.10).
+
+Per batch: ``d_steps`` discriminator updates, then one generator update, on the same synthesised inputs.
+
+* G input ``[I*(1-M), sketch, colour, M, noise]``; output I_gen = G(x); composite I_comp = I_gen*M + I*(1-M).
+* L_G = L_ppxl + sigma*L_percept + gamma*(L_style(I_gen) + L_style(I_comp)) + upsilon*L_tv + beta*(-E[D(I_comp)])
+* L_D = E[1 - D(I_gt)] + E[1 + D(I_comp)] + theta*L_GP + epsilon*E[D(I_gt)^2]   (no ReLU; drift in D)
+
+D sees ``[image, sketch, colour, mask]`` (8 channels).  Images are in [-1, 1].
+"""
+
+from __future__ import annotations
+
+import torch
+from hydra.utils import instantiate
+from torchmetrics import MeanMetric
+
+from archs.scfegan_generator import composite, make_generator_input
+from lightning_modules.base import IterationGANModule, to_primitive, uint8_grid
+from losses.scfegan_loss import (
+    PerceptualStyleLoss,
+    PerPixelLoss,
+    discriminator_loss,
+    drift_loss,
+    generator_adversarial_loss,
+    gradient_penalty,
+    total_variation_loss,
+)
+from metrics.inpainting_metrics import inpainting_metrics
+
+METRICS = ("l1", "psnr", "ssim", "l1_mask", "psnr_mask", "ssim_mask")
+
+
+def to01(x: torch.Tensor) -> torch.Tensor:
+    return (x + 1) / 2
+
+
+class SCFEGANModule(IterationGANModule):
+    frozen_prefixes = ("cri_vgg.",)
+
+    def __init__(
+        self,
+        generator: dict,
+        discriminator: dict,
+        loss: dict,
+        optim: dict,
+        iters: int,
+        vgg_weights: str = "imagenet",
+        monitor: str = "val/psnr_mask",
+        task: str = "faces",
+    ) -> None:
+        super().__init__()
+        generator, discriminator, loss, optim = map(to_primitive, (generator, discriminator, loss, optim))
+        self.save_hyperparameters(dict(generator=generator, discriminator=discriminator, loss=loss, optim=optim,
+                                       iters=iters, vgg_weights=vgg_weights, monitor=monitor, task=task))
+        self.net_g = instantiate(generator)
+        self.net_d = instantiate(discriminator)
+        self.w = loss
+        self.optim_cfg = optim
+        self.iters = int(iters)
+        self.d_steps = int(optim.get("d_steps", 1))
+        if self.d_steps < 1:
+            raise ValueError(f"model.optim.d_steps must be >= 1, got {self.d_steps}")
+        self.cri_pixel = PerPixelLoss(loss["alpha"], loss.get("alpha_on", "hole"))
+        self.cri_vgg = PerceptualStyleLoss(loss["sigma"], loss["gamma"], vgg_weights=vgg_weights)
+        self.val_metrics = torch.nn.ModuleDict({m: MeanMetric() for m in METRICS})
+        self.sample_caption = "masked input | sketch | colour | output | composite | real"
+
+    @property
+    def total_iters(self) -> int:
+        return self.iters
+
+    def optimizer_steps_total(self) -> int:
+        return self.iters * (1 + self.d_steps)
+
+    def configure_optimizers(self):
+        c = self.optim_cfg
+        opt_g = torch.optim.Adam(self.net_g.parameters(), lr=c["lr_g"], betas=tuple(c["betas"]))
+        opt_d = torch.optim.Adam(self.net_d.parameters(), lr=c["lr_d"], betas=tuple(c["betas"]))
+        self._opt_index = {"g": 0, "d": 1}
+        return [opt_g, opt_d]  # constant LR (REFERENCE 1.10 Rec.)
+
+    # ------------------------------------------------------------------ the recipe
+    def forward(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """(I_gen, I_comp) for a synthesised batch."""
+        x = make_generator_input(batch["image"], batch["sketch"], batch["color"], batch["mask"], batch["noise"])
+        gen = self.net_g(x)
+        return gen, composite(gen, batch["image"], batch["mask"])
+
+    @staticmethod
+    def d_input(image: torch.Tensor, batch: dict) -> torch.Tensor:
+        return torch.cat([image, batch["sketch"], batch["color"], batch["mask"]], dim=1)
+
+    def discriminator_step(self, batch: dict, comp: torch.Tensor) -> dict:
+        opt_d, _ = self._opt("d")
+        w = self.w
+        real_in = self.d_input(batch["image"], batch)
+        fake_in = self.d_input(comp.detach(), batch)
+        d_real, d_fake = self.net_d(real_in), self.net_d(fake_in)
+        l_adv = discriminator_loss(d_real, d_fake)
+        l_gp = gradient_penalty(self.net_d, real_in, fake_in, batch["mask"])
+        l_drift = drift_loss(d_real)
+        l_d = l_adv + w["theta"] * l_gp + w["epsilon"] * l_drift
+        opt_d.zero_grad(set_to_none=True)
+        self.manual_backward(l_d)
+        opt_d.step()
+        return {"l_d_adv": l_adv.detach(), "l_gp": l_gp.detach(), "l_drift": l_drift.detach(),
+                "l_d_total": l_d.detach(), "out_d_real": d_real.detach().mean(), "out_d_fake": d_fake.detach().mean()}
+
+    def generator_step(self, batch: dict, gen: torch.Tensor, comp: torch.Tensor) -> dict:
+        opt_g, _ = self._opt("g")
+        w, gt, mask = self.w, batch["image"], batch["mask"]
+        with self.frozen(self.net_d):
+            l_ppxl = self.cri_pixel(gen, gt, mask)
+            vgg = self.cri_vgg(gen, comp, gt)
+            l_tv = total_variation_loss(comp, mask)
+            l_adv = generator_adversarial_loss(self.net_d(self.d_input(comp, batch)))
+            l_g = (l_ppxl + w["sigma"] * vgg["perceptual"] + w["gamma"] * vgg["style"]
+                   + w["upsilon"] * l_tv + w["beta"] * l_adv)
+            opt_g.zero_grad(set_to_none=True)
+            self.manual_backward(l_g)
+            opt_g.step()
+        return {"l_ppxl": l_ppxl.detach(), "l_percept": vgg["perceptual"].detach(), "l_style": vgg["style"].detach(),
+                "l_tv": l_tv.detach(), "l_g_adv": l_adv.detach(), "l_g_total": l_g.detach()}
+
+    def training_step(self, batch: dict, batch_idx: int) -> None:
+        logs = {}
+        with torch.no_grad():
+            _, comp = self(batch)
+        for _ in range(self.d_steps):
+            logs.update(self.discriminator_step(batch, comp))
+        gen, comp = self(batch)
+        logs.update(self.generator_step(batch, gen, comp))
+        self.end_iteration(logs, batch["image"].shape[0])
+
+    # ------------------------------------------------------------------ validation
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        gen, comp = self(batch)
+        values = inpainting_metrics(to01(comp), to01(batch["image"]), batch["mask"])
+        for m in METRICS:
+            v = values[m].float()
+            self.val_metrics[m].update(v[torch.isfinite(v)])
+        if batch_idx == 0:
+            self.val_samples["val"] = self.sample_grid(batch, gen, comp)
+
+    def sample_grid(self, batch: dict, gen: torch.Tensor, comp: torch.Tensor, n: int = 4) -> torch.Tensor:
+        """Rows of: masked input | sketch | colour | output | composite | real (uint8)."""
+        rows = []
+        for i in range(min(n, batch["image"].shape[0])):
+            m = batch["mask"][i]
+            masked = to01(batch["image"][i]) * (1 - m) + m  # erased region shown white
+            color = torch.where(m > 0.5, to01(batch["color"][i]), torch.zeros_like(batch["color"][i]))
+            rows.append(uint8_grid([masked, batch["sketch"][i], color, to01(gen[i]), to01(comp[i]),
+                                    to01(batch["image"][i])]))
+        return torch.cat(rows, dim=0)
+
+    def on_validation_epoch_end(self) -> None:
+        summary = {}
+        for m in METRICS:
+            summary[m] = self.val_metrics[m].compute()
+            self.log(f"val/{m}", summary[m], prog_bar=m == "psnr_mask")
+            self.val_metrics[m].reset()
+        if not self.trainer.sanity_checking:
+            self.log_validation_summary(summary)
