@@ -12,19 +12,20 @@ on the device (ESRGAN: the bicubic LR; SC-FEGAN: mask, sketch, colour, noise).  
 (speed does not depend on them).
 """
 
-import tv_compat  # noqa: F401  (must precede anything that imports torchvision)
-
-import argparse
-import itertools
 import os
-import resource
 import sys
-import time
-import warnings
 
-import torch
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the project root
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import tv_compat  # noqa: E402,F401  (must precede anything that imports torchvision)
+
+import argparse  # noqa: E402
+import itertools  # noqa: E402
+import resource  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+
+import torch  # noqa: E402
 warnings.filterwarnings("ignore")
 
 # Dense peak TFLOP/s by device name and precision (vendor figures; fp32 = non-tensor-core FP32).

@@ -38,7 +38,7 @@ import torch
 from pytorch_lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.image_io import BadImageError, filter_images, list_images, read_image, read_label_map
+from datamodules.image_io import filter_images, list_images, read_image, read_label_map
 from synthesis.pipeline import FaceInputSynthesizer
 
 # CelebAMask-HQ part names in label order 1..18 (0 = background); REFERENCE 1.11, celebamask_mini README.
@@ -288,7 +288,7 @@ class FaceDataModule(LightningDataModule):
         val_seed_offset: int = 1_000_003,
         val_epoch: int = -1,
         synthesis: Any = None,
-        task: str = "face_edit",
+        task: str = "faces",
     ):
         super().__init__()
         if label_format not in ("auto", "single", "per_part"):

@@ -21,19 +21,6 @@ def to_primitive(x):
     return x
 
 
-def to_uint8_image(x: torch.Tensor) -> torch.Tensor:
-    """[C,H,W] float in [0,1] (C = 1 or 3) -> HxWx3 uint8 (wandb renders float images black)."""
-    x = x.detach().float().clamp(0, 1).cpu()
-    if x.shape[0] == 1:
-        x = x.expand(3, -1, -1)
-    return (x * 255).round().to(torch.uint8).permute(1, 2, 0).contiguous()
-
-
-def uint8_grid(columns: list[torch.Tensor]) -> torch.Tensor:
-    """Side-by-side images ([C,H,W] floats in [0,1]) as one uint8 HxWx3 tensor."""
-    return torch.cat([to_uint8_image(c) for c in columns], dim=1)
-
-
 class IterationGANModule(LightningModule):
     """Base for recipes that count training in batches (``self.iteration``) and use manual optimization.
 

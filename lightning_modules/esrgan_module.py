@@ -18,7 +18,8 @@ from hydra.utils import instantiate
 from torchmetrics import MeanMetric
 
 from archs.weights_io import load_generator_state, load_into, save_generator_weights
-from lightning_modules.base import IterationGANModule, to_primitive, uint8_grid
+from lightning_modules.base import IterationGANModule, to_primitive
+from ops.image_grid import uint8_grid
 from lightning_modules.ema import ema_update
 from lightning_modules.lr_scheduler import build_scheduler
 from losses.gan_loss import ragan_discriminator_fake_loss, ragan_discriminator_real_loss, ragan_generator_loss

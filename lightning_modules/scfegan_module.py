@@ -16,7 +16,8 @@ from hydra.utils import instantiate
 from torchmetrics import MeanMetric
 
 from archs.scfegan_generator import composite, make_generator_input
-from lightning_modules.base import IterationGANModule, to_primitive, uint8_grid
+from lightning_modules.base import IterationGANModule, to_primitive
+from ops.image_grid import uint8_grid
 from losses.scfegan_loss import (
     PerceptualStyleLoss,
     PerPixelLoss,

@@ -108,7 +108,8 @@ class ColorMapExtractor(nn.Module):
         radius kernel // 2); ``square`` is kornia's ``bilateral_blur`` window.
       * ``bilateral_impl``: ``auto`` = OpenCV on CPU tensors (20 x 9 x 9 bilateral of a 2 x 512^2 batch: ~1 s, against
         ~35 s for kornia's CPU tap loop; kornia when window=square) and :func:`bilateral_taps` (the same filter,
-        O(image) memory) on other devices; ``opencv`` / ``taps`` / ``kornia`` (``kornia.filters.bilateral_blur``, needs window=square) force one.
+        O(image) memory) on other devices; ``opencv`` / ``taps`` / ``kornia`` (``kornia.filters.bilateral_blur``,
+        needs window=square) force one.
     """
 
     def __init__(
@@ -169,7 +170,9 @@ class ColorMapExtractor(nn.Module):
                 impl = "opencv" if self.bilateral_window == "disk" else "kornia"
         for _ in range(self.bilateral_iterations):
             if impl == "opencv":
-                x01 = bilateral_opencv(x01, self.bilateral_kernel, self.bilateral_sigma_color, self.bilateral_sigma_space)
+                x01 = bilateral_opencv(
+                    x01, self.bilateral_kernel, self.bilateral_sigma_color, self.bilateral_sigma_space
+                )
             elif impl == "kornia":
                 x01 = bilateral_blur(
                     x01,

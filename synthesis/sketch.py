@@ -7,7 +7,8 @@ local weights file is given.  Both are followed by the pix2pix post-processing s
 (Guo-Hall two-subiteration thinning, the algorithm of MATLAB ``bwmorph(..., 'thin', inf)`` and
 ``skimage.morphology.thin``) and removal of 8-connected components smaller than ``min_component_size`` pixels
 (MATLAB ``bwareaopen(..., 5)``).  Canny's hysteresis and the component removal use kornia's exact block
-union-find labelling, so no step iterates once per pixel of edge length.  Output: float {0, 1} [B, 1, H, W]; the pipeline multiplies it by the mask.
+union-find labelling, so no step iterates once per pixel of edge length.
+Output: float {0, 1} [B, 1, H, W]; the pipeline multiplies it by the mask.
 """
 
 from __future__ import annotations
