@@ -2,7 +2,8 @@
 
     python evaluate.py model=esrgan ckpt_path=PATH data.test_dirs=[DIR,...] metrics_file=out.json
     python evaluate.py model=bicubic data.test_dirs=[DIR,...]
-    python evaluate.py model=esrgan ckpt_path=PATH data.test_dirs=[...] metrics.lpips.enabled=true metrics.niqe.enabled=true
+    python evaluate.py model=esrgan ckpt_path=PATH data.test_dirs=[...] metrics.lpips.enabled=true \\
+        metrics.niqe.enabled=true
     python evaluate.py model=esrgan interp.psnr_weights=A interp.gan_weights=B interp.alphas=[0,0.2,0.4,0.6,0.8,1.0] \\
         data.test_dirs=[...]
     python evaluate.py model=scfegan ckpt_path=PATH data.test_dir=DIR [data.user_mask_dir=MASKS]
@@ -53,6 +54,7 @@ from ops.imresize import imresize
 log = logging.getLogger(__name__)
 COLUMNS = ("psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb")
 FACE_COLUMNS = ("l1", "psnr", "ssim", "l1_mask", "psnr_mask", "ssim_mask")
+EVAL_DATA_KEYS = ("test_dir", "test_label_dir", "user_mask_dir")  # conf/eval.yaml's additions to `data`
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity's FID Inception (TF port)
 PI_NOTE = (
     "Perceptual Index (PI = ((10 - Ma) + NIQE) / 2, PIRM 2018) is not reported: no implementation of the Ma et al. "
@@ -87,8 +89,9 @@ def _prefer(cfg: DictConfig) -> str:
     return "params_ema" if cfg.get("use_ema", True) else "params"
 
 
-def load_generator(cfg: DictConfig, path: str, device: torch.device, state: dict | None = None) -> torch.nn.Module:
-    net = instantiate(generator_config(cfg, path))
+def load_generator(cfg: DictConfig, path: str, device: torch.device, state: dict | None = None,
+                   gen_cfg: dict | None = None) -> torch.nn.Module:
+    net = instantiate(gen_cfg if gen_cfg is not None else generator_config(cfg, path))
     if state is None:
         state = load_generator_state(path, prefer=_prefer(cfg))
     load_into(net, state, source=str(path))
@@ -167,7 +170,8 @@ def build_fid_metric(cfg: DictConfig, device: torch.device, notes: list[str]):
     from torchmetrics.image.fid import FrechetInceptionDistance
 
     # uint8 inputs (normalize=False), so that one Inception can serve several FIDs (see new_fid).
-    return FrechetInceptionDistance(feature=2048, normalize=False, feature_extractor_weights_path=path).to(device)
+    feature = int(c.get("feature", 2048))
+    return FrechetInceptionDistance(feature=feature, normalize=False, feature_extractor_weights_path=path).to(device)
 
 
 def new_fid(template):
@@ -292,10 +296,11 @@ def evaluate_interpolation(cfg: DictConfig) -> tuple[dict[str, dict], list[str]]
     b = load_generator_state(gan_path, prefer=_prefer(cfg))
     interpolate_state_dicts(a, b, 0.0, names=(psnr_path, gan_path))  # layout check before any evaluation
     scorer = SRScorer(cfg, device, interpolation=True)
+    gen_cfg = generator_config(cfg, psnr_path)
     results = {}
     for alpha in alphas:
         state = interpolate_state_dicts(a, b, alpha, names=(psnr_path, gan_path))
-        net = load_generator(cfg, psnr_path, device, state=state)
+        net = load_generator(cfg, psnr_path, device, state=state, gen_cfg=gen_cfg)
         results.update(_sr_folder_rows(net, cfg, device, scorer, prefix=f"{alpha_key(alpha)}/"))
         del net
     notes = [f"alpha=0: {psnr_path}; alpha=1: {gan_path}; theta = (1 - alpha) theta_PSNR + alpha theta_GAN."]
@@ -324,7 +329,10 @@ def build_face_data(cfg: DictConfig):
     kwargs = dict(hflip=False, pin_memory=False, persistent_workers=False)
     if test_dir:
         kwargs.update(image_dir=str(test_dir), label_dir=cfg.data.get("test_label_dir"), split_file=None)
-    dm = instantiate(fcfg, **kwargs)
+    fc = OmegaConf.to_container(fcfg, resolve=True)
+    for key in EVAL_DATA_KEYS:  # eval.yaml adds these to every data config; the data module does not take them
+        fc.pop(key, None)
+    dm = instantiate(fc, **kwargs)
     if test_dir:
         from datamodules.image_io import filter_images, list_images
 

@@ -214,6 +214,7 @@ def test_face_editing_synthesised_and_user_masks_with_lpips_and_fid(tmp_path, ca
         "face_data.resolution=128", "face_data.num_workers=0", "face_data.val_batch_size=4",
         "metrics.lpips.enabled=true", f"metrics.lpips.backbone_weights={_random_alexnet_file(tmp_path / 'a.pth')}",
         f"metrics.fid.inception_weights={_random_inception_file(tmp_path / 'inception.pth')}",
+        "metrics.fid.feature=64",  # the 2048-d FID's 2048x2048 eigen-decomposition costs seconds on CPU
         f"metrics_file={out}"], config_name="eval")
     with pytest.warns(UserWarning, match="1 of 3 test images have no user mask"):
         rows = evaluate(cfg)
@@ -252,3 +253,13 @@ def test_face_helpers_fail_clearly(tmp_path, monkeypatch):
     cfg = compose_cfg(tmp_path / "b", ["model=scfegan", f"ckpt_path={ckpt}"], config_name="eval")
     with pytest.raises(ValueError, match="data.test_dir"):
         evaluate(cfg)
+
+
+def test_face_data_config_held_out_split(tmp_path):
+    # data=<face config> without data.test_dir: its held-out split (here 1 of the shipped demo images), row "val".
+    ckpt = _face_ckpt(tmp_path / "g.ckpt")
+    cfg = compose_cfg(tmp_path / "ev", ["model=scfegan", f"ckpt_path={ckpt}", "data=faces_demo", "data.num_val=1",
+                                        "data.num_workers=0", "metrics.fid.enabled=false"], config_name="eval")
+    rows = evaluate(cfg)
+    assert list(rows) == ["val"] and rows["val"]["images"] == 1
+    assert set(rows["val"]) == {"images", "l1", "psnr", "ssim", "l1_mask", "psnr_mask", "ssim_mask"}

@@ -48,7 +48,8 @@ def test_integer_entries_come_from_the_nearer_endpoint():
 def test_mismatched_layouts_name_the_keys(tmp_path):
     a = _net_state(0)
     wider = _net_state(1, num_feat=16)
-    with pytest.raises(ValueError, match=r"shapes differ: body\.0\.rdb1\.conv1\.weight \(4, 8, 3, 3\) vs \(4, 16, 3, 3\)"):
+    expected = r"shapes differ: body\.0\.rdb1\.conv1\.weight \(4, 8, 3, 3\) vs \(4, 16, 3, 3\)"
+    with pytest.raises(ValueError, match=expected):
         interpolate_state_dicts(a, wider, 0.5)
     deeper = _net_state(1, num_block=2)
     pa, pb = tmp_path / "psnr.pth", tmp_path / "gan.pth"
