@@ -2,13 +2,23 @@
 
 Written files use BasicSR's container, ``{"params": state_dict, "params_ema": state_dict}``, so they
 load in BasicSR and in xinntao's tools as well as here.  Reading accepts that container, a bare state
-dict, and this project's Lightning checkpoints (``.ckpt``; the EMA generator is taken).
+dict, this project's Lightning checkpoints (``.ckpt``; the EMA generator is taken) and ``.safetensors``.
+
+The second half (:func:`build_generator` and helpers) reads every generator file the project meets -
+its own checkpoints and exports, and the published ESRGAN generators in their three key layouts
+(REFERENCE 2.2) - and builds the network with the architecture the file records or its tensors imply.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import zipfile
 from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -28,6 +38,8 @@ def load_generator_state(path: str | os.PathLike, prefer: str = "params_ema") ->
     path = os.path.expanduser(str(path))
     if not os.path.isfile(path):
         raise FileNotFoundError(f"generator weights file {path!r} does not exist")
+    if path.endswith(".safetensors"):
+        return _read_safetensors(path).state
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
@@ -64,3 +76,440 @@ def load_into(net: nn.Module, state: dict, source: str = "weights") -> None:
 
 def _cpu(sd: dict) -> "OrderedDict[str, torch.Tensor]":
     return OrderedDict((k, v.detach().cpu().clone()) for k, v in sd.items())
+
+
+# =====================================================================================================================
+# Published ESRGAN key layouts, generator files of every kind, and building a generator from a file
+# (used by predict.py, archs/export.py and archs/scfegan_convert.py).
+# =====================================================================================================================
+
+#: The generator classes a weights file may name.  Files never choose the class to build by an import path:
+#: a ``_target_`` outside this table is refused (a weights file must not be able to run arbitrary code).
+GENERATOR_TARGETS = {
+    "archs.rrdbnet.RRDBNet": "esrgan",
+    "archs.scfegan_generator.SCFEGANGenerator": "scfegan",
+}
+_KIND_ALIASES = {"esrgan": "esrgan", "rrdbnet": "esrgan", "scfegan": "scfegan", "sc-fegan": "scfegan"}
+
+#: REFERENCE 2.2: BasicSR (this project's names), xinntao/ESRGAN, and the original 2018 sequential ``RRDB_Net``.
+ESRGAN_LAYOUTS = ("basicsr", "xinntao", "sequential")
+_LAYOUT_EXAMPLES = {
+    "basicsr": "conv_first.weight, body.0.rdb1.conv1.weight, conv_body.weight, conv_up1.weight, conv_up2.weight, "
+               "conv_hr.weight, conv_last.weight (bare, or inside 'params' / 'params_ema')",
+    "xinntao": "conv_first.weight, RRDB_trunk.0.RDB1.conv1.weight, trunk_conv.weight, upconv1.weight, "
+               "upconv2.weight, HRconv.weight, conv_last.weight",
+    "sequential": "model.0.weight, model.1.sub.0.RDB1.conv1.0.weight, model.1.sub.23.weight (trunk conv after "
+                  "the last block), model.3.weight, model.6.weight, model.8.weight, model.10.weight",
+}
+#: Name of the JSON entry (``{"generator": ..., **meta}``) that :mod:`archs.export` stores in TorchScript files.
+TORCHSCRIPT_META = "generator_meta.json"
+_SCFEGAN_EXAMPLE = ("gconv1_ds.conv.weight, gconv1_ds.gate.weight, ..., co_conv4_dlt.conv.weight, "
+                    "deconv1.deconv.weight, gconv8.conv.weight, ..., deconv7.deconv.weight, gconv14.gate.bias")
+
+# BasicSR name <-> xinntao name (whole dotted prefixes; the RDB indices keep their digits).
+_XINNTAO_FIXED = {
+    "conv_first": "conv_first", "conv_body": "trunk_conv", "conv_up1": "upconv1", "conv_up2": "upconv2",
+    "conv_hr": "HRconv", "conv_last": "conv_last",
+}
+_SEQ_FIXED = {"conv_first": "model.0", "conv_up1": "model.3", "conv_up2": "model.6", "conv_hr": "model.8",
+              "conv_last": "model.10"}
+_RE_BASICSR_BODY = re.compile(r"^body\.(\d+)\.rdb([123])\.conv([1-5])\.(weight|bias)$")
+_RE_XINNTAO_BODY = re.compile(r"^RRDB_trunk\.(\d+)\.RDB([123])\.conv([1-5])\.(weight|bias)$")
+_RE_SEQ_BODY = re.compile(r"^model\.1\.sub\.(\d+)\.RDB([123])\.conv([1-5])\.0\.(weight|bias)$")
+_RE_SEQ_TRUNK = re.compile(r"^model\.1\.sub\.(\d+)\.(weight|bias)$")
+
+
+def strip_module_prefix(state: Mapping[str, torch.Tensor]) -> "OrderedDict[str, torch.Tensor]":
+    """Drop the ``module.`` prefixes that (Distributed)DataParallel adds (repeated ones too)."""
+    out = OrderedDict()
+    for key, value in state.items():
+        while key.startswith("module."):
+            key = key[len("module."):]
+        out[key] = value
+    return out
+
+
+def esrgan_layout(state: Mapping[str, Any]) -> str | None:
+    """Which of :data:`ESRGAN_LAYOUTS` the keys of ``state`` use, or None when none of them."""
+    keys = set(state)
+    if "model.0.weight" in keys and any(_RE_SEQ_BODY.match(k) for k in keys):
+        return "sequential"
+    if "conv_first.weight" in keys and any(_RE_XINNTAO_BODY.match(k) for k in keys):
+        return "xinntao"
+    if "conv_first.weight" in keys and any(_RE_BASICSR_BODY.match(k) for k in keys):
+        return "basicsr"
+    return None
+
+
+def _split(key: str) -> tuple[str, str]:
+    base, _, leaf = key.rpartition(".")
+    return base, leaf
+
+
+def esrgan_to_basicsr(state: Mapping[str, torch.Tensor], layout: str | None = None) -> "OrderedDict[str, torch.Tensor]":
+    """Rename an ESRGAN generator state dict of any published layout to BasicSR's (this project's) names.
+
+    A pure rename (the topology is the same in all three, REFERENCE 2.2); ``module.`` prefixes are dropped.
+    Raises ``ValueError`` naming the expected and the found keys when the layout is none of the three, and
+    naming the keys it cannot place when the layout is recognised but holds extra entries.
+    """
+    state = strip_module_prefix(state)
+    layout = layout or esrgan_layout(state)
+    if layout is None:
+        raise ValueError(_not_esrgan_message(state))
+    if layout not in ESRGAN_LAYOUTS:
+        raise ValueError(f"unknown ESRGAN layout {layout!r}; known: {ESRGAN_LAYOUTS}")
+    if layout == "basicsr":
+        return OrderedDict(state)
+    out: "OrderedDict[str, torch.Tensor]" = OrderedDict()
+    unplaced = []
+    if layout == "xinntao":
+        inverse = {v: k for k, v in _XINNTAO_FIXED.items()}
+        for key, value in state.items():
+            m = _RE_XINNTAO_BODY.match(key)
+            base, leaf = _split(key)
+            if m:
+                out[f"body.{m[1]}.rdb{m[2]}.conv{m[3]}.{m[4]}"] = value
+            elif base in inverse:
+                out[f"{inverse[base]}.{leaf}"] = value
+            else:
+                unplaced.append(key)
+    else:  # sequential
+        inverse = {v: k for k, v in _SEQ_FIXED.items()}
+        blocks = {int(m[1]) for m in map(_RE_SEQ_BODY.match, state) if m}
+        trunk_index = max(blocks) + 1 if blocks else None
+        for key, value in state.items():
+            m = _RE_SEQ_BODY.match(key)
+            t = _RE_SEQ_TRUNK.match(key)
+            base, leaf = _split(key)
+            if m:
+                out[f"body.{m[1]}.rdb{m[2]}.conv{m[3]}.{m[4]}"] = value
+            elif t and int(t[1]) == trunk_index:
+                out[f"conv_body.{t[2]}"] = value
+            elif base in inverse:
+                out[f"{inverse[base]}.{leaf}"] = value
+            else:
+                unplaced.append(key)
+    if unplaced:
+        raise ValueError(
+            f"ESRGAN weights in the {layout!r} layout hold keys that have no place in RRDBNet: "
+            f"{_few(sorted(unplaced))} (expected only: {_LAYOUT_EXAMPLES[layout]})"
+        )
+    return out
+
+
+def basicsr_to_esrgan_layout(state: Mapping[str, torch.Tensor], layout: str) -> "OrderedDict[str, torch.Tensor]":
+    """The inverse of :func:`esrgan_to_basicsr`: BasicSR names -> ``layout`` (to write files the published
+    tools read, and to test the readers).  The sequential layout exists for x4 networks only."""
+    if layout not in ESRGAN_LAYOUTS:
+        raise ValueError(f"unknown ESRGAN layout {layout!r}; known: {ESRGAN_LAYOUTS}")
+    if layout == "basicsr":
+        return OrderedDict(state)
+    num_block = len({int(m[1]) for m in map(_RE_BASICSR_BODY.match, state) if m})
+    out = OrderedDict()
+    for key, value in state.items():
+        m = _RE_BASICSR_BODY.match(key)
+        base, leaf = _split(key)
+        if layout == "xinntao":
+            out[f"RRDB_trunk.{m[1]}.RDB{m[2]}.conv{m[3]}.{m[4]}" if m else f"{_XINNTAO_FIXED[base]}.{leaf}"] = value
+        elif m:
+            out[f"model.1.sub.{m[1]}.RDB{m[2]}.conv{m[3]}.0.{m[4]}"] = value
+        elif base == "conv_body":
+            out[f"model.1.sub.{num_block}.{leaf}"] = value
+        else:
+            out[f"{_SEQ_FIXED[base]}.{leaf}"] = value
+    return out
+
+
+def rrdbnet_config(state: Mapping[str, torch.Tensor]) -> dict:
+    """RRDBNet arguments read off a BasicSR-layout state dict's tensor shapes.
+
+    ``scale`` follows from ``conv_first``'s input channels: ``num_out_ch`` (x4), 4x that (x2,
+    pixel-unshuffle 2) or 16x (x1, unshuffle 4), as in BasicSR / Real-ESRGAN; any other count is read as
+    ``num_in_ch`` of an x4 network.
+    """
+    need = ("conv_first.weight", "conv_last.weight", "body.0.rdb1.conv1.weight")
+    missing = [k for k in need if k not in state]
+    if missing:
+        raise ValueError(f"cannot infer the RRDBNet size: missing {missing}")
+    num_feat, first_in = state["conv_first.weight"].shape[:2]
+    num_out_ch = state["conv_last.weight"].shape[0]
+    num_block = len({int(m[1]) for m in map(_RE_BASICSR_BODY.match, state) if m})
+    num_grow_ch = state["body.0.rdb1.conv1.weight"].shape[0]
+    ratio = first_in // num_out_ch if first_in % num_out_ch == 0 else 0
+    if ratio in (1, 4, 16):
+        scale, num_in_ch = {1: 4, 4: 2, 16: 1}[ratio], num_out_ch
+    else:
+        scale, num_in_ch = 4, first_in
+    return {"_target_": "archs.rrdbnet.RRDBNet", "num_in_ch": int(num_in_ch), "num_out_ch": int(num_out_ch),
+            "scale": scale, "num_feat": int(num_feat), "num_block": int(num_block), "num_grow_ch": int(num_grow_ch)}
+
+
+def scfegan_config(state: Mapping[str, torch.Tensor], padding_mode: str = "tf_same") -> dict:
+    """SCFEGANGenerator arguments read off the tensors (``padding_mode`` cannot be: it is not a weight)."""
+    w = state["gconv1_ds.conv.weight"]
+    return {"_target_": "archs.scfegan_generator.SCFEGANGenerator", "in_channels": int(w.shape[1]),
+            "out_channels": int(state["gconv14.conv.weight"].shape[0]), "cnum": int(w.shape[0]),
+            "self_gated_deconv": "deconv1.gate.weight" not in state, "padding_mode": padding_mode}
+
+
+def _few(keys: list, n: int = 8) -> str:
+    return f"{keys[:n]}{f' ... ({len(keys)} in all)' if len(keys) > n else ''}"
+
+
+def _not_esrgan_message(state: Mapping[str, Any], source: str = "weights") -> str:
+    expected = "; ".join(f"{name}: {ex}" for name, ex in _LAYOUT_EXAMPLES.items())
+    return (f"{source} are not an ESRGAN generator in any known layout. Expected keys like - {expected}. "
+            f"Found {len(state)} keys: {_few(sorted(map(str, state)))}")
+
+
+def generator_kind(state: Mapping[str, Any]) -> str | None:
+    """``"esrgan"`` (any published layout), ``"scfegan"``, or None."""
+    state = strip_module_prefix(state)
+    if "gconv1_ds.conv.weight" in state and "gconv14.conv.weight" in state:
+        return "scfegan"
+    if esrgan_layout(state) is not None:
+        return "esrgan"
+    return None
+
+
+@dataclass
+class GeneratorFile:
+    """What a generator weights file holds.
+
+    Attributes:
+        state: the generator's state dict (``module.`` prefixes dropped; ESRGAN keys still in the file's layout).
+        generator: the architecture the file records (``{"_target_": ..., **kwargs}``), or None.
+        meta: other recorded facts, e.g. ``{"bgr": True}`` for converted official SC-FEGAN weights.
+        path: the file.
+        container: how it was stored: ``ckpt``, ``params_ema``, ``params``, ``bare``, ``safetensors``,
+            ``torchscript``.
+    """
+
+    state: "OrderedDict[str, torch.Tensor]"
+    generator: dict | None = None
+    meta: dict = field(default_factory=dict)
+    path: str = ""
+    container: str = "bare"
+
+
+def _is_safetensors(path: str) -> bool:
+    if path.endswith(".safetensors"):
+        return True
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+    except OSError:
+        return False
+    return len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < (1 << 31)
+
+
+def _is_torchscript(path: str) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as zf:
+        names = zf.namelist()
+    return any(n.endswith("/constants.pkl") for n in names) or any("/code/" in n for n in names)
+
+
+def _read_safetensors(path: str) -> GeneratorFile:
+    try:
+        from safetensors import safe_open
+    except ImportError as err:  # pragma: no cover - pinned in requirements.txt
+        raise ImportError("reading .safetensors files needs the 'safetensors' package (pip install safetensors)") from err
+    try:
+        with safe_open(path, framework="pt", device="cpu") as f:
+            meta_raw = f.metadata() or {}
+            state = OrderedDict((k, f.get_tensor(k)) for k in f.keys())
+    except Exception as err:
+        raise ValueError(f"cannot read safetensors file {path!r}: {type(err).__name__}: {err}") from err
+    generator = json.loads(meta_raw["generator"]) if meta_raw.get("generator") else None
+    meta = json.loads(meta_raw["meta"]) if meta_raw.get("meta") else {}
+    return GeneratorFile(strip_module_prefix(state), generator, meta, path, "safetensors")
+
+
+def read_generator_file(path: str | os.PathLike, prefer: str = "params_ema") -> GeneratorFile:
+    """Read any generator file this project knows (see :func:`build_generator`), without building a network.
+
+    Pickled files are read with ``torch.load(weights_only=True)``; TorchScript archives with
+    ``torch.jit.load`` (their state dict is taken; no Python code runs).
+    """
+    path = os.path.expanduser(str(path))
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"generator weights file {path!r} does not exist")
+    if _is_safetensors(path):
+        return _read_safetensors(path)
+    if path.endswith(".onnx"):
+        raise ValueError(f"{path!r} is an ONNX model: run it with onnxruntime; weights= takes .pth, .ckpt, "
+                         ".safetensors or TorchScript .pt files")
+    if _is_torchscript(path):
+        extra = {TORCHSCRIPT_META: ""}
+        try:
+            module = torch.jit.load(path, map_location="cpu", _extra_files=extra)
+        except Exception as err:
+            raise ValueError(f"cannot read TorchScript file {path!r}: {type(err).__name__}: {err}") from err
+        meta = json.loads(extra[TORCHSCRIPT_META]) if extra[TORCHSCRIPT_META] else {}
+        return GeneratorFile(strip_module_prefix(_cpu(module.state_dict())), meta.pop("generator", None), meta,
+                             path, "torchscript")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ValueError(f"cannot read generator weights {path!r} (torch.load with weights_only=True): "
+                         f"{type(err).__name__}: {err}") from err
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path!r} holds a {type(obj).__name__}, not a state dict or a weights container")
+    if "state_dict" in obj and isinstance(obj["state_dict"], dict):  # this project's Lightning checkpoint
+        sd = obj["state_dict"]
+        generator = (obj.get("hyper_parameters") or {}).get("generator")
+        order = ("net_g_ema.", "net_g.") if prefer == "params_ema" else ("net_g.", "net_g_ema.")
+        for prefix in order:
+            sub = OrderedDict((k[len(prefix):], v) for k, v in sd.items() if k.startswith(prefix))
+            if sub:
+                return GeneratorFile(sub, dict(generator) if isinstance(generator, Mapping) else None, {}, path, "ckpt")
+        raise ValueError(f"checkpoint {path!r} has no 'net_g_ema.*' or 'net_g.*' keys; found {_few(sorted(sd))}")
+    generator = obj.get("generator") if isinstance(obj.get("generator"), dict) else None
+    meta = obj.get("meta") if isinstance(obj.get("meta"), dict) else {}
+    for key in (prefer, "params_ema", "params"):
+        if key in obj and isinstance(obj[key], dict):
+            return GeneratorFile(strip_module_prefix(obj[key]), generator, dict(meta), path, key)
+    tensors = OrderedDict((k, v) for k, v in obj.items() if isinstance(v, torch.Tensor))
+    if not tensors:
+        raise ValueError(f"{path!r} holds no tensors: keys {_few(sorted(map(str, obj)))}; expected a state dict, "
+                         "a {'params': ..., 'params_ema': ...} container or a Lightning checkpoint")
+    return GeneratorFile(strip_module_prefix(tensors), None, {}, path, "bare")
+
+
+def _checked_config(generator: Mapping, kind: str, source: str) -> dict:
+    cfg = dict(generator)
+    target = cfg.get("_target_")
+    if target not in GENERATOR_TARGETS:
+        raise ValueError(f"{source} names generator {target!r}; only {sorted(GENERATOR_TARGETS)} can be built")
+    if GENERATOR_TARGETS[target] != kind:
+        raise ValueError(f"{source} holds a {GENERATOR_TARGETS[target]} generator, not {kind}")
+    return cfg
+
+
+def make_generator(config: Mapping) -> nn.Module:
+    """Build a generator from ``{"_target_": one of GENERATOR_TARGETS, **kwargs}`` (no arbitrary imports)."""
+    cfg = dict(config)
+    target = cfg.pop("_target_", None)
+    if target == "archs.rrdbnet.RRDBNet":
+        from archs.rrdbnet import RRDBNet
+
+        return RRDBNet(**cfg)
+    if target == "archs.scfegan_generator.SCFEGANGenerator":
+        from archs.scfegan_generator import SCFEGANGenerator
+
+        return SCFEGANGenerator(**cfg)
+    raise ValueError(f"unknown generator {target!r}; known: {sorted(GENERATOR_TARGETS)}")
+
+
+def build_generator(
+    path: str | os.PathLike,
+    kind: str = "auto",
+    prefer: str = "params_ema",
+    defaults: Mapping | None = None,
+) -> tuple[nn.Module, GeneratorFile]:
+    """The generator in ``path``, built and loaded, in eval mode on the CPU.
+
+    Accepted files: this project's Lightning ``.ckpt`` (architecture from ``hyper_parameters.generator``, EMA
+    weights ``net_g_ema.*`` unless ``prefer="params"``), its weights files (``{params, params_ema}``
+    containers, with optional ``generator`` / ``meta`` entries), its exports (``.safetensors`` with metadata,
+    TorchScript), bare state dicts, and the published ESRGAN generators in all three layouts
+    (:data:`ESRGAN_LAYOUTS`).  ``module.`` prefixes are dropped.
+
+    ``kind``: ``auto``, ``esrgan`` or ``scfegan``.  The architecture is the one the file records; otherwise it
+    is read off the tensor shapes (RRDBNet: features, blocks, growth, scale; SC-FEGAN: width, channels, deconv
+    gate), with ``defaults`` (a generator config) for what shapes cannot tell (SC-FEGAN ``padding_mode``).
+    The returned ``GeneratorFile.state`` holds the state dict as loaded (BasicSR names for ESRGAN).
+    """
+    info = read_generator_file(path, prefer=prefer)
+    found = generator_kind(info.state)
+    want = _KIND_ALIASES.get(str(kind).lower(), None) if kind != "auto" else found
+    if kind != "auto" and want is None:
+        raise ValueError(f"kind must be 'auto', 'esrgan' or 'scfegan', got {kind!r}")
+    if want is None:
+        raise ValueError(
+            f"{info.path!r} is not a generator this project can build. Expected an ESRGAN generator with keys like - "
+            + "; ".join(f"{n}: {ex}" for n, ex in _LAYOUT_EXAMPLES.items())
+            + f" - or an SC-FEGAN generator with keys like {_SCFEGAN_EXAMPLE}. "
+            f"Found {len(info.state)} keys: {_few(sorted(map(str, info.state)))}"
+        )
+    if want == "esrgan":
+        if found != "esrgan":
+            raise ValueError(_not_esrgan_message(info.state, source=repr(info.path)))
+        layout = esrgan_layout(info.state)
+        state = esrgan_to_basicsr(info.state, layout)
+        info.meta.setdefault("layout", layout)
+        config = (_checked_config(info.generator, "esrgan", repr(info.path)) if info.generator
+                  else rrdbnet_config(state))
+    else:
+        if found != "scfegan":
+            raise ValueError(
+                f"{info.path!r} is not an SC-FEGAN generator: expected keys like {_SCFEGAN_EXAMPLE}; "
+                f"found {len(info.state)} keys: {_few(sorted(map(str, info.state)))}"
+            )
+        state = info.state
+        if info.generator:
+            config = _checked_config(info.generator, "scfegan", repr(info.path))
+        else:
+            padding = (defaults or {}).get("padding_mode", "tf_same")
+            config = scfegan_config(state, padding_mode=padding)
+    net = make_generator(config)
+    load_into(net, state, source=repr(info.path))
+    info.state = state
+    info.generator = config
+    return net.eval(), info
+
+
+def _plain(value: Any) -> Any:
+    """OmegaConf containers and tuples -> plain JSON-able Python."""
+    try:
+        from omegaconf import DictConfig, ListConfig, OmegaConf
+
+        if isinstance(value, (DictConfig, ListConfig)):
+            return OmegaConf.to_container(value, resolve=True)
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def save_generator_file(
+    path: str | os.PathLike,
+    state: Mapping[str, torch.Tensor] | nn.Module,
+    generator: Mapping | None = None,
+    meta: Mapping | None = None,
+) -> str:
+    """Write a generator with its architecture and metadata; the format follows the file name.
+
+    ``.safetensors``: the tensors, with ``generator`` and ``meta`` as JSON strings in the header metadata.
+    Anything else (``.pth``): BasicSR's ``{"params", "params_ema"}`` container (both the same) plus
+    ``"generator"`` and ``"meta"`` entries, readable with ``torch.load(weights_only=True)`` and by BasicSR.
+    Written atomically.  Returns the path.
+    """
+    path = os.path.expanduser(str(path))
+    sd = _cpu(state.state_dict() if isinstance(state, nn.Module) else state)
+    generator = _plain(generator) if generator is not None else None
+    meta = _plain(meta) if meta else {}
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp"
+    if path.endswith(".safetensors"):
+        from safetensors.torch import save_file
+
+        header = {"format": "pt", "meta": json.dumps(meta)}
+        if generator is not None:
+            header["generator"] = json.dumps(generator)
+        save_file(OrderedDict((k, v.contiguous()) for k, v in sd.items()), tmp, metadata=header)
+    else:
+        obj: dict = {"params": sd, "params_ema": sd}
+        if generator is not None:
+            obj["generator"] = generator
+        if meta:
+            obj["meta"] = meta
+        torch.save(obj, tmp)
+    os.replace(tmp, path)
+    return path
