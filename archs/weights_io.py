@@ -55,8 +55,17 @@ def load_generator_state(path: str | os.PathLike, prefer: str = "params_ema") ->
         raise ValueError(f"checkpoint {path!r} has no 'net_g_ema.*' or 'net_g.*' keys; found {sorted(sd)[:5]}")
     for key in (prefer, "params_ema", "params"):
         if key in obj and isinstance(obj[key], dict):
-            return OrderedDict(obj[key])
-    return OrderedDict(obj)
+            return _to_project_names(obj[key])
+    return _to_project_names(obj)
+
+
+def _to_project_names(state: Mapping[str, torch.Tensor]) -> "OrderedDict[str, torch.Tensor]":
+    """Published ESRGAN layouts (2018 sequential, xinntao) renamed to BasicSR's, so that interpolation and
+    evaluation take the released files as they are; anything else is returned unchanged."""
+    state = strip_module_prefix(state)
+    if esrgan_layout(state) in ("sequential", "xinntao"):
+        return esrgan_to_basicsr(state)
+    return state
 
 
 def load_into(net: nn.Module, state: dict, source: str = "weights") -> None:

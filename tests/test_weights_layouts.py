@@ -286,3 +286,20 @@ def test_official_tf_checkpoint_converts_exactly(tmp_path):
     ref = _tf_official_generator(tf, {k: tf.constant(v) for k, v in tf_vars.items()}, tf.constant(x)).numpy()
     got = out(built, torch.from_numpy(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).numpy()
     np.testing.assert_allclose(got, ref, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("layout", ["sequential", "xinntao"])
+def test_load_generator_state_renames_published_layouts_for_interpolation(tmp_path, layout):
+    """evaluate.py's interpolation and archs.interpolate read released files through load_generator_state."""
+    from archs.interpolate import interpolate_state_dicts
+    from archs.rrdbnet import RRDBNet
+    from archs.weights_io import basicsr_to_esrgan_layout, load_generator_state
+
+    torch.manual_seed(0)
+    a, b = RRDBNet(num_feat=8, num_block=2, num_grow_ch=4).state_dict(), RRDBNet(num_feat=8, num_block=2, num_grow_ch=4).state_dict()
+    torch.save({f"module.{k}": v for k, v in basicsr_to_esrgan_layout(a, layout).items()}, tmp_path / "a.pth")
+    torch.save({"params_ema": b}, tmp_path / "b.pth")
+    la = load_generator_state(tmp_path / "a.pth")
+    assert set(la) == set(a) and all(torch.equal(la[k], a[k]) for k in a)
+    mid = interpolate_state_dicts(la, load_generator_state(tmp_path / "b.pth"), 0.5)
+    assert all(torch.allclose(mid[k], (a[k] + b[k]) / 2) for k in a if a[k].is_floating_point())
