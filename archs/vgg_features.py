@@ -90,17 +90,24 @@ def load_vgg_features_state(arch: str, weights: str) -> "OrderedDict[str, torch.
             raise ValueError(f"{arch}: cannot read weights file {path!r}: {err}") from err
         if not isinstance(state, dict):
             raise ValueError(f"{arch}: weights file {path!r} holds a {type(state).__name__}, not a state dict")
+    features = features_state(state)
+    if not features:
+        raise ValueError(
+            f"{arch}: weights {weights!r} hold no VGG feature keys (expected 'features.0.weight', ...); "
+            f"found {sorted(state)[:6]}"
+        )
+    return features
+
+
+def features_state(state: dict) -> "OrderedDict[str, torch.Tensor]":
+    """The ``features.*`` part of a torchvision VGG/AlexNet/SqueezeNet state dict, keys without the prefix
+    (a bare ``features`` state dict, keys ``N.weight``, is returned as is)."""
     features = OrderedDict()
     for key, value in state.items():
         if key.startswith("features."):
             features[key[len("features."):]] = value
         elif key.split(".")[0].isdigit():
             features[key] = value
-    if not features:
-        raise ValueError(
-            f"{arch}: weights {weights!r} hold no VGG feature keys (expected 'features.0.weight', ...); "
-            f"found {sorted(state)[:6]}"
-        )
     return features
 
 

@@ -23,6 +23,8 @@ from unittest import mock
 import torch
 from torch import nn
 
+from archs.vgg_features import features_state
+
 __all__ = ["LPIPSWeightsError", "NETS", "load_backbone_features", "build_lpips"]
 
 # net_type -> (torchvision builder, weight enum name)
@@ -35,12 +37,7 @@ class LPIPSWeightsError(FileNotFoundError):
 
 
 def _features_only(state: dict, net_type: str, source: str) -> "OrderedDict[str, torch.Tensor]":
-    features = OrderedDict()
-    for key, value in state.items():
-        if key.startswith("features."):
-            features[key[len("features."):]] = value
-        elif key.split(".")[0].isdigit():
-            features[key] = value
+    features = features_state(state)
     if not features:
         raise ValueError(f"LPIPS ({net_type}): {source} holds no '{NETS[net_type][0]}' feature keys "
                          f"(expected 'features.0.weight', ...); found {sorted(state)[:6]}")
