@@ -1,15 +1,25 @@
 """Train a model: ``python train.py experiment=demo`` (see README for the config groups).
 
 ``train(cfg)`` is a plain function so tests and sweeps can call it with a composed config.
+
+Multi-device: ``trainer.devices=N`` (and ``trainer.num_nodes``) runs data-parallel with the ``ddp_gan`` strategy
+(lightning_modules/gan_ddp.py) when ``trainer.strategy`` is ``auto``.  Sweeps: ``python train.py -m ...`` or
+``+sweep=NAME``; each job writes ``result.json`` (its overrides, final validation metrics and objective) that the
+Hydra callback in callbacks/sweeps.py summarises at the end.
 """
 
 import tv_compat  # noqa: F401  (must precede anything that imports torchvision)
 
+import contextlib
+import fcntl
+import json
 import logging
 import math
 import netrc
 import os
+import time
 import warnings
+from pathlib import Path
 from typing import Any
 
 import hydra
@@ -19,6 +29,11 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning import Callback, LightningDataModule, LightningModule, Trainer, seed_everything
 from pytorch_lightning.loggers import Logger, WandbLogger
 
+# Registers the ddp_gan / ddp_gan_spawn strategies and the ${bf16_if_supported:} / ${cuda_device_count:} resolvers
+# (imported again inside train(): joblib workers unpickle train() without running this module's imports).
+import lightning_modules.gan_ddp  # noqa: F401
+from callbacks.sweeps import RESULT_FILE, ddp_launch_problem, devices_per_node, job_identity, launcher_name
+
 log = logging.getLogger(__name__)
 
 # Lightning >= 2.6 warns on every checkpoint saved between the optimizer steps of a manual-optimization
@@ -26,6 +41,8 @@ log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", message=".*pre-optimization.*")
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 warnings.filterwarnings("ignore", message=".*module\(s\) in eval mode.*")  # EMA G and the frozen VGG, by design
+# Validation metrics are torchmetrics MeanMetrics, reduced over ranks by themselves; sync_dist would reduce again.
+warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed setting.*")
 
 
 def wandb_logged_in() -> bool:
@@ -43,21 +60,42 @@ def instantiate_callbacks(cfg: DictConfig | None) -> list[Callback]:
     return [instantiate(c) for c in (cfg or {}).values() if c is not None and "_target_" in c]
 
 
-def instantiate_loggers(cfg: DictConfig | None) -> list[Logger]:
+def instantiate_loggers(cfg: DictConfig | None, identity: dict | None = None) -> list[Logger]:
+    """Loggers from ``cfg.logger``.  ``identity`` (a sweep job's, from callbacks.sweeps.job_identity) names the
+    wandb run after the job's swept values and puts it in the sweep's group."""
     loggers = []
     for c in (cfg or {}).values():
         if c is None or "_target_" not in c:
             continue
         if c._target_.endswith("WandbLogger"):
-            kwargs = {}
-            # Not `offline=True`: that sets WANDB_MODE for the whole process (REFERENCE 4.5).
-            if not os.environ.get("WANDB_MODE") and not wandb_logged_in():
+            # log_model: this project uploads the best checkpoint itself at the end (log_best_checkpoint);
+            # Lightning's log_model=True would upload last.ckpt as well.
+            kwargs: dict[str, Any] = {"log_model": False}
+            # Not `offline=True`: that sets WANDB_MODE for the whole process (REFERENCE 4.5).  The mode is passed
+            # to wandb.init explicitly: wandb reads the environment once per process (its setup singleton), so a
+            # later job or test that changed WANDB_MODE would otherwise get the first one's mode.
+            env_mode = os.environ.get("WANDB_MODE")
+            if env_mode:
+                kwargs["mode"] = {"dryrun": "offline", "run": "online"}.get(env_mode, env_mode)
+            elif not wandb_logged_in():
                 kwargs["mode"] = "offline"
                 log.info("wandb: not logged in, writing the run offline (upload later with `wandb sync`)")
-            loggers.append(instantiate(c, **kwargs))
+            if identity:  # unless the config names the run or the group itself
+                if not c.get("group"):
+                    kwargs["group"] = identity["group"]
+                if c.get("name") in (None, "", _root_task_name(c)):
+                    kwargs["name"] = identity["name"]
+            logger = instantiate(c, **kwargs)
+            logger._log_best_checkpoint = bool(c.get("log_model", False))
+            loggers.append(logger)
         else:
             loggers.append(instantiate(c))
     return loggers
+
+
+def _root_task_name(node) -> str | None:
+    root = node._get_root() if OmegaConf.is_config(node) else None
+    return root.get("task_name") if root is not None else None
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -70,54 +108,247 @@ def check_config(cfg: DictConfig) -> None:
         )
     if cfg.get("ckpt_path") and not os.path.isfile(cfg.ckpt_path):
         raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path!r} does not exist")
+    if cfg.trainer.get("sync_batchnorm") and str(cfg.trainer.get("accelerator", "auto")) == "cpu":
+        raise ValueError("trainer.sync_batchnorm=true works on GPUs only (torch's SyncBatchNorm); "
+                         "leave it false for CPU processes")
 
 
+# ------------------------------------------------------------------------------------------ launching
+def _hydra_cfg():
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get() if HydraConfig.initialized() else None
+
+
+def _is_multirun() -> bool:
+    from hydra.types import RunMode
+
+    hc = _hydra_cfg()
+    return hc is not None and hc.mode == RunMode.MULTIRUN
+
+
+def resolve_trainer_overrides(cfg: DictConfig) -> dict[str, Any]:
+    """Trainer arguments decided here: the GAN DDP strategy when several processes are asked for with
+    ``strategy=auto`` (Lightning's own choice, plain ``ddp``, fails on the GAN's unused parameters)."""
+    out: dict[str, Any] = {}
+    n = devices_per_node(cfg.trainer)
+    if str(cfg.trainer.get("strategy", "auto")) == "auto" and n * int(cfg.trainer.get("num_nodes", 1)) > 1:
+        out["strategy"] = "ddp_gan"
+    return out
+
+
+def check_multirun_launch(cfg: DictConfig, strategy) -> None:
+    """Inside a multirun job: refuse DDP that Lightning would start by re-running the command line (every child
+    would run its own copy of the sweep; REFERENCE 4.3).  The Hydra callback checks the same before the first
+    job; this catches per-job values (a swept trainer.devices)."""
+    if not _is_multirun():
+        return
+    tcfg = OmegaConf.merge(cfg.trainer, {"strategy": strategy}) if strategy is not None else cfg.trainer
+    problem = ddp_launch_problem(tcfg, _hydra_cfg())
+    if problem:
+        raise RuntimeError(problem)
+
+
+@contextlib.contextmanager
+def gpu_for_joblib_job(cfg: DictConfig):
+    """With the joblib launcher, give a single-device job a GPU of its own: the first free one of a pool of
+    file locks under the sweep folder (job numbers do not tell which jobs run together).  Yields trainer
+    overrides ({"devices": [k]}) or {}."""
+    hc = _hydra_cfg()
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    if (hc is None or not _is_multirun() or "Joblib" not in launcher_name(hc) or accelerator == "cpu"
+            or not torch.cuda.is_available() or torch.cuda.device_count() < 2
+            or str(cfg.trainer.get("devices")) not in ("1", "auto")):
+        yield {}
+        return
+    lock_dir = Path(str(hc.sweep.dir)) / ".gpu_locks"
+    while (slot := try_lock_slot(lock_dir, torch.cuda.device_count())) is None:
+        time.sleep(2.0)  # more jobs than GPUs: wait for one to finish
+    handle, gpu = slot
+    log.info(f"joblib job {hc.job.num}: GPU {gpu}")
+    try:
+        yield {"devices": [gpu], "accelerator": "gpu"}
+    finally:
+        release_slot(handle)
+
+
+def try_lock_slot(lock_dir: Path, n: int):
+    """(open lock file, k) for the first of ``n`` slots no other process holds, or None.  The lock is an
+    exclusive flock on ``lock_dir/gpu<k>.lock``; it goes away with the process if the job dies."""
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    for k in range(n):
+        f = open(lock_dir / f"gpu{k}.lock", "w")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.close()
+            continue
+        return f, k
+    return None
+
+
+def release_slot(handle) -> None:
+    fcntl.flock(handle, fcntl.LOCK_UN)
+    handle.close()
+
+
+def requeued_checkpoint(cfg: DictConfig) -> str | None:
+    """A SLURM job that was requeued (pre-emption, submitit's timeout handling) restarts in the same output
+    folder: resume from its last.ckpt.  (Lightning's own SIGUSR1 requeue writes hpc_ckpt_*.ckpt, which
+    Lightning restores by itself.)"""
+    if cfg.get("ckpt_path") or int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) == 0:
+        return None
+    out = Path(str(cfg.paths.output_dir))
+    if list(out.glob("hpc_ckpt_*.ckpt")):
+        return None
+    last = out / "checkpoints" / "last.ckpt"
+    return str(last) if last.is_file() else None
+
+
+# ------------------------------------------------------------------------------------------ logging helpers
+def loggable_config(cfg: DictConfig) -> dict[str, Any]:
+    """The fully resolved config, without Hydra's own node."""
+    out = {}
+    for k in cfg:
+        if k == "hydra":
+            continue
+        v = cfg[k]
+        out[k] = OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+    return out
+
+
+def log_best_checkpoint(trainer: Trainer, result: dict) -> None:
+    """Upload the best checkpoint as a wandb artifact (``logger.wandb.log_model=true``)."""
+    path = result.get("best_model_path")
+    for lg in trainer.loggers:
+        if not (isinstance(lg, WandbLogger) and getattr(lg, "_log_best_checkpoint", False)):
+            continue
+        if not path or not os.path.isfile(path):
+            log.warning("wandb: log_model=true but there is no best checkpoint to upload")
+            continue
+        import wandb
+
+        run = lg.experiment
+        artifact = wandb.Artifact(
+            name=f"model-{run.id}", type="model",
+            metadata={"monitor": result.get("monitor"), "score": result.get("best_score"),
+                      "iteration": result.get("iteration"), "overrides": result.get("overrides")})
+        artifact.add_file(path, name="best.ckpt")
+        run.log_artifact(artifact, aliases=["best", "latest"])
+
+
+def _best_score_from_checkpoint(path: str) -> float | None:
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001  (a summary value only)
+        return None
+    for state in (ckpt.get("callbacks") or {}).values():
+        if isinstance(state, dict) and state.get("best_model_score") is not None:
+            return float(state["best_model_score"])
+    return None
+
+
+def write_result(result: dict, output_dir: str) -> None:
+    path = Path(output_dir) / RESULT_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def clean(x):
+        if isinstance(x, float) and not math.isfinite(x):
+            return None if math.isnan(x) else str(x)
+        return x
+
+    data = {k: (clean(v) if not isinstance(v, dict) else {kk: clean(vv) for kk, vv in v.items()})
+            for k, v in result.items()}
+    path.write_text(json.dumps(data, indent=2, default=str))
+
+
+# ------------------------------------------------------------------------------------------ train
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Fit the model described by ``cfg``; returns the final metrics and the checkpoint paths."""
+    """Fit the model described by ``cfg``; returns the final metrics, the objective and the checkpoint paths."""
+    import lightning_modules.gan_ddp  # noqa: F401  (strategies and resolvers, see the imports above)
+
     check_config(cfg)
+    trainer_overrides = resolve_trainer_overrides(cfg)
+    check_multirun_launch(cfg, trainer_overrides.get("strategy"))
+    with gpu_for_joblib_job(cfg) as gpu:
+        trainer_overrides.update(gpu)
+        return _train(cfg, trainer_overrides)
+
+
+def _train(cfg: DictConfig, trainer_overrides: dict[str, Any]) -> dict[str, Any]:
     seed_everything(cfg.seed, workers=True)
+    identity = job_identity(cfg)
 
     log.info(f"Instantiating datamodule <{cfg.data._target_}>")
     datamodule: LightningDataModule = instantiate(cfg.data)
     log.info(f"Instantiating model <{cfg.model._target_}>")
     model: LightningModule = instantiate(cfg.model, _recursive_=False)
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
-    loggers = instantiate_loggers(cfg.get("logger"))
+    loggers = instantiate_loggers(cfg.get("logger"), identity)
 
-    trainer_kwargs = {}
     if hasattr(model, "optimizer_steps_total") and not cfg.trainer.get("fast_dev_run"):
         # The recipe counts batches; Lightning's max_steps counts optimizer steps (REFERENCE 4.1).
-        trainer_kwargs["max_steps"] = model.optimizer_steps_total()
-    trainer: Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **trainer_kwargs)
+        trainer_overrides["max_steps"] = model.optimizer_steps_total()
+    trainer: Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **trainer_overrides)
 
-    hparams = OmegaConf.to_container(cfg, resolve=True)
-    world = trainer.world_size
-    hparams["global_batch_size"] = int(cfg.data.batch_size) * world  # batch_size in config is per device
+    hparams = loggable_config(cfg)
+    # data.batch_size is per device; the global batch is what the learning rates are tuned for.
+    world = int(trainer.num_devices) * int(trainer.num_nodes)
+    hparams["global_batch_size"] = int(cfg.data.batch_size) * world
     hparams["world_size"] = world
+    hparams["strategy"] = type(trainer.strategy).__name__
+    hparams["precision"] = str(trainer.precision)
+    if identity:
+        hparams["sweep"] = {k: identity[k] for k in ("group", "name", "swept", "overrides", "job_num")}
     for lg in trainer.loggers:
         lg.log_hyperparams(hparams)
 
-    if cfg.get("train", True):
-        trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    ckpt_path = cfg.get("ckpt_path") or requeued_checkpoint(cfg)
+    ok = False
+    try:
+        if cfg.get("train", True):
+            trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path)
 
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
-    ckpt_cb = trainer.checkpoint_callback
-    result = {
-        "metrics": metrics,
-        "best_model_path": getattr(ckpt_cb, "best_model_path", None),
-        "last_model_path": getattr(ckpt_cb, "last_model_path", None),
-        "output_dir": trainer.default_root_dir,
-        "iteration": getattr(model, "iteration", None),
-    }
-    monitor = cfg.model.get("monitor")
-    result["objective"] = metrics.get(monitor, math.nan) if monitor else math.nan
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
+        ckpt_cb = trainer.checkpoint_callback
+        iteration = getattr(model, "iteration", None)
+        if not iteration and "iter" in metrics:  # ddp_gan_spawn: the module trained in the spawned processes
+            iteration = int(metrics["iter"])
+        best_score = getattr(ckpt_cb, "best_model_score", None)
+        if best_score is None and getattr(ckpt_cb, "best_model_path", None):
+            best_score = _best_score_from_checkpoint(ckpt_cb.best_model_path)  # ddp_gan_spawn: not sent back
+        monitor = cfg.model.get("monitor")
+        result = {
+            "metrics": metrics,
+            "best_model_path": getattr(ckpt_cb, "best_model_path", None),
+            "last_model_path": getattr(ckpt_cb, "last_model_path", None),
+            "output_dir": trainer.default_root_dir,
+            "iteration": iteration,
+            "monitor": monitor,
+            "direction": "minimize" if getattr(ckpt_cb, "mode", "max") == "min" else "maximize",
+            "best_score": float(best_score) if best_score is not None else None,
+            "global_batch_size": hparams["global_batch_size"],
+            "world_size": world,
+            "status": "ok",
+        }
+        # The objective sweepers (Optuna) optimise and the sweep summary sorts by: the final validation value of
+        # the checkpoint monitor (model.monitor).
+        result["objective"] = metrics.get(monitor, math.nan) if monitor else math.nan
+        if identity:
+            result.update(job_num=identity["job_num"], swept=identity["swept"], overrides=identity["overrides"])
+        if trainer.is_global_zero:
+            write_result(result, str(cfg.paths.output_dir))
+            log_best_checkpoint(trainer, result)
+        ok = True
+        return result
+    finally:
+        for lg in trainer.loggers:
+            if isinstance(lg, WandbLogger):
+                import wandb
 
-    for lg in trainer.loggers:
-        if isinstance(lg, WandbLogger):
-            import wandb
-
-            wandb.finish()  # one run per job, also in multirun (lightning-hydra-template #289)
-    return result
+                # One run per job, also in multirun (lightning-hydra-template #289), and a failed job's run is
+                # closed as failed instead of being reused by the next job.
+                wandb.finish(exit_code=0 if ok else 1)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

@@ -1,7 +1,13 @@
-"""Writes the validation sample grids a LightningModule collects to PNG files and to the loggers.
+"""Writes the validation sample grids a LightningModule collects to PNG files and to the loggers, and logs the
+per-image validation table to wandb.
 
 A module exposes ``val_samples`` (name -> uint8 HxWx3 tensor) and ``sample_caption`` (what the columns
-are).  PNGs go to ``dirpath`` whatever the logger, so every run leaves images a person can open.
+are).  PNGs go to ``dirpath`` whatever the logger, so every run leaves images a person can open.  A module may
+also expose ``val_table``: one dict per validation image (``image`` name, optional ``folder``, metrics),
+gathered from every rank; it is logged as a ``wandb.Table`` under ``val/per_image``.
+
+wandb rows carry ``iter`` (batches) and ``trainer/global_step`` (WandbLogger's x-axis, which counts batches
+from 0: Lightning's logger step, not its ``global_step``, which counts G and D optimizer steps).
 """
 
 from __future__ import annotations
@@ -15,9 +21,15 @@ from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
 
+def _logger_step(trainer: Trainer) -> int:
+    """The step Lightning passes to ``log_metrics`` (batches that stepped, from 0)."""
+    return int(trainer.fit_loop.epoch_loop._batches_that_stepped)
+
+
 class SampleImageWriter(Callback):
-    def __init__(self, dirpath: str) -> None:
+    def __init__(self, dirpath: str, log_table: bool = True) -> None:
         self.dirpath = dirpath
+        self.log_table = log_table
 
     @rank_zero_only
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -34,5 +46,26 @@ class SampleImageWriter(Callback):
             Image.fromarray(img).save(os.path.join(self.dirpath, f"iter{iteration:07d}_{name}.png"))
             for logger in trainer.loggers:
                 if isinstance(logger, WandbLogger):
-                    logger.log_image(key=f"samples/{name}", images=[img], caption=[caption])
+                    import wandb
+
+                    logger.experiment.log({f"samples/{name}": wandb.Image(img, caption=caption),
+                                           "iter": iteration, "trainer/global_step": _logger_step(trainer)})
         samples.clear()
+
+    @rank_zero_only
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # After the module's on_validation_epoch_end, which gathers the rows from every rank.
+        rows: list = getattr(pl_module, "val_table", None) or []
+        if not rows or trainer.sanity_checking or not self.log_table:
+            return
+        wandb_loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
+        if not wandb_loggers:
+            return
+        import wandb
+
+        columns = list(dict.fromkeys(k for r in rows for k in r))
+        table = wandb.Table(columns=columns, data=[[r.get(c) for c in columns] for r in rows])
+        iteration = int(getattr(pl_module, "iteration", trainer.global_step))
+        for logger in wandb_loggers:
+            logger.experiment.log({"val/per_image": table, "iter": iteration,
+                                   "trainer/global_step": _logger_step(trainer)})

@@ -39,6 +39,7 @@ from pytorch_lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.image_io import filter_images, list_images, read_image, read_label_map
+from datamodules.samplers import eval_dataset_and_sampler
 from synthesis.pipeline import FaceInputSynthesizer
 
 # CelebAMask-HQ part names in label order 1..18 (0 = background); REFERENCE 1.11, celebamask_mini README.
@@ -402,9 +403,16 @@ class FaceDataModule(LightningDataModule):
     def _loader(self, dataset: FaceDataset | None, batch_size: int, train: bool) -> DataLoader:
         if dataset is None:
             raise RuntimeError("no images for this split (call setup() first; check image_dir / num_val)")
+        sampler = None
+        if not train:
+            # Under DDP each validation image once, on one rank (no padding duplicates; datamodules/samplers.py).
+            # Training: Lightning's DistributedSampler gives the ranks disjoint indices, and the masks depend on
+            # (seed, index, epoch), so every rank synthesises different inputs.
+            dataset, sampler = eval_dataset_and_sampler(dataset, getattr(self, "trainer", None))
         return DataLoader(
             dataset,
             batch_size=batch_size,
+            sampler=sampler,
             shuffle=train,
             drop_last=train and len(dataset) >= batch_size,
             num_workers=self.num_workers,

@@ -22,6 +22,7 @@ from pytorch_lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.image_io import BadImageError, filter_images, list_images, read_image
+from datamodules.samplers import eval_dataset_and_sampler
 from ops.imresize import imresize
 
 
@@ -31,6 +32,12 @@ def make_lr(gt: torch.Tensor, scale: int, quantize: bool = True) -> torch.Tensor
     if quantize:
         lq = (lq.clamp(0, 1) * 255).round() / 255
     return lq
+
+
+def _global_rank() -> int:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank()
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0)) or 0)
 
 
 def _to_tensor(img: np.ndarray) -> torch.Tensor:
@@ -77,6 +84,11 @@ class SRTrainDataset(Dataset):
         reseed it once per process from torch's per-worker seed (itself derived from the run's seed)."""
         if self._seeded_pid != os.getpid():
             seed = torch.initial_seed() % 2**32
+            if torch.utils.data.get_worker_info() is None:
+                # num_workers=0: the main process's seed is the run's seed on every DDP rank; add the rank so that
+                # ranks do not crop and flip in lockstep (workers' seeds already include it: Lightning's
+                # pl_worker_init_function).
+                seed = (seed + 1_000_003 * _global_rank()) % 2**32
             self._rng = np.random.default_rng(seed)
             if self.aug is not None:
                 # Not Compose.set_random_seed: in albumentations 2.0.8 it gives every transform its own
@@ -190,10 +202,11 @@ class SRDataModule(LightningDataModule):
         if stage in (None, "fit", "validate") and not self.val_sets:
             self.val_sets = [SRValDataset(d, self.scale, on_bad_image=self.on_bad_image) for d in self.val_dirs]
 
-    def _loader(self, ds, batch_size, shuffle, drop_last):
+    def _loader(self, ds, batch_size, shuffle, drop_last, sampler=None):
         return DataLoader(
             ds, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, num_workers=self.num_workers,
             pin_memory=self.pin_memory, persistent_workers=self.persistent_workers and self.num_workers > 0,
+            sampler=sampler,
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -205,8 +218,13 @@ class SRDataModule(LightningDataModule):
         return self._loader(self.train_set, self.batch_size, shuffle=True, drop_last=True)
 
     def val_dataloader(self) -> list[DataLoader]:
-        # Whole images differ in size: batch 1 unless they happen to match.
-        return [self._loader(ds, self.val_batch_size, shuffle=False, drop_last=False) for ds in self.val_sets]
+        # Whole images differ in size: batch 1 unless they happen to match.  Under DDP each image is validated
+        # once, on one rank (no padding duplicates; datamodules/samplers.py).
+        loaders = []
+        for ds in self.val_sets:
+            ds, sampler = eval_dataset_and_sampler(ds, getattr(self, "trainer", None))
+            loaders.append(self._loader(ds, self.val_batch_size, shuffle=False, drop_last=False, sampler=sampler))
+        return loaders
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         if "lq" not in batch:

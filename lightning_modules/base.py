@@ -7,6 +7,7 @@ import logging
 from contextlib import contextmanager
 
 import torch
+import torch.distributed as dist
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from pytorch_lightning import LightningModule
 from pytorch_lightning.utilities import rank_zero_only
@@ -14,11 +15,22 @@ from pytorch_lightning.utilities import rank_zero_only
 log = logging.getLogger(__name__)
 
 
+def distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
 def to_primitive(x):
     """OmegaConf containers -> plain dicts/lists, so checkpoints load with weights_only=True."""
     if isinstance(x, (DictConfig, ListConfig)):
         return OmegaConf.to_container(x, resolve=True)
     return x
+
+
+def _rebuild_module(cls, hparams: dict, state_dict: dict, attrs: dict):
+    module = cls(**hparams)
+    module.load_state_dict(state_dict)
+    module.__dict__.update(attrs)
+    return module
 
 
 class IterationGANModule(LightningModule):
@@ -39,6 +51,10 @@ class IterationGANModule(LightningModule):
         self.iteration = 0
         self._opt_index: dict[str, int] = {}
         self.val_samples: dict[str, torch.Tensor] = {}
+        # One row per validation image (name and metrics), gathered from every rank at the end of validation;
+        # SampleImageWriter logs them as a wandb table.
+        self.val_rows: list[dict] = []
+        self.val_table: list[dict] = []
 
     @property
     def total_iters(self) -> int:
@@ -77,6 +93,58 @@ class IterationGANModule(LightningModule):
         self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=batch_size)
         if self.iteration >= self.total_iters:
             self.trainer.should_stop = True  # Lightning still runs the final validation first
+
+    def __reduce_ex__(self, protocol):
+        """Pickling (``ddp_gan_spawn`` sends the module to the spawned processes).  Modules with parametrizations
+        (SC-FEGAN's spectral norm) only serialise through ``state_dict()``: rebuild from the init arguments
+        (``self.hparams``), then load the state and the recipe's counters.  Others pickle as usual."""
+        from torch.nn.utils import parametrize
+
+        if not any(parametrize.is_parametrized(m) for m in self.modules()):
+            return super().__reduce_ex__(protocol)
+        attrs = {"iteration": self.iteration}
+        return (_rebuild_module, (type(self), dict(self.hparams), self.state_dict(), attrs))
+
+    # ------------------------------------------------------------------ data parallel
+    @torch.no_grad()
+    def sync_batchnorm_buffers(self) -> None:
+        """Average BatchNorm running statistics over the ranks (ESRGAN's discriminator).
+
+        Under DDP each rank's BN normalises with its own batch (as BasicSR), so the running statistics drift
+        apart; the recipes never use them in training (D is always in train mode), but checkpoints store them.
+        Averaging before every validation, hence before every checkpoint, makes all ranks and the saved D agree.
+        SyncBatchNorm (``trainer.sync_batchnorm=true``, GPUs only) keeps them identical by itself.
+        """
+        if not distributed():
+            return
+        world = dist.get_world_size()
+        for m in self.modules():
+            if (isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and not isinstance(m, torch.nn.SyncBatchNorm)
+                    and m.track_running_stats and m.running_mean is not None):
+                for buf in (m.running_mean, m.running_var):
+                    dist.all_reduce(buf)
+                    buf.div_(world)
+
+    def on_validation_epoch_start(self) -> None:
+        self.sync_batchnorm_buffers()
+        self.val_rows = []
+
+    def keep_mask(self, batch: dict, n: int) -> torch.Tensor:
+        """Which items of a validation batch count (False: a placeholder a rank with no images of its own
+        validates so that it takes part in the collectives; datamodules/samplers.py)."""
+        keep = batch.get("keep")
+        if keep is None:
+            return torch.ones(n, dtype=torch.bool, device=self.device)
+        return keep.view(-1).to(self.device, torch.bool)
+
+    def gather_val_rows(self) -> list[dict]:
+        """The per-image validation rows of every rank (each image once: the validation samplers do not pad)."""
+        rows = self.val_rows
+        if distributed():
+            parts: list = [None] * dist.get_world_size()
+            dist.all_gather_object(parts, rows)
+            rows = [r for part in parts for r in part]
+        return sorted(rows, key=lambda r: (str(r.get("folder", "")), str(r.get("image", ""))))
 
     @rank_zero_only
     def log_validation_summary(self, values: dict) -> None:

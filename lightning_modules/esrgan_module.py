@@ -211,8 +211,10 @@ class ESRGANModule(IterationGANModule):
         names = list(getattr(dm, "val_names", None) or ["val"])
         if names != self.val_names or not len(self.val_metrics):
             self.val_names = names
+            # float64 sums: under DDP each rank sums its images and the sums and counts are reduced, so the mean
+            # equals a single-process evaluation of the same set (the validation samplers do not pad).
             self.val_metrics = torch.nn.ModuleDict(
-                {f"{i}_{m}": MeanMetric() for i in range(len(names)) for m in METRICS}
+                {f"{i}_{m}": MeanMetric().set_dtype(torch.float64) for i in range(len(names)) for m in METRICS}
             ).to(self.device)
 
     @torch.no_grad()
@@ -223,9 +225,15 @@ class ESRGANModule(IterationGANModule):
         lq, gt = batch["lq"], batch["gt"]
         sr = self.super_resolve(lq)
         values = sr_metrics(sr, gt, crop_border=self.scale)
+        keep = self.keep_mask(batch, gt.shape[0])
         for m in METRICS:
-            v = values[m].to(self.device, torch.float32)
-            self.val_metrics[f"{dataloader_idx}_{m}"].update(v[torch.isfinite(v)])
+            v = values[m].to(self.device, torch.float64)
+            self.val_metrics[f"{dataloader_idx}_{m}"].update(v[torch.isfinite(v) & keep])
+        names = batch.get("name") or [f"{batch_idx}_{k}" for k in range(gt.shape[0])]
+        for k, name in enumerate(names):
+            if keep[k]:
+                self.val_rows.append({"folder": self.val_names[dataloader_idx], "image": str(name),
+                                      **{m: float(values[m][k]) for m in METRICS}})
         if batch_idx == 0:
             bicubic = imresize(lq[:1], self.scale)
             self.val_samples[self.val_names[dataloader_idx]] = uint8_grid([bicubic[0], sr[0], gt[0]])
@@ -241,5 +249,7 @@ class ESRGANModule(IterationGANModule):
                 summary[f"{name}/{m}"] = value
                 if i == 0:
                     self.log(f"val/{m}", value, prog_bar=m == "psnr_y")
+        self.val_table = self.gather_val_rows()
+        self.log("iter", float(self.iteration))  # validation rows carry the batch count too (wandb x-axis)
         if not self.trainer.sanity_checking:
             self.log_validation_summary(summary)

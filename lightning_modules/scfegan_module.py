@@ -11,6 +11,8 @@ D sees ``[image, sketch, colour, mask]`` (8 channels).  Images are in [-1, 1].
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from hydra.utils import instantiate
 from torchmetrics import MeanMetric
@@ -64,7 +66,9 @@ class SCFEGANModule(IterationGANModule):
             raise ValueError(f"model.optim.d_steps must be >= 1, got {self.d_steps}")
         self.cri_pixel = PerPixelLoss(loss["alpha"], loss.get("alpha_on", "hole"))
         self.cri_vgg = PerceptualStyleLoss(loss["sigma"], loss["gamma"], vgg_weights=vgg_weights)
-        self.val_metrics = torch.nn.ModuleDict({m: MeanMetric() for m in METRICS})
+        # float64 sums, reduced over ranks by torchmetrics: equal to a single-process evaluation of the same set
+        # (the validation samplers do not pad).
+        self.val_metrics = torch.nn.ModuleDict({m: MeanMetric().set_dtype(torch.float64) for m in METRICS})
         self.sample_caption = "masked input | sketch | colour | output | composite | real"
 
     @property
@@ -138,11 +142,26 @@ class SCFEGANModule(IterationGANModule):
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         gen, comp = self(batch)
         values = inpainting_metrics(to01(comp), to01(batch["image"]), batch["mask"])
+        keep = self.keep_mask(batch, batch["image"].shape[0])
         for m in METRICS:
-            v = values[m].float()
-            self.val_metrics[m].update(v[torch.isfinite(v)])
+            v = values[m].double()
+            self.val_metrics[m].update(v[torch.isfinite(v) & keep])
+        names = self.val_image_names(batch)
+        for k, name in enumerate(names):
+            if keep[k]:
+                self.val_rows.append({"image": name, **{m: float(values[m][k]) for m in METRICS}})
         if batch_idx == 0:
             self.val_samples["val"] = self.sample_grid(batch, gen, comp)
+
+    def val_image_names(self, batch: dict) -> list[str]:
+        """File names of a validation batch (from the dataset index the face data carries)."""
+        n = batch["image"].shape[0]
+        dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        files = getattr(getattr(dm, "val_set", None), "files", None)
+        index = batch.get("index")
+        if files is None or index is None:
+            return [f"#{i}" for i in (index.tolist() if index is not None else range(n))]
+        return [Path(files[int(i)]).name for i in index.view(-1).tolist()]
 
     def sample_grid(self, batch: dict, gen: torch.Tensor, comp: torch.Tensor, n: int = 4) -> torch.Tensor:
         """Rows of: masked input | sketch | colour | output | composite | real (uint8)."""
@@ -161,5 +180,7 @@ class SCFEGANModule(IterationGANModule):
             summary[m] = self.val_metrics[m].compute()
             self.log(f"val/{m}", summary[m], prog_bar=m == "psnr_mask")
             self.val_metrics[m].reset()
+        self.val_table = self.gather_val_rows()
+        self.log("iter", float(self.iteration))  # validation rows carry the batch count too (wandb x-axis)
         if not self.trainer.sanity_checking:
             self.log_validation_summary(summary)

@@ -27,6 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 import tv_compat  # noqa: E402,F401  (must precede anything that imports torchvision)
 
 import argparse  # noqa: E402
+import datetime  # noqa: E402
 import hashlib  # noqa: E402
 import socket  # noqa: E402
 import time  # noqa: E402
@@ -91,7 +92,8 @@ def frozen(net):
 def run_rank(rank, world, port, variant, size, steps, out_q):
     torch.set_num_threads(1)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    # A short collective timeout: a variant that deadlocks reports an error instead of hanging
+    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=60))
     try:
         torch.manual_seed(0)
         gk, dk, hr = SIZES[size]
@@ -188,7 +190,9 @@ def run_rank(rank, world, port, variant, size, steps, out_q):
         if rank == 0:
             out_q.put(dict(variant=variant, ok=False, error=f"{type(err).__name__}: {str(err).splitlines()[0][:160]}",
                            trace=traceback.format_exc()))
-        os._exit(1)
+            out_q.close()
+            out_q.join_thread()  # flush before the hard exit
+        os._exit(1)  # the other rank may be stuck in a collective; do not wait for it
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
@@ -217,7 +221,7 @@ def main() -> None:
         for p in procs:
             p.start()
         try:
-            row = q.get(timeout=600)
+            row = q.get(timeout=300)
         except Exception:  # noqa: BLE001
             row = dict(variant=variant, ok=False, error="timed out")
         for p in procs:

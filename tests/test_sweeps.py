@@ -1,0 +1,168 @@
+"""Hydra sweeps: the sweep configs and launcher profiles compose, a 2-job sweep runs end to end and leaves two run
+folders, result files, the summary CSV and the printed table, and the sweep's wandb runs share a group and are
+named by their overrides; the multirun + DDP guard's decisions."""
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from conftest import compose_cfg
+from test_ddp import TINY_ESRGAN_CLI, run_train
+from test_wandb import read_wandb_run
+
+ESRGAN_WEIGHTS = {"model.gan.pixel_weight", "model.gan.perceptual_weight", "model.gan.gan_weight"}
+SCFEGAN_WEIGHTS = {f"model.loss.{k}" for k in ("alpha", "sigma", "gamma", "upsilon", "beta")}
+
+
+@pytest.mark.slow
+def test_two_job_sweep_writes_run_folders_summary_and_wandb_group(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    # +sweep=... sets hydra.mode=MULTIRUN (no -m); command-line values replace the config's lists: 2 jobs.
+    proc = run_train(["+sweep=esrgan_loss_weights", *TINY_ESRGAN_CLI, "logger=wandb", "model.psnr.iters=1",
+                      "model.gan.iters=1", "model.gan.gan_weight=1e-3,5e-2", "model.gan.pixel_weight=1e-2",
+                      "model.gan.perceptual_weight=1.0", f"hydra.sweep.dir={sweep_dir}"],
+                     tmp_path, env={"WANDB_MODE": "offline"})
+    assert proc.returncode == 0, proc.stdout[-4000:]
+
+    jobs = sorted(p for p in sweep_dir.iterdir() if p.is_dir())
+    assert [p.name for p in jobs] == ["0", "1"]
+    results = [json.loads((p / "result.json").read_text()) for p in jobs]
+    for job, r in zip(jobs, results):
+        assert (job / "checkpoints" / "last.ckpt").is_file()
+        assert r["status"] == "ok" and r["monitor"] == "val/psnr_y" and math.isfinite(r["objective"])
+        assert r["objective"] == r["metrics"]["val/psnr_y"]
+    assert [r["swept"] for r in results] == [{"model.gan.gan_weight": 1e-3}, {"model.gan.gan_weight": 5e-2}]
+
+    info = json.loads((sweep_dir / "sweep_info.json").read_text())
+    assert info["swept_keys"] == ["model.gan.gan_weight"] and info["sweep_name"] == "esrgan_loss_weights"
+
+    with (sweep_dir / "summary.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2
+    objective_col = "objective (val/psnr_y, maximize)"
+    values = [float(r[objective_col]) for r in rows]
+    assert values == sorted(values, reverse=True)
+    assert {r["model.gan.gan_weight"] for r in rows} == {"0.001", "0.05"}
+    assert "val/psnr_y" in rows[0] and "val/ssim_y" in rows[0]
+    # ... and the printed table.
+    assert "model.gan.gan_weight" in proc.stdout and f"sweep summary: {sweep_dir / 'summary.csv'}" in proc.stdout
+
+    runs = [read_wandb_run(next((job / "wandb").glob("offline-run-*/run-*.wandb"))) for job in jobs]
+    groups = {r["run"].run_group for r in runs}
+    assert groups == {info["group"]} and info["group"].startswith("esrgan_loss_weights-")
+    assert [r["run"].display_name for r in runs] == ["model.gan.gan_weight=0.001", "model.gan.gan_weight=0.05"]
+
+
+def _write_result(d: Path, job: int, objective, **extra):
+    d.mkdir(parents=True)
+    (d / "result.json").write_text(json.dumps({
+        "job_num": job, "objective": objective, "monitor": "val/psnr_y", "direction": "maximize",
+        "swept": {"model.gan.gan_weight": job}, "metrics": {"val/psnr_y": objective, "train/x": 1.0},
+        "status": "ok", "overrides": [f"model.gan.gan_weight={job}"], **extra}))
+
+
+def test_summary_sorts_by_objective_nan_last(tmp_path, capsys):
+    from callbacks.sweeps import main, summarize
+
+    for job, obj in enumerate([20.0, None, 25.0, 22.5]):
+        _write_result(tmp_path / str(job), job, obj)
+    (tmp_path / "sweep_info.json").write_text(json.dumps({"swept_keys": ["model.gan.gan_weight"]}))
+    columns, rows = summarize(tmp_path)
+    assert [r[1] for r in rows] == [2, 3, 0, 1]  # best first, the job without a value last
+    assert "val/psnr_y" in columns and "train/x" not in columns  # final validation metrics only
+    _, rows = summarize(tmp_path, direction="minimize")
+    assert [r[1] for r in rows] == [0, 3, 2, 1]
+    main([str(tmp_path)])  # the CLI for stopped sweeps
+    out = capsys.readouterr().out
+    assert "model.gan.gan_weight" in out and (tmp_path / "summary.csv").is_file()
+
+
+def test_sweep_configs_cover_the_loss_weights(tmp_path):
+    from hydra.types import RunMode
+
+    for name, model_args, keys in (("esrgan_loss_weights", ["experiment=demo"], ESRGAN_WEIGHTS),
+                                   ("scfegan_loss_weights", ["experiment=scfegan_demo"], SCFEGAN_WEIGHTS)):
+        cfg = compose_cfg(tmp_path, [*model_args, f"+sweep={name}"])
+        assert cfg.hydra.mode == RunMode.MULTIRUN and cfg.sweep_name == name
+        params = cfg.hydra.sweeper.params
+        assert set(params) == keys
+        for key, values in params.items():
+            from omegaconf import OmegaConf
+
+            assert OmegaConf.select(cfg, key) is not None, key  # a real config key
+            assert "," in str(values)
+
+
+def test_swept_keys_follow_the_basic_sweeper(tmp_path):
+    from callbacks.sweeps import swept_keys
+
+    cfg = compose_cfg(tmp_path, ["experiment=demo", "+sweep=esrgan_loss_weights"])
+    assert set(swept_keys(cfg)) == ESRGAN_WEIGHTS
+    # A command-line value replaces the config's list (as BasicSweeper does); a command-line list adds a key.
+    from omegaconf import read_write
+
+    with read_write(cfg.hydra):
+        cfg.hydra.overrides.task = ["model.gan.pixel_weight=1e-2", "seed=1,2"]
+    assert set(swept_keys(cfg)) == {"model.gan.perceptual_weight", "model.gan.gan_weight", "seed"}
+
+
+def test_launcher_profiles_compose(tmp_path):
+    import train  # noqa: F401  (registers the resolvers)
+
+    cfg = compose_cfg(tmp_path, ["experiment=demo", "hydra/launcher=joblib_gpus"])
+    assert cfg.hydra.launcher._target_.endswith("JoblibLauncher") and cfg.hydra.launcher.n_jobs >= 1
+    cfg = compose_cfg(tmp_path, ["experiment=demo", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2",
+                                 "hydra/launcher=submitit_slurm_ddp"])
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert launcher.tasks_per_node == launcher.gpus_per_node == 4 and launcher.nodes == 2  # one task per GPU
+
+
+def test_optuna_profile_is_optional(tmp_path):
+    import importlib.util
+
+    overrides = ["experiment=demo", "+hparams_search=esrgan_optuna"]
+    if importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is None:
+        with pytest.raises(Exception, match="optuna"):
+            compose_cfg(tmp_path, overrides)
+    else:
+        cfg = compose_cfg(tmp_path, overrides)
+        assert set(cfg.hydra.sweeper.params) == ESRGAN_WEIGHTS and cfg.hydra.sweeper.direction == "maximize"
+
+
+def test_multirun_ddp_guard_decisions(tmp_path, monkeypatch):
+    from omegaconf import OmegaConf
+
+    from callbacks.sweeps import ddp_launch_problem
+
+    for var in ("LOCAL_RANK", "SLURM_NTASKS", "SLURM_JOB_NAME", "TORCHELASTIC_RUN_ID", "RANK", "WORLD_SIZE",
+                "GROUP_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(var, raising=False)
+    trainer = OmegaConf.create({"accelerator": "cpu", "devices": 2, "strategy": "ddp_gan"})
+    basic = OmegaConf.create({"launcher": {"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"}})
+    joblib = OmegaConf.create({"launcher": {"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher."
+                                                       "JoblibLauncher"}})
+    assert "re-running this command line" in ddp_launch_problem(trainer, basic)
+    assert "joblib" in ddp_launch_problem(trainer, joblib)
+    assert ddp_launch_problem(OmegaConf.merge(trainer, {"devices": 1}), joblib) is None
+    assert ddp_launch_problem(OmegaConf.merge(trainer, {"strategy": "ddp_gan_spawn"}), basic) is None
+    # Processes started by SLURM (submitit: one task per GPU) or torchrun: Lightning re-runs nothing.
+    monkeypatch.setenv("SLURM_NTASKS", "2")
+    monkeypatch.setenv("SLURM_JOB_NAME", "sweep")
+    assert ddp_launch_problem(trainer, basic) is None
+
+
+def test_gpu_slots_are_exclusive(tmp_path):
+    from train import release_slot, try_lock_slot
+
+    a, b = try_lock_slot(tmp_path, 2), try_lock_slot(tmp_path, 2)
+    assert (a[1], b[1]) == (0, 1)
+    assert try_lock_slot(tmp_path, 2) is None  # both GPUs busy: the job waits
+    release_slot(a[0])
+    c = try_lock_slot(tmp_path, 2)
+    assert c[1] == 0
+    release_slot(b[0])
+    release_slot(c[0])
