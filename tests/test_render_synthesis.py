@@ -5,8 +5,8 @@ from PIL import Image
 
 from conftest import compose_cfg
 
-def test_render_writes_a_grid_of_all_channels(tmp_path):
 
+def test_render_writes_a_grid_of_all_channels(tmp_path):
     from scripts.render_synthesis import render
 
     out = tmp_path / "grid.png"
