@@ -139,7 +139,9 @@ class ESRGANModule(IterationGANModule):
         else:
             out, logs = self.generator_step(lq, gt, update_g=it >= int(self.gan_cfg.get("d_init_iters", 0)))
             logs.update(self.discriminator_step(out, gt))
-        ema_update(self.net_g_ema, self.net_g, self.ema_decay)
+        # A stage may set its own decay (the short demo does); BasicSR uses one value for both.
+        decay = (self.psnr_cfg if stage == "psnr" else self.gan_cfg).get("ema_decay") or self.ema_decay
+        ema_update(self.net_g_ema, self.net_g, decay)
         self.end_iteration(logs, gt.shape[0], extra={"stage": float(STAGES.index(stage))})
 
     def psnr_step(self, lq: torch.Tensor, gt: torch.Tensor) -> dict:
