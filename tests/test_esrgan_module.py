@@ -268,3 +268,22 @@ def test_evaluate_errors(tmp_path):
     cfg = compose_cfg(tmp_path, ["model=esrgan", "ckpt_path=/no/such.ckpt"], config_name="eval")
     with pytest.raises(FileNotFoundError, match="/no/such.ckpt"):
         evaluate(cfg)
+
+
+def test_each_stage_may_set_its_own_ema_decay():
+    torch.manual_seed(0)
+    m = ESRGANModule(**{**TINY_MODEL, "ema_decay": 0.9, "gan": {**TINY_MODEL["gan"], "ema_decay": 0.5}})
+    _Harness(m)
+    m.log_dict = lambda *a, **k: None
+    batch = {"lq": torch.rand(2, 3, 8, 8), "gt": torch.rand(2, 3, 32, 32)}
+
+    def check(expected_decay):
+        ema0 = [p.detach().clone() for p in m.net_g_ema.parameters()]
+        m.training_step(batch, 0)
+        for e0, e, p in zip(ema0, m.net_g_ema.parameters(), m.net_g.parameters()):
+            torch.testing.assert_close(e, expected_decay * e0 + (1 - expected_decay) * p)
+
+    check(0.9)  # psnr stage: model.ema_decay
+    m.iteration = 3
+    m.enter_gan_stage = lambda: None  # no trainer here to write the weights file
+    check(0.5)  # gan stage: model.gan.ema_decay
