@@ -34,7 +34,7 @@ from rich.progress import track
 from archs.rrdbnet import RRDBNet
 from archs.scfegan_generator import SIZE_MULTIPLE, SCFEGANGenerator, make_generator_input
 from archs.weights_io import build_generator
-from datamodules.image_io import IMG_EXTENSIONS, list_images
+from datamodules.image_io import IMG_EXTENSIONS, BadImageError, decode_image, list_images
 from ops.imresize import imresize
 
 log = logging.getLogger(__name__)
@@ -83,18 +83,10 @@ def read_image(path: str | os.PathLike, what: str = "input image") -> Image:
     path = str(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{what} {path!r} does not exist")
-    data = np.fromfile(path, dtype=np.uint8)
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-    if img is None:
-        raise ValueError(f"{what} {path!r} cannot be decoded (empty, corrupt or not an image)")
-    if img.dtype == np.uint8:
-        full = 255.0
-    elif img.dtype == np.uint16:
-        full = 65535.0
-    elif img.dtype in (np.float32, np.float64):
-        img, full = img.astype(np.float32), 1.0
-    else:
-        raise ValueError(f"{what} {path!r}: unsupported pixel type {img.dtype}")
+    try:
+        img, full = decode_image(path)
+    except BadImageError as err:
+        raise ValueError(f"{what} {err}") from err
     if img.ndim == 3 and img.shape[2] == 1:
         img = img[..., 0]
     elif img.ndim == 3 and img.shape[2] == 3:

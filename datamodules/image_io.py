@@ -54,8 +54,9 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
     return h, w
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Decode ``path`` to float32 RGB, HxWx3, values in [0, 1]."""
+def decode_image(path: str | os.PathLike) -> tuple[np.ndarray, float]:
+    """Decode ``path`` as stored (``cv2.IMREAD_UNCHANGED``: BGR/BGRA/gray, 8 or 16 bits) and return the
+    array with its full-scale value (255, 65535, or 1 for float files).  Shared by training and predict."""
     path = str(path)
     data = np.fromfile(path, dtype=np.uint8) if os.path.isfile(path) else None
     if data is None or data.size == 0:
@@ -64,13 +65,17 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     if img is None:
         raise BadImageError(f"{path}: cannot be decoded (corrupt or not an image)")
     if img.dtype == np.uint8:
-        scale = 255.0
-    elif img.dtype == np.uint16:
-        scale = 65535.0
-    elif img.dtype == np.float32:
-        scale = 1.0
-    else:
-        raise BadImageError(f"{path}: unsupported pixel type {img.dtype}")
+        return img, 255.0
+    if img.dtype == np.uint16:
+        return img, 65535.0
+    if img.dtype in (np.float32, np.float64):
+        return img.astype(np.float32), 1.0
+    raise BadImageError(f"{path}: unsupported pixel type {img.dtype}")
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Decode ``path`` to float32 RGB, HxWx3, values in [0, 1]."""
+    img, scale = decode_image(path)
     if img.ndim == 2:
         img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
     elif img.shape[2] == 4:
