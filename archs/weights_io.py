@@ -48,7 +48,8 @@ def load_generator_state(path: str | os.PathLike, prefer: str = "params_ema") ->
         raise ValueError(f"{path!r} holds a {type(obj).__name__}, not a state dict")
     if "state_dict" in obj:  # Lightning checkpoint of this project
         sd = obj["state_dict"]
-        for prefix in ("net_g_ema.", "net_g."):
+        # ``prefer`` picks the EMA (``params_ema``, the default) or the raw generator (``params``).
+        for prefix in (("net_g.", "net_g_ema.") if prefer == "params" else ("net_g_ema.", "net_g.")):
             sub = OrderedDict((k[len(prefix):], v) for k, v in sd.items() if k.startswith(prefix))
             if sub:
                 return sub

@@ -2,9 +2,12 @@
 
 Stage ``psnr``: L1 only.  Stage ``gan``: per batch one G step (L1 + perceptual + RaGAN) then one D step
 (RaGAN, split real/fake as BasicSR PR #278).  Both stages run in one job, in batches counted by
-``self.iteration``; at the switch the generator restarts from its EMA (BasicSR loads ``params_ema`` of
-the stage-1 model) and that generator is written to ``<output_dir>/weights/net_g_psnr.pth`` for
-network interpolation.  Validation and saved weights use the EMA generator.
+``self.iteration``.  At the switch the stage-1 generator is written to ``<output_dir>/weights/net_g_psnr.pth``
+(raw G in ``params``, its EMA in ``params_ema``, BasicSR's layout) for network interpolation, and stage 2 starts
+as BasicSR's ``train_ESRGAN_x4.yml`` does from that file: G from ``params``, the EMA from ``params_ema``
+(``model.param_key_g=params``, the default), i.e. both simply continue.  ``model.param_key_g=params_ema`` restarts
+G from the stage-1 EMA instead (BasicSR's ``path.param_key_g: params_ema``).  ``model.init_weights`` is read the
+same way.  Validation and saved weights use the EMA generator (``ema_decay`` 0: no EMA, the EMA copies G).
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ class ESRGANModule(IterationGANModule):
         stages: list[str] = ("psnr", "gan"),
         init_weights: str | None = None,
         ema_decay: float = 0.999,
+        param_key_g: str = "params",
         monitor: str = "val/psnr_y",
         task: str = "sr",
     ) -> None:
@@ -51,7 +55,8 @@ class ESRGANModule(IterationGANModule):
         stages = list(to_primitive(stages))
         self.save_hyperparameters(
             dict(generator=generator, discriminator=discriminator, perceptual=perceptual, psnr=psnr, gan=gan,
-                 stages=stages, init_weights=init_weights, ema_decay=ema_decay, monitor=monitor, task=task)
+                 stages=stages, init_weights=init_weights, ema_decay=ema_decay, param_key_g=param_key_g,
+                 monitor=monitor, task=task)
         )
         bad = [s for s in stages if s not in STAGES]
         if not stages or bad or len(set(stages)) != len(stages) or stages != sorted(stages, key=STAGES.index):
@@ -61,15 +66,27 @@ class ESRGANModule(IterationGANModule):
                 "model.stages=[gan] fine-tunes a PSNR-pretrained generator: set model.init_weights to the "
                 "net_g_psnr.pth written by stage 1 (or a .ckpt of this project)"
             )
+        if param_key_g not in ("params", "params_ema"):
+            raise ValueError(f"model.param_key_g must be 'params' (BasicSR's default: G from the raw stage-1 "
+                             f"generator) or 'params_ema' (G from its EMA), got {param_key_g!r}")
+        for key, value in (("model.ema_decay", ema_decay), ("model.psnr.ema_decay", psnr.get("ema_decay")),
+                           ("model.gan.ema_decay", gan.get("ema_decay"))):
+            if value is not None and not 0 <= float(value) < 1:
+                raise ValueError(f"{key} must be in [0, 1) (0: no EMA), got {value}")
         self.stages = stages
         self.psnr_cfg, self.gan_cfg = psnr, gan
         self.ema_decay = ema_decay
+        self.param_key_g = param_key_g
         self.scale = int(generator.get("scale", 4))
 
         self.net_g = instantiate(generator)
-        if init_weights:
-            load_into(self.net_g, load_generator_state(init_weights), source=f"model.init_weights={init_weights!r}")
         self.net_g_ema = copy.deepcopy(self.net_g).requires_grad_(False).eval()
+        if init_weights:
+            # BasicSR SRModel: net_g loads `param_key_g` (default `params`), net_g_ema loads `params_ema`; each falls
+            # back to the other key when its own is missing, and bare state dicts fill both.
+            source = f"model.init_weights={init_weights!r}"
+            load_into(self.net_g, load_generator_state(init_weights, prefer=param_key_g), source=source)
+            load_into(self.net_g_ema, load_generator_state(init_weights, prefer="params_ema"), source=source)
         if "gan" in stages:
             self.net_d = instantiate(discriminator)
             self.cri_perceptual = instantiate(perceptual)
@@ -139,10 +156,14 @@ class ESRGANModule(IterationGANModule):
         else:
             out, logs = self.generator_step(lq, gt, update_g=it >= int(self.gan_cfg.get("d_init_iters", 0)))
             logs.update(self.discriminator_step(out, gt))
-        # A stage may set its own decay (the short demo does); BasicSR uses one value for both.
-        decay = (self.psnr_cfg if stage == "psnr" else self.gan_cfg).get("ema_decay") or self.ema_decay
-        ema_update(self.net_g_ema, self.net_g, decay)
+        ema_update(self.net_g_ema, self.net_g, self.stage_ema_decay(stage))
         self.end_iteration(logs, gt.shape[0], extra={"stage": float(STAGES.index(stage))})
+
+    def stage_ema_decay(self, stage: str) -> float:
+        """A stage may set its own decay (the short demo does; null: ``model.ema_decay``); BasicSR uses one value for
+        both.  0 means no EMA (BasicSR ``ema_decay: 0``): the EMA generator is a copy of G."""
+        value = (self.psnr_cfg if stage == "psnr" else self.gan_cfg).get("ema_decay")
+        return float(self.ema_decay if value is None else value)
 
     def psnr_step(self, lq: torch.Tensor, gt: torch.Tensor) -> dict:
         opt, sched = self._opt("g_psnr")
@@ -197,10 +218,13 @@ class ESRGANModule(IterationGANModule):
                 "lr_d": sched_d.get_last_lr()[0]}
 
     def enter_gan_stage(self) -> None:
-        """Stage switch: G (and its EMA) restart from the stage-1 EMA weights, which are also saved."""
-        self.net_g.load_state_dict(self.net_g_ema.state_dict())
+        """Stage switch.  ``net_g_psnr.pth`` gets stage 1's raw G (``params``) and EMA (``params_ema``), then stage 2
+        starts as BasicSR's from that file: G <- ``param_key_g`` (default ``params``: G simply continues), the EMA
+        <- ``params_ema`` (it continues too).  The GAN stage's Adam is a fresh optimizer, as in a new BasicSR run."""
         if self.trainer.is_global_zero:
-            save_generator_weights(os.path.join(self.weights_dir, "net_g_psnr.pth"), self.net_g_ema, self.net_g_ema)
+            save_generator_weights(os.path.join(self.weights_dir, "net_g_psnr.pth"), self.net_g, self.net_g_ema)
+        if self.param_key_g == "params_ema":
+            self.net_g.load_state_dict(self.net_g_ema.state_dict())
 
     def on_train_end(self) -> None:
         if self.trainer.is_global_zero and self.iteration > 0:

@@ -7,6 +7,7 @@ machines); the code path is the real one.
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -287,3 +288,83 @@ def test_each_stage_may_set_its_own_ema_decay():
     m.iteration = 3
     m.enter_gan_stage = lambda: None  # no trainer here to write the weights file
     check(0.5)  # gan stage: model.gan.ema_decay
+
+
+# ---------------------------------------------------------------- stage switch and EMA (issue 10, items 1, 2, 5)
+def _module_at_switch(tmp_path, **overrides):
+    """A module after 3 PSNR batches, G and EMA made to differ, just before the switch."""
+    torch.manual_seed(0)
+    m = ESRGANModule(**{**TINY_MODEL, "ema_decay": 0.5, **overrides})
+    _Harness(m)
+    m._trainer = SimpleNamespace(is_global_zero=True, default_root_dir=str(tmp_path))  # enter_gan_stage writes here
+    m.log_dict = lambda *a, **k: None
+    batch = {"lq": torch.rand(2, 3, 8, 8), "gt": torch.rand(2, 3, 32, 32)}
+    for _ in range(3):
+        m.training_step(batch, 0)
+    g = {k: v.clone() for k, v in m.net_g.state_dict().items()}
+    ema = {k: v.clone() for k, v in m.net_g_ema.state_dict().items()}
+    assert any(not torch.equal(g[k], ema[k]) for k in g)
+    return m, g, ema, batch
+
+
+def test_switch_keeps_raw_g_and_ema_by_default_and_saves_both(tmp_path):
+    m, g, ema, batch = _module_at_switch(tmp_path)
+    m.enter_gan_stage()
+    for k in g:  # BasicSR: net_g <- params, net_g_ema <- params_ema: both continue
+        assert torch.equal(m.net_g.state_dict()[k], g[k]) and torch.equal(m.net_g_ema.state_dict()[k], ema[k])
+    saved = torch.load(tmp_path / "weights" / "net_g_psnr.pth", weights_only=True)
+    for k in g:  # raw weights in params, the EMA in params_ema
+        assert torch.equal(saved["params"][k], g[k]) and torch.equal(saved["params_ema"][k], ema[k])
+
+
+def test_switch_can_restart_g_from_the_ema(tmp_path):
+    m, g, ema, _ = _module_at_switch(tmp_path, param_key_g="params_ema")
+    m.enter_gan_stage()
+    for k in g:
+        assert torch.equal(m.net_g.state_dict()[k], ema[k]) and torch.equal(m.net_g_ema.state_dict()[k], ema[k])
+    saved = torch.load(tmp_path / "weights" / "net_g_psnr.pth", weights_only=True)
+    assert all(torch.equal(saved["params"][k], g[k]) for k in g)  # the file keeps stage 1's raw G all the same
+    with pytest.raises(ValueError, match="param_key_g"):
+        ESRGANModule(**{**TINY_MODEL, "param_key_g": "ema"})
+
+
+@pytest.mark.parametrize("param_key_g", ["params", "params_ema"])
+def test_init_weights_loads_params_into_g_and_params_ema_into_the_ema(tmp_path, param_key_g):
+    m, g, ema, _ = _module_at_switch(tmp_path)
+    m.enter_gan_stage()
+    path = tmp_path / "weights" / "net_g_psnr.pth"
+    n = ESRGANModule(**{**TINY_MODEL, "stages": ["gan"], "init_weights": str(path), "param_key_g": param_key_g})
+    want_g = g if param_key_g == "params" else ema
+    for k in g:
+        assert torch.equal(n.net_g.state_dict()[k], want_g[k]) and torch.equal(n.net_g_ema.state_dict()[k], ema[k])
+    # A bare state dict (xinntao-style file) fills both.
+    torch.save(g, tmp_path / "bare.pth")
+    n = ESRGANModule(**{**TINY_MODEL, "stages": ["gan"], "init_weights": str(tmp_path / "bare.pth")})
+    assert all(torch.equal(n.net_g_ema.state_dict()[k], g[k]) for k in g)
+
+
+def test_ema_decay_zero_means_no_ema():
+    torch.manual_seed(0)
+    m = ESRGANModule(**{**TINY_MODEL, "ema_decay": 0.999, "psnr": {**TINY_MODEL["psnr"], "ema_decay": 0}})
+    _Harness(m)
+    m.log_dict = lambda *a, **k: None
+    m.training_step({"lq": torch.rand(2, 3, 8, 8), "gt": torch.rand(2, 3, 32, 32)}, 0)
+    for e, p in zip(m.net_g_ema.parameters(), m.net_g.parameters()):
+        assert torch.equal(e, p)  # 0 is not "unset": it must not fall back to model.ema_decay
+    assert m.stage_ema_decay("psnr") == 0.0 and m.stage_ema_decay("gan") == 0.999
+    m0 = ESRGANModule(**{**TINY_MODEL, "ema_decay": 0})
+    assert m0.stage_ema_decay("gan") == 0.0
+    with pytest.raises(ValueError, match="model.gan.ema_decay"):
+        ESRGANModule(**{**TINY_MODEL, "gan": {**TINY_MODEL["gan"], "ema_decay": 1.0}})
+
+
+def test_init_weights_from_a_ckpt_reads_net_g_or_net_g_ema(tmp_path):
+    m, g, ema, _ = _module_at_switch(tmp_path)
+    sd = {**{f"net_g.{k}": v for k, v in g.items()}, **{f"net_g_ema.{k}": v for k, v in ema.items()}}
+    torch.save({"state_dict": sd}, tmp_path / "x.ckpt")
+    for key, want in (("params", g), ("params_ema", ema)):
+        got = load_generator_state(tmp_path / "x.ckpt", prefer=key)
+        assert all(torch.equal(got[k], want[k]) for k in g), key
+    n = ESRGANModule(**{**TINY_MODEL, "stages": ["gan"], "init_weights": str(tmp_path / "x.ckpt")})
+    assert all(torch.equal(n.net_g.state_dict()[k], g[k]) for k in g)
+    assert all(torch.equal(n.net_g_ema.state_dict()[k], ema[k]) for k in g)
