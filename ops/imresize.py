@@ -23,7 +23,7 @@ from functools import lru_cache
 import torch
 from torch import Tensor
 
-__all__ = ["cubic", "resize_weights", "resize_matrix", "imresize"]
+__all__ = ["cubic", "resize_weights", "resize_matrix", "imresize", "imresize_basicsr_f32", "support_margin"]
 
 
 def cubic(x: Tensor) -> Tensor:
@@ -196,3 +196,23 @@ def imresize_basicsr_f32(img: Tensor, scale: float, antialiasing: bool = True) -
         raise ValueError(f"imresize_basicsr_f32 expects a 2-D [H, W] tensor, got shape {tuple(img.shape)}")
     img = img.to(torch.float32).cpu()
     return _basicsr_pass_f32(_basicsr_pass_f32(img, scale, antialiasing, 0), scale, antialiasing, 1)  # H, then W
+
+
+def support_margin(scale: int, antialiasing: bool = True) -> int:
+    """HR pixels beyond a ``scale`` x ``scale`` block that the ``1/scale`` down-scale of that block reads with
+    non-zero weight (the kernel's support past the block: 6 at x4, 3 at x2), rounded up to a multiple of ``scale``
+    (8 at x4).  An LR made from a crop with this margin on every side, then cropped by ``margin / scale``, equals
+    the same crop of the whole image's LR: no output pixel it keeps sees the crop's mirrored borders."""
+    scale = int(scale)
+    if scale < 1:
+        raise ValueError(f"scale must be a positive integer, got {scale}")
+    if scale == 1:
+        return 0
+    n = 16 * scale  # blocks far from the borders all have the same taps
+    weights, indices = resize_weights(n, n // scale, 1.0 / scale, antialiasing)
+    j = torch.arange(n // scale)[4:-4]
+    nz = weights[4:-4] != 0
+    first = torch.where(nz, indices[4:-4], n).min(1).values
+    last = torch.where(nz, indices[4:-4], -1).max(1).values
+    reach = int(max((scale * j - first).max(), (last - (scale * j + scale - 1)).max()))
+    return -(-reach // scale) * scale
