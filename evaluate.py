@@ -249,7 +249,7 @@ def _sr_folder_rows(model, cfg: DictConfig, device: torch.device, scorer: SRScor
     scale = int(cfg.data.scale)
     results = {}
     for folder in cfg.data.test_dirs:
-        ds = SRValDataset(folder, scale, on_bad_image=cfg.data.on_bad_image)
+        ds = SRValDataset(folder, scale, on_bad_image=cfg.data.on_bad_image, gt_mod=cfg.data.get("gt_mod"))
         row = RowMeans()
         for i in track(range(len(ds)), description=f"{prefix}{folder_name(folder)}", transient=True):
             item = ds[i]
