@@ -34,7 +34,8 @@ METRICS = ("psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb")
 
 
 class ESRGANModule(IterationGANModule):
-    frozen_prefixes = ("cri_perceptual.",)  # the VGG is rebuilt from its own weights, not stored
+    # The VGG and the validation LPIPS are rebuilt from their own weights, not stored.
+    frozen_prefixes = ("cri_perceptual.", "val_lpips.")
 
     def __init__(
         self,
@@ -48,6 +49,8 @@ class ESRGANModule(IterationGANModule):
         ema_decay: float = 0.999,
         param_key_g: str = "params",
         monitor: str = "val/psnr_y",
+        monitor_gan: str = "auto",
+        val_lpips: dict | None = None,
         task: str = "sr",
     ) -> None:
         super().__init__()
@@ -56,7 +59,7 @@ class ESRGANModule(IterationGANModule):
         self.save_hyperparameters(
             dict(generator=generator, discriminator=discriminator, perceptual=perceptual, psnr=psnr, gan=gan,
                  stages=stages, init_weights=init_weights, ema_decay=ema_decay, param_key_g=param_key_g,
-                 monitor=monitor, task=task)
+                 monitor=monitor, monitor_gan=monitor_gan, val_lpips=to_primitive(val_lpips), task=task)
         )
         bad = [s for s in stages if s not in STAGES]
         if not stages or bad or len(set(stages)) != len(stages) or stages != sorted(stages, key=STAGES.index):
@@ -91,8 +94,24 @@ class ESRGANModule(IterationGANModule):
             self.net_d = instantiate(discriminator)
             self.cri_perceptual = instantiate(perceptual)
 
+        self.monitor = monitor
+        lp = dict(to_primitive(val_lpips) or {})
+        self.val_lpips = None
+        if lp.get("enabled", False):
+            from metrics.lpips import build_lpips
+
+            self.val_lpips = build_lpips(lp.get("net_type", "alex"), lp.get("backbone_weights", "imagenet"))
+            self.val_lpips.requires_grad_(False).eval()
+        self.metric_names = METRICS + (("lpips",) if self.val_lpips is not None else ())
+        if monitor_gan == "auto":
+            monitor_gan = "val/lpips" if self.val_lpips is not None else "last"
+        if monitor_gan == "val/lpips" and self.val_lpips is None:
+            raise ValueError("model.monitor_gan=val/lpips needs model.val_lpips.enabled=true")
+        self.monitor_gan = monitor_gan
+
         self.val_names: list[str] = ["val"]
         self.val_metrics = torch.nn.ModuleDict()
+        self.eval_prefix = "val"  # "test/<stage>" while train.py's test_after_train runs the test sets
         self.sample_caption = "bicubic LR | SR (EMA) | HR"
 
     # ------------------------------------------------------------------ schedule
@@ -120,6 +139,19 @@ class ESRGANModule(IterationGANModule):
             m = self.stage_iters("gan")
             steps += 2 * m - min(int(self.gan_cfg.get("d_init_iters", 0)), m)
         return steps
+
+    def checkpoint_rule(self) -> tuple[str, str | None, str | None]:
+        """How callbacks.checkpoint.StageCheckpoint selects this stage's result: ``(stage, monitor, mode)`` for the
+        stage of the last trained batch.  Stage 1 by ``model.monitor`` (PSNR-Y; the callback's mode); stage 2 by
+        ``model.monitor_gan``: LPIPS (lower is better) when validation LPIPS is on, else ``last`` (monitor None: the
+        stage's latest state; PSNR is no measure of a GAN model, BasicSR #117)."""
+        stage = self.stage_at(max(self.iteration - 1, 0))[0]
+        if stage == "psnr":
+            return stage, self.monitor, None
+        if self.monitor_gan == "last":
+            return stage, None, None
+        lower_better = any(k in self.monitor_gan for k in ("lpips", "niqe"))
+        return stage, self.monitor_gan, "min" if lower_better else "max"
 
     @property
     def weights_dir(self) -> str:
@@ -234,13 +266,15 @@ class ESRGANModule(IterationGANModule):
     # ------------------------------------------------------------------ validation
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        names = list(getattr(dm, "val_names", None) or ["val"])
+        attr = "test_names" if stage == "test" else "val_names"
+        names = list(getattr(dm, attr, None) or ["val"])
         if names != self.val_names or not len(self.val_metrics):
             self.val_names = names
             # float64 sums: under DDP each rank sums its images and the sums and counts are reduced, so the mean
             # equals a single-process evaluation of the same set (the validation samplers do not pad).
             self.val_metrics = torch.nn.ModuleDict(
-                {f"{i}_{m}": MeanMetric().set_dtype(torch.float64) for i in range(len(names)) for m in METRICS}
+                {f"{i}_{m}": MeanMetric().set_dtype(torch.float64) for i in range(len(names))
+                 for m in self.metric_names}
             ).to(self.device)
 
     @torch.no_grad()
@@ -251,31 +285,55 @@ class ESRGANModule(IterationGANModule):
         lq, gt = batch["lq"], batch["gt"]
         sr = self.super_resolve(lq)
         values = sr_metrics(sr, gt, crop_border=self.scale)
+        if self.val_lpips is not None:
+            values["lpips"] = self.lpips_values(sr, gt)
         keep = self.keep_mask(batch, gt.shape[0])
-        for m in METRICS:
+        for m in self.metric_names:
             v = values[m].to(self.device, torch.float64)
             self.val_metrics[f"{dataloader_idx}_{m}"].update(v[torch.isfinite(v) & keep])
         names = batch.get("name") or [f"{batch_idx}_{k}" for k in range(gt.shape[0])]
         for k, name in enumerate(names):
             if keep[k]:
                 self.val_rows.append({"folder": self.val_names[dataloader_idx], "image": str(name),
-                                      **{m: float(values[m][k]) for m in METRICS}})
+                                      **{m: float(values[m][k]) for m in self.metric_names}})
         if batch_idx == 0:
             bicubic = imresize(lq[:1], self.scale)
             self.val_samples[self.val_names[dataloader_idx]] = uint8_grid([bicubic[0], sr[0], gt[0]])
 
+    @torch.no_grad()
+    def lpips_values(self, sr: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+        """Per-image LPIPS as evaluate.py computes it: 8-bit quantised images, ``crop_border = scale``."""
+        c = self.scale
+        q_sr, q_gt = (((x.clamp(0, 1) * 255).round() / 255)[..., c:-c, c:-c].float() for x in (sr, gt))
+        value = self.val_lpips(q_sr, q_gt)
+        self.val_lpips.reset()  # per-call values only
+        return value.detach().reshape(-1)
+
     def on_validation_epoch_end(self) -> None:
         summary = {}
+        p = self.eval_prefix
         for i, name in enumerate(self.val_names):
-            for m in METRICS:
+            for m in self.metric_names:
                 metric = self.val_metrics[f"{i}_{m}"]
                 value = metric.compute()
                 metric.reset()
-                self.log(f"val/{name}/{m}", value, sync_dist=False)  # MeanMetric already reduced over ranks
+                self.log(f"{p}/{name}/{m}", value, sync_dist=False)  # MeanMetric already reduced over ranks
                 summary[f"{name}/{m}"] = value
                 if i == 0:
-                    self.log(f"val/{m}", value, prog_bar=m == "psnr_y")
+                    self.log(f"{p}/{m}", value, prog_bar=m == "psnr_y")
+        if p != "val":
+            return  # test_after_train: metrics only (no per-image table, no counter row)
         self.val_table = self.gather_val_rows()
         self.log("iter", float(self.iteration))  # validation rows carry the batch count too (wandb x-axis)
         if not self.trainer.sanity_checking:
             self.log_validation_summary(summary)
+
+    # ------------------------------------------------------------------ test (train.py test_after_train)
+    def on_test_epoch_start(self) -> None:
+        self.on_validation_epoch_start()
+
+    def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self.validation_step(batch, batch_idx, dataloader_idx)
+
+    def on_test_epoch_end(self) -> None:
+        self.on_validation_epoch_end()

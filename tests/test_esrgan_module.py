@@ -372,3 +372,79 @@ def test_init_weights_from_a_ckpt_reads_net_g_or_net_g_ema(tmp_path):
     n = ESRGANModule(**{**TINY_MODEL, "stages": ["gan"], "init_weights": str(tmp_path / "x.ckpt")})
     assert all(torch.equal(n.net_g.state_dict()[k], g[k]) for k in g)
     assert all(torch.equal(n.net_g_ema.state_dict()[k], ema[k]) for k in g)
+
+
+# ---------------------------------------------------------------- per-stage selection, test_after_train (items 6, 7)
+class _ValRecorder(Callback):
+    def __init__(self):
+        self.rows = []
+
+    def on_validation_end(self, trainer, pl_module):
+        if not trainer.sanity_checking:
+            m = trainer.callback_metrics
+            self.rows.append({"iter": pl_module.iteration, "stage": pl_module.stage_at(pl_module.iteration - 1)[0],
+                              "psnr_y": float(m["val/psnr_y"]),
+                              "lpips": float(m["val/lpips"]) if "val/lpips" in m else None})
+
+
+def _staged_run(tmp_path, monkeypatch, extra=(), size=32):
+    data = _one_image_dir(tmp_path, size)
+    rec = _ValRecorder()
+    from train import instantiate_callbacks as real_callbacks
+
+    monkeypatch.setattr("train.instantiate_callbacks", lambda c: [*real_callbacks(c), rec])
+    cfg = _tiny_cfg(tmp_path, data, ["model.psnr.iters=3", "model.gan.iters=3", "trainer.val_check_interval=1",
+                                     "model.psnr.lr=1e-3", "test_after_train=true", *extra])
+    return train(cfg), rec.rows
+
+
+def test_checkpoints_are_selected_per_stage_and_tested_after_training(tmp_path, monkeypatch):
+    result, rows = _staged_run(tmp_path, monkeypatch)
+    assert [r["stage"] for r in rows] == ["psnr"] * 3 + ["gan"] * 3
+    sr = result["stage_results"]
+    assert list(sr) == ["psnr", "gan"] and result["result_stage"] == "gan"
+    best_psnr = max(rows[:3], key=lambda r: r["psnr_y"])
+    assert sr["psnr"]["monitor"] == "val/psnr_y" and sr["psnr"]["score"] == pytest.approx(best_psnr["psnr_y"])
+    assert Path(sr["psnr"]["path"]).name == f"psnr_best_iter{best_psnr['iter']:07d}.ckpt"
+    # No LPIPS: the GAN stage's result is its latest state, never a PSNR-stage file.
+    assert sr["gan"]["monitor"] is None and Path(sr["gan"]["path"]).name == "gan_latest_iter0000006.ckpt"
+    assert result["best_model_path"] == sr["gan"]["path"]
+    files = sorted(p.name for p in (Path(result["output_dir"]) / "checkpoints").iterdir())
+    assert files == sorted([Path(sr["psnr"]["path"]).name, "gan_latest_iter0000006.ckpt", "last.ckpt"])
+    saved = json.loads((Path(result["output_dir"]) / "result.json").read_text())
+    assert saved["stage_results"] == sr and saved["result_stage"] == "gan"
+    # test_after_train: each stage's checkpoint on data.test_dirs (here the validation image).
+    test = saved["test"]
+    assert set(test) == {"psnr", "gan"} and test["gan"]["checkpoint"] == sr["gan"]["path"]
+    assert test["psnr"]["test/psnr/psnr_y"] == pytest.approx(best_psnr["psnr_y"], abs=1e-6)
+    assert test["gan"]["test/gan/img/psnr_y"] == pytest.approx(rows[-1]["psnr_y"], abs=1e-6)
+
+
+def test_gan_stage_is_selected_by_lpips_when_enabled(tmp_path, monkeypatch):
+    from test_evaluate import _random_alexnet_file
+
+    alex = _random_alexnet_file(tmp_path / "alex.pth")
+    result, rows = _staged_run(tmp_path, monkeypatch, ["model.val_lpips.enabled=true",
+                                                       f"model.val_lpips.backbone_weights={alex}"], size=80)
+    gan_rows = rows[3:]
+    best = min(gan_rows, key=lambda r: r["lpips"])
+    sr = result["stage_results"]["gan"]
+    assert sr["monitor"] == "val/lpips" and sr["mode"] == "min" and sr["score"] == pytest.approx(best["lpips"])
+    assert Path(sr["path"]).name == f"gan_best_iter{best['iter']:07d}.ckpt"
+    assert result["stage_results"]["psnr"]["monitor"] == "val/psnr_y"
+    ckpt = torch.load(sr["path"], map_location="cpu", weights_only=True)
+    assert not any(k.startswith("val_lpips.") for k in ckpt["state_dict"])  # rebuilt from its own weights
+    assert "test/gan/lpips" in result["test"]["gan"]
+
+
+def test_test_after_train_needs_a_test_loop(tmp_path):
+    from pytorch_lightning import LightningDataModule
+
+    from datamodules.sr_datamodule import SRDataModule
+    from train import check_test_after_train
+
+    cfg = compose_cfg(tmp_path, ["test_after_train=true"])
+    m = ESRGANModule(**TINY_MODEL)
+    check_test_after_train(cfg, m, SRDataModule(train_dirs=[tmp_path], val_dirs=[tmp_path]))  # fine
+    with pytest.raises(ValueError, match="test_after_train=true"):
+        check_test_after_train(cfg, m, LightningDataModule())  # no test_dataloader
