@@ -29,7 +29,8 @@ def _image(h, w, seed):
 
 
 def _sr_dirs(tmp_path):
-    # "big": two images with two 96x96 NIQE blocks each after the 4-px crop; "small": too small for NIQE.
+    # "big": two images with two 96x96 NIQE blocks each after the 4-px crop (with data.gt_mod=4: the default 12 would
+    # crop them to 96 rows); "small": too small for NIQE.
     for i in range(2):
         write_png(tmp_path / "big" / f"b{i}.png", _image(104, 200, i))
     write_png(tmp_path / "small" / "s.png", _image(48, 48, 5))
@@ -92,7 +93,8 @@ def test_sr_with_lpips_and_niqe_matches_direct_computation(tmp_path, monkeypatch
     cfg = compose_cfg(tmp_path / "eval", ["model=esrgan", *TINY_G, f"ckpt_path={weights}",
                                           f"data.test_dirs=[{big},{small}]", f"metrics_file={out}",
                                           "metrics.lpips.enabled=true", f"metrics.lpips.backbone_weights={alex}",
-                                          "metrics.niqe.enabled=true", "logger=wandb"], config_name="eval")
+                                          "metrics.niqe.enabled=true", "logger=wandb", "data.gt_mod=4"],
+                      config_name="eval")
     rows = evaluate(cfg)
     saved = json.loads(out.read_text())
     assert saved == rows and list(saved) == ["big", "small"]
@@ -153,7 +155,8 @@ def test_interpolation_rows_per_alpha_and_endpoints(tmp_path):
     out = tmp_path / "interp.json"
     cfg = compose_cfg(tmp_path / "i", ["model=esrgan", *TINY_G, f"interp.psnr_weights={pa}",
                                        f"interp.gan_weights={pb}", "interp.alphas=[0,0.5,1]",
-                                       f"data.test_dirs=[{big}]", f"metrics_file={out}"], config_name="eval")
+                                       f"data.test_dirs=[{big}]", f"metrics_file={out}", "data.gt_mod=4"],
+                      config_name="eval")
     rows = evaluate(cfg)
     assert list(rows) == ["alpha=0/big", "alpha=0.5/big", "alpha=1/big"]
     assert json.loads(out.read_text()) == rows
@@ -162,7 +165,8 @@ def test_interpolation_rows_per_alpha_and_endpoints(tmp_path):
     # alpha = 0 and 1 are exactly the two models evaluated on their own.
     for alpha, path in (("0", pa), ("1", pb)):
         single = evaluate(compose_cfg(tmp_path / f"s{alpha}", ["model=esrgan", *TINY_G, f"ckpt_path={path}",
-                                                              f"data.test_dirs=[{big}]", "metrics.niqe.enabled=true"],
+                                                              f"data.test_dirs=[{big}]", "metrics.niqe.enabled=true",
+                                                              "data.gt_mod=4"],
                                       config_name="eval"))
         assert rows[f"alpha={alpha}/big"] == single["big"]
     assert rows["alpha=0.5/big"]["psnr_y"] not in (rows["alpha=0/big"]["psnr_y"], rows["alpha=1/big"]["psnr_y"])
