@@ -14,6 +14,7 @@ uses whole images, HR cropped to a multiple of ``gt_mod`` (BasicSR ``modcrop``; 
 from __future__ import annotations
 
 import os
+import random
 import warnings
 from pathlib import Path
 
@@ -116,6 +117,9 @@ class SRTrainDataset(Dataset):
             self.files += files
             if lr_dirs:
                 self.lr_files += [_find_lr(f, Path(d).expanduser(), Path(lr_dirs[i]).expanduser(), scale) for f in files]
+        # A subclass may set an albumentations Compose here that replaces the crop and flips (applied to the whole
+        # image; the item is then {"gt": its output}); seeded with the dataset's generator.
+        self.aug = None
         self._seeded_pid = None
         self._rng = np.random.default_rng()
 
@@ -130,6 +134,10 @@ class SRTrainDataset(Dataset):
                 # pl_worker_init_function).
                 seed = (seed + 1_000_003 * _global_rank()) % 2**32
             self._rng = np.random.default_rng(seed)
+            if self.aug is not None:
+                # Not Compose.set_random_seed: in albumentations 2.0.8 it gives every transform its own
+                # generator with the SAME seed, so all flips fire together.  One shared generator instead.
+                self.aug.set_random_state(np.random.default_rng(seed), random.Random(seed))
             self._seeded_pid = os.getpid()
 
     def _augment(self, imgs: list[np.ndarray]) -> list[np.ndarray]:
@@ -167,6 +175,8 @@ class SRTrainDataset(Dataset):
             gt = gt[top * s:(top + lq_size) * s, left * s:(left + lq_size) * s]
             gt, lq = self._augment([gt, lq])
             return {"gt": _to_tensor(gt), "lq": _to_tensor(lq)}
+        if self.aug is not None:  # a subclass's own pipeline
+            return {"gt": _to_tensor(self.aug(image=gt)["image"])}
         # The image is mod-cropped to the scale first: its LR (made whole, as a stored LR file is) has whole pixels.
         # (Still >= gt_size: files are at least gt_size, a multiple of the scale.)
         h, w = gt.shape[0] - gt.shape[0] % s, gt.shape[1] - gt.shape[1] % s
