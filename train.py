@@ -371,8 +371,14 @@ def _train(cfg: DictConfig, trainer_overrides: dict[str, Any]) -> dict[str, Any]
         monitor = cfg.model.get("monitor")
         # Per-stage selection (callbacks.checkpoint.StageCheckpoint): each stage's checkpoint and how it was chosen;
         # the result of the run is the last stage's (ESRGAN [psnr, gan]: the GAN model, by LPIPS or its last state).
-        stage_results = dict(getattr(ckpt_cb, "stage_results", None) or {}) or _stage_results_from_checkpoint(
-            getattr(ckpt_cb, "last_model_path", None))
+        stage_results = dict(getattr(ckpt_cb, "stage_results", None) or {})
+        if not stage_results and ckpt_cb is not None:  # ddp_gan_spawn: the validations ran in the children
+            for path in (getattr(ckpt_cb, "last_model_path", None),
+                         os.path.join(str(getattr(ckpt_cb, "dirpath", None) or ""), "last.ckpt"),
+                         getattr(ckpt_cb, "best_model_path", None)):
+                stage_results = _stage_results_from_checkpoint(path)
+                if stage_results:
+                    break
         result_stage = list(stage_results)[-1] if stage_results else None
         result = {
             "metrics": metrics,

@@ -75,10 +75,21 @@ class StageCheckpoint(LastEveryValidationCheckpoint):
         if stage != self.stage:
             self._enter_stage(stage, monitor, mode)
         super().on_validation_end(trainer, pl_module)
+        self._record_stage()
+
+    def _record_stage(self) -> None:
+        if self.stage is None or not self.best_model_path:
+            return
         score = self.best_model_score
-        self.stage_results[stage] = {
-            "path": self.best_model_path or None, "monitor": self.monitor, "mode": self.mode if self.monitor else None,
+        self.stage_results[self.stage] = {
+            "path": self.best_model_path, "monitor": self.monitor, "mode": self.mode if self.monitor else None,
             "score": float(score) if score is not None and self.monitor else None}
+
+    def _save_checkpoint(self, trainer, filepath: str) -> None:
+        # best_model_path/score are updated before each save: record them first, so that the file's own callback
+        # state already names it (ddp_gan_spawn's main process reads stage_results from the files).
+        self._record_stage()
+        super()._save_checkpoint(trainer, filepath)
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
