@@ -160,12 +160,13 @@ def synthesis_stage_times(args) -> None:
               f"(batch {n}, {torch.get_num_threads()} threads)", flush=True)
 
 
-def scfegan_case(config: str, device):
+def scfegan_case(config: str, device, batch_override: int | None = None):
     from lightning_modules.scfegan_module import SCFEGANModule
     from synthesis.pipeline import FaceInputSynthesizer
 
     paper = config == "paper"
     res, batch, cnum = (512, 8, 64) if paper else (128, 4, 16)
+    batch = batch_override or batch
     m = SCFEGANModule(
         generator=dict(_target_="archs.scfegan_generator.SCFEGANGenerator", cnum=cnum),
         discriminator=dict(_target_="archs.sn_patch_discriminator.SNPatchDiscriminator", cnum=cnum),
@@ -194,7 +195,7 @@ def measure(args, model, config, stage, precision, channels_last, compile_, devi
     if model == "esrgan":
         m, nets, batch, synth, step = esrgan_case(config, stage, device)
     else:
-        m, nets, batch, synth, step = scfegan_case(config, device)
+        m, nets, batch, synth, step = scfegan_case(config, device, args.batch)
     if channels_last:
         m.to(memory_format=torch.channels_last)
     if compile_:
@@ -276,6 +277,8 @@ def main():
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--peak-tflops", type=float, default=None, help="device peak for the share column")
+    p.add_argument("--batch", type=int, default=None,
+                   help="SC-FEGAN batch size instead of the case's (paper 8, demo 4), e.g. 1 for a CPU smoke run")
     p.add_argument("--stage-batch", type=int, default=2, help="images per batch for the CPU per-stage timing")
     p.add_argument("--no-stages", action="store_true", help="skip the CPU per-stage synthesis timing")
     args = p.parse_args()
