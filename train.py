@@ -298,6 +298,25 @@ def test_stage_results(trainer: Trainer, model: LightningModule, datamodule: Lig
     return out
 
 
+def perceptual_backbones(model) -> dict[str, dict]:
+    """``{module name: weights_info}`` of the model's frozen VGG feature extractors (perceptual / style losses)."""
+    from archs.vgg_features import VGGFeatureExtractor
+
+    return {name: dict(m.weights_info) for name, m in model.named_modules()
+            if isinstance(m, VGGFeatureExtractor) and hasattr(m, "weights_info")}
+
+
+def log_perceptual_backbones(backbones: dict[str, dict]) -> None:
+    """One summary line per backbone in the console and train.log; a random one as a warning."""
+    for name, info in backbones.items():
+        if info["pretrained"]:
+            log.info(f"perceptual backbone {name}: {info['arch']} with {info['weights']} weights")
+        else:
+            log.warning(f"perceptual backbone {name}: {info['arch']} with RANDOM weights (requested "
+                        f"{info['requested']!r}): its perceptual/style losses are not perceptual; results are not "
+                        f"comparable with pretrained-VGG runs")
+
+
 def write_result(result: dict, output_dir: str) -> None:
     path = Path(output_dir) / RESULT_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -349,6 +368,11 @@ def _train(cfg: DictConfig, trainer_overrides: dict[str, Any]) -> dict[str, Any]
     hparams["world_size"] = world
     hparams["strategy"] = type(trainer.strategy).__name__
     hparams["precision"] = str(trainer.precision)
+    backbones = perceptual_backbones(model)
+    if backbones:  # in the wandb config (and every logger's hyper-parameters)
+        hparams["perceptual_backbone"] = backbones
+        hparams["perceptual_backbone_random"] = any(not b["pretrained"] for b in backbones.values())
+    log_perceptual_backbones(backbones)
     if identity:
         hparams["sweep"] = {k: identity[k] for k in ("group", "name", "swept", "overrides", "job_num")}
     for lg in trainer.loggers:
@@ -390,11 +414,14 @@ def _train(cfg: DictConfig, trainer_overrides: dict[str, Any]) -> dict[str, Any]
             "output_dir": trainer.default_root_dir,
             "iteration": iteration,
             "monitor": monitor,
-            "direction": "minimize" if getattr(ckpt_cb, "mode", "max") == "min" else "maximize",
+            # Of the objective (model.monitor): StageCheckpoint's mode may be a later stage's (LPIPS: min).
+            "direction": "minimize" if getattr(ckpt_cb, "_base_mode", getattr(ckpt_cb, "mode", "max")) == "min"
+            else "maximize",
             "best_score": float(best_score) if best_score is not None else None,
             "global_batch_size": hparams["global_batch_size"],
             "world_size": world,
             "status": "ok",
+            "perceptual_backbone": backbones,
         }
         # The objective sweepers (Optuna) optimise and the sweep summary sorts by: the final validation value of
         # the checkpoint monitor (model.monitor).
@@ -423,6 +450,7 @@ def _train(cfg: DictConfig, trainer_overrides: dict[str, Any]) -> dict[str, Any]
 def main(cfg: DictConfig) -> float:
     result = train(cfg)
     log.info(f"metrics: {result['metrics']}")
+    log_perceptual_backbones(result.get("perceptual_backbone") or {})  # the summary repeats it at the end
     log.info(f"best checkpoint: {result['best_model_path']}")
     return result["objective"]  # for hyperparameter sweepers (Optuna)
 
