@@ -435,6 +435,7 @@ def test_gan_stage_is_selected_by_lpips_when_enabled(tmp_path, monkeypatch):
     ckpt = torch.load(sr["path"], map_location="cpu", weights_only=True)
     assert not any(k.startswith("val_lpips.") for k in ckpt["state_dict"])  # rebuilt from its own weights
     assert "test/gan/lpips" in result["test"]["gan"]
+    assert result["direction"] == "maximize"  # of the objective, model.monitor (PSNR-Y), not of the LPIPS stage
 
 
 def test_test_after_train_needs_a_test_loop(tmp_path):
