@@ -112,16 +112,17 @@ def poisson_noise(img: Tensor, scale, gray, generator: torch.Generator | None = 
     ``Poisson(x8 * vals) / vals - x8`` with ``vals`` = 2^ceil(log2(#levels)), so the variance in [0, 1] units is
     ``x8 / vals`` (the mean); gray noise uses the BT.601 luma plane for all channels.  Times ``scale``."""
     b = img.shape[0]
+    gray = _per_sample(gray, b, img)
     img8 = (img * 255).round().clamp(0, 255) / 255
     vals = _levels(img8)
-    colour = torch.poisson(img8 * vals, generator=generator) / vals - img8
-    wts = torch.tensor(GRAY_WEIGHTS, dtype=img.dtype, device=img.device).view(1, 3, 1, 1)
-    luma = (img * wts).sum(1, keepdim=True)
-    luma8 = (luma * 255).round().clamp(0, 255) / 255
-    lvals = _levels(luma8)
-    mono = torch.poisson(luma8 * lvals, generator=generator) / lvals - luma8
-    gray = _per_sample(gray, b, img)
-    return (colour * (1 - gray) + mono * gray) * _per_sample(scale, b, img)
+    noise = torch.poisson(img8 * vals, generator=generator) / vals - img8
+    if bool((gray > 0).any()):  # as BasicSR: the gray plane only when some sample needs it
+        wts = torch.tensor(GRAY_WEIGHTS, dtype=img.dtype, device=img.device).view(1, 3, 1, 1)
+        luma8 = ((img * wts).sum(1, keepdim=True) * 255).round().clamp(0, 255) / 255
+        lvals = _levels(luma8)
+        mono = torch.poisson(luma8 * lvals, generator=generator) / lvals - luma8
+        noise = noise * (1 - gray) + mono * gray
+    return noise * _per_sample(scale, b, img)
 
 
 def resize(img: Tensor, mode: str, scale: float | None = None, size: tuple[int, int] | None = None) -> Tensor:

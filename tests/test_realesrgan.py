@@ -221,3 +221,12 @@ def test_realesrgan_experiment_trains_both_stages_on_tiny_sizes(tmp_path):
     assert (tmp_path / "weights" / "net_g_psnr.pth").is_file() and (tmp_path / "weights" / "net_g_gan.pth").is_file()
     assert np.isfinite(result["metrics"]["val/psnr_y"])
     assert {"train/l_d_real", "train/l_g_gan", "train/l_percep"} <= set(result["metrics"])
+
+
+def test_demo_data_option_composes_and_loads_the_shipped_images(tmp_path):
+    cfg = compose_cfg(tmp_path, ["experiment=realesrgan", "data=realesrgan_demo", "data.num_workers=0"])
+    dm = instantiate(cfg.data)
+    dm.setup("fit")
+    item = dm.train_set[0]
+    assert item["gt"].shape == (3, 96, 96) and item["sinc_kernel"].shape == (21, 21)
+    assert len(dm.train_set) == 39 * 50 and dm.val_names == ["Set5"]
