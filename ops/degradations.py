@@ -33,7 +33,7 @@ def filter2d(img: Tensor, kernel: Tensor) -> Tensor:
         raise ValueError(f"filter2d: {kernel.shape[0]} kernels for a batch of {b}")
     kernel = kernel.to(img.dtype)
     pad = k // 2
-    if pad >= min(h, w):  # reflect padding needs pad < size: replicate the reflection as far as it goes
+    if pad >= min(h, w):  # reflect padding needs pad < size (tiny images after a strong downscale): replicate
         x = F.pad(img, (pad, pad, pad, pad), mode="replicate")
     else:
         x = F.pad(img, (pad, pad, pad, pad), mode="reflect")

@@ -272,3 +272,28 @@ def test_second_order_degradation_is_seeded_sized_and_8bit():
     assert a.min() >= 0 and a.max() <= 1 and torch.equal(a, (a * 255).round() / 255)
     with pytest.raises(ValueError, match="multiple of the scale"):
         deg(torch.rand(1, 3, 30, 32), kernels["kernel1"][:1], kernels["kernel2"][:1], kernels["sinc_kernel"][:1])
+
+
+@pytest.mark.parametrize("sinc_first", [1.0, 0.0])
+def test_pipeline_is_the_composition_of_its_operations_in_the_published_order(sinc_first):
+    """With the random choices pinned (keep size, area, zero Gaussian noise, fixed JPEG quality), the pipeline equals
+    blur1 -> JPEG -> blur2 -> resize -> then [resize + sinc] -> JPEG or JPEG -> [resize + sinc], rounded."""
+    cfg = _degradation_cfg()
+    pinned = {"resize_prob": [0, 0, 1], "gaussian_noise_prob": 1.0, "noise_range": [0, 0], "jpeg_range": [40, 40]}
+    first, second = {**cfg["first"], **pinned}, {**cfg["second"], **pinned, "blur_prob": 1.0, "jpeg_range": [60, 60]}
+    deg = RealESRGANDegradation(4, first, second, {"sinc_first_prob": sinc_first}, ["area"], cfg["jpeg"])
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 32, 32)
+    k1 = torch.from_numpy(np.stack([bk.bivariate_gaussian(21, 1.5)] * 2)).float()
+    k2 = torch.from_numpy(np.stack([bk.bivariate_gaussian(21, 0.8, 0.4, 0.3)] * 2)).float()
+    sinc = torch.from_numpy(np.stack([bk.circular_lowpass_kernel(2.0, 11, pad_to=21)] * 2)).float()
+    out = deg(x, k1, k2, sinc, torch.Generator().manual_seed(1), torch.Generator().manual_seed(2))
+    jpeg = DiffJPEG(**cfg["jpeg"])
+    y = jpeg(filter2d(x, k1).clamp(0, 1), 40.0)
+    y = F.interpolate(filter2d(y, k2), size=(8, 8), mode="area").clamp(0, 1)
+    if sinc_first:
+        y = jpeg(filter2d(y, sinc).clamp(0, 1), 60.0)
+    else:
+        y = filter2d(jpeg(y, 60.0), sinc)
+    ref = (y * 255).round().clamp(0, 255) / 255
+    assert torch.equal(out, ref)
