@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from lightning_modules.base import to_primitive
 from lightning_modules.esrgan_module import ESRGANModule
 from losses.gan_loss import vanilla_gan_loss
 from ops.degradations import USMSharp
@@ -28,7 +29,8 @@ class RealESRGANModule(ESRGANModule):
         gan_type = self.gan_cfg.get("gan_type", "vanilla")
         if gan_type not in GAN_TYPES:
             raise ValueError(f"model.gan.gan_type must be one of {GAN_TYPES}, got {gan_type!r}")
-        self.hparams["usm"] = usm
+        usm = to_primitive(usm)
+        self.hparams["usm"] = usm  # plain dict: checkpoints load with weights_only=True
         self.usm = USMSharp(**(usm or {}))
         self._batch: dict = {}
         self.sample_caption = "bicubic of the LR | SR (EMA) | HR"

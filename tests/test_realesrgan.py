@@ -138,7 +138,7 @@ def test_datamodule_degrades_crops_aligned_and_pools(tmp_path):
                    for p in pooled for t in range(5) for l in range(5))
 
 
-def test_degradation_is_reproducible_per_seed_and_resumes_from_its_state(tmp_path):
+def test_degradation_is_reproducible_per_seed_and_resumes_from_its_state(tmp_path, monkeypatch):
     cfg = _tiny_cfg(tmp_path, ["data.degradation.pool_size=0"])
     batch = {"gt": torch.rand(2, 3, 32, 32),
              **{k: torch.from_numpy(np.stack([np.pad(np.ones((1, 1), np.float32), 10)] * 2))
@@ -153,6 +153,10 @@ def test_degradation_is_reproducible_per_seed_and_resumes_from_its_state(tmp_pat
     assert not torch.equal(ra[0], ra[1])  # each batch draws anew
     other = instantiate(compose_cfg(tmp_path, [*TINY, "data.degradation.pool_size=0", "seed=5"]).data)
     assert not torch.equal(run(other, 1)[0], ra[0])
+    # DDP ranks degrade differently (seed + rank)
+    monkeypatch.setenv("RANK", "1")
+    assert not torch.equal(run(instantiate(cfg.data), 1)[0], ra[0])
+    monkeypatch.setenv("RANK", "0")
     # generator state round trip (what a checkpoint stores)
     c = instantiate(cfg.data)
     run(c, 1)
@@ -221,6 +225,10 @@ def test_realesrgan_experiment_trains_both_stages_on_tiny_sizes(tmp_path):
     assert (tmp_path / "weights" / "net_g_psnr.pth").is_file() and (tmp_path / "weights" / "net_g_gan.pth").is_file()
     assert np.isfinite(result["metrics"]["val/psnr_y"])
     assert {"train/l_d_real", "train/l_g_gan", "train/l_percep"} <= set(result["metrics"])
+    # the checkpoint keeps the degradation generators' states (resuming continues the same draws)
+    ckpt = torch.load(result["last_model_path"], map_location="cpu", weights_only=True)
+    state = ckpt["RealESRGANDataModule"]
+    assert set(state) == {"cpu", "device", "device_type"} and state["device_type"] == "cpu"
 
 
 def test_demo_data_option_composes_and_loads_the_shipped_images(tmp_path):
