@@ -264,6 +264,17 @@ def measure(args, model, config, stage, precision, channels_last, compile_, devi
         for net in nets:
             net.compile()
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16-mixed")
+    if args.synthesis_only:  # e.g. the paper-size Real-ESRGAN degradation on a CPU, where the step would take minutes
+        for _ in range(args.warmup):
+            synth()
+        sync(device)
+        t = time.perf_counter()
+        for _ in range(args.iters):
+            synth()
+        sync(device)
+        print(f"{model}/{config}/{stage:5s} synthesis only: {1000 * (time.perf_counter() - t) / args.iters:9.1f} ms per "
+              f"batch of {batch}", flush=True)
+        return
 
     def iteration():
         with amp:
@@ -343,6 +354,7 @@ def main():
                    help="SC-FEGAN batch size instead of the case's (paper 8, demo 4), e.g. 1 for a CPU smoke run")
     p.add_argument("--stage-batch", type=int, default=2, help="images per batch for the CPU per-stage timing")
     p.add_argument("--no-stages", action="store_true", help="skip the CPU per-stage synthesis timing")
+    p.add_argument("--synthesis-only", action="store_true", help="time the on-device input synthesis alone")
     args = p.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda":
