@@ -93,6 +93,7 @@ class RealESRGANDataModule(SRDataModule):
         self._pending_state: dict | None = None
         self._pool_lq = self._pool_gt = None
         self._pool_ptr = 0
+        self._calls = 0  # training batches synthesised
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit") and self.train_set is None:
@@ -104,13 +105,21 @@ class RealESRGANDataModule(SRDataModule):
     # ------------------------------------------------------------------ generators
     def _generators(self, device: torch.device) -> tuple[torch.Generator, torch.Generator]:
         if self._gen_cpu is None or self._gen_dev.device != device:
-            seed = (self.seed + 1_000_003 * _global_rank()) % 2**63  # ranks degrade differently
+            rank, pending = _global_rank(), self._pending_state
+            # Ranks degrade differently.  A checkpoint holds rank 0's states only: rank 0 continues them exactly,
+            # the other ranks re-seed from (seed, rank, batches synthesised so far) so that they still differ.
+            seed = self.seed + 1_000_003 * rank
+            if pending is not None and rank != 0:
+                seed += 7919 * int(pending.get("calls", 0))
+            seed %= 2**63
             self._gen_cpu = torch.Generator().manual_seed(seed)
             self._gen_dev = torch.Generator(device=device).manual_seed(seed + 1)
-            if self._pending_state is not None:
-                self._gen_cpu.set_state(self._pending_state["cpu"])
-                if self._pending_state.get("device_type") == device.type:
-                    self._gen_dev.set_state(self._pending_state["device"])
+            if pending is not None:
+                self._calls = int(pending.get("calls", 0))
+                if rank == 0:
+                    self._gen_cpu.set_state(pending["cpu"])
+                    if pending.get("device_type") == device.type:
+                        self._gen_dev.set_state(pending["device"])
                 self._pending_state = None
         return self._gen_cpu, self._gen_dev
 
@@ -118,7 +127,7 @@ class RealESRGANDataModule(SRDataModule):
         if self._gen_cpu is None:
             return {}
         return {"cpu": self._gen_cpu.get_state(), "device": self._gen_dev.get_state(),
-                "device_type": self._gen_dev.device.type}
+                "device_type": self._gen_dev.device.type, "calls": self._calls}
 
     def load_state_dict(self, state: dict) -> None:
         if state:
@@ -131,6 +140,7 @@ class RealESRGANDataModule(SRDataModule):
         """Degrade, crop, pool: the training pair of a batch that has ``gt`` and the kernels."""
         gt = batch["gt"]
         cpu, gen = self._generators(gt.device)
+        self._calls += 1
         self.usm.to(gt.device)
         self.degrade.to(gt.device)
         src = self.usm(gt) if self.usm_input else gt

@@ -164,6 +164,11 @@ def test_degradation_is_reproducible_per_seed_and_resumes_from_its_state(tmp_pat
     d = instantiate(cfg.data)
     d.load_state_dict(state)
     assert torch.equal(run(d, 1)[0], ra[1])
+    # other ranks do not take over rank 0's states on resume
+    monkeypatch.setenv("RANK", "1")
+    e = instantiate(cfg.data)
+    e.load_state_dict(state)
+    assert not torch.equal(run(e, 1)[0], ra[1])
 
 
 def test_validation_degradation_is_the_same_every_time(tmp_path):
@@ -228,7 +233,7 @@ def test_realesrgan_experiment_trains_both_stages_on_tiny_sizes(tmp_path):
     # the checkpoint keeps the degradation generators' states (resuming continues the same draws)
     ckpt = torch.load(result["last_model_path"], map_location="cpu", weights_only=True)
     state = ckpt["RealESRGANDataModule"]
-    assert set(state) == {"cpu", "device", "device_type"} and state["device_type"] == "cpu"
+    assert set(state) == {"cpu", "device", "device_type", "calls"} and state["device_type"] == "cpu"
 
 
 def test_demo_data_option_composes_and_loads_the_shipped_images(tmp_path):
