@@ -243,3 +243,26 @@ def test_demo_data_option_composes_and_loads_the_shipped_images(tmp_path):
     item = dm.train_set[0]
     assert item["gt"].shape == (3, 96, 96) and item["sinc_kernel"].shape == (21, 21)
     assert len(dm.train_set) == 39 * 50 and dm.val_names == ["Set5"]
+
+
+@pytest.mark.slow
+def test_realesrgan_ddp_two_processes(tmp_path):
+    """`python train.py experiment=realesrgan trainer=ddp` on 2 CPU processes: the spectral-norm discriminator, G and
+    EMA G end bit-identical on both ranks (SN's power-iteration buffers are broadcast like any buffer), and the ranks
+    trained on different samples."""
+    import json
+
+    from test_ddp import DDP_CPU, _check, _replica_report, run_train
+
+    train_dir = _images(tmp_path / "train", n=8)
+    val_dir = _images(tmp_path / "val" / "Set5", n=2, size=(24, 28), seed=1)
+    run_dir = tmp_path / "run"
+    args = [a for a in TINY if a not in ("logger=none", "trainer=cpu")]
+    proc = run_train([*args, "logger=csv", *DDP_CPU, f"data.train_dirs=[{train_dir}]", f"data.val_dirs=[{val_dir}]",
+                      f"hydra.run.dir={run_dir}"], tmp_path)
+    _check(proc)
+    report = _replica_report(run_dir, ["net_g", "net_d", "net_g_ema"])
+    r0, r1 = report["ranks"]
+    assert set(r0["batches"][0]["gt"]).isdisjoint(r1["batches"][0]["gt"])
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["world_size"] == 2 and result["iteration"] == 4
