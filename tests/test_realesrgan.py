@@ -99,6 +99,7 @@ def test_experiment_composes_with_the_published_numbers(tmp_path):
     assert (m.gan.pixel_weight, m.gan.perceptual_weight, m.gan.gan_weight, m.gan.gan_type) == (1.0, 1.0, 0.1, "vanilla")
     assert (m.gan.lr_g, m.gan.lr_d, m.ema_decay, m.psnr.lr) == (1e-4, 1e-4, 0.999, 2e-4)
     assert (m.psnr.iters, m.gan.iters) == (1_000_000, 400_000)
+    assert m.param_key_g == "params_ema"  # both ymls: G starts from the previous model's EMA
     assert (d.gt_size, d.crop_pad_size, d.batch_size, d.use_rot, d.degradation.pool_size) == (256, 400, 12, False, 180)
     assert list(d.degradation.first.resize_prob) == [0.2, 0.7, 0.1] and d.degradation.second.blur_prob == 0.8
     model = instantiate(cfg.model, _recursive_=False)
@@ -178,7 +179,7 @@ def test_validation_degradation_is_the_same_every_time(tmp_path):
     batch = next(iter(dm.val_dataloader()[0]))
     a = dm.on_after_batch_transfer(dict(batch), 0)["lq"]
     b = dm.on_after_batch_transfer(dict(batch), 0)["lq"]
-    assert a.shape == (1, 3, 6, 7) and torch.equal(a, b)
+    assert a.shape == (1, 3, 6, 6) and torch.equal(a, b)  # 24x28 HR mod-cropped to data.gt_mod=12, LR /4
     bicubic = instantiate(_tiny_cfg(tmp_path).data)
     bicubic.setup("validate")
     assert not torch.equal(bicubic.on_after_batch_transfer(dict(batch), 0)["lq"], a)
