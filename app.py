@@ -36,35 +36,39 @@ from webui.models import MissingWeights, ModelStore  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-# Mode -> (editor layer, brush).  Layer order = webui.handlers.LAYERS.
-MODES = {
-    "Erase": ("erase", gr.Brush(colors=["#ffffff"], color_mode="fixed", default_size="auto")),
-    "Sketch": ("sketch", gr.Brush(colors=["#000000"], color_mode="fixed", default_size="auto")),
-    "Colour": ("colour", gr.Brush(colors=["#e0ac8a", "#b5785a", "#6b3e26", "#2b1a12", "#c2185b", "#3f6fb5",
-                                          "#f2f2f2"], color_mode="defaults", default_size="auto")),
-}
-LAYER_NAMES = [layer for layer, _ in MODES.values()]
+# Modes of the official GUI = layers of the editor, bottom to top (webui.handlers.LAYERS).  In the erase and
+# sketch layers any stroke counts whatever its colour; in the colour layer the stroke's colour is the input.
+MODES = {"Erase": "erase", "Sketch": "sketch", "Colour": "colour"}
+LAYER_NAMES = list(MODES.values())
+# One brush for all modes: changing the brush from the server re-renders the editor, and strokes drawn while it
+# re-initialises are lost (observed with Gradio 6.31 on a loaded machine), so the mode buttons only switch layers
+# (in the browser).  White / black first for erasing and sketching, then face colours; the picker gives any other.
+BRUSH = gr.Brush(colors=["#ffffff", "#000000", "#e0ac8a", "#b5785a", "#6b3e26", "#2b1a12", "#c2185b", "#3f6fb5"],
+                 default_color="#ffffff", color_mode="defaults", default_size=6)
 
 # Selects the mode's layer in the editor's layer menu (the menu's buttons are labelled layer-1..3 bottom to top).
 _SELECT_LAYER_JS = """(mode) => {
   const idx = {"Erase": 1, "Sketch": 2, "Colour": 3}[mode];
   const root = document.querySelector('#face-editor');
   if (!root) return mode;
-  const toggle = root.querySelector('.layer-title-button');
-  const wrap = root.querySelector('.layer-wrap');
-  if (wrap && wrap.classList.contains('closed') && toggle) toggle.click();
-  setTimeout(() => {
+  const toggle = () => root.querySelector('.layer-title-button');
+  const isOpen = () => { const w = root.querySelector('.layer-wrap'); return w && !w.classList.contains('closed'); };
+  if (!isOpen() && toggle()) toggle().click();
+  let tries = 0;
+  const pick = () => {  // the menu renders asynchronously (slow machines: keep trying for a few seconds)
     const b = root.querySelector('button[aria-label="layer-' + idx + '"]');
-    if (b) b.click();
-    const w = root.querySelector('.layer-wrap');
-    if (w && !w.classList.contains('closed') && toggle) toggle.click();
-  }, 50);
+    if (b) { b.click(); setTimeout(() => { if (isOpen() && toggle()) toggle().click(); }, 100); }
+    else if (tries++ < 100) setTimeout(pick, 30);
+  };
+  pick();
   return mode;
 }"""
 
+
 HELP_FACE = """**Face editing (SC-FEGAN).** Upload a face or pick a sample, then draw:
 **Erase** paints the region to regenerate (the mask), **Sketch** draws edge lines, **Colour** paints colour
-strokes (pick a colour with the palette button in the editor). Sketch and colour only count inside the erased
+strokes; each mode is a layer of the editor. Pick the brush colour (white / black for erasing and sketching,
+any colour for colour strokes) and size with the buttons left of the canvas. Sketch and colour only count inside the erased
 region, as in the paper. Undo, redo and clear are at the editor's top right. **Generate** shows the result
 next to the input and in the compare view; the PNG is outside the mask identical to your upload."""
 
@@ -107,9 +111,6 @@ def build_app(cfg: DictConfig) -> gr.Blocks:
         except Exception as err:  # noqa: BLE001  (shown on the page)
             return gr.skip(), gr.skip(), gr.skip(), f"**Error:** {_fail(err, 'Editing')}"
         return out, (path, out), out, msg
-
-    def set_mode(mode):
-        return gr.update(brush=MODES[mode][1])
 
     def api_edit_face(image, mask, sketch, color, seed):
         try:
@@ -169,7 +170,7 @@ def build_app(cfg: DictConfig) -> gr.Blocks:
                     editor = gr.ImageEditor(
                         label="Input (draw here)", type="numpy", image_mode="RGBA", sources=(), transforms=(),
                         layers=gr.LayerOptions(allow_additional_layers=False, layers=LAYER_NAMES),
-                        brush=MODES["Erase"][1], eraser=gr.Eraser(default_size="auto"), elem_id="face-editor",
+                        brush=BRUSH, eraser=gr.Eraser(default_size="auto"), elem_id="face-editor",
                         height=520)
                 with gr.Column(scale=3):
                     face_out = gr.Image(label="Result", type="filepath", format="png", interactive=False,
@@ -181,7 +182,7 @@ def build_app(cfg: DictConfig) -> gr.Blocks:
 
             face_file.change(load_face, face_file, [face_path, editor, face_out, face_status],
                              api_visibility="private")
-            mode.change(set_mode, mode, editor, js=_SELECT_LAYER_JS, api_visibility="private")
+            mode.change(None, mode, None, js=_SELECT_LAYER_JS, api_visibility="private")
             gen_btn.click(generate, [face_path, editor, seed], [face_out, face_compare, face_download, face_status],
                           api_visibility="private", concurrency_id="face")
 

@@ -140,7 +140,7 @@ def page(browser, server):
 
 def _wait_text(pg, elem_id: str, *texts: str) -> str:
     cond = " || ".join(f"t.includes({t!r})" for t in texts)
-    pg.wait_for_function(f"(() => {{ const e = document.querySelector('#{elem_id}'); if (!e) return false; "
+    pg.wait_for_function(f"(() => {{ const e = document.querySelector({'#' + elem_id!r}); if (!e) return false; "
                          f"const t = e.innerText; return {cond}; }})()")
     return pg.locator(f"#{elem_id}").inner_text()
 
@@ -162,7 +162,14 @@ def _image_box(pg, elem_id: str, hw) -> dict:
             "width": w, "height": h}
 
 
-def _stroke(pg, box, x0, y0, x1, y1, steps=12):
+def _mode(pg, mode: str, layer: str) -> None:
+    """Click a mode button and wait until the editor shows that mode's layer as the active one."""
+    pg.locator("#face-mode").get_by_text(mode, exact=True).click()
+    pg.wait_for_function("(layer) => { const w = document.querySelector('#face-editor .layer-wrap'); "
+                         "return w && w.classList.contains('closed') && w.innerText.trim() === layer; }", arg=layer)
+
+
+def _stroke(pg, box, x0, y0, x1, y1, steps=3):
     """A mouse drag from (x0, y0) to (x1, y1), in fractions of ``box``."""
     pg.mouse.move(box["x"] + box["width"] * x0, box["y"] + box["height"] * y0)
     pg.mouse.down()
@@ -196,11 +203,9 @@ def test_browser_face_edit(page, server, tmp_path, monkeypatch):
     _stroke(pg, img_box, 0.50, 0.25, 0.50, 0.45)  # Erase (the default mode)
     _stroke(pg, img_box, 0.10, 0.90, 0.12, 0.92)  # a stray stroke ...
     pg.locator("#face-editor button[aria-label='Undo']").click()  # ... undone
-    pg.locator("#face-mode").get_by_text("Sketch", exact=True).click()
-    pg.wait_for_timeout(300)
+    _mode(pg, "Sketch", "sketch")
     _stroke(pg, img_box, 0.48, 0.28, 0.48, 0.42)
-    pg.locator("#face-mode").get_by_text("Colour", exact=True).click()
-    pg.wait_for_timeout(300)
+    _mode(pg, "Colour", "colour")
     _stroke(pg, img_box, 0.52, 0.30, 0.52, 0.40)
     pg.click("#face-generate")
     msg = _wait_text(pg, "face-status", "Edited", "Error")
