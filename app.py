@@ -46,29 +46,54 @@ LAYER_NAMES = list(MODES.values())
 BRUSH = gr.Brush(colors=["#ffffff", "#000000", "#e0ac8a", "#b5785a", "#6b3e26", "#2b1a12", "#c2185b", "#3f6fb5"],
                  default_color="#ffffff", color_mode="defaults", default_size=6)
 
-# Selects the mode's layer in the editor's layer menu (the menu's buttons are labelled layer-1..3 bottom to top).
+# Selects the mode's layer in the editor's layer menu (its buttons are labelled layer-1..3, bottom to top), then
+# the mode's brush colour among the swatches, as clicks in the page (Gradio 6.31's editor DOM; the browser test
+# checks both).
 _SELECT_LAYER_JS = """(mode) => {
   const idx = {"Erase": 1, "Sketch": 2, "Colour": 3}[mode];
+  const want = {"Erase": "rgb(255, 255, 255)", "Sketch": "rgb(0, 0, 0)", "Colour": "rgb(224, 172, 138)"}[mode];
   const root = document.querySelector('#face-editor');
   if (!root) return mode;
-  const toggle = () => root.querySelector('.layer-title-button');
-  const isOpen = () => { const w = root.querySelector('.layer-wrap'); return w && !w.classList.contains('closed'); };
+  const q = (sel) => root.querySelector(sel);
+  const toggle = () => q('.layer-title-button');
+  const isOpen = () => { const w = q('.layer-wrap'); return w && !w.classList.contains('closed'); };
+  const later = (fn, tries) => { if (!fn() && tries > 0) setTimeout(() => later(fn, tries - 1), 30); };
+  // 1. the layer (the menu renders asynchronously: slow machines need several tries)
   if (!isOpen() && toggle()) toggle().click();
-  let tries = 0;
-  const pick = () => {  // the menu renders asynchronously (slow machines: keep trying for a few seconds)
-    const b = root.querySelector('button[aria-label="layer-' + idx + '"]');
-    if (b) { b.click(); setTimeout(() => { if (isOpen() && toggle()) toggle().click(); }, 100); }
-    else if (tries++ < 100) setTimeout(pick, 30);
-  };
-  pick();
+  later(() => {
+    const b = q('button[aria-label="layer-' + idx + '"]');
+    if (!b) return false;
+    b.click();
+    setTimeout(() => {
+      if (isOpen() && toggle()) toggle().click();
+      // 2. the mode's default brush colour (white erase, black sketch, a skin tone for colour)
+      const c = q('button[aria-label="Color"]');
+      if (!c || c.style.color === want) return;
+      c.click();
+      later(() => {
+        const sw = [...root.querySelectorAll('.swatch-container button.color')]
+          .find((e) => e.style.backgroundColor === want);
+        if (!sw) return false;
+        sw.click();
+        setTimeout(() => {  // the menu closes on a click outside it
+          if (!q('.swatch-container')) return;
+          for (const t of ['pointerdown', 'mousedown', 'pointerup', 'mouseup', 'click'])
+            document.body.dispatchEvent(new MouseEvent(t, {bubbles: true}));
+        }, 300);
+        return true;
+      }, 100);
+    }, 100);
+    return true;
+  }, 100);
   return mode;
 }"""
+
 
 
 HELP_FACE = """**Face editing (SC-FEGAN).** Upload a face or pick a sample, then draw:
 **Erase** paints the region to regenerate (the mask), **Sketch** draws edge lines, **Colour** paints colour
 strokes; each mode is a layer of the editor. Pick the brush colour (white / black for erasing and sketching,
-any colour for colour strokes) and size with the buttons left of the canvas. Sketch and colour only count inside the erased
+any colour for colour strokes; each mode picks a default) and size with the buttons left of the canvas. Sketch and colour only count inside the erased
 region, as in the paper. Undo, redo and clear are at the editor's top right. **Generate** shows the result
 next to the input and in the compare view; the PNG is outside the mask identical to your upload."""
 

@@ -162,11 +162,15 @@ def _image_box(pg, elem_id: str, hw) -> dict:
             "width": w, "height": h}
 
 
-def _mode(pg, mode: str, layer: str) -> None:
-    """Click a mode button and wait until the editor shows that mode's layer as the active one."""
+def _mode(pg, mode: str, layer: str, colour: str) -> None:
+    """Click a mode button and wait until the editor shows that mode's layer as the active one and its colour as
+    the brush colour (menus closed)."""
     pg.locator("#face-mode").get_by_text(mode, exact=True).click()
-    pg.wait_for_function("(layer) => { const w = document.querySelector('#face-editor .layer-wrap'); "
-                         "return w && w.classList.contains('closed') && w.innerText.trim() === layer; }", arg=layer)
+    pg.wait_for_function(
+        "([layer, colour]) => { const r = document.querySelector('#face-editor'); const w = r.querySelector('.layer-wrap'); "
+        "const c = r.querySelector('button[aria-label=\"Color\"]'); "
+        "return w && w.classList.contains('closed') && w.innerText.trim() === layer && c && c.style.color === colour "
+        "&& !r.querySelector('.swatch-container'); }", arg=[layer, colour])
 
 
 def _stroke(pg, box, x0, y0, x1, y1, steps=3):
@@ -203,9 +207,9 @@ def test_browser_face_edit(page, server, tmp_path, monkeypatch):
     _stroke(pg, img_box, 0.50, 0.25, 0.50, 0.45)  # Erase (the default mode)
     _stroke(pg, img_box, 0.10, 0.90, 0.12, 0.92)  # a stray stroke ...
     pg.locator("#face-editor button[aria-label='Undo']").click()  # ... undone
-    _mode(pg, "Sketch", "sketch")
+    _mode(pg, "Sketch", "sketch", "rgb(0, 0, 0)")
     _stroke(pg, img_box, 0.48, 0.28, 0.48, 0.42)
-    _mode(pg, "Colour", "colour")
+    _mode(pg, "Colour", "colour", "rgb(224, 172, 138)")
     _stroke(pg, img_box, 0.52, 0.30, 0.52, 0.40)
     pg.click("#face-generate")
     msg = _wait_text(pg, "face-status", "Edited", "Error")
@@ -215,6 +219,7 @@ def test_browser_face_edit(page, server, tmp_path, monkeypatch):
     assert mask[int(0.35 * 120), 50] and not mask[int(0.91 * 120), 11]  # drawn where drawn; the undone one gone
     assert seen["sketch"] is not None and seen["sketch"].any()
     assert seen["color"] is not None and (seen["color"].max(axis=2) > 0).any()
+    assert np.allclose(seen["color"][seen["color"].max(axis=2) > 0].mean(0), np.array([224, 172, 138]) / 255, atol=0.02)
     out = _download(pg.locator("#face-download a").first.get_attribute("href"))
     assert out.shape == face.shape
     assert np.array_equal(out[~mask], face[~mask])  # bit for bit outside the mask

@@ -144,7 +144,10 @@ class ModelStore:
                 g = info.generator or {}
                 desc = (f"`{path}` ({how}; {info.container}, cnum {g.get('cnum', '?')}, works at {hw[1]}x{hw[0]}, "
                         f"{'BGR' if bgr else 'RGB'})")
-                self._face = FaceModel(net.to(self.device), path, hw, bgr, desc)
+                net = net.to(self.device)
+                if self.device.type == "cpu":  # oneDNN convolutions: measured ~12 % less CPU time at 512x512
+                    net = net.to(memory_format=torch.channels_last)
+                self._face = FaceModel(net, path, hw, bgr, desc)
                 log.info(f"face model: {desc}")
             return self._face
 
