@@ -47,7 +47,7 @@ def main() -> None:
                                       {"input_size": s})
         cfg = OmegaConf.create({"device": "cpu", "precision": "fp32", "use_ema": True, "weights": weights,
                                 "demo_runs": {"face": tmp, "sr": tmp},
-                                "face": {"size": "auto", "noise": "binary16", "bgr": "auto",
+                                "face": {"size": "auto", "noise": "auto", "bgr": "auto",
                                          "generator": {"padding_mode": "tf_same"}}})
         store = ModelStore(cfg)
         t0 = time.perf_counter()

@@ -185,3 +185,20 @@ def test_incompatible_interpolation_pair_is_reported(tmp_path, weights):
                       config_name="app")
     msg = ModelStore(cfg).preload()["sr"]
     assert msg.startswith("Cannot load the ESRGAN weights") and "shapes differ" in msg
+
+
+def test_noise_kind_recorded_in_the_weights_is_used(tmp_path):
+    from archs.weights_io import save_generator_file, scfegan_config
+
+    net = tiny_face_net(seed=3)
+    w = save_generator_file(tmp_path / "g.pth", net, scfegan_config(net.state_dict()),
+                            {"input_size": 128, "noise_type": "gaussian"})
+    store = ModelStore(compose_cfg(tmp_path, ["device=cpu", f"weights={w}"], config_name="app"))
+    assert store.face().noise == "gaussian" and "noise gaussian" in store.face().description
+    face = random_rgb(64, 64, seed=8)
+    path = str(write_png(tmp_path / "f.png", face))
+    out_path, _ = edit_face_editor(store, path, {"layers": _layers(64, 64)}, seed=1, out_dir=tmp_path)
+    mask, sketch, color = strokes_from_layers(_layers(64, 64), (64, 64))
+    ref = edit_face(store.face().net, Image(face, 255.0, path), mask, sketch, color, size=(128, 128),
+                    noise="gaussian", seed=1)
+    assert np.array_equal(read_image(out_path).pixels, ref)

@@ -138,7 +138,7 @@ def edit(store: ModelStore, image: Image, mask: np.ndarray, sketch=None, color=N
     cfg = store.cfg
     t0 = time.perf_counter()
     out = predict.edit_face(fm.net, image, mask, sketch, color, size=fm.size, bgr=fm.bgr,
-                            noise=str(noise or cfg.face.noise), seed=int(seed), device=store.device,
+                            noise=str(noise or fm.noise), seed=int(seed), device=store.device,
                             precision=str(cfg.precision))
     dt = time.perf_counter() - t0
     h, w = image.size

@@ -18,7 +18,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from archs.interpolate import interpolate_state_dicts
-from predict import _bgr_of, _unshuffle, _working_size, load_model, pick_device
+from predict import _bgr_of, _unshuffle, _working_size, load_model, pick_device, resolve_noise
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,7 @@ class FaceModel:
     size: tuple[int, int]  # working size (H, W) of the network
     bgr: bool
     description: str
+    noise: str = "binary16"  # the noise kind fed (predict.resolve_noise: the weights' training noise by default)
 
 
 @dataclass
@@ -141,13 +142,14 @@ class ModelStore:
                     size = run_resolution(path) or "auto"
                 hw = _working_size(size, info.meta)
                 bgr = _bgr_of(OmegaConf.create({"bgr": self.cfg.face.bgr}), info.meta)
+                noise = resolve_noise(self.cfg.face.get("noise", "auto"), info.meta, f"weights {path}")
                 g = info.generator or {}
                 desc = (f"`{path}` ({how}; {info.container}, cnum {g.get('cnum', '?')}, works at {hw[1]}x{hw[0]}, "
-                        f"{'BGR' if bgr else 'RGB'})")
+                        f"{'BGR' if bgr else 'RGB'}, noise {noise})")
                 net = net.to(self.device)
                 if self.device.type == "cpu":  # oneDNN convolutions: measured ~12 % less CPU time at 512x512
                     net = net.to(memory_format=torch.channels_last)
-                self._face = FaceModel(net, path, hw, bgr, desc)
+                self._face = FaceModel(net, path, hw, bgr, desc, noise)
                 log.info(f"face model: {desc}")
             return self._face
 
