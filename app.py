@@ -92,9 +92,9 @@ _SELECT_LAYER_JS = """(mode) => {
 
 HELP_FACE = """**Face editing (SC-FEGAN).** Upload a face or pick a sample, then draw:
 **Erase** paints the region to regenerate (the mask), **Sketch** draws edge lines, **Colour** paints colour
-strokes; each mode is a layer of the editor. Pick the brush colour (white / black for erasing and sketching,
-any colour for colour strokes; each mode picks a default) and size with the buttons left of the canvas. Sketch and colour only count inside the erased
-region, as in the paper. Undo, redo and clear are at the editor's top right. **Generate** shows the result
+strokes; each mode is a layer of the editor and picks a default brush colour (white, black, a skin tone).
+Other colours and the brush size: the buttons left of the canvas. Sketch and colour only count inside the
+erased region, as in the paper. Undo, redo and clear are at the editor's top right. **Generate** shows the result
 next to the input and in the compare view; the PNG is outside the mask identical to your upload."""
 
 HELP_SR = """**Super-resolution (ESRGAN).** Upload an image and press **Upscale**. With PSNR and GAN weights
@@ -121,14 +121,15 @@ def build_app(cfg: DictConfig) -> gr.Blocks:
     # -- face editing ------------------------------------------------------------------------------------------------
     def load_face(path):
         if not path:
-            return None, None, None, ""
+            return None, None, None, "", "Erase"
         try:
             img = open_image(path, "face image", limits.max_pixels_face, limits)
         except InputError as err:
-            return None, None, None, f"**Error:** {err}"
+            return None, None, None, f"**Error:** {err}", "Erase"
         h, w = img.size
-        editor = {"background": preview_rgb8(img), "layers": [], "composite": None}
-        return path, editor, None, f"Loaded {os.path.basename(path)} ({w}x{h}). Draw in Erase mode, then Generate."
+        editor = {"background": preview_rgb8(img), "layers": [], "composite": None}  # a new editor starts on erase
+        return (path, editor, None, f"Loaded {os.path.basename(path)} ({w}x{h}). Draw in Erase mode, then Generate.",
+                "Erase")
 
     def generate(path, editor, seed):
         try:
@@ -205,7 +206,7 @@ def build_app(cfg: DictConfig) -> gr.Blocks:
                                               interactive=False, elem_id="face-compare")
                 face_download = gr.File(label="Download PNG", interactive=False, elem_id="face-download")
 
-            face_file.change(load_face, face_file, [face_path, editor, face_out, face_status],
+            face_file.change(load_face, face_file, [face_path, editor, face_out, face_status, mode],
                              api_visibility="private")
             mode.change(None, mode, None, js=_SELECT_LAYER_JS, api_visibility="private")
             gen_btn.click(generate, [face_path, editor, seed], [face_out, face_compare, face_download, face_status],
