@@ -264,9 +264,13 @@ def test_color_constant_per_segment_and_range():
         for lab in seg[b].unique().tolist():
             vals = col[b][:, seg[b, 0] == lab]
             assert (vals - vals[:, :1]).abs().max() == 0
-    # without labels: k-means regions, still a piecewise-constant map with at most num_clusters colours
-    col2 = ColorMapExtractor(bilateral_iterations=2, num_clusters=6)(img)
+    # without labels, segmentation=kmeans (the previous fallback): at most num_clusters colours
+    col2 = ColorMapExtractor(bilateral_iterations=2, num_clusters=6, segmentation="kmeans")(img)
     assert len(torch.unique(col2[0].flatten(1), dim=1).T) <= 6
+    # default fallback (merged regions; tests/test_color.py): piecewise constant, far fewer colours than pixels
+    col3 = ColorMapExtractor(bilateral_iterations=2)(img)
+    counts = torch.unique(col3[0].flatten(1), dim=1, return_counts=True)[1]
+    assert col3.shape == img.shape and counts.min() >= 0.002 * R * R  # min_region_area
 
 
 # ---------------------------------------------------------------------------------------------------------------
