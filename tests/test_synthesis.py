@@ -270,7 +270,7 @@ def test_color_constant_per_segment_and_range():
     # default fallback (merged regions; tests/test_color.py): piecewise constant, far fewer colours than pixels
     col3 = ColorMapExtractor(bilateral_iterations=2)(img)
     counts = torch.unique(col3[0].flatten(1), dim=1, return_counts=True)[1]
-    assert col3.shape == img.shape and counts.min() >= 0.002 * R * R  # min_region_area
+    assert col3.shape == img.shape and counts.min() >= round(0.002 * R * R)  # min_region_area
 
 
 # ---------------------------------------------------------------------------------------------------------------
