@@ -63,6 +63,8 @@ def main() -> None:
     ap.add_argument("--sketch", default=None, help="detector override (canny | classic), else the config's")
     ap.add_argument("--sketch-override", nargs="*", default=[])
     ap.add_argument("--color-override", nargs="*", default=[])
+    ap.add_argument("--fidelity", action="store_true",
+                    help="also compare the labelled colour map with exact full-resolution filtering + sort medians")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1: CPU time not inflated by oversubscription on a shared machine)")
     args = ap.parse_args()
     if args.threads:
@@ -104,6 +106,15 @@ def main() -> None:
         seg = torch.stack(segs)
         _, t_lab = timed(lambda i: color(images[i : i + args.batch], seg[i : i + args.batch]))
     counts = [count_regions(c) for c in col_free]
+    if args.fidelity and labelled:
+        exact = ColorMapExtractor(**{**{k: v for k, v in co_cfg.items() if k in ColorMapExtractor.__init__.__code__.co_varnames},
+                                     "work_size": None, "median_bins": None})
+        fast, _ = timed(lambda i: color(images[i : i + args.batch], seg[i : i + args.batch]))
+        ref, t_ref = timed(lambda i: exact(images[i : i + args.batch], seg[i : i + args.batch]))
+        diff = (fast - ref).abs() * 127.5  # 8-bit levels
+        print(f"fidelity vs exact full-resolution colour (labelled, {t_ref}/image): mean |diff| "
+              f"{diff.mean():.2f}, 99th pct {diff.flatten().kthvalue(int(0.99 * diff.numel())).values:.2f}, "
+              f"max {diff.max():.2f} (8-bit levels)")
     print(f"sketch: {t_sk}/image; edge pixels median {density.median():.2f} %, mean {density.mean():.2f} %, "
           f"min {density.min():.2f} %, max {density.max():.2f} %")
     if labelled:
