@@ -198,3 +198,16 @@ def test_parsing_bad_weights_clear_error(tmp_path):
         ColorMapExtractor(parsing_weights=str(wrong))
     with pytest.raises(ValueError, match="parsing_weights"):
         ColorMapExtractor(segmentation="parsing")
+
+
+def test_median_filter_cpu_matches_kornia():
+    """The CPU path (cv2.medianBlur) and the device path (kornia) of the median filter agree (interior; the
+    borders differ: reflect-101 vs zero padding)."""
+    from kornia.filters import median_blur
+
+    from synthesis.color import median_filter
+
+    x = torch.rand(2, 3, 20, 24)
+    for k in (3, 5):
+        p = k // 2
+        assert torch.equal(median_filter(x, k)[..., p:-p, p:-p], median_blur(x, k)[..., p:-p, p:-p])
