@@ -47,29 +47,35 @@ class TFLocalResponseNorm(nn.Module):
     ``x_c / sqrt(5e-5 + sum_{c'=c-5}^{c+5} x_{c'}^2)`` with zeros beyond the first/last channel.
     Equal to ``nn.LocalResponseNorm(size=11, alpha=11, beta=0.5, k=5e-5)`` (PyTorch divides alpha by
     n = 2*5+1, REFERENCE 1.4), which sums the window with ``avg_pool3d`` on a padded copy: ~10 % of the
-    generator's CPU forward, against ~3 % for the band product (ops/fast_conv.py).  No parameters: the band
-    matrix is a non-persistent buffer, so state dicts are those of ``nn.LocalResponseNorm``.
+    generator's CPU forward, against ~3 % for the band product (ops/fast_conv.py).  No parameters or buffers
+    (state dicts, traced and exported files as with ``nn.LocalResponseNorm``): the band matrix is cached per
+    channel count, dtype and device.
     """
 
-    def __init__(self, channels: int | None = None, depth_radius: int = 5, bias: float = 5e-5,
-                 alpha: float = 1.0, beta: float = 0.5) -> None:
+    def __init__(self, depth_radius: int = 5, bias: float = 5e-5, alpha: float = 1.0, beta: float = 0.5) -> None:
         super().__init__()
         self.depth_radius, self.bias, self.alpha, self.beta = depth_radius, bias, alpha, beta
-        self.register_buffer("band", band_matrix(channels, depth_radius) if channels else None, persistent=False)
+        self._bands: dict = {}
+
+    def band(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_tracing() or torch.compiler.is_compiling():
+            return band_matrix(x.shape[1], self.depth_radius, x.dtype, x.device)  # part of the graph
+        key = (x.shape[1], x.dtype, x.device)
+        band = self._bands.get(key)
+        if band is None:
+            band = self._bands[key] = band_matrix(x.shape[1], self.depth_radius, x.dtype, x.device)
+        return band
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        band = self.band
-        if band is None or band.shape[0] != x.shape[1]:
-            band = band_matrix(x.shape[1], self.depth_radius, x.dtype, x.device)
-        return lrn_band(x, band, self.bias, self.alpha, self.beta)
+        return lrn_band(x, self.band(x), self.bias, self.alpha, self.beta)
 
     def extra_repr(self) -> str:
         return f"depth_radius={self.depth_radius}, bias={self.bias}, alpha={self.alpha}, beta={self.beta}"
 
 
-def tf_lrn(channels: int | None = None) -> TFLocalResponseNorm:
-    """The official ``tf.nn.lrn(x, bias=5e-5)`` (``channels``: build the band matrix once, up front)."""
-    return TFLocalResponseNorm(channels)
+def tf_lrn() -> TFLocalResponseNorm:
+    """The official ``tf.nn.lrn(x, bias=5e-5)``."""
+    return TFLocalResponseNorm()
 
 
 class Conv2dSame(nn.Conv2d):
@@ -195,7 +201,7 @@ class GatedConv2d(nn.Module):
             raise ValueError(f"activation must be 'lrelu' or None, got {activation!r}")
         self.conv = Conv2dSame(in_channels, out_channels, kernel_size, stride, dilation, same_padding=padding_mode)
         self.gate = Conv2dSame(in_channels, out_channels, kernel_size, stride, dilation, same_padding=padding_mode)
-        self.lrn = tf_lrn(out_channels) if use_lrn else None
+        self.lrn = tf_lrn() if use_lrn else None
         self.activation = activation
         self.negative_slope = negative_slope
         for conv in (self.conv, self.gate):

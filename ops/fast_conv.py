@@ -31,7 +31,7 @@ def band_matrix(channels: int, radius: int, dtype=torch.float32, device=None) ->
 
 def lrn_band(x: torch.Tensor, band: torch.Tensor, bias: float, alpha: float = 1.0, beta: float = 0.5) -> torch.Tensor:
     """TF LRN (``depth_radius`` encoded in ``band``) of an NCHW tensor; ``band`` from :func:`band_matrix`."""
-    s = F.conv2d(x * x, band.to(x.dtype) if band.dtype != x.dtype else band)
+    s = F.conv2d(x * x, band)
     if alpha != 1.0:
         s = s * alpha
     s = s + bias
