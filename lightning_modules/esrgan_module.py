@@ -45,13 +45,16 @@ class ESRGANModule(IterationGANModule):
         ema_decay: float = 0.999,
         monitor: str = "val/psnr_y",
         task: str = "sr",
+        speed: dict | None = None,
     ) -> None:
-        super().__init__()
+        speed = to_primitive(speed)
+        super().__init__(speed)
         generator, discriminator, perceptual, psnr, gan = map(to_primitive, (generator, discriminator, perceptual, psnr, gan))
         stages = list(to_primitive(stages))
         self.save_hyperparameters(
             dict(generator=generator, discriminator=discriminator, perceptual=perceptual, psnr=psnr, gan=gan,
-                 stages=stages, init_weights=init_weights, ema_decay=ema_decay, monitor=monitor, task=task)
+                 stages=stages, init_weights=init_weights, ema_decay=ema_decay, monitor=monitor, task=task,
+                 speed=speed)
         )
         bad = [s for s in stages if s not in STAGES]
         if not stages or bad or len(set(stages)) != len(stages) or stages != sorted(stages, key=STAGES.index):
@@ -114,7 +117,7 @@ class ESRGANModule(IterationGANModule):
         opts, scheds, self._opt_index = [], [], {}
         if "psnr" in self.stages:
             c = self.psnr_cfg
-            opt = torch.optim.Adam(self.net_g.parameters(), lr=c["lr"], betas=tuple(c["betas"]))
+            opt = self.adam(self.net_g.parameters(), lr=c["lr"], betas=c["betas"])
             self._opt_index["g_psnr"] = len(opts)
             opts.append(opt)
             scheds.append(build_scheduler(opt, c["scheduler"], c[c["scheduler"]]))
@@ -122,11 +125,17 @@ class ESRGANModule(IterationGANModule):
             c = self.gan_cfg
             sched_cfg = {"milestones": c["milestones"], "gamma": c["gamma"]}
             for name, params, lr in (("g_gan", self.net_g.parameters(), c["lr_g"]), ("d", self.net_d.parameters(), c["lr_d"])):
-                opt = torch.optim.Adam(params, lr=lr, betas=tuple(c["betas"]))
+                opt = self.adam(params, lr=lr, betas=c["betas"])
                 self._opt_index[name] = len(opts)
                 opts.append(opt)
                 scheds.append(build_scheduler(opt, "multistep", sched_cfg))
         return opts, scheds
+
+    def speed_targets(self):
+        """channels_last: every network; compiled: the trained G and D and the loss VGG (the EMA G validates on
+        images of any size and stays eager)."""
+        nets = [self.net_g] + ([self.net_d, self.cri_perceptual.vgg] if "gan" in self.stages else [])
+        return nets + [self.net_g_ema], nets
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch: dict, batch_idx: int) -> None:
@@ -152,7 +161,7 @@ class ESRGANModule(IterationGANModule):
         self.manual_backward(l_pix)
         opt.step()
         sched.step()
-        return {"l_pix": l_pix.detach(), "lr_g": sched.get_last_lr()[0]}
+        return {"l_pix": l_pix.detach(), "lr_g": lambda: sched.get_last_lr()[0]}
 
     def generator_step(self, lq: torch.Tensor, gt: torch.Tensor, update_g: bool = True) -> tuple[torch.Tensor, dict]:
         """BasicSR ESRGANModel G step; returns the SR output (with graph) for the D step."""
@@ -174,7 +183,7 @@ class ESRGANModule(IterationGANModule):
             logs = {"l_pix": l_pix.detach(), "l_percep": l_percep.detach(), "l_g_gan": l_gan.detach(),
                     "l_g_total": l_total.detach()}
         sched_g.step()
-        logs["lr_g"] = sched_g.get_last_lr()[0]
+        logs["lr_g"] = lambda: sched_g.get_last_lr()[0]
         return out, logs
 
     def discriminator_step(self, out: torch.Tensor, gt: torch.Tensor) -> dict:
@@ -194,7 +203,7 @@ class ESRGANModule(IterationGANModule):
         sched_d.step()
         return {"l_d_real": l_d_real.detach(), "l_d_fake": l_d_fake.detach(),
                 "out_d_real": real_d_pred.detach().mean(), "out_d_fake": fake_d_pred.detach().mean(),
-                "lr_d": sched_d.get_last_lr()[0]}
+                "lr_d": lambda: sched_d.get_last_lr()[0]}
 
     def enter_gan_stage(self) -> None:
         """Stage switch: G (and its EMA) restart from the stage-1 EMA weights, which are also saved."""

@@ -51,11 +51,13 @@ class SCFEGANModule(IterationGANModule):
         vgg_weights: str = "imagenet",
         monitor: str = "val/psnr_mask",
         task: str = "faces",
+        speed: dict | None = None,
     ) -> None:
-        super().__init__()
+        speed = to_primitive(speed)
+        super().__init__(speed)
         generator, discriminator, loss, optim = map(to_primitive, (generator, discriminator, loss, optim))
         self.save_hyperparameters(dict(generator=generator, discriminator=discriminator, loss=loss, optim=optim,
-                                       iters=iters, vgg_weights=vgg_weights, monitor=monitor, task=task))
+                                       iters=iters, vgg_weights=vgg_weights, monitor=monitor, task=task, speed=speed))
         self.net_g = instantiate(generator)
         self.net_d = instantiate(discriminator)
         self.w = loss
@@ -80,10 +82,15 @@ class SCFEGANModule(IterationGANModule):
 
     def configure_optimizers(self):
         c = self.optim_cfg
-        opt_g = torch.optim.Adam(self.net_g.parameters(), lr=c["lr_g"], betas=tuple(c["betas"]))
-        opt_d = torch.optim.Adam(self.net_d.parameters(), lr=c["lr_d"], betas=tuple(c["betas"]))
+        opt_g = self.adam(self.net_g.parameters(), lr=c["lr_g"], betas=c["betas"])
+        opt_d = self.adam(self.net_d.parameters(), lr=c["lr_d"], betas=c["betas"])
         self._opt_index = {"g": 0, "d": 1}
         return [opt_g, opt_d]  # constant LR (REFERENCE 1.10 Rec.)
+
+    def speed_targets(self):
+        """channels_last: every network; compiled: G and the loss VGG.  D stays eager: its gradient penalty
+        differentiates through D twice (create_graph), which compiled (AOTAutograd) graphs do not support."""
+        return [self.net_g, self.net_d, self.cri_vgg.vgg], [self.net_g, self.cri_vgg.vgg]
 
     # ------------------------------------------------------------------ the recipe
     def forward(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
