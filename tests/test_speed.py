@@ -179,3 +179,23 @@ def test_logged_rows_are_those_of_every_nth_batch(tmp_path):
     rows = [r for r in csv.DictReader(open(files[0])) if r.get("train/l_pix")]
     assert [int(float(r["iter"])) for r in rows] == [2, 4, 5]
     assert all(float(r["train/lr_g"]) > 0 for r in rows)  # Python numbers (the learning rate) still logged
+
+
+def test_scfegan_training_step_has_no_host_sync():
+    """SC-FEGAN's D step (gradient penalty included) and G step, logging stubbed: no value read back."""
+    torch.manual_seed(0)
+    m = SCFEGANModule(**SCFEGAN)
+    opts = m.configure_optimizers()
+    m._opt = lambda name: (opts[m._opt_index[name]], None)
+    m.manual_backward = lambda loss: loss.backward()
+    logged = []
+    m.log_dict = lambda metrics, *a, **k: logged.append(metrics)
+    m.logs_this_step = lambda: False
+    mask = torch.zeros(2, 1, 128, 128)
+    mask[:, :, 32:96, 40:100] = 1
+    batch = {"image": torch.rand(2, 3, 128, 128) * 2 - 1, "mask": mask, "sketch": torch.zeros(2, 1, 128, 128),
+             "color": torch.zeros(2, 3, 128, 128), "noise": torch.randn(2, 1, 128, 128) * mask}
+    m.training_step(batch, 0)  # first step outside the counter: lazy initialisation (optimizer state)
+    with HostSyncCounter() as c:
+        m.training_step(batch, 1)
+    assert c.ops == [] and logged == [] and m.iteration == 2
