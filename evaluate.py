@@ -20,7 +20,10 @@ Network interpolation: ``(1 - alpha) * theta_PSNR + alpha * theta_GAN`` for each
 Face editing (SC-FEGAN): the images of ``data.test_dir`` (or, without it, the held-out split of a face ``data=``
 config) with a fixed, seeded synthesised mask/sketch/colour/noise per image (``FaceDataModule.synthesize(...,
 train=False)``), and with the user masks of ``data.user_mask_dir`` when given; L1, PSNR, SSIM on the whole image and
-in the masked region, LPIPS, FID.  Rows ``"<folder>"`` and ``"<folder>/user_masks"``.
+in the masked region, LPIPS, FID, and the mean mask coverage.  Rows ``"<folder>"``, ``"<folder>/cov_<lo>-<hi>%"``
+(the same images grouped by mask coverage, ``coverage_bins``: 0-10 % ... 50-60 % as inpainting papers report),
+``"<folder>/user_strokes"`` (user-stroke masks over one face part, ``user_strokes``) and ``"<folder>/user_masks"``.
+The noise fed to G is the one the weights record (``noise=auto``).
 
 Every run prints its table and, with ``metrics_file=PATH``, writes ``{"<row>": {"images": n, "<metric>": value}}``
 (one key per metric; ``null`` where a metric is undefined for every image).  With ``logger=wandb`` the same table
@@ -249,7 +252,7 @@ def _sr_folder_rows(model, cfg: DictConfig, device: torch.device, scorer: SRScor
     scale = int(cfg.data.scale)
     results = {}
     for folder in cfg.data.test_dirs:
-        ds = SRValDataset(folder, scale, on_bad_image=cfg.data.on_bad_image)
+        ds = SRValDataset(folder, scale, on_bad_image=cfg.data.on_bad_image, gt_mod=cfg.data.get("gt_mod"))
         row = RowMeans()
         for i in track(range(len(ds)), description=f"{prefix}{folder_name(folder)}", transient=True):
             item = ds[i]
@@ -403,6 +406,61 @@ def user_mask_inputs(dm, batch: dict, mask: torch.Tensor) -> dict:
     return {"image": image, "mask": mask, "sketch": sketch, "color": color, "noise": noise}
 
 
+def coverage_bins(cfg: DictConfig) -> list[tuple[float, float]]:
+    """The mask-coverage bins of the per-bin rows (fractions), as configured (``coverage_bins``)."""
+    bins = [(float(lo), float(hi)) for lo, hi in (cfg.get("coverage_bins") or [])]
+    if any(not 0.0 <= lo < hi <= 1.0 for lo, hi in bins):
+        raise ValueError(f"coverage_bins must be [lo, hi] fractions with 0 <= lo < hi <= 1, got {bins}")
+    return bins
+
+
+def bin_key(row: str, lo: float, hi: float) -> str:
+    return f"{row}/cov_{100 * lo:g}-{100 * hi:g}%"
+
+
+def bin_index(coverage: float, bins: list[tuple[float, float]]) -> int | None:
+    """The bin holding ``coverage`` (intervals (lo, hi]; the first one also takes lo itself), or None."""
+    for k, (lo, hi) in enumerate(bins):
+        if (lo < coverage or (k == 0 and coverage >= lo and coverage > 0)) and coverage <= hi:
+            return k
+    return None
+
+
+def face_noise_type(cfg: DictConfig, dm, notes: list[str]) -> str:
+    """The noise kind G gets: ``noise=auto`` -> the one the weights record (what the model was trained with),
+    else ``data.synthesis.noise_type``; an explicit ``noise=`` that differs from the recorded one warns."""
+    from archs.weights_io import read_generator_file
+    from predict import resolve_noise
+    from synthesis.pipeline import NOISE_TYPES as SYNTH_NOISE
+
+    meta = read_generator_file(cfg.ckpt_path, prefer=_prefer(cfg)).meta
+    requested = cfg.get("noise", "auto")
+    if requested in (None, "auto") and meta.get("noise_type") is None:
+        noise = dm.synthesis.noise_type
+        notes.append(f"noise: {noise} (data.synthesis.noise_type; the weights record no noise_type)")
+        return noise
+    noise = resolve_noise(requested, meta, f"weights {cfg.ckpt_path}")
+    if noise not in SYNTH_NOISE:
+        raise ValueError(f"noise={noise!r}: evaluation synthesises {SYNTH_NOISE} noise only")
+    source = "recorded with the weights" if requested in (None, "auto") else "noise=" + str(requested)
+    notes.append(f"noise: {noise} ({source}; the weights record {meta.get('noise_type')!r})")
+    return noise
+
+
+def user_stroke_synthesizer(cfg: DictConfig, dm):
+    """A synthesizer like ``dm.synthesis`` (same sketch, colour, noise) with user-stroke masks, or None."""
+    c = cfg.get("user_strokes") or {}
+    if not c.get("enabled", False):
+        return None
+    from synthesis.pipeline import FaceInputSynthesizer
+
+    base = dm.synthesis
+    mask = instantiate(c.mask)
+    return FaceInputSynthesizer(mask=mask, sketch=base.sketch, color=base.color, noise_type=base.noise_type,
+                                eye_positions=base.eye_positions, eye_reference_size=base.eye_reference_size,
+                                l_eye_label=base.l_eye_label, r_eye_label=base.r_eye_label, seed=base.seed)
+
+
 @torch.no_grad()
 def evaluate_faces(cfg: DictConfig) -> tuple[dict[str, dict], list[str]]:
     from torch.utils.data import DataLoader
@@ -417,32 +475,51 @@ def evaluate_faces(cfg: DictConfig) -> tuple[dict[str, dict], list[str]]:
     dm, ds, name = build_face_data(cfg)
     user_masks = find_user_masks(cfg.data.user_mask_dir, ds.files) if cfg.data.get("user_mask_dir") else None
     notes: list[str] = []
+    dm.synthesis.noise_type = face_noise_type(cfg, dm, notes)
+    strokes = user_stroke_synthesizer(cfg, dm)
+    bins = coverage_bins(cfg)
     lpips = build_lpips_metric(cfg, device)
     fid_main = build_fid_metric(cfg, device, notes)
-    keys = [name] + ([f"{name}/user_masks"] if user_masks else [])
+    keys = ([name] + [bin_key(name, lo, hi) for lo, hi in bins] + ([f"{name}/user_strokes"] if strokes else [])
+            + ([f"{name}/user_masks"] if user_masks else []))
     rows = {k: RowMeans() for k in keys}
-    fids = {k: (fid_main if i == 0 else new_fid(fid_main)) for i, k in enumerate(keys)} if fid_main else {}
-    columns = FACE_COLUMNS + (("lpips",) if lpips is not None else ()) + (("fid",) if fids else ())
+    fid_keys = [k for k in keys if k == name or not k.startswith(f"{name}/cov_")]  # too few images per bin for FID
+    fids = {k: (fid_main if i == 0 else new_fid(fid_main)) for i, k in enumerate(fid_keys)} if fid_main else {}
+    columns = (("coverage",) + FACE_COLUMNS + (("lpips",) if lpips is not None else ()) + (("fid",) if fids else ()))
 
-    def score(key: str, inputs: dict) -> None:
+    def add(row: RowMeans, values: dict, sel: list[int]) -> None:
+        for k, v in values.items():
+            row.add(k, [v[i] for i in sel])
+        row.images += len(sel)
+
+    def score(key: str, inputs: dict, per_bin: bool = False) -> None:
         x = make_generator_input(inputs["image"], inputs["sketch"], inputs["color"], inputs["mask"], inputs["noise"])
         comp = composite(net(x), inputs["image"], inputs["mask"])
         out01, gt01 = (comp + 1) / 2, (inputs["image"] + 1) / 2
-        values = inpainting_metrics(out01, gt01, inputs["mask"])
-        row = rows[key]
-        for k in FACE_COLUMNS:
-            row.add(k, values[k])
+        metrics = inpainting_metrics(out01, gt01, inputs["mask"])
+        values = {"coverage": inputs["mask"].flatten(1).double().mean(1).cpu().tolist()}
+        values.update({k: metrics[k].reshape(-1).tolist() for k in FACE_COLUMNS})
         if lpips is not None:
-            row.add("lpips", lpips_scores(lpips, out01, gt01))
+            values["lpips"] = lpips_scores(lpips, out01, gt01).tolist()
+        n = out01.shape[0]
+        add(rows[key], values, list(range(n)))
+        if per_bin:  # the same images, grouped by the coverage of their mask (Liu et al. 2018 categories)
+            where = [bin_index(c, bins) for c in values["coverage"]]
+            for k, (lo, hi) in enumerate(bins):
+                sel = [i for i in range(n) if where[i] == k]
+                if sel:
+                    add(rows[bin_key(key, lo, hi)], values, sel)
         if key in fids:
             fids[key].update(tensor_to_uint8(gt01, as_uint8=True), real=True)
             fids[key].update(tensor_to_uint8(out01, as_uint8=True), real=False)
-        row.images += out01.shape[0]
 
     loader = DataLoader(ds, batch_size=dm.val_batch_size, shuffle=False, num_workers=dm.num_workers)
     for batch in track(loader, total=len(loader), description=name, transient=True):
         batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-        score(name, dm.synthesize(batch, train=False))
+        score(name, dm.synthesize(batch, train=False), per_bin=bool(bins))
+        if strokes is not None:
+            strokes.to(device)
+            score(f"{name}/user_strokes", strokes(batch, epoch=dm.val_epoch, seed=dm.seed + dm.val_seed_offset))
         if user_masks:
             idx = [int(i) for i in batch["index"].tolist()]
             keep = [j for j, i in enumerate(idx) if i in user_masks]
@@ -451,7 +528,8 @@ def evaluate_faces(cfg: DictConfig) -> tuple[dict[str, dict], list[str]]:
                 mask = torch.stack([read_user_mask(user_masks[idx[j]], ds.files[idx[j]], ds.resolution) for j in keep])
                 score(f"{name}/user_masks", user_mask_inputs(dm, sub, mask.to(device)))
 
-    results = {k: rows[k].result(columns) for k in keys}
+    results = {k: rows[k].result(columns if k in fids or not fids else columns[:-1]) for k in keys
+               if rows[k].images or not k.startswith(f"{name}/cov_")}
     for k, fid in fids.items():
         if rows[k].images >= 2:
             results[k]["fid"] = float(fid.compute())
@@ -460,6 +538,12 @@ def evaluate_faces(cfg: DictConfig) -> tuple[dict[str, dict], list[str]]:
             notes.append(f"FID of {k} is undefined with fewer than 2 images.")
     notes.append(f"masks: synthesised with seed {dm.seed} + val_seed_offset {dm.val_seed_offset}, epoch "
                  f"{dm.val_epoch} (fixed); images at {ds.resolution}x{ds.resolution}; region metrics inside the mask.")
+    if bins:
+        notes.append(f"rows {name}/cov_<lo>-<hi>%: the same images grouped by mask coverage (Liu et al. 2018 "
+                     "categories, (lo, hi]); empty bins are left out; no FID per bin (too few images).")
+    if strokes is not None:
+        notes.append(f"row {name}/user_strokes: user-stroke masks (a few strokes over one face part, colour only "
+                     "along thinner strokes inside; synthesis.masks.UserStrokeMask).")
     if lpips is None:
         notes.append("LPIPS off (metrics.lpips.enabled=true adds it; it needs the backbone weights).")
     return results, notes

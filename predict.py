@@ -21,6 +21,7 @@ import tv_compat  # noqa: F401  (must precede anything that imports torchvision)
 
 import logging
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -427,6 +428,30 @@ def edit_face(
     return out
 
 
+DEFAULT_NOISE = "binary16"  # weights that record nothing: the official demo's noise (converted official weights)
+
+
+def resolve_noise(requested, meta: dict, source: str = "the weights") -> str:
+    """The noise kind to feed: ``requested`` unless ``auto``/None, then the one ``meta`` records (what the model was
+    trained with), else :data:`DEFAULT_NOISE`.  An explicit kind that differs from the recorded one warns."""
+    recorded = meta.get("noise_type")
+    if recorded is not None and recorded not in NOISE_TYPES:
+        raise ValueError(f"{source} records noise_type={recorded!r}, not one of {NOISE_TYPES}")
+    if requested in (None, "auto"):
+        if recorded is None:
+            log.info(f"{source} record no noise_type: using {DEFAULT_NOISE!r} (the official demo's noise)")
+        return recorded or DEFAULT_NOISE
+    requested = str(requested)
+    if requested not in NOISE_TYPES:
+        raise ValueError(f"noise must be auto or one of {NOISE_TYPES}, got {requested!r}")
+    if recorded is not None and requested != recorded:
+        msg = (f"noise={requested!r} but {source} were trained with noise_type={recorded!r}: the results will be "
+               f"worse than with the training noise (noise=auto uses it)")
+        log.warning(msg)
+        warnings.warn(msg, stacklevel=2)
+    return requested
+
+
 def _bgr_of(cfg: DictConfig, meta: dict) -> bool:
     v = cfg.get("bgr", "auto")
     if v in (None, "auto"):
@@ -454,7 +479,8 @@ def predict_faces(cfg: DictConfig) -> list[str]:
     bgr = _bgr_of(cfg, info.meta)
     if not mask.any():
         log.warning(f"mask {cfg.mask!r} is empty (no pixel >= half scale): the output equals the input")
-    out = edit_face(net, image, mask, sketch, color, size=hw, bgr=bgr, noise=str(cfg.get("noise", "binary16")),
+    noise = resolve_noise(cfg.get("noise", "auto"), info.meta, f"weights {info.path}")
+    out = edit_face(net, image, mask, sketch, color, size=hw, bgr=bgr, noise=noise,
                     seed=int(cfg.get("seed", 0)), device=device, precision=precision)
     dst = _default_output(cfg)
     if os.path.isdir(dst) or not os.path.splitext(dst)[1]:
@@ -462,7 +488,8 @@ def predict_faces(cfg: DictConfig) -> list[str]:
     if not dst.lower().endswith(".png"):
         raise ValueError(f"output {dst!r}: predict.py writes PNG files (lossless, so unmasked pixels stay exact)")
     write_png(dst, out)
-    log.info(f"edited {cfg.input} at {hw[1]}x{hw[0]} ({'BGR' if bgr else 'RGB'} weights {info.path}) -> {dst}")
+    log.info(f"edited {cfg.input} at {hw[1]}x{hw[0]} ({'BGR' if bgr else 'RGB'} weights {info.path}, noise {noise}) "
+             f"-> {dst}")
     return [dst]
 
 

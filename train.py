@@ -248,6 +248,75 @@ def _best_score_from_checkpoint(path: str) -> float | None:
     return None
 
 
+def _stage_results_from_checkpoint(path: str | None) -> dict:
+    """callbacks.checkpoint.StageCheckpoint's per-stage results as saved in ``path`` (ddp_gan_spawn: the callback
+    of the main process never saw the validations)."""
+    if not path or not os.path.isfile(path):
+        return {}
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001  (a summary value only)
+        return {}
+    for state in (ckpt.get("callbacks") or {}).values():
+        if isinstance(state, dict) and state.get("stage_results"):
+            return dict(state["stage_results"])
+    return {}
+
+
+def check_test_after_train(cfg: DictConfig, model: LightningModule, datamodule: LightningDataModule) -> None:
+    """Fail before training, not after it, when ``test_after_train`` cannot run."""
+    from pytorch_lightning.utilities.model_helpers import is_overridden
+
+    if not cfg.get("test_after_train"):
+        return
+    if not is_overridden("test_step", model) or not is_overridden("test_dataloader", datamodule):
+        raise ValueError(f"test_after_train=true: {type(model).__name__} with {type(datamodule).__name__} has no "
+                         "test loop (ESRGAN with an SR data config tests data.test_dirs); use evaluate.py instead")
+
+
+def test_stage_results(trainer: Trainer, model: LightningModule, datamodule: LightningDataModule,
+                       stage_results: dict, fallback_path: str | None) -> dict[str, dict[str, float]]:
+    """``test_after_train``: evaluate each stage's selected checkpoint (or the best/last one when the model has no
+    stages) on the data module's test sets; metrics logged as ``test/<stage>/<folder>/<metric>``."""
+    runs = {stage: r.get("path") for stage, r in stage_results.items()} or {"final": fallback_path}
+    out = {}
+    for stage, path in runs.items():
+        if not path or not os.path.isfile(path):
+            log.warning(f"test_after_train: no checkpoint for stage {stage!r}; not tested")
+            continue
+        prefix = f"test/{stage}"
+        model.eval_prefix = prefix
+        try:
+            trainer.test(model=model, datamodule=datamodule, ckpt_path=path, verbose=False)
+        finally:
+            model.eval_prefix = "val"
+        out[stage] = {k: float(v) for k, v in trainer.callback_metrics.items()
+                      if k.startswith(prefix + "/") and torch.is_tensor(v) and v.numel() == 1}
+        out[stage]["checkpoint"] = path
+        log.info(f"test ({stage}, {os.path.basename(path)}): "
+                 + ", ".join(f"{k[len(prefix) + 1:]} {v:.4f}" for k, v in out[stage].items() if k != "checkpoint"))
+    return out
+
+
+def perceptual_backbones(model) -> dict[str, dict]:
+    """``{module name: weights_info}`` of the model's frozen VGG feature extractors (perceptual / style losses)."""
+    from archs.vgg_features import VGGFeatureExtractor
+
+    return {name: dict(m.weights_info) for name, m in model.named_modules()
+            if isinstance(m, VGGFeatureExtractor) and hasattr(m, "weights_info")}
+
+
+def log_perceptual_backbones(backbones: dict[str, dict]) -> None:
+    """One summary line per backbone in the console and train.log; a random one as a warning."""
+    for name, info in backbones.items():
+        if info["pretrained"]:
+            log.info(f"perceptual backbone {name}: {info['arch']} with {info['weights']} weights")
+        else:
+            log.warning(f"perceptual backbone {name}: {info['arch']} with RANDOM weights (requested "
+                        f"{info['requested']!r}): its perceptual/style losses are not perceptual; results are not "
+                        f"comparable with pretrained-VGG runs")
+
+
 def write_result(result: dict, output_dir: str) -> None:
     path = Path(output_dir) / RESULT_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -283,6 +352,7 @@ def _train(cfg: DictConfig, trainer_overrides: dict[str, Any]) -> dict[str, Any]
     datamodule: LightningDataModule = instantiate(cfg.data)
     log.info(f"Instantiating model <{cfg.model._target_}>")
     model: LightningModule = instantiate(cfg.model, _recursive_=False)
+    check_test_after_train(cfg, model, datamodule)
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     loggers = instantiate_loggers(cfg.get("logger"), identity)
 
@@ -298,6 +368,11 @@ def _train(cfg: DictConfig, trainer_overrides: dict[str, Any]) -> dict[str, Any]
     hparams["world_size"] = world
     hparams["strategy"] = type(trainer.strategy).__name__
     hparams["precision"] = str(trainer.precision)
+    backbones = perceptual_backbones(model)
+    if backbones:  # in the wandb config (and every logger's hyper-parameters)
+        hparams["perceptual_backbone"] = backbones
+        hparams["perceptual_backbone_random"] = any(not b["pretrained"] for b in backbones.values())
+    log_perceptual_backbones(backbones)
     if identity:
         hparams["sweep"] = {k: identity[k] for k in ("group", "name", "swept", "overrides", "job_num")}
     for lg in trainer.loggers:
@@ -318,24 +393,44 @@ def _train(cfg: DictConfig, trainer_overrides: dict[str, Any]) -> dict[str, Any]
         if best_score is None and getattr(ckpt_cb, "best_model_path", None):
             best_score = _best_score_from_checkpoint(ckpt_cb.best_model_path)  # ddp_gan_spawn: not sent back
         monitor = cfg.model.get("monitor")
+        # Per-stage selection (callbacks.checkpoint.StageCheckpoint): each stage's checkpoint and how it was chosen;
+        # the result of the run is the last stage's (ESRGAN [psnr, gan]: the GAN model, by LPIPS or its last state).
+        stage_results = dict(getattr(ckpt_cb, "stage_results", None) or {})
+        if not stage_results and ckpt_cb is not None:  # ddp_gan_spawn: the validations ran in the children
+            for path in (getattr(ckpt_cb, "last_model_path", None),
+                         os.path.join(str(getattr(ckpt_cb, "dirpath", None) or ""), "last.ckpt"),
+                         getattr(ckpt_cb, "best_model_path", None)):
+                stage_results = _stage_results_from_checkpoint(path)
+                if stage_results:
+                    break
+        result_stage = list(stage_results)[-1] if stage_results else None
         result = {
             "metrics": metrics,
-            "best_model_path": getattr(ckpt_cb, "best_model_path", None),
+            "best_model_path": (stage_results[result_stage]["path"] if result_stage
+                                else getattr(ckpt_cb, "best_model_path", None)),
+            "stage_results": stage_results,
+            "result_stage": result_stage,
             "last_model_path": getattr(ckpt_cb, "last_model_path", None),
             "output_dir": trainer.default_root_dir,
             "iteration": iteration,
             "monitor": monitor,
-            "direction": "minimize" if getattr(ckpt_cb, "mode", "max") == "min" else "maximize",
+            # Of the objective (model.monitor): StageCheckpoint's mode may be a later stage's (LPIPS: min).
+            "direction": "minimize" if getattr(ckpt_cb, "_base_mode", getattr(ckpt_cb, "mode", "max")) == "min"
+            else "maximize",
             "best_score": float(best_score) if best_score is not None else None,
             "global_batch_size": hparams["global_batch_size"],
             "world_size": world,
             "status": "ok",
+            "perceptual_backbone": backbones,
         }
         # The objective sweepers (Optuna) optimise and the sweep summary sorts by: the final validation value of
         # the checkpoint monitor (model.monitor).
         result["objective"] = metrics.get(monitor, math.nan) if monitor else math.nan
         if identity:
             result.update(job_num=identity["job_num"], swept=identity["swept"], overrides=identity["overrides"])
+        if cfg.get("test_after_train"):
+            result["test"] = test_stage_results(trainer, model, datamodule, stage_results, result["best_model_path"]
+                                                or result["last_model_path"])
         if trainer.is_global_zero:
             write_result(result, str(cfg.paths.output_dir))
             log_best_checkpoint(trainer, result)
@@ -355,6 +450,7 @@ def _train(cfg: DictConfig, trainer_overrides: dict[str, Any]) -> dict[str, Any]
 def main(cfg: DictConfig) -> float:
     result = train(cfg)
     log.info(f"metrics: {result['metrics']}")
+    log_perceptual_backbones(result.get("perceptual_backbone") or {})  # the summary repeats it at the end
     log.info(f"best checkpoint: {result['best_model_path']}")
     return result["objective"]  # for hyperparameter sweepers (Optuna)
 

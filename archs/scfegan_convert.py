@@ -226,6 +226,7 @@ def convert(
     meta = {
         "bgr": bool(bgr),
         "input_size": OFFICIAL_INPUT_SIZE,
+        "noise_type": "binary16",  # the official demo's noise channel (REFERENCE 1.6), what these weights were run with
         "source": "official SC-FEGAN TensorFlow checkpoint (run-youngjoo/SC-FEGAN, CC BY-NC 4.0)"
         if not isinstance(tf_ckpt, Mapping) else "SC-FEGAN TF variables",
         "ignored_variables": len(ignored),

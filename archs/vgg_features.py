@@ -145,6 +145,14 @@ class VGGFeatureExtractor(nn.Module):
         state = load_vgg_features_state(arch, weights)
         if state is not None:
             features.load_state_dict(state)
+        # What the run really uses, for its summary, result.json and the wandb config (train.py): a random
+        # backbone (weights='random', or 'auto' without ImageNet weights) must never pass silently.
+        self.weights_info = {
+            "arch": arch,
+            "requested": str(weights),
+            "weights": "random" if state is None else ("imagenet" if weights in ("imagenet", "auto") else str(weights)),
+            "pretrained": state is not None,
+        }
         # Only the layers up to the deepest one asked for (ESRGAN: features[:35], conv5_4).
         self.features = features[: last + 1]
         self._index = {names.index(n): n for n in layer_names}

@@ -24,10 +24,17 @@ import torch
 from torch import nn
 
 
-def save_generator_weights(path: str | os.PathLike, net: nn.Module, net_ema: nn.Module | None = None) -> None:
+def save_generator_weights(path: str | os.PathLike, net: nn.Module, net_ema: nn.Module | None = None,
+                           generator: Mapping | None = None, meta: Mapping | None = None) -> None:
+    """``{params, params_ema}`` (BasicSR layout), plus the architecture ``generator`` and facts ``meta`` (e.g. the
+    SC-FEGAN ``noise_type`` it was trained with) when given, as :func:`read_generator_file` reads them back."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     state = {"params": _cpu(net.state_dict())}
     state["params_ema"] = _cpu((net_ema if net_ema is not None else net).state_dict())
+    if generator:
+        state["generator"] = _plain(generator)
+    if meta:
+        state["meta"] = _plain(meta)
     tmp = f"{path}.tmp"
     torch.save(state, tmp)
     os.replace(tmp, path)  # never leave a half-written weights file behind
@@ -48,7 +55,8 @@ def load_generator_state(path: str | os.PathLike, prefer: str = "params_ema") ->
         raise ValueError(f"{path!r} holds a {type(obj).__name__}, not a state dict")
     if "state_dict" in obj:  # Lightning checkpoint of this project
         sd = obj["state_dict"]
-        for prefix in ("net_g_ema.", "net_g."):
+        # ``prefer`` picks the EMA (``params_ema``, the default) or the raw generator (``params``).
+        for prefix in (("net_g.", "net_g_ema.") if prefer == "params" else ("net_g_ema.", "net_g.")):
             sub = OrderedDict((k[len(prefix):], v) for k, v in sd.items() if k.startswith(prefix))
             if sub:
                 return sub
@@ -374,7 +382,8 @@ def read_generator_file(path: str | os.PathLike, prefer: str = "params_ema") -> 
         for prefix in order:
             sub = OrderedDict((k[len(prefix):], v) for k, v in sd.items() if k.startswith(prefix))
             if sub:
-                return GeneratorFile(sub, dict(generator) if isinstance(generator, Mapping) else None, {}, path, "ckpt")
+                return GeneratorFile(sub, dict(generator) if isinstance(generator, Mapping) else None,
+                                     checkpoint_meta(obj), path, "ckpt")
         raise ValueError(f"checkpoint {path!r} has no 'net_g_ema.*' or 'net_g.*' keys; found {_few(sorted(sd))}")
     generator = obj.get("generator") if isinstance(obj.get("generator"), dict) else None
     meta = obj.get("meta") if isinstance(obj.get("meta"), dict) else {}
@@ -386,6 +395,17 @@ def read_generator_file(path: str | os.PathLike, prefer: str = "params_ema") -> 
         raise ValueError(f"{path!r} holds no tensors: keys {_few(sorted(map(str, obj)))}; expected a state dict, "
                          "a {'params': ..., 'params_ema': ...} container or a Lightning checkpoint")
     return GeneratorFile(strip_module_prefix(tensors), None, {}, path, "bare")
+
+
+#: Hyper-parameters of this project's checkpoints that travel with the generator as ``meta`` (into
+#: ``GeneratorFile.meta`` and from there into every export): the SC-FEGAN input noise the model was trained with.
+CHECKPOINT_META_KEYS = ("noise_type",)
+
+
+def checkpoint_meta(ckpt: Mapping) -> dict:
+    """The ``meta`` facts a Lightning checkpoint of this project records in its hyper-parameters."""
+    hp = ckpt.get("hyper_parameters") or {}
+    return {k: hp[k] for k in CHECKPOINT_META_KEYS if isinstance(hp, Mapping) and hp.get(k) is not None}
 
 
 def _checked_config(generator: Mapping, kind: str, source: str) -> dict:

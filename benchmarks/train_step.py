@@ -8,8 +8,10 @@ For each case it runs the real LightningModule step methods (the recipe's own co
 schedulers) with plain optimizers and prints images/s, ms per iteration, peak memory, the model FLOPs of
 one iteration (torch.utils.flop_counter, forward + backward of every network, the loss VGG included) and
 the share of the device's peak they reach, plus the share of the iteration spent synthesising the inputs
-on the device (ESRGAN: the bicubic LR; SC-FEGAN: mask, sketch, colour, noise).  Random pretrained weights
-(speed does not depend on them).
+on the device (ESRGAN: the bicubic LR; SC-FEGAN: mask, sketch, colour, noise, as conf/data/synthesis/default.yaml
+configures them).  Random pretrained weights (speed does not depend on them).  The SC-FEGAN paper case is 512 x 512,
+batch 8 (``--model scfegan --config paper --iters 1 --warmup 0`` for one iteration).  Last, the CPU milliseconds
+per 512 x 512 image of each synthesis stage (eyes, mask, sketch, colour, noise), with and without part labels.
 """
 
 import os
@@ -113,12 +115,67 @@ def esrgan_case(config: str, stage: str, device, speed: dict | None = None):
     return m, nets, batch, synth, step
 
 
-def scfegan_case(config: str, device, speed: dict | None = None):
+def configured_synthesizer():
+    """The SC-FEGAN input synthesis exactly as conf/data/synthesis/default.yaml configures it."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return instantiate(OmegaConf.load(os.path.join(root, "conf", "data", "synthesis", "default.yaml")))
+
+
+def face_like_images(batch: int, res: int, device, seed: int = 0) -> torch.Tensor:
+    """Smooth random images in [-1, 1] (bicubic-upsampled noise): edges and regions like a photo's, not white noise,
+    so the sketch and colour stages do representative work."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(batch, 3, max(res // 16, 2), max(res // 16, 2), generator=g)
+    x = torch.nn.functional.interpolate(x, size=(res, res), mode="bicubic", align_corners=False)
+    return (x.clamp(0, 1) * 2 - 1).to(device)
+
+
+def face_like_seg(batch: int, res: int, device) -> torch.Tensor:
+    """A crude CelebAMask-HQ layout (skin, hair on top, eyes, nose, mouth) for the labelled synthesis path."""
+    seg = torch.zeros(batch, 1, res, res, dtype=torch.long)
+    r = res
+    seg[:, :, r // 5:, r // 5:4 * r // 5] = 1
+    seg[:, :, : r // 4] = 13
+    seg[:, :, 15 * r // 32:r // 2, 11 * r // 32:13 * r // 32] = 5
+    seg[:, :, 15 * r // 32:r // 2, 19 * r // 32:21 * r // 32] = 4
+    seg[:, :, r // 2:19 * r // 32, 15 * r // 32:17 * r // 32] = 2
+    seg[:, :, 23 * r // 32:25 * r // 32, 13 * r // 32:19 * r // 32] = 11
+    return seg.to(device)
+
+
+def synthesis_stage_times(args) -> None:
+    """CPU milliseconds per image at 512 for each synthesis stage (the configured pipeline), with and without
+    face-part labels (the colour map differs: per-part medians vs the unlabelled region method)."""
+    torch.manual_seed(0)
+    synth = configured_synthesizer()
+    synth.timing = True
+    n, res = args.stage_batch, 512
+    image = face_like_images(n, res, "cpu")
+    for labelled in (True, False):
+        batch = {"image": image, "index": torch.arange(n)}
+        if labelled:
+            batch["seg"] = face_like_seg(n, res, "cpu")
+        totals: dict[str, float] = {}
+        for rep in range(args.warmup + args.iters):
+            synth(dict(batch), epoch=rep)
+            if rep >= args.warmup:
+                for k, v in synth.last_timing.items():
+                    totals[k] = totals.get(k, 0.0) + v
+        per = {k: v / args.iters / n for k, v in totals.items()}
+        text = "  ".join(f"{k} {per[k]:8.1f}" for k in ("eyes", "mask", "sketch", "color", "noise", "total") if k in per)
+        print(f"synthesis cpu 512x512 {'labels   ' if labelled else 'no labels'} ms/image | {text}  "
+              f"(batch {n}, {torch.get_num_threads()} threads)", flush=True)
+
+
+def scfegan_case(config: str, device, speed: dict | None = None, batch_override: int | None = None):
     from lightning_modules.scfegan_module import SCFEGANModule
-    from synthesis.pipeline import FaceInputSynthesizer
 
     z = SCFEGAN_SIZES[config]
     res, batch, cnum = z["res"], z["batch"], z["cnum"]
+    batch = batch_override or batch
     m = SCFEGANModule(
         generator=dict(_target_="archs.scfegan_generator.SCFEGANGenerator", cnum=cnum),
         discriminator=dict(_target_="archs.sn_patch_discriminator.SNPatchDiscriminator", cnum=cnum),
@@ -129,9 +186,8 @@ def scfegan_case(config: str, device, speed: dict | None = None):
     m.apply_speed(device)
     m.to(device)
     Harness(m)
-    synthesizer = FaceInputSynthesizer().to(device)
-    base = {"image": torch.rand(batch, 3, res, res, device=device) * 2 - 1,
-            "index": torch.arange(batch, device=device)}
+    synthesizer = configured_synthesizer().to(device)
+    base = {"image": face_like_images(batch, res, device), "index": torch.arange(batch, device=device)}
 
     def synth():
         return synthesizer(dict(base), epoch=0)
@@ -160,7 +216,7 @@ def measure(args, model, config, stage, precision, channels_last, compile_, devi
     if model == "esrgan":
         m, nets, batch, synth, step = esrgan_case(config, stage, device, speed)
     else:
-        m, nets, batch, synth, step = scfegan_case(config, device, speed)
+        m, nets, batch, synth, step = scfegan_case(config, device, speed, getattr(args, "batch", None))
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16-mixed")
 
     def iteration():
@@ -282,6 +338,10 @@ def main():
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--peak-tflops", type=float, default=None, help="device peak for the share column")
+    p.add_argument("--batch", type=int, default=None,
+                   help="SC-FEGAN batch size instead of the case's (paper 8, demo 4), e.g. 1 for a CPU smoke run")
+    p.add_argument("--stage-batch", type=int, default=2, help="images per batch for the CPU per-stage timing")
+    p.add_argument("--no-stages", action="store_true", help="skip the CPU per-stage synthesis timing")
     args = p.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda":
@@ -307,6 +367,8 @@ def main():
     if args.model in ("scfegan", "all"):
         for precision in expand(args.precision, ["32-true", "bf16-mixed"]):
             scfegan_inference(args, device, precision)
+        if not args.no_stages:
+            synthesis_stage_times(args)
 
 
 if __name__ == "__main__":

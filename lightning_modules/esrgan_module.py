@@ -2,9 +2,12 @@
 
 Stage ``psnr``: L1 only.  Stage ``gan``: per batch one G step (L1 + perceptual + RaGAN) then one D step
 (RaGAN, split real/fake as BasicSR PR #278).  Both stages run in one job, in batches counted by
-``self.iteration``; at the switch the generator restarts from its EMA (BasicSR loads ``params_ema`` of
-the stage-1 model) and that generator is written to ``<output_dir>/weights/net_g_psnr.pth`` for
-network interpolation.  Validation and saved weights use the EMA generator.
+``self.iteration``.  At the switch the stage-1 generator is written to ``<output_dir>/weights/net_g_psnr.pth``
+(raw G in ``params``, its EMA in ``params_ema``, BasicSR's layout) for network interpolation, and stage 2 starts
+as BasicSR's ``train_ESRGAN_x4.yml`` does from that file: G from ``params``, the EMA from ``params_ema``
+(``model.param_key_g=params``, the default), i.e. both simply continue.  ``model.param_key_g=params_ema`` restarts
+G from the stage-1 EMA instead (BasicSR's ``path.param_key_g: params_ema``).  ``model.init_weights`` is read the
+same way.  Validation and saved weights use the EMA generator (``ema_decay`` 0: no EMA, the EMA copies G).
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ METRICS = ("psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb")
 
 
 class ESRGANModule(IterationGANModule):
-    frozen_prefixes = ("cri_perceptual.",)  # the VGG is rebuilt from its own weights, not stored
+    # The VGG and the validation LPIPS are rebuilt from their own weights, not stored.
+    frozen_prefixes = ("cri_perceptual.", "val_lpips.")
 
     def __init__(
         self,
@@ -43,7 +47,10 @@ class ESRGANModule(IterationGANModule):
         stages: list[str] = ("psnr", "gan"),
         init_weights: str | None = None,
         ema_decay: float = 0.999,
+        param_key_g: str = "params",
         monitor: str = "val/psnr_y",
+        monitor_gan: str = "auto",
+        val_lpips: dict | None = None,
         task: str = "sr",
         speed: dict | None = None,
     ) -> None:
@@ -53,7 +60,8 @@ class ESRGANModule(IterationGANModule):
         stages = list(to_primitive(stages))
         self.save_hyperparameters(
             dict(generator=generator, discriminator=discriminator, perceptual=perceptual, psnr=psnr, gan=gan,
-                 stages=stages, init_weights=init_weights, ema_decay=ema_decay, monitor=monitor, task=task,
+                 stages=stages, init_weights=init_weights, ema_decay=ema_decay, param_key_g=param_key_g,
+                 monitor=monitor, monitor_gan=monitor_gan, val_lpips=to_primitive(val_lpips), task=task,
                  speed=speed)
         )
         bad = [s for s in stages if s not in STAGES]
@@ -64,21 +72,49 @@ class ESRGANModule(IterationGANModule):
                 "model.stages=[gan] fine-tunes a PSNR-pretrained generator: set model.init_weights to the "
                 "net_g_psnr.pth written by stage 1 (or a .ckpt of this project)"
             )
+        if param_key_g not in ("params", "params_ema"):
+            raise ValueError(f"model.param_key_g must be 'params' (BasicSR's default: G from the raw stage-1 "
+                             f"generator) or 'params_ema' (G from its EMA), got {param_key_g!r}")
+        for key, value in (("model.ema_decay", ema_decay), ("model.psnr.ema_decay", psnr.get("ema_decay")),
+                           ("model.gan.ema_decay", gan.get("ema_decay"))):
+            if value is not None and not 0 <= float(value) < 1:
+                raise ValueError(f"{key} must be in [0, 1) (0: no EMA), got {value}")
         self.stages = stages
         self.psnr_cfg, self.gan_cfg = psnr, gan
         self.ema_decay = ema_decay
+        self.param_key_g = param_key_g
         self.scale = int(generator.get("scale", 4))
 
         self.net_g = instantiate(generator)
-        if init_weights:
-            load_into(self.net_g, load_generator_state(init_weights), source=f"model.init_weights={init_weights!r}")
         self.net_g_ema = copy.deepcopy(self.net_g).requires_grad_(False).eval()
+        if init_weights:
+            # BasicSR SRModel: net_g loads `param_key_g` (default `params`), net_g_ema loads `params_ema`; each falls
+            # back to the other key when its own is missing, and bare state dicts fill both.
+            source = f"model.init_weights={init_weights!r}"
+            load_into(self.net_g, load_generator_state(init_weights, prefer=param_key_g), source=source)
+            load_into(self.net_g_ema, load_generator_state(init_weights, prefer="params_ema"), source=source)
         if "gan" in stages:
             self.net_d = instantiate(discriminator)
             self.cri_perceptual = instantiate(perceptual)
 
+        self.monitor = monitor
+        lp = dict(to_primitive(val_lpips) or {})
+        self.val_lpips = None
+        if lp.get("enabled", False):
+            from metrics.lpips import build_lpips
+
+            self.val_lpips = build_lpips(lp.get("net_type", "alex"), lp.get("backbone_weights", "imagenet"))
+            self.val_lpips.requires_grad_(False).eval()
+        self.metric_names = METRICS + (("lpips",) if self.val_lpips is not None else ())
+        if monitor_gan == "auto":
+            monitor_gan = "val/lpips" if self.val_lpips is not None else "last"
+        if monitor_gan == "val/lpips" and self.val_lpips is None:
+            raise ValueError("model.monitor_gan=val/lpips needs model.val_lpips.enabled=true")
+        self.monitor_gan = monitor_gan
+
         self.val_names: list[str] = ["val"]
         self.val_metrics = torch.nn.ModuleDict()
+        self.eval_prefix = "val"  # "test/<stage>" while train.py's test_after_train runs the test sets
         self.sample_caption = "bicubic LR | SR (EMA) | HR"
 
     # ------------------------------------------------------------------ schedule
@@ -106,6 +142,19 @@ class ESRGANModule(IterationGANModule):
             m = self.stage_iters("gan")
             steps += 2 * m - min(int(self.gan_cfg.get("d_init_iters", 0)), m)
         return steps
+
+    def checkpoint_rule(self) -> tuple[str, str | None, str | None]:
+        """How callbacks.checkpoint.StageCheckpoint selects this stage's result: ``(stage, monitor, mode)`` for the
+        stage of the last trained batch.  Stage 1 by ``model.monitor`` (PSNR-Y; the callback's mode); stage 2 by
+        ``model.monitor_gan``: LPIPS (lower is better) when validation LPIPS is on, else ``last`` (monitor None: the
+        stage's latest state; PSNR is no measure of a GAN model, BasicSR #117)."""
+        stage = self.stage_at(max(self.iteration - 1, 0))[0]
+        if stage == "psnr":
+            return stage, self.monitor, None
+        if self.monitor_gan == "last":
+            return stage, None, None
+        lower_better = any(k in self.monitor_gan for k in ("lpips", "niqe"))
+        return stage, self.monitor_gan, "min" if lower_better else "max"
 
     @property
     def weights_dir(self) -> str:
@@ -148,10 +197,14 @@ class ESRGANModule(IterationGANModule):
         else:
             out, logs = self.generator_step(lq, gt, update_g=it >= int(self.gan_cfg.get("d_init_iters", 0)))
             logs.update(self.discriminator_step(out, gt))
-        # A stage may set its own decay (the short demo does); BasicSR uses one value for both.
-        decay = (self.psnr_cfg if stage == "psnr" else self.gan_cfg).get("ema_decay") or self.ema_decay
-        ema_update(self.net_g_ema, self.net_g, decay)
+        ema_update(self.net_g_ema, self.net_g, self.stage_ema_decay(stage))
         self.end_iteration(logs, gt.shape[0], extra={"stage": float(STAGES.index(stage))})
+
+    def stage_ema_decay(self, stage: str) -> float:
+        """A stage may set its own decay (the short demo does; null: ``model.ema_decay``); BasicSR uses one value for
+        both.  0 means no EMA (BasicSR ``ema_decay: 0``): the EMA generator is a copy of G."""
+        value = (self.psnr_cfg if stage == "psnr" else self.gan_cfg).get("ema_decay")
+        return float(self.ema_decay if value is None else value)
 
     def psnr_step(self, lq: torch.Tensor, gt: torch.Tensor) -> dict:
         opt, sched = self._opt("g_psnr")
@@ -206,10 +259,13 @@ class ESRGANModule(IterationGANModule):
                 "lr_d": lambda: sched_d.get_last_lr()[0]}
 
     def enter_gan_stage(self) -> None:
-        """Stage switch: G (and its EMA) restart from the stage-1 EMA weights, which are also saved."""
-        self.net_g.load_state_dict(self.net_g_ema.state_dict())
+        """Stage switch.  ``net_g_psnr.pth`` gets stage 1's raw G (``params``) and EMA (``params_ema``), then stage 2
+        starts as BasicSR's from that file: G <- ``param_key_g`` (default ``params``: G simply continues), the EMA
+        <- ``params_ema`` (it continues too).  The GAN stage's Adam is a fresh optimizer, as in a new BasicSR run."""
         if self.trainer.is_global_zero:
-            save_generator_weights(os.path.join(self.weights_dir, "net_g_psnr.pth"), self.net_g_ema, self.net_g_ema)
+            save_generator_weights(os.path.join(self.weights_dir, "net_g_psnr.pth"), self.net_g, self.net_g_ema)
+        if self.param_key_g == "params_ema":
+            self.net_g.load_state_dict(self.net_g_ema.state_dict())
 
     def on_train_end(self) -> None:
         if self.trainer.is_global_zero and self.iteration > 0:
@@ -219,13 +275,15 @@ class ESRGANModule(IterationGANModule):
     # ------------------------------------------------------------------ validation
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        names = list(getattr(dm, "val_names", None) or ["val"])
+        attr = "test_names" if stage == "test" else "val_names"
+        names = list(getattr(dm, attr, None) or ["val"])
         if names != self.val_names or not len(self.val_metrics):
             self.val_names = names
             # float64 sums: under DDP each rank sums its images and the sums and counts are reduced, so the mean
             # equals a single-process evaluation of the same set (the validation samplers do not pad).
             self.val_metrics = torch.nn.ModuleDict(
-                {f"{i}_{m}": MeanMetric().set_dtype(torch.float64) for i in range(len(names)) for m in METRICS}
+                {f"{i}_{m}": MeanMetric().set_dtype(torch.float64) for i in range(len(names))
+                 for m in self.metric_names}
             ).to(self.device)
 
     @torch.no_grad()
@@ -236,31 +294,55 @@ class ESRGANModule(IterationGANModule):
         lq, gt = batch["lq"], batch["gt"]
         sr = self.super_resolve(lq)
         values = sr_metrics(sr, gt, crop_border=self.scale)
+        if self.val_lpips is not None:
+            values["lpips"] = self.lpips_values(sr, gt)
         keep = self.keep_mask(batch, gt.shape[0])
-        for m in METRICS:
+        for m in self.metric_names:
             v = values[m].to(self.device, torch.float64)
             self.val_metrics[f"{dataloader_idx}_{m}"].update(v[torch.isfinite(v) & keep])
         names = batch.get("name") or [f"{batch_idx}_{k}" for k in range(gt.shape[0])]
         for k, name in enumerate(names):
             if keep[k]:
                 self.val_rows.append({"folder": self.val_names[dataloader_idx], "image": str(name),
-                                      **{m: float(values[m][k]) for m in METRICS}})
+                                      **{m: float(values[m][k]) for m in self.metric_names}})
         if batch_idx == 0:
             bicubic = imresize(lq[:1], self.scale)
             self.val_samples[self.val_names[dataloader_idx]] = uint8_grid([bicubic[0], sr[0], gt[0]])
 
+    @torch.no_grad()
+    def lpips_values(self, sr: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+        """Per-image LPIPS as evaluate.py computes it: 8-bit quantised images, ``crop_border = scale``."""
+        c = self.scale
+        q_sr, q_gt = (((x.clamp(0, 1) * 255).round() / 255)[..., c:-c, c:-c].float() for x in (sr, gt))
+        value = self.val_lpips(q_sr, q_gt)
+        self.val_lpips.reset()  # per-call values only
+        return value.detach().reshape(-1)
+
     def on_validation_epoch_end(self) -> None:
         summary = {}
+        p = self.eval_prefix
         for i, name in enumerate(self.val_names):
-            for m in METRICS:
+            for m in self.metric_names:
                 metric = self.val_metrics[f"{i}_{m}"]
                 value = metric.compute()
                 metric.reset()
-                self.log(f"val/{name}/{m}", value, sync_dist=False)  # MeanMetric already reduced over ranks
+                self.log(f"{p}/{name}/{m}", value, sync_dist=False)  # MeanMetric already reduced over ranks
                 summary[f"{name}/{m}"] = value
                 if i == 0:
-                    self.log(f"val/{m}", value, prog_bar=m == "psnr_y")
+                    self.log(f"{p}/{m}", value, prog_bar=m == "psnr_y")
+        if p != "val":
+            return  # test_after_train: metrics only (no per-image table, no counter row)
         self.val_table = self.gather_val_rows()
         self.log("iter", float(self.iteration))  # validation rows carry the batch count too (wandb x-axis)
         if not self.trainer.sanity_checking:
             self.log_validation_summary(summary)
+
+    # ------------------------------------------------------------------ test (train.py test_after_train)
+    def on_test_epoch_start(self) -> None:
+        self.on_validation_epoch_start()
+
+    def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self.validation_step(batch, batch_idx, dataloader_idx)
+
+    def on_test_epoch_end(self) -> None:
+        self.on_validation_epoch_end()

@@ -11,6 +11,8 @@ D sees ``[image, sketch, colour, mask]`` (8 channels).  Images are in [-1, 1].
 
 from __future__ import annotations
 
+import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -18,6 +20,7 @@ from hydra.utils import instantiate
 from torchmetrics import MeanMetric
 
 from archs.scfegan_generator import composite, make_generator_input
+from archs.weights_io import save_generator_weights
 from lightning_modules.base import IterationGANModule, to_primitive
 from ops.image_grid import uint8_grid
 from losses.scfegan_loss import (
@@ -51,13 +54,18 @@ class SCFEGANModule(IterationGANModule):
         vgg_weights: str = "imagenet",
         monitor: str = "val/psnr_mask",
         task: str = "faces",
+        noise_type: str | None = None,
         speed: dict | None = None,
     ) -> None:
         speed = to_primitive(speed)
         super().__init__(speed)
         generator, discriminator, loss, optim = map(to_primitive, (generator, discriminator, loss, optim))
+        # noise_type: the noise channel the generator is trained with (the data's synthesis.noise_type; None =
+        # read from the data module at fit start).  Stored in the checkpoint's hyper-parameters and the weights'
+        # meta, so predict.py / evaluate.py feed the same noise by default.
         self.save_hyperparameters(dict(generator=generator, discriminator=discriminator, loss=loss, optim=optim,
-                                       iters=iters, vgg_weights=vgg_weights, monitor=monitor, task=task, speed=speed))
+                                       iters=iters, vgg_weights=vgg_weights, monitor=monitor, task=task,
+                                       noise_type=noise_type, speed=speed))
         self.net_g = instantiate(generator)
         self.net_d = instantiate(discriminator)
         self.w = loss
@@ -76,6 +84,28 @@ class SCFEGANModule(IterationGANModule):
     @property
     def total_iters(self) -> int:
         return self.iters
+
+    # ------------------------------------------------------------------ what travels with the weights
+    def on_fit_start(self) -> None:
+        dm = getattr(self.trainer, "datamodule", None)
+        data_noise = getattr(getattr(dm, "synthesis", None), "noise_type", None)
+        if data_noise is None:
+            return
+        if self.hparams.get("noise_type") is None:
+            self.hparams["noise_type"] = data_noise
+        elif self.hparams["noise_type"] != data_noise:
+            raise ValueError(f"model.noise_type={self.hparams['noise_type']!r} but the data synthesises "
+                             f"data.synthesis.noise_type={data_noise!r}; they must agree (the weights record it)")
+
+    def weights_meta(self) -> dict:
+        return {"noise_type": self.hparams["noise_type"]} if self.hparams.get("noise_type") else {}
+
+    def on_train_end(self) -> None:
+        """``weights/net_g_final.pth``: the generator with its architecture and ``meta`` (noise type)."""
+        if self.trainer.is_global_zero and self.iteration > 0:
+            root = self.trainer.default_root_dir
+            save_generator_weights(os.path.join(root, "weights", "net_g_final.pth"), self.net_g,
+                                   generator=self.hparams["generator"], meta=self.weights_meta())
 
     def optimizer_steps_total(self) -> int:
         return self.iters * (1 + self.d_steps)

@@ -6,7 +6,8 @@ numpy/scipy (the image filtering in float32 as BasicSR, see ``niqe``):
 1. the image is quantised to uint8 (as BasicSR ``tensor2img``), converted to the MATLAB BT.601 Y channel,
    cropped by ``crop_border`` and **rounded** (BasicSR: "round is necessary for being consistent with MATLAB");
 2. it is cropped to a whole number of 96x96 blocks (no overlap, the official setting);
-3. at two scales (the second made by MATLAB bicubic ``imresize(0.5)`` with antialiasing, ``ops/imresize.py``):
+3. at two scales (the second made by MATLAB bicubic ``imresize(0.5)`` with antialiasing, evaluated in float32 in
+   BasicSR's order, ``ops.imresize.imresize_basicsr_f32``, so that values equal BasicSR's bit for bit):
    MSCN coefficients ``(I - mu) / (sigma + 1)`` with the 7x7 Gaussian window of the release (replicated
    borders), then per block (96x96, then 48x48) 18 features: the GGD fit of the MSCN block (shape, mean of the
    two AGGD scales) and, for the 4 pairwise products (horizontal, vertical, both diagonals; circular shifts as
@@ -17,7 +18,8 @@ numpy/scipy (the image filtering in float32 as BasicSR, see ``niqe``):
 The pristine model (``niqe_pris_params.npz``: ``mu_pris_param`` [1, 36], ``cov_pris_param`` [36, 36],
 ``gaussian_window`` [7, 7]) is a copy of BasicSR's ``basicsr/metrics/niqe_pris_params.npz`` (the MATLAB
 release's ``modelparameters.mat``), distributed by BasicSR under the Apache License 2.0
-(https://github.com/XPixelGroup/BasicSR).  Check: Set14 ``baboon.png`` gives 5.7296 (MATLAB R2021a 5.72957338).
+(https://github.com/XPixelGroup/BasicSR).  Check: Set14 ``baboon.png`` gives 5.7296 (MATLAB R2021a 5.72957338); on
+Set5 + Set14 every image equals BasicSR 1.4.2's ``calculate_niqe`` to < 1e-9 (tests/test_niqe.py).
 
 Lower is better.  An image needs at least two 96x96 blocks after ``crop_border`` (the covariance of the block
 features needs two), and at least two blocks with finite features (flat blocks have none); otherwise NIQE is
@@ -35,7 +37,7 @@ import torch
 from scipy.ndimage import convolve
 from scipy.special import gamma
 
-from ops.imresize import imresize
+from ops.imresize import imresize_basicsr_f32
 
 __all__ = [
     "load_pristine_params",
@@ -52,7 +54,8 @@ BLOCK_SIZE = 96
 
 # The shape grid of BasicSR / MATLAB estimateaggdparam: 0.2:0.001:10.
 _GAM = np.arange(0.2, 10.001, 0.001)
-_R_GAM = np.square(gamma(2.0 / _GAM)) / (gamma(1.0 / _GAM) * gamma(3.0 / _GAM))
+_GAM_RECIPROCAL = np.reciprocal(_GAM)  # 1/a as a reciprocal times k, as BasicSR: k/a can differ in the last bit
+_R_GAM = np.square(gamma(_GAM_RECIPROCAL * 2)) / (gamma(_GAM_RECIPROCAL) * gamma(_GAM_RECIPROCAL * 3))
 
 
 @lru_cache(maxsize=4)
@@ -71,7 +74,8 @@ def estimate_aggd_param(block: np.ndarray) -> tuple[float, float, float]:
     nearest to the moment estimate ``rhat (g^3 + 1)(g + 1) / (g^2 + 1)^2`` with ``g = sigma_l / sigma_r`` and
     ``rhat = E|x|^2 / E[x^2]``; ``beta = sigma * sqrt(Gamma(1/alpha) / Gamma(3/alpha))`` on each side.
     """
-    block = np.asarray(block, dtype=np.float64).ravel()
+    # The block keeps its dtype (float32 in NIQE, as in BasicSR): the moments are float32 means there.
+    block = np.asarray(block).ravel()
     left_std = np.sqrt(np.mean(block[block < 0] ** 2))
     right_std = np.sqrt(np.mean(block[block > 0] ** 2))
     gammahat = left_std / right_std
@@ -113,7 +117,7 @@ def niqe(img: np.ndarray, params: tuple | None = None, block_size: int = BLOCK_S
     """NIQE of a 2-D gray / Y image on the 0..255 scale, not cropped or rounded here (``calculate_niqe`` does)."""
     # float32 as in BasicSR (its rounded Y image is float32, and scipy filters in the input's dtype).  This is
     # not cosmetic: the AGGD shape is an argmin on a 0.001 grid, so rounding moves features.  On Set14 baboon
-    # float32 gives 5.729573 (MATLAB R2021a 5.72957338, BasicSR 5.7295763), float64 5.729960.
+    # this gives 5.7295640 = BasicSR 1.4.2 (MATLAB R2021a 5.72957338); all in float64 gives 5.729960.
     img = np.asarray(img, dtype=np.float32)
     if img.ndim != 2:
         raise ValueError(f"niqe expects a 2-D gray/Y image, got shape {img.shape}")
@@ -137,9 +141,10 @@ def niqe(img: np.ndarray, params: tuple | None = None, block_size: int = BLOCK_S
                      for j in range(nbw) for i in range(nbh)]  # fmt: skip
             distparam.append(np.array(feats))
             if scale == 1:
-                # MATLAB imresize(im, 0.5) (bicubic, antialiased), on [0, 1] as BasicSR does.
-                half = imresize(torch.from_numpy(img / np.float32(255.0))[None, None], 0.5)
-                img = half[0, 0].numpy() * np.float32(255.0)
+                # MATLAB imresize(im, 0.5) (bicubic, antialiased) on [0, 1], evaluated in BasicSR's float32 order:
+                # ops.imresize's float64-weight matmul differs by ~1e-7, which moved NIQE by up to 3.6e-4 (ppt3).
+                half = imresize_basicsr_f32(torch.from_numpy(img / np.float32(255.0)), 0.5)
+                img = half.numpy() * np.float32(255.0)
 
     distparam = np.concatenate(distparam, axis=1)
     valid = distparam[~np.isnan(distparam).any(axis=1)]  # MATLAB nancov: complete rows only

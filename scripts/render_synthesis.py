@@ -1,4 +1,5 @@
-"""Render a batch of synthesised SC-FEGAN inputs to a PNG (see conf/render_synthesis.yaml)."""
+"""Render a batch of synthesised SC-FEGAN inputs to a PNG, with their statistics as JSON (mask coverage histogram,
+edge density, colour region count; synthesis/stats.py).  See conf/render_synthesis.yaml."""
 
 import os
 import sys
@@ -7,6 +8,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 import tv_compat  # noqa: E402,F401  (must precede anything that imports torchvision)
 
+import json  # noqa: E402
 import logging  # noqa: E402
 
 import hydra  # noqa: E402
@@ -16,6 +18,7 @@ from omegaconf import DictConfig  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from ops.image_grid import synthesis_grid  # noqa: E402
+from synthesis.stats import synthesis_stats  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +34,28 @@ def render(cfg: DictConfig) -> str:
     loader = dm.train_dataloader() if cfg.split == "train" else dm.val_dataloader()
     batch = next(iter(loader))
     batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+    if cfg.get("masks", "train") == "user_strokes":  # the evaluation masks: a few strokes over one face part
+        from synthesis.pipeline import FaceInputSynthesizer
+
+        base = dm.synthesis
+        dm.synthesis = FaceInputSynthesizer(mask=instantiate(cfg.user_strokes), sketch=base.sketch, color=base.color,
+                                            noise_type=base.noise_type, eye_positions=base.eye_positions,
+                                            eye_reference_size=base.eye_reference_size, seed=base.seed)
+    elif cfg.get("masks", "train") != "train":
+        raise ValueError(f"masks must be 'train' or 'user_strokes', got {cfg.masks!r}")
     batch = dm.synthesize(batch, train=cfg.split == "train", epoch=cfg.epoch)
     os.makedirs(os.path.dirname(os.path.abspath(cfg.out)), exist_ok=True)
-    Image.fromarray(synthesis_grid(batch, cfg.num_images).numpy()).save(cfg.out)
+    Image.fromarray(synthesis_grid(batch, cfg.num_images).numpy()).save(cfg.out, optimize=True)
     log.info(f"wrote {cfg.out} (rows: image | masked input | mask | sketch | colour | noise)")
+    stats_path = cfg.get("stats_out") or os.path.splitext(str(cfg.out))[0] + "_stats.json"
+    stats = synthesis_stats(batch, dm.synthesis)
+    stats.update(split=cfg.split, epoch=cfg.epoch, masks=cfg.get("masks", "train"))
+    with open(stats_path, "w") as f:
+        json.dump(stats, f, indent=2)
+    cov = stats["mask_coverage"]
+    log.info(f"wrote {stats_path}: coverage median {100 * cov['median']:.1f} %, edge density "
+             f"{100 * stats['edge_density'].get('mean', float('nan')):.2f} %, colour regions "
+             f"{stats['color_regions'].get('mean', float('nan')):.1f} per image")
     return cfg.out
 
 

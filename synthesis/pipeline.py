@@ -2,7 +2,8 @@
 
 ``FaceInputSynthesizer`` takes a batch dict ``{image [-1, 1] [B, 3, H, W], seg long [B, 1, H, W] (optional, -1 =
 none), eyes [B, 2, 2] (x, y) px (optional, NaN = none), index long [B], epoch int (optional)}`` and returns it with
-``mask`` (M = 1 erased), ``sketch`` x M, ``color`` x M, ``noise`` x M and ``eye_positions`` (the eyes used) added.
+``mask`` (M = 1 erased), ``sketch`` x M, ``color`` x M (x the colour strokes of a
+:class:`synthesis.masks.UserStrokeMask`), ``noise`` x M and ``eye_positions`` (the eyes used) added.
 The generator input is then ``[I (1 - M), sketch, color, M, noise]`` (REFERENCE 1.6), built by the model.
 
 Eye positions, per sample and per eye (index 0 = the eye on the image's left, 1 = on the image's right, the order of
@@ -146,11 +147,17 @@ class FaceInputSynthesizer(nn.Module):
         if eyes.shape[0] != bsz:
             eyes = eyes.expand(bsz, -1, -1)
         t0 = self._tick("eyes", device, t0)
-        mask = self.mask(image, indices, epoch=epoch, seed=seed, eyes=eyes, seg=seg).to(dtype)
+        if getattr(self.mask, "draws_color_strokes", False):  # user-stroke masks: colour only along their strokes
+            mask, color_region = self.mask(image, indices, epoch=epoch, seed=seed, eyes=eyes, seg=seg,
+                                           return_color=True)
+            mask, color_region = mask.to(dtype), color_region.to(dtype)
+        else:
+            mask = self.mask(image, indices, epoch=epoch, seed=seed, eyes=eyes, seg=seg).to(dtype)
+            color_region = mask
         t0 = self._tick("mask", device, t0)
         sketch = self.sketch(image).to(dtype) * mask
         t0 = self._tick("sketch", device, t0)
-        color = self.color(image, seg).to(dtype) * mask
+        color = self.color(image, seg).to(dtype) * color_region
         t0 = self._tick("color", device, t0)
         noise = self.make_noise(image, indices, epoch, seed).to(dtype) * mask
         self._tick("noise", device, t0)

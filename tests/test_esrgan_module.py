@@ -7,6 +7,7 @@ machines); the code path is the real one.
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -254,11 +255,15 @@ def test_evaluate_bicubic_reproduces_the_set5_baseline(tmp_path):
     from conftest import shared_data
 
     set5 = shared_data("sr", "val", "Set5")
-    cfg = compose_cfg(tmp_path, ["model=bicubic", f"data.test_dirs=[{set5}]"], config_name="eval")
+    cfg = compose_cfg(tmp_path, ["model=bicubic", f"data.test_dirs=[{set5}]", "data.gt_mod=4"], config_name="eval")
     row = evaluate(cfg)["Set5"]
     assert row["images"] == 5
     assert row["psnr_y"] == pytest.approx(28.4314, abs=0.002)
     assert row["ssim_y"] == pytest.approx(0.8113, abs=0.0005)
+    # The default crops HR to a multiple of 12, as BasicSR's GTmod12 folders (REFERENCE 3: 28.3973 / 0.8115).
+    row = evaluate(compose_cfg(tmp_path, ["model=bicubic", f"data.test_dirs=[{set5}]"], config_name="eval"))["Set5"]
+    assert row["psnr_y"] == pytest.approx(28.3973, abs=0.002)
+    assert row["ssim_y"] == pytest.approx(0.8115, abs=0.0005)
 
 
 def test_evaluate_errors(tmp_path):
@@ -287,3 +292,160 @@ def test_each_stage_may_set_its_own_ema_decay():
     m.iteration = 3
     m.enter_gan_stage = lambda: None  # no trainer here to write the weights file
     check(0.5)  # gan stage: model.gan.ema_decay
+
+
+# ---------------------------------------------------------------- stage switch and EMA (issue 10, items 1, 2, 5)
+def _module_at_switch(tmp_path, **overrides):
+    """A module after 3 PSNR batches, G and EMA made to differ, just before the switch."""
+    torch.manual_seed(0)
+    m = ESRGANModule(**{**TINY_MODEL, "ema_decay": 0.5, **overrides})
+    _Harness(m)
+    m._trainer = SimpleNamespace(is_global_zero=True, default_root_dir=str(tmp_path))  # enter_gan_stage writes here
+    m.log_dict = lambda *a, **k: None
+    batch = {"lq": torch.rand(2, 3, 8, 8), "gt": torch.rand(2, 3, 32, 32)}
+    for _ in range(3):
+        m.training_step(batch, 0)
+    g = {k: v.clone() for k, v in m.net_g.state_dict().items()}
+    ema = {k: v.clone() for k, v in m.net_g_ema.state_dict().items()}
+    assert any(not torch.equal(g[k], ema[k]) for k in g)
+    return m, g, ema, batch
+
+
+def test_switch_keeps_raw_g_and_ema_by_default_and_saves_both(tmp_path):
+    m, g, ema, batch = _module_at_switch(tmp_path)
+    m.enter_gan_stage()
+    for k in g:  # BasicSR: net_g <- params, net_g_ema <- params_ema: both continue
+        assert torch.equal(m.net_g.state_dict()[k], g[k]) and torch.equal(m.net_g_ema.state_dict()[k], ema[k])
+    saved = torch.load(tmp_path / "weights" / "net_g_psnr.pth", weights_only=True)
+    for k in g:  # raw weights in params, the EMA in params_ema
+        assert torch.equal(saved["params"][k], g[k]) and torch.equal(saved["params_ema"][k], ema[k])
+
+
+def test_switch_can_restart_g_from_the_ema(tmp_path):
+    m, g, ema, _ = _module_at_switch(tmp_path, param_key_g="params_ema")
+    m.enter_gan_stage()
+    for k in g:
+        assert torch.equal(m.net_g.state_dict()[k], ema[k]) and torch.equal(m.net_g_ema.state_dict()[k], ema[k])
+    saved = torch.load(tmp_path / "weights" / "net_g_psnr.pth", weights_only=True)
+    assert all(torch.equal(saved["params"][k], g[k]) for k in g)  # the file keeps stage 1's raw G all the same
+    with pytest.raises(ValueError, match="param_key_g"):
+        ESRGANModule(**{**TINY_MODEL, "param_key_g": "ema"})
+
+
+@pytest.mark.parametrize("param_key_g", ["params", "params_ema"])
+def test_init_weights_loads_params_into_g_and_params_ema_into_the_ema(tmp_path, param_key_g):
+    m, g, ema, _ = _module_at_switch(tmp_path)
+    m.enter_gan_stage()
+    path = tmp_path / "weights" / "net_g_psnr.pth"
+    n = ESRGANModule(**{**TINY_MODEL, "stages": ["gan"], "init_weights": str(path), "param_key_g": param_key_g})
+    want_g = g if param_key_g == "params" else ema
+    for k in g:
+        assert torch.equal(n.net_g.state_dict()[k], want_g[k]) and torch.equal(n.net_g_ema.state_dict()[k], ema[k])
+    # A bare state dict (xinntao-style file) fills both.
+    torch.save(g, tmp_path / "bare.pth")
+    n = ESRGANModule(**{**TINY_MODEL, "stages": ["gan"], "init_weights": str(tmp_path / "bare.pth")})
+    assert all(torch.equal(n.net_g_ema.state_dict()[k], g[k]) for k in g)
+
+
+def test_ema_decay_zero_means_no_ema():
+    torch.manual_seed(0)
+    m = ESRGANModule(**{**TINY_MODEL, "ema_decay": 0.999, "psnr": {**TINY_MODEL["psnr"], "ema_decay": 0}})
+    _Harness(m)
+    m.log_dict = lambda *a, **k: None
+    m.training_step({"lq": torch.rand(2, 3, 8, 8), "gt": torch.rand(2, 3, 32, 32)}, 0)
+    for e, p in zip(m.net_g_ema.parameters(), m.net_g.parameters()):
+        assert torch.equal(e, p)  # 0 is not "unset": it must not fall back to model.ema_decay
+    assert m.stage_ema_decay("psnr") == 0.0 and m.stage_ema_decay("gan") == 0.999
+    m0 = ESRGANModule(**{**TINY_MODEL, "ema_decay": 0})
+    assert m0.stage_ema_decay("gan") == 0.0
+    with pytest.raises(ValueError, match="model.gan.ema_decay"):
+        ESRGANModule(**{**TINY_MODEL, "gan": {**TINY_MODEL["gan"], "ema_decay": 1.0}})
+
+
+def test_init_weights_from_a_ckpt_reads_net_g_or_net_g_ema(tmp_path):
+    m, g, ema, _ = _module_at_switch(tmp_path)
+    sd = {**{f"net_g.{k}": v for k, v in g.items()}, **{f"net_g_ema.{k}": v for k, v in ema.items()}}
+    torch.save({"state_dict": sd}, tmp_path / "x.ckpt")
+    for key, want in (("params", g), ("params_ema", ema)):
+        got = load_generator_state(tmp_path / "x.ckpt", prefer=key)
+        assert all(torch.equal(got[k], want[k]) for k in g), key
+    n = ESRGANModule(**{**TINY_MODEL, "stages": ["gan"], "init_weights": str(tmp_path / "x.ckpt")})
+    assert all(torch.equal(n.net_g.state_dict()[k], g[k]) for k in g)
+    assert all(torch.equal(n.net_g_ema.state_dict()[k], ema[k]) for k in g)
+
+
+# ---------------------------------------------------------------- per-stage selection, test_after_train (items 6, 7)
+class _ValRecorder(Callback):
+    def __init__(self):
+        self.rows = []
+
+    def on_validation_end(self, trainer, pl_module):
+        if not trainer.sanity_checking:
+            m = trainer.callback_metrics
+            self.rows.append({"iter": pl_module.iteration, "stage": pl_module.stage_at(pl_module.iteration - 1)[0],
+                              "psnr_y": float(m["val/psnr_y"]),
+                              "lpips": float(m["val/lpips"]) if "val/lpips" in m else None})
+
+
+def _staged_run(tmp_path, monkeypatch, extra=(), size=32):
+    data = _one_image_dir(tmp_path, size)
+    rec = _ValRecorder()
+    from train import instantiate_callbacks as real_callbacks
+
+    monkeypatch.setattr("train.instantiate_callbacks", lambda c: [*real_callbacks(c), rec])
+    cfg = _tiny_cfg(tmp_path, data, ["model.psnr.iters=3", "model.gan.iters=3", "trainer.val_check_interval=1",
+                                     "model.psnr.lr=1e-3", "test_after_train=true", *extra])
+    return train(cfg), rec.rows
+
+
+def test_checkpoints_are_selected_per_stage_and_tested_after_training(tmp_path, monkeypatch):
+    result, rows = _staged_run(tmp_path, monkeypatch)
+    assert [r["stage"] for r in rows] == ["psnr"] * 3 + ["gan"] * 3
+    sr = result["stage_results"]
+    assert list(sr) == ["psnr", "gan"] and result["result_stage"] == "gan"
+    best_psnr = max(rows[:3], key=lambda r: r["psnr_y"])
+    assert sr["psnr"]["monitor"] == "val/psnr_y" and sr["psnr"]["score"] == pytest.approx(best_psnr["psnr_y"])
+    assert Path(sr["psnr"]["path"]).name == f"psnr_best_iter{best_psnr['iter']:07d}.ckpt"
+    # No LPIPS: the GAN stage's result is its latest state, never a PSNR-stage file.
+    assert sr["gan"]["monitor"] is None and Path(sr["gan"]["path"]).name == "gan_latest_iter0000006.ckpt"
+    assert result["best_model_path"] == sr["gan"]["path"]
+    files = sorted(p.name for p in (Path(result["output_dir"]) / "checkpoints").iterdir())
+    assert files == sorted([Path(sr["psnr"]["path"]).name, "gan_latest_iter0000006.ckpt", "last.ckpt"])
+    saved = json.loads((Path(result["output_dir"]) / "result.json").read_text())
+    assert saved["stage_results"] == sr and saved["result_stage"] == "gan"
+    # test_after_train: each stage's checkpoint on data.test_dirs (here the validation image).
+    test = saved["test"]
+    assert set(test) == {"psnr", "gan"} and test["gan"]["checkpoint"] == sr["gan"]["path"]
+    assert test["psnr"]["test/psnr/psnr_y"] == pytest.approx(best_psnr["psnr_y"], abs=1e-6)
+    assert test["gan"]["test/gan/img/psnr_y"] == pytest.approx(rows[-1]["psnr_y"], abs=1e-6)
+
+
+def test_gan_stage_is_selected_by_lpips_when_enabled(tmp_path, monkeypatch):
+    from test_evaluate import _random_alexnet_file
+
+    alex = _random_alexnet_file(tmp_path / "alex.pth")
+    result, rows = _staged_run(tmp_path, monkeypatch, ["model.val_lpips.enabled=true",
+                                                       f"model.val_lpips.backbone_weights={alex}"], size=80)
+    gan_rows = rows[3:]
+    best = min(gan_rows, key=lambda r: r["lpips"])
+    sr = result["stage_results"]["gan"]
+    assert sr["monitor"] == "val/lpips" and sr["mode"] == "min" and sr["score"] == pytest.approx(best["lpips"])
+    assert Path(sr["path"]).name == f"gan_best_iter{best['iter']:07d}.ckpt"
+    assert result["stage_results"]["psnr"]["monitor"] == "val/psnr_y"
+    ckpt = torch.load(sr["path"], map_location="cpu", weights_only=True)
+    assert not any(k.startswith("val_lpips.") for k in ckpt["state_dict"])  # rebuilt from its own weights
+    assert "test/gan/lpips" in result["test"]["gan"]
+    assert result["direction"] == "maximize"  # of the objective, model.monitor (PSNR-Y), not of the LPIPS stage
+
+
+def test_test_after_train_needs_a_test_loop(tmp_path):
+    from pytorch_lightning import LightningDataModule
+
+    from datamodules.sr_datamodule import SRDataModule
+    from train import check_test_after_train
+
+    cfg = compose_cfg(tmp_path, ["test_after_train=true"])
+    m = ESRGANModule(**TINY_MODEL)
+    check_test_after_train(cfg, m, SRDataModule(train_dirs=[tmp_path], val_dirs=[tmp_path]))  # fine
+    with pytest.raises(ValueError, match="test_after_train=true"):
+        check_test_after_train(cfg, m, LightningDataModule())  # no test_dataloader

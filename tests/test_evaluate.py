@@ -29,7 +29,8 @@ def _image(h, w, seed):
 
 
 def _sr_dirs(tmp_path):
-    # "big": two images with two 96x96 NIQE blocks each after the 4-px crop; "small": too small for NIQE.
+    # "big": two images with two 96x96 NIQE blocks each after the 4-px crop (with data.gt_mod=4: the default 12 would
+    # crop them to 96 rows); "small": too small for NIQE.
     for i in range(2):
         write_png(tmp_path / "big" / f"b{i}.png", _image(104, 200, i))
     write_png(tmp_path / "small" / "s.png", _image(48, 48, 5))
@@ -92,7 +93,8 @@ def test_sr_with_lpips_and_niqe_matches_direct_computation(tmp_path, monkeypatch
     cfg = compose_cfg(tmp_path / "eval", ["model=esrgan", *TINY_G, f"ckpt_path={weights}",
                                           f"data.test_dirs=[{big},{small}]", f"metrics_file={out}",
                                           "metrics.lpips.enabled=true", f"metrics.lpips.backbone_weights={alex}",
-                                          "metrics.niqe.enabled=true", "logger=wandb"], config_name="eval")
+                                          "metrics.niqe.enabled=true", "logger=wandb", "data.gt_mod=4"],
+                      config_name="eval")
     rows = evaluate(cfg)
     saved = json.loads(out.read_text())
     assert saved == rows and list(saved) == ["big", "small"]
@@ -153,7 +155,8 @@ def test_interpolation_rows_per_alpha_and_endpoints(tmp_path):
     out = tmp_path / "interp.json"
     cfg = compose_cfg(tmp_path / "i", ["model=esrgan", *TINY_G, f"interp.psnr_weights={pa}",
                                        f"interp.gan_weights={pb}", "interp.alphas=[0,0.5,1]",
-                                       f"data.test_dirs=[{big}]", f"metrics_file={out}"], config_name="eval")
+                                       f"data.test_dirs=[{big}]", f"metrics_file={out}", "data.gt_mod=4"],
+                      config_name="eval")
     rows = evaluate(cfg)
     assert list(rows) == ["alpha=0/big", "alpha=0.5/big", "alpha=1/big"]
     assert json.loads(out.read_text()) == rows
@@ -162,7 +165,8 @@ def test_interpolation_rows_per_alpha_and_endpoints(tmp_path):
     # alpha = 0 and 1 are exactly the two models evaluated on their own.
     for alpha, path in (("0", pa), ("1", pb)):
         single = evaluate(compose_cfg(tmp_path / f"s{alpha}", ["model=esrgan", *TINY_G, f"ckpt_path={path}",
-                                                              f"data.test_dirs=[{big}]", "metrics.niqe.enabled=true"],
+                                                              f"data.test_dirs=[{big}]", "metrics.niqe.enabled=true",
+                                                              "data.gt_mod=4"],
                                       config_name="eval"))
         assert rows[f"alpha={alpha}/big"] == single["big"]
     assert rows["alpha=0.5/big"]["psnr_y"] not in (rows["alpha=0/big"]["psnr_y"], rows["alpha=1/big"]["psnr_y"])
@@ -181,7 +185,7 @@ def test_interpolation_rows_per_alpha_and_endpoints(tmp_path):
 # ------------------------------------------------------------------------------------------------- face editing
 
 
-def _face_ckpt(path):
+def _face_ckpt(path, noise_type=None):
     """A checkpoint laid out as train.py writes it (hyper_parameters.generator + net_g.* weights), random G."""
     from lightning_modules.scfegan_module import SCFEGANModule
 
@@ -191,7 +195,8 @@ def _face_ckpt(path):
         discriminator={"_target_": "archs.sn_patch_discriminator.SNPatchDiscriminator", "cnum": 4},
         loss={"alpha": 6.0, "sigma": 0.05, "gamma": 120.0, "upsilon": 0.1, "beta": 0.001, "theta": 10.0,
               "epsilon": 0.001},
-        optim={"lr_g": 1e-4, "lr_d": 1e-4, "betas": [0.5, 0.999]}, iters=1, vgg_weights="random")
+        optim={"lr_g": 1e-4, "lr_d": 1e-4, "betas": [0.5, 0.999]}, iters=1, vgg_weights="random",
+        noise_type=noise_type)
     sd = {k: v for k, v in m.state_dict().items() if not k.startswith("cri_vgg.")}
     torch.save({"state_dict": sd, "hyper_parameters": dict(m.hparams)}, path)
     return path
@@ -219,11 +224,14 @@ def test_face_editing_synthesised_and_user_masks_with_lpips_and_fid(tmp_path, ca
     with pytest.warns(UserWarning, match="1 of 3 test images have no user mask"):
         rows = evaluate(cfg)
     assert json.loads(out.read_text()) == rows
-    assert list(rows) == ["faces", "faces/user_masks"]
+    bins = [k for k in rows if k.startswith("faces/cov_")]
+    assert list(rows) == ["faces", *bins, "faces/user_strokes", "faces/user_masks"]
     assert rows["faces"]["images"] == 3 and rows["faces/user_masks"]["images"] == 2
-    expected = {"images", "l1", "psnr", "ssim", "l1_mask", "psnr_mask", "ssim_mask", "lpips", "fid"}
-    for row in rows.values():
-        assert set(row) == expected
+    assert rows["faces/user_strokes"]["images"] == 3
+    assert sum(rows[k]["images"] for k in bins) == 3
+    expected = {"images", "coverage", "l1", "psnr", "ssim", "l1_mask", "psnr_mask", "ssim_mask", "lpips", "fid"}
+    for key, row in rows.items():
+        assert set(row) == (expected - {"fid"} if key in bins else expected)
         assert all(v is not None and np.isfinite(v) for v in row.values())
         # The composite equals the input outside the mask: the errors live in the masked region.
         assert row["psnr_mask"] < row["psnr"] and row["l1_mask"] > row["l1"]
@@ -261,5 +269,52 @@ def test_face_data_config_held_out_split(tmp_path):
     cfg = compose_cfg(tmp_path / "ev", ["model=scfegan", f"ckpt_path={ckpt}", "data=faces_demo", "data.num_val=1",
                                         "data.num_workers=0", "metrics.fid.enabled=false"], config_name="eval")
     rows = evaluate(cfg)
-    assert list(rows) == ["val"] and rows["val"]["images"] == 1
-    assert set(rows["val"]) == {"images", "l1", "psnr", "ssim", "l1_mask", "psnr_mask", "ssim_mask"}
+    assert [k for k in rows if not k.startswith("val/cov_")] == ["val", "val/user_strokes"]
+    assert rows["val"]["images"] == 1
+    assert set(rows["val"]) == {"images", "coverage", "l1", "psnr", "ssim", "l1_mask", "psnr_mask", "ssim_mask"}
+
+
+def test_face_rows_per_mask_coverage_bin(tmp_path, capsys):
+    """Rows per coverage bin (0-10 %, ..., 50-60 %): the same images regrouped; the bins' image-weighted means are
+    the all-image row's, and each bin's mean coverage lies inside the bin."""
+    faces = tmp_path / "faces"
+    for i in range(8):
+        write_png(faces / f"{i:03d}.png", _image(128, 128, i))
+    ckpt = _face_ckpt(tmp_path / "g.ckpt")
+    out = tmp_path / "m.json"
+    cfg = compose_cfg(tmp_path / "ev", [
+        "model=scfegan", f"ckpt_path={ckpt}", f"data.test_dir={faces}", "face_data.resolution=128",
+        "face_data.num_workers=0", "face_data.val_batch_size=3", "metrics.fid.enabled=false",
+        "user_strokes.enabled=false", f"metrics_file={out}"], config_name="eval")
+    rows = evaluate(cfg)
+    assert json.loads(out.read_text()) == rows
+    bins = {k: v for k, v in rows.items() if k != "faces"}
+    assert bins and all(k.startswith("faces/cov_") for k in bins)
+    assert sum(r["images"] for r in bins.values()) == rows["faces"]["images"] == 8
+    for key in ("l1", "l1_mask", "coverage", "ssim"):
+        mean = sum(r[key] * r["images"] for r in bins.values()) / 8
+        assert mean == pytest.approx(rows["faces"][key], rel=1e-9)
+    for key, r in bins.items():
+        lo, hi = (float(v) / 100 for v in key.split("cov_")[1].rstrip("%").split("-"))
+        assert lo < r["coverage"] <= hi + 1e-12
+    printed = capsys.readouterr().out
+    assert "faces/cov_" in printed and "Liu et al. 2018" in printed
+
+
+def test_face_noise_follows_the_weights_and_mismatch_warns(tmp_path, capsys):
+    faces = tmp_path / "faces"
+    for i in range(2):
+        write_png(faces / f"{i:03d}.png", _image(128, 128, i))
+    ckpt = _face_ckpt(tmp_path / "g.ckpt", noise_type="binary16")
+    base = ["model=scfegan", f"ckpt_path={ckpt}", f"data.test_dir={faces}", "face_data.resolution=128",
+            "face_data.num_workers=0", "metrics.fid.enabled=false", "user_strokes.enabled=false", "coverage_bins=[]"]
+    # data.synthesis.noise_type is gaussian (the default), the weights say binary16: binary16 is used
+    rows = evaluate(compose_cfg(tmp_path / "a", base, config_name="eval"))
+    assert "noise: binary16 (recorded with the weights" in capsys.readouterr().out
+    with pytest.warns(UserWarning, match="trained with noise_type='binary16'"):
+        other = evaluate(compose_cfg(tmp_path / "b", base + ["noise=gaussian"], config_name="eval"))
+    assert other["faces"]["l1_mask"] != rows["faces"]["l1_mask"]  # the noise channel did change
+    # weights without a record: the data config's noise, said so
+    plain = _face_ckpt(tmp_path / "p.ckpt")
+    evaluate(compose_cfg(tmp_path / "c", base[:1] + [f"ckpt_path={plain}"] + base[2:], config_name="eval"))
+    assert "weights record no noise_type" in capsys.readouterr().out

@@ -259,3 +259,17 @@ def test_real_image_uint8_parity():
     sr = imresize(torch.from_numpy(lr_u8).float(), 4.0).double().numpy()
     assert sr.shape == (3, 512, 512)
     assert np.abs(to_u8(sr) - to_u8(ref_sr)).max() <= 1
+
+
+@pytest.mark.parametrize("hw", [(32, 24), (37, 29)])
+def test_basicsr_float32_order_is_the_same_operator(hw):
+    """imresize_basicsr_f32 (NIQE's half-scale) is the same resize in float32, BasicSR's evaluation order."""
+    from ops.imresize import imresize_basicsr_f32
+
+    img = torch.rand(*hw, generator=torch.Generator().manual_seed(0))
+    out = imresize_basicsr_f32(img, 0.5)
+    assert out.dtype == torch.float32 and out.shape == (math.ceil(hw[0] / 2), math.ceil(hw[1] / 2))
+    ref = torch.from_numpy(_ref_imresize(img.double().numpy()[None], 0.5)[0]).float()
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="2-D"):
+        imresize_basicsr_f32(img[None], 0.5)

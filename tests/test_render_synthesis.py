@@ -23,3 +23,57 @@ def test_render_writes_a_grid_of_all_channels(tmp_path):
     # the validation masks are fixed: rendering again gives the same picture
     render(cfg)
     assert np.array_equal(np.array(Image.open(out)), grid)
+
+
+def test_render_writes_stats_json(tmp_path):
+    import json
+
+    import torch
+
+    from scripts.render_synthesis import render
+
+    out = tmp_path / "grid.png"
+    cfg = compose_cfg(tmp_path, ["data=faces_demo", f"out={out}", "num_images=3", "split=val"],
+                      config_name="render_synthesis")
+    render(cfg)
+    stats = json.loads((tmp_path / "grid_stats.json").read_text())
+    grid = np.array(Image.open(out))
+    assert stats["images"] == 3 and stats["resolution"] == [128, 128]
+    cov = stats["mask_coverage"]
+    for i in range(3):  # the mask column of the grid has the recorded coverage
+        mask = grid[i * 128:(i + 1) * 128, 2 * 128:3 * 128, 0] > 127
+        assert cov["per_image"][i] == mask.mean()
+    assert sum(b["count"] for b in cov["histogram"]) == 3
+    assert [b["range"] for b in cov["histogram"]][1:7] == [[0.01, 0.1], [0.1, 0.2], [0.2, 0.3], [0.3, 0.4],
+                                                          [0.4, 0.5], [0.5, 0.6]]
+    assert all(0 <= d <= 1 for d in stats["edge_density"]["per_image"])
+    assert all(r >= 1 for r in stats["color_regions"]["per_image"])
+    # the user-stroke (evaluation) masks render too, much smaller than the training ones
+    render(compose_cfg(tmp_path / "u", ["data=faces_demo", f"out={tmp_path / 'u.png'}", "num_images=3",
+                                        "split=val", "masks=user_strokes"], config_name="render_synthesis"))
+    user = json.loads((tmp_path / "u_stats.json").read_text())
+    assert user["masks"] == "user_strokes" and max(user["mask_coverage"]["per_image"]) < 0.15
+    assert torch.tensor(user["mask_coverage"]["per_image"]).gt(0).all()
+
+
+def test_coverage_histogram_and_region_count_on_constructed_cases():
+    import torch
+
+    from synthesis.stats import count_color_regions, coverage_histogram
+
+    hist = coverage_histogram([0.0, 0.005, 0.01, 0.05, 0.1, 0.35, 0.6, 0.9])
+    counts = {tuple(b["range"]): b["count"] for b in hist}
+    assert counts[(0.0, 0.01)] == 3 and counts[(0.01, 0.1)] == 2 and counts[(0.3, 0.4)] == 1
+    assert counts[(0.5, 0.6)] == 1 and counts[(0.6, 1.0)] == 1 and sum(counts.values()) == 8
+    # two same-coloured squares apart = two regions, plus the background around them
+    c = torch.zeros(3, 32, 32)
+    c[:, 2:8, 2:8] = 0.5
+    c[:, 20:30, 20:30] = 0.5
+    assert count_color_regions(c) == 3
+    c[0, 20:30, 25:30] = 0.7  # a different colour in one square: one more region
+    assert count_color_regions(c) == 4
+    # a checkerboard of 8x8 blocks: 16 regions (diagonal neighbours are not connected)
+    yy, xx = np.mgrid[0:32, 0:32]
+    board = (((yy // 8) + (xx // 8)) % 2).astype(np.float32)
+    assert count_color_regions(np.stack([board] * 3, -1)) == 16
+    assert count_color_regions(np.zeros((8, 8, 3))) == 1

@@ -4,6 +4,7 @@ VGG16 is randomly initialised (pretrained weights cannot be downloaded on the te
 """
 
 import copy
+import json
 from pathlib import Path
 
 import numpy as np
@@ -183,6 +184,17 @@ def test_resume_from_last_ckpt_restores_the_state(tmp_path, monkeypatch):
     first = train(compose_cfg(tmp_path / "a", [*TINY_CFG, *extra]))
     assert first["iteration"] == 2
     ckpt = torch.load(first["last_model_path"], map_location="cpu", weights_only=True)
+    # The training noise travels with the weights: checkpoint hparams and weights/net_g_final.pth meta (issue 8).
+    from archs.weights_io import read_generator_file
+
+    assert ckpt["hyper_parameters"]["noise_type"] == "gaussian"
+    assert read_generator_file(first["last_model_path"]).meta == {"noise_type": "gaussian"}
+    final = read_generator_file(Path(first["output_dir"]) / "weights" / "net_g_final.pth")
+    assert final.meta == {"noise_type": "gaussian"} and final.generator["cnum"] == 4
+    # The random VGG is recorded in result.json, never silent.
+    result_json = json.loads((Path(first["output_dir"]) / "result.json").read_text())
+    assert result_json["perceptual_backbone"]["cri_vgg.vgg"] == {
+        "arch": "vgg16", "requested": "random", "weights": "random", "pretrained": False}
     assert ckpt["iteration"] == 2 and ckpt["global_step"] == 4  # 1 D + 1 G step per batch
     assert not any(k.startswith("cri_vgg.") for k in ckpt["state_dict"])
     samples = list((Path(first["output_dir"]) / "samples").glob("*.png"))

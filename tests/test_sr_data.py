@@ -8,8 +8,8 @@ import torch
 
 from conftest import write_png
 from datamodules.image_io import BadImageError, list_images, read_image
-from datamodules.sr_datamodule import SRDataModule, SRTrainDataset, SRValDataset, make_lr
-from ops.imresize import imresize
+from datamodules.sr_datamodule import SRDataModule, SRTrainDataset, SRValDataset, augment, lr_from_context, make_lr
+from ops.imresize import imresize, support_margin
 
 
 def _rgb(h, w, seed=0):
@@ -135,3 +135,109 @@ def test_augmentations_cover_flips_and_transpose_and_differ_per_item(tmp_path):
             if torch.equal(gt, v):
                 seen.add(k)
     assert {"id", "h", "v", "t"} <= seen
+
+
+# ---------------------------------------------------------------- LR from a crop with margin (issue 10, items 3, 4, 7)
+def _textured(h, w, seed=0):
+    """Smooth waves plus noise: large level differences between neighbours, as in real textures."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w] / 5.0
+    base = np.stack([np.sin(x + y), np.cos(0.7 * y - x), np.sin(0.4 * x * y)], -1) * 100 + 128
+    return np.clip(base + rng.normal(0, 25, base.shape), 0, 255).astype(np.uint8)
+
+
+def _crops_vs_whole_lr(tmp_path, margin, n=40):
+    """(max level difference, share of differing LR values) between the training LR and the crop of the whole
+    image's LR at the same place, over n random crops of one 62x54 image (not a multiple of 4: mod-cropped)."""
+    write_png(tmp_path / "a.png", _textured(62, 54))
+    full = torch.from_numpy(read_image(tmp_path / "a.png")).permute(2, 0, 1)[:, :60, :52]
+    whole_lr = make_lr(full[None].double(), 4)[0]
+    ds = SRTrainDataset([tmp_path], scale=4, gt_size=16, use_hflip=False, use_rot=False, enlarge_ratio=n,
+                        lr_margin=margin)
+    worst, differ, total = 0, 0, 0
+    for i in range(n):
+        item = ds[i]
+        if margin:
+            gt, lq = lr_from_context(item["gt_ctx"][None].double(), 4, margin)
+        else:
+            gt = item["gt"][None].double()
+            lq = make_lr(gt, 4)
+        hits = [(t, l) for t in range(0, 45, 4) for l in range(0, 37, 4)
+                if torch.equal(full[:, t:t + 16, l:l + 16].double(), gt[0])]
+        assert len(hits) == 1  # aligned to the scale: the crop sits on the LR grid
+        t, l = hits[0]
+        ref = whole_lr[:, t // 4:t // 4 + 4, l // 4:l // 4 + 4]
+        levels = ((lq[0] - ref).abs() * 255).round()
+        worst, differ, total = max(worst, int(levels.max())), differ + int((levels > 0).sum()), total + levels.numel()
+    return worst, differ / total
+
+
+def test_training_lr_equals_the_crop_of_the_whole_image_lr(tmp_path):
+    assert support_margin(4) == 8 and support_margin(2) == 4  # the x4 kernel reaches 6 HR px past a block
+    worst, share = _crops_vs_whole_lr(tmp_path / "m", support_margin(4))
+    assert worst <= 1 and share < 0.01  # float rounding of a .5 only
+    # The LR of the bare crop (the old way) differs on its outer rings: the test can tell.
+    worst0, share0 = _crops_vs_whole_lr(tmp_path / "b", 0)
+    assert worst0 > 5 and share0 > 0.2
+    worst4, _ = _crops_vs_whole_lr(tmp_path / "s", 4)  # a margin short of the support is not enough
+    assert worst4 > 1
+
+
+def test_margin_crop_shapes_and_datamodule_transfer(tmp_path):
+    write_png(tmp_path / "a.png", _textured(40, 40))
+    dm = SRDataModule(train_dirs=[tmp_path], val_dirs=[tmp_path], scale=4, gt_size=16, batch_size=2,
+                      num_workers=0, dataset_enlarge_ratio=4)
+    assert dm.lr_margin == 8  # "auto"
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert set(batch) == {"gt_ctx"} and batch["gt_ctx"].shape == (2, 3, 32, 32)
+    out = dm.on_after_batch_transfer(batch, 0)
+    assert set(out) == {"gt", "lq"} and out["gt"].shape == (2, 3, 16, 16) and out["lq"].shape == (2, 3, 4, 4)
+    with pytest.raises(ValueError, match="lr_margin"):
+        SRDataModule(train_dirs=[tmp_path], val_dirs=[tmp_path], scale=4, gt_size=16, lr_margin=6)
+
+
+def test_unaligned_crops_may_start_anywhere(tmp_path):
+    write_png(tmp_path / "a.png", _textured(40, 40))
+    ds = SRTrainDataset([tmp_path], scale=4, gt_size=16, use_hflip=False, use_rot=False, enlarge_ratio=64,
+                        align_crop=False)
+    full = torch.from_numpy(read_image(tmp_path / "a.png")).permute(2, 0, 1)
+    tops = set()
+    for i in range(64):
+        gt = ds[i]["gt"]
+        tops |= {t for t in range(25) for l in range(25) if torch.equal(full[:, t:t + 16, l:l + 16], gt)}
+    assert any(t % 4 for t in tops)
+
+
+def test_augment_is_basicsr_order_hflip_vflip_transpose():
+    x = np.arange(2 * 3 * 1).reshape(2, 3, 1)
+    (y,) = augment([x], True, True, True)
+    assert np.array_equal(y, x[:, ::-1][::-1].transpose(1, 0, 2))
+
+
+@pytest.mark.parametrize("use_hflip,use_rot,expected", [
+    (True, False, {"id", "h"}),                  # BasicSR: hflip alone never flips vertically
+    (False, True, {"id", "v", "t", "vt"}),       # rotation = vflip and transpose
+    (True, True, {"id", "h", "v", "t", "hv", "ht", "vt", "hvt"}),
+])
+def test_vflip_belongs_to_rotation_as_in_basicsr(tmp_path, use_hflip, use_rot, expected):
+    write_png(tmp_path / "a.png", _rgb(16, 16, 5))
+    ds = SRTrainDataset([tmp_path], gt_size=16, enlarge_ratio=96, use_hflip=use_hflip, use_rot=use_rot)
+    base = torch.from_numpy(read_image(tmp_path / "a.png")).permute(2, 0, 1)
+    h, v, t = (lambda z: z.flip(-1)), (lambda z: z.flip(-2)), (lambda z: z.transpose(-1, -2))
+    variants = {"id": base, "h": h(base), "v": v(base), "t": t(base), "hv": v(h(base)), "ht": t(h(base)),
+                "vt": t(v(base)), "hvt": t(v(h(base)))}
+    seen = {k for i in range(96) for k, val in variants.items() if torch.equal(ds[i]["gt"], val)}
+    assert seen == expected
+
+
+def test_gt_mod_crops_validation_hr(tmp_path):
+    write_png(tmp_path / "v.png", _rgb(43, 37))
+    assert SRValDataset(tmp_path, scale=4, gt_mod=12)[0]["gt"].shape == (3, 36, 36)
+    assert SRValDataset(tmp_path, scale=4)[0]["gt"].shape == (3, 40, 36)
+    with pytest.raises(ValueError, match="gt_mod"):
+        SRValDataset(tmp_path, scale=4, gt_mod=6)
+    dm = SRDataModule(train_dirs=[tmp_path], val_dirs=[tmp_path], test_dirs=[tmp_path], scale=4, gt_size=16,
+                      gt_mod=12)
+    dm.setup("test")
+    assert dm.test_sets[0][0]["gt"].shape == (3, 36, 36) and dm.test_names == [tmp_path.name]

@@ -71,7 +71,7 @@ def test_mask_binary_shape_dtype_device(gen, dtype):
 
 
 def test_mask_reproducible_and_distinct():
-    gen = MaskGenerator(mode="union", hair_prob=0.0, min_coverage=0.0, max_coverage=1.0)
+    gen = MaskGenerator(mode="union", hair_prob=0.0, min_coverage=0.0, max_coverage=1.0, coverage_bins=None)
     like = _like(6)
     a = gen(like, torch.arange(6), epoch=3, seed=7)
     b = gen(like, torch.arange(6), epoch=3, seed=7)
@@ -116,7 +116,7 @@ def test_rasterizer_matches_float_capsules():
 
 @pytest.mark.parametrize("mode", ["free_form", "union"])
 def test_coverage_within_bounds(mode):
-    gen = MaskGenerator(mode=mode, hair_prob=0.5, min_coverage=0.15, max_coverage=0.35, max_tries=3)
+    gen = MaskGenerator(mode=mode, hair_prob=0.5, min_coverage=0.15, max_coverage=0.35, max_tries=3, coverage_bins=None)
     seg = _seg(32)
     m = gen(_like(32), torch.arange(32), epoch=0, seed=1, seg=seg)
     cov = m.mean((1, 2, 3))
@@ -125,7 +125,8 @@ def test_coverage_within_bounds(mode):
 
 def test_coverage_clip_fallback():
     # one try only and a narrow band: most samples go through the deterministic square clip
-    gen = MaskGenerator(mode="union", hair_prob=0.0, min_coverage=0.2, max_coverage=0.25, max_tries=1)
+    gen = MaskGenerator(mode="union", hair_prob=0.0, min_coverage=0.2, max_coverage=0.25, max_tries=1,
+                         coverage_bins=None)
     m = gen(_like(16), torch.arange(16), epoch=0, seed=0)
     cov = m.mean((1, 2, 3))
     assert gen.last_stats["clipped"], "the fallback path was not exercised"
@@ -146,11 +147,12 @@ def test_eye_anchored_stroke_covers_eye():
 
 def test_hair_union_includes_hair():
     seg = _seg(8)
-    gen = MaskGenerator(hair_prob=1.0, min_coverage=0.0, max_coverage=1.0)
+    gen = MaskGenerator(hair_prob=1.0, min_coverage=0.0, max_coverage=1.0, coverage_bins=None)
     m = gen(_like(8), torch.arange(8), epoch=0, seed=0, seg=seg)
     hair = seg == 13
     assert (m[hair] == 1).all()
-    none = MaskGenerator(hair_prob=0.0, min_coverage=0.0, max_coverage=1.0)(_like(8), torch.arange(8), 0, 0, seg=seg)
+    none = MaskGenerator(hair_prob=0.0, coverage_bins=None, min_coverage=0.0, max_coverage=1.0)(_like(8), torch.arange(8),
+                                                                                               0, 0, seg=seg)
     assert (none[hair] == 0).any()
 
 

@@ -104,6 +104,11 @@ def test_offline_wandb_run_has_config_metrics_images_table_and_checkpoint(tmp_pa
     assert config["model"]["gan"]["gan_weight"] == 5e-3 and config["data"]["batch_size"] == 2
     assert config["trainer"]["val_check_interval"] == 2
     assert config["global_batch_size"] == 2 and config["world_size"] == 1
+    # A random perceptual VGG is in the config, never silent (issue 8).
+    assert config["perceptual_backbone"]["cri_perceptual.vgg"] == {
+        "arch": "vgg19", "requested": "random", "weights": "random", "pretrained": False}
+    assert config["perceptual_backbone_random"] is True
+    assert result["perceptual_backbone"]["cri_perceptual.vgg"]["weights"] == "random"
 
     # Metrics against batches: WandbLogger's x-axis trainer/global_step counts batches from 0 (iter - 1), not
     # Lightning's global_step (2 optimizer steps per GAN batch).
