@@ -54,7 +54,7 @@ TARGETS = {
 }
 
 # Seconds per case on one H200 (estimates: setup + warm-up incl. cuDNN autotuning + compile + timed iterations).
-EST_EAGER = {"psnr": 8, "gan": 12, "scfegan": 15, "edit": 5}
+EST_EAGER = {"psnr": 8, "gan": 12, "scfegan": 15, "edit": 5, "realesrgan": 25}
 EST_COMPILE = {"psnr": 35, "gan": 75, "scfegan": 70, "edit": 40}
 PRIORITY = [  # compiled cases, most informative first
     ("gan", "bf16-mixed", True), ("psnr", "bf16-mixed", True), ("gan", "bf16-mixed", False),
@@ -72,6 +72,7 @@ def plan(quick: bool) -> list[dict]:
         cases.append(dict(kind="esrgan", stage="gan", precision="bf16-mixed", channels_last=True, compile=True))
         cases.append(dict(kind="scfegan", stage="train", precision="bf16-mixed", channels_last=True, compile=False))
         cases.append(dict(kind="edit", stage="edit", precision="bf16-mixed", channels_last=True, compile=True))
+        cases.append(dict(kind="realesrgan", stage="gan", precision="32-true", channels_last=False, compile=False))
         for c in cases:
             c["est_s"] = 5
         return cases
@@ -84,6 +85,9 @@ def plan(quick: bool) -> list[dict]:
     for cl in (False, True):
         cases.append(dict(kind="edit", stage="edit", precision="bf16-mixed", channels_last=cl, compile=False,
                           est_s=EST_EAGER["edit"]))
+    # Real-ESRGAN GAN stage (developer c2's recipe, published sizes): the share of its on-device degradation
+    cases.append(dict(kind="realesrgan", stage="gan", precision="bf16-mixed", channels_last=True, compile=False,
+                      est_s=EST_EAGER["realesrgan"]))
     # compiled: the edit and the fast-path training cases first, then the rest of the ESRGAN grid
     cases.append(dict(kind="edit", stage="edit", precision="bf16-mixed", channels_last=True, compile=True,
                       est_s=EST_COMPILE["edit"]))
@@ -97,8 +101,9 @@ def plan(quick: bool) -> list[dict]:
 
 
 def case_name(c: dict) -> str:
-    model = {"esrgan": "ESRGAN", "scfegan": "SC-FEGAN train", "edit": "SC-FEGAN edit"}[c["kind"]]
-    stage = f" {c['stage']}" if c["kind"] == "esrgan" else ""
+    model = {"esrgan": "ESRGAN", "scfegan": "SC-FEGAN train", "edit": "SC-FEGAN edit",
+             "realesrgan": "Real-ESRGAN"}[c["kind"]]
+    stage = f" {c['stage']}" if c["kind"] in ("esrgan", "realesrgan") else ""
     return (f"{model}{stage} {'bf16' if c['precision'] == 'bf16-mixed' else 'fp32'}"
             f"{' CL' if c['channels_last'] else ''}{' compiled' if c['compile'] else ''}")
 
@@ -113,8 +118,8 @@ def run_case(c: dict, args, device) -> dict:
                                        cnum=z["cnum"], iters=max(args.iters, 3 if args.quick else 50),
                                        warmup=args.warmup + 2, compile_backend=args.compile_backend,
                                        compile_mode=args.compile_mode)
-    model = "esrgan" if c["kind"] == "esrgan" else "scfegan"
-    stage = c["stage"] if model == "esrgan" else "gan"
+    model = c["kind"] if c["kind"] in ("esrgan", "realesrgan") else "scfegan"
+    stage = c["stage"] if model != "scfegan" else "gan"
     return train_step.measure(ns, model, config, stage, c["precision"], c["channels_last"], c["compile"], device,
                               quiet=True)
 
@@ -150,6 +155,8 @@ def summarise(result: dict) -> None:
             "esrgan_gan_speedup_vs_basicsr_fp32": check(best_speedup, TARGETS["esrgan_gan_speedup_vs_basicsr_fp32"]),
             "scfegan_edit_ms": check(best_edit, TARGETS["scfegan_edit_ms"], higher=False),
         },
+        # Real-ESRGAN: the share of the iteration spent in the on-device degradation (blur, resize, noise, JPEG x2)
+        "degradation_share": {case_name(r): r["synthesis_share"] for r in rows if r["kind"] == "realesrgan"},
         "synthesis_share": {  # share of the iteration spent making the inputs on the device
             f"{case_name(r)}": r["synthesis_share"] for r in rows if "synthesis_share" in r and not r["compile"]
             and r["precision"] == "bf16-mixed" and r["channels_last"]
@@ -206,6 +213,8 @@ def markdown(result: dict) -> str:
         f"{fmt(s['esrgan_gan_best_speedup_vs_basicsr_fp32'], '.2f')}x (target >= 3x: {yn[met['esrgan_gan_speedup_vs_basicsr_fp32']]})",
         f"- SC-FEGAN 512x512 edit, best: {fmt(s['scfegan_edit_best_ms'], '.2f')} ms "
         f"(target < 10 ms: {yn[met['scfegan_edit_ms']]})",
+        "- Real-ESRGAN degradation share of an iteration: "
+        + (", ".join(f"{k} {100 * v:.1f} %" for k, v in s["degradation_share"].items()) or "not measured"),
         "", "## Not included", "",
     ]
     lines += [f"- {n}" for n in result["not_included"]] or ["- nothing"]
@@ -213,8 +222,7 @@ def markdown(result: dict) -> str:
 
 
 def degradation_available() -> bool:
-    return importlib.util.find_spec("synthesis.realesrgan") is not None or \
-        importlib.util.find_spec("synthesis.degradation") is not None
+    return importlib.util.find_spec("datamodules.realesrgan_datamodule") is not None
 
 
 def main(argv=None) -> dict:
@@ -252,12 +260,9 @@ def main(argv=None) -> dict:
           f"{budget:.0f} s -> about {fits} cases ({acc:.0f} s) expected to run, the rest reported as skipped", flush=True)
     os.makedirs(args.out, exist_ok=True)
     not_included = []
-    if degradation_available():
-        not_included.append("Real-ESRGAN degradation share: the degradation module exists but this check does "
-                            "not time it yet")
-    else:
-        not_included.append("Real-ESRGAN degradation share: not on main when this script was written (developer c2); "
-                            "the ESRGAN rows' synthesis share is the bicubic LR only")
+    if not degradation_available():
+        not_included.append("Real-ESRGAN degradation share: synthesis/realesrgan.py is not in this checkout")
+        cases = [c for c in cases if c["kind"] != "realesrgan"]
     result = {"device": name, "device_type": device.type, "torch": torch.__version__, "quick": args.quick,
               "budget_s": budget, "estimated_total_s": total_est, "command": " ".join(["python", *sys.argv]),
               "fp32": "PyTorch defaults: matmul TF32 off, cuDNN conv TF32 allowed",

@@ -3,12 +3,14 @@
     python benchmarks/train_step.py                       # ESRGAN + SC-FEGAN, demo and paper sizes
     python benchmarks/train_step.py --model esrgan --config paper --precision bf16-mixed --compile
     python benchmarks/train_step.py --peak-tflops 989     # share of peak on a device not in the table
+    python benchmarks/train_step.py --model realesrgan    # Real-ESRNet / Real-ESRGAN with the degradation model
 
 For each case it runs the real LightningModule step methods (the recipe's own code: losses, EMA,
 schedulers) with plain optimizers and prints images/s, ms per iteration, peak memory, the model FLOPs of
 one iteration (torch.utils.flop_counter, forward + backward of every network, the loss VGG included) and
 the share of the device's peak they reach, plus the share of the iteration spent synthesising the inputs
-on the device (ESRGAN: the bicubic LR; SC-FEGAN: mask, sketch, colour, noise, as conf/data/synthesis/default.yaml
+on the device (ESRGAN: the bicubic LR; Real-ESRGAN: USM + second-order degradation + crop +
+pool; SC-FEGAN: mask, sketch, colour, noise, as conf/data/synthesis/default.yaml
 configures them).  Random pretrained weights (speed does not depend on them).  The SC-FEGAN paper case is 512 x 512,
 batch 8 (``--model scfegan --config paper --iters 1 --warmup 0`` for one iteration).  Last, the CPU milliseconds
 per 512 x 512 image of each synthesis stage (eyes, mask, sketch, colour, noise), with and without part labels.
@@ -170,6 +172,66 @@ def synthesis_stage_times(args) -> None:
               f"(batch {n}, {torch.get_num_threads()} threads)", flush=True)
 
 
+def realesrgan_case(config: str, stage: str, device, speed: dict | None = None):
+    """Real-ESRNet (psnr) / Real-ESRGAN (gan); synthesis = the whole on-device LR making of
+    RealESRGANDataModule.synthesize (kernels come from the workers: made once here, their CPU cost printed)."""
+    import numpy as np
+    from omegaconf import OmegaConf
+
+    from datamodules.realesrgan_datamodule import RealESRGANDataModule
+    from lightning_modules.ema import ema_update
+    from lightning_modules.realesrgan_module import RealESRGANModule
+    from ops.blur_kernels import sample_degradation_kernels
+
+    paper = config == "paper"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    deg = OmegaConf.load(os.path.join(root, "conf", "data", "degradation", "realesrgan.yaml"))
+    deg.seed = 0
+    deg = OmegaConf.to_container(deg, resolve=True)
+    # paper: the published sizes (batch 12 per GPU, 400 patch, 256 crop); demo: conf/data/realesrgan_demo.yaml
+    batch, pad, gt_size = (12, 400, 256) if paper else (4, 96, 64)
+    deg["pool_size"] = 15 * batch if paper else 4 * batch
+    dm = RealESRGANDataModule(degradation=deg, crop_pad_size=pad, train_dirs=[], val_dirs=[], gt_size=gt_size,
+                              batch_size=batch, num_workers=0)
+    gen = dict(_target_="archs.rrdbnet.RRDBNet", scale=4, **(dict(num_feat=64, num_block=23, num_grow_ch=32)
+                                                             if paper else dict(num_feat=32, num_block=2, num_grow_ch=16)))
+    m = RealESRGANModule(
+        generator=gen,
+        discriminator=dict(_target_="archs.unet_discriminator.UNetDiscriminatorSN", num_feat=64 if paper else 16),
+        perceptual=dict(_target_="losses.basic_loss.PerceptualLoss", weights="random",
+                        layer_weights={"conv1_2": 0.1, "conv2_2": 0.1, "conv3_4": 1.0, "conv4_4": 1.0, "conv5_4": 1.0}),
+        psnr=dict(iters=10**9, lr=2e-4, betas=[0.9, 0.99], pixel_weight=1.0, gt_usm=True, scheduler="multistep",
+                  multistep=dict(milestones=[10**9], gamma=0.5)),
+        gan=dict(iters=10**9, lr_g=1e-4, lr_d=1e-4, betas=[0.9, 0.99], milestones=[10**9], gamma=0.5,
+                 pixel_weight=1.0, perceptual_weight=1.0, gan_weight=0.1, gan_type="vanilla"),
+        stages=[stage] if stage == "psnr" else ["psnr", "gan"], speed=speed,
+    )
+    m.apply_speed(device)
+    m.to(device)
+    Harness(m)
+    rng = np.random.default_rng(0)
+    t = time.perf_counter()
+    ks = [sample_degradation_kernels(rng, deg["kernels"]) for _ in range(batch)]
+    print(f"  (kernels in the workers: {1000 * (time.perf_counter() - t) / batch:.2f} ms per sample on the CPU)")
+    raw = {"gt": torch.rand(batch, 3, pad, pad, device=device),
+           **{k: torch.from_numpy(np.stack([d[k] for d in ks])).to(device) for k in ks[0]}}
+
+    def synth():
+        return dm.synthesize(dict(raw))
+
+    def step(b):
+        m._batch = b
+        if stage == "psnr":
+            m.psnr_step(b["lq"], b["gt"])
+        else:
+            out, _ = m.generator_step(b["lq"], b["gt"])
+            m.discriminator_step(out, b["gt"])
+        ema_update(m.net_g_ema, m.net_g, 0.999)
+
+    nets = [m.net_g] + ([m.net_d, m.cri_perceptual.vgg] if stage == "gan" else [])
+    return m, nets, batch, synth, step
+
+
 def scfegan_case(config: str, device, speed: dict | None = None, batch_override: int | None = None):
     from lightning_modules.scfegan_module import SCFEGANModule
 
@@ -215,9 +277,22 @@ def measure(args, model, config, stage, precision, channels_last, compile_, devi
              "compile_mode": getattr(args, "compile_mode", None)}
     if model == "esrgan":
         m, nets, batch, synth, step = esrgan_case(config, stage, device, speed)
+    elif model == "realesrgan":
+        m, nets, batch, synth, step = realesrgan_case(config, stage, device, speed)
     else:
         m, nets, batch, synth, step = scfegan_case(config, device, speed, getattr(args, "batch", None))
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16-mixed")
+    if getattr(args, "synthesis_only", False):  # e.g. the paper-size Real-ESRGAN degradation on a CPU, where the step would take minutes
+        for _ in range(args.warmup):
+            synth()
+        sync(device)
+        t = time.perf_counter()
+        for _ in range(args.iters):
+            synth()
+        sync(device)
+        print(f"{model}/{config}/{stage:5s} synthesis only: {1000 * (time.perf_counter() - t) / args.iters:9.1f} ms per "
+              f"batch of {batch}", flush=True)
+        return
 
     def iteration():
         with amp:
@@ -329,7 +404,7 @@ def scfegan_inference(args, device, precision):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", choices=["esrgan", "scfegan", "all"], default="all")
+    p.add_argument("--model", choices=["esrgan", "realesrgan", "scfegan", "all"], default="all")
     p.add_argument("--config", choices=["demo", "paper", "all"], default="all")
     p.add_argument("--precision", choices=["32-true", "bf16-mixed", "all"], default="all")
     p.add_argument("--channels-last", choices=["0", "1", "all"], default="all")
@@ -342,6 +417,7 @@ def main():
                    help="SC-FEGAN batch size instead of the case's (paper 8, demo 4), e.g. 1 for a CPU smoke run")
     p.add_argument("--stage-batch", type=int, default=2, help="images per batch for the CPU per-stage timing")
     p.add_argument("--no-stages", action="store_true", help="skip the CPU per-stage synthesis timing")
+    p.add_argument("--synthesis-only", action="store_true", help="time the on-device input synthesis alone")
     args = p.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda":
@@ -350,8 +426,8 @@ def main():
     expand = lambda v, opts: opts if v == "all" else [v]  # noqa: E731
     print(f"device: {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}, torch {torch.__version__}")
     cases = []
-    for model in expand(args.model, ["esrgan", "scfegan"]):
-        stages = ["psnr", "gan"] if model == "esrgan" else ["gan"]
+    for model in expand(args.model, ["esrgan", "realesrgan", "scfegan"]):
+        stages = ["psnr", "gan"] if model in ("esrgan", "realesrgan") else ["gan"]
         for config, stage in itertools.product(expand(args.config, ["demo", "paper"]), stages):
             cases.append((model, config, stage))
     for (model, config, stage), precision, cl, comp in itertools.product(

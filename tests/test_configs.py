@@ -21,14 +21,14 @@ def _model_name(cfg) -> str:
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_composes_and_instantiates(tmp_path, experiment):
     overrides = [f"experiment={experiment}", "logger=csv"]
-    if experiment == "esrgan_gan":
+    if experiment in ("esrgan_gan", "realesrgan_gan"):
         overrides.append("model.init_weights=null")  # required key ('???'); the module checks it below
     cfg = compose_cfg(tmp_path, overrides)
     cfg_random = compose_cfg(tmp_path, [*overrides, VGG_RANDOM[_model_name(cfg)]])
     check_config(cfg_random)
     datamodule = instantiate(cfg_random.data)
     assert datamodule is not None
-    if experiment == "esrgan_gan":
+    if experiment in ("esrgan_gan", "realesrgan_gan"):
         with pytest.raises(InstantiationException, match="init_weights"):  # Hydra wraps the ValueError
             instantiate(cfg_random.model, _recursive_=False)
         return

@@ -20,7 +20,7 @@ def test_full_plan_covers_the_grid_and_fits_the_budget_in_priority_order():
     cases = device_check.plan(quick=False)
     esr = [(c["stage"], c["precision"], c["channels_last"], c["compile"]) for c in cases if c["kind"] == "esrgan"]
     assert len(esr) == len(set(esr)) == 16  # 2 stages x fp32/bf16 x channels_last x compile
-    assert {c["kind"] for c in cases} == {"esrgan", "scfegan", "edit"}
+    assert {c["kind"] for c in cases} == {"esrgan", "scfegan", "edit", "realesrgan"}
     first_compiled = next(i for i, c in enumerate(cases) if c["compile"])
     assert all(not c["compile"] for c in cases[:first_compiled])  # every eager case before any compile
     gan_fast = next(c for c in cases if c["kind"] == "esrgan" and c["compile"])
@@ -34,7 +34,7 @@ def test_quick_run_writes_json_and_markdown(tmp_path, capsys):
     assert "estimated" in out and "budget" in out  # the time budget estimate is printed first
     data = json.loads((tmp_path / "device_check.json").read_text())
     assert data["quick"] is True and data["device_type"] == "cpu" and data["rows"]
-    assert {r["kind"] for r in data["rows"]} == {"esrgan", "scfegan", "edit"}
+    assert {r["kind"] for r in data["rows"]} == {"esrgan", "scfegan", "edit", "realesrgan"}
     assert all(r["status"] == "ok" for r in data["rows"]), [r["status"] for r in data["rows"]]
     assert any(r["compile"] for r in data["rows"]) and any(r["channels_last"] for r in data["rows"])
     assert {r["precision"] for r in data["rows"]} == {"32-true", "bf16-mixed"}
@@ -48,12 +48,14 @@ def test_quick_run_writes_json_and_markdown(tmp_path, capsys):
     s = data["summary"]
     assert set(s["target_met"]) == set(device_check.TARGETS)
     assert all(v is None for v in s["target_met"].values())  # nothing is claimed from a CPU run
-    assert any("degradation" in n for n in data["not_included"])
+    assert list(s["degradation_share"]) == ["Real-ESRGAN gan fp32"]  # c2's degradation, timed on the device
+    assert 0 < s["degradation_share"]["Real-ESRGAN gan fp32"] < 1
     md = (tmp_path / "device_check.md").read_text()
     assert md.startswith("# Device check")
     assert "| case | img/s | ms/it | peak mem GiB | TFLOP/s | share of bf16 peak |" in md
     for r in data["rows"]:
         assert f"| {r['case']} |" in md
+    assert "Real-ESRGAN degradation share of an iteration: Real-ESRGAN gan fp32" in md
     assert "target >= 35 %: not measured" in md and "target < 10 ms: not measured" in md
     assert result["rows"] == data["rows"]
 
