@@ -1,0 +1,204 @@
+"""The app's handlers (webui/handlers.py, webui/models.py) as plain functions: editor layers -> SC-FEGAN inputs,
+results equal to the upload outside the mask bit for bit (8 and 16 bits), network interpolation equal to Eq. 4,
+tiles, weights discovery under logs/, and page messages for bad input.  No Gradio needed."""
+
+import os
+import time
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from app_fixtures import app_overrides, random_rgb, tiny_face_net, write_weights
+from archs.interpolate import interpolate_state_dicts
+from conftest import compose_cfg, write_png
+from predict import Image, edit_face, read_image, upscale
+from webui.handlers import (
+    InputError, Limits, edit_face_editor, edit_face_files, open_image, strokes_from_layers, upscale_file,
+)
+from webui.models import MissingWeights, ModelStore, run_resolution
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    return write_weights(tmp_path_factory.mktemp("w"))
+
+
+@pytest.fixture
+def store(tmp_path, weights):
+    return ModelStore(compose_cfg(tmp_path, app_overrides(weights), config_name="app"))
+
+
+def _layers(h, w):
+    """Editor layers (RGBA uint8) as Gradio returns them: erase, sketch, colour."""
+    erase, sketch, colour = (np.zeros((h, w, 4), np.uint8) for _ in range(3))
+    erase[20:60, 10:50] = (255, 255, 255, 255)
+    erase[60, 10:50, 3] = 40  # antialiased edge: partial coverage still erases
+    sketch[30:50, 25, :] = (0, 0, 0, 255)
+    sketch[5, 5:20] = (0, 0, 0, 255)  # outside the mask: ignored (reported)
+    colour[35:45, 30:40] = (200, 30, 60, 255)
+    colour[34, 30:40] = (200, 30, 60, 100)  # faint edge: not a colour stroke
+    return [erase, sketch, colour]
+
+
+def test_strokes_from_layers():
+    mask, sketch, color = strokes_from_layers(_layers(72, 64), (72, 64))
+    assert mask.dtype == bool and mask.sum() == 40 * 40 + 40
+    assert sketch.sum() == 20 + 15 and not sketch[60, 10]
+    assert color.shape == (72, 64, 3) and np.allclose(color[40, 35], np.array([200, 30, 60]) / 255)
+    assert (color.max(axis=2) > 0).sum() == 100  # the faint edge row is not colour
+    empty = [np.zeros((72, 64, 4), np.uint8)] * 3
+    m, s, c = strokes_from_layers(empty, (72, 64))
+    assert not m.any() and s is None and c is None
+    m, s, c = strokes_from_layers([], (72, 64))  # an untouched editor
+    assert m.shape == (72, 64) and not m.any()
+    with pytest.raises(InputError, match=r"erase layer is 64x72 but the image is 60x72"):
+        strokes_from_layers(_layers(72, 64), (72, 60))
+
+
+def test_editor_edit_equals_upload_outside_mask_and_matches_predict(tmp_path, store):
+    face = random_rgb(72, 64, seed=3)
+    path = str(write_png(tmp_path / "face.png", face))
+    out_path, msg = edit_face_editor(store, path, {"layers": _layers(72, 64)}, seed=5, out_dir=tmp_path / "o")
+    out = read_image(out_path).pixels
+    mask, sketch, color = strokes_from_layers(_layers(72, 64), (72, 64))
+    assert out.shape == face.shape and out.dtype == np.uint8
+    assert np.array_equal(out[~mask], face[~mask])
+    assert (out[mask] != face[mask]).any(axis=1).mean() > 0.9
+    # the same as predict.edit_face on the same inputs (the app adds nothing of its own)
+    fm = store.face()
+    assert fm.size == (128, 128)  # recorded in the weights file
+    direct = edit_face(fm.net, Image(face, 255.0, path), mask, sketch, color, size=fm.size, noise="binary16", seed=5)
+    assert np.array_equal(out, direct)
+    assert "Edited 64x72" in msg and "sketch strokes lie outside the mask" in msg
+    # the seed matters (noise), and the sketch reaches the network
+    other, _ = edit_face_editor(store, path, {"layers": _layers(72, 64)}, seed=6, out_dir=tmp_path / "o")
+    assert not np.array_equal(read_image(other).pixels, out)
+    no_sketch = edit_face(fm.net, Image(face, 255.0, path), mask, None, color, size=fm.size, seed=5)
+    assert not np.array_equal(no_sketch, direct)
+
+
+def test_api_edit_with_files_16_bit(tmp_path, store):
+    face = random_rgb(72, 64, seed=4, dtype=np.uint16)
+    mask = np.zeros((72, 64), np.uint8)
+    mask[10:40, 20:60] = 255
+    fp = write_png(tmp_path / "face16.png", face)
+    mp = write_png(tmp_path / "mask.png", mask)
+    out_path, _ = edit_face_files(store, str(fp), str(mp), None, None, seed=0, out_dir=tmp_path / "o")
+    out = read_image(out_path).pixels
+    assert out.dtype == np.uint16
+    assert np.array_equal(out[mask == 0], face[mask == 0])
+    assert (out[mask > 0] != face[mask > 0]).any(axis=1).mean() > 0.9
+
+
+def test_bad_input_messages(tmp_path, store):
+    face_p = str(write_png(tmp_path / "face.png", random_rgb(72, 64)))
+    (tmp_path / "notes.png").write_text("not an image")
+    with pytest.raises(InputError, match=r"'notes.png' is not an image this app can read"):
+        edit_face_files(store, str(tmp_path / "notes.png"), face_p, out_dir=tmp_path)
+    with pytest.raises(InputError, match=r"is 64x72 \(0.0 megapixels\); this app accepts at most 0.0"):
+        open_image(face_p, "face image", max_pixels=1000)
+    big = tmp_path / "big.png"
+    big.write_bytes(b"\x00" * (2 * 1024 * 1024 + 10))
+    with pytest.raises(InputError, match=r"big.png' is 2.0 MB; the limit is 1 MB"):
+        open_image(str(big), "image", 10**9, Limits(max_upload_mb=1))
+    small_mask = write_png(tmp_path / "m.png", np.zeros((32, 32), np.uint8))
+    with pytest.raises(InputError, match=r"mask 'm.png' is 32x32 but the input image is 64x72") as err:
+        edit_face_files(store, face_p, str(small_mask), out_dir=tmp_path)
+    assert str(tmp_path) not in str(err.value)  # file names, not server paths
+    with pytest.raises(InputError, match="mask is empty"):
+        edit_face_editor(store, face_p, {"layers": []}, out_dir=tmp_path)
+    with pytest.raises(InputError, match="No face image"):
+        edit_face_editor(store, None, {"layers": []}, out_dir=tmp_path)
+    with pytest.raises(InputError, match=r"alpha must be in \[0, 1\]"):
+        upscale_file(store, face_p, alpha=1.5, out_dir=tmp_path)
+    huge = write_png(tmp_path / "huge.png", np.zeros((1100, 1000, 3), np.uint8))
+    with pytest.raises(InputError, match="huge.png' is 1000x1100"):
+        upscale_file(store, str(huge), out_dir=tmp_path)  # default SR limit: 1 megapixel
+
+
+def test_upscale_interpolation_is_eq4_and_tiles_are_exact(tmp_path, store, weights):
+    img = random_rgb(20, 24, seed=7)
+    p = str(write_png(tmp_path / "lr.png", img))
+    image = Image(img, 255.0, p)
+    psnr, gan = weights["psnr_net"], weights["gan_net"]
+    ends = {}
+    for alpha, net in ((0.0, psnr), (1.0, gan)):
+        out_path, msg = upscale_file(store, p, alpha=alpha, out_dir=tmp_path)
+        ends[alpha] = read_image(out_path).pixels
+        assert ends[alpha].shape == (80, 96, 3)
+        assert np.array_equal(ends[alpha], upscale(net, image, 4, torch.device("cpu")))
+    half = interpolate_state_dicts(psnr.state_dict(), gan.state_dict(), 0.3)
+    ref = type(psnr)(num_feat=8, num_block=1, num_grow_ch=4).eval()
+    ref.load_state_dict(half)
+    out_path, msg = upscale_file(store, p, alpha=0.3, out_dir=tmp_path)
+    assert np.array_equal(read_image(out_path).pixels, upscale(ref, image, 4, torch.device("cpu")))
+    assert "alpha 0.3" in msg and not np.array_equal(ends[0.0], ends[1.0])
+    tiled, msg = upscale_file(store, p, alpha=0.3, tile=8, out_dir=tmp_path)
+    diff = np.abs(read_image(tiled).pixels.astype(int) - read_image(out_path).pixels.astype(int))
+    assert diff.max() <= 1 and "tiles of 8" in msg  # float rounding at most one level (tile_pad=auto)
+
+
+def test_weights_discovery_and_missing_message(tmp_path, weights):
+    cfg = compose_cfg(tmp_path, ["device=cpu"], config_name="app")
+    store = ModelStore(cfg)
+    status = store.preload()
+    assert "weights=PATH" in status["face"] and "scfegan_demo" in status["face"]
+    assert "sr_weights=PATH" in status["sr"]
+    with pytest.raises(MissingWeights):
+        store.face()
+    # demo runs: the newest one wins; the face run's data.resolution sets the working size
+    logs = tmp_path / "logs"
+    for i, name in enumerate(("2026-01-01_00-00-00", "2026-01-02_00-00-00")):
+        run = logs / "scfegan_demo" / "runs" / name
+        (run / "checkpoints").mkdir(parents=True)
+        net = tiny_face_net(seed=i)
+        sd = {f"net_g_ema.{k}": v for k, v in net.state_dict().items()}
+        torch.save({"state_dict": sd, "hyper_parameters": {"generator": {
+            "_target_": "archs.scfegan_generator.SCFEGANGenerator", "cnum": 4}}}, run / "checkpoints" / "last.ckpt")
+        (run / ".hydra").mkdir()
+        OmegaConf.save(OmegaConf.create({"data": {"resolution": 256}}), run / ".hydra" / "config.yaml")
+        srun = logs / "demo" / "runs" / name / "weights"
+        srun.mkdir(parents=True)
+        for f in ("net_g_psnr.pth", "net_g_gan.pth"):
+            (srun / f).write_bytes(weights["psnr"].read_bytes())
+        t = time.time() - 100 + 10 * i
+        for f in [run / "checkpoints" / "last.ckpt", srun / "net_g_psnr.pth", srun / "net_g_gan.pth"]:
+            os.utime(f, (t, t))
+    store = ModelStore(cfg)
+    newest = str(logs / "scfegan_demo" / "runs" / "2026-01-02_00-00-00" / "checkpoints" / "last.ckpt")
+    assert store.face_weights() == (newest, "newest demo run")
+    assert run_resolution(newest) == 256
+    assert store.face().size == (256, 256)
+    gan, psnr, _ = store.sr_weights()
+    assert gan.endswith("2026-01-02_00-00-00/weights/net_g_gan.pth") and psnr.endswith("net_g_psnr.pth")
+    assert "PSNR" in store.preload()["sr"]
+
+
+def test_incompatible_interpolation_pair_is_reported(tmp_path, weights):
+    from app_fixtures import RRDBNet
+    from archs.weights_io import save_generator_weights
+
+    save_generator_weights(tmp_path / "wide.pth", RRDBNet(num_feat=16, num_block=1, num_grow_ch=4))
+    cfg = compose_cfg(tmp_path, ["device=cpu", f"sr_weights={weights['gan']}", f"sr_psnr_weights={tmp_path / 'wide.pth'}"],
+                      config_name="app")
+    msg = ModelStore(cfg).preload()["sr"]
+    assert msg.startswith("Cannot load the ESRGAN weights") and "shapes differ" in msg
+
+
+def test_noise_kind_recorded_in_the_weights_is_used(tmp_path):
+    from archs.weights_io import save_generator_file, scfegan_config
+
+    net = tiny_face_net(seed=3)
+    w = save_generator_file(tmp_path / "g.pth", net, scfegan_config(net.state_dict()),
+                            {"input_size": 128, "noise_type": "gaussian"})
+    store = ModelStore(compose_cfg(tmp_path, ["device=cpu", f"weights={w}"], config_name="app"))
+    assert store.face().noise == "gaussian" and "noise gaussian" in store.face().description
+    face = random_rgb(64, 64, seed=8)
+    path = str(write_png(tmp_path / "f.png", face))
+    out_path, _ = edit_face_editor(store, path, {"layers": _layers(64, 64)}, seed=1, out_dir=tmp_path)
+    mask, sketch, color = strokes_from_layers(_layers(64, 64), (64, 64))
+    ref = edit_face(store.face().net, Image(face, 255.0, path), mask, sketch, color, size=(128, 128),
+                    noise="gaussian", seed=1)
+    assert np.array_equal(read_image(out_path).pixels, ref)

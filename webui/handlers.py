@@ -1,0 +1,218 @@
+"""What the app's buttons and API endpoints do, as plain functions (no Gradio): read and check the uploads, turn
+the editor's layers into SC-FEGAN's mask / sketch / colour inputs, run ``predict.edit_face`` / ``predict.upscale``,
+and write the PNG result.
+
+Every problem with what the user sent raises :class:`InputError` with a message meant for the page; the Gradio
+layer (``app.py``) shows it there.  Reading goes through ``predict.read_image`` (alpha, gray and 16 bits kept), so
+the editing result is composited on the file exactly as uploaded: outside the mask it equals it bit for bit.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image as PILImage
+
+import predict
+from predict import Image
+from webui.models import ModelStore
+
+#: Editor layers, bottom to top: what each one means (app.py names the layers in the same order).
+LAYERS = ("erase", "sketch", "colour")
+
+
+class InputError(ValueError):
+    """A problem with what the user sent; the message is shown on the page."""
+
+
+@dataclass
+class Limits:
+    max_upload_mb: float = 20.0     # also Gradio's ``max_file_size`` (uploads over it are refused by the server)
+    max_pixels_face: int = 4096 * 4096
+    max_pixels_sr: int = 1024 * 1024  # input pixels; the x4 output has 16 times as many
+
+
+def _name(path: str) -> str:
+    return os.path.basename(str(path))
+
+
+def _short(msg: str, *paths) -> str:
+    """``msg`` with the (server-side, temporary) paths replaced by the file names."""
+    for p in paths:
+        if p:
+            msg = msg.replace(str(p), _name(p))
+    return msg
+
+
+def open_image(path: str | os.PathLike | None, what: str, max_pixels: int, limits: Limits | None = None) -> Image:
+    """Decode an upload with ``predict.read_image`` after checking its size; :class:`InputError` otherwise.
+
+    The pixel count is read from the header first (PIL opens lazily), so a huge image is refused before it is
+    decoded.
+    """
+    limits = limits or Limits()
+    if path is None or str(path) == "":
+        raise InputError(f"No {what}: upload an image first.")
+    path = str(path)
+    if not os.path.isfile(path):
+        raise InputError(f"The {what} {_name(path)!r} does not exist.")
+    nbytes = os.path.getsize(path)
+    if nbytes > limits.max_upload_mb * 1024 * 1024:
+        raise InputError(f"The {what} {_name(path)!r} is {nbytes / 2**20:.1f} MB; the limit is "
+                         f"{limits.max_upload_mb:g} MB (app limits.max_upload_mb).")
+    try:
+        with PILImage.open(path) as im:
+            w, h = im.size
+    except PILImage.DecompressionBombError:
+        w, h = 1 << 16, 1 << 16  # over any sensible limit; refused below
+    except Exception:
+        w = h = None  # not for PIL; OpenCV may still read it (checked after decoding)
+    if w is not None and w * h > max_pixels:
+        raise InputError(f"The {what} {_name(path)!r} is {w}x{h} ({w * h / 1e6:.1f} megapixels); this app "
+                         f"accepts at most {max_pixels / 1e6:.1f} megapixels here (app limits). Crop or "
+                         "downscale it, or use predict.py.")
+    try:
+        img = predict.read_image(path, what)
+    except (ValueError, FileNotFoundError) as err:
+        raise InputError(f"The {what} {_name(path)!r} is not an image this app can read (PNG, JPEG, BMP, WebP, "
+                         f"TIFF): {_short(str(err), path)}") from None
+    h, w = img.size
+    if h * w > max_pixels:
+        raise InputError(f"The {what} {_name(path)!r} is {w}x{h} ({w * h / 1e6:.1f} megapixels); the limit is "
+                         f"{max_pixels / 1e6:.1f}.")
+    return img
+
+
+def preview_rgb8(img: Image) -> np.ndarray:
+    """uint8 HxWx3 for display (gray replicated, alpha dropped, 16 bits rounded): the editor's background."""
+    return np.round(img.rgb01() * 255.0).astype(np.uint8)
+
+
+def strokes_from_layers(layers, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """(mask, sketch, colour) from the editor's RGBA layers in :data:`LAYERS` order.
+
+    mask: any stroke coverage (alpha > 0), so the erased region is never smaller than drawn; sketch: alpha >= half
+    (crisp lines); colour: the stroke's RGB in [0, 1] where alpha >= half, black elsewhere (SC-FEGAN's "no
+    colour").  Missing layers count as empty.  Layers of another size than the image are an :class:`InputError`.
+    """
+    layers = list(layers or [])
+    out = []
+    for i, name in enumerate(LAYERS):
+        layer = layers[i] if i < len(layers) else None
+        if layer is None:
+            out.append(None)
+            continue
+        a = np.asarray(layer)
+        if a.shape[:2] != tuple(size):
+            raise InputError(f"The {name} layer is {a.shape[1]}x{a.shape[0]} but the image is {size[1]}x{size[0]} "
+                             "(width x height); strokes must be drawn on the image at its size.")
+        alpha = a[..., 3] if a.ndim == 3 and a.shape[2] == 4 else np.full(a.shape[:2], 255, np.uint8)
+        if name == "erase":
+            out.append(alpha > 0)
+        elif name == "sketch":
+            out.append(alpha >= 128)
+        else:
+            rgb = (a[..., :3].astype(np.float32) / 255.0) if a.ndim == 3 else np.repeat(a[..., None] / 255.0, 3, 2)
+            out.append(np.where((alpha >= 128)[..., None], rgb, 0.0).astype(np.float32))
+    mask, sketch, color = out
+    if mask is None:
+        mask = np.zeros(tuple(size), bool)
+    if sketch is not None and not sketch.any():
+        sketch = None
+    if color is not None and not color.any():
+        color = None
+    return mask, sketch, color
+
+
+def edit(store: ModelStore, image: Image, mask: np.ndarray, sketch=None, color=None, seed: int = 0,
+         noise: str | None = None) -> tuple[np.ndarray, str]:
+    """``predict.edit_face`` with the app's model; (pixels in the image's layout and dtype, a summary line)."""
+    if not mask.any():
+        raise InputError("Nothing to edit: the mask is empty. Draw over the part to regenerate in 'Erase' mode "
+                         "first (sketch and colour strokes only count inside it).")
+    fm = store.face()
+    cfg = store.cfg
+    t0 = time.perf_counter()
+    out = predict.edit_face(fm.net, image, mask, sketch, color, size=fm.size, bgr=fm.bgr,
+                            noise=str(noise or fm.noise), seed=int(seed), device=store.device,
+                            precision=str(cfg.precision))
+    dt = time.perf_counter() - t0
+    h, w = image.size
+    notes = []
+    for name, strokes in (("sketch", sketch), ("colour", None if color is None else color.max(axis=2) > 0)):
+        if strokes is not None and (strokes & ~mask).any():
+            share = (strokes & ~mask).sum() / strokes.sum()
+            notes.append(f"{share:.0%} of the {name} strokes lie outside the mask and were ignored")
+    msg = (f"Edited {w}x{h} (network at {fm.size[1]}x{fm.size[0]}) in {dt:.2f} s; {mask.mean():.1%} of the "
+           f"pixels regenerated, the rest equal the input." + (" " + "; ".join(notes) + "." if notes else ""))
+    return out, msg
+
+
+def save_png(pixels: np.ndarray, out_dir: str | os.PathLike, stem: str) -> str:
+    """``predict.write_png`` to a fresh name under ``out_dir`` (results of earlier requests are kept)."""
+    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(stem).stem)[:80] or "image"
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(str(out_dir), f"{stem}_{time.strftime('%H%M%S')}_{os.urandom(3).hex()}.png")
+    return predict.write_png(path, pixels)
+
+
+def edit_face_files(store: ModelStore, image_path, mask_path, sketch_path=None, color_path=None, seed: int = 0,
+                    out_dir: str = ".", limits: Limits | None = None) -> tuple[str, str]:
+    """The ``/edit_face`` endpoint: image, mask, optional sketch and colour files (as ``predict.py`` takes them,
+    same size as the image) -> (result PNG path, summary)."""
+    limits = limits or Limits()
+    image = open_image(image_path, "face image", limits.max_pixels_face, limits)
+    if mask_path is None or str(mask_path) == "":
+        raise InputError("No mask: give a mask image (white where the face is to be regenerated).")
+    try:
+        open_image(mask_path, "mask", limits.max_pixels_face, limits)  # readable and not huge
+        mask = predict.read_mask(str(mask_path), image.size, "mask")
+        sketch = predict.read_mask(str(sketch_path), image.size, "sketch") if sketch_path else None
+        color = predict.read_color(str(color_path), image.size) if color_path else None
+    except (ValueError, FileNotFoundError) as err:
+        raise InputError(_short(str(err), mask_path, sketch_path, color_path)) from None
+    out, msg = edit(store, image, mask, sketch, color, seed)
+    return save_png(out, out_dir, Path(str(image_path)).stem + "_edited"), msg
+
+
+def edit_face_editor(store: ModelStore, image_path, editor_value, seed: int = 0, out_dir: str = ".",
+                     limits: Limits | None = None) -> tuple[str, str]:
+    """The Generate button: the uploaded file (kept as uploaded) and the editor's layers -> (PNG path, summary)."""
+    limits = limits or Limits()
+    image = open_image(image_path, "face image", limits.max_pixels_face, limits)
+    layers = (editor_value or {}).get("layers") if isinstance(editor_value, dict) else None
+    mask, sketch, color = strokes_from_layers(layers, image.size)
+    out, msg = edit(store, image, mask, sketch, color, seed)
+    return save_png(out, out_dir, Path(str(image_path)).stem + "_edited"), msg
+
+
+def upscale_file(store: ModelStore, image_path, alpha: float = 1.0, tile: int = 0, out_dir: str = ".",
+                 limits: Limits | None = None) -> tuple[str, str]:
+    """The ``/upscale`` endpoint and the super-resolution tab: -> (PNG path, summary).  ``alpha``: network
+    interpolation (0 = PSNR model, 1 = GAN model; ignored without PSNR weights); ``tile``: input tile side
+    (0 = whole image), with ``tile_pad`` from the config (``auto``: the exact receptive margin)."""
+    limits = limits or Limits()
+    alpha = float(alpha if alpha is not None else 1.0)
+    if not 0.0 <= alpha <= 1.0:
+        raise InputError(f"alpha must be in [0, 1] (0 = PSNR model, 1 = GAN model), got {alpha:g}.")
+    tile = int(tile or 0)
+    if tile < 0:
+        raise InputError(f"tile must be >= 0 (0 = no tiles), got {tile}.")
+    image = open_image(image_path, "image", limits.max_pixels_sr, limits)
+    m = store.sr_at(alpha)
+    t0 = time.perf_counter()
+    try:
+        out = predict.upscale(m.net, image, m.scale, store.device, tile=tile, tile_pad=store.cfg.sr.tile_pad,
+                              precision=str(store.cfg.precision))
+    except ValueError as err:  # e.g. odd sizes for x2 / x1 networks (pixel-unshuffle)
+        raise InputError(_short(str(err), image_path)) from None
+    dt = time.perf_counter() - t0
+    h, w = image.size
+    interp = f", alpha {alpha:g} (0 = PSNR, 1 = GAN)" if m.psnr_state is not None else ""
+    msg = (f"x{m.scale}: {w}x{h} -> {w * m.scale}x{h * m.scale} in {dt:.2f} s"
+           f"{f', tiles of {tile}' if tile else ''}{interp}.")
+    return save_png(out, out_dir, Path(str(image_path)).stem + f"_x{m.scale}"), msg
