@@ -51,6 +51,7 @@ from rich.table import Table
 from archs.interpolate import interpolate_state_dicts
 from archs.weights_io import build_generator, load_into
 from datamodules.sr_datamodule import SRValDataset, folder_name, make_lr
+from metrics.fid import INCEPTION_FILE
 from metrics.sr_metrics import sr_metrics, tensor_to_uint8
 from ops.imresize import imresize
 
@@ -58,7 +59,6 @@ log = logging.getLogger(__name__)
 COLUMNS = ("psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb")
 FACE_COLUMNS = ("l1", "psnr", "ssim", "l1_mask", "psnr_mask", "ssim_mask")
 EVAL_DATA_KEYS = ("test_dir", "test_label_dir", "user_mask_dir")  # conf/eval.yaml's additions to `data`
-INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity's FID Inception (TF port)
 PI_NOTE = (
     "Perceptual Index (PI = ((10 - Ma) + NIQE) / 2, PIRM 2018) is not reported: no implementation of the Ma et al. "
     "score is available in this project (BasicSR has none either; pyiqa provides one)."
@@ -160,23 +160,18 @@ def build_fid_metric(cfg: DictConfig, device: torch.device, notes: list[str]):
                      "(pip install torch-fidelity, pinned in requirements.txt).")
         return None
     path = c.get("inception_weights")
-    if path:
-        path = os.path.expanduser(str(path))
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"metrics.fid.inception_weights={path!r} does not exist (expected torch-fidelity's "
-                                    f"{INCEPTION_FILE})")
-    else:
+    if not path:
         cached = os.path.join(torch.hub.get_dir(), "checkpoints", INCEPTION_FILE)
         if not os.path.isfile(cached):
             notes.append(f"FID was not computed: no Inception weights (metrics.fid.inception_weights=PATH to "
                          f"torch-fidelity's {INCEPTION_FILE}; {cached} does not exist either).")
             return None
         path = cached
-    from torchmetrics.image.fid import FrechetInceptionDistance
+    from metrics.fid import build_fid
 
-    # uint8 inputs (normalize=False), so that one Inception can serve several FIDs (see new_fid).
-    feature = int(c.get("feature", 2048))
-    return FrechetInceptionDistance(feature=feature, normalize=False, feature_extractor_weights_path=path).to(device)
+    # Read with weights_only=True here (torch-fidelity's own loader unpickles anything).  uint8 inputs
+    # (normalize=False), so that one Inception can serve several FIDs (see new_fid).
+    return build_fid(path, int(c.get("feature", 2048)), device)
 
 
 def new_fid(template):
