@@ -110,6 +110,7 @@ ARCHITECTURES = {
     "archs.scfegan_generator.SCFEGANGenerator": ("generator", "scfegan"),
     "archs.vgg_discriminator.VGGStyleDiscriminator": ("discriminator", "esrgan"),
     "archs.sn_patch_discriminator.SNPatchDiscriminator": ("discriminator", "scfegan"),
+    "archs.unet_discriminator.UNetDiscriminatorSN": ("discriminator", "esrgan"),  # Real-ESRGAN's (c2's branch)
 }
 #: The generator classes a weights file may name (a subset of :data:`ARCHITECTURES`).
 GENERATOR_TARGETS = {t: recipe for t, (role, recipe) in ARCHITECTURES.items() if role == "generator"}
