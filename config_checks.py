@@ -44,10 +44,8 @@ def check_data(data: DictConfig) -> None:
 
 def check_trainer(trainer: DictConfig) -> None:
     v = trainer.get("val_check_interval")
-    if v is not None:
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise ValueError(f"trainer.val_check_interval={v!r} must be a number of batches (int >= 1) or a "
-                             "fraction of an epoch (float in (0, 1])")
+    # Strings and other types go to Lightning as they are: it takes "DD:HH:MM:SS" times and names the key itself.
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
         if isinstance(v, int) and v < 1:
             raise ValueError(f"trainer.val_check_interval={v!r}: validation every {v} batches is impossible; "
                              "give a number of batches >= 1 (BasicSR: 5000)")
