@@ -28,6 +28,17 @@ def to_primitive(x):
     return x
 
 
+def check_positive_int(value, key: str, hint: str = "") -> int:
+    """An integer >= 1 (numbers given as strings on the command line included); an error naming ``key``."""
+    try:
+        number = int(value) if not isinstance(value, bool) and float(value) == int(float(value)) else None
+    except (TypeError, ValueError):
+        number = None
+    if number is None or number < 1:
+        raise ValueError(f"{key}={value!r} must be a whole number >= 1{f' ({hint})' if hint else ''}")
+    return number
+
+
 def _rebuild_module(cls, hparams: dict, state_dict: dict, attrs: dict):
     module = cls(**hparams)
     module.load_state_dict(state_dict)

@@ -20,17 +20,33 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from torchmetrics import MeanMetric
 
-from archs.weights_io import load_generator_state, load_into, save_generator_weights
-from lightning_modules.base import IterationGANModule, to_primitive
+from archs.weights_io import load_generator_state, load_into, make_network, save_generator_weights
+from lightning_modules.base import IterationGANModule, check_positive_int, to_primitive
 from ops.image_grid import uint8_grid
 from lightning_modules.ema import ema_update
-from lightning_modules.lr_scheduler import build_scheduler
+from lightning_modules.lr_scheduler import SCHEDULERS, build_scheduler
 from losses.gan_loss import ragan_discriminator_fake_loss, ragan_discriminator_real_loss, ragan_generator_loss
 from metrics.sr_metrics import sr_metrics
 from ops.imresize import imresize
 
 STAGES = ("psnr", "gan")
 METRICS = ("psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb")
+
+
+def check_recipe(stages: list[str], psnr: dict, gan: dict) -> None:
+    """Clear errors, naming the key, for recipe values that would otherwise fail late or silently (the EMA decays
+    are checked in ``ESRGANModule.__init__``)."""
+    for stage, c in (("psnr", psnr), ("gan", gan)):
+        if stage in stages:
+            check_positive_int(c.get("iters"), f"model.{stage}.iters",
+                               hint="a stage that runs no batch writes nothing; drop it from model.stages instead")
+    if "psnr" in stages:
+        name = psnr.get("scheduler")
+        if name not in SCHEDULERS:
+            raise ValueError(f"model.psnr.scheduler={name!r} is not a known scheduler; choose one of {list(SCHEDULERS)}")
+        if not isinstance(psnr.get(name), dict):
+            raise ValueError(f"model.psnr.scheduler={name!r} needs its settings under model.psnr.{name} "
+                             f"(e.g. {SCHEDULERS[name]}); there are none")
 
 
 class ESRGANModule(IterationGANModule):
@@ -81,11 +97,12 @@ class ESRGANModule(IterationGANModule):
                 raise ValueError(f"{key} must be in [0, 1) (0: no EMA), got {value}")
         self.stages = stages
         self.psnr_cfg, self.gan_cfg = psnr, gan
+        check_recipe(stages, psnr, gan)
         self.ema_decay = ema_decay
         self.param_key_g = param_key_g
         self.scale = int(generator.get("scale", 4))
 
-        self.net_g = instantiate(generator)
+        self.net_g = make_network(generator, "model.generator", role="generator")
         self.net_g_ema = copy.deepcopy(self.net_g).requires_grad_(False).eval()
         if init_weights:
             # BasicSR SRModel: net_g loads `param_key_g` (default `params`), net_g_ema loads `params_ema`; each falls
@@ -94,7 +111,7 @@ class ESRGANModule(IterationGANModule):
             load_into(self.net_g, load_generator_state(init_weights, prefer=param_key_g), source=source)
             load_into(self.net_g_ema, load_generator_state(init_weights, prefer="params_ema"), source=source)
         if "gan" in stages:
-            self.net_d = instantiate(discriminator)
+            self.net_d = make_network(discriminator, "model.discriminator", role="discriminator")
             self.cri_perceptual = instantiate(perceptual)
 
         self.monitor = monitor

@@ -16,12 +16,11 @@ import warnings
 from pathlib import Path
 
 import torch
-from hydra.utils import instantiate
 from torchmetrics import MeanMetric
 
 from archs.scfegan_generator import composite, make_generator_input
-from archs.weights_io import save_generator_weights
-from lightning_modules.base import IterationGANModule, to_primitive
+from archs.weights_io import make_network, save_generator_weights
+from lightning_modules.base import IterationGANModule, check_positive_int, to_primitive
 from ops.image_grid import uint8_grid
 from losses.scfegan_loss import (
     PerceptualStyleLoss,
@@ -66,14 +65,13 @@ class SCFEGANModule(IterationGANModule):
         self.save_hyperparameters(dict(generator=generator, discriminator=discriminator, loss=loss, optim=optim,
                                        iters=iters, vgg_weights=vgg_weights, monitor=monitor, task=task,
                                        noise_type=noise_type, speed=speed))
-        self.net_g = instantiate(generator)
-        self.net_d = instantiate(discriminator)
+        # The allow-list of archs.weights_io: what train builds is what evaluate / predict can rebuild from a file.
+        self.net_g = make_network(generator, "model.generator", role="generator")
+        self.net_d = make_network(discriminator, "model.discriminator", role="discriminator")
         self.w = loss
         self.optim_cfg = optim
-        self.iters = int(iters)
-        self.d_steps = int(optim.get("d_steps", 1))
-        if self.d_steps < 1:
-            raise ValueError(f"model.optim.d_steps must be >= 1, got {self.d_steps}")
+        self.iters = check_positive_int(iters, "model.iters", hint="a run of no batch writes nothing")
+        self.d_steps = check_positive_int(optim.get("d_steps", 1), "model.optim.d_steps")
         self.cri_pixel = PerPixelLoss(loss["alpha"], loss.get("alpha_on", "hole"))
         self.cri_vgg = PerceptualStyleLoss(loss["sigma"], loss["gamma"], vgg_weights=vgg_weights)
         # float64 sums, reduced over ranks by torchmetrics: equal to a single-process evaluation of the same set
