@@ -49,8 +49,9 @@ from rich.progress import track
 from rich.table import Table
 
 from archs.interpolate import interpolate_state_dicts
-from archs.weights_io import load_generator_state, load_into
+from archs.weights_io import build_generator, load_into
 from datamodules.sr_datamodule import SRValDataset, folder_name, make_lr
+from metrics.fid import INCEPTION_FILE
 from metrics.sr_metrics import sr_metrics, tensor_to_uint8
 from ops.imresize import imresize
 
@@ -58,7 +59,6 @@ log = logging.getLogger(__name__)
 COLUMNS = ("psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb")
 FACE_COLUMNS = ("l1", "psnr", "ssim", "l1_mask", "psnr_mask", "ssim_mask")
 EVAL_DATA_KEYS = ("test_dir", "test_label_dir", "user_mask_dir")  # conf/eval.yaml's additions to `data`
-INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity's FID Inception (TF port)
 PI_NOTE = (
     "Perceptual Index (PI = ((10 - Ma) + NIQE) / 2, PIRM 2018) is not reported: no implementation of the Ma et al. "
     "score is available in this project (BasicSR has none either; pyiqa provides one)."
@@ -76,29 +76,31 @@ def pick_device(name: str) -> torch.device:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def generator_config(cfg: DictConfig, path: str | None) -> dict:
-    """The generator's architecture: a checkpoint's ``hyper_parameters.generator`` (it knows its own net, e.g. the
-    narrow demo one), else ``cfg.model.generator`` (for bare ``.pth`` weights)."""
-    gen_cfg = OmegaConf.to_container(cfg.model.generator, resolve=True)
-    if path:
-        path = os.path.expanduser(str(path))
-        if path.endswith(".ckpt") and os.path.isfile(path):
-            hparams = torch.load(path, map_location="cpu", weights_only=True).get("hyper_parameters", {})
-            gen_cfg = hparams.get("generator", gen_cfg)
-    return gen_cfg
-
-
 def _prefer(cfg: DictConfig) -> str:
     return "params_ema" if cfg.get("use_ema", True) else "params"
 
 
-def load_generator(cfg: DictConfig, path: str, device: torch.device, state: dict | None = None,
-                   gen_cfg: dict | None = None) -> torch.nn.Module:
-    net = instantiate(gen_cfg if gen_cfg is not None else generator_config(cfg, path))
-    if state is None:
-        state = load_generator_state(path, prefer=_prefer(cfg))
-    load_into(net, state, source=str(path))
-    return net.eval().to(device)
+def _kind(cfg: DictConfig) -> str:
+    return {"sr": "esrgan", "faces": "scfegan"}.get(cfg.model.get("task"), "auto")
+
+
+def read_generator(cfg: DictConfig, path: str):
+    """``(generator on the CPU, GeneratorFile)`` of ``path`` through :func:`archs.weights_io.build_generator`: the
+    architecture the file records (a ``.ckpt``'s ``hyper_parameters.generator``, an export's metadata) only if it
+    is one of the project's (archs.weights_io.ARCHITECTURES, primitive arguments), else read off the tensors, with
+    ``cfg.model.generator`` for what tensors cannot tell.  A file naming anything else is refused, unbuilt."""
+    defaults = OmegaConf.to_container(cfg.model.generator, resolve=True) if cfg.model.get("generator") else None
+    net, info = build_generator(os.path.expanduser(str(path)), kind=_kind(cfg), prefer=_prefer(cfg),
+                                defaults=defaults)
+    if _kind(cfg) == "esrgan" and cfg.get("data") is not None and cfg.data.get("scale") is not None:
+        if int(net.scale) != int(cfg.data.scale):
+            raise ValueError(f"{path!r} is an x{net.scale} generator but data.scale={cfg.data.scale}: give "
+                             f"data.scale={net.scale} (or the x{cfg.data.scale} weights)")
+    return net, info
+
+
+def load_generator(cfg: DictConfig, path: str, device: torch.device) -> torch.nn.Module:
+    return read_generator(cfg, path)[0].eval().to(device)
 
 
 def build_sr_model(cfg: DictConfig, device: torch.device):
@@ -158,23 +160,18 @@ def build_fid_metric(cfg: DictConfig, device: torch.device, notes: list[str]):
                      "(pip install torch-fidelity, pinned in requirements.txt).")
         return None
     path = c.get("inception_weights")
-    if path:
-        path = os.path.expanduser(str(path))
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"metrics.fid.inception_weights={path!r} does not exist (expected torch-fidelity's "
-                                    f"{INCEPTION_FILE})")
-    else:
+    if not path:
         cached = os.path.join(torch.hub.get_dir(), "checkpoints", INCEPTION_FILE)
         if not os.path.isfile(cached):
             notes.append(f"FID was not computed: no Inception weights (metrics.fid.inception_weights=PATH to "
                          f"torch-fidelity's {INCEPTION_FILE}; {cached} does not exist either).")
             return None
         path = cached
-    from torchmetrics.image.fid import FrechetInceptionDistance
+    from metrics.fid import build_fid
 
-    # uint8 inputs (normalize=False), so that one Inception can serve several FIDs (see new_fid).
-    feature = int(c.get("feature", 2048))
-    return FrechetInceptionDistance(feature=feature, normalize=False, feature_extractor_weights_path=path).to(device)
+    # Read with weights_only=True here (torch-fidelity's own loader unpickles anything).  uint8 inputs
+    # (normalize=False), so that one Inception can serve several FIDs (see new_fid).
+    return build_fid(path, int(c.get("feature", 2048)), device)
 
 
 def new_fid(template):
@@ -295,17 +292,18 @@ def evaluate_interpolation(cfg: DictConfig) -> tuple[dict[str, dict], list[str]]
         raise ValueError("interp.alphas is empty")
     device = pick_device(cfg.device)
     psnr_path, gan_path = str(c.psnr_weights), str(c.gan_weights)
-    a = load_generator_state(psnr_path, prefer=_prefer(cfg))
-    b = load_generator_state(gan_path, prefer=_prefer(cfg))
+    # Both files through the allow-list (either may be hostile); the architecture is the PSNR file's.
+    net, info_a = read_generator(cfg, psnr_path)
+    _, info_b = read_generator(cfg, gan_path)
+    a, b = info_a.state, info_b.state
     interpolate_state_dicts(a, b, 0.0, names=(psnr_path, gan_path))  # layout check before any evaluation
     scorer = SRScorer(cfg, device, interpolation=True)
-    gen_cfg = generator_config(cfg, psnr_path)
     results = {}
     for alpha in alphas:
         state = interpolate_state_dicts(a, b, alpha, names=(psnr_path, gan_path))
-        net = load_generator(cfg, psnr_path, device, state=state, gen_cfg=gen_cfg)
+        load_into(net, state, source=f"alpha={alpha:g} interpolation of {psnr_path!r} and {gan_path!r}")
+        net.eval().to(device)
         results.update(_sr_folder_rows(net, cfg, device, scorer, prefix=f"{alpha_key(alpha)}/"))
-        del net
     notes = [f"alpha=0: {psnr_path}; alpha=1: {gan_path}; theta = (1 - alpha) theta_PSNR + alpha theta_GAN."]
     return results, notes + scorer.notes()
 

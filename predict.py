@@ -21,6 +21,7 @@ import tv_compat  # noqa: F401  (must precede anything that imports torchvision)
 
 import logging
 import os
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,8 @@ log = logging.getLogger(__name__)
 PRECISIONS = ("fp32", "bf16")
 NOISE_TYPES = ("binary16", "gaussian", "zero")
 DEFAULT_FACE_SIZE = 512  # official demo.yaml INPUT_SIZE
+DEFAULT_MAX_PIXELS = 100_000_000  # 10000 x 10000; conf/predict.yaml max_pixels
+_PIL_LIMIT_LOCK = threading.Lock()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -79,11 +82,51 @@ class Image:
         return None
 
 
-def read_image(path: str | os.PathLike, what: str = "input image") -> Image:
-    """Decode with ``cv2.IMREAD_UNCHANGED`` (as datamodules.image_io) keeping alpha, gray and 16 bits."""
+def header_pixels(path: str | os.PathLike, what: str = "input image") -> tuple[int, int]:
+    """(width, height) from the file header, without decoding the pixels (PIL reads headers lazily)."""
+    from PIL import Image as PILImage
+    from PIL import UnidentifiedImageError
+
+    def size() -> tuple[int, int]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
+            with PILImage.open(path) as im:
+                return im.size
+
+    try:
+        try:
+            return size()
+        except PILImage.DecompressionBombError:
+            # Beyond PIL's own bound (2 x MAX_IMAGE_PIXELS): lift it for this header read only, to report the size.
+            with _PIL_LIMIT_LOCK:
+                limit, PILImage.MAX_IMAGE_PIXELS = PILImage.MAX_IMAGE_PIXELS, None
+                try:
+                    return size()
+                finally:
+                    PILImage.MAX_IMAGE_PIXELS = limit
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise ValueError(f"{what} {str(path)!r}: not a readable image ({type(err).__name__}: {err})") from err
+
+
+def check_pixels(path: str | os.PathLike, max_pixels: int | None, what: str = "input image") -> None:
+    """Refuse, before decoding, an image whose header says more than ``max_pixels`` pixels (decompression bombs,
+    and images that would not fit in memory once decoded)."""
+    if not max_pixels:
+        return
+    w, h = header_pixels(path, what)
+    if w * h > int(max_pixels):
+        raise ValueError(f"{what} {str(path)!r} is {w}x{h} = {w * h:,} pixels, more than max_pixels={int(max_pixels):,} "
+                         "(checked from the header, nothing decoded); raise max_pixels=... if the image is meant "
+                         "to be this large, or split it")
+
+
+def read_image(path: str | os.PathLike, what: str = "input image", max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image:
+    """Decode with ``cv2.IMREAD_UNCHANGED`` (as datamodules.image_io) keeping alpha, gray and 16 bits.  The header
+    is checked against ``max_pixels`` first (None: no limit)."""
     path = str(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{what} {path!r} does not exist")
+    check_pixels(path, max_pixels, what)
     try:
         img, full = decode_image(path)
     except BadImageError as err:
@@ -122,7 +165,13 @@ def write_png(path: str | os.PathLike, pixels: np.ndarray) -> str:
     if not ok:
         raise OSError(f"cannot encode {path!r} as PNG")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    buf.tofile(path)
+    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    try:
+        buf.tofile(tmp)
+        os.replace(tmp, path)  # a crash or a full disk never leaves a half-written file in place of an old one
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
     return path
 
 
@@ -204,6 +253,97 @@ def tiled_forward(
     return out
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Memory: an estimate of a forward pass, and the tile size that fits
+# ---------------------------------------------------------------------------------------------------------------
+GB = 1024**3
+OUT_BYTES_PER_PIXEL = 4 * 3 * 4  # float32 RGB result, and about three more copies of it (clamp, numpy, quantise)
+
+
+def forward_bytes(net: RRDBNet, h: int, w: int) -> int:
+    """Estimated peak bytes of the activations of ``net`` on an h x w input (float32, no autograd).
+
+    With ``P`` body pixels (input pixels / unshuffle^2), ``F`` features and ``G`` growth channels: inside an RDB
+    the long skip, the RRDB and RDB inputs, x1..x4, the concatenation for conv5 and its output are alive,
+    ``P (5F + 8G)`` values; in the x4 upsampling, the x2 map, its x4 nearest copy and conv_up2's output,
+    ``36 P F``.  The larger of the two, plus the input and the output of the network.
+    """
+    u = _unshuffle(net)
+    p = -(-h // u) * -(-w // u)
+    nf, gc = net.conv_first.out_channels, net.body[0].rdb1.conv1.out_channels if len(net.body) else 0
+    values = max(p * (5 * nf + 8 * gc), 36 * p * nf) + 3 * h * w + 16 * p * net.conv_last.out_channels
+    return 4 * values
+
+
+def memory_budget(device: torch.device, max_memory=None) -> int:
+    """Bytes a prediction may use: ``max_memory`` (GB) when given, else 90 % of the free GPU memory or 80 % of
+    the available RAM (Linux MemAvailable)."""
+    if max_memory not in (None, "auto"):
+        try:
+            gb = float(max_memory)
+        except (TypeError, ValueError):
+            gb = -1.0
+        if not gb > 0:
+            raise ValueError(f"max_memory must be a positive number of GB or 'auto', got {max_memory!r}")
+        return int(gb * GB)
+    if device.type == "cuda":
+        return int(0.9 * torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as f:
+            info = dict(line.split(":", 1) for line in f)
+        return int(0.8 * int(info["MemAvailable"].split()[0]) * 1024)
+    except (OSError, KeyError, ValueError):
+        return int(0.8 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
+
+
+def plan_tile(net: RRDBNet, h: int, w: int, tile, tile_pad: int, device: torch.device, max_memory=None,
+              name: str = "image") -> int:
+    """The tile size for ``net`` on an h x w image: 0 (whole image) or a side in input pixels.
+
+    ``tile``: ``auto`` (the whole image when its estimated memory fits the budget, else the largest tile that
+    does; with ``tile_pad=auto`` the tiled result equals the untiled one), 0 (whole image; an error with the
+    hint when it does not fit) or a side (an error when even that does not fit).
+    """
+    budget = memory_budget(device, max_memory)
+    scale = net.scale
+    fixed = OUT_BYTES_PER_PIXEL * h * w * scale * scale if device.type == "cpu" else 12 * h * w * scale * scale
+    what = f"{name} ({w}x{h}, x{scale})"
+    if fixed > budget:
+        raise MemoryError(f"{what}: the result alone needs about {fixed / GB:.1f} GB, more than the "
+                          f"{budget / GB:.1f} GB budget (max_memory=...); tiling cannot help: split the image")
+
+    def need(side_h: int, side_w: int) -> int:
+        return fixed + forward_bytes(net, side_h, side_w)
+
+    auto = tile in (None, "auto")
+    side = 0 if auto else int(tile)
+    if side < 0:
+        raise ValueError(f"tile must be 'auto', 0 (whole image) or a positive side in pixels, got {tile!r}")
+    if side == 0 or (h <= side and w <= side):
+        whole = need(h, w)
+        if whole <= budget:
+            return 0
+        if not auto:
+            raise MemoryError(f"{what}: untiled it needs about {whole / GB:.1f} GB, more than the {budget / GB:.1f} GB "
+                              f"budget; set tile=auto (or tile=512) to run it in tiles with the same result")
+    else:
+        n = need(min(h, side + 2 * tile_pad), min(w, side + 2 * tile_pad))
+        if n > budget:
+            raise MemoryError(f"{what}: tile={side} with tile_pad={tile_pad} needs about {n / GB:.1f} GB, more than "
+                              f"the {budget / GB:.1f} GB budget; use a smaller tile (or tile=auto)")
+        return side
+    unit = _unshuffle(net)
+    side = -(-max(h, w) // unit) * unit
+    while side > unit * 8:
+        side = max(unit * 8, (side // 2) // unit * unit)
+        if need(min(h, side + 2 * tile_pad), min(w, side + 2 * tile_pad)) <= budget:
+            log.info(f"{what}: untiled it needs about {need(h, w) / GB:.1f} GB (budget {budget / GB:.1f} GB): "
+                     f"running it in tiles of {side} px (tile_pad={tile_pad})")
+            return side
+    raise MemoryError(f"{what}: even tiles of {side} px with tile_pad={tile_pad} need more than the "
+                      f"{budget / GB:.1f} GB budget (max_memory=...); use a smaller tile_pad or another device")
+
+
 def _resolve_pad(tile_pad, net) -> int:
     if tile_pad in (None, "auto"):
         return receptive_margin(net) if isinstance(net, RRDBNet) else 16
@@ -214,10 +354,12 @@ def _resolve_pad(tile_pad, net) -> int:
 
 
 def upscale(
-    net, img: Image, scale: int, device: torch.device, tile: int = 0, tile_pad="auto", precision: str = "fp32",
-    alpha_upsampler: str = "bicubic",
+    net, img: Image, scale: int, device: torch.device, tile="auto", tile_pad="auto", precision: str = "fp32",
+    alpha_upsampler: str = "bicubic", max_memory=None,
 ) -> np.ndarray:
-    """Super-resolve one image; returns pixels in the input's layout (gray/RGB/RGBA) and bit depth."""
+    """Super-resolve one image; returns pixels in the input's layout (gray/RGB/RGBA) and bit depth.
+
+    ``tile``: ``auto`` / 0 / a side in pixels, see :func:`plan_tile` (``max_memory``: its budget in GB)."""
     if alpha_upsampler not in ("bicubic", "network"):
         raise ValueError(f"alpha_upsampler must be 'bicubic' or 'network', got {alpha_upsampler!r}")
     is_net = isinstance(net, torch.nn.Module)
@@ -227,6 +369,10 @@ def upscale(
         raise ValueError(f"{img.path}: {w}x{h} is not divisible by {unit}, which this x{scale} network needs "
                          "(pixel-unshuffle); crop or pad the image")
     pad = _resolve_pad(tile_pad, net) if is_net else 0
+    if isinstance(net, RRDBNet):
+        tile = plan_tile(net, h, w, tile, pad, torch.device(device), max_memory, name=str(img.path))
+    else:
+        tile = 0 if tile in (None, "auto") else int(tile)
 
     def sr(x01: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(x01).permute(2, 0, 1)[None].to(device)
@@ -257,6 +403,72 @@ def _collect_inputs(inp: str) -> tuple[list[Path], Path | None]:
         return [p], None
     raise FileNotFoundError(f"input {str(p)!r} does not exist (give an image file or a folder of images; "
                             f"extensions {', '.join(IMG_EXTENSIONS)})")
+
+
+def _max_pixels(cfg: DictConfig) -> int | None:
+    v = cfg.get("max_pixels", DEFAULT_MAX_PIXELS)
+    if v in (None, 0):
+        return None
+    try:
+        n = int(v)
+    except (TypeError, ValueError):
+        n = -1
+    if n < 1:
+        raise ValueError(f"max_pixels must be a positive number of pixels or null (no limit), got {v!r}")
+    return n
+
+
+def output_clashes(targets) -> set[str]:
+    """The output paths that more than one input would be written to: one pass over ``targets`` (any iterable),
+    a set lookup each, so O(n)."""
+    seen: set[str] = set()
+    clashes: set[str] = set()
+    for t in targets:
+        key = os.path.normcase(os.path.normpath(os.fspath(t)))
+        if key in seen:
+            clashes.add(key)
+        else:
+            seen.add(key)
+    return clashes
+
+
+def _real(p) -> str:
+    return os.path.normcase(os.path.realpath(os.fspath(p)))
+
+
+def _inside(child: str, parent: str) -> bool:
+    return child != parent and os.path.commonpath([child, parent]) == parent
+
+
+def check_outputs(inputs: list, targets: list, in_root, out_dir, overwrite: bool = False) -> None:
+    """Refuse, before anything is read or written, outputs that would destroy or re-read inputs.
+
+    Always refused: ``output`` equal to the input folder, an output folder inside the input folder (a later run
+    would take the earlier results as inputs), any output file that is an input file (through links too), and an
+    output folder that is an existing file.  Existing output files are replaced only with ``overwrite=true``.
+    O(n): one set of the inputs' real paths, one lookup and one ``lstat`` per output.
+    """
+    out_real = _real(out_dir)
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ValueError(f"output={str(out_dir)!r} is an existing file; ESRGAN writes into a folder: give one")
+    if in_root is not None:
+        in_real = _real(in_root)
+        if out_real == in_real:
+            raise ValueError(f"output={str(out_dir)!r} is the input folder: the results would replace the originals. "
+                             "Choose another folder (refused even with overwrite=true: inputs are never overwritten)")
+        if _inside(out_real, in_real):
+            raise ValueError(f"output={str(out_dir)!r} is inside the input folder {str(in_root)!r}: its results "
+                             "would be taken as inputs by the next run. Choose a folder outside the input folder")
+    sources = {_real(f) for f in inputs}
+    hit = next((t for t in targets if _real(t) in sources), None)
+    if hit is not None:
+        raise ValueError(f"output file {str(hit)!r} is one of the input images: it would be overwritten. "
+                         "Choose another output (refused even with overwrite=true)")
+    if not overwrite:
+        existing = [str(t) for t in targets if os.path.lexists(t)]
+        if existing:
+            raise FileExistsError(f"{len(existing)} output file(s) already exist, e.g. {existing[:3]}: nothing was "
+                                  "written. Pass overwrite=true to replace them, or choose another output folder")
 
 
 def _default_output(cfg: DictConfig) -> str:
@@ -297,17 +509,19 @@ def predict_sr(cfg: DictConfig) -> list[str]:
                              f"{net.conv_first.in_channels // _unshuffle(net) ** 2} in / {net.conv_last.out_channels} out")
     out_dir = Path(_default_output(cfg))
     targets = [out_dir / ((f.relative_to(root) if root else Path(f.name)).with_suffix(".png")) for f in files]
-    clashes = sorted({str(t) for t in targets if targets.count(t) > 1})
+    clashes = output_clashes(targets)
     if clashes:
-        raise ValueError(f"several inputs would be written to the same output file(s) {clashes[:3]} "
+        raise ValueError(f"several inputs would be written to the same output file(s) {sorted(clashes)[:3]} "
                          "(same name, different extensions); rename them")
+    check_outputs(files, targets, root, out_dir, bool(cfg.get("overwrite", False)))
     log.info(f"x{scale} super-resolution with {name}, {len(files)} image(s) -> {out_dir}")
+    max_pixels = _max_pixels(cfg)
     written = []
     for src, dst in track(list(zip(files, targets)), description="predict", transient=True,
                           disable=len(files) < 2):
-        img = read_image(src)
-        pixels = upscale(net, img, scale, device, cfg.get("tile", 0), cfg.get("tile_pad", "auto"), precision,
-                         str(cfg.get("alpha_upsampler", "bicubic")))
+        img = read_image(src, max_pixels=max_pixels)
+        pixels = upscale(net, img, scale, device, cfg.get("tile", "auto"), cfg.get("tile_pad", "auto"), precision,
+                         str(cfg.get("alpha_upsampler", "bicubic")), max_memory=cfg.get("max_memory", "auto"))
         written.append(write_png(dst, pixels))
     log.info(f"wrote {len(written)} image(s) to {out_dir}")
     return written
@@ -316,9 +530,10 @@ def predict_sr(cfg: DictConfig) -> list[str]:
 # ---------------------------------------------------------------------------------------------------------------
 # SC-FEGAN
 # ---------------------------------------------------------------------------------------------------------------
-def read_mask(path: str, size: tuple[int, int], what: str = "mask") -> np.ndarray:
+def read_mask(path: str, size: tuple[int, int], what: str = "mask",
+              max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """bool HxW: True where any colour channel is at least half of full scale.  Must match ``size``."""
-    img = read_image(path, what)
+    img = read_image(path, what, max_pixels)
     if img.size != size:
         raise ValueError(
             f"{what} {path!r} is {img.size[1]}x{img.size[0]} but the input image is {size[1]}x{size[0]} "
@@ -328,8 +543,8 @@ def read_mask(path: str, size: tuple[int, int], what: str = "mask") -> np.ndarra
     return p.astype(np.float32) >= 0.5 * img.full
 
 
-def read_color(path: str, size: tuple[int, int]) -> np.ndarray:
-    img = read_image(path, "color")
+def read_color(path: str, size: tuple[int, int], max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    img = read_image(path, "color", max_pixels)
     if img.size != size:
         raise ValueError(f"color {path!r} is {img.size[1]}x{img.size[0]} but the input image is "
                          f"{size[1]}x{size[0]} (width x height); it must be drawn on the image, at its size")
@@ -466,10 +681,19 @@ def predict_faces(cfg: DictConfig) -> list[str]:
         raise ValueError("input=FACE_IMAGE is required for model=scfegan")
     if not cfg.get("mask"):
         raise ValueError("mask=MASK_IMAGE is required for model=scfegan (white where the face is to be edited)")
-    image = read_image(os.path.expanduser(str(cfg.input)), "input image")
-    mask = read_mask(os.path.expanduser(str(cfg.mask)), image.size, "mask")
-    sketch = read_mask(os.path.expanduser(str(cfg.sketch)), image.size, "sketch") if cfg.get("sketch") else None
-    color = read_color(os.path.expanduser(str(cfg.color)), image.size) if cfg.get("color") else None
+    dst = _default_output(cfg)
+    if os.path.isdir(dst) or not os.path.splitext(dst)[1]:
+        dst = os.path.join(dst, Path(str(cfg.input)).stem + ".png")
+    if not dst.lower().endswith(".png"):
+        raise ValueError(f"output {dst!r}: predict.py writes PNG files (lossless, so unmasked pixels stay exact)")
+    given = [os.path.expanduser(str(cfg[k])) for k in ("input", "mask", "sketch", "color") if cfg.get(k)]
+    check_outputs(given, [dst], None, os.path.dirname(os.path.abspath(dst)), bool(cfg.get("overwrite", False)))
+    max_pixels = _max_pixels(cfg)
+    image = read_image(os.path.expanduser(str(cfg.input)), "input image", max_pixels)
+    mask = read_mask(os.path.expanduser(str(cfg.mask)), image.size, "mask", max_pixels)
+    sketch = (read_mask(os.path.expanduser(str(cfg.sketch)), image.size, "sketch", max_pixels)
+              if cfg.get("sketch") else None)
+    color = read_color(os.path.expanduser(str(cfg.color)), image.size, max_pixels) if cfg.get("color") else None
     device = pick_device(cfg.device)
     precision = str(cfg.get("precision", "fp32"))
     check_precision(precision, device)
@@ -482,11 +706,6 @@ def predict_faces(cfg: DictConfig) -> list[str]:
     noise = resolve_noise(cfg.get("noise", "auto"), info.meta, f"weights {info.path}")
     out = edit_face(net, image, mask, sketch, color, size=hw, bgr=bgr, noise=noise,
                     seed=int(cfg.get("seed", 0)), device=device, precision=precision)
-    dst = _default_output(cfg)
-    if os.path.isdir(dst) or not os.path.splitext(dst)[1]:
-        dst = os.path.join(dst, Path(str(cfg.input)).stem + ".png")
-    if not dst.lower().endswith(".png"):
-        raise ValueError(f"output {dst!r}: predict.py writes PNG files (lossless, so unmasked pixels stay exact)")
     write_png(dst, out)
     log.info(f"edited {cfg.input} at {hw[1]}x{hw[0]} ({'BGR' if bgr else 'RGB'} weights {info.path}, noise {noise}) "
              f"-> {dst}")

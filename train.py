@@ -108,6 +108,9 @@ def check_config(cfg: DictConfig) -> None:
         )
     if cfg.get("ckpt_path") and not os.path.isfile(cfg.ckpt_path):
         raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path!r} does not exist")
+    from config_checks import check_train_config
+
+    check_train_config(cfg)  # data / trainer numbers and the resumed checkpoint, naming the key or the file
     if cfg.trainer.get("sync_batchnorm") and str(cfg.trainer.get("accelerator", "auto")) == "cpu":
         raise ValueError("trainer.sync_batchnorm=true works on GPUs only (torch's SyncBatchNorm); "
                          "leave it false for CPU processes")

@@ -112,6 +112,11 @@ class RRDBNet(nn.Module):
         self.conv_last = nn.Conv2d(num_feat, num_out_ch, 3, 1, 1)
         self.lrelu = nn.LeakyReLU(negative_slope=0.2, inplace=True)
 
+    def compile_regions(self) -> list[nn.Module]:
+        """The 23 identical RRDBs: ``torch.compile`` compiles one and reuses it for the others (a short cold
+        start; lightning_modules/speed.py)."""
+        return list(self.body)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.scale == 2:
             feat = F.pixel_unshuffle(x, 2)

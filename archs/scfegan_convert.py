@@ -143,6 +143,49 @@ def torch_to_tf(state: Mapping[str, torch.Tensor], prefix: str = "generator/", d
     return out
 
 
+def official_tf_generator(tf, V, x, prefix: str = "generator/"):
+    """The official generator graph (model.py / ops.py, REFERENCE 1.2-1.5) in TF ops, NHWC.
+
+    ``tf`` is the TensorFlow module (passed in: an optional extra), ``V`` maps the TF variable names to tensors.
+    The reference for the conversion test (tests/test_weights_layouts.py) and the CPU timing against TF
+    (benchmarks/scfegan_cpu_vs_tf.py).
+    """
+
+    def gconv(x, name, s=1, d=1, lrn=True, act=True):
+        def conv(scope):
+            # tf.nn.convolution is what the official tf.layers.conv2d calls (space-to-batch when dilated).
+            return tf.nn.convolution(x, V[prefix + scope + "/kernel"], strides=s, padding="SAME", dilations=d) \
+                + V[prefix + scope + "/bias"]
+        f = conv(name)
+        if lrn:
+            f = tf.nn.lrn(f, bias=5e-5)
+        if act:
+            f = tf.nn.leaky_relu(f, 0.2)
+        return f * tf.sigmoid(conv(name + "_g"))
+
+    def deconv(x, name):
+        w = V[prefix + name + "/w"]
+        b, h, wd, _ = x.shape
+        d = tf.nn.conv2d_transpose(x, w, [b, 2 * h, 2 * wd, w.shape[2]], strides=2, padding="SAME") \
+            + V[prefix + name + "/biases1"]
+        d = tf.nn.leaky_relu(d, 0.2)
+        return d * tf.sigmoid(d)  # the official self-gate
+
+    x1 = gconv(x, "gconv1_ds", 2, lrn=False)
+    x2 = gconv(x1, "gconv2_ds", 2)
+    x3 = gconv(x2, "gconv3_ds", 2)
+    x4 = gconv(x3, "gconv4_ds", 2)
+    x5 = gconv(x4, "gconv5_ds", 2)
+    x6 = gconv(x5, "gconv6_ds", 2)
+    y = gconv(x6, "gconv7_ds", 2)
+    for i, d in enumerate((2, 4, 8, 16), 1):
+        y = gconv(y, f"co_conv{i}_dlt", 1, d)
+    for i, skip in zip(range(1, 7), (x6, x5, x4, x3, x2, x1)):
+        y = gconv(tf.concat([skip, deconv(y, f"deconv{i}")], 3), f"gconv{i + 7}")
+    y = gconv(tf.concat([x, deconv(y, "deconv7")], 3), "gconv14", lrn=False, act=False)
+    return tf.tanh(y)
+
+
 def read_tf_checkpoint(path: str | os.PathLike) -> dict:
     """All variables of a TF checkpoint (prefix, ``.index`` or ``.data-*`` file) or of an ``.npz``, as numpy."""
     path = os.path.expanduser(str(path))

@@ -69,26 +69,36 @@ class Harness:
         module.log = lambda *a, **k: None
 
 
-def esrgan_case(config: str, stage: str, device):
+# Network sizes per config: paper (BasicSR's ESRGAN / the official SC-FEGAN), demo, and toy (device_check --quick).
+ESRGAN_SIZES = {"paper": dict(num_feat=64, num_block=23, num_grow_ch=32, d_feat=64, gt_size=128, batch=16),
+                "demo": dict(num_feat=32, num_block=2, num_grow_ch=16, d_feat=16, gt_size=64, batch=8),
+                "toy": dict(num_feat=8, num_block=1, num_grow_ch=4, d_feat=4, gt_size=32, batch=2)}
+SCFEGAN_SIZES = {"paper": dict(res=512, batch=8, cnum=64), "demo": dict(res=128, batch=4, cnum=16),
+                 "toy": dict(res=128, batch=1, cnum=4)}
+
+
+def esrgan_case(config: str, stage: str, device, speed: dict | None = None):
     from datamodules.sr_datamodule import make_lr
     from lightning_modules.ema import ema_update
     from lightning_modules.esrgan_module import ESRGANModule
 
-    paper = config == "paper"
-    gen = dict(_target_="archs.rrdbnet.RRDBNet", scale=4, **(dict(num_feat=64, num_block=23, num_grow_ch=32)
-                                                             if paper else dict(num_feat=32, num_block=2, num_grow_ch=16)))
-    gt_size, batch = (128, 16) if paper else (64, 8)
+    z = ESRGAN_SIZES[config]
+    gen = dict(_target_="archs.rrdbnet.RRDBNet", scale=4, num_feat=z["num_feat"], num_block=z["num_block"],
+               num_grow_ch=z["num_grow_ch"])
+    gt_size, batch = z["gt_size"], z["batch"]
     m = ESRGANModule(
         generator=gen,
-        discriminator=dict(_target_="archs.vgg_discriminator.VGGStyleDiscriminator", num_feat=64 if paper else 16,
+        discriminator=dict(_target_="archs.vgg_discriminator.VGGStyleDiscriminator", num_feat=z["d_feat"],
                            input_size=gt_size),
         perceptual=dict(_target_="losses.basic_loss.PerceptualLoss", layer_weights={"conv5_4": 1.0}, weights="random"),
         psnr=dict(iters=10**9, lr=2e-4, betas=[0.9, 0.99], pixel_weight=1.0, scheduler="step",
                   step=dict(step_size=200000, gamma=0.5)),
         gan=dict(iters=10**9, lr_g=1e-4, lr_d=1e-4, betas=[0.9, 0.99], milestones=[50000], gamma=0.5,
                  pixel_weight=1e-2, perceptual_weight=1.0, gan_weight=5e-3),
-        stages=[stage] if stage == "psnr" else ["psnr", "gan"],
-    ).to(device)
+        stages=[stage] if stage == "psnr" else ["psnr", "gan"], speed=speed,
+    )
+    m.apply_speed(device)  # model.speed: channels_last / torch.compile, as in training (configure_model)
+    m.to(device)
     Harness(m)
     gt = torch.rand(batch, 3, gt_size, gt_size, device=device)
 
@@ -162,7 +172,7 @@ def synthesis_stage_times(args) -> None:
               f"(batch {n}, {torch.get_num_threads()} threads)", flush=True)
 
 
-def realesrgan_case(config: str, stage: str, device):
+def realesrgan_case(config: str, stage: str, device, speed: dict | None = None):
     """Real-ESRNet (psnr) / Real-ESRGAN (gan); synthesis = the whole on-device LR making of
     RealESRGANDataModule.synthesize (kernels come from the workers: made once here, their CPU cost printed)."""
     import numpy as np
@@ -194,8 +204,10 @@ def realesrgan_case(config: str, stage: str, device):
                   multistep=dict(milestones=[10**9], gamma=0.5)),
         gan=dict(iters=10**9, lr_g=1e-4, lr_d=1e-4, betas=[0.9, 0.99], milestones=[10**9], gamma=0.5,
                  pixel_weight=1.0, perceptual_weight=1.0, gan_weight=0.1, gan_type="vanilla"),
-        stages=[stage] if stage == "psnr" else ["psnr", "gan"],
-    ).to(device)
+        stages=[stage] if stage == "psnr" else ["psnr", "gan"], speed=speed,
+    )
+    m.apply_speed(device)
+    m.to(device)
     Harness(m)
     rng = np.random.default_rng(0)
     t = time.perf_counter()
@@ -220,19 +232,21 @@ def realesrgan_case(config: str, stage: str, device):
     return m, nets, batch, synth, step
 
 
-def scfegan_case(config: str, device, batch_override: int | None = None):
+def scfegan_case(config: str, device, speed: dict | None = None, batch_override: int | None = None):
     from lightning_modules.scfegan_module import SCFEGANModule
-    from synthesis.pipeline import FaceInputSynthesizer
 
-    paper = config == "paper"
-    res, batch, cnum = (512, 8, 64) if paper else (128, 4, 16)
+    z = SCFEGAN_SIZES[config]
+    res, batch, cnum = z["res"], z["batch"], z["cnum"]
     batch = batch_override or batch
     m = SCFEGANModule(
         generator=dict(_target_="archs.scfegan_generator.SCFEGANGenerator", cnum=cnum),
         discriminator=dict(_target_="archs.sn_patch_discriminator.SNPatchDiscriminator", cnum=cnum),
         loss=dict(alpha=6.0, sigma=0.05, gamma=120.0, upsilon=0.1, beta=0.001, theta=10.0, epsilon=0.001),
         optim=dict(lr_g=1e-4, lr_d=1e-4, betas=[0.5, 0.999], d_steps=1), iters=10**9, vgg_weights="random",
-    ).to(device)
+        speed=speed,
+    )
+    m.apply_speed(device)
+    m.to(device)
     Harness(m)
     synthesizer = configured_synthesizer().to(device)
     base = {"image": face_like_images(batch, res, device), "index": torch.arange(batch, device=device)}
@@ -250,21 +264,25 @@ def scfegan_case(config: str, device, batch_override: int | None = None):
     return m, [m.net_g, m.net_d, m.cri_vgg.vgg], batch, synth, step
 
 
-def measure(args, model, config, stage, precision, channels_last, compile_, device):
+FLOP_CACHE: dict = {}
+
+
+def measure(args, model, config, stage, precision, channels_last, compile_, device, quiet=False) -> dict:
+    """One case: ``args.warmup`` iterations (compilation happens in the first), one under the FLOP counter, then
+    ``args.iters`` timed iterations and as many of the input synthesis alone.  Returns the figures (and prints
+    them unless ``quiet``)."""
     torch.manual_seed(0)
+    speed = {"channels_last": bool(channels_last), "compile": bool(compile_),
+             "compile_backend": getattr(args, "compile_backend", "inductor"),
+             "compile_mode": getattr(args, "compile_mode", None)}
     if model == "esrgan":
-        m, nets, batch, synth, step = esrgan_case(config, stage, device)
+        m, nets, batch, synth, step = esrgan_case(config, stage, device, speed)
     elif model == "realesrgan":
-        m, nets, batch, synth, step = realesrgan_case(config, stage, device)
+        m, nets, batch, synth, step = realesrgan_case(config, stage, device, speed)
     else:
-        m, nets, batch, synth, step = scfegan_case(config, device, args.batch)
-    if channels_last:
-        m.to(memory_format=torch.channels_last)
-    if compile_:
-        for net in nets:
-            net.compile()
+        m, nets, batch, synth, step = scfegan_case(config, device, speed, getattr(args, "batch", None))
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16-mixed")
-    if args.synthesis_only:  # e.g. the paper-size Real-ESRGAN degradation on a CPU, where the step would take minutes
+    if getattr(args, "synthesis_only", False):  # e.g. the paper-size Real-ESRGAN degradation on a CPU, where the step would take minutes
         for _ in range(args.warmup):
             synth()
         sync(device)
@@ -281,15 +299,27 @@ def measure(args, model, config, stage, precision, channels_last, compile_, devi
             b = synth()
             step(b)
 
-    for _ in range(args.warmup):
+    sync(device)
+    t = time.perf_counter()
+    first_iter = 0.0
+    for i in range(args.warmup):
         iteration()
+        if i == 0:
+            sync(device)
+            first_iter = time.perf_counter() - t
     sync(device)
     from torch.utils.flop_counter import FlopCounterMode
 
-    with FlopCounterMode(display=False) as fc, amp:
-        b = synth()
-        step(b)
-    flops = fc.get_total_flops()
+    # The model FLOPs do not depend on layout or compilation: a compiled case reuses the count of the same eager
+    # case when one ran before (counting under the dispatch mode could make the compiled networks recompile).
+    key = (model, config, stage, precision)
+    if compile_ and key in FLOP_CACHE:
+        flops = FLOP_CACHE[key]
+    else:
+        with FlopCounterMode(display=False) as fc, amp:
+            b = synth()
+            step(b)
+        flops = FLOP_CACHE[key] = fc.get_total_flops()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     # Synthesis alone, then whole iterations.
@@ -309,34 +339,67 @@ def measure(args, model, config, stage, precision, channels_last, compile_, devi
         peak_mem = torch.cuda.max_memory_allocated(device) / 2**30
         mem = f"{peak_mem:6.2f} GiB"
     else:
-        mem = f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:6.2f} GiB RSS"
+        peak_mem = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        mem = f"{peak_mem:6.2f} GiB RSS"
     peak = device_peak(device, precision, args.peak_tflops)
+    bf16_peak = device_peak(device, "bf16-mixed", args.peak_tflops)
     tflops = flops / t_iter / 1e12
     share = f"{100 * tflops / peak:5.1f}%" if peak else "   n/a"
     name = f"{model}/{config}/{stage}"
-    print(f"{name:22s} {precision:10s} cl={int(channels_last)} compile={int(compile_)} | "
-          f"{batch / t_iter:8.1f} img/s {1000 * t_iter:9.1f} ms/it | {mem} | "
-          f"{flops / 1e9:9.1f} GFLOP/it {tflops:7.2f} TFLOP/s peak {share} | synthesis {100 * t_synth / t_iter:5.1f}%",
-          flush=True)
+    if not quiet:
+        print(f"{name:22s} {precision:10s} cl={int(channels_last)} compile={int(compile_)} | "
+              f"{batch / t_iter:8.1f} img/s {1000 * t_iter:9.1f} ms/it | {mem} | "
+              f"{flops / 1e9:9.1f} GFLOP/it {tflops:7.2f} TFLOP/s peak {share} | synthesis {100 * t_synth / t_iter:5.1f}%",
+              flush=True)
+    return {"model": model, "config": config, "stage": stage, "precision": precision,
+            "channels_last": bool(channels_last), "compile": bool(compile_), "batch": batch,
+            "img_s": batch / t_iter, "ms_it": 1000 * t_iter, "peak_mem_gib": peak_mem,
+            "peak_mem_kind": "allocated" if device.type == "cuda" else "process RSS",
+            "gflop_it": flops / 1e9, "tflops": tflops,
+            "share_peak": tflops / peak if peak else None, "share_bf16_peak": tflops / bf16_peak if bf16_peak else None,
+            "synthesis_share": t_synth / t_iter, "first_iter_s": first_iter}
 
 
 @torch.no_grad()
-def scfegan_inference(args, device, precision):
+def edit_latency(device, precision: str, channels_last: bool = False, compile_: bool = False, res: int = 512,
+                 cnum: int = 64, iters: int = 20, warmup: int = 3, compile_backend: str = "inductor",
+                 compile_mode: str | None = None) -> dict:
+    """One SC-FEGAN edit: the generator on a batch of 1 (what predict.py runs per edit), median ms."""
     from archs.scfegan_generator import SCFEGANGenerator
+    from lightning_modules import speed
 
-    g = SCFEGANGenerator().to(device).eval()
-    x = torch.randn(1, 9, 512, 512, device=device)
+    torch.manual_seed(0)
+    g = SCFEGANGenerator(cnum=cnum).to(device).eval()
+    x = torch.randn(1, 9, res, res, device=device)
+    if channels_last:
+        speed.to_channels_last(g)
+        x = x.contiguous(memory_format=torch.channels_last)
+    if compile_:
+        speed.compile_networks([g], compile_mode, compile_backend)
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16-mixed")
+    times = []
     with amp:
-        for _ in range(args.warmup):
-            g(x)
         sync(device)
         t = time.perf_counter()
-        for _ in range(args.iters):
-            g(x)
+        g(x)
         sync(device)
-    print(f"scfegan inference 512x512 batch 1 {precision:10s} | {1000 * (time.perf_counter() - t) / args.iters:8.2f} ms",
-          flush=True)
+        first = time.perf_counter() - t
+        for _ in range(max(warmup - 1, 0)):
+            g(x)
+        for _ in range(iters):
+            sync(device)
+            t = time.perf_counter()
+            g(x)
+            sync(device)
+            times.append(time.perf_counter() - t)
+    times.sort()
+    return {"precision": precision, "channels_last": bool(channels_last), "compile": bool(compile_), "res": res,
+            "cnum": cnum, "ms": 1000 * times[len(times) // 2], "ms_min": 1000 * times[0], "first_call_s": first}
+
+
+def scfegan_inference(args, device, precision):
+    r = edit_latency(device, precision, iters=args.iters, warmup=args.warmup)
+    print(f"scfegan inference 512x512 batch 1 {precision:10s} | {r['ms']:8.2f} ms", flush=True)
 
 
 def main():

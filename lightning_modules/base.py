@@ -12,6 +12,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from pytorch_lightning import LightningModule
 from pytorch_lightning.utilities import rank_zero_only
 
+from lightning_modules import speed as speed_lib
+
 log = logging.getLogger(__name__)
 
 
@@ -24,6 +26,17 @@ def to_primitive(x):
     if isinstance(x, (DictConfig, ListConfig)):
         return OmegaConf.to_container(x, resolve=True)
     return x
+
+
+def check_positive_int(value, key: str, hint: str = "") -> int:
+    """An integer >= 1 (numbers given as strings on the command line included); an error naming ``key``."""
+    try:
+        number = int(value) if not isinstance(value, bool) and float(value) == int(float(value)) else None
+    except (TypeError, ValueError):
+        number = None
+    if number is None or number < 1:
+        raise ValueError(f"{key}={value!r} must be a whole number >= 1{f' ({hint})' if hint else ''}")
+    return number
 
 
 def _rebuild_module(cls, hparams: dict, state_dict: dict, attrs: dict):
@@ -43,8 +56,10 @@ class IterationGANModule(LightningModule):
 
     frozen_prefixes: tuple[str, ...] = ()
 
-    def __init__(self) -> None:
+    def __init__(self, speed: dict | None = None) -> None:
         super().__init__()
+        self.speed = speed_lib.speed_options(speed)  # model.speed: layout, compile, fused Adam (speed.py)
+        self._speed_applied = False
         self.automatic_optimization = False  # G and D alternate; Lightning 2 needs manual mode for that
         # Lightning's global_step counts optimizer steps (2+ per GAN batch), so the recipe keeps its own
         # count of batches; it is saved in checkpoints and drives every schedule.
@@ -59,6 +74,30 @@ class IterationGANModule(LightningModule):
     @property
     def total_iters(self) -> int:
         raise NotImplementedError
+
+    # ------------------------------------------------------------------ fast path (lightning_modules/speed.py)
+    def speed_targets(self) -> tuple[list[torch.nn.Module], list[torch.nn.Module]]:
+        """(networks put in channels_last, networks compiled); subclasses name theirs."""
+        return [], []
+
+    def apply_speed(self, device: torch.device | str | None) -> None:
+        """channels_last and torch.compile as ``model.speed`` says, once, before the optimizers exist (their state
+        then has the parameters' layout) and before a checkpoint is restored into the networks."""
+        if self._speed_applied:
+            return
+        self._speed_applied = True
+        layout_nets, compiled_nets = self.speed_targets()
+        if speed_lib.enabled(self.speed["channels_last"], device):
+            speed_lib.to_channels_last(*layout_nets)
+        if speed_lib.enabled(self.speed["compile"], device):
+            speed_lib.compile_networks(compiled_nets, self.speed["compile_mode"], self.speed["compile_backend"])
+
+    def configure_model(self) -> None:
+        # Lightning calls this after `setup` and before the strategy moves the module and builds the optimizers.
+        self.apply_speed(self.trainer.strategy.root_device if self._trainer is not None else None)
+
+    def adam(self, params, lr: float, betas) -> torch.optim.Adam:
+        return speed_lib.adam(params, self.speed["fused_adam"], lr=lr, betas=tuple(betas))
 
     def _opt(self, name: str):
         """(LightningOptimizer, scheduler) registered under ``name``."""
@@ -84,15 +123,31 @@ class IterationGANModule(LightningModule):
         if self.iteration >= self.total_iters:
             self.trainer.should_stop = True
 
+    def logs_this_step(self) -> bool:
+        """Whether Lightning sends this batch's step metrics to the loggers (every ``trainer.log_every_n_steps``).
+
+        On the other batches nothing is logged at all: each Python number passed to ``self.log`` becomes a device
+        tensor (a host-to-device copy that waits for the GPU), and logged tensors are only read at the logging
+        steps anyway.  The training step then has no host synchronisation (tests/test_speed.py).
+        """
+        trainer = self._trainer
+        if trainer is None:
+            return True
+        connector = getattr(trainer, "_logger_connector", None)
+        return bool(connector is None or connector.should_update_logs or trainer.fast_dev_run)
+
     def end_iteration(self, logs: dict, batch_size: int, extra: dict | None = None) -> None:
-        """Count the batch, log ``train/*`` and ``iter``, and stop after the last one."""
+        """Count the batch, log ``train/*`` and ``iter`` (on the logging steps), and stop after the last one.
+
+        ``logs`` may hold callables (evaluated only when logged: e.g. the learning rate)."""
         self.iteration += 1
-        metrics = {f"train/{k}": v for k, v in logs.items()}
-        metrics["iter"] = float(self.iteration)
-        metrics.update(extra or {})
-        self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=batch_size)
         if self.iteration >= self.total_iters:
-            self.trainer.should_stop = True  # Lightning still runs the final validation first
+            self.trainer.should_stop = True  # Lightning still runs the final validation first (and logs this batch)
+        if self.logs_this_step():
+            metrics = {f"train/{k}": (v() if callable(v) else v) for k, v in logs.items()}
+            metrics["iter"] = float(self.iteration)
+            metrics.update(extra or {})
+            self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=batch_size)
 
     def __reduce_ex__(self, protocol):
         """Pickling (``ddp_gan_spawn`` sends the module to the spawned processes).  Modules with parametrizations

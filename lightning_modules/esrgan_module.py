@@ -20,17 +20,33 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from torchmetrics import MeanMetric
 
-from archs.weights_io import load_generator_state, load_into, save_generator_weights
-from lightning_modules.base import IterationGANModule, to_primitive
+from archs.weights_io import load_generator_state, load_into, make_network, save_generator_weights
+from lightning_modules.base import IterationGANModule, check_positive_int, to_primitive
 from ops.image_grid import uint8_grid
 from lightning_modules.ema import ema_update
-from lightning_modules.lr_scheduler import build_scheduler
+from lightning_modules.lr_scheduler import SCHEDULERS, build_scheduler
 from losses.gan_loss import ragan_discriminator_fake_loss, ragan_discriminator_real_loss, ragan_generator_loss
 from metrics.sr_metrics import sr_metrics
 from ops.imresize import imresize
 
 STAGES = ("psnr", "gan")
 METRICS = ("psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb")
+
+
+def check_recipe(stages: list[str], psnr: dict, gan: dict) -> None:
+    """Clear errors, naming the key, for recipe values that would otherwise fail late or silently (the EMA decays
+    are checked in ``ESRGANModule.__init__``)."""
+    for stage, c in (("psnr", psnr), ("gan", gan)):
+        if stage in stages:
+            check_positive_int(c.get("iters"), f"model.{stage}.iters",
+                               hint="a stage that runs no batch writes nothing; drop it from model.stages instead")
+    if "psnr" in stages:
+        name = psnr.get("scheduler")
+        if name not in SCHEDULERS:
+            raise ValueError(f"model.psnr.scheduler={name!r} is not a known scheduler; choose one of {list(SCHEDULERS)}")
+        if not isinstance(psnr.get(name), dict):
+            raise ValueError(f"model.psnr.scheduler={name!r} needs its settings under model.psnr.{name} "
+                             f"(e.g. {SCHEDULERS[name]}); there are none")
 
 
 class ESRGANModule(IterationGANModule):
@@ -52,14 +68,17 @@ class ESRGANModule(IterationGANModule):
         monitor_gan: str = "auto",
         val_lpips: dict | None = None,
         task: str = "sr",
+        speed: dict | None = None,
     ) -> None:
-        super().__init__()
+        speed = to_primitive(speed)
+        super().__init__(speed)
         generator, discriminator, perceptual, psnr, gan = map(to_primitive, (generator, discriminator, perceptual, psnr, gan))
         stages = list(to_primitive(stages))
         self.save_hyperparameters(
             dict(generator=generator, discriminator=discriminator, perceptual=perceptual, psnr=psnr, gan=gan,
                  stages=stages, init_weights=init_weights, ema_decay=ema_decay, param_key_g=param_key_g,
-                 monitor=monitor, monitor_gan=monitor_gan, val_lpips=to_primitive(val_lpips), task=task)
+                 monitor=monitor, monitor_gan=monitor_gan, val_lpips=to_primitive(val_lpips), task=task,
+                 speed=speed)
         )
         bad = [s for s in stages if s not in STAGES]
         if not stages or bad or len(set(stages)) != len(stages) or stages != sorted(stages, key=STAGES.index):
@@ -78,11 +97,12 @@ class ESRGANModule(IterationGANModule):
                 raise ValueError(f"{key} must be in [0, 1) (0: no EMA), got {value}")
         self.stages = stages
         self.psnr_cfg, self.gan_cfg = psnr, gan
+        check_recipe(stages, psnr, gan)
         self.ema_decay = ema_decay
         self.param_key_g = param_key_g
         self.scale = int(generator.get("scale", 4))
 
-        self.net_g = instantiate(generator)
+        self.net_g = make_network(generator, "model.generator", role="generator")
         self.net_g_ema = copy.deepcopy(self.net_g).requires_grad_(False).eval()
         if init_weights:
             # BasicSR SRModel: net_g loads `param_key_g` (default `params`), net_g_ema loads `params_ema`; each falls
@@ -91,7 +111,7 @@ class ESRGANModule(IterationGANModule):
             load_into(self.net_g, load_generator_state(init_weights, prefer=param_key_g), source=source)
             load_into(self.net_g_ema, load_generator_state(init_weights, prefer="params_ema"), source=source)
         if "gan" in stages:
-            self.net_d = instantiate(discriminator)
+            self.net_d = make_network(discriminator, "model.discriminator", role="discriminator")
             self.cri_perceptual = instantiate(perceptual)
 
         self.monitor = monitor
@@ -163,7 +183,7 @@ class ESRGANModule(IterationGANModule):
         opts, scheds, self._opt_index = [], [], {}
         if "psnr" in self.stages:
             c = self.psnr_cfg
-            opt = torch.optim.Adam(self.net_g.parameters(), lr=c["lr"], betas=tuple(c["betas"]))
+            opt = self.adam(self.net_g.parameters(), lr=c["lr"], betas=c["betas"])
             self._opt_index["g_psnr"] = len(opts)
             opts.append(opt)
             scheds.append(build_scheduler(opt, c["scheduler"], c[c["scheduler"]]))
@@ -171,11 +191,17 @@ class ESRGANModule(IterationGANModule):
             c = self.gan_cfg
             sched_cfg = {"milestones": c["milestones"], "gamma": c["gamma"]}
             for name, params, lr in (("g_gan", self.net_g.parameters(), c["lr_g"]), ("d", self.net_d.parameters(), c["lr_d"])):
-                opt = torch.optim.Adam(params, lr=lr, betas=tuple(c["betas"]))
+                opt = self.adam(params, lr=lr, betas=c["betas"])
                 self._opt_index[name] = len(opts)
                 opts.append(opt)
                 scheds.append(build_scheduler(opt, "multistep", sched_cfg))
         return opts, scheds
+
+    def speed_targets(self):
+        """channels_last: every network; compiled: the trained G and D and the loss VGG (the EMA G validates on
+        images of any size and stays eager)."""
+        nets = [self.net_g] + ([self.net_d, self.cri_perceptual.vgg] if "gan" in self.stages else [])
+        return nets + [self.net_g_ema], nets
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch: dict, batch_idx: int) -> None:
@@ -205,7 +231,7 @@ class ESRGANModule(IterationGANModule):
         self.manual_backward(l_pix)
         opt.step()
         sched.step()
-        return {"l_pix": l_pix.detach(), "lr_g": sched.get_last_lr()[0]}
+        return {"l_pix": l_pix.detach(), "lr_g": lambda: sched.get_last_lr()[0]}
 
     def generator_step(self, lq: torch.Tensor, gt: torch.Tensor, update_g: bool = True) -> tuple[torch.Tensor, dict]:
         """BasicSR ESRGANModel G step; returns the SR output (with graph) for the D step."""
@@ -227,7 +253,7 @@ class ESRGANModule(IterationGANModule):
             logs = {"l_pix": l_pix.detach(), "l_percep": l_percep.detach(), "l_g_gan": l_gan.detach(),
                     "l_g_total": l_total.detach()}
         sched_g.step()
-        logs["lr_g"] = sched_g.get_last_lr()[0]
+        logs["lr_g"] = lambda: sched_g.get_last_lr()[0]
         return out, logs
 
     def discriminator_step(self, out: torch.Tensor, gt: torch.Tensor) -> dict:
@@ -247,7 +273,7 @@ class ESRGANModule(IterationGANModule):
         sched_d.step()
         return {"l_d_real": l_d_real.detach(), "l_d_fake": l_d_fake.detach(),
                 "out_d_real": real_d_pred.detach().mean(), "out_d_fake": fake_d_pred.detach().mean(),
-                "lr_d": sched_d.get_last_lr()[0]}
+                "lr_d": lambda: sched_d.get_last_lr()[0]}
 
     def enter_gan_stage(self) -> None:
         """Stage switch.  ``net_g_psnr.pth`` gets stage 1's raw G (``params``) and EMA (``params_ema``), then stage 2

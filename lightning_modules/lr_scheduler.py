@@ -46,6 +46,14 @@ class CosineAnnealingRestartLR(LRScheduler):
         return [self.eta_min + w * 0.5 * (base - self.eta_min) * cos for base in self.base_lrs]
 
 
+#: Scheduler names of the recipes, with the settings each takes (for error messages).
+SCHEDULERS = {
+    "cosine_restart": "{periods: [...], restart_weights: [...], eta_min: ...}",
+    "step": "{step_size: ..., gamma: ...}",
+    "multistep": "{milestones: [...], gamma: ...}",
+}
+
+
 def build_scheduler(optimizer: torch.optim.Optimizer, name: str, cfg: dict) -> LRScheduler:
     """``name``: cosine_restart (BasicSR stage 1), step (paper stage 1), multistep (stage 2)."""
     if name == "cosine_restart":

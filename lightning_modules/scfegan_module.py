@@ -16,12 +16,11 @@ import warnings
 from pathlib import Path
 
 import torch
-from hydra.utils import instantiate
 from torchmetrics import MeanMetric
 
 from archs.scfegan_generator import composite, make_generator_input
-from archs.weights_io import save_generator_weights
-from lightning_modules.base import IterationGANModule, to_primitive
+from archs.weights_io import make_network, save_generator_weights
+from lightning_modules.base import IterationGANModule, check_positive_int, to_primitive
 from ops.image_grid import uint8_grid
 from losses.scfegan_loss import (
     PerceptualStyleLoss,
@@ -55,23 +54,24 @@ class SCFEGANModule(IterationGANModule):
         monitor: str = "val/psnr_mask",
         task: str = "faces",
         noise_type: str | None = None,
+        speed: dict | None = None,
     ) -> None:
-        super().__init__()
+        speed = to_primitive(speed)
+        super().__init__(speed)
         generator, discriminator, loss, optim = map(to_primitive, (generator, discriminator, loss, optim))
         # noise_type: the noise channel the generator is trained with (the data's synthesis.noise_type; None =
         # read from the data module at fit start).  Stored in the checkpoint's hyper-parameters and the weights'
         # meta, so predict.py / evaluate.py feed the same noise by default.
         self.save_hyperparameters(dict(generator=generator, discriminator=discriminator, loss=loss, optim=optim,
                                        iters=iters, vgg_weights=vgg_weights, monitor=monitor, task=task,
-                                       noise_type=noise_type))
-        self.net_g = instantiate(generator)
-        self.net_d = instantiate(discriminator)
+                                       noise_type=noise_type, speed=speed))
+        # The allow-list of archs.weights_io: what train builds is what evaluate / predict can rebuild from a file.
+        self.net_g = make_network(generator, "model.generator", role="generator")
+        self.net_d = make_network(discriminator, "model.discriminator", role="discriminator")
         self.w = loss
         self.optim_cfg = optim
-        self.iters = int(iters)
-        self.d_steps = int(optim.get("d_steps", 1))
-        if self.d_steps < 1:
-            raise ValueError(f"model.optim.d_steps must be >= 1, got {self.d_steps}")
+        self.iters = check_positive_int(iters, "model.iters", hint="a run of no batch writes nothing")
+        self.d_steps = check_positive_int(optim.get("d_steps", 1), "model.optim.d_steps")
         self.cri_pixel = PerPixelLoss(loss["alpha"], loss.get("alpha_on", "hole"))
         self.cri_vgg = PerceptualStyleLoss(loss["sigma"], loss["gamma"], vgg_weights=vgg_weights)
         # float64 sums, reduced over ranks by torchmetrics: equal to a single-process evaluation of the same set
@@ -110,10 +110,15 @@ class SCFEGANModule(IterationGANModule):
 
     def configure_optimizers(self):
         c = self.optim_cfg
-        opt_g = torch.optim.Adam(self.net_g.parameters(), lr=c["lr_g"], betas=tuple(c["betas"]))
-        opt_d = torch.optim.Adam(self.net_d.parameters(), lr=c["lr_d"], betas=tuple(c["betas"]))
+        opt_g = self.adam(self.net_g.parameters(), lr=c["lr_g"], betas=c["betas"])
+        opt_d = self.adam(self.net_d.parameters(), lr=c["lr_d"], betas=c["betas"])
         self._opt_index = {"g": 0, "d": 1}
         return [opt_g, opt_d]  # constant LR (REFERENCE 1.10 Rec.)
+
+    def speed_targets(self):
+        """channels_last: every network; compiled: G and the loss VGG.  D stays eager: its gradient penalty
+        differentiates through D twice (create_graph), which compiled (AOTAutograd) graphs do not support."""
+        return [self.net_g, self.net_d, self.cri_vgg.vgg], [self.net_g, self.cri_vgg.vgg]
 
     # ------------------------------------------------------------------ the recipe
     def forward(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:

@@ -364,13 +364,20 @@ class SketchExtractor(nn.Module):
                 "weights (HF kornia/dexined) to that path, or set dexined_weights: null for the classic detector"
             )
         net = DexiNed(pretrained=False)
-        state = torch.load(file, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(file, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001  (EOFError, UnpicklingError, zip errors: no path in them)
+            raise ValueError(f"DexiNed weights {str(file)!r} (sketch.dexined_weights, {file.stat().st_size} bytes) "
+                             f"cannot be read with torch.load(weights_only=True): empty, truncated, or a pickle "
+                             f"that runs code? {type(err).__name__}: {err}") from err
         if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
             state = state["state_dict"]
+        if not isinstance(state, dict):
+            raise ValueError(f"DexiNed weights {str(file)!r} hold a {type(state).__name__}, not a state dict")
         try:
             net.load_state_dict(state, strict=True)
         except RuntimeError as err:
-            raise RuntimeError(f"{file}: not a DexiNed state dict ({err})") from err
+            raise ValueError(f"DexiNed weights {str(file)!r}: not a kornia DexiNed state dict ({err})") from err
         net.eval().requires_grad_(False)
         return net
 

@@ -10,6 +10,7 @@ from archs.gated_conv import (
     ConvTranspose2dSame,
     GatedConv2d,
     GatedDeconv2d,
+    TFLocalResponseNorm,
     tf_lrn,
     tf_same_pads,
 )
@@ -72,7 +73,7 @@ def test_generator_layer_table():
                 assert conv.stride == (s, s), name
                 assert conv.dilation == (d, d), name
                 assert (conv.in_channels, conv.out_channels) == (cin, cout), name
-            assert isinstance(layer.lrn, nn.LocalResponseNorm) == lrn, name
+            assert isinstance(layer.lrn, TFLocalResponseNorm) == lrn, name
             assert layer.activation == (None if kind == "G0" else "lrelu"), name
         else:
             assert isinstance(layer, GatedDeconv2d), name
@@ -80,7 +81,7 @@ def test_generator_layer_table():
             assert layer.deconv.kernel_size == (k, k) and layer.deconv.stride == (s, s), name
             assert (layer.deconv.in_channels, layer.deconv.out_channels) == (cin, cout), name
             assert layer.self_gated and layer.gate is None, name
-            assert not any(isinstance(m, nn.LocalResponseNorm) for m in layer.modules()), name
+            assert not any(isinstance(m, TFLocalResponseNorm) for m in layer.modules()), name
 
 
 def test_generator_param_count_official():
@@ -176,6 +177,44 @@ def test_tf_lrn_matches_tf_formula():
     torch.testing.assert_close(tf_lrn()(x32), expected.float(), atol=1e-6, rtol=1e-5)
 
 
+@pytest.mark.parametrize("channels", [1, 3, 11, 24, 64])
+def test_tf_lrn_equals_torch_local_response_norm(channels):
+    """Band-matrix LRN (ops/fast_conv.py) against nn.LocalResponseNorm(11, alpha=11, beta=0.5, k=5e-5), fewer
+    channels than the window included; values of very different magnitudes across channels."""
+    g = torch.Generator().manual_seed(channels)
+    x = torch.randn(2, channels, 6, 5, generator=g) * torch.logspace(-2, 2, channels).view(1, -1, 1, 1)
+    ref = nn.LocalResponseNorm(size=11, alpha=11.0, beta=0.5, k=5e-5)(x)
+    lrn = tf_lrn()
+    torch.testing.assert_close(lrn(x), ref, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(lrn(x.contiguous(memory_format=torch.channels_last)), ref, atol=1e-6, rtol=1e-5)
+    assert lrn.state_dict() == {}  # no parameters or buffers: checkpoints as before
+    xg = x.clone().requires_grad_(True)
+    xr = x.clone().requires_grad_(True)
+    grad_out = torch.randn(x.shape, generator=g)
+    torch.testing.assert_close(torch.autograd.grad(lrn(xg), xg, grad_out)[0],
+                               torch.autograd.grad(nn.LocalResponseNorm(11, 11.0, 0.5, 5e-5)(xr), xr, grad_out)[0],
+                               atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("size", [128, 256])
+def test_generator_output_unchanged_by_the_fast_kernels(size, monkeypatch):
+    """The whole generator against the kernels it had before ops/fast_conv.py (nn.LocalResponseNorm, PyTorch's
+    dilated conv): bottleneck 1x1 and 2x2, so both dropped taps and space-to-batch are used."""
+    import archs.gated_conv as gc
+
+    torch.manual_seed(0)
+    net = SCFEGANGenerator(cnum=8).eval()
+    x = torch.rand(1, 9, size, size) * 2 - 1
+    with torch.no_grad():
+        fast = net(x)
+        monkeypatch.setattr(gc.Conv2dSame, "conv_padded", lambda self, t: self._conv_forward(t, self.weight, self.bias))
+        for m in net.modules():
+            if isinstance(m, GatedConv2d) and m.lrn is not None:
+                m.lrn = nn.LocalResponseNorm(size=11, alpha=11.0, beta=0.5, k=5e-5)
+        before = net(x)
+    torch.testing.assert_close(fast, before, atol=1e-5, rtol=0)
+
+
 # --------------------------------------------------------------------------- TF 'SAME' padding
 
 
@@ -209,7 +248,65 @@ def test_conv2d_same_stride1_dilated():
     assert conv.padding == (8, 8)
     x = torch.randn(1, 2, 4, 4)
     expected = F.conv2d(F.pad(x, (8, 8, 8, 8)), conv.weight, conv.bias, dilation=8)
-    torch.testing.assert_close(conv(x), expected, atol=0, rtol=0)
+    # ops/fast_conv.py computes it as a 1x1 conv (only the centre tap sees the 4x4 input): float rounding only
+    torch.testing.assert_close(conv(x), expected, atol=1e-5, rtol=0)
+
+
+# (H, W, kernel, dilation, F.pad padding (left, right, top, bottom)): SC-FEGAN's 4x4 bottleneck at 512x512 with
+# its four dilations, TF 'SAME' on odd/even/non-square sizes, sizes not a multiple of the dilation, a 5x5 kernel,
+# and an asymmetric padding.
+DILATED_CASES = [
+    (4, 4, 3, 2, (2, 2, 2, 2)), (4, 4, 3, 4, (4, 4, 4, 4)), (4, 4, 3, 8, (8, 8, 8, 8)), (4, 4, 3, 16, (16, 16, 16, 16)),
+    (9, 7, 3, 2, (2, 2, 2, 2)), (13, 10, 3, 3, (3, 3, 3, 3)), (8, 8, 5, 2, (4, 4, 4, 4)), (33, 20, 3, 4, (4, 4, 4, 4)),
+    (5, 9, 3, 8, (8, 8, 8, 8)), (6, 5, 3, 2, (1, 3, 0, 4)),
+]
+
+
+@pytest.mark.parametrize("h,w,k,d,pad", DILATED_CASES)
+@pytest.mark.parametrize("space_to_batch", [True, False])
+def test_dilated_conv2d_equals_conv2d_with_dilation_and_gradients(h, w, k, d, pad, space_to_batch):
+    from ops.fast_conv import dilated_conv2d
+
+    g = torch.Generator().manual_seed(h * 100 + d)
+    x = torch.randn(2, 5, h, w, generator=g, requires_grad=True)
+    weight = torch.randn(6, 5, k, k, generator=g, requires_grad=True)
+    bias = torch.randn(6, generator=g, requires_grad=True)
+    expected = F.conv2d(F.pad(x, pad), weight, bias, dilation=d)
+    got = dilated_conv2d(x, weight, bias, pad, (d, d), space_to_batch=space_to_batch)
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+    grad_out = torch.randn(expected.shape, generator=g)
+    want = torch.autograd.grad(expected, (x, weight, bias), grad_out)
+    have = torch.autograd.grad(got, (x, weight, bias), grad_out)
+    for a, b in zip(have, want):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-5)
+    if d >= max(h, w):  # every off-centre tap reads padding only: its gradient is exactly zero, in both
+        centre = torch.zeros(k, k, dtype=torch.bool)
+        centre[k // 2, k // 2] = True
+        assert torch.count_nonzero(have[1][:, :, ~centre]) == 0
+
+
+@pytest.mark.parametrize("size,d", [(4, 2), (4, 16), (8, 4), (11, 2)])
+def test_conv2d_same_dilated_layer_matches_tf_same_reference(size, d):
+    """The layer as the generator uses it (TF 'SAME' at stride 1 = d*(k-1)/2 each side), float64 and float32."""
+    torch.manual_seed(size + d)
+    conv = Conv2dSame(8, 4, 3, stride=1, dilation=d, same_padding="tf_same")
+    pads = tf_same_pads(size, 3, 1, d)
+    for dtype, tol in ((torch.float64, 1e-10), (torch.float32, 1e-5)):
+        conv = conv.to(dtype)
+        x = torch.randn(1, 8, size, size, dtype=dtype)
+        expected = F.conv2d(F.pad(x, pads + pads), conv.weight, conv.bias, dilation=d)
+        torch.testing.assert_close(conv(x), expected, atol=tol, rtol=0)
+
+
+def test_traced_dilated_layer_keeps_the_plain_conv_for_other_sizes():
+    """Dropping dead taps depends on the input size: a traced/exported graph must not bake it in."""
+    conv = Conv2dSame(3, 3, 3, stride=1, dilation=4, same_padding="tf_same").eval()
+    with torch.no_grad():
+        traced = torch.jit.trace(conv, torch.randn(1, 3, 4, 4), check_trace=False)
+        x = torch.randn(1, 3, 12, 12)  # here every tap reads the image
+        expected = F.conv2d(F.pad(x, (4, 4, 4, 4)), conv.weight, conv.bias, dilation=4)
+        torch.testing.assert_close(traced(x), expected, atol=1e-5, rtol=0)
 
 
 def test_conv_transpose_same_is_adjoint_of_tf_same_conv():

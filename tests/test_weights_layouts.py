@@ -8,7 +8,15 @@ import pytest
 import torch
 
 from archs.rrdbnet import RRDBNet
-from archs.scfegan_convert import DECONV_LAYERS, GATED_LAYERS, convert, main as convert_main, tf_to_torch, torch_to_tf
+from archs.scfegan_convert import (
+    DECONV_LAYERS,
+    GATED_LAYERS,
+    convert,
+    main as convert_main,
+    official_tf_generator,
+    tf_to_torch,
+    torch_to_tf,
+)
 from archs.scfegan_generator import SCFEGANGenerator
 from archs.weights_io import (
     ESRGAN_LAYOUTS, basicsr_to_esrgan_layout, build_generator, esrgan_layout, esrgan_to_basicsr, load_generator_state,
@@ -225,43 +233,6 @@ def test_tensorflow_missing_or_checkpoint_missing_is_clear(tmp_path):
         convert(str(tmp_path / "SC-FEGAN.ckpt"))
 
 
-def _tf_official_generator(tf, V, x, prefix="generator/"):
-    """The official graph (model.py / ops.py, REFERENCE 1.2-1.5) in TF eager ops, NHWC."""
-
-    def gconv(x, name, s=1, d=1, lrn=True, act=True):
-        def conv(scope):
-            return tf.nn.conv2d(x, V[prefix + scope + "/kernel"], strides=s, padding="SAME", dilations=d) \
-                + V[prefix + scope + "/bias"]
-        f = conv(name)
-        if lrn:
-            f = tf.nn.lrn(f, bias=5e-5)
-        if act:
-            f = tf.nn.leaky_relu(f, 0.2)
-        return f * tf.sigmoid(conv(name + "_g"))
-
-    def deconv(x, name):
-        w = V[prefix + name + "/w"]
-        b, h, wd, _ = x.shape
-        d = tf.nn.conv2d_transpose(x, w, [b, 2 * h, 2 * wd, w.shape[2]], strides=2, padding="SAME") \
-            + V[prefix + name + "/biases1"]
-        d = tf.nn.leaky_relu(d, 0.2)
-        return d * tf.sigmoid(d)  # the official self-gate
-
-    x1 = gconv(x, "gconv1_ds", 2, lrn=False)
-    x2 = gconv(x1, "gconv2_ds", 2)
-    x3 = gconv(x2, "gconv3_ds", 2)
-    x4 = gconv(x3, "gconv4_ds", 2)
-    x5 = gconv(x4, "gconv5_ds", 2)
-    x6 = gconv(x5, "gconv6_ds", 2)
-    y = gconv(x6, "gconv7_ds", 2)
-    for i, d in enumerate((2, 4, 8, 16), 1):
-        y = gconv(y, f"co_conv{i}_dlt", 1, d)
-    for i, skip in zip(range(1, 7), (x6, x5, x4, x3, x2, x1)):
-        y = gconv(tf.concat([skip, deconv(y, f"deconv{i}")], 3), f"gconv{i + 7}")
-    y = gconv(tf.concat([x, deconv(y, "deconv7")], 3), "gconv14", lrn=False, act=False)
-    return tf.tanh(y)
-
-
 def test_official_tf_checkpoint_converts_exactly(tmp_path):
     tf = pytest.importorskip(
         "tensorflow",
@@ -283,7 +254,7 @@ def test_official_tf_checkpoint_converts_exactly(tmp_path):
     built, info = build_generator(tmp_path / "G.safetensors")
     assert info.meta["bgr"] is True
     x = rng.uniform(-1, 1, size=(1, 256, 128, 9)).astype(np.float32)  # non-square: pads per axis
-    ref = _tf_official_generator(tf, {k: tf.constant(v) for k, v in tf_vars.items()}, tf.constant(x)).numpy()
+    ref = official_tf_generator(tf, {k: tf.constant(v) for k, v in tf_vars.items()}, tf.constant(x)).numpy()
     got = out(built, torch.from_numpy(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).numpy()
     np.testing.assert_allclose(got, ref, atol=1e-4, rtol=0)
 

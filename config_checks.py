@@ -1,0 +1,115 @@
+"""Checks of a training config before anything is built or written (called by ``train.check_config``).
+
+Each check turns a mistake that would otherwise fail late, with an error naming nothing (``int('abc')``,
+``ZeroDivisionError``, ``EOFError``), or not at all (a run of zero batches exiting 0), into a ``ValueError`` that
+names the key or the file and the value.  The recipes check their own numbers (EMA decay, iterations, scheduler)
+in their constructors; this module checks what belongs to the data, the trainer, and the resumed checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+#: Integer data settings: key -> smallest allowed value.
+DATA_INTS = {"batch_size": 1, "val_batch_size": 1, "num_workers": 0, "gt_size": 1, "scale": 1, "resolution": 1,
+             "dataset_enlarge_ratio": 1}
+
+
+def as_int(value: Any, key: str, minimum: int | None = None) -> int:
+    """``value`` as an int (``"8"`` from a command line included), else an error naming ``key``."""
+    number = None
+    if not isinstance(value, bool):
+        try:
+            f = float(value)
+            number = int(f) if f == int(f) else None
+        except (TypeError, ValueError, OverflowError):
+            number = None
+    if number is None:
+        raise ValueError(f"{key}={value!r} is not a whole number")
+    if minimum is not None and number < minimum:
+        raise ValueError(f"{key}={value!r} must be >= {minimum}")
+    return number
+
+
+def check_data(data: DictConfig) -> None:
+    for key, minimum in DATA_INTS.items():
+        if data.get(key) is not None:
+            as_int(data[key], f"data.{key}", minimum)
+
+
+def check_trainer(trainer: DictConfig) -> None:
+    v = trainer.get("val_check_interval")
+    # Strings and other types go to Lightning as they are: it takes "DD:HH:MM:SS" times and names the key itself.
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        if isinstance(v, int) and v < 1:
+            raise ValueError(f"trainer.val_check_interval={v!r}: validation every {v} batches is impossible; "
+                             "give a number of batches >= 1 (BasicSR: 5000)")
+        if isinstance(v, float) and not 0.0 < v <= 1.0:
+            raise ValueError(f"trainer.val_check_interval={v!r}: a float is a fraction of an epoch, in (0, 1]")
+
+
+def read_checkpoint(path: str, what: str = "ckpt_path") -> dict:
+    """The checkpoint at ``path`` (weights only, memory-mapped so that a large one costs little), or an error
+    naming the file: missing, empty, truncated, not a torch file, or not a Lightning checkpoint."""
+    path = os.path.expanduser(str(path))
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what}={path!r} does not exist")
+    size = os.path.getsize(path)
+    if size == 0:
+        raise ValueError(f"{what}={path!r} is empty (0 bytes): an interrupted copy or save?")
+    try:
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as err:
+            if "mmap" not in str(err):
+                raise
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) format
+    except Exception as err:  # noqa: BLE001  (EOFError, UnpicklingError, zip errors: all mean "not readable")
+        raise ValueError(f"{what}={path!r} ({size} bytes) is not a readable checkpoint (truncated or not a "
+                         f"torch file?): {type(err).__name__}: {err}") from err
+    if not isinstance(ckpt, Mapping) or not isinstance(ckpt.get("state_dict"), Mapping):
+        keys = sorted(map(str, ckpt))[:8] if isinstance(ckpt, Mapping) else type(ckpt).__name__
+        raise ValueError(f"{what}={path!r} is not a Lightning checkpoint of this project (no 'state_dict'; "
+                         f"found {keys}); to start from generator weights use model.init_weights")
+    return ckpt
+
+
+def _plain(node) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+
+def check_resume_checkpoint(cfg: DictConfig) -> None:
+    """``ckpt_path`` is a readable checkpoint whose generator is the one this run builds (same class and
+    arguments): an SC-FEGAN checkpoint given to ``model=esrgan`` or an x2 one to an x4 run is refused here, with
+    the differing values, instead of failing inside Lightning with a state-dict mismatch."""
+    path = cfg.get("ckpt_path")
+    if not path:
+        return
+    ckpt = read_checkpoint(str(path))
+    hp = ckpt.get("hyper_parameters") or {}
+    theirs, ours = hp.get("generator"), _plain(cfg.model.get("generator"))
+    if hp.get("task") is not None and hp.get("task") != cfg.model.get("task"):
+        raise ValueError(f"ckpt_path={path!r} is a {hp.get('task')!r} checkpoint "
+                         f"({(theirs or {}).get('_target_')}); this run is model task {cfg.model.get('task')!r}")
+    if isinstance(theirs, Mapping) and isinstance(ours, Mapping):
+        if theirs.get("_target_") != ours.get("_target_"):
+            raise ValueError(f"ckpt_path={path!r} holds generator {theirs.get('_target_')!r}; this run builds "
+                             f"{ours.get('_target_')!r} (wrong model=?)")
+        diff = {k: (theirs.get(k), ours.get(k)) for k in sorted(set(theirs) | set(ours))
+                if k != "_target_" and theirs.get(k) != ours.get(k)}
+        if diff:
+            text = ", ".join(f"{k}: checkpoint {a!r} vs run {b!r}" for k, (a, b) in diff.items())
+            hint = " (data.scale sets the generator's scale)" if "scale" in diff else ""
+            raise ValueError(f"ckpt_path={path!r} was trained with another generator: {text}{hint}; resume "
+                             "with the settings it was trained with")
+
+
+def check_train_config(cfg: DictConfig) -> None:
+    check_data(cfg.data)
+    check_trainer(cfg.trainer)
+    check_resume_checkpoint(cfg)
