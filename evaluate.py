@@ -253,6 +253,8 @@ def _sr_folder_rows(model, cfg: DictConfig, device: torch.device, scorer: SRScor
         row = RowMeans()
         for i in track(range(len(ds)), description=f"{prefix}{folder_name(folder)}", transient=True):
             item = ds[i]
+            if item is None:  # pixels that do not decode: skipped with a warning naming the file
+                continue
             gt = item["gt"].unsqueeze(0).to(device)
             sr = model(make_lr(gt, scale, quantize=True))
             scorer.score(sr, gt, scale, f"{folder_name(folder)}/{item['name']}", row)
@@ -463,6 +465,7 @@ def user_stroke_synthesizer(cfg: DictConfig, dm):
 def evaluate_faces(cfg: DictConfig) -> tuple[dict[str, dict], list[str]]:
     from torch.utils.data import DataLoader
 
+    from datamodules.samplers import collate_skipping_bad
     from archs.scfegan_generator import composite, make_generator_input
     from metrics.inpainting_metrics import inpainting_metrics
 
@@ -511,8 +514,11 @@ def evaluate_faces(cfg: DictConfig) -> tuple[dict[str, dict], list[str]]:
             fids[key].update(tensor_to_uint8(gt01, as_uint8=True), real=True)
             fids[key].update(tensor_to_uint8(out01, as_uint8=True), real=False)
 
-    loader = DataLoader(ds, batch_size=dm.val_batch_size, shuffle=False, num_workers=dm.num_workers)
+    loader = DataLoader(ds, batch_size=dm.val_batch_size, shuffle=False, num_workers=dm.num_workers,
+                        collate_fn=collate_skipping_bad)  # undecodable files: skipped, warned about by name
     for batch in track(loader, total=len(loader), description=name, transient=True):
+        if batch is None:
+            continue
         batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
         score(name, dm.synthesize(batch, train=False), per_bin=bool(bins))
         if strokes is not None:

@@ -28,10 +28,14 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning import Callback, LightningDataModule, LightningModule, Trainer, seed_everything
 from pytorch_lightning.loggers import Logger, WandbLogger
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 # Registers the ddp_gan / ddp_gan_spawn strategies and the ${bf16_if_supported:} / ${cuda_device_count:} resolvers
 # (imported again inside train(): joblib workers unpickle train() without running this module's imports).
 import lightning_modules.gan_ddp  # noqa: F401
+from callbacks import run_lock
+from callbacks.checkpoint_io import AtomicCheckpointIO, remove_stale_temp_files
+from callbacks.interrupt import SaveOnSignal
 from callbacks.sweeps import RESULT_FILE, ddp_launch_problem, devices_per_node, job_identity, launcher_name
 
 log = logging.getLogger(__name__)
@@ -342,9 +346,25 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     check_config(cfg)
     trainer_overrides = resolve_trainer_overrides(cfg)
     check_multirun_launch(cfg, trainer_overrides.get("strategy"))
-    with gpu_for_joblib_job(cfg) as gpu:
-        trainer_overrides.update(gpu)
-        return _train(cfg, trainer_overrides)
+    # One run per output folder (callbacks/run_lock.py); DDP ranks other than the launcher do not lock.
+    locked = run_lock.acquire(str(cfg.paths.output_dir))
+    try:
+        with gpu_for_joblib_job(cfg) as gpu:
+            trainer_overrides.update(gpu)
+            return _train(cfg, trainer_overrides)
+    finally:
+        if locked:
+            run_lock.release(str(cfg.paths.output_dir))
+
+
+def last_checkpoint_path(cfg: DictConfig, callbacks: list[Callback]) -> Path:
+    """Where ``last.ckpt`` goes: the ModelCheckpoint's folder, else ``<output_dir>/checkpoints``."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    for cb in callbacks:
+        if isinstance(cb, ModelCheckpoint) and cb.dirpath:
+            return Path(cb.dirpath) / f"{cb.CHECKPOINT_NAME_LAST}{cb.FILE_EXTENSION}"
+    return Path(str(cfg.paths.output_dir)) / "checkpoints" / "last.ckpt"
 
 
 def _train(cfg: DictConfig, trainer_overrides: dict[str, Any]) -> dict[str, Any]:
@@ -358,6 +378,17 @@ def _train(cfg: DictConfig, trainer_overrides: dict[str, Any]) -> dict[str, Any]
     check_test_after_train(cfg, model, datamodule)
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     loggers = instantiate_loggers(cfg.get("logger"), identity)
+    # SIGTERM/SIGINT: save last.ckpt at the batch boundary and exit 128 + signal (callbacks/interrupt.py).
+    last_path = last_checkpoint_path(cfg, callbacks)
+    on_signal = SaveOnSignal(last_path)
+    callbacks.append(on_signal)
+    if run_lock.is_launching_process():
+        # Temporary files of a checkpoint write killed by SIGKILL (the run lock says no one else writes here).
+        for stale in remove_stale_temp_files(last_path.parent):
+            log.info(f"removed {stale}, left by an interrupted checkpoint write")
+    if not cfg.trainer.get("plugins"):
+        # Checkpoints are written next to their target and renamed into place (callbacks/checkpoint_io.py).
+        trainer_overrides.setdefault("plugins", [AtomicCheckpointIO()])
 
     if hasattr(model, "optimizer_steps_total") and not cfg.trainer.get("fast_dev_run"):
         # The recipe counts batches; Lightning's max_steps counts optimizer steps (REFERENCE 4.1).
@@ -385,7 +416,15 @@ def _train(cfg: DictConfig, trainer_overrides: dict[str, Any]) -> dict[str, Any]
     ok = False
     try:
         if cfg.get("train", True):
-            trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path)
+            try:
+                trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path)
+            except SIGTERMException:
+                # Not Lightning's exit 0: a scheduler must see that the job did not finish (143 / 130).
+                if trainer.is_global_zero:
+                    write_result({"status": "interrupted", "signal": on_signal.exit_code - 128,
+                                  "last_model_path": on_signal.saved, "iteration": getattr(model, "iteration", None),
+                                  "output_dir": str(cfg.paths.output_dir)}, str(cfg.paths.output_dir))
+                raise SystemExit(on_signal.exit_code) from None
 
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
         ckpt_cb = trainer.checkpoint_callback

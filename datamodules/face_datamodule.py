@@ -38,8 +38,9 @@ import torch
 from pytorch_lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.image_io import filter_images, list_images, read_image, read_label_map
-from datamodules.samplers import eval_dataset_and_sampler
+from datamodules.image_io import BadImageError, filter_images, list_images, read_image, read_label_map
+from datamodules.samplers import (collate_skipping_bad, eval_dataset_and_sampler, resumable_train_loader, sample_key,
+                                  sample_rng)
 from synthesis.pipeline import FaceInputSynthesizer
 
 # CelebAMask-HQ part names in label order 1..18 (0 = background); REFERENCE 1.11, celebamask_mini README.
@@ -152,6 +153,9 @@ class FaceDataset(Dataset):
         eyes: list[np.ndarray | None] | None = None,
         resolution: int = 512,
         hflip: bool = False,
+        on_bad_image: str = "warn",
+        train: bool = False,
+        seed: int = 0,
     ):
         if labels is not None and len(labels) != len(files):
             raise ValueError("labels must have one entry per file")
@@ -163,6 +167,9 @@ class FaceDataset(Dataset):
         self.eyes = eyes
         self.resolution = int(resolution)
         self.hflip = bool(hflip)
+        self.on_bad_image = on_bad_image
+        self.train = bool(train)
+        self.seed = int(seed)
 
     def __len__(self) -> int:
         return len(self.files)
@@ -186,7 +193,25 @@ class FaceDataset(Dataset):
             raise ValueError(f"{name}: label value {int(label_map.max())} is outside the {NUM_CLASSES} classes")
         return label_map
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+    def __getitem__(self, key) -> dict[str, torch.Tensor] | None:
+        """Item ``key`` (an index, or a ``(index, epoch)`` key of the training sampler).  A file whose pixels do not
+        decode: ``on_bad_image: error`` raises naming it; ``warn`` warns naming it and, in training, takes the next
+        image (the batch keeps its size), otherwise returns ``None`` (dropped by ``collate_skipping_bad``)."""
+        index, epoch = sample_key(key)
+        n = len(self.files)
+        for k in range(n if self.train else 1):
+            i = (index + k) % n
+            try:
+                return self._item(i, epoch)
+            except BadImageError as err:
+                if self.on_bad_image == "error":
+                    raise
+                warnings.warn(f"skipping {err}", stacklevel=2)
+        if self.train:
+            raise BadImageError(f"none of the {n} training images decodes (see the warnings above)")
+        return None
+
+    def _item(self, index: int, epoch: int) -> dict[str, torch.Tensor]:
         path = self.files[index]
         img = read_image(path)  # float32 RGB [0, 1]
         ih, iw = img.shape[:2]
@@ -205,7 +230,9 @@ class FaceDataset(Dataset):
             eyes[:, 0] = (eyes[:, 0] + 0.5) * res / iw - 0.5  # pixel-centre aligned rescale
             eyes[:, 1] = (eyes[:, 1] + 0.5) * res / ih - 0.5
 
-        if self.hflip and torch.rand(()) < 0.5:  # worker RNG: seeded by Lightning's seed_everything(workers=True)
+        # Per-sample randomness from (seed, epoch, index) only (datamodules/samplers.py): the same flip in any worker
+        # and after a resume.
+        if self.hflip and sample_rng(self.seed, epoch, index).random() < 0.5:
             img = img[:, ::-1]
             if label_map is not None:
                 label_map = _FLIP_LUT[label_map[:, ::-1]]
@@ -386,7 +413,8 @@ class FaceDataModule(LightningDataModule):
 
     def _dataset(self, files: list[Path], train: bool) -> FaceDataset:
         labels, fmt, eyes = self._annotations(files)
-        return FaceDataset(files, labels, fmt, eyes, self.resolution, hflip=self.hflip and train)
+        return FaceDataset(files, labels, fmt, eyes, self.resolution, hflip=self.hflip and train,
+                           on_bad_image=self.on_bad_image, train=train, seed=self.seed)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
@@ -403,22 +431,19 @@ class FaceDataModule(LightningDataModule):
     def _loader(self, dataset: FaceDataset | None, batch_size: int, train: bool) -> DataLoader:
         if dataset is None:
             raise RuntimeError("no images for this split (call setup() first; check image_dir / num_val)")
+        kwargs = dict(num_workers=self.num_workers, pin_memory=self.pin_memory,
+                      persistent_workers=self.persistent_workers and self.num_workers > 0)
+        trainer = getattr(self, "trainer", None)
+        if train and len(dataset) >= batch_size:
+            # Resumable order, sharded over DDP ranks (a resumed run continues the epoch where it stopped).  The
+            # masks depend on (seed, index, epoch), so every rank synthesises different inputs.
+            return resumable_train_loader(dataset, batch_size, self.seed, trainer, **kwargs)
         sampler = None
         if not train:
             # Under DDP each validation image once, on one rank (no padding duplicates; datamodules/samplers.py).
-            # Training: Lightning's DistributedSampler gives the ranks disjoint indices, and the masks depend on
-            # (seed, index, epoch), so every rank synthesises different inputs.
-            dataset, sampler = eval_dataset_and_sampler(dataset, getattr(self, "trainer", None))
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            sampler=sampler,
-            shuffle=train,
-            drop_last=train and len(dataset) >= batch_size,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.persistent_workers and self.num_workers > 0,
-        )
+            dataset, sampler = eval_dataset_and_sampler(dataset, trainer)
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=train, drop_last=False,
+                          collate_fn=collate_skipping_bad, **kwargs)
 
     def train_dataloader(self) -> DataLoader:
         self.setup("fit")

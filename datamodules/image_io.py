@@ -44,12 +44,19 @@ def list_images(root: str | os.PathLike, recursive: bool = True) -> list[Path]:
     return files
 
 
+# PIL's own limit: Image.open raises DecompressionBombError above 2 x PIL.Image.MAX_IMAGE_PIXELS (~179 Mpx); it
+# becomes a BadImageError naming the file, so `on_bad_image: warn` skips such a file and `error` names it.
+_HEADER_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+
+
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
     """(height, width) from the file header, without decoding the pixels."""
     try:
         with Image.open(path) as im:
             w, h = im.size
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+    except Image.DecompressionBombError as err:
+        raise BadImageError(f"{path}: refused, decompression bomb ({err})") from err
+    except _HEADER_ERRORS as err:
         raise BadImageError(f"{path}: not a readable image ({type(err).__name__}: {err})") from err
     return h, w
 
@@ -96,7 +103,7 @@ def read_label_map(path: str | os.PathLike) -> np.ndarray:
             if im.mode not in ("P", "L", "1"):
                 im = im.convert("L")
             return np.array(im, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+    except _HEADER_ERRORS as err:
         raise BadImageError(f"{path}: not a readable label map ({type(err).__name__}: {err})") from err
 
 

@@ -24,7 +24,8 @@ from pytorch_lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.image_io import BadImageError, filter_images, list_images, read_image
-from datamodules.samplers import eval_dataset_and_sampler
+from datamodules.samplers import (collate_skipping_bad, eval_dataset_and_sampler, resumable_train_loader, sample_key,
+                                  sample_rng)
 from ops.imresize import _mirror, imresize, support_margin
 
 
@@ -46,12 +47,6 @@ def lr_from_context(gt_ctx: torch.Tensor, scale: int, margin: int, quantize: boo
     m, ml = margin, margin // scale
     gt = gt_ctx[..., m:gt_ctx.shape[-2] - m, m:gt_ctx.shape[-1] - m]
     return gt, lq[..., ml:lq.shape[-2] - ml, ml:lq.shape[-1] - ml]
-
-
-def _global_rank() -> int:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank()
-    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0)) or 0)
 
 
 def _to_tensor(img: np.ndarray) -> torch.Tensor:
@@ -101,7 +96,7 @@ class SRTrainDataset(Dataset):
     """
 
     def __init__(self, dirs, lr_dirs=None, scale=4, gt_size=128, use_hflip=True, use_rot=True, on_bad_image="warn",
-                 enlarge_ratio=1, lr_margin: int = 0, align_crop: bool = True):
+                 enlarge_ratio=1, lr_margin: int = 0, align_crop: bool = True, seed: int = 0):
         self.scale, self.gt_size, self.on_bad_image = scale, gt_size, on_bad_image
         self.enlarge_ratio = int(enlarge_ratio)
         self.use_hflip, self.use_rot = bool(use_hflip), bool(use_rot)
@@ -120,25 +115,18 @@ class SRTrainDataset(Dataset):
         # A subclass may set an albumentations Compose here that replaces the crop and flips (applied to the whole
         # image; the item is then {"gt": its output}); seeded with the dataset's generator.
         self.aug = None
-        self._seeded_pid = None
-        self._rng = np.random.default_rng()
+        self.seed = int(seed)
+        self._rng = np.random.default_rng(self.seed)
 
-    def _reseed(self) -> None:
-        """Forked DataLoader workers would all copy one generator: reseed it once per process from torch's
-        per-worker seed (itself derived from the run's seed)."""
-        if self._seeded_pid != os.getpid():
-            seed = torch.initial_seed() % 2**32
-            if torch.utils.data.get_worker_info() is None:
-                # num_workers=0: the main process's seed is the run's seed on every DDP rank; add the rank so that
-                # ranks do not crop and flip in lockstep (workers' seeds already include it: Lightning's
-                # pl_worker_init_function).
-                seed = (seed + 1_000_003 * _global_rank()) % 2**32
-            self._rng = np.random.default_rng(seed)
-            if self.aug is not None:
-                # Not Compose.set_random_seed: in albumentations 2.0.8 it gives every transform its own
-                # generator with the SAME seed, so all flips fire together.  One shared generator instead.
-                self.aug.set_random_state(np.random.default_rng(seed), random.Random(seed))
-            self._seeded_pid = os.getpid()
+    def _seed(self, index: int, epoch: int) -> None:
+        """Crop/flip randomness of one sample, from (seed, epoch, index) only (datamodules/samplers.py): the same
+        sample whichever worker or rank loads it, and after a resume (no per-worker RNG streams)."""
+        self._rng = sample_rng(self.seed, epoch, index)
+        if self.aug is not None:
+            # Not Compose.set_random_seed: in albumentations 2.0.8 it gives every transform its own
+            # generator with the SAME seed, so all flips fire together.  One shared generator instead.
+            sub = int(self._rng.integers(0, 2**63))
+            self.aug.set_random_state(np.random.default_rng(sub), random.Random(sub))
 
     def _augment(self, imgs: list[np.ndarray]) -> list[np.ndarray]:
         # BasicSR augment(hflip=use_hflip, rotation=use_rot): vflip and rot90 both belong to `rotation`.
@@ -159,7 +147,6 @@ class SRTrainDataset(Dataset):
         return int(self._rng.integers(0, length - self.gt_size + 1))
 
     def _load(self, index: int) -> dict:
-        self._reseed()
         index %= len(self.files)
         gt = read_image(self.files[index])
         s = self.scale
@@ -188,15 +175,21 @@ class SRTrainDataset(Dataset):
         (patch,) = self._augment([patch])
         return {"gt_ctx" if m else "gt": _to_tensor(patch)}
 
-    def __getitem__(self, index: int) -> dict:
-        try:
-            return self._load(index)
-        except BadImageError as err:
-            # Header looked fine at scan time but the pixels do not decode (truncated file, ...).
-            if self.on_bad_image == "error":
-                raise
-            warnings.warn(f"skipping {err}", stacklevel=2)
-            return self._load(index + 1)
+    def __getitem__(self, key) -> dict:
+        index, epoch = sample_key(key)
+        self._seed(index, epoch)
+        n = len(self.files)
+        for k in range(n):
+            # A header that looked fine at scan time but pixels that do not decode (truncated file, ...): warn
+            # naming the file and take the next image (the batch keeps its size), or stop under `error`.
+            try:
+                return self._load(index + k)
+            except BadImageError as err:
+                if self.on_bad_image == "error":
+                    raise
+                warnings.warn(f"skipping {err}", stacklevel=2)
+        raise BadImageError(f"none of the {n} training images in {sorted({str(f.parent) for f in self.files})} "
+                            "decodes (see the warnings above)")
 
 
 class SRValDataset(Dataset):
@@ -208,18 +201,30 @@ class SRValDataset(Dataset):
         self.gt_mod = int(gt_mod or scale)
         if self.gt_mod % scale:
             raise ValueError(f"data.gt_mod={gt_mod} must be a multiple of data.scale={scale}")
+        self.on_bad_image = on_bad_image
         self.files = filter_images(list_images(self.root), min_size=self.gt_mod, on_bad_image=on_bad_image)
 
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, index: int) -> dict:
-        gt = read_image(self.files[index])
+    def __getitem__(self, index: int) -> dict | None:
+        """The item, or ``None`` (with a warning naming the file) when its pixels do not decode under
+        ``on_bad_image: warn`` (loaders drop it: ``collate_skipping_bad``)."""
+        try:
+            gt = read_image(self.files[index])
+            lq = None
+            if self.lr_dir:
+                lq = read_image(_find_lr(self.files[index], self.root, Path(self.lr_dir), self.scale))
+        except BadImageError as err:
+            if self.on_bad_image == "error":
+                raise
+            warnings.warn(f"skipping {err}", stacklevel=2)
+            return None
         h, w = gt.shape[:2]
         gt = gt[: h - h % self.gt_mod, : w - w % self.gt_mod]
         item = {"gt": _to_tensor(gt), "name": self.files[index].stem}
-        if self.lr_dir:
-            item["lq"] = _to_tensor(read_image(_find_lr(self.files[index], self.root, Path(self.lr_dir), self.scale)))
+        if lq is not None:
+            item["lq"] = _to_tensor(lq)
         return item
 
 
@@ -245,6 +250,7 @@ class SRDataModule(LightningDataModule):
         persistent_workers: bool = True,
         on_bad_image: str = "warn",
         dataset_enlarge_ratio: int = 1,
+        seed: int | None = None,
         task: str = "sr",
     ) -> None:
         super().__init__()
@@ -272,6 +278,9 @@ class SRDataModule(LightningDataModule):
         self.num_workers, self.pin_memory, self.persistent_workers = num_workers, pin_memory, persistent_workers
         self.on_bad_image = on_bad_image
         self.dataset_enlarge_ratio = dataset_enlarge_ratio
+        # The training order and every crop/flip derive from this seed (datamodules/samplers.py); default: the
+        # run's seed (seed_everything sets PL_GLOBAL_SEED).
+        self.seed = int(seed if seed is not None else os.environ.get("PL_GLOBAL_SEED", 0))
         self.val_names = [folder_name(d) for d in self.val_dirs]
         self.test_names = [folder_name(d) for d in self.test_dirs]
         self.train_set = None
@@ -282,7 +291,7 @@ class SRDataModule(LightningDataModule):
         if stage in (None, "fit") and self.train_set is None:
             self.train_set = SRTrainDataset(self.train_dirs, self.lr_train_dirs, self.scale, self.gt_size,
                                             self.use_hflip, self.use_rot, self.on_bad_image,
-                                            self.dataset_enlarge_ratio, self.lr_margin, self.align_crop)
+                                            self.dataset_enlarge_ratio, self.lr_margin, self.align_crop, self.seed)
         if stage in (None, "fit", "validate") and not self.val_sets:
             self.val_sets = [SRValDataset(d, self.scale, on_bad_image=self.on_bad_image, gt_mod=self.gt_mod)
                              for d in self.val_dirs]
@@ -290,12 +299,13 @@ class SRDataModule(LightningDataModule):
             self.test_sets = [SRValDataset(d, self.scale, on_bad_image=self.on_bad_image, gt_mod=self.gt_mod)
                               for d in self.test_dirs]
 
+    def _loader_kwargs(self) -> dict:
+        return dict(num_workers=self.num_workers, pin_memory=self.pin_memory,
+                    persistent_workers=self.persistent_workers and self.num_workers > 0)
+
     def _loader(self, ds, batch_size, shuffle, drop_last, sampler=None):
-        return DataLoader(
-            ds, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, num_workers=self.num_workers,
-            pin_memory=self.pin_memory, persistent_workers=self.persistent_workers and self.num_workers > 0,
-            sampler=sampler,
-        )
+        return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, sampler=sampler,
+                          collate_fn=collate_skipping_bad, **self._loader_kwargs())
 
     def train_dataloader(self) -> DataLoader:
         if len(self.train_set) < self.batch_size:
@@ -303,7 +313,9 @@ class SRDataModule(LightningDataModule):
                 f"{len(self.train_set.files)} training images x data.dataset_enlarge_ratio="
                 f"{self.dataset_enlarge_ratio} in {self.train_dirs} is fewer than one batch "
                 f"(data.batch_size={self.batch_size}): raise the ratio or lower the batch size")
-        return self._loader(self.train_set, self.batch_size, shuffle=True, drop_last=True)
+        # Resumable order (a resumed run continues the epoch where it stopped, with the same crops and flips).
+        return resumable_train_loader(self.train_set, self.batch_size, self.seed, getattr(self, "trainer", None),
+                                      **self._loader_kwargs())
 
     def _eval_loaders(self, sets) -> list[DataLoader]:
         # Whole images differ in size: batch 1 unless they happen to match.  Under DDP each image is evaluated
@@ -322,6 +334,8 @@ class SRDataModule(LightningDataModule):
         return self._eval_loaders(self.test_sets)
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        if batch is None:  # an evaluation batch whose every image failed to decode (warned about by name)
+            return batch
         if "gt_ctx" in batch:  # training crops with their context margin
             batch["gt"], batch["lq"] = lr_from_context(batch.pop("gt_ctx"), self.scale, self.lr_margin,
                                                        self.lr_quantize)

@@ -39,6 +39,41 @@ def check_positive_int(value, key: str, hint: str = "") -> int:
     return number
 
 
+def rng_states() -> dict:
+    """The global RNG states (torch, CUDA, numpy, random) in types ``torch.load(weights_only=True)`` accepts.
+
+    Saved in checkpoints so that a resumed run draws what the uninterrupted one would (SC-FEGAN's gradient
+    penalty interpolates with ``torch.rand``); the data order and augmentations do not use them
+    (datamodules/samplers.py)."""
+    import random
+
+    import numpy as np
+
+    _, keys, pos, has_gauss, gauss = np.random.get_state()
+    out = {"torch": torch.get_rng_state(), "python": random.getstate(),
+           "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
+                     "gauss": float(gauss)}}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["cuda"] = torch.cuda.get_rng_state_all()
+    return out
+
+
+def set_rng_states(states: dict) -> None:
+    import random
+
+    import numpy as np
+
+    if "torch" in states:
+        torch.set_rng_state(states["torch"].cpu())
+    if "python" in states:
+        random.setstate(tuple(x if not isinstance(x, list) else tuple(x) for x in states["python"]))
+    if "numpy" in states:
+        n = states["numpy"]
+        np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
 def _rebuild_module(cls, hparams: dict, state_dict: dict, attrs: dict):
     module = cls(**hparams)
     module.load_state_dict(state_dict)
@@ -209,6 +244,7 @@ class IterationGANModule(LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["iteration"] = self.iteration
+        checkpoint["rng_states"] = rng_states()
         if self.frozen_prefixes:
             checkpoint["state_dict"] = {
                 k: v for k, v in checkpoint["state_dict"].items() if not k.startswith(self.frozen_prefixes)
@@ -216,6 +252,8 @@ class IterationGANModule(LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.iteration = int(checkpoint.get("iteration", 0))
+        if checkpoint.get("rng_states"):
+            set_rng_states(checkpoint["rng_states"])
         if self.frozen_prefixes:
             own = self.state_dict()
             checkpoint["state_dict"].update({k: v for k, v in own.items() if k.startswith(self.frozen_prefixes)})

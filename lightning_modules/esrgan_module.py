@@ -308,6 +308,8 @@ class ESRGANModule(IterationGANModule):
         return self.net_g_ema(lq)
 
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if batch is None:  # every image of the batch failed to decode (skipped with a warning naming it)
+            return
         lq, gt = batch["lq"], batch["gt"]
         sr = self.super_resolve(lq)
         values = sr_metrics(sr, gt, crop_border=self.scale)

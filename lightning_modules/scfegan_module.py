@@ -175,6 +175,8 @@ class SCFEGANModule(IterationGANModule):
 
     # ------------------------------------------------------------------ validation
     def validation_step(self, batch: dict, batch_idx: int) -> None:
+        if batch is None:  # every image of the batch failed to decode (skipped with a warning naming it)
+            return
         gen, comp = self(batch)
         values = inpainting_metrics(to01(comp), to01(batch["image"]), batch["mask"])
         keep = self.keep_mask(batch, batch["image"].shape[0])
