@@ -98,7 +98,12 @@ class RunFolderLock(HydraCallback):
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         folder = str(config.hydra.run.dir)
-        if acquire(folder):
+        try:
+            locked = acquire(folder)
+        except RunFolderInUseError as err:
+            # Hydra turns a callback's Exception into a warning and goes on; SystemExit stops the run here.
+            raise SystemExit(f"Error: {err}") from None
+        if locked:
             self._folder = folder
 
     def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:

@@ -281,3 +281,233 @@ def test_train_uses_the_atomic_io_and_removes_orphans_of_a_killed_write(tmp_path
     assert isinstance(cap.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
     assert not orphan.exists() and keep.exists()
     assert _load(orphan.parent / "last.ckpt")["iteration"] == 2
+
+
+# ------------------------------------------------------------------------------------------------ item 6
+HOLDER = """
+import sys, time
+sys.path.insert(0, {repo!r})
+from callbacks import run_lock
+run_lock.acquire({folder!r})
+print("locked", flush=True)
+time.sleep(120)
+"""
+
+
+def _hold_lock(folder: Path) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "RANK", "SLURM_PROCID")}
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER.format(repo=str(REPO), folder=str(folder))],
+                            stdout=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def test_second_run_into_a_locked_folder_stops_naming_it_and_the_holder(tmp_path):
+    from callbacks.run_lock import RunFolderInUseError
+
+    data = _sr_images(tmp_path / "data")
+    run_dir = tmp_path / "run"
+    holder = _hold_lock(run_dir)
+    try:
+        cfg = _sr_cfg(run_dir, data, ["model.stages=[psnr]", "model.psnr.iters=1", "trainer.val_check_interval=1"])
+        with pytest.raises(RunFolderInUseError) as err:
+            train(cfg)
+        assert str(run_dir) in str(err.value) and f"pid {holder.pid}" in str(err.value)
+        assert sorted(p.name for p in run_dir.iterdir()) == [".run.lock"]  # nothing of the second run written
+    finally:
+        holder.kill()
+        holder.wait()
+    # The first run has ended (killed: the lock goes with the process): a run (or a resume) into the folder works.
+    result = train(cfg)
+    assert result["iteration"] == 1 and (run_dir / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_cli_run_into_a_locked_folder_fails_before_hydra_writes_into_it(tmp_path):
+    run_dir = tmp_path / "run"
+    holder = _hold_lock(run_dir)
+    try:
+        env = {**os.environ, "WANDB_MODE": "disabled"}
+        env.pop("LOCAL_RANK", None)
+        proc = subprocess.run([sys.executable, "train.py", *TINY_ESRGAN, f"hydra.run.dir={run_dir}"], cwd=REPO,
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert proc.returncode != 0
+    assert f"run folder {run_dir} is in use" in proc.stdout and f"pid {holder.pid}" in proc.stdout, proc.stdout[-3000:]
+    assert not (run_dir / ".hydra").exists()  # the first run's config is not overwritten
+
+
+def test_lock_is_reentrant_and_ddp_ranks_do_not_lock_each_other_out(tmp_path, monkeypatch):
+    from callbacks import run_lock
+
+    folder = tmp_path / "run"
+    assert run_lock.acquire(folder) and run_lock.acquire(folder)  # Hydra callback, then train(): same process
+    run_lock.release(folder)
+    holder = None
+    try:
+        # Still held by this process: another process is refused...
+        probe = subprocess.run([sys.executable, "-c", HOLDER.format(repo=str(REPO), folder=str(folder))],
+                               capture_output=True, text=True, timeout=120)
+        assert probe.returncode != 0 and "RunFolderInUseError" in probe.stderr
+        # ...but not a DDP rank of this run (Lightning's children, torchrun, srun ranks > 0).
+        for var in ("LOCAL_RANK", "RANK", "SLURM_PROCID"):
+            env = {**os.environ, var: "1"}
+            rank = subprocess.run([sys.executable, "-c", HOLDER.format(repo=str(REPO), folder=str(folder))
+                                   .replace("time.sleep(120)", "")], capture_output=True, text=True, env=env,
+                                  timeout=120)
+            assert rank.returncode == 0, (var, rank.stderr)
+    finally:
+        run_lock.release(folder)
+    holder = _hold_lock(folder)  # released: another process can take it now
+    holder.kill()
+    holder.wait()
+
+
+# ------------------------------------------------------------------------------------------------ item 5
+def _start_cli_run(run_dir: Path, data: Path) -> subprocess.Popen:
+    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONWARNINGS": "ignore"}
+    env.pop("LOCAL_RANK", None)
+    args = [*TINY_ESRGAN, f"data.train_dirs=[{data}]", f"data.val_dirs=[{data}]", "model.stages=[psnr]",
+            "model.psnr.iters=100000", "trainer.val_check_interval=2", f"hydra.run.dir={run_dir}"]
+    return subprocess.Popen([sys.executable, "train.py", *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "SIGINT"])
+def test_signal_saves_a_resumable_last_ckpt_and_exits_nonzero(tmp_path, signum, code):
+    data = _sr_images(tmp_path / "data")
+    run_dir = tmp_path / "run"
+    last = run_dir / "checkpoints" / "last.ckpt"
+    proc = _start_cli_run(run_dir, data)
+    try:
+        deadline = time.time() + 300
+        while not last.exists():  # the first checkpoint (iteration 2): training is under way
+            assert proc.poll() is None and time.time() < deadline, proc.communicate()[0][-3000:]
+            time.sleep(0.2)
+        proc.send_signal(signum)
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == code, out[-3000:]
+    saved = _load(last)
+    assert saved["iteration"] >= 2 and saved["global_step"] == saved["iteration"]  # one step per PSNR batch
+    import json
+
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["status"] == "interrupted" and result["signal"] == signum
+    assert result["last_model_path"] == str(last) and result["iteration"] == saved["iteration"]
+    assert not [p for p in last.parent.iterdir() if p.name.startswith(".")]  # no temp files
+    # Resume from it and train two more batches.
+    n = saved["iteration"]
+    resumed = train(_sr_cfg(tmp_path / "resume", data, [
+        "model.stages=[psnr]", f"model.psnr.iters={n + 2}", "trainer.val_check_interval=2", "data.use_rot=false",
+        "data.use_hflip=false", "data.dataset_enlarge_ratio=16", "seed=0", f"ckpt_path={last}"]))
+    assert resumed["iteration"] == n + 2
+    assert _load(resumed["last_model_path"])["global_step"] == n + 2
+
+
+# ------------------------------------------------------------------------------------------------ item 7
+def _truncated_png(path: Path, size: int = 48) -> Path:
+    """A PNG whose header (and size) reads fine but whose pixel data is cut short."""
+    rng = np.random.default_rng(3)
+    write_png(path, (rng.random((size, size, 3)) * 255).astype(np.uint8))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def _bomb_png(path: Path, side: int = 100_000) -> Path:
+    """A tiny PNG file whose header claims side x side pixels (10^10: PIL's decompression-bomb limit is ~1.8e8)."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
+
+    ihdr = side.to_bytes(4, "big") * 2 + bytes([8, 2, 0, 0, 0])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def test_decompression_bomb_is_a_bad_image_naming_the_file(tmp_path):
+    from datamodules.image_io import BadImageError, filter_images, image_size
+
+    bomb = _bomb_png(tmp_path / "imgs" / "bomb.png")
+    good = write_png(tmp_path / "imgs" / "good.png", np.zeros((40, 40, 3), np.uint8))
+    with pytest.raises(BadImageError, match="bomb.png.*decompression bomb"):
+        image_size(bomb)
+    with pytest.warns(UserWarning, match="bomb.png"):
+        assert filter_images([bomb, good], min_size=32) == [good]
+    with pytest.raises(BadImageError, match="bomb.png"):
+        filter_images([bomb, good], min_size=32, on_bad_image="error")
+
+
+def test_sr_training_skips_undecodable_images_in_a_row_naming_them(tmp_path):
+    from datamodules.image_io import BadImageError
+    from datamodules.sr_datamodule import SRTrainDataset, SRValDataset
+
+    folder = tmp_path / "imgs"
+    _truncated_png(folder / "a_bad.png")
+    _truncated_png(folder / "b_bad.png")
+    _sr_images(folder / "c", n=1)
+    ds = SRTrainDataset([folder], gt_size=32, seed=0)
+    assert len(ds.files) == 3  # headers are fine: the scan keeps them
+    with pytest.warns(UserWarning) as rec:
+        item = ds[(0, 0)]  # a_bad, then b_bad, then the good one
+    assert item["gt"].shape == (3, 32, 32)
+    msgs = " ".join(str(w.message) for w in rec)
+    assert "a_bad.png" in msgs and "b_bad.png" in msgs
+    with pytest.raises(BadImageError, match="a_bad.png"):
+        SRTrainDataset([folder], gt_size=32, on_bad_image="error")[(0, 0)]
+    val = SRValDataset(folder, scale=4)
+    with pytest.warns(UserWarning, match="a_bad.png"):
+        assert val[0] is None
+    with pytest.raises(BadImageError, match="b_bad.png"):
+        SRValDataset(folder, scale=4, on_bad_image="error")[1]
+
+
+def test_sr_train_and_evaluate_finish_with_undecodable_images_under_warn(tmp_path):
+    from evaluate import evaluate
+
+    folder = tmp_path / "imgs"
+    _sr_images(folder, n=2)
+    _truncated_png(folder / "0_bad.png")
+    _bomb_png(folder / "0_bomb.png")
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        result = train(_sr_cfg(tmp_path / "run", folder, ["model.stages=[psnr]", "model.psnr.iters=3",
+                                                          "trainer.val_check_interval=3"]))
+    assert result["iteration"] == 3 and np.isfinite(result["metrics"]["val/psnr_y"])
+    msgs = " ".join(str(w.message) for w in rec)
+    assert "0_bad.png" in msgs and "0_bomb.png" in msgs
+    cfg = compose_cfg(tmp_path / "eval", ["model=bicubic", f"data.test_dirs=[{folder}]"], config_name="eval")
+    with pytest.warns(UserWarning, match="0_bad.png"):
+        row = evaluate(cfg)["imgs"]
+    assert row["images"] == 2
+
+
+def test_face_training_and_validation_skip_undecodable_images(tmp_path):
+    from datamodules.face_datamodule import FaceDataModule
+    from datamodules.image_io import BadImageError
+
+    faces = _faces(tmp_path / "faces", n=4)
+    _truncated_png(faces / "000.png", size=128)  # replaces a good face
+    _truncated_png(faces / "001.png", size=128)
+    dm = FaceDataModule(str(faces), num_val=0, resolution=128, batch_size=2, num_workers=0, synthesis=False)
+    dm.setup("fit")
+    with pytest.warns(UserWarning) as rec:
+        item = dm.train_set[(0, 0)]  # 000 and 001 are bad: 002
+    assert int(item["index"]) == 2 and "000.png" in str(rec[0].message) and "001.png" in str(rec[1].message)
+    val = dm._dataset(dm.train_set.files, train=False)
+    with pytest.warns(UserWarning, match="000.png"):
+        assert val[0] is None
+    loader = dm._loader(val, 2, train=False)
+    with pytest.warns(UserWarning):
+        batches = list(loader)
+    assert batches[0] is None and batches[1]["image"].shape[0] == 2  # the all-bad batch is dropped
+    dm_err = FaceDataModule(str(faces), num_val=0, resolution=128, num_workers=0, synthesis=False,
+                            on_bad_image="error")
+    dm_err.setup("fit")
+    with pytest.raises(BadImageError, match="000.png"):
+        dm_err.train_set[(0, 0)]
