@@ -38,9 +38,9 @@ class RealESRGANTrainDataset(SRTrainDataset):
     """HR patches of ``crop_pad_size`` with flips, plus the sample's degradation kernels."""
 
     def __init__(self, dirs, kernels: dict, crop_pad_size: int = 400, min_size: int = 256, use_hflip: bool = True,
-                 use_rot: bool = False, on_bad_image: str = "warn", enlarge_ratio: int = 1) -> None:
+                 use_rot: bool = False, on_bad_image: str = "warn", enlarge_ratio: int = 1, seed: int = 0) -> None:
         super().__init__(dirs, None, scale=1, gt_size=min_size, use_hflip=False, use_rot=False,
-                         on_bad_image=on_bad_image, enlarge_ratio=enlarge_ratio)
+                         on_bad_image=on_bad_image, enlarge_ratio=enlarge_ratio, seed=seed)
         self.kernels = kernels
         self.crop_pad_size = crop_pad_size
         # Real-ESRGAN: reflect-101 pad (bottom/right) to 400, random 400 crop; hflip, and with use_rot vflip + rot90.
@@ -54,7 +54,7 @@ class RealESRGANTrainDataset(SRTrainDataset):
         self._seeded_pid = None  # re-seed the new Compose too
 
     def _load(self, index: int) -> dict:
-        item = super()._load(index)  # seeds self._rng / the augmentations per process, crops, flips
+        item = super()._load(index)  # self._rng / the augmentations seeded per sample (SRTrainDataset._seed)
         for key, kernel in sample_degradation_kernels(self._rng, self.kernels).items():
             item[key] = torch.from_numpy(kernel)
         return item
@@ -99,7 +99,7 @@ class RealESRGANDataModule(SRDataModule):
         if stage in (None, "fit") and self.train_set is None:
             self.train_set = RealESRGANTrainDataset(self.train_dirs, self.kernels, self.crop_pad_size, self.gt_size,
                                                     self.use_hflip, self.use_rot, self.on_bad_image,
-                                                    self.dataset_enlarge_ratio)
+                                                    self.dataset_enlarge_ratio, seed=self.seed)
         super().setup(stage)
 
     # ------------------------------------------------------------------ generators
@@ -207,6 +207,8 @@ class RealESRGANDataModule(SRDataModule):
         return batch
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        if batch is None:  # an evaluation batch whose every image failed to decode (warned about by name)
+            return batch
         if "kernel1" in batch:
             return self.synthesize(batch)
         if self.val_degradation and "lq" not in batch:

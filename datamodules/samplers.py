@@ -142,13 +142,17 @@ class ResumableDataLoader(DataLoader):
     batches_done = None  # Callable[[], int]
 
     def state_dict(self) -> dict:
-        sampler: ResumableSampler = self.sampler
+        sampler = self.sampler
+        if not isinstance(sampler, ResumableSampler):  # Lightning swapped it (trainer.overfit_batches)
+            return {}
         batches = int(self.batches_done()) if self.batches_done is not None else 0
         return {"epoch": int(sampler.epoch), "batches": batches, "batch_size": int(self.batch_size),
                 "world_size": int(sampler.num_replicas), "seed": int(sampler.seed)}
 
     def load_state_dict(self, state: dict) -> None:
-        sampler: ResumableSampler = self.sampler
+        sampler = self.sampler
+        if not state or not isinstance(sampler, ResumableSampler):
+            return
         if int(state.get("seed", sampler.seed)) != int(sampler.seed):
             warnings.warn(f"resuming with seed {sampler.seed} but the checkpoint's data order used seed "
                           f"{state['seed']}: the rest of the epoch will not match the interrupted run", stacklevel=2)

@@ -49,6 +49,12 @@ def lr_from_context(gt_ctx: torch.Tensor, scale: int, margin: int, quantize: boo
     return gt, lq[..., ml:lq.shape[-2] - ml, ml:lq.shape[-1] - ml]
 
 
+def _global_rank() -> int:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank()
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0)) or 0)
+
+
 def _to_tensor(img: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
 
