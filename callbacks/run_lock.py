@@ -97,6 +97,11 @@ class RunFolderLock(HydraCallback):
         self._folder: str | None = None
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # Hydra sets HydraConfig only later, in run_job; the run dir's interpolations (paths.root_dir ->
+        # ${hydra:runtime.cwd}, ${hydra:job.name}, ...) need it now.
+        from hydra.core.hydra_config import HydraConfig
+
+        HydraConfig.instance().set_config(config)
         folder = str(config.hydra.run.dir)
         try:
             locked = acquire(folder)

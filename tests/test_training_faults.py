@@ -323,12 +323,14 @@ def test_second_run_into_a_locked_folder_stops_naming_it_and_the_holder(tmp_path
 
 
 def test_cli_run_into_a_locked_folder_fails_before_hydra_writes_into_it(tmp_path):
-    run_dir = tmp_path / "run"
+    # The run dir goes through a ${hydra:...} interpolation, as the default one does (paths.root_dir).
+    run_dir = tmp_path / "train"
     holder = _hold_lock(run_dir)
     try:
         env = {**os.environ, "WANDB_MODE": "disabled"}
         env.pop("LOCAL_RANK", None)
-        proc = subprocess.run([sys.executable, "train.py", *TINY_ESRGAN, f"hydra.run.dir={run_dir}"], cwd=REPO,
+        proc = subprocess.run([sys.executable, "train.py", *TINY_ESRGAN, f"hydra.run.dir={tmp_path}/${{hydra:job.name}}"],
+                              cwd=REPO,
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
     finally:
         holder.kill()
