@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from archs.weights_io import read_layout_weights
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # zllrunning test.py transforms.Normalize
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # zllrunning prepropess_data.py: atts = [...] numbered from 1, background 0
@@ -186,27 +188,4 @@ def load_bisenet(path: str | os.PathLike, n_classes: int = 19) -> BiSeNet:
             "BiSeNet state dict of zllrunning/face-parsing.PyTorch (79999_iter.pth; keys cp.resnet.conv1.weight ... "
             "conv_out.conv_out.weight), or set parsing_weights: null for the region-merging fallback"
         )
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001
-        raise ValueError(f"face-parsing weights file {str(file)!r} is not a readable torch state dict ({err})") from err
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise ValueError(f"face-parsing weights file {str(file)!r} holds a {type(state).__name__}, not a state dict")
-    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
-    net = BiSeNet(n_classes)
-    expected = set(net.state_dict())
-    missing = [k for k in net.state_dict() if k not in state]  # in layout order
-    unexpected = [k for k in state if k not in expected]
-    if missing or unexpected:
-        raise ValueError(
-            f"face-parsing weights file {str(file)!r} is not in the zllrunning BiSeNet layout: missing keys "
-            f"{missing[:6]}{' ...' if len(missing) > 6 else ''}, unexpected keys {unexpected[:6]}"
-            f"{' ...' if len(unexpected) > 6 else ''}"
-        )
-    try:
-        net.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        raise ValueError(f"face-parsing weights file {str(file)!r}: {err}") from err
-    return net.eval().requires_grad_(False)
+    return read_layout_weights(file, "face-parsing weights file", lambda: BiSeNet(n_classes), "zllrunning BiSeNet")

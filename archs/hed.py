@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from archs.weights_io import read_layout_weights
+
 # Caffe HED's BGR mean (pix2pix scripts/edges/batch_hed.py; sniklaus/pytorch-hed run.py), on 0-255.
 HED_BGR_MEAN = (104.00698793, 116.66876762, 122.67891434)
 _STAGES = ("One", "Two", "Thr", "Fou", "Fiv")
@@ -76,32 +78,8 @@ def load_hed(path: str | os.PathLike) -> HED:
             "the sniklaus/pytorch-hed layout (network-bsds500.pytorch; keys netVggOne.0.weight ... netCombine.0.bias "
             "or the older moduleVggOne...), or set hed_weights: null for the classic detector"
         )
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable file gets the same clear message
-        raise ValueError(f"HED weights file {str(file)!r} is not a readable torch state dict ({err})") from err
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise ValueError(f"HED weights file {str(file)!r} holds a {type(state).__name__}, not a state dict")
-    # older port revisions: moduleVggOne..., DataParallel saves: module.netVggOne...
-    renamed = {}
-    for key, value in state.items():
-        key = key[len("module.") :] if key.startswith("module.") else key
-        if key.startswith("module"):
-            key = "net" + key[len("module") :]
-        renamed[key] = value
-    net = HED()
-    expected = set(net.state_dict())
-    missing = [k for k in net.state_dict() if k not in renamed]  # in layout order
-    unexpected = [k for k in renamed if k not in expected]
-    if missing or unexpected:
-        raise ValueError(
-            f"HED weights file {str(file)!r} is not in the sniklaus/pytorch-hed layout: missing keys {missing[:6]}"
-            f"{' ...' if len(missing) > 6 else ''}, unexpected keys {unexpected[:6]}{' ...' if len(unexpected) > 6 else ''}"
-        )
-    try:
-        net.load_state_dict(renamed, strict=True)
-    except RuntimeError as err:  # shape mismatch
-        raise ValueError(f"HED weights file {str(file)!r}: {err}") from err
-    return net.eval().requires_grad_(False)
+
+    def rename(key: str) -> str:  # older port revisions: moduleVggOne... -> netVggOne...
+        return "net" + key[len("module"):] if key.startswith("module") else key
+
+    return read_layout_weights(file, "HED weights file", HED, "sniklaus/pytorch-hed", rename)

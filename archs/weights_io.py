@@ -607,3 +607,34 @@ def save_generator_file(
         torch.save(obj, tmp)
     os.replace(tmp, path)
     return path
+
+
+def read_layout_weights(file, what: str, make_net, layout: str, rename=None):
+    """Load a pretrained helper network (HED, BiSeNet, ...) from ``file``, a torch state dict of one published layout.
+
+    ``what`` names the file in messages ("HED weights file"); ``rename`` maps the file's keys to the net's. Every
+    failure is a ValueError naming the file: unreadable, not a state dict, keys of another layout, wrong shapes.
+    """
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable file gets the same clear message
+        raise ValueError(f"{what} {str(file)!r} is not a readable torch state dict ({err})") from err
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ValueError(f"{what} {str(file)!r} holds a {type(state).__name__}, not a state dict")
+    state = {(rename or (lambda k: k))(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
+    net = make_net()
+    expected = set(net.state_dict())
+    missing = [k for k in net.state_dict() if k not in state]  # in layout order
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        raise ValueError(
+            f"{what} {str(file)!r} is not in the {layout} layout: missing keys {missing[:6]}"
+            f"{' ...' if len(missing) > 6 else ''}, unexpected keys {unexpected[:6]}{' ...' if len(unexpected) > 6 else ''}"
+        )
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as err:  # shape mismatch
+        raise ValueError(f"{what} {str(file)!r}: {err}") from err
+    return net.eval().requires_grad_(False)
