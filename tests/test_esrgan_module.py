@@ -260,7 +260,7 @@ def test_evaluate_bicubic_reproduces_the_set5_baseline(tmp_path):
     assert row["images"] == 5
     assert row["psnr_y"] == pytest.approx(28.4314, abs=0.002)
     assert row["ssim_y"] == pytest.approx(0.8113, abs=0.0005)
-    # The default crops HR to a multiple of 12, as BasicSR's GTmod12 folders (REFERENCE 3: 28.3973 / 0.8115).
+    # The default crops HR to a multiple of 12, as BasicSR's GTmod12 folders (generate_bicubic_img.m): 28.3973 / 0.8115.
     row = evaluate(compose_cfg(tmp_path, ["model=bicubic", f"data.test_dirs=[{set5}]"], config_name="eval"))["Set5"]
     assert row["psnr_y"] == pytest.approx(28.3973, abs=0.002)
     assert row["ssim_y"] == pytest.approx(0.8115, abs=0.0005)

@@ -1,4 +1,4 @@
-"""SC-FEGAN losses against their formulas (REFERENCE 1.9)."""
+"""SC-FEGAN losses against their formulas (arXiv 1902.06838 sec. 3.3)."""
 
 import pytest
 import torch

@@ -17,7 +17,7 @@ from archs.gated_conv import (
 from archs.scfegan_generator import SCFEGANGenerator, composite, make_generator_input
 from archs.sn_patch_discriminator import SNPatchDiscriminator
 
-# REFERENCE 1.5 at cnum = 64: (scope, kind, k, s, dilation, in, out, lrn).  "G" gated conv,
+# Official model.py:29-86 at cnum = 64: (scope, kind, k, s, dilation, in, out, lrn).  "G" gated conv,
 # "G0" gated conv without activation, "D" gated deconv.
 TABLE = [
     ("gconv1_ds", "G", 7, 2, 1, 9, 64, False),

@@ -200,7 +200,7 @@ def test_modcrop_and_baseline_shapes():
 
 
 # --------------------------------------------------------------------------------------------------
-# Regression targets: bicubic x4 baseline, REFERENCE.md section 3
+# Regression targets: bicubic x4 baseline under BasicSR's protocol (matlab_functions.py, psnr_ssim.py)
 # --------------------------------------------------------------------------------------------------
 SET5 = {
     "baby": (31.7867, 0.8577),
