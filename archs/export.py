@@ -25,7 +25,7 @@ ONNX uses the TorchScript-based exporter (``dynamo=False``; opset 17 by default)
 seconds with dynamic axes, where the ``torch.export`` path takes minutes on the SC-FEGAN generator.
 """
 
-import tv_compat  # noqa: F401  (entry point: must precede anything that imports torchvision)
+import tv_compat  # entry point: must precede anything that imports torchvision
 
 import argparse
 import copy
@@ -130,7 +130,7 @@ def export_generator(
         extra = {TORCHSCRIPT_META: json.dumps({"generator": generator, **meta})}
         torch.jit.save(traced, path, _extra_files=extra)
         return path
-    import onnx  # noqa: F401  (pinned in requirements.txt; fail early with the package name)
+    import onnx  # pinned in requirements.txt; fail early with the package name
 
     axes = {0: "batch", 2: "height", 3: "width"}
     with warnings.catch_warnings():

@@ -13,7 +13,7 @@ project's ``.ckpt`` files (the EMA generator).  ``python evaluate.py model=esrga
 interp.gan_weights=B`` evaluates a sweep of alphas without writing files.
 """
 
-import tv_compat  # noqa: F401  (entry point: must precede anything that imports torchvision)
+import tv_compat  # entry point: must precede anything that imports torchvision
 
 import argparse
 import os

@@ -32,7 +32,7 @@ the network, in layer 24's concatenation and layer 25's output).  The file also 
 size (512).  The official weights are CC BY-NC 4.0 (non-commercial use only).
 """
 
-import tv_compat  # noqa: F401  (entry point: must precede anything that imports torchvision)
+import tv_compat  # entry point: must precede anything that imports torchvision
 
 import argparse
 import os

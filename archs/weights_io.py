@@ -617,7 +617,7 @@ def read_layout_weights(file, what: str, make_net, layout: str, rename=None):
     """
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable file gets the same clear message
+    except Exception as err:  # any unreadable file gets the same clear message
         raise ValueError(f"{what} {str(file)!r} is not a readable torch state dict ({err})") from err
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]

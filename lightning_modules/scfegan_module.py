@@ -12,7 +12,6 @@ D sees ``[image, sketch, colour, mask]`` (8 channels).  Images are in [-1, 1].
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 
 import torch

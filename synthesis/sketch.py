@@ -366,7 +366,7 @@ class SketchExtractor(nn.Module):
         net = DexiNed(pretrained=False)
         try:
             state = torch.load(file, map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001  (EOFError, UnpicklingError, zip errors: no path in them)
+        except Exception as err:  # EOFError, UnpicklingError, zip errors: no path in them
             raise ValueError(f"DexiNed weights {str(file)!r} (sketch.dexined_weights, {file.stat().st_size} bytes) "
                              f"cannot be read with torch.load(weights_only=True): empty, truncated, or a pickle "
                              f"that runs code? {type(err).__name__}: {err}") from err

@@ -8,7 +8,6 @@ The browser tests skip, saying why, when no Chromium executable is found (``CHRO
 which turns that skip into a failure.
 """
 
-import io
 import os
 import shutil
 import socket

@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 import torch
-from kornia.color import rgb_to_lab
 
 from archs.bisenet import BISENET_CLASSES, BISENET_TO_CELEBAMASK, CELEBAMASK_CLASSES, BiSeNet, load_bisenet
 from synthesis.color import ColorMapExtractor, merge_regions, region_median_table, slic

@@ -9,7 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-import device_check  # noqa: E402
+import device_check
 
 ROW_KEYS = {"case", "kind", "stage", "precision", "channels_last", "compile", "status", "est_s", "wall_s"}
 TRAIN_KEYS = {"img_s", "ms_it", "peak_mem_gib", "gflop_it", "tflops", "share_bf16_peak", "synthesis_share",

@@ -10,7 +10,6 @@ from hydra.utils import instantiate
 
 from conftest import compose_cfg, write_png
 from archs.unet_discriminator import UNetDiscriminatorSN
-from lightning_modules.realesrgan_module import RealESRGANModule
 from train import train
 
 

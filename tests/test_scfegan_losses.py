@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from archs.scfegan_generator import SCFEGANGenerator, composite, make_generator_input
 from archs.sn_patch_discriminator import SNPatchDiscriminator
