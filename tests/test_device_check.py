@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import device_check
@@ -28,6 +30,7 @@ def test_full_plan_covers_the_grid_and_fits_the_budget_in_priority_order():
     assert sum(c["est_s"] for c in cases[:first_compiled + 2]) < 390  # eager grid + the key compiled cases fit
 
 
+@pytest.mark.slow
 def test_quick_run_writes_json_and_markdown(tmp_path, capsys):
     result = device_check.main(["--quick", "--out", str(tmp_path)])
     out = capsys.readouterr().out

@@ -105,6 +105,7 @@ def test_generator_widths_scale_with_cnum():
     assert g.gconv14.conv.in_channels == 12
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("padding_mode", ["tf_same", "symmetric"])
 def test_generator_forward_small(padding_mode):
     torch.manual_seed(0)

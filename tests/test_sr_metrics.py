@@ -242,6 +242,7 @@ def _baseline(name):
     return results
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "name, table, mean_psnr, mean_ssim",
     [("Set5", SET5, 28.4314, 0.8113), ("Set14", SET14, 26.0918, 0.7050)],
