@@ -69,7 +69,7 @@ def read_checkpoint(path: str, what: str = "ckpt_path") -> dict:
             if "mmap" not in str(err):
                 raise
             ckpt = torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) format
-    except Exception as err:  # noqa: BLE001  (EOFError, UnpicklingError, zip errors: all mean "not readable")
+    except Exception as err:  # EOFError, UnpicklingError, zip errors: all mean "not readable"
         raise ValueError(f"{what}={path!r} ({size} bytes) is not a readable checkpoint (truncated or not a "
                          f"torch file?): {type(err).__name__}: {err}") from err
     if not isinstance(ckpt, Mapping) or not isinstance(ckpt.get("state_dict"), Mapping):

@@ -8,7 +8,7 @@
         data.test_dirs=[...]
     python evaluate.py model=scfegan ckpt_path=PATH data.test_dir=DIR [data.user_mask_dir=MASKS]
 
-Super-resolution, per folder (REFERENCE 2.10): HR cropped to a multiple of the scale, LR by MATLAB bicubic (8-bit),
+Super-resolution, per folder (BasicSR psnr_ssim.py): HR cropped to a multiple of scale, LR by MATLAB bicubic (8-bit),
 SR by the model, both quantised to 8 bits, ``crop_border = scale``; PSNR/SSIM on the BT.601 Y channel and on RGB,
 averaged over the images.  Optional: LPIPS (torchmetrics, same quantised and cropped images, lower is better) and
 NIQE (MATLAB ``niqe_release`` port, of the SR image alone, Y channel, same crop; lower is better).  The Perceptual

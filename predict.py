@@ -12,7 +12,7 @@ weights, as Real-ESRGAN does), RGBA keeps an alpha channel upscaled separately (
 inputs give 16-bit outputs (float inputs too).  Large images go through tiles; with ``tile_pad`` at least the
 network's receptive margin (``tile_pad=auto``) the tiled result equals the untiled one up to float rounding.
 
-SC-FEGAN: the official demo's encodings (REFERENCE 1.6); the result equals the input outside the mask, bit for
+SC-FEGAN: the official demo's encodings (demo.py:58-186); the result equals the input outside the mask, bit for
 bit: the generated image is resized back to the input's size, quantised to the input's type, and taken only
 where the (original-size) mask is set.
 """

@@ -75,7 +75,7 @@ def instantiate_loggers(cfg: DictConfig | None, identity: dict | None = None) ->
             # log_model: this project uploads the best checkpoint itself at the end (log_best_checkpoint);
             # Lightning's log_model=True would upload last.ckpt as well.
             kwargs: dict[str, Any] = {"log_model": False}
-            # Not `offline=True`: that sets WANDB_MODE for the whole process (REFERENCE 4.5).  The mode is passed
+            # Not `offline=True`: that sets WANDB_MODE for the whole process (WandbLogger.__init__).  The mode is passed
             # to wandb.init explicitly: wandb reads the environment once per process (its setup singleton), so a
             # later job or test that changed WANDB_MODE would otherwise get the first one's mode.
             env_mode = os.environ.get("WANDB_MODE")
@@ -146,7 +146,7 @@ def resolve_trainer_overrides(cfg: DictConfig) -> dict[str, Any]:
 
 def check_multirun_launch(cfg: DictConfig, strategy) -> None:
     """Inside a multirun job: refuse DDP that Lightning would start by re-running the command line (every child
-    would run its own copy of the sweep; REFERENCE 4.3).  The Hydra callback checks the same before the first
+    would run its own copy of the sweep; Lightning #15689).  The Hydra callback checks the same before the first
     job; this catches per-job values (a swept trainer.devices)."""
     if not _is_multirun():
         return
@@ -391,7 +391,7 @@ def _train(cfg: DictConfig, trainer_overrides: dict[str, Any]) -> dict[str, Any]
         trainer_overrides.setdefault("plugins", [AtomicCheckpointIO()])
 
     if hasattr(model, "optimizer_steps_total") and not cfg.trainer.get("fast_dev_run"):
-        # The recipe counts batches; Lightning's max_steps counts optimizer steps (REFERENCE 4.1).
+        # The recipe counts batches; Lightning's max_steps counts optimizer steps (Lightning #17958).
         trainer_overrides["max_steps"] = model.optimizer_steps_total()
     trainer: Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **trainer_overrides)
 

@@ -16,7 +16,7 @@ Graphs (TorchScript and ONNX) take ``input`` [B, C, H, W] float32 and return ``o
 * **RRDBNet**: [B, 3, H, W] in [0, 1] -> [B, 3, sH, sW] (unclamped, as the network); batch, height and width
   are dynamic (for x2 / x1 networks H and W must be even / multiples of 4).
 * **SC-FEGAN**: the 9-channel generator input ``[I*(1-M), sketch, colour, M, noise]`` in the encodings of
-  REFERENCE 1.6 -> G(x) in [-1, 1] (not composited).  Batch, height and width are dynamic, and the graph is
+  the official demo.py -> G(x) in [-1, 1] (not composited).  Batch, height and width are dynamic, and the graph is
   valid for every size the generator accepts (multiples of 128): the TF-'SAME' pads of the stride-2 layers are
   stored as constants (they are the same for every even size) and the transposed convs crop their last
   row/column with negative-index slices, so the traced graph does not bake in the example size.
@@ -25,7 +25,7 @@ ONNX uses the TorchScript-based exporter (``dynamo=False``; opset 17 by default)
 seconds with dynamic axes, where the ``torch.export`` path takes minutes on the SC-FEGAN generator.
 """
 
-import tv_compat  # noqa: F401  (entry point: must precede anything that imports torchvision)
+import tv_compat  # entry point: must precede anything that imports torchvision
 
 import argparse
 import copy
@@ -130,7 +130,7 @@ def export_generator(
         extra = {TORCHSCRIPT_META: json.dumps({"generator": generator, **meta})}
         torch.jit.save(traced, path, _extra_files=extra)
         return path
-    import onnx  # noqa: F401  (pinned in requirements.txt; fail early with the package name)
+    import onnx  # pinned in requirements.txt; fail early with the package name
 
     axes = {0: "batch", 2: "height", 3: "width"}
     with warnings.catch_warnings():

@@ -1,4 +1,4 @@
-"""Network interpolation (ESRGAN paper Eq. 4; xinntao/ESRGAN ``net_interp.py``; REFERENCE 2.13).
+"""Network interpolation (ESRGAN paper sec. 3.4, Eq. 4; xinntao/ESRGAN ``net_interp.py``).
 
 ``theta = (1 - alpha) * theta_PSNR + alpha * theta_GAN`` on every state-dict entry, alpha in [0, 1]; both models
 must share a key layout and shapes.  alpha = 0 gives the PSNR model and alpha = 1 the GAN model exactly.
@@ -8,12 +8,12 @@ Write an interpolated generator (BasicSR ``{params, params_ema}`` container, loa
 
     python -m archs.interpolate PSNR.pth GAN.pth --alpha 0.8 --out interp_08.pth
 
-Inputs may be BasicSR containers (``params_ema`` preferred, as REFERENCE 2.13 says), bare state dicts, or this
+Inputs may be BasicSR containers (``params_ema`` preferred, as BasicSR's ``load_network``), bare state dicts, or this
 project's ``.ckpt`` files (the EMA generator).  ``python evaluate.py model=esrgan interp.psnr_weights=A
 interp.gan_weights=B`` evaluates a sweep of alphas without writing files.
 """
 
-import tv_compat  # noqa: F401  (entry point: must precede anything that imports torchvision)
+import tv_compat  # entry point: must precede anything that imports torchvision
 
 import argparse
 import os

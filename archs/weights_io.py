@@ -6,7 +6,7 @@ dict, this project's Lightning checkpoints (``.ckpt``; the EMA generator is take
 
 The second half (:func:`build_generator` and helpers) reads every generator file the project meets -
 its own checkpoints and exports, and the published ESRGAN generators in their three key layouts
-(REFERENCE 2.2) - and builds the network with the architecture the file records or its tensors imply.
+(BasicSR, xinntao/ESRGAN, 2018) - and builds the network with the architecture the file records or its tensors imply.
 """
 
 from __future__ import annotations
@@ -186,7 +186,7 @@ def make_network(config: Mapping, source: str = "network config", role: str | No
 
 _KIND_ALIASES = {"esrgan": "esrgan", "rrdbnet": "esrgan", "scfegan": "scfegan", "sc-fegan": "scfegan"}
 
-#: REFERENCE 2.2: BasicSR (this project's names), xinntao/ESRGAN, and the original 2018 sequential ``RRDB_Net``.
+#: BasicSR (this project's names), xinntao/ESRGAN ``RRDBNet_arch.py``, the 2018 ``architecture.py`` ``RRDB_Net``.
 ESRGAN_LAYOUTS = ("basicsr", "xinntao", "sequential")
 _LAYOUT_EXAMPLES = {
     "basicsr": "conv_first.weight, body.0.rdb1.conv1.weight, conv_body.weight, conv_up1.weight, conv_up2.weight, "
@@ -244,7 +244,7 @@ def _split(key: str) -> tuple[str, str]:
 def esrgan_to_basicsr(state: Mapping[str, torch.Tensor], layout: str | None = None) -> "OrderedDict[str, torch.Tensor]":
     """Rename an ESRGAN generator state dict of any published layout to BasicSR's (this project's) names.
 
-    A pure rename (the topology is the same in all three, REFERENCE 2.2); ``module.`` prefixes are dropped.
+    A pure rename (same topology; xinntao/ESRGAN ``transer_RRDB_models.py``); ``module.`` prefixes are dropped.
     Raises ``ValueError`` naming the expected and the found keys when the layout is none of the three, and
     naming the keys it cannot place when the layout is recognised but holds extra entries.
     """
@@ -617,7 +617,7 @@ def read_layout_weights(file, what: str, make_net, layout: str, rename=None):
     """
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable file gets the same clear message
+    except Exception as err:  # any unreadable file gets the same clear message
         raise ValueError(f"{what} {str(file)!r} is not a readable torch state dict ({err})") from err
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]

@@ -1,8 +1,8 @@
 """SC-FEGAN face data: images (+ face-part label maps, + eye landmarks), inputs synthesised on the device.
 
 Workers only decode, resize and flip.  ``on_after_batch_transfer`` runs :class:`FaceInputSynthesizer` on the
-batch's device (the GPU when there is one) and adds ``mask``, ``sketch``, ``color``, ``noise`` (REFERENCE 1.6,
-1.11).  Training masks depend on (seed, sample index, trainer.current_epoch); validation uses a separate seed and a
+batch's device (the GPU when there is one) and adds ``mask``, ``sketch``, ``color``, ``noise`` (official demo.py, paper
+sec. 3.1).  Training masks depend on (seed, sample index, trainer.current_epoch); validation uses a separate seed and a
 fixed epoch, so its masks never change between validation runs.
 
 Sources
@@ -43,7 +43,7 @@ from datamodules.samplers import (collate_skipping_bad, eval_dataset_and_sampler
                                   sample_rng)
 from synthesis.pipeline import FaceInputSynthesizer
 
-# CelebAMask-HQ part names in label order 1..18 (0 = background); REFERENCE 1.11, celebamask_mini README.
+# CelebAMask-HQ part names in label order 1..18 (0 = background); CelebAMask-HQ's g_mask.py, celebamask_mini README.
 CELEBAMASK_PARTS = (
     "skin", "nose", "eye_g", "l_eye", "r_eye", "l_brow", "r_brow", "l_ear", "r_ear",
     "mouth", "u_lip", "l_lip", "hair", "hat", "ear_r", "neck_l", "neck", "cloth",

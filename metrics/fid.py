@@ -28,7 +28,7 @@ def load_inception_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
                                 f"{INCEPTION_FILE})")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001  (UnpicklingError for payloads, EOFError/zip errors for truncation)
+    except Exception as err:  # UnpicklingError for payloads, EOFError/zip errors for truncation
         raise ValueError(f"FID Inception weights {path!r} refused: not a plain tensor file readable with "
                          f"torch.load(weights_only=True) (a pickle that runs code, or a damaged file): "
                          f"{type(err).__name__}: {err}") from err

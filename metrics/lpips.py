@@ -2,7 +2,7 @@
 
 ``torchmetrics.image.LearnedPerceptualImagePatchSimilarity`` ships the LPIPS linear heads but asks torchvision
 for the ImageNet backbone (alexnet-owt-7be5be79, vgg16-397923af, squeezenet1_1-b8a52dc0), i.e. it downloads, and
-fails offline (REFERENCE 4.7).  :func:`build_lpips` builds the same torchmetrics metric with the backbone taken
+fails offline (torchmetrics lpips.py).  :func:`build_lpips` builds the same torchmetrics metric with the backbone taken
 from, in this order:
 
 * ``backbone_weights="imagenet"``: torchvision's weight enum, which reads ``$TORCH_HOME/hub/checkpoints/<file>``

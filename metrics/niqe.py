@@ -1,6 +1,6 @@
 """NIQE (Mittal, Soundararajan & Bovik, "Making a 'Completely Blind' Image Quality Analyzer", 2013).
 
-A port of the MATLAB ``niqe_release`` as BasicSR ``basicsr/metrics/niqe.py`` does it (REFERENCE 2.11), in
+A port of the MATLAB ``niqe_release`` as BasicSR ``basicsr/metrics/niqe.py`` does it, in
 numpy/scipy (the image filtering in float32 as BasicSR, see ``niqe``):
 
 1. the image is quantised to uint8 (as BasicSR ``tensor2img``), converted to the MATLAB BT.601 Y channel,

@@ -6,19 +6,19 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the project root
 
-import tv_compat  # noqa: E402,F401  (must precede anything that imports torchvision)
+import tv_compat  # must precede anything that imports torchvision
 
-import json  # noqa: E402
-import logging  # noqa: E402
+import json
+import logging
 
-import hydra  # noqa: E402
-import torch  # noqa: E402
-from hydra.utils import instantiate  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
-from PIL import Image  # noqa: E402
+import hydra
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from PIL import Image
 
-from ops.image_grid import synthesis_grid  # noqa: E402
-from synthesis.stats import synthesis_stats  # noqa: E402
+from ops.image_grid import synthesis_grid
+from synthesis.stats import synthesis_stats
 
 log = logging.getLogger(__name__)
 

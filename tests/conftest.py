@@ -1,8 +1,7 @@
 """Shared fixtures.  ``tv_compat`` must be imported before anything that imports torchvision."""
 
-import tv_compat  # noqa: F401  (must stay first)
+import tv_compat  # must stay first
 
-import os
 from pathlib import Path
 
 import pytest

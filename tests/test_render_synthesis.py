@@ -1,11 +1,13 @@
 """The command that renders a batch's synthesised SC-FEGAN inputs to a PNG."""
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from conftest import compose_cfg
 
 
+@pytest.mark.slow
 def test_render_writes_a_grid_of_all_channels(tmp_path):
     from scripts.render_synthesis import render
 
@@ -25,6 +27,7 @@ def test_render_writes_a_grid_of_all_channels(tmp_path):
     assert np.array_equal(np.array(Image.open(out)), grid)
 
 
+@pytest.mark.slow
 def test_render_writes_stats_json(tmp_path):
     import json
 
