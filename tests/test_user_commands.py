@@ -1,0 +1,104 @@
+"""Commands as a researcher types them (issue 15): a multirun without hydra.sweep.dir, a SIGTERM sent to the
+whole process group with DataLoader workers running."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO, TINY_ESRGAN
+from test_realesrgan import TINY as TINY_REALESRGAN
+from test_training_faults import SCFEGAN_TINY, _faces, _sr_images
+
+
+def repo_copy(dst: Path) -> Path:
+    """The repository's tracked files under ``dst`` (a fresh clone, as a user has it); .venv is not needed: the
+    commands run with this interpreter."""
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
+    for rel in filter(None, files.decode().split("\0")):
+        src = REPO / rel
+        if src.is_file():
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst / rel)
+    return dst
+
+
+def _env():
+    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONWARNINGS": "ignore"}
+    for k in ("LOCAL_RANK", "PROJECT_ROOT"):
+        env.pop(k, None)
+    return env
+
+
+# ------------------------------------------------------------------------------------------------ item 1
+@pytest.mark.slow
+def test_multirun_without_sweep_dir_runs_every_job_and_summarises(tmp_path):
+    # Exactly the README's form: no hydra.sweep.dir; the sweep goes to logs/<task>/multiruns/<time> under the cwd.
+    repo = repo_copy(tmp_path / "repo")
+    args = [a for a in TINY_ESRGAN if a != "experiment=demo"]
+    proc = subprocess.run([sys.executable, "train.py", "-m", "experiment=demo", "model.gan.gan_weight=1e-3,5e-3",
+                           *args, "model.psnr.iters=2", "model.gan.iters=2", "trainer.val_check_interval=2"],
+                          cwd=repo, env=_env(), capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    sweeps = list((repo / "logs" / "demo" / "multiruns").iterdir())
+    assert len(sweeps) == 1, sweeps
+    sweep = sweeps[0]
+    info = json.loads((sweep / "sweep_info.json").read_text())
+    assert info["swept_keys"] == ["model.gan.gan_weight"]
+    assert (sweep / "summary.csv").is_file()
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]
+    for job in ("0", "1"):
+        assert json.loads((sweep / job / "result.json").read_text())["status"] == "ok"
+
+
+# ------------------------------------------------------------------------------------------------ item 2
+def _recipe_args(recipe: str, tmp_path: Path) -> list[str]:
+    if recipe == "esrgan":
+        data = _sr_images(tmp_path / "data")
+        return [*TINY_ESRGAN, f"data.train_dirs=[{data}]", f"data.val_dirs=[{data}]", "model.stages=[psnr]",
+                "model.psnr.iters=100000", "trainer.val_check_interval=2"]
+    if recipe == "realesrgan":
+        data = _sr_images(tmp_path / "data", size=64)
+        tiny = [a for a in TINY_REALESRGAN if not a.startswith(("model.psnr.iters", "trainer.val_check"))]
+        return [*tiny, f"data.train_dirs=[{data}]", f"data.val_dirs=[{data}]", "model.psnr.iters=100000",
+                "trainer.val_check_interval=2"]
+    faces = _faces(tmp_path / "faces")
+    tiny = [a for a in SCFEGAN_TINY if not a.startswith("model.iters")]
+    return [*tiny, f"data.image_dir={faces}", "model.iters=100000", "trainer.val_check_interval=2"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", ["esrgan", "realesrgan", "scfegan"])
+def test_group_sigterm_with_workers_saves_last_ckpt_and_exits_143(tmp_path, recipe):
+    # `timeout`, SLURM and Kubernetes signal the whole process group: the DataLoader workers get SIGTERM too.
+    run_dir = tmp_path / "run"
+    args = [*_recipe_args(recipe, tmp_path), "data.num_workers=2", f"hydra.run.dir={run_dir}"]
+    last = run_dir / "checkpoints" / "last.ckpt"
+    proc = subprocess.Popen([sys.executable, "train.py", *args], cwd=REPO, env=_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        deadline = time.time() + 600
+        while not last.exists():  # the first checkpoint: training is under way, workers are running
+            assert proc.poll() is None and time.time() < deadline, proc.communicate()[0][-3000:]
+            time.sleep(0.2)
+        first = last.stat().st_mtime_ns
+        os.killpg(proc.pid, signal.SIGTERM)  # as `kill -TERM -- -PGID`
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 143, out[-4000:]
+    assert "killed by signal" not in out, out[-4000:]
+    saved = torch.load(last, map_location="cpu", weights_only=True)
+    assert last.stat().st_mtime_ns >= first and saved["iteration"] >= 2
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["status"] == "interrupted" and result["signal"] == signal.SIGTERM
+    assert result["last_model_path"] == str(last)
