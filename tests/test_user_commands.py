@@ -102,3 +102,33 @@ def test_group_sigterm_with_workers_saves_last_ckpt_and_exits_143(tmp_path, reci
     result = json.loads((run_dir / "result.json").read_text())
     assert result["status"] == "interrupted" and result["signal"] == signal.SIGTERM
     assert result["last_model_path"] == str(last)
+
+
+# ------------------------------------------------------------------------------------------------ item 7
+def test_scfegan_weights_record_the_training_size_and_predict_works_at_it(tmp_path):
+    # A generator trained at 128 must not be run at predict.py's 512 default (size=auto: the size the weights record).
+    from archs.weights_io import read_generator_file
+    from conftest import compose_cfg
+    from predict import _working_size
+    from train import train
+
+    faces = _faces(tmp_path / "faces")
+    result = train(compose_cfg(tmp_path / "run", [*SCFEGAN_TINY, f"data.image_dir={faces}", "model.iters=1",
+                                                  "data.resolution=128"]))
+    for path in (result["last_model_path"], tmp_path / "run" / "weights" / "net_g_final.pth"):
+        meta = read_generator_file(path).meta
+        assert meta["input_size"] == 128, (path, meta)
+        assert _working_size("auto", meta) == (128, 128)
+
+
+def test_face_experiment_uses_celebamask_mini_faces(tmp_path):
+    from hydra.utils import instantiate
+
+    from conftest import compose_cfg, shared_data
+
+    shared_data("faces", "celebamask_mini")
+    cfg = compose_cfg(tmp_path, ["experiment=scfegan_faces"])
+    assert cfg.data.resolution == 128 and cfg.model._target_.endswith("SCFEGANModule")
+    dm = instantiate(cfg.data)
+    dm.setup("fit")
+    assert len(dm.train_set) == 950 and len(dm.val_set) == 50  # real faces, with their label maps
