@@ -95,7 +95,7 @@ NOT_RUN = [  # (regex on the command, reason)
     (r"^python train\.py model=esrgan( test_after_train=true| data=realesrgan_div2k| data\.lr_train)"
      r"|^python train\.py experiment=realesrgan( data\.val_degradation=true)?$|celeba_hq", NEEDS_DIV2K),
     (r"\+sweep=", "9 to 32 full jobs each; the sweep machinery is run by the `-m experiment=demo` command"),
-    (r"data=celebamask_mini", "needs the research-only celebamask_mini (../shared/data), not in a clone"),
+    (r"data=celebamask_mini|experiment=scfegan_faces", "needs the research-only celebamask_mini (../shared/data), not in a clone"),
     (r"^python app\.py", "serves until stopped; tests/test_app_server.py drives the app in Chromium"),
     (r"^wandb ", "needs a wandb account and the internet"),
     (r"^pip install --target|^TF_SIDE=", "installs TensorFlow (optional side package) for a benchmark"),
