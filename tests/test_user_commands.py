@@ -132,3 +132,20 @@ def test_face_experiment_uses_celebamask_mini_faces(tmp_path):
     dm = instantiate(cfg.data)
     dm.setup("fit")
     assert len(dm.train_set) == 950 and len(dm.val_set) == 50  # real faces, with their label maps
+
+
+# ------------------------------------------------------------------------------------------------ item 6
+def test_train_loss_line_every_log_every_n_steps_in_console_and_train_log(tmp_path):
+    run_dir = tmp_path / "run"
+    data = _sr_images(tmp_path / "data")
+    args = [*TINY_ESRGAN, f"data.train_dirs=[{data}]", f"data.val_dirs=[{data}]", "model.stages=[psnr]",
+            "model.psnr.iters=6", "trainer.val_check_interval=6", "trainer.log_every_n_steps=2",
+            f"hydra.run.dir={run_dir}"]
+    proc = subprocess.run([sys.executable, "train.py", *args], cwd=REPO, env=_env(), capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    log_text = (run_dir / "train.log").read_text()
+    for text in (proc.stdout + proc.stderr, log_text):
+        lines = [ln for ln in text.splitlines() if "train_log" in ln and " iter " in ln]
+        iters = [int(ln.split(" iter ")[1].split("/")[0].split()[0]) for ln in lines]
+        assert iters == [2, 4, 6], text[-3000:]
