@@ -149,3 +149,23 @@ def test_train_loss_line_every_log_every_n_steps_in_console_and_train_log(tmp_pa
         lines = [ln for ln in text.splitlines() if "train_log" in ln and " iter " in ln]
         iters = [int(ln.split(" iter ")[1].split("/")[0].split()[0]) for ln in lines]
         assert iters == [2, 4, 6], text[-3000:]
+
+
+# ------------------------------------------------------------------------------------------------ item 3
+def test_device_counts_are_checked_before_any_process_starts(tmp_path, monkeypatch):
+    import train as train_mod
+    from conftest import compose_cfg
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    with pytest.raises(ValueError, match="no GPU here would start 4 CPU processes"):
+        train_mod.check_config(compose_cfg(tmp_path, ["model=esrgan", "data=sr_demo", "trainer.devices=4"]))
+    with pytest.raises(ValueError, match="4 GPU process"):
+        train_mod.check_config(compose_cfg(tmp_path, ["model=esrgan", "data=sr_demo", "trainer=gpu",
+                                                      "trainer.devices=4"]))
+    with pytest.raises(ValueError, match="3 CPU processes on 2 cores; set allow_cpu_oversubscribe=true"):
+        train_mod.check_config(compose_cfg(tmp_path, ["experiment=demo", "trainer.devices=3"]))
+    train_mod.check_config(compose_cfg(tmp_path, ["experiment=demo", "trainer.devices=3",
+                                                  "allow_cpu_oversubscribe=true"]))
+    train_mod.check_config(compose_cfg(tmp_path, ["experiment=demo", "trainer=ddp", "trainer.accelerator=cpu"]))
