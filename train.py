@@ -115,9 +115,39 @@ def check_config(cfg: DictConfig) -> None:
     from config_checks import check_train_config
 
     check_train_config(cfg)  # data / trainer numbers and the resumed checkpoint, naming the key or the file
+    check_devices(cfg)
     if cfg.trainer.get("sync_batchnorm") and str(cfg.trainer.get("accelerator", "auto")) == "cpu":
         raise ValueError("trainer.sync_batchnorm=true works on GPUs only (torch's SyncBatchNorm); "
                          "leave it false for CPU processes")
+
+
+def check_devices(cfg: DictConfig) -> None:
+    """Before any process is spawned: the processes asked for exist here (issue 15).  ``trainer.devices=N`` with
+    no GPU would otherwise start N gloo CPU processes; more CPU processes than cores only thrash, unless
+    ``allow_cpu_oversubscribe=true`` says it is meant (e.g. a DDP test)."""
+    accelerator = str(cfg.trainer.get("accelerator", "auto") or "auto").lower()
+    if int(cfg.trainer.get("num_nodes", 1) or 1) > 1 or os.environ.get("LOCAL_RANK") is not None:
+        return  # a cluster launcher placed the processes; Lightning checks the local devices itself
+    n = devices_per_node(cfg.trainer)
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    cores = os.cpu_count() or 1
+    if accelerator in ("gpu", "cuda") and n > 1 and n > gpus:  # one missing GPU: Lightning's own error
+        raise ValueError(f"trainer.devices asks for {n} GPU process(es) but this machine has {gpus} GPU(s)")
+    if accelerator == "auto" and gpus == 0 and n > 1:
+        raise ValueError(f"trainer.devices={cfg.trainer.get('devices')} with trainer.accelerator=auto and no GPU here "
+                         f"would start {n} CPU processes; set trainer.accelerator=cpu to run CPU processes (gloo), "
+                         "or run on a machine with the GPUs")
+    if (accelerator == "cpu" or (accelerator == "auto" and gpus == 0)) and n > cores \
+            and not cfg.get("allow_cpu_oversubscribe", False):
+        raise ValueError(f"trainer.devices={cfg.trainer.get('devices')}: {n} CPU processes on {cores} cores; "
+                         "set allow_cpu_oversubscribe=true if that is meant")
+
+
+def log_launch_plan(trainer: Trainer) -> None:
+    """Plainly what will run, before it starts."""
+    log.info(f"will run: accelerator {type(trainer.accelerator).__name__.replace('Accelerator', '').lower()}, "
+             f"{trainer.num_devices} process(es) per node x {trainer.num_nodes} node(s), precision "
+             f"{trainer.precision}, strategy {type(trainer.strategy).__name__}")
 
 
 # ------------------------------------------------------------------------------------------ launching
@@ -395,6 +425,7 @@ def _train(cfg: DictConfig, trainer_overrides: dict[str, Any]) -> dict[str, Any]
         trainer_overrides["max_steps"] = model.optimizer_steps_total()
     trainer: Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **trainer_overrides)
 
+    log_launch_plan(trainer)
     hparams = loggable_config(cfg)
     # data.batch_size is per device; the global batch is what the learning rates are tuned for.
     world = int(trainer.num_devices) * int(trainer.num_nodes)

@@ -41,6 +41,7 @@ from torch.utils.data import DataLoader, Dataset
 from datamodules.image_io import BadImageError, filter_images, list_images, read_image, read_label_map
 from datamodules.samplers import (collate_skipping_bad, eval_dataset_and_sampler, resumable_train_loader, sample_key,
                                   sample_rng)
+from datamodules.workers import worker_init
 from synthesis.pipeline import FaceInputSynthesizer
 
 # CelebAMask-HQ part names in label order 1..18 (0 = background); CelebAMask-HQ's g_mask.py, celebamask_mini README.
@@ -431,7 +432,7 @@ class FaceDataModule(LightningDataModule):
     def _loader(self, dataset: FaceDataset | None, batch_size: int, train: bool) -> DataLoader:
         if dataset is None:
             raise RuntimeError("no images for this split (call setup() first; check image_dir / num_val)")
-        kwargs = dict(num_workers=self.num_workers, pin_memory=self.pin_memory,
+        kwargs = dict(num_workers=self.num_workers, pin_memory=self.pin_memory, worker_init_fn=worker_init,
                       persistent_workers=self.persistent_workers and self.num_workers > 0)
         trainer = getattr(self, "trainer", None)
         if train and len(dataset) >= batch_size:

@@ -85,6 +85,8 @@ class SCFEGANModule(IterationGANModule):
     # ------------------------------------------------------------------ what travels with the weights
     def on_fit_start(self) -> None:
         dm = getattr(self.trainer, "datamodule", None)
+        if getattr(dm, "resolution", None):  # predict.py / the app work at this size (size=auto)
+            self.hparams["input_size"] = int(dm.resolution)
         data_noise = getattr(getattr(dm, "synthesis", None), "noise_type", None)
         if data_noise is None:
             return
@@ -95,7 +97,7 @@ class SCFEGANModule(IterationGANModule):
                              f"data.synthesis.noise_type={data_noise!r}; they must agree (the weights record it)")
 
     def weights_meta(self) -> dict:
-        return {"noise_type": self.hparams["noise_type"]} if self.hparams.get("noise_type") else {}
+        return {k: self.hparams[k] for k in ("noise_type", "input_size") if self.hparams.get(k)}
 
     def on_train_end(self) -> None:
         """``weights/net_g_final.pth``: the generator with its architecture and ``meta`` (noise type)."""
