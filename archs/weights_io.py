@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 import zipfile
 from collections import OrderedDict
@@ -423,11 +424,108 @@ def _read_safetensors(path: str) -> GeneratorFile:
     return GeneratorFile(strip_module_prefix(state), generator, meta, path, "safetensors")
 
 
+_STORAGE_DTYPES = {
+    "FloatStorage": torch.float32, "DoubleStorage": torch.float64, "HalfStorage": torch.float16,
+    "BFloat16Storage": torch.bfloat16, "LongStorage": torch.int64, "IntStorage": torch.int32,
+    "ShortStorage": torch.int16, "CharStorage": torch.int8, "ByteStorage": torch.uint8, "BoolStorage": torch.bool,
+}
+
+
+class _ScriptObject:
+    """Stand-in for a TorchScript class instance (``__torch__.*``): keeps the pickled state, runs nothing."""
+
+    def __init__(self, *args):
+        self.state = None
+
+    def __setstate__(self, state):  # BUILD calls this instead of the file's own __setstate__
+        self.state = state
+
+
+class _TorchScriptUnpickler(pickle.Unpickler):
+    """Unpickles a TorchScript archive's ``data.pkl`` with the few harmless globals it needs; every
+    ``__torch__.*`` class becomes a :class:`_ScriptObject` (its TorchScript ``__setstate__`` never runs)."""
+
+    _ALLOWED = {
+        ("torch._utils", "_rebuild_tensor_v2"), ("torch._utils", "_rebuild_parameter"),
+        ("collections", "OrderedDict"), ("torch.jit._pickle", "build_intlist"),
+        ("torch.jit._pickle", "build_doublelist"), ("torch.jit._pickle", "build_boollist"),
+        ("torch.jit._pickle", "build_tensorlist"), ("torch.jit._pickle", "build_genericlist"),
+        ("torch.jit._pickle", "restore_type_tag"),
+    }
+
+    def __init__(self, file, zf: zipfile.ZipFile, prefix: str, path: str):
+        super().__init__(file)
+        self.zf, self.prefix, self.path = zf, prefix, path
+        self.classes: dict = {}
+
+    def find_class(self, module, name):
+        if module == "__torch__" or module.startswith("__torch__."):
+            return self.classes.setdefault((module, name), type(name, (_ScriptObject,), {}))
+        if module == "torch" and name in _STORAGE_DTYPES:
+            return _STORAGE_DTYPES[name]
+        if (module, name) in self._ALLOWED:
+            import importlib
+
+            return getattr(importlib.import_module(module), name)
+        raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a weights file")
+
+    def persistent_load(self, pid):
+        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage" and isinstance(pid[1], torch.dtype)):
+            raise pickle.UnpicklingError(f"unexpected storage record {pid!r}")
+        _, dtype, key, _location, numel = pid
+        data = self.zf.read(f"{self.prefix}data/{key}")
+        itemsize = torch.empty((), dtype=dtype).element_size()
+        if not isinstance(numel, int) or numel * itemsize != len(data):
+            raise pickle.UnpicklingError(f"storage {key!r} holds {len(data)} bytes, not {numel} x {itemsize}")
+        untyped = torch.UntypedStorage.from_buffer(data, dtype=torch.uint8) if data else torch.UntypedStorage(0)
+        return torch.storage.TypedStorage(wrap_storage=untyped, dtype=dtype, _internal=True)
+
+
+def _script_tensors(obj, prefix: str, out: "OrderedDict[str, torch.Tensor]", depth: int = 0) -> None:
+    if depth > 64 or not isinstance(getattr(obj, "state", None), Mapping):
+        return  # a custom __getstate__ (not a plain module): none of its state is taken
+    for key, value in obj.state.items():
+        if isinstance(value, torch.Tensor):
+            out[f"{prefix}{key}"] = value
+        elif isinstance(value, _ScriptObject):
+            _script_tensors(value, f"{prefix}{key}.", out, depth + 1)
+
+
+def read_torchscript_tensors(path: str) -> tuple["OrderedDict[str, torch.Tensor]", dict]:
+    """The tensors (by attribute path) of a TorchScript archive and its ``generator_meta.json``, read WITHOUT
+    ``torch.jit.load``: that would compile the archive's code and run its ``__setstate__`` methods, which a
+    stranger's file can use to write any file.  Only the pickled data and the raw tensor bytes are read."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+            data_pkl = [n for n in names if n.endswith("/data.pkl") and n.count("/") == 1]
+            if not data_pkl:
+                raise ValueError("no data.pkl in the archive")
+            prefix = data_pkl[0][: -len("data.pkl")]
+            with zf.open(data_pkl[0]) as f:
+                root = _TorchScriptUnpickler(f, zf, prefix, path).load()
+            meta_name = f"{prefix}extra/{TORCHSCRIPT_META}"
+            meta_raw = zf.read(meta_name).decode("utf-8") if meta_name in names else ""
+    except Exception as err:
+        raise ValueError(f"cannot read TorchScript file {path!r} (its tensors are read without running its code; "
+                         f"convert it to .safetensors with python -m archs.export --format safetensors): "
+                         f"{type(err).__name__}: {err}") from err
+    state: "OrderedDict[str, torch.Tensor]" = OrderedDict()
+    _script_tensors(root, "", state)
+    try:
+        meta = json.loads(meta_raw) if meta_raw else {}
+    except ValueError as err:
+        raise ValueError(f"{path!r}: {TORCHSCRIPT_META} is not valid JSON: {err}") from err
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path!r}: {TORCHSCRIPT_META} must hold a JSON object, got {type(meta).__name__}")
+    return OrderedDict((k, v.detach().clone()) for k, v in state.items()), meta
+
+
 def read_generator_file(path: str | os.PathLike, prefer: str = "params_ema") -> GeneratorFile:
     """Read any generator file this project knows (see :func:`build_generator`), without building a network.
 
     Pickled files are read with ``torch.load(weights_only=True)``; TorchScript archives with
-    ``torch.jit.load`` (their state dict is taken; no Python code runs).
+    :func:`read_torchscript_tensors` (their tensors only: no TorchScript code is loaded or run).
     """
     path = os.path.expanduser(str(path))
     if not os.path.isfile(path):
@@ -438,14 +536,8 @@ def read_generator_file(path: str | os.PathLike, prefer: str = "params_ema") -> 
         raise ValueError(f"{path!r} is an ONNX model: run it with onnxruntime; weights= takes .pth, .ckpt, "
                          ".safetensors or TorchScript .pt files")
     if _is_torchscript(path):
-        extra = {TORCHSCRIPT_META: ""}
-        try:
-            module = torch.jit.load(path, map_location="cpu", _extra_files=extra)
-        except Exception as err:
-            raise ValueError(f"cannot read TorchScript file {path!r}: {type(err).__name__}: {err}") from err
-        meta = json.loads(extra[TORCHSCRIPT_META]) if extra[TORCHSCRIPT_META] else {}
-        return GeneratorFile(strip_module_prefix(_cpu(module.state_dict())), meta.pop("generator", None), meta,
-                             path, "torchscript")
+        state, meta = read_torchscript_tensors(path)
+        return GeneratorFile(strip_module_prefix(state), meta.pop("generator", None), meta, path, "torchscript")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
@@ -609,6 +701,30 @@ def save_generator_file(
     return path
 
 
+def load_pretrained(path: str | os.PathLike, what: str = "pretrained weights file"):
+    """THE loader of every pretrained file this project reads (VGG16/19 and the LPIPS backbone from the torch hub
+    cache or a given path, FID's Inception, HED, BiSeNet, DexiNed): ``torch.load(weights_only=True)``, so a
+    poisoned file (e.g. in ``$TORCH_HOME/hub/checkpoints``) cannot run code.  ValueError naming the file otherwise."""
+    path = os.path.expanduser(str(path))
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - UnpicklingError for payloads, EOF / zip errors for damage
+        raise ValueError(f"{what} {path!r} refused: not a plain tensor file readable with torch.load(weights_only="
+                         f"True) (a pickle that runs code, or a damaged file): {type(err).__name__}: {err}") from err
+
+
+def hub_cached_file(weights_enum) -> str:
+    """The torch hub cache path of a torchvision weights entry (``VGG19_Weights.IMAGENET1K_V1``), downloaded there
+    first when missing; read it with :func:`load_pretrained` (torchvision's own loader unpickles with
+    ``weights_only=False``).  Download failures (no network) raise OSError / URLError."""
+    url = weights_enum.url
+    path = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(url))
+    if not os.path.isfile(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        torch.hub.download_url_to_file(url, path, progress=False)
+    return path
+
+
 def read_layout_weights(file, what: str, make_net, layout: str, rename=None):
     """Load a pretrained helper network (HED, BiSeNet, ...) from ``file``, a torch state dict of one published layout.
 
@@ -616,8 +732,8 @@ def read_layout_weights(file, what: str, make_net, layout: str, rename=None):
     failure is a ValueError naming the file: unreadable, not a state dict, keys of another layout, wrong shapes.
     """
     try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable file gets the same clear message
+        state = load_pretrained(file, what)
+    except ValueError as err:  # any unreadable file gets the same clear message
         raise ValueError(f"{what} {str(file)!r} is not a readable torch state dict ({err})") from err
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
