@@ -618,6 +618,13 @@ def log_to_loggers(cfg: DictConfig, results: dict[str, dict], title: str) -> Non
 
 def evaluate(cfg: DictConfig) -> dict[str, dict]:
     task = cfg.model.get("task")
+    if cfg.get("metrics_file"):  # predict.py's rules, checked before any work
+        from archs.weights_io import check_output_file
+
+        interp = cfg.get("interp") or {}
+        check_output_file(cfg.metrics_file, (cfg.get("ckpt_path"), interp.get("psnr_weights"),
+                                             interp.get("gan_weights")), bool(cfg.get("overwrite", False)),
+                          "metrics_file")
     if task == "sr":
         if interpolation_requested(cfg):
             results, notes = evaluate_interpolation(cfg)
@@ -634,8 +641,10 @@ def evaluate(cfg: DictConfig) -> dict[str, dict]:
     print_table(results, title, notes)
     if cfg.get("metrics_file"):
         os.makedirs(os.path.dirname(os.path.abspath(cfg.metrics_file)), exist_ok=True)
-        with open(cfg.metrics_file, "w") as f:
+        tmp = f"{cfg.metrics_file}.tmp"
+        with open(tmp, "w") as f:
             json.dump(results, f, indent=2)
+        os.replace(tmp, cfg.metrics_file)
         log.info(f"metrics written to {cfg.metrics_file}")
     log_to_loggers(cfg, results, title)
     return results

@@ -726,7 +726,7 @@ def predict(cfg: DictConfig) -> list[str]:
         path = export_file(cfg.weights if cfg.get("weights") else _missing_weights(), str(cfg.export),
                            cfg.get("export_path"), kind=kind,
                            prefer="params_ema" if cfg.get("use_ema", True) else "params", defaults=defaults,
-                           opset=int(cfg.get("opset", 17)))
+                           opset=int(cfg.get("opset", 17)), overwrite=bool(cfg.get("overwrite", False)))
         log.info(f"exported {cfg.weights} as {cfg.export} -> {path}")
         return [path]
     if task == "sr":

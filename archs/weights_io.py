@@ -521,6 +521,18 @@ def read_torchscript_tensors(path: str) -> tuple["OrderedDict[str, torch.Tensor]
     return OrderedDict((k, v.detach().clone()) for k, v in state.items()), meta
 
 
+def check_finite(state: Mapping[str, Any], source: str) -> None:
+    """ValueError naming ``source`` and the first tensor holding NaN or Inf (a diverged run's weights give black
+    images), or a value that is not a tensor at all."""
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            raise ValueError(f"{source!r}: entry {key!r} is a {type(value).__name__}, not a tensor")
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            bad = int((~torch.isfinite(value)).sum())
+            raise ValueError(f"{source!r}: tensor {key!r} holds {bad} non-finite value(s) (NaN/Inf) of {value.numel()}: "
+                             "these weights come from a diverged run and are refused")
+
+
 def read_generator_file(path: str | os.PathLike, prefer: str = "params_ema") -> GeneratorFile:
     """Read any generator file this project knows (see :func:`build_generator`), without building a network.
 
@@ -610,6 +622,7 @@ def build_generator(
     The returned ``GeneratorFile.state`` holds the state dict as loaded (BasicSR names for ESRGAN).
     """
     info = read_generator_file(path, prefer=prefer)
+    check_finite(info.state, info.path)
     found = generator_kind(info.state)
     want = _KIND_ALIASES.get(str(kind).lower(), None) if kind != "auto" else found
     if kind != "auto" and want is None:
@@ -699,6 +712,31 @@ def save_generator_file(
         torch.save(obj, tmp)
     os.replace(tmp, path)
     return path
+
+
+def check_output_file(out, inputs=(), overwrite: bool = False, what: str = "output",
+                      flag: str = "overwrite=true") -> str:
+    """predict.py's rules for one output file of any command that writes (interpolate, export, convert, evaluate's
+    metrics_file, render scripts): never a directory, never one of the ``inputs`` (through links too, refused even
+    with ``flag``), and an existing file only with ``flag``.  Checked before anything is read or computed."""
+    out = os.path.expanduser(str(out))
+    if os.path.isdir(out):
+        raise IsADirectoryError(f"{what} {out!r} is a directory: give a file name")
+    real = os.path.normcase(os.path.realpath(out))
+    for src in inputs:
+        if not src:
+            continue
+        src = os.path.expanduser(str(src))
+        same = real == os.path.normcase(os.path.realpath(src))
+        if not same and os.path.exists(out) and os.path.exists(src):
+            same = os.path.samefile(out, src)  # hard links
+        if same:
+            raise ValueError(f"{what} {out!r} is the input {src!r}: it would be overwritten. Choose another output "
+                             f"(refused even with {flag}: inputs are never overwritten)")
+    if os.path.lexists(out) and not overwrite:
+        raise FileExistsError(f"{what} {out!r} already exists: nothing was written. Pass {flag} to replace it, "
+                              "or choose another file")
+    return out
 
 
 def load_pretrained(path: str | os.PathLike, what: str = "pretrained weights file"):

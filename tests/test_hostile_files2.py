@@ -225,3 +225,131 @@ def test_good_hub_cache_vgg_still_loads(tmp_path, monkeypatch):
     state = load_vgg_features_state("vgg19", "imagenet")
     assert torch.equal(state["0.weight"] if "0.weight" in state else state["features.0.weight"],
                        vgg.state_dict()["features.0.weight"])
+
+
+# =====================================================================================================================
+# Item 4: every command that writes applies predict.py's rules (never an input; an existing output needs overwrite)
+# =====================================================================================================================
+def _two_generators(tmp_path):
+    a = save_generator_file(tmp_path / "A.pth", tiny_rrdb(0), TINY_G)
+    b = save_generator_file(tmp_path / "B.pth", tiny_rrdb(1), TINY_G)
+    return Path(a), Path(b)
+
+
+def test_interpolate_never_writes_over_an_input(tmp_path):
+    from archs.interpolate import main
+
+    a, b = _two_generators(tmp_path)
+    before = a.read_bytes(), b.read_bytes()
+    for out in (a, b):
+        for extra in ([], ["--overwrite"]):
+            with pytest.raises(ValueError, match=f"{out.name}.*input"):
+                main([str(a), str(b), "--alpha", "0.5", "--out", str(out), *extra])
+    os.link(a, tmp_path / "hard.pth")  # a hard link to an input is the input
+    with pytest.raises(ValueError, match="hard.pth"):
+        main([str(a), str(b), "--alpha", "0.5", "--out", str(tmp_path / "hard.pth"), "--overwrite"])
+    assert (a.read_bytes(), b.read_bytes()) == before
+
+
+def test_interpolate_existing_output_needs_overwrite(tmp_path):
+    from archs.interpolate import main
+
+    a, b = _two_generators(tmp_path)
+    out = tmp_path / "C.pth"
+    out.write_bytes(b"keep me")
+    with pytest.raises(FileExistsError, match="C.pth.*--overwrite"):
+        main([str(a), str(b), "--alpha", "0.5", "--out", str(out)])
+    assert out.read_bytes() == b"keep me"
+    main([str(a), str(b), "--alpha", "0.5", "--out", str(out), "--overwrite"])
+    assert out.read_bytes() != b"keep me"
+    with pytest.raises(IsADirectoryError, match="directory"):
+        main([str(a), str(b), "--alpha", "0.5", "--out", str(tmp_path)])
+
+
+def test_export_tool_and_predict_export_existing_output_need_overwrite(tmp_path):
+    from archs.export import main
+    from predict import predict
+
+    a, _ = _two_generators(tmp_path)
+    out = tmp_path / "G.safetensors"
+    out.write_bytes(b"keep me")
+    with pytest.raises(FileExistsError, match="G.safetensors.*--overwrite"):
+        main(["--weights", str(a), "--format", "safetensors", "--out", str(out)])
+    cfg = compose_cfg(tmp_path, ["device=cpu", "model=esrgan", f"weights={a}", "export=safetensors",
+                                 f"export_path={out}"], config_name="predict")
+    with pytest.raises(FileExistsError, match="G.safetensors.*overwrite=true"):
+        predict(cfg)
+    assert out.read_bytes() == b"keep me"
+    main(["--weights", str(a), "--format", "safetensors", "--out", str(out), "--overwrite"])
+    assert build_generator(out)[1].container == "safetensors"
+
+
+def test_export_onto_a_hard_link_of_its_weights_is_refused(tmp_path):
+    from archs.export import main
+
+    a, _ = _two_generators(tmp_path)
+    os.link(a, tmp_path / "link.pt")
+    before = a.read_bytes()
+    with pytest.raises(ValueError, match="link.pt.*input"):
+        main(["--weights", str(a), "--format", "torchscript", "--out", str(tmp_path / "link.pt"), "--overwrite"])
+    assert a.read_bytes() == before
+
+
+def test_evaluate_metrics_file_never_an_input_and_existing_needs_overwrite(tmp_path):
+    from evaluate import evaluate
+
+    a, _ = _two_generators(tmp_path)
+    write_png(tmp_path / "val" / "v.png", np.zeros((16, 16, 3), np.uint8))
+    base = ["device=cpu", "model=esrgan", f"ckpt_path={a}", f"data.test_dirs=[{tmp_path / 'val'}]"]
+    before = a.read_bytes()
+    with pytest.raises(ValueError, match="A.pth.*input"):
+        evaluate(compose_cfg(tmp_path, [*base, f"metrics_file={a}", "overwrite=true"], config_name="eval"))
+    assert a.read_bytes() == before
+    out = tmp_path / "m.json"
+    out.write_text("{}")
+    with pytest.raises(FileExistsError, match="m.json.*overwrite=true"):
+        evaluate(compose_cfg(tmp_path, [*base, f"metrics_file={out}"], config_name="eval"))
+    assert out.read_text() == "{}"
+
+
+def test_scfegan_convert_out_existing_needs_overwrite(tmp_path):
+    from archs.scfegan_convert import main
+
+    out = tmp_path / "G.pth"
+    out.write_bytes(b"keep me")
+    with pytest.raises(FileExistsError, match="G.pth"):
+        main(["--tf-ckpt", str(tmp_path / "missing.ckpt"), "--out", str(out)])
+    assert out.read_bytes() == b"keep me"
+
+
+# =====================================================================================================================
+# Item 6: non-finite weights are refused, naming the file and the tensor
+# =====================================================================================================================
+def _nan_weights(tmp_path, name="nan.pth"):
+    net = tiny_rrdb()
+    with torch.no_grad():
+        net.conv_body.weight[0, 0, 0, 0] = float("nan")
+    return Path(save_generator_file(tmp_path / name, net, TINY_G))
+
+
+@pytest.mark.parametrize("name", ["nan.pth", "nan.safetensors"])
+def test_predict_refuses_non_finite_weights_naming_file_and_tensor(tmp_path, name):
+    from predict import predict
+
+    w = _nan_weights(tmp_path, name)
+    write_png(tmp_path / "in" / "a.png", np.zeros((8, 8, 3), np.uint8))
+    cfg = compose_cfg(tmp_path, ["device=cpu", "model=esrgan", f"weights={w}", f"input={tmp_path / 'in'}",
+                                 f"output={tmp_path / 'out'}"], config_name="predict")
+    with pytest.raises(ValueError, match=rf"{name}.*conv_body\.weight.*non-finite"):
+        predict(cfg)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_interpolate_refuses_non_finite_weights(tmp_path):
+    from archs.interpolate import main
+
+    a, _ = _two_generators(tmp_path)
+    w = _nan_weights(tmp_path)
+    with pytest.raises(ValueError, match=r"nan\.pth.*conv_body\.weight"):
+        main([str(a), str(w), "--alpha", "0.5", "--out", str(tmp_path / "C.pth")])
+    assert not (tmp_path / "C.pth").exists()
