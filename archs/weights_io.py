@@ -32,6 +32,8 @@ def save_generator_weights(path: str | os.PathLike, net: nn.Module, net_ema: nn.
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     state = {"params": _cpu(net.state_dict())}
     state["params_ema"] = _cpu((net_ema if net_ema is not None else net).state_dict())
+    for key in ("params", "params_ema"):  # non-finite weights are never saved
+        check_finite(state[key], f"{path} ({key}, not written)")
     if generator:
         state["generator"] = _plain(generator)
     if meta:

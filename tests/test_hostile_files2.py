@@ -353,3 +353,84 @@ def test_interpolate_refuses_non_finite_weights(tmp_path):
     with pytest.raises(ValueError, match=r"nan\.pth.*conv_body\.weight"):
         main([str(a), str(w), "--alpha", "0.5", "--out", str(tmp_path / "C.pth")])
     assert not (tmp_path / "C.pth").exists()
+
+
+# =====================================================================================================================
+# Items 3 and 5: a run folder belongs to one run; non-finite training stops and saves nothing non-finite
+# =====================================================================================================================
+def _sr_data(folder: Path) -> Path:
+    rng = np.random.default_rng(1)
+    for i in range(3):
+        write_png(folder / f"{i}.png", rng.integers(0, 256, (48, 48, 3), dtype=np.uint8))
+    return folder
+
+
+def _train_cfg(run_dir, data, *extra):
+    from conftest import TINY_ESRGAN
+
+    return compose_cfg(run_dir, [*TINY_ESRGAN, f"data.train_dirs=[{data}]", f"data.val_dirs=[{data}]",
+                                 "data.dataset_enlarge_ratio=2", "model.psnr.iters=2", "model.gan.iters=2",
+                                 "trainer.val_check_interval=2", *extra])
+
+
+def test_fresh_run_in_a_used_run_folder_is_refused_and_overwrite_replaces(tmp_path):
+    from train import train
+
+    data = _sr_data(tmp_path / "data")
+    run = tmp_path / "run"
+    first = train(_train_cfg(run, data))
+    last = Path(first["last_model_path"])
+    psnr = run / "weights" / "net_g_psnr.pth"
+    before = last.read_bytes(), psnr.read_bytes()
+    with pytest.raises(FileExistsError, match=r"run.*checkpoints/last\.ckpt.*weights/net_g_psnr\.pth.*overwrite=true"):
+        train(_train_cfg(run, data, "seed=7"))
+    assert (last.read_bytes(), psnr.read_bytes()) == before
+    second = train(_train_cfg(run, data, "seed=7", "overwrite=true"))
+    assert Path(second["last_model_path"]).name == "last.ckpt"
+    names = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert not any("-v1" in n for n in names), names
+    assert last.read_bytes() != before[0]
+
+
+def test_resuming_a_used_folder_is_allowed(tmp_path):
+    from train import train
+
+    data = _sr_data(tmp_path / "data")
+    run = tmp_path / "run"
+    first = train(_train_cfg(run, data))
+    again = train(_train_cfg(run, data, "model.gan.iters=4", f"ckpt_path={first['last_model_path']}"))
+    assert again["iteration"] == 6
+    assert not any("-v1" in p.name for p in (run / "checkpoints").iterdir())
+
+
+def _all_finite(path: Path) -> bool:
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    sd = obj.get("state_dict") or obj.get("params") or {}
+    return all(torch.isfinite(v).all() for v in sd.values() if torch.is_tensor(v) and v.is_floating_point())
+
+
+def test_non_finite_training_stops_naming_iteration_and_loss_and_saves_nothing_non_finite(tmp_path):
+    import json
+
+    from lightning_modules.base import NonFiniteTrainingError
+    from train import train
+
+    data = _sr_data(tmp_path / "data")
+    run = tmp_path / "run"
+    with pytest.raises(NonFiniteTrainingError, match=r"(loss l_pix is NaN/Inf at iteration \d+|weight .* iteration)"):
+        train(_train_cfg(run, data, "model.psnr.lr=1e30", "model.psnr.iters=6", "trainer.val_check_interval=3"))
+    result = json.loads((run / "result.json").read_text())
+    assert result["status"] == "non_finite" and "iteration" in result["error"]
+    for f in list(run.rglob("*.ckpt")) + list(run.rglob("*.pth")):
+        assert _all_finite(f), f
+
+
+def test_non_finite_weights_are_never_written_to_weights_files(tmp_path):
+    from archs.weights_io import save_generator_weights
+
+    net = tiny_rrdb()
+    with torch.no_grad():
+        net.conv_last.bias[0] = float("inf")
+    with pytest.raises(ValueError, match=r"conv_last\.bias"):
+        save_generator_weights(tmp_path / "w.pth", net)
+    assert not (tmp_path / "w.pth").exists()
