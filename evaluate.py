@@ -250,6 +250,10 @@ def _sr_folder_rows(model, cfg: DictConfig, device: torch.device, scorer: SRScor
     results = {}
     for folder in cfg.data.test_dirs:
         ds = SRValDataset(folder, scale, on_bad_image=cfg.data.on_bad_image, gt_mod=cfg.data.get("gt_mod"))
+        from predict import check_pixels
+
+        for f in ds.files:  # from the headers, before any decoding or inference (predict.py's rule)
+            check_pixels(f, cfg.get("max_pixels"), "evaluation image")
         row = RowMeans()
         for i in track(range(len(ds)), description=f"{prefix}{folder_name(folder)}", transient=True):
             item = ds[i]

@@ -20,6 +20,7 @@ where the (original-size) mask is set.
 import tv_compat  # noqa: F401  (must precede anything that imports torchvision)
 
 import logging
+import math
 import os
 import threading
 import warnings
@@ -44,6 +45,10 @@ log = logging.getLogger(__name__)
 PRECISIONS = ("fp32", "bf16")
 NOISE_TYPES = ("binary16", "gaussian", "zero")
 DEFAULT_FACE_SIZE = 512  # official demo.yaml INPUT_SIZE
+#: Tiles smaller than this, or more tiles than MAX_TILES per image, cost far more than the whole image (each tile
+#: runs with tile_pad pixels of context on every side): tile=2 on a 96x96 image took minutes (issue 16 item 9).
+MIN_TILE = 8
+MAX_TILES = 1024
 DEFAULT_MAX_PIXELS = 100_000_000  # 10000 x 10000; conf/predict.yaml max_pixels
 _PIL_LIMIT_LOCK = threading.Lock()
 
@@ -353,6 +358,22 @@ def _resolve_pad(tile_pad, net) -> int:
     return pad
 
 
+def check_tile(tile, h: int, w: int, name: str = "image") -> None:
+    """A given tile side (not ``auto`` / 0) must be at least :data:`MIN_TILE` and give at most :data:`MAX_TILES`."""
+    if tile in (None, "auto"):
+        return
+    side = int(tile)
+    if side < 0:
+        raise ValueError(f"tile must be 'auto', 0 (whole image) or a positive side in pixels, got {tile!r}")
+    if side == 0 or (h <= side and w <= side):
+        return
+    count = -(-h // side) * -(-w // side)
+    if side < MIN_TILE or count > MAX_TILES:
+        least = max(MIN_TILE, math.ceil(math.sqrt(h * w / MAX_TILES)))
+        raise ValueError(f"tile={side} on {name} ({w}x{h}) gives {count} tiles: tiles must be at least {MIN_TILE} "
+                         f"pixels and at most {MAX_TILES} per image; use tile>={least}, tile=auto or tile=0")
+
+
 def upscale(
     net, img: Image, scale: int, device: torch.device, tile="auto", tile_pad="auto", precision: str = "fp32",
     alpha_upsampler: str = "bicubic", max_memory=None,
@@ -369,6 +390,7 @@ def upscale(
         raise ValueError(f"{img.path}: {w}x{h} is not divisible by {unit}, which this x{scale} network needs "
                          "(pixel-unshuffle); crop or pad the image")
     pad = _resolve_pad(tile_pad, net) if is_net else 0
+    check_tile(tile, h, w, str(img.path))
     if isinstance(net, RRDBNet):
         tile = plan_tile(net, h, w, tile, pad, torch.device(device), max_memory, name=str(img.path))
     else:
@@ -551,14 +573,28 @@ def read_color(path: str, size: tuple[int, int], max_pixels: int | None = DEFAUL
     return img.rgb01()
 
 
-def _working_size(size, meta: dict) -> tuple[int, int]:
+#: The largest SC-FEGAN working size taken from a file (weights meta, a run's .hydra/config.yaml): the official model
+#: works at 512; 2048 x 2048 already needs several GB.  A size given by the user is not bounded.
+MAX_FILE_FACE_SIZE = 2048
+
+
+def _working_size(size, meta: dict, source: str | None = None) -> tuple[int, int]:
+    """``source`` names the file ``size`` came from (then bounded by :data:`MAX_FILE_FACE_SIZE`)."""
     if size in (None, "auto"):
         size = meta.get("input_size", DEFAULT_FACE_SIZE)
-    if isinstance(size, (int, str)):
-        size = (int(size), int(size))
-    hw = tuple(int(s) for s in size)
+        source = source or ("the weights' meta.input_size" if "input_size" in meta else None)
+    try:
+        if isinstance(size, (int, str)):
+            size = (int(size), int(size))
+        hw = tuple(int(s) for s in size)
+    except (TypeError, ValueError):
+        hw = ()
     if len(hw) != 2 or any(s <= 0 or s % SIZE_MULTIPLE for s in hw):
-        raise ValueError(f"size must be a positive multiple of {SIZE_MULTIPLE} (or [H, W] of such), got {size!r}")
+        raise ValueError(f"size{f' from {source}' if source else ''} must be a positive multiple of {SIZE_MULTIPLE} "
+                         f"(or [H, W] of such), got {size!r}")
+    if source and max(hw) > MAX_FILE_FACE_SIZE:
+        raise ValueError(f"working size {hw[1]}x{hw[0]} from {source} is larger than {MAX_FILE_FACE_SIZE} (a file "
+                         f"cannot choose that much memory); give size=... explicitly if it is meant")
     return hw
 
 

@@ -330,6 +330,10 @@ def rrdbnet_config(state: Mapping[str, torch.Tensor]) -> dict:
     missing = [k for k in need if k not in state]
     if missing:
         raise ValueError(f"cannot infer the RRDBNet size: missing {missing}")
+    flat = [k for k in need if getattr(state[k], "ndim", 0) != 4]
+    if flat:
+        raise ValueError(f"cannot infer the RRDBNet size: {flat[0]} has shape {tuple(state[flat[0]].shape)}, not "
+                         "[out, in, kh, kw] (a damaged or foreign file)")
     num_feat, first_in = state["conv_first.weight"].shape[:2]
     num_out_ch = state["conv_last.weight"].shape[0]
     num_block = len({int(m[1]) for m in map(_RE_BASICSR_BODY.match, state) if m})
@@ -346,6 +350,10 @@ def rrdbnet_config(state: Mapping[str, torch.Tensor]) -> dict:
 def scfegan_config(state: Mapping[str, torch.Tensor], padding_mode: str = "tf_same") -> dict:
     """SCFEGANGenerator arguments read off the tensors (``padding_mode`` cannot be: it is not a weight)."""
     w = state["gconv1_ds.conv.weight"]
+    for key in ("gconv1_ds.conv.weight", "gconv14.conv.weight"):
+        if getattr(state[key], "ndim", 0) != 4:
+            raise ValueError(f"cannot infer the SC-FEGAN size: {key} has shape {tuple(state[key].shape)}, not "
+                             "[out, in, kh, kw] (a damaged or foreign file)")
     return {"_target_": "archs.scfegan_generator.SCFEGANGenerator", "in_channels": int(w.shape[1]),
             "out_channels": int(state["gconv14.conv.weight"].shape[0]), "cnum": int(w.shape[0]),
             "self_gated_deconv": "deconv1.gate.weight" not in state, "padding_mode": padding_mode}
@@ -421,9 +429,19 @@ def _read_safetensors(path: str) -> GeneratorFile:
             state = OrderedDict((k, f.get_tensor(k)) for k in f.keys())
     except Exception as err:
         raise ValueError(f"cannot read safetensors file {path!r}: {type(err).__name__}: {err}") from err
-    generator = json.loads(meta_raw["generator"]) if meta_raw.get("generator") else None
-    meta = json.loads(meta_raw["meta"]) if meta_raw.get("meta") else {}
-    return GeneratorFile(strip_module_prefix(state), generator, meta, path, "safetensors")
+    parsed = {}
+    for key in ("generator", "meta"):
+        if not meta_raw.get(key):
+            parsed[key] = None
+            continue
+        try:
+            parsed[key] = json.loads(meta_raw[key])
+        except ValueError as err:
+            raise ValueError(f"safetensors file {path!r}: header metadata {key!r} is not valid JSON: {err}") from err
+        if not isinstance(parsed[key], dict):
+            raise ValueError(f"safetensors file {path!r}: header metadata {key!r} must be a JSON object, got "
+                             f"{type(parsed[key]).__name__}")
+    return GeneratorFile(strip_module_prefix(state), parsed["generator"], parsed["meta"] or {}, path, "safetensors")
 
 
 _STORAGE_DTYPES = {
@@ -604,6 +622,17 @@ def make_generator(config: Mapping, source: str = "generator config") -> nn.Modu
     return make_network(config, source, role="generator")
 
 
+def _check_recorded_sizes(config: Mapping, inferred: Mapping, path: str) -> None:
+    """The architecture a file records must match its tensors BEFORE the network is built: a record saying
+    ``num_feat=300000`` next to 8-channel tensors would otherwise allocate terabytes (or ``num_block=10**7`` hang)."""
+    for key, value in inferred.items():
+        if key in ("_target_", "padding_mode", "self_gated_deconv") or key not in config:
+            continue
+        if not isinstance(config[key], int) or isinstance(config[key], bool) or config[key] != value:
+            raise ValueError(f"{path!r}: the recorded generator says {key}={config[key]!r} but the file's tensors "
+                             f"say {key}={value}: refused before building anything")
+
+
 def build_generator(
     path: str | os.PathLike,
     kind: str = "auto",
@@ -642,8 +671,12 @@ def build_generator(
         layout = esrgan_layout(info.state)
         state = esrgan_to_basicsr(info.state, layout)
         info.meta.setdefault("layout", layout)
-        config = (_checked_config(info.generator, "esrgan", repr(info.path)) if info.generator
-                  else rrdbnet_config(state))
+        try:
+            inferred = rrdbnet_config(state)
+        except ValueError as err:
+            raise ValueError(f"{info.path!r}: {err}") from err
+        config = _checked_config(info.generator, "esrgan", repr(info.path)) if info.generator else inferred
+        _check_recorded_sizes(config, inferred, info.path)
     else:
         if found != "scfegan":
             raise ValueError(
@@ -653,6 +686,11 @@ def build_generator(
         state = info.state
         if info.generator:
             config = _checked_config(info.generator, "scfegan", repr(info.path))
+            try:
+                inferred = scfegan_config(state)
+            except ValueError as err:
+                raise ValueError(f"{info.path!r}: {err}") from err
+            _check_recorded_sizes(config, inferred, info.path)
         else:
             padding = (defaults or {}).get("padding_mode", "tf_same")
             config = scfegan_config(state, padding_mode=padding)

@@ -434,3 +434,114 @@ def test_non_finite_weights_are_never_written_to_weights_files(tmp_path):
     with pytest.raises(ValueError, match=r"conv_last\.bias"):
         save_generator_weights(tmp_path / "w.pth", net)
     assert not (tmp_path / "w.pth").exists()
+
+
+# =====================================================================================================================
+# Items 7 and 8: malformed metadata names the file and key; sizes from files are checked before allocating
+# =====================================================================================================================
+def _safetensors_with_header(path: Path, header: dict) -> Path:
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in tiny_rrdb().state_dict().items()}, str(path), metadata=header)
+    return path
+
+
+@pytest.mark.parametrize("header, match", [
+    ({"meta": "[1, 2]"}, r"'meta' must be a JSON object"),
+    ({"meta": "{not json"}, r"'meta' is not valid JSON"),
+    ({"generator": "[\"archs.rrdbnet.RRDBNet\"]"}, r"'generator' must be a JSON object"),
+])
+def test_malformed_safetensors_metadata_names_file_and_key(tmp_path, header, match):
+    path = _safetensors_with_header(tmp_path / "bad.safetensors", header)
+    with pytest.raises(ValueError, match=rf"bad\.safetensors.*{match}"):
+        build_generator(path)
+
+
+def test_malformed_torchscript_meta_names_the_file(tmp_path):
+    net = tiny_rrdb()
+    path = tmp_path / "g.pt"
+    torch.jit.save(torch.jit.trace(net, torch.rand(1, 3, 8, 8)), str(path), _extra_files={"generator_meta.json": "[1]"})
+    with pytest.raises(ValueError, match=r"g\.pt.*generator_meta\.json.*JSON object"):
+        build_generator(path)
+
+
+def test_non_tensor_values_and_flat_conv_weights_name_the_file(tmp_path):
+    sd = dict(tiny_rrdb().state_dict())
+    bad = dict(sd, **{"conv_body.weight": "a string"})
+    torch.save({"params_ema": bad}, tmp_path / "str.pth")
+    with pytest.raises(ValueError, match=r"str\.pth.*conv_body\.weight.*not a tensor"):
+        build_generator(tmp_path / "str.pth")
+    flat = dict(sd, **{"conv_first.weight": torch.zeros(8)})
+    torch.save({"params_ema": flat}, tmp_path / "flat.pth")
+    with pytest.raises(ValueError, match=r"flat\.pth.*conv_first\.weight.*shape"):
+        build_generator(tmp_path / "flat.pth")
+
+
+@pytest.mark.parametrize("field, value", [("num_feat", 300000), ("num_block", 10 ** 7), ("num_feat", -8),
+                                          ("num_grow_ch", 1 << 20)])
+def test_recorded_sizes_are_checked_against_the_tensors_before_building(tmp_path, monkeypatch, field, value):
+    import archs.weights_io as wio
+
+    path = save_generator_file(tmp_path / "big.pth", tiny_rrdb(), dict(TINY_G, **{field: value}))
+    built = []
+    monkeypatch.setattr(wio, "make_generator", lambda *a, **k: built.append(a) or (_ for _ in ()).throw(
+        AssertionError("built")))
+    with pytest.raises(ValueError, match=rf"big\.pth.*{field}={value}.*tensors"):
+        build_generator(path)
+    assert not built
+
+
+def test_app_working_size_from_a_stray_run_config_or_meta_is_bounded(tmp_path):
+    from predict import _working_size
+
+    with pytest.raises(ValueError, match=r"larger than 2048"):
+        _working_size("auto", {"input_size": 65536})
+    with pytest.raises(ValueError, match=r"config\.yaml.*larger than 2048"):
+        _working_size(65536, {}, "the run's .hydra/config.yaml")
+    with pytest.raises(ValueError, match=r"input_size"):
+        _working_size("auto", {"input_size": "huge"})
+    assert _working_size(4096, {}) == (4096, 4096)  # the user's own choice is not bounded
+
+
+# =====================================================================================================================
+# Item 9: evaluate's pixel limit; the app / API refuse tiny tiles
+# =====================================================================================================================
+def test_evaluate_refuses_a_huge_image_from_its_header(tmp_path, monkeypatch):
+    import cv2
+
+    from evaluate import evaluate
+
+    a = save_generator_file(tmp_path / "A.pth", tiny_rrdb(), TINY_G)
+    (tmp_path / "val").mkdir()
+    cv2.imwrite(str(tmp_path / "val" / "big.png"), np.zeros((4200, 4200, 3), np.uint8))  # compresses to a few KB
+    cfg = compose_cfg(tmp_path, ["device=cpu", "model=esrgan", f"ckpt_path={a}",
+                                 f"data.test_dirs=[{tmp_path / 'val'}]"], config_name="eval")
+    with pytest.raises(ValueError, match=r"big\.png.*4200x4200.*max_pixels"):
+        evaluate(cfg)
+
+
+@pytest.mark.parametrize("tile", [2, 4])
+def test_upscale_api_refuses_tiny_tiles(tmp_path, tile):
+    from omegaconf import OmegaConf
+
+    from webui.handlers import InputError, upscale_file
+    from webui.models import ModelStore
+
+    g = save_generator_file(tmp_path / "g.pth", tiny_rrdb(), TINY_G)
+    write_png(tmp_path / "a.png", np.zeros((96, 96, 3), np.uint8))
+    cfg = compose_cfg(tmp_path, ["device=cpu", f"sr_weights={g}"], config_name="app")
+    store = ModelStore(cfg)
+    with pytest.raises(InputError, match=rf"tile={tile}.*at least 8"):
+        upscale_file(store, tmp_path / "a.png", 1.0, tile, tmp_path / "out")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_predict_refuses_tiny_tiles(tmp_path):
+    from predict import predict
+
+    g = save_generator_file(tmp_path / "g.pth", tiny_rrdb(), TINY_G)
+    write_png(tmp_path / "in" / "a.png", np.zeros((96, 96, 3), np.uint8))
+    cfg = compose_cfg(tmp_path, ["device=cpu", "model=esrgan", f"weights={g}", f"input={tmp_path / 'in'}",
+                                 f"output={tmp_path / 'out'}", "tile=2"], config_name="predict")
+    with pytest.raises(ValueError, match=r"tile=2.*2304 tiles"):
+        predict(cfg)
