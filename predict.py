@@ -110,7 +110,32 @@ def header_pixels(path: str | os.PathLike, what: str = "input image") -> tuple[i
                 finally:
                     PILImage.MAX_IMAGE_PIXELS = limit
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        tiff = _tiff_header_size(path)  # PIL does not read multi-channel float TIFFs (the README lists them)
+        if tiff is not None:
+            return tiff
         raise ValueError(f"{what} {str(path)!r}: not a readable image ({type(err).__name__}: {err})") from err
+
+
+def _tiff_header_size(path) -> tuple[int, int] | None:
+    """(width, height) from a TIFF's first IFD (ImageWidth 256, ImageLength 257), or None when not a TIFF."""
+    import struct
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if head[:4] not in (b"II*\0", b"MM\0*"):
+                return None
+            end = "<" if head[:2] == b"II" else ">"
+            f.seek(struct.unpack(end + "I", head[4:8])[0])
+            (count,) = struct.unpack(end + "H", f.read(2))
+            tags = {}
+            for _ in range(min(count, 4096)):
+                tag, typ, _n, raw = struct.unpack(end + "HHI4s", f.read(12))
+                if tag in (256, 257):
+                    tags[tag] = struct.unpack(end + ("H" if typ == 3 else "I"), raw[:2] if typ == 3 else raw)[0]
+            return (int(tags[256]), int(tags[257])) if 256 in tags and 257 in tags else None
+    except (OSError, struct.error):
+        return None
 
 
 def check_pixels(path: str | os.PathLike, max_pixels: int | None, what: str = "input image") -> None:
@@ -129,6 +154,8 @@ def read_image(path: str | os.PathLike, what: str = "input image", max_pixels: i
     """Decode with ``cv2.IMREAD_UNCHANGED`` (as datamodules.image_io) keeping alpha, gray and 16 bits.  The header
     is checked against ``max_pixels`` first (None: no limit)."""
     path = str(path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{what} {path!r} is a directory, not an image file")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{what} {path!r} does not exist")
     check_pixels(path, max_pixels, what)

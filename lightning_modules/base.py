@@ -295,9 +295,21 @@ class IterationGANModule(LightningModule):
             }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self.iteration = int(checkpoint.get("iteration", 0))
+        it, step = checkpoint.get("iteration", 0), checkpoint.get("global_step", 0)
+        for key, value in (("iteration", it), ("global_step", step)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"the resumed checkpoint's {key}={value!r} is not a whole number >= 0 (a damaged or "
+                                 "edited checkpoint): refused")
+        if it > self.total_iters:
+            raise ValueError(f"the resumed checkpoint's iteration={it} is beyond this run's {self.total_iters} "
+                             "iterations: refused")
+        self.iteration = it
         if checkpoint.get("rng_states"):
-            set_rng_states(checkpoint["rng_states"])
+            try:
+                set_rng_states(checkpoint["rng_states"])
+            except Exception as err:  # noqa: BLE001 - wrong types, sizes or values: the state cannot be restored
+                raise ValueError(f"the resumed checkpoint's rng_states cannot be restored (a damaged or edited "
+                                 f"checkpoint): {type(err).__name__}: {err}") from err
         if self.frozen_prefixes:
             own = self.state_dict()
             checkpoint["state_dict"].update({k: v for k, v in own.items() if k.startswith(self.frozen_prefixes)})

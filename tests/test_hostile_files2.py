@@ -545,3 +545,55 @@ def test_predict_refuses_tiny_tiles(tmp_path):
                                  f"output={tmp_path / 'out'}", "tile=2"], config_name="predict")
     with pytest.raises(ValueError, match=r"tile=2.*2304 tiles"):
         predict(cfg)
+
+
+# =====================================================================================================================
+# Item 10: minor ones
+# =====================================================================================================================
+@pytest.mark.parametrize("override, key", [("model.psnr.lr=nan", "model.psnr.lr"), ("model.gan.lr_d=-1e-4", "model.gan.lr_d"),
+                                           ("model.gan.lr_g=inf", "model.gan.lr_g")])
+def test_bad_learning_rates_name_the_key_before_anything_runs(tmp_path, override, key):
+    from train import train
+
+    data = _sr_data(tmp_path / "data")
+    with pytest.raises(ValueError, match=rf"{key}=.*learning rate"):
+        train(_train_cfg(tmp_path / "run", data, override))
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_tampered_resume_fields_are_refused(tmp_path):
+    from train import train
+
+    data = _sr_data(tmp_path / "data")
+    first = train(_train_cfg(tmp_path / "a", data))
+    ckpt = torch.load(first["last_model_path"], map_location="cpu", weights_only=True)
+    for field, value, match in (("iteration", -100, r"iteration=-100"),
+                                ("rng_states", {"torch": torch.zeros(3, dtype=torch.uint8)}, r"rng_states")):
+        bad = dict(ckpt, **{field: value})
+        path = tmp_path / f"bad_{field}.ckpt"
+        torch.save(bad, path)
+        with pytest.raises(ValueError, match=match):
+            train(_train_cfg(tmp_path / f"b_{field}", data, "model.gan.iters=4", f"ckpt_path={path}"))
+
+
+def test_float32_tiff_is_accepted_as_the_readme_lists(tmp_path):
+    import cv2
+
+    from predict import predict, read_image
+
+    g = save_generator_file(tmp_path / "g.pth", tiny_rrdb(), TINY_G)
+    (tmp_path / "in").mkdir()
+    cv2.imwrite(str(tmp_path / "in" / "f.tif"), np.random.default_rng(0).random((12, 10, 3)).astype(np.float32))
+    assert read_image(tmp_path / "in" / "f.tif").size == (12, 10)
+    cfg = compose_cfg(tmp_path, ["device=cpu", "model=esrgan", f"weights={g}", f"input={tmp_path / 'in'}",
+                                 f"output={tmp_path / 'out'}"], config_name="predict")
+    written = predict(cfg)
+    assert len(written) == 1 and read_image(written[0]).size == (48, 40)
+
+
+def test_a_directory_given_as_mask_is_reported_as_a_directory(tmp_path):
+    from predict import read_mask
+
+    (tmp_path / "masks").mkdir()
+    with pytest.raises(IsADirectoryError, match=r"mask.*masks.*is a directory"):
+        read_mask(str(tmp_path / "masks"), (8, 8))
