@@ -597,3 +597,25 @@ def test_a_directory_given_as_mask_is_reported_as_a_directory(tmp_path):
     (tmp_path / "masks").mkdir()
     with pytest.raises(IsADirectoryError, match=r"mask.*masks.*is a directory"):
         read_mask(str(tmp_path / "masks"), (8, 8))
+
+
+def test_disk_full_during_a_checkpoint_write_says_no_space_and_names_the_file(tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    from callbacks.checkpoint_io import atomic_torch_save
+
+    target = tmp_path / "last.ckpt"
+    target.write_bytes(b"previous")
+
+    def full(obj, fh):  # what torch's zip writer raises when the disk fills up
+        fh.write(b"x" * 100)
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 625408 vs 625300")
+
+    monkeypatch.setattr(torch, "save", full)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10 << 30, 10 << 30, 4096))
+    with pytest.raises(OSError, match=r"no space left.*last\.ckpt"):
+        atomic_torch_save({"a": 1}, target)
+    assert target.read_bytes() == b"previous"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
