@@ -560,6 +560,10 @@ def read_generator_file(path: str | os.PathLike, prefer: str = "params_ema") -> 
     :func:`read_torchscript_tensors` (their tensors only: no TorchScript code is loaded or run).
     """
     path = os.path.expanduser(str(path))
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"generator weights file {path!r} is a directory, not a weights file")
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise ValueError(f"generator weights file {path!r} is not a regular file (a device, FIFO or socket)")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"generator weights file {path!r} does not exist")
     if _is_safetensors(path):
@@ -732,6 +736,7 @@ def save_generator_file(
     """
     path = os.path.expanduser(str(path))
     sd = _cpu(state.state_dict() if isinstance(state, nn.Module) else state)
+    check_finite(sd, f"{path} (not written)")  # non-finite weights are never saved
     generator = _plain(generator) if generator is not None else None
     meta = _plain(meta) if meta else {}
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

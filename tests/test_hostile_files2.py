@@ -326,10 +326,21 @@ def test_scfegan_convert_out_existing_needs_overwrite(tmp_path):
 # Item 6: non-finite weights are refused, naming the file and the tensor
 # =====================================================================================================================
 def _nan_weights(tmp_path, name="nan.pth"):
+    """A diverged run's weights, written directly (this project's writers refuse them)."""
+    import json
+
     net = tiny_rrdb()
     with torch.no_grad():
         net.conv_body.weight[0, 0, 0, 0] = float("nan")
-    return Path(save_generator_file(tmp_path / name, net, TINY_G))
+    sd = {k: v.contiguous() for k, v in net.state_dict().items()}
+    path = tmp_path / name
+    if name.endswith(".safetensors"):
+        from safetensors.torch import save_file
+
+        save_file(sd, str(path), metadata={"generator": json.dumps(TINY_G), "meta": "{}"})
+    else:
+        torch.save({"params": sd, "params_ema": sd, "generator": TINY_G}, path)
+    return path
 
 
 @pytest.mark.parametrize("name", ["nan.pth", "nan.safetensors"])
@@ -619,3 +630,233 @@ def test_disk_full_during_a_checkpoint_write_says_no_space_and_names_the_file(tm
         atomic_torch_save({"a": 1}, target)
     assert target.read_bytes() == b"previous"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
+
+
+# =====================================================================================================================
+# Own hostile pass (issue 16, beyond the list): crafted archives, links, odd file kinds, every writer and reader
+# =====================================================================================================================
+def _script_zip(path: Path, data_pkl: bytes, extra: dict | None = None) -> Path:
+    """A zip laid out like a TorchScript archive (code/ entry, constants.pkl) with the given data.pkl."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("archive/data.pkl", data_pkl)
+        zf.writestr("archive/constants.pkl", pickle.dumps((), protocol=2))
+        zf.writestr("archive/code/__torch__.py", "raise SystemExit('code ran')\n")
+        for name, data in (extra or {}).items():
+            zf.writestr(f"archive/{name}", data)
+    return path
+
+
+def test_torchscript_like_zip_whose_data_pkl_names_a_python_callable_is_refused(tmp_path):
+    marker = tmp_path / "ran"
+    evil = _script_zip(tmp_path / "evil.pt", pickle.dumps(Payload(marker), protocol=2))
+    with pytest.raises(ValueError, match=r"evil\.pt.*(io|builtins)\.open is not allowed"):
+        read_generator_file(evil)
+    assert not marker.exists()
+
+
+def test_torchscript_storage_record_missing_or_short_is_refused(tmp_path):
+    class Rec:
+        def __init__(self, pid):
+            self.pid = pid
+
+    class P(pickle.Pickler):
+        def persistent_id(self, obj):
+            return obj.pid if isinstance(obj, Rec) else None
+
+    import io
+
+    for name, pid, data in (("missing.pt", ("storage", torch.float32, "0", "cpu", 4), None),
+                            ("short.pt", ("storage", torch.float32, "0", "cpu", 10 ** 12), b"\0" * 16)):
+        buf = io.BytesIO()
+
+        class Stor:  # pickled as torch.FloatStorage by name
+            pass
+
+        P(buf, protocol=2).dump({"w": Rec(("storage", "FLOAT", pid[2], "cpu", pid[4]))})
+        raw = buf.getvalue().replace(b"X\x05\x00\x00\x00FLOAT", b"ctorch\nFloatStorage\n")
+        path = _script_zip(tmp_path / name, raw, {"data/0": data} if data is not None else None)
+        with pytest.raises(ValueError, match=name.replace(".", r"\.")):
+            read_generator_file(path)
+
+
+def test_interpolate_and_evaluate_interp_with_torchscript_payload_run_no_code(tmp_path):
+    from archs.interpolate import main
+    from evaluate import evaluate
+
+    marker = tmp_path / "ran"
+    evil = evil_torchscript(tmp_path / "evil.pt", marker)
+    a, _ = _two_generators(tmp_path)
+    with pytest.raises(Exception):  # noqa: B017 - refused one way or another; the point is the marker
+        main([str(a), str(evil), "--alpha", "0.5", "--out", str(tmp_path / "C.pth")])
+    write_png(tmp_path / "val" / "v.png", np.zeros((16, 16, 3), np.uint8))
+    cfg = compose_cfg(tmp_path, ["device=cpu", "model=esrgan", f"interp.psnr_weights={a}",
+                                 f"interp.gan_weights={evil}", "interp.alphas=[0.5]",
+                                 f"data.test_dirs=[{tmp_path / 'val'}]"], config_name="eval")
+    try:
+        evaluate(cfg)
+    except Exception:  # noqa: BLE001
+        pass
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"\x08\x00\x00\x00\x00\x00\x00\x00{", (1 << 40).to_bytes(8, "little") + b"{}"])
+def test_damaged_safetensors_names_the_file(tmp_path, content):
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=r"bad\.safetensors"):
+        build_generator(path)
+
+
+def test_weights_path_that_is_a_directory_or_a_fifo_is_named_for_what_it_is(tmp_path):
+    (tmp_path / "w.pth").mkdir()
+    with pytest.raises(IsADirectoryError, match=r"w\.pth.*directory"):
+        build_generator(tmp_path / "w.pth")
+    os.mkfifo(tmp_path / "f.pth")
+    with pytest.raises(ValueError, match=r"f\.pth.*not a regular file"):
+        build_generator(tmp_path / "f.pth")
+
+
+def test_export_of_non_finite_weights_writes_nothing(tmp_path):
+    from archs.export import main
+
+    w = _nan_weights(tmp_path)
+    with pytest.raises(ValueError, match=r"conv_body\.weight"):
+        main(["--weights", str(w), "--format", "safetensors", "--out", str(tmp_path / "x.safetensors")])
+    assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_save_generator_file_refuses_non_finite(tmp_path):
+    net = tiny_rrdb()
+    with torch.no_grad():
+        net.conv_first.weight[0, 0, 0, 0] = float("-inf")
+    for name in ("g.pth", "g.safetensors"):
+        with pytest.raises(ValueError, match=r"conv_first\.weight"):
+            save_generator_file(tmp_path / name, net, TINY_G)
+        assert not (tmp_path / name).exists()
+
+
+def test_app_sr_with_non_finite_weights_is_an_error_naming_the_file(tmp_path):
+    from webui.models import ModelStore
+
+    w = _nan_weights(tmp_path)
+    store = ModelStore(compose_cfg(tmp_path, ["device=cpu", f"sr_weights={w}"], config_name="app"))
+    with pytest.raises(ValueError, match=r"nan\.pth.*non-finite"):
+        store.sr()
+
+
+def test_symlink_or_dangling_link_outputs(tmp_path):
+    from archs.export import main as export_main
+    from archs.weights_io import check_output_file
+
+    a, _ = _two_generators(tmp_path)
+    os.symlink(a, tmp_path / "alias.safetensors")
+    with pytest.raises(ValueError, match="alias.safetensors.*input"):
+        export_main(["--weights", str(a), "--format", "safetensors", "--out", str(tmp_path / "alias.safetensors"),
+                     "--overwrite"])
+    os.symlink(tmp_path / "nowhere", tmp_path / "dangling.json")
+    with pytest.raises(FileExistsError, match="dangling.json"):
+        check_output_file(tmp_path / "dangling.json")
+
+
+def test_metrics_file_that_is_a_directory_is_refused_before_work(tmp_path):
+    from evaluate import evaluate
+
+    a, _ = _two_generators(tmp_path)
+    (tmp_path / "m").mkdir()
+    cfg = compose_cfg(tmp_path, ["device=cpu", "model=esrgan", f"ckpt_path={a}", f"metrics_file={tmp_path / 'm'}",
+                                 f"data.test_dirs=[{tmp_path / 'nowhere'}]"], config_name="eval")
+    with pytest.raises(IsADirectoryError, match=r"metrics_file.*directory"):
+        evaluate(cfg)
+
+
+def test_render_synthesis_stats_out_existing_needs_overwrite(tmp_path):
+    from scripts.render_synthesis import render
+
+    stats = tmp_path / "s.json"
+    stats.write_text("keep")
+    cfg = compose_cfg(tmp_path, ["data=faces_demo", f"out={tmp_path / 'g.png'}", f"stats_out={stats}"],
+                      config_name="render_synthesis")
+    with pytest.raises(FileExistsError, match=r"s\.json"):
+        render(cfg)
+    assert stats.read_text() == "keep" and not (tmp_path / "g.png").exists()
+
+
+def test_fresh_run_in_a_used_folder_resuming_another_folder_is_refused(tmp_path):
+    from train import train
+
+    data = _sr_data(tmp_path / "data")
+    a = train(_train_cfg(tmp_path / "a", data))
+    train(_train_cfg(tmp_path / "b", data))
+    before = (tmp_path / "b" / "checkpoints" / "last.ckpt").read_bytes()
+    with pytest.raises(FileExistsError, match=r"b.*another run"):
+        train(_train_cfg(tmp_path / "b", data, "model.gan.iters=4", f"ckpt_path={a['last_model_path']}"))
+    assert (tmp_path / "b" / "checkpoints" / "last.ckpt").read_bytes() == before
+
+
+def test_hub_cache_damaged_file_with_weights_auto_is_an_error_not_a_silent_random_vgg(tmp_path, monkeypatch):
+    from torchvision import models
+
+    from archs.vgg_features import load_vgg_features_state
+
+    enum = models.VGG19_Weights.IMAGENET1K_V1
+    hub = tmp_path / "th" / "hub" / "checkpoints"
+    hub.mkdir(parents=True)
+    (hub / os.path.basename(enum.url)).write_bytes(b"PK\x03\x04 truncated")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
+    with pytest.raises(ValueError, match=os.path.basename(enum.url)):
+        load_vgg_features_state("vgg19", "auto")
+
+
+def test_local_lpips_and_hed_files_with_payloads_run_no_code(tmp_path):
+    from archs.weights_io import read_layout_weights
+    from metrics.lpips import NETS, load_backbone_features
+
+    marker = tmp_path / "ran"
+    f = tmp_path / "evil.pth"
+    torch.save({"features.0.weight": Payload(marker)}, f)
+    with pytest.raises(ValueError, match=r"evil\.pth"):
+        load_backbone_features(sorted(NETS)[0], str(f))
+    with pytest.raises(ValueError, match=r"evil\.pth"):
+        read_layout_weights(f, "HED weights file", lambda: torch.nn.Conv2d(1, 1, 1), "test")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("meta", [{"input_size": [65536, 128]}, {"input_size": -128}, {"input_size": [128]}])
+def test_face_working_size_from_weights_meta_is_checked(meta):
+    from predict import _working_size
+
+    with pytest.raises(ValueError, match=r"input_size|larger than"):
+        _working_size("auto", meta)
+
+
+def test_upscale_api_negative_and_huge_tiles(tmp_path):
+    from webui.handlers import InputError, upscale_file
+    from webui.models import ModelStore
+
+    g = save_generator_file(tmp_path / "g.pth", tiny_rrdb(), TINY_G)
+    write_png(tmp_path / "a.png", np.zeros((20, 24, 3), np.uint8))
+    store = ModelStore(compose_cfg(tmp_path, ["device=cpu", f"sr_weights={g}"], config_name="app"))
+    with pytest.raises(InputError, match="tile must be >= 0"):
+        upscale_file(store, tmp_path / "a.png", 1.0, -4, tmp_path / "out")
+    out, msg = upscale_file(store, tmp_path / "a.png", 1.0, 10 ** 6, tmp_path / "out")  # larger than the image: whole
+    assert os.path.isfile(out)
+
+
+def test_params_ema_with_a_nested_dict_value_names_the_key(tmp_path):
+    sd = dict(tiny_rrdb().state_dict())
+    sd["conv_hr.weight"] = {"nested": torch.zeros(1)}
+    torch.save({"params_ema": sd}, tmp_path / "n.pth")
+    with pytest.raises(ValueError, match=r"n\.pth.*conv_hr\.weight"):
+        build_generator(tmp_path / "n.pth")
+
+
+def test_overwrite_true_in_an_empty_folder_deletes_nothing(tmp_path):
+    from train import check_run_folder
+
+    (tmp_path / "run" / "samples").mkdir(parents=True)
+    (tmp_path / "run" / "samples" / "keep.png").write_bytes(b"x")
+    cfg = compose_cfg(tmp_path / "run", ["experiment=demo", "overwrite=true"])
+    check_run_folder(cfg)
+    assert (tmp_path / "run" / "samples" / "keep.png").exists()
