@@ -561,7 +561,7 @@ def read_generator_file(path: str | os.PathLike, prefer: str = "params_ema") -> 
     """
     path = os.path.expanduser(str(path))
     if os.path.isdir(path):
-        raise IsADirectoryError(f"generator weights file {path!r} is a directory, not a weights file")
+        raise ValueError(f"generator weights file {path!r} is a directory, not a weights file")
     if os.path.exists(path) and not os.path.isfile(path):
         raise ValueError(f"generator weights file {path!r} is not a regular file (a device, FIFO or socket)")
     if not os.path.isfile(path):
