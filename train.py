@@ -36,6 +36,7 @@ import lightning_modules.gan_ddp  # noqa: F401
 from callbacks import run_lock
 from callbacks.checkpoint_io import AtomicCheckpointIO, remove_stale_temp_files
 from callbacks.interrupt import SaveOnSignal
+from lightning_modules.base import NonFiniteTrainingError
 from callbacks.sweeps import RESULT_FILE, ddp_launch_problem, devices_per_node, job_identity, launcher_name
 
 log = logging.getLogger(__name__)
@@ -379,12 +380,43 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     # One run per output folder (callbacks/run_lock.py); DDP ranks other than the launcher do not lock.
     locked = run_lock.acquire(str(cfg.paths.output_dir))
     try:
+        check_run_folder(cfg)
         with gpu_for_joblib_job(cfg) as gpu:
             trainer_overrides.update(gpu)
             return _train(cfg, trainer_overrides)
     finally:
         if locked:
             run_lock.release(str(cfg.paths.output_dir))
+
+
+#: What makes a run folder another run's: the files a fresh run would write over or beside (issue 16 item 3).
+RUN_FILES = ("checkpoints/*.ckpt", "weights/*.pth", "weights/*.safetensors")
+
+
+def check_run_folder(cfg: DictConfig) -> None:
+    """A run folder belongs to one run.  A FRESH run (no ``ckpt_path`` into this folder, no requeue) in a folder
+    holding another run's checkpoints or weights is refused, naming the folder and the files, unless
+    ``overwrite=true`` (then those files are deleted first, so that this run's saves - validation, SIGTERM,
+    weights/ - all go to the plain names and nothing of the earlier run is mixed in)."""
+    if not run_lock.is_launching_process():
+        return  # DDP ranks belong to the launcher's run, which checked
+    folder = Path(str(cfg.paths.output_dir)).expanduser().resolve()
+    found = sorted(p for pattern in RUN_FILES for p in folder.glob(pattern) if p.is_file())
+    if not found:
+        return
+    resume = cfg.get("ckpt_path") or requeued_checkpoint(cfg)
+    if resume and Path(str(resume)).expanduser().resolve().is_relative_to(folder):
+        return  # resuming this folder's own run
+    names = [str(p.relative_to(folder)) for p in found]
+    if not cfg.get("overwrite", False):
+        raise FileExistsError(
+            f"run folder {str(folder)!r} holds another run's files: {names[:8]}{' ...' if len(names) > 8 else ''}. "
+            f"A fresh run would mix its checkpoints with them. Resume that run with "
+            f"ckpt_path={folder / 'checkpoints' / 'last.ckpt'}, choose another folder (hydra.run.dir=...), or pass "
+            "overwrite=true to delete them and start over")
+    for p in found:
+        p.unlink()
+    log.warning(f"overwrite=true: deleted the earlier run's files in {folder}: {names}")
 
 
 def last_checkpoint_path(cfg: DictConfig, callbacks: list[Callback]) -> Path:
@@ -449,6 +481,12 @@ def _train(cfg: DictConfig, trainer_overrides: dict[str, Any]) -> dict[str, Any]
         if cfg.get("train", True):
             try:
                 trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path)
+            except NonFiniteTrainingError as err:
+                if trainer.is_global_zero:
+                    write_result({"status": "non_finite", "error": str(err),
+                                  "iteration": getattr(model, "iteration", None),
+                                  "output_dir": str(cfg.paths.output_dir)}, str(cfg.paths.output_dir))
+                raise
             except SIGTERMException:
                 # Not Lightning's exit 0: a scheduler must see that the job did not finish (143 / 130).
                 if trainer.is_global_zero:

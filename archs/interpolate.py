@@ -80,6 +80,10 @@ def load_and_interpolate(psnr_path: str, gan_path: str, alpha: float, prefer: st
     """Interpolate two generator files (any layout :func:`archs.weights_io.load_generator_state` reads)."""
     a = load_generator_state(psnr_path, prefer=prefer)
     b = load_generator_state(gan_path, prefer=prefer)
+    from archs.weights_io import check_finite
+
+    check_finite(a, str(psnr_path))
+    check_finite(b, str(gan_path))
     return interpolate_state_dicts(a, b, alpha, names=(str(psnr_path), str(gan_path)))
 
 
@@ -103,7 +107,11 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--out", required=True, help="output .pth (BasicSR {params, params_ema} container)")
     parser.add_argument("--key", default="params_ema", choices=("params_ema", "params"),
                         help="which generator of a BasicSR container to read (default params_ema)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out (never an input)")
     args = parser.parse_args(argv)
+    from archs.weights_io import check_output_file
+
+    check_output_file(args.out, (args.psnr_weights, args.gan_weights), args.overwrite, "--out", "--overwrite")
     state = load_and_interpolate(args.psnr_weights, args.gan_weights, args.alpha, prefer=args.key)
     save_state_dict(args.out, state)
     print(f"wrote {args.out}: (1 - {args.alpha:g}) * {args.psnr_weights} + {args.alpha:g} * {args.gan_weights} "

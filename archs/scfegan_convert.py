@@ -247,7 +247,11 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--rgb", action="store_true",
                         help="record the weights as RGB (default: BGR, which is what the released weights expect)")
     parser.add_argument("--prefix", default=None, help="variable scope (default: found in the names, 'generator/')")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     args = parser.parse_args(argv)
+    from archs.weights_io import check_output_file
+
+    check_output_file(args.out, (args.tf_ckpt, f"{args.tf_ckpt}.index"), args.overwrite, "--out", "--overwrite")
     net, meta = convert(args.tf_ckpt, args.out, bgr=not args.rgb, prefix=args.prefix)
     n = sum(p.numel() for p in net.parameters())
     print(f"wrote {args.out}: SC-FEGAN generator, {n:,} parameters, channel order {'BGR' if meta['bgr'] else 'RGB'}, "

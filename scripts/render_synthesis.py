@@ -24,6 +24,11 @@ log = logging.getLogger(__name__)
 
 
 def render(cfg: DictConfig) -> str:
+    from archs.weights_io import check_output_file
+
+    stats_path = cfg.get("stats_out") or os.path.splitext(str(cfg.out))[0] + "_stats.json"
+    for path, what in ((cfg.out, "out"), (stats_path, "stats_out")):  # predict.py's rules, before any work
+        check_output_file(path, (), bool(cfg.get("overwrite", False)), what)
     if cfg.data.get("task") != "faces":
         raise ValueError(f"render_synthesis needs a face data config (data=faces_demo|celebamask_mini|celeba_hq), "
                          f"got task={cfg.data.get('task')!r}")
@@ -47,7 +52,6 @@ def render(cfg: DictConfig) -> str:
     os.makedirs(os.path.dirname(os.path.abspath(cfg.out)), exist_ok=True)
     Image.fromarray(synthesis_grid(batch, cfg.num_images).numpy()).save(cfg.out, optimize=True)
     log.info(f"wrote {cfg.out} (rows: image | masked input | mask | sketch | colour | noise)")
-    stats_path = cfg.get("stats_out") or os.path.splitext(str(cfg.out))[0] + "_stats.json"
     stats = synthesis_stats(batch, dm.synthesis)
     stats.update(split=cfg.split, epoch=cfg.epoch, masks=cfg.get("masks", "train"))
     with open(stats_path, "w") as f:

@@ -365,7 +365,9 @@ class SketchExtractor(nn.Module):
             )
         net = DexiNed(pretrained=False)
         try:
-            state = torch.load(file, map_location="cpu", weights_only=True)
+            from archs.weights_io import load_pretrained
+
+            state = load_pretrained(file, "DexiNed weights")
         except Exception as err:  # EOFError, UnpicklingError, zip errors: no path in them
             raise ValueError(f"DexiNed weights {str(file)!r} (sketch.dexined_weights, {file.stat().st_size} bytes) "
                              f"cannot be read with torch.load(weights_only=True): empty, truncated, or a pickle "
