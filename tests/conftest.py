@@ -2,6 +2,7 @@
 
 import tv_compat  # must stay first
 
+import os
 from pathlib import Path
 
 import pytest
