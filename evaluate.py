@@ -599,7 +599,7 @@ def log_to_loggers(cfg: DictConfig, results: dict[str, dict], title: str) -> Non
         return
     from pytorch_lightning.loggers import WandbLogger
 
-    from train import instantiate_loggers
+    from runtime.loggers import instantiate_loggers
 
     loggers = instantiate_loggers(cfg.logger)
     if not loggers:

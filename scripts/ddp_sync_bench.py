@@ -42,7 +42,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from archs.rrdbnet import RRDBNet
 from archs.vgg_discriminator import VGGStyleDiscriminator
-from lightning_modules.gan_ddp import GradientAverager
+from runtime.strategies import GradientAverager
 from losses.gan_loss import ragan_discriminator_fake_loss, ragan_discriminator_real_loss, ragan_generator_loss
 from pytorch_lightning.overrides.distributed import prepare_for_backward
 

@@ -8,7 +8,9 @@ from hydra.errors import ConfigCompositionException, InstantiationException
 from hydra.utils import instantiate
 
 from conftest import CONF_DIR, compose_cfg
-from train import check_config, instantiate_callbacks, instantiate_loggers
+from runtime.launch import check_config
+from runtime.loggers import instantiate_loggers
+from runtime.training import instantiate_callbacks
 
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 VGG_RANDOM = {"esrgan": "model.perceptual.weights=random", "scfegan": "model.vgg_weights=random"}

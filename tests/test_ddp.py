@@ -187,7 +187,7 @@ def test_eval_sampler_shards_without_padding():
 
 
 def test_strategy_auto_becomes_ddp_gan_for_several_devices(tmp_path):
-    import train as train_mod
+    import runtime.launch as train_mod
 
     cfg = compose_cfg(tmp_path, ["experiment=demo", "trainer.accelerator=cpu", "trainer.devices=2"])
     assert train_mod.resolve_trainer_overrides(cfg) == {"strategy": "ddp_gan"}
@@ -195,7 +195,7 @@ def test_strategy_auto_becomes_ddp_gan_for_several_devices(tmp_path):
     assert train_mod.resolve_trainer_overrides(cfg) == {}
     cfg = compose_cfg(tmp_path, ["experiment=demo", "trainer=ddp", "trainer.accelerator=cpu"])
     assert cfg.trainer.strategy == "ddp_gan" and cfg.trainer.precision == "32-true"  # bf16 only on capable GPUs
-    from lightning_modules.gan_ddp import bf16_if_supported
+    from runtime.resolvers import bf16_if_supported
 
     assert bf16_if_supported("cpu") == "32-true"
     with pytest.MonkeyPatch.context() as mp:  # a GPU without / with native bf16 (V100 / A100)

@@ -19,7 +19,7 @@ from archs.weights_io import load_generator_state
 from evaluate import evaluate
 from lightning_modules.esrgan_module import ESRGANModule
 from lightning_modules.lr_scheduler import CosineAnnealingRestartLR
-from train import train
+from runtime.training import train
 
 TINY_MODEL = dict(
     generator={"_target_": "archs.rrdbnet.RRDBNet", "num_feat": 8, "num_block": 1, "num_grow_ch": 4, "scale": 4},
@@ -172,9 +172,9 @@ def test_train_switches_stage_at_the_configured_batch_and_writes_weights(tmp_pat
     data = _one_image_dir(tmp_path)
     cfg = _tiny_cfg(tmp_path, data, ["model.psnr.iters=3", "model.gan.iters=2", "trainer.val_check_interval=5"])
     rec = _Recorder()
-    from train import instantiate_callbacks as real_callbacks
+    from runtime.training import instantiate_callbacks as real_callbacks
 
-    monkeypatch.setattr("train.instantiate_callbacks", lambda c: [*real_callbacks(c), rec])
+    monkeypatch.setattr("runtime.training.instantiate_callbacks", lambda c: [*real_callbacks(c), rec])
     result = train(cfg)
     assert [r["stage"] for r in rec.rows] == ["psnr"] * 3 + ["gan"] * 2
     assert [r["global_step"] for r in rec.rows] == [1, 2, 3, 5, 7]
@@ -192,7 +192,7 @@ def test_tiny_overfit_lowers_l1(tmp_path, monkeypatch):
     cfg = _tiny_cfg(tmp_path, data, ["model.stages=[psnr]", "model.psnr.iters=60", "model.psnr.lr=2e-3",
                                      "trainer.val_check_interval=60", "data.batch_size=1"])
     rec = _Recorder()
-    monkeypatch.setattr("train.instantiate_callbacks", lambda c: [rec])
+    monkeypatch.setattr("runtime.training.instantiate_callbacks", lambda c: [rec])
     train(cfg)
     losses = [r["l_pix"] for r in rec.rows]
     assert len(losses) == 60
@@ -213,19 +213,19 @@ def test_resume_from_last_ckpt_continues_with_identical_state(tmp_path, monkeypa
     data = _one_image_dir(tmp_path)
     extra = ["model.psnr.iters=4", "model.gan.iters=3", "trainer.val_check_interval=2", "seed=3",
              "data.batch_size=1"]
-    from train import instantiate_callbacks as real_callbacks
+    from runtime.training import instantiate_callbacks as real_callbacks
 
     # Reference: uninterrupted.
     full = train(_tiny_cfg(tmp_path / "full", data, extra))
     # Interrupted in the PSNR stage (after the checkpoint at iteration 2), then resumed across the switch.
-    monkeypatch.setattr("train.instantiate_callbacks", lambda c: [*real_callbacks(c), _StopAt(2)])
+    monkeypatch.setattr("runtime.training.instantiate_callbacks", lambda c: [*real_callbacks(c), _StopAt(2)])
     first = train(_tiny_cfg(tmp_path / "a", data, extra))
     assert first["iteration"] == 2
     last = Path(first["last_model_path"])
     ckpt = torch.load(last, map_location="cpu", weights_only=True)
     assert ckpt["iteration"] == 2
     assert not any(k.startswith("cri_perceptual.") for k in ckpt["state_dict"])  # VGG not stored
-    monkeypatch.setattr("train.instantiate_callbacks", real_callbacks)
+    monkeypatch.setattr("runtime.training.instantiate_callbacks", real_callbacks)
     resumed = train(_tiny_cfg(tmp_path / "b", data, [*extra, f"ckpt_path={last}"]))
     assert resumed["iteration"] == 7
 
@@ -395,9 +395,9 @@ class _ValRecorder(Callback):
 def _staged_run(tmp_path, monkeypatch, extra=(), size=32):
     data = _one_image_dir(tmp_path, size)
     rec = _ValRecorder()
-    from train import instantiate_callbacks as real_callbacks
+    from runtime.training import instantiate_callbacks as real_callbacks
 
-    monkeypatch.setattr("train.instantiate_callbacks", lambda c: [*real_callbacks(c), rec])
+    monkeypatch.setattr("runtime.training.instantiate_callbacks", lambda c: [*real_callbacks(c), rec])
     cfg = _tiny_cfg(tmp_path, data, ["model.psnr.iters=3", "model.gan.iters=3", "trainer.val_check_interval=1",
                                      "model.psnr.lr=1e-3", "test_after_train=true", *extra])
     return train(cfg), rec.rows
@@ -449,7 +449,7 @@ def test_test_after_train_needs_a_test_loop(tmp_path):
     from pytorch_lightning import LightningDataModule
 
     from datamodules.sr_datamodule import SRDataModule
-    from train import check_test_after_train
+    from runtime.results import check_test_after_train
 
     cfg = compose_cfg(tmp_path, ["test_after_train=true"])
     m = ESRGANModule(**TINY_MODEL)

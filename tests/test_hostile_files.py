@@ -140,7 +140,7 @@ def test_make_network_allow_list_and_argument_checks():
 
 
 def test_train_builds_its_networks_through_the_allow_list(tmp_path):
-    from train import train
+    from runtime.training import train
 
     cfg = compose_cfg(tmp_path, [*TINY_ESRGAN, "model.generator._target_=numpy.savetxt"])
     with pytest.raises(Exception, match=r"model\.generator.*numpy\.savetxt"):
@@ -414,7 +414,7 @@ def test_name_clash_check_is_one_pass():
 # Item 10: unclear errors become errors naming the file / key / value
 # =====================================================================================================================
 def _train(tmp_path, *overrides):
-    from train import train
+    from runtime.training import train
 
     return train(compose_cfg(tmp_path, [*TINY_ESRGAN, "model.psnr.iters=2", "model.gan.iters=2",
                                         "trainer.val_check_interval=2", *overrides]))
@@ -506,7 +506,7 @@ def test_bad_config_values_name_the_key_and_write_nothing(tmp_path, override, me
 
 
 def test_scfegan_zero_iterations_is_an_error(tmp_path):
-    from train import train
+    from runtime.training import train
 
     cfg = compose_cfg(tmp_path, ["model=scfegan", "data=faces_demo", "logger=none", "model.iters=0",
                                  "model.generator.cnum=4", "model.discriminator.cnum=4", "model.vgg_weights=random"])

@@ -385,7 +385,7 @@ def _train_cfg(run_dir, data, *extra):
 
 
 def test_fresh_run_in_a_used_run_folder_is_refused_and_overwrite_replaces(tmp_path):
-    from train import train
+    from runtime.training import train
 
     data = _sr_data(tmp_path / "data")
     run = tmp_path / "run"
@@ -404,7 +404,7 @@ def test_fresh_run_in_a_used_run_folder_is_refused_and_overwrite_replaces(tmp_pa
 
 
 def test_resuming_a_used_folder_is_allowed(tmp_path):
-    from train import train
+    from runtime.training import train
 
     data = _sr_data(tmp_path / "data")
     run = tmp_path / "run"
@@ -424,7 +424,7 @@ def test_non_finite_training_stops_naming_iteration_and_loss_and_saves_nothing_n
     import json
 
     from lightning_modules.base import NonFiniteTrainingError
-    from train import train
+    from runtime.training import train
 
     data = _sr_data(tmp_path / "data")
     run = tmp_path / "run"
@@ -564,7 +564,7 @@ def test_predict_refuses_tiny_tiles(tmp_path):
 @pytest.mark.parametrize("override, key", [("model.psnr.lr=nan", "model.psnr.lr"), ("model.gan.lr_d=-1e-4", "model.gan.lr_d"),
                                            ("model.gan.lr_g=inf", "model.gan.lr_g")])
 def test_bad_learning_rates_name_the_key_before_anything_runs(tmp_path, override, key):
-    from train import train
+    from runtime.training import train
 
     data = _sr_data(tmp_path / "data")
     with pytest.raises(ValueError, match=rf"{key}=.*learning rate"):
@@ -573,7 +573,7 @@ def test_bad_learning_rates_name_the_key_before_anything_runs(tmp_path, override
 
 
 def test_tampered_resume_fields_are_refused(tmp_path):
-    from train import train
+    from runtime.training import train
 
     data = _sr_data(tmp_path / "data")
     first = train(_train_cfg(tmp_path / "a", data))
@@ -614,7 +614,7 @@ def test_disk_full_during_a_checkpoint_write_says_no_space_and_names_the_file(tm
     import shutil
     from collections import namedtuple
 
-    from callbacks.checkpoint_io import atomic_torch_save
+    from runtime.checkpoint_io import atomic_torch_save
 
     target = tmp_path / "last.ckpt"
     target.write_bytes(b"previous")
@@ -784,7 +784,7 @@ def test_render_synthesis_stats_out_existing_needs_overwrite(tmp_path):
 
 
 def test_fresh_run_in_a_used_folder_resuming_another_folder_is_refused(tmp_path):
-    from train import train
+    from runtime.training import train
 
     data = _sr_data(tmp_path / "data")
     a = train(_train_cfg(tmp_path / "a", data))
@@ -853,7 +853,7 @@ def test_params_ema_with_a_nested_dict_value_names_the_key(tmp_path):
 
 
 def test_overwrite_true_in_an_empty_folder_deletes_nothing(tmp_path):
-    from train import check_run_folder
+    from runtime.launch import check_run_folder
 
     (tmp_path / "run" / "samples").mkdir(parents=True)
     (tmp_path / "run" / "samples" / "keep.png").write_bytes(b"x")

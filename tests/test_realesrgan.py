@@ -10,7 +10,7 @@ from hydra.utils import instantiate
 
 from conftest import compose_cfg, write_png
 from archs.unet_discriminator import UNetDiscriminatorSN
-from train import train
+from runtime.training import train
 
 
 def test_unet_discriminator_parameter_count_shape_and_spectral_norm():

@@ -15,7 +15,7 @@ from pytorch_lightning import Callback
 from conftest import compose_cfg, write_png
 from lightning_modules.scfegan_module import SCFEGANModule
 from losses.scfegan_loss import discriminator_loss, drift_loss, gradient_penalty
-from train import train
+from runtime.training import train
 
 TINY = dict(
     generator={"_target_": "archs.scfegan_generator.SCFEGANGenerator", "cnum": 4},
@@ -159,7 +159,7 @@ class _Recorder(Callback):
 def test_tiny_overfit_lowers_the_reconstruction_loss(tmp_path, monkeypatch):
     faces = _face_dir(tmp_path, n=2)
     rec = _Recorder()
-    monkeypatch.setattr("train.instantiate_callbacks", lambda c: [rec])
+    monkeypatch.setattr("runtime.training.instantiate_callbacks", lambda c: [rec])
     cfg = compose_cfg(tmp_path / "run", [*TINY_CFG, f"data.image_dir={faces}", "data.num_val=1",
                                          "data.batch_size=1", "data.hflip=false", "model.iters=60",
                                          "model.optim.lr_g=3e-3", "trainer.val_check_interval=60",
@@ -182,9 +182,9 @@ class _StopAt(Callback):
 def test_resume_from_last_ckpt_restores_the_state(tmp_path, monkeypatch):
     faces = _face_dir(tmp_path)
     extra = [f"data.image_dir={faces}", "data.num_val=2", "model.iters=4", "trainer.val_check_interval=2"]
-    from train import instantiate_callbacks as real_callbacks
+    from runtime.training import instantiate_callbacks as real_callbacks
 
-    monkeypatch.setattr("train.instantiate_callbacks", lambda c: [*real_callbacks(c), _StopAt(2)])
+    monkeypatch.setattr("runtime.training.instantiate_callbacks", lambda c: [*real_callbacks(c), _StopAt(2)])
     first = train(compose_cfg(tmp_path / "a", [*TINY_CFG, *extra]))
     assert first["iteration"] == 2
     ckpt = torch.load(first["last_model_path"], map_location="cpu", weights_only=True)
@@ -213,7 +213,7 @@ def test_resume_from_last_ckpt_restores_the_state(tmp_path, monkeypatch):
             restored["g"] = {k: v.clone() for k, v in pl_module.net_g.state_dict().items()}
             restored["opt"] = trainer.optimizers[0].state_dict()["state"][0]["exp_avg"].clone()
 
-    monkeypatch.setattr("train.instantiate_callbacks", lambda c: [*real_callbacks(c), _Check()])
+    monkeypatch.setattr("runtime.training.instantiate_callbacks", lambda c: [*real_callbacks(c), _Check()])
     second = train(compose_cfg(tmp_path / "b", [*TINY_CFG, *extra, f"ckpt_path={first['last_model_path']}"]))
     assert restored["iteration"] == 2 and second["iteration"] == 4
     for k, v in restored["g"].items():

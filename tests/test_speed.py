@@ -17,7 +17,7 @@ from conftest import TINY_ESRGAN, compose_cfg, write_png
 from lightning_modules import speed as speed_lib
 from lightning_modules.esrgan_module import ESRGANModule
 from lightning_modules.scfegan_module import SCFEGANModule
-from train import train
+from runtime.training import train
 
 ESRGAN = dict(
     generator={"_target_": "archs.rrdbnet.RRDBNet", "num_feat": 8, "num_block": 2, "num_grow_ch": 4, "scale": 4},

@@ -65,7 +65,8 @@ def _write_result(d: Path, job: int, objective, **extra):
 
 
 def test_summary_sorts_by_objective_nan_last(tmp_path, capsys):
-    from callbacks.sweeps import main, summarize
+    from runtime.sweeps import summarize
+    from scripts.sweep_summary import main
 
     for job, obj in enumerate([20.0, None, 25.0, 22.5]):
         _write_result(tmp_path / str(job), job, obj)
@@ -97,7 +98,7 @@ def test_sweep_configs_cover_the_loss_weights(tmp_path):
 
 
 def test_swept_keys_follow_the_basic_sweeper(tmp_path):
-    from callbacks.sweeps import swept_keys
+    from runtime.sweeps import swept_keys
 
     cfg = compose_cfg(tmp_path, ["experiment=demo", "+sweep=esrgan_loss_weights"])
     assert set(swept_keys(cfg)) == ESRGAN_WEIGHTS
@@ -110,7 +111,9 @@ def test_swept_keys_follow_the_basic_sweeper(tmp_path):
 
 
 def test_launcher_profiles_compose(tmp_path):
-    import train  # noqa: F401  (registers the resolvers)
+    from runtime.training import register
+
+    register()  # the resolvers, as train.py does before composing
 
     cfg = compose_cfg(tmp_path, ["experiment=demo", "hydra/launcher=joblib_gpus"])
     assert cfg.hydra.launcher._target_.endswith("JoblibLauncher") and cfg.hydra.launcher.n_jobs >= 1
@@ -136,7 +139,7 @@ def test_optuna_profile_is_optional(tmp_path):
 def test_multirun_ddp_guard_decisions(tmp_path, monkeypatch):
     from omegaconf import OmegaConf
 
-    from callbacks.sweeps import ddp_launch_problem
+    from runtime.sweeps import ddp_launch_problem
 
     for var in ("LOCAL_RANK", "SLURM_NTASKS", "SLURM_JOB_NAME", "TORCHELASTIC_RUN_ID", "RANK", "WORLD_SIZE",
                 "GROUP_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
@@ -156,7 +159,7 @@ def test_multirun_ddp_guard_decisions(tmp_path, monkeypatch):
 
 
 def test_gpu_slots_are_exclusive(tmp_path):
-    from train import release_slot, try_lock_slot
+    from runtime.launch import release_slot, try_lock_slot
 
     a, b = try_lock_slot(tmp_path, 2), try_lock_slot(tmp_path, 2)
     assert (a[1], b[1]) == (0, 1)

@@ -23,7 +23,7 @@ import torch
 from pytorch_lightning import Callback
 
 from conftest import REPO, TINY_ESRGAN, compose_cfg, write_png
-from train import train
+from runtime.training import train
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -54,11 +54,11 @@ class _CrashAt(Callback):
 
 
 def _with_callbacks(monkeypatch, *extra):
-    import train as train_mod
+    import runtime.training as train_mod
 
     real = train_mod.instantiate_callbacks.__wrapped__ if hasattr(train_mod.instantiate_callbacks, "__wrapped__") \
         else train_mod.instantiate_callbacks
-    monkeypatch.setattr("train.instantiate_callbacks", lambda c: [*real(c), *extra])
+    monkeypatch.setattr("runtime.training.instantiate_callbacks", lambda c: [*real(c), *extra])
     return real
 
 
@@ -108,7 +108,7 @@ def test_killed_and_resumed_run_is_bit_identical_to_an_uninterrupted_one(tmp_pat
         train(_sr_cfg(tmp_path / "a", data, RESUME))
     last = tmp_path / "a" / "checkpoints" / "last.ckpt"
     assert _load(last)["iteration"] == crash_at
-    monkeypatch.setattr("train.instantiate_callbacks", real)
+    monkeypatch.setattr("runtime.training.instantiate_callbacks", real)
     resumed = train(_sr_cfg(tmp_path / "b", data, [*RESUME, f"ckpt_path={last}"]))
     assert resumed["iteration"] == 8
     _assert_bitwise_equal(full, _load(resumed["last_model_path"]))
@@ -142,7 +142,7 @@ def test_scfegan_killed_and_resumed_run_is_bit_identical(tmp_path, monkeypatch):
     real = _with_callbacks(monkeypatch, _CrashAt(3))
     with pytest.raises(RuntimeError, match="simulated crash"):
         train(cfg(tmp_path / "a"))
-    monkeypatch.setattr("train.instantiate_callbacks", real)
+    monkeypatch.setattr("runtime.training.instantiate_callbacks", real)
     last = tmp_path / "a" / "checkpoints" / "last.ckpt"
     assert _load(last)["iteration"] == 3
     resumed = train(cfg(tmp_path / "b", [f"ckpt_path={last}"]))
@@ -215,7 +215,7 @@ def _half_write_then(exc):
 @pytest.mark.parametrize("exc", [OSError(errno.ENOSPC, "No space left on device"), KeyboardInterrupt()],
                          ids=["ENOSPC", "kill"])
 def test_failed_checkpoint_write_keeps_the_previous_file_and_leaves_no_temp(tmp_path, monkeypatch, exc):
-    from callbacks.checkpoint_io import AtomicCheckpointIO
+    from runtime.checkpoint_io import AtomicCheckpointIO
 
     io_ = AtomicCheckpointIO()
     target = tmp_path / "ckpt" / "last.ckpt"
@@ -233,7 +233,7 @@ def test_failed_checkpoint_write_keeps_the_previous_file_and_leaves_no_temp(tmp_
 def test_checkpoint_is_written_next_to_its_target_not_in_tmpdir(tmp_path, monkeypatch):
     import tempfile
 
-    from callbacks.checkpoint_io import AtomicCheckpointIO
+    from runtime.checkpoint_io import AtomicCheckpointIO
 
     tmpdir = tmp_path / "node_local_tmp"
     tmpdir.mkdir()
@@ -269,7 +269,7 @@ class _CaptureTrainer(Callback):
 
 @pytest.mark.slow
 def test_train_uses_the_atomic_io_and_removes_orphans_of_a_killed_write(tmp_path, monkeypatch):
-    from callbacks.checkpoint_io import AtomicCheckpointIO
+    from runtime.checkpoint_io import AtomicCheckpointIO
 
     data = _sr_images(tmp_path / "data")
     orphan = tmp_path / "run" / "checkpoints" / ".last.ckpt.tmp-12345-deadbeef"
@@ -307,7 +307,7 @@ def _hold_lock(folder: Path) -> subprocess.Popen:
 
 @pytest.mark.slow
 def test_second_run_into_a_locked_folder_stops_naming_it_and_the_holder(tmp_path):
-    from callbacks.run_lock import RunFolderInUseError
+    from runtime.run_lock import RunFolderInUseError
 
     data = _sr_images(tmp_path / "data")
     run_dir = tmp_path / "run"

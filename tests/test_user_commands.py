@@ -110,7 +110,7 @@ def test_scfegan_weights_record_the_training_size_and_predict_works_at_it(tmp_pa
     from archs.weights_io import read_generator_file
     from conftest import compose_cfg
     from predict import _working_size
-    from train import train
+    from runtime.training import train
 
     faces = _faces(tmp_path / "faces")
     result = train(compose_cfg(tmp_path / "run", [*SCFEGAN_TINY, f"data.image_dir={faces}", "model.iters=1",
@@ -153,7 +153,7 @@ def test_train_loss_line_every_log_every_n_steps_in_console_and_train_log(tmp_pa
 
 # ------------------------------------------------------------------------------------------------ item 3
 def test_device_counts_are_checked_before_any_process_starts(tmp_path, monkeypatch):
-    import train as train_mod
+    import runtime.launch as train_mod
     from conftest import compose_cfg
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

@@ -85,7 +85,7 @@ def read_wandb_run(path) -> dict:
 def test_offline_wandb_run_has_config_metrics_images_table_and_checkpoint(tmp_path, monkeypatch):
     import wandb
 
-    from train import train
+    from runtime.training import train
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     set5 = REPO / "data" / "demo" / "val" / "Set5"

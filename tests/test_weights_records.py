@@ -107,7 +107,7 @@ def test_auto_vgg_falling_back_to_random_is_recorded_and_warned(tmp_path, monkey
     import torchvision
 
     from archs.vgg_features import VGGFeatureExtractor
-    from train import log_perceptual_backbones, perceptual_backbones
+    from runtime.results import log_perceptual_backbones, perceptual_backbones
 
     def offline(*a, **k):
         raise urllib.error.URLError("no network")

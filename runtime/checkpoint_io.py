@@ -11,7 +11,7 @@ then renamed over the target with ``os.replace`` (atomic on POSIX), and the fold
 survives a power cut.  On any failure (``ENOSPC``, an exception, ``KeyboardInterrupt``) the temporary file is
 removed and the previous file is untouched.  Temporary files left by a process killed with SIGKILL are named
 ``.<target>.tmp-<pid>-<random>`` and removed by :func:`remove_stale_temp_files` when the next run starts in that
-folder (the run-folder lock, callbacks/run_lock.py, guarantees no other writer is active there).
+folder (the run-folder lock, runtime/run_lock.py, guarantees no other writer is active there).
 """
 
 from __future__ import annotations

@@ -10,27 +10,28 @@ starts the multirun:
   printed table: one row per job with its overrides and final validation metrics, best objective first.
 
 After a sweep that stopped early (a failed job stops the basic sweeper), the summary of what finished is
-``python -m callbacks.sweeps <sweep dir>``.
+``python -m scripts.sweep_summary <sweep dir>``.
 """
 
 from __future__ import annotations
-
-import tv_compat  # noqa: F401  (entry point: python -m callbacks.sweeps)
 
 import csv
 import json
 import logging
 import math
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from runtime.results import RESULT_FILE
 
 log = logging.getLogger(__name__)
 
 SWEEP_INFO = "sweep_info.json"
-RESULT_FILE = "result.json"
+
 SUMMARY_FILE = "summary.csv"
 
 
@@ -298,18 +299,3 @@ class SweepCallback(_HydraCallback):
         if "direction" in sweeper and isinstance(sweeper.get("direction"), str):
             direction = str(sweeper.direction)
         write_summary(str(config.hydra.sweep.dir), direction)
-
-
-def main(argv: list[str] | None = None) -> None:
-    import argparse
-
-    ap = argparse.ArgumentParser(description="Summarise a finished (or stopped) Hydra sweep of train.py")
-    ap.add_argument("sweep_dir")
-    ap.add_argument("--direction", choices=("maximize", "minimize"), default=None)
-    args = ap.parse_args(argv)
-    if write_summary(args.sweep_dir, args.direction) is None:
-        raise SystemExit(f"no {RESULT_FILE} under {args.sweep_dir}")
-
-
-if __name__ == "__main__":
-    main()
