@@ -220,12 +220,12 @@ def realesrgan_case(config: str, stage: str, device, speed: dict | None = None):
         return dm.synthesize(dict(raw))
 
     def step(b):
-        m._batch = b
+        lq, gt, gt_usm = m.training_pair(b)
         if stage == "psnr":
-            m.psnr_step(b["lq"], b["gt"])
+            m.psnr_step(lq, gt, gt_usm)
         else:
-            out, _ = m.generator_step(b["lq"], b["gt"])
-            m.discriminator_step(out, b["gt"])
+            out, _ = m.generator_step(lq, gt, gt_usm=gt_usm)
+            m.discriminator_step(out, gt, gt_usm)
         ema_update(m.net_g_ema, m.net_g, 0.999)
 
     nets = [m.net_g] + ([m.net_d, m.cri_perceptual.vgg] if stage == "gan" else [])

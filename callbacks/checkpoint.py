@@ -67,11 +67,14 @@ class StageCheckpoint(LastEveryValidationCheckpoint):
         self.kth_value = torch.tensor(float("inf") if self.mode == "min" else -float("inf"))
 
     def on_validation_end(self, trainer, pl_module) -> None:
-        rule = getattr(pl_module, "checkpoint_rule", None)
+        # The recipe's rule (lightning_modules/base.py RecipeContract.checkpoint_rule; None: one selection for the
+        # whole run).  Any other LightningModule: Lightning's ModelCheckpoint as configured.
+        rule_of = getattr(pl_module, "checkpoint_rule", None)
+        rule = rule_of() if rule_of is not None else None
         if rule is None or self._should_skip_saving_checkpoint(trainer):
             super().on_validation_end(trainer, pl_module)
             return
-        stage, monitor, mode = rule()
+        stage, monitor, mode = rule
         if stage != self.stage:
             self._enter_stage(stage, monitor, mode)
         super().on_validation_end(trainer, pl_module)

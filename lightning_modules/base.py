@@ -1,15 +1,21 @@
 """What the GAN recipes share: iteration counting in batches, named optimizers, freezing a network for
-the other network's step, and checkpoints without the frozen loss networks."""
+the other network's step, and checkpoints without the frozen loss networks.
+
+It is also the written contract between a recipe and the runner (runtime/training.py, runtime/results.py) and the
+callbacks: :class:`RecipeContract` lists what they call; :class:`IterationGANModule` implements every member, with a
+default where a recipe may have nothing to say.
+"""
 
 from __future__ import annotations
 
 import logging
 from contextlib import contextmanager
+from typing import Protocol, runtime_checkable
 
 import torch
 import torch.distributed as dist
 from omegaconf import DictConfig, ListConfig, OmegaConf
-from pytorch_lightning import LightningModule
+from pytorch_lightning import LightningModule, Trainer
 from pytorch_lightning.utilities import rank_zero_only
 
 from lightning_modules import speed as speed_lib
@@ -78,6 +84,33 @@ class NonFiniteTrainingError(RuntimeError):
     """A loss or a weight became NaN/Inf: training stops (train.py exits non-zero, result.json status non_finite)."""
 
 
+@runtime_checkable
+class RecipeContract(Protocol):
+    """What the runner and the callbacks use of a training recipe (all implemented by IterationGANModule)."""
+
+    #: Training batches done (Lightning's global_step counts optimizer steps: 2+ per GAN batch); saved in checkpoints.
+    iteration: int
+    #: Validation image grids by name, written by callbacks/sample_images.py after each validation.
+    val_samples: dict[str, torch.Tensor]
+    #: What the grids show, left to right (their caption).
+    sample_caption: str
+    #: One row per validation image (gathered from every rank), logged as a wandb table.
+    val_table: list[dict]
+    #: Prefix of the logged evaluation metrics: ``val``, or ``test/<stage>`` while test_after_train runs.
+    eval_prefix: str
+
+    @property
+    def total_iters(self) -> int: ...
+
+    def optimizer_steps_total(self) -> int | None: ...
+
+    def checkpoint_rule(self) -> tuple[str, str | None, str | None] | None: ...
+
+    def set_eval_prefix(self, prefix: str) -> None: ...
+
+    def raise_if_non_finite(self, weights: bool = True) -> None: ...
+
+
 def _rebuild_module(cls, hparams: dict, state_dict: dict, attrs: dict):
     module = cls(**hparams)
     module.load_state_dict(state_dict)
@@ -112,10 +145,28 @@ class IterationGANModule(LightningModule):
         # SampleImageWriter logs them as a wandb table.
         self.val_rows: list[dict] = []
         self.val_table: list[dict] = []
+        self.sample_caption = ""
+        self.eval_prefix = "val"
 
+    # ------------------------------------------------------------------ the runner's contract (RecipeContract)
     @property
     def total_iters(self) -> int:
+        """Training batches of the whole recipe."""
         raise NotImplementedError
+
+    def optimizer_steps_total(self) -> int | None:
+        """Lightning's ``max_steps`` for the whole recipe (it counts optimizer steps; the recipe counts batches,
+        Lightning #17958).  None: the trainer config's ``max_steps`` applies."""
+        return None
+
+    def checkpoint_rule(self) -> tuple[str, str | None, str | None] | None:
+        """How callbacks.checkpoint.StageCheckpoint selects the checkpoint of the current stage: ``(stage, monitor,
+        mode)``.  None: one selection for the whole run, by the callback's own monitor and mode."""
+        return None
+
+    def set_eval_prefix(self, prefix: str) -> None:
+        """Log evaluation metrics under ``prefix`` (``val``; ``test/<stage>`` while test_after_train runs)."""
+        self.eval_prefix = prefix
 
     # ------------------------------------------------------------------ fast path (lightning_modules/speed.py)
     def speed_targets(self) -> tuple[list[torch.nn.Module], list[torch.nn.Module]]:
@@ -171,12 +222,18 @@ class IterationGANModule(LightningModule):
         On the other batches nothing is logged at all: each Python number passed to ``self.log`` becomes a device
         tensor (a host-to-device copy that waits for the GPU), and logged tensors are only read at the logging
         steps anyway.  The training step then has no host synchronisation (tests/test_speed.py).
+
+        Lightning's own rule (its logger connector's ``should_update_logs``) from public state: Lightning counts the
+        batches before this one and adds 1; ``self.iteration``, counted by now, includes this batch (both counts are
+        restored on resume).
         """
         trainer = self._trainer
-        if trainer is None:
-            return True
-        connector = getattr(trainer, "_logger_connector", None)
-        return bool(connector is None or connector.should_update_logs or trainer.fast_dev_run)
+        if not isinstance(trainer, Trainer) or not trainer.training or trainer.fast_dev_run:
+            return True  # outside Lightning's training loop (a harness calling training_step): log everything
+        every = trainer.log_every_n_steps
+        if not every:
+            return False
+        return self.iteration % every == 0 or trainer.should_stop
 
     def end_iteration(self, logs: dict, batch_size: int, extra: dict | None = None) -> None:
         """Count the batch, log ``train/*`` and ``iter`` (on the logging steps), and stop after the last one.

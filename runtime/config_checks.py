@@ -1,4 +1,4 @@
-"""Checks of a training config before anything is built or written (called by ``train.check_config``).
+"""Checks of a training config before anything is built or written (called by ``runtime.launch.check_config``).
 
 Each check turns a mistake that would otherwise fail late, with an error naming nothing (``int('abc')``,
 ``ZeroDivisionError``, ``EOFError``), or not at all (a run of zero batches exiting 0), into a ``ValueError`` that

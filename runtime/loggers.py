@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import netrc
 import os
+import weakref
 from typing import Any
 
 from hydra.utils import instantiate
@@ -13,6 +14,14 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import Logger
 
 log = logging.getLogger(__name__)
+
+#: The wandb loggers whose config asked for the best checkpoint to be uploaded (``logger.wandb.log_model=true``).
+_UPLOAD_BEST: weakref.WeakSet = weakref.WeakSet()
+
+
+def uploads_best_checkpoint(logger: Logger) -> bool:
+    """Whether :func:`runtime.results.log_best_checkpoint` uploads the run's best checkpoint to ``logger``."""
+    return logger in _UPLOAD_BEST
 
 
 def wandb_logged_in() -> bool:
@@ -52,7 +61,8 @@ def instantiate_loggers(cfg: DictConfig | None, identity: dict | None = None) ->
                 if c.get("name") in (None, "", _root_task_name(c)):
                     kwargs["name"] = identity["name"]
             logger = instantiate(c, **kwargs)
-            logger._log_best_checkpoint = bool(c.get("log_model", False))
+            if c.get("log_model", False):
+                _UPLOAD_BEST.add(logger)
             loggers.append(logger)
         else:
             loggers.append(instantiate(c))

@@ -14,6 +14,9 @@ from omegaconf import DictConfig
 from pytorch_lightning import LightningDataModule, LightningModule, Trainer
 from pytorch_lightning.loggers import WandbLogger
 
+from lightning_modules.base import IterationGANModule
+from runtime.loggers import uploads_best_checkpoint
+
 log = logging.getLogger(__name__)
 
 #: Each training job's result, in its output folder (read by the sweep summary, runtime/sweeps.py).
@@ -24,7 +27,7 @@ def log_best_checkpoint(trainer: Trainer, result: dict) -> None:
     """Upload the best checkpoint as a wandb artifact (``logger.wandb.log_model=true``)."""
     path = result.get("best_model_path")
     for lg in trainer.loggers:
-        if not (isinstance(lg, WandbLogger) and getattr(lg, "_log_best_checkpoint", False)):
+        if not (isinstance(lg, WandbLogger) and uploads_best_checkpoint(lg)):
             continue
         if not path or not os.path.isfile(path):
             log.warning("wandb: log_model=true but there is no best checkpoint to upload")
@@ -77,7 +80,7 @@ def check_test_after_train(cfg: DictConfig, model: LightningModule, datamodule: 
                          "test loop (ESRGAN with an SR data config tests data.test_dirs); use evaluate.py instead")
 
 
-def test_stage_results(trainer: Trainer, model: LightningModule, datamodule: LightningDataModule,
+def test_stage_results(trainer: Trainer, model: IterationGANModule, datamodule: LightningDataModule,
                        stage_results: dict, fallback_path: str | None) -> dict[str, dict[str, float]]:
     """``test_after_train``: evaluate each stage's selected checkpoint (or the best/last one when the model has no
     stages) on the data module's test sets; metrics logged as ``test/<stage>/<folder>/<metric>``."""
@@ -88,11 +91,11 @@ def test_stage_results(trainer: Trainer, model: LightningModule, datamodule: Lig
             log.warning(f"test_after_train: no checkpoint for stage {stage!r}; not tested")
             continue
         prefix = f"test/{stage}"
-        model.eval_prefix = prefix
+        model.set_eval_prefix(prefix)
         try:
             trainer.test(model=model, datamodule=datamodule, ckpt_path=path, verbose=False)
         finally:
-            model.eval_prefix = "val"
+            model.set_eval_prefix("val")
         out[stage] = {k: float(v) for k, v in trainer.callback_metrics.items()
                       if k.startswith(prefix + "/") and torch.is_tensor(v) and v.numel() == 1}
         out[stage]["checkpoint"] = path

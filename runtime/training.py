@@ -23,7 +23,7 @@ from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from callbacks.interrupt import SaveOnSignal
-from lightning_modules.base import NonFiniteTrainingError
+from lightning_modules.base import IterationGANModule, NonFiniteTrainingError
 from runtime import resolvers, run_lock, strategies
 from runtime.checkpoint_io import AtomicCheckpointIO, remove_stale_temp_files
 from runtime.launch import (
@@ -121,9 +121,16 @@ def _train(cfg: DictConfig, trainer_overrides: dict[str, Any]) -> dict[str, Any]
         # Checkpoints are written next to their target and renamed into place (runtime/checkpoint_io.py).
         trainer_overrides.setdefault("plugins", [AtomicCheckpointIO()])
 
-    if hasattr(model, "optimizer_steps_total") and not cfg.trainer.get("fast_dev_run"):
+    # The runner's side of the recipes' contract (lightning_modules/base.py RecipeContract).
+    recipe = model if isinstance(model, IterationGANModule) else None
+    steps_total = recipe.optimizer_steps_total() if recipe is not None else None
+
+    def iteration_now() -> int | None:
+        return recipe.iteration if recipe is not None else None
+
+    if steps_total is not None and not cfg.trainer.get("fast_dev_run"):
         # The recipe counts batches; Lightning's max_steps counts optimizer steps (Lightning #17958).
-        trainer_overrides["max_steps"] = model.optimizer_steps_total()
+        trainer_overrides["max_steps"] = steps_total
     trainer: Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **trainer_overrides)
 
     log_launch_plan(trainer)
@@ -153,20 +160,20 @@ def _train(cfg: DictConfig, trainer_overrides: dict[str, Any]) -> dict[str, Any]
             except NonFiniteTrainingError as err:
                 if trainer.is_global_zero:
                     write_result({"status": "non_finite", "error": str(err),
-                                  "iteration": getattr(model, "iteration", None),
+                                  "iteration": iteration_now(),
                                   "output_dir": str(cfg.paths.output_dir)}, str(cfg.paths.output_dir))
                 raise
             except SIGTERMException:
                 # Not Lightning's exit 0: a scheduler must see that the job did not finish (143 / 130).
                 if trainer.is_global_zero:
                     write_result({"status": "interrupted", "signal": on_signal.exit_code - 128,
-                                  "last_model_path": on_signal.saved, "iteration": getattr(model, "iteration", None),
+                                  "last_model_path": on_signal.saved, "iteration": iteration_now(),
                                   "output_dir": str(cfg.paths.output_dir)}, str(cfg.paths.output_dir))
                 raise SystemExit(on_signal.exit_code) from None
 
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
         ckpt_cb = trainer.checkpoint_callback
-        iteration = getattr(model, "iteration", None)
+        iteration = iteration_now()
         if not iteration and "iter" in metrics:  # ddp_gan_spawn: the module trained in the spawned processes
             iteration = int(metrics["iter"])
         best_score = getattr(ckpt_cb, "best_model_score", None)

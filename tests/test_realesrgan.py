@@ -198,15 +198,13 @@ def test_vanilla_gan_steps_use_sharpened_targets_for_l1_and_plain_gt_for_d(tmp_p
     _Harness(m)
     lq, gt = torch.rand(2, 3, 4, 4), torch.rand(2, 3, 16, 16)
     sharp = torch.rand(2, 3, 16, 16)
-    m._batch = {"gt_usm": sharp}
-    assert m.target(gt, True) is sharp and m.target(gt, False) is gt
-    m._batch = {}
-    torch.testing.assert_close(m.target(gt, True), m.usm(gt))  # computed when the data did not
+    _, got_gt, got_usm = m.training_pair({"lq": lq, "gt": gt, "gt_usm": sharp})
+    assert got_usm is sharp and got_gt is gt
+    torch.testing.assert_close(m.training_pair({"lq": lq, "gt": gt})[2], m.usm(gt))  # computed when the data did not
     # D step: BCE(D(gt), 1) + BCE(D(out), 0) on the plain GT
-    m._batch = {"gt_usm": sharp}
     out = m.net_g(lq)
     d_before = [p.detach().clone() for p in m.net_d.parameters()]
-    logs = m.discriminator_step(out, gt)
+    logs = m.discriminator_step(out, gt, sharp)
     assert any(not torch.equal(a, p) for a, p in zip(d_before, m.net_d.parameters()))
     m.net_d.eval()  # fixed spectral-norm estimate for the reference values below
     with torch.no_grad():
@@ -217,7 +215,7 @@ def test_vanilla_gan_steps_use_sharpened_targets_for_l1_and_plain_gt_for_d(tmp_p
     d_before = [p.detach().clone() for p in m.net_d.parameters()]
     with torch.no_grad():
         expected_pix = torch.nn.functional.l1_loss(m.net_g(lq), sharp)
-    out, logs = m.generator_step(lq, gt)
+    out, logs = m.generator_step(lq, gt, gt_usm=sharp)
     assert logs["l_pix"].item() == pytest.approx(expected_pix.item(), rel=1e-6)
     assert all(torch.equal(a, p) for a, p in zip(d_before, m.net_d.parameters()))
     assert any(not torch.equal(a, p) for a, p in zip(g_before, m.net_g.parameters()))

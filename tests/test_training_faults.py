@@ -290,7 +290,7 @@ def test_train_uses_the_atomic_io_and_removes_orphans_of_a_killed_write(tmp_path
 HOLDER = """
 import sys, time
 sys.path.insert(0, {repo!r})
-from callbacks import run_lock
+from runtime import run_lock
 run_lock.acquire({folder!r})
 print("locked", flush=True)
 time.sleep(120)
@@ -347,7 +347,7 @@ def test_cli_run_into_a_locked_folder_fails_before_hydra_writes_into_it(tmp_path
 
 @pytest.mark.slow
 def test_lock_is_reentrant_and_ddp_ranks_do_not_lock_each_other_out(tmp_path, monkeypatch):
-    from callbacks import run_lock
+    from runtime import run_lock
 
     folder = tmp_path / "run"
     assert run_lock.acquire(folder) and run_lock.acquire(folder)  # Hydra callback, then train(): same process
