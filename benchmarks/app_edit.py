@@ -25,10 +25,11 @@ import torch
 from omegaconf import OmegaConf
 
 from archs.scfegan_generator import SCFEGANGenerator
-from archs.weights_io import save_generator_file, scfegan_config
-from predict import write_png
+from inference.images import write_png
 from webui.handlers import edit_face_editor
 from webui.models import ModelStore
+from weights.io import save_generator_file
+from weights.layouts import scfegan_config
 
 
 def main() -> None:

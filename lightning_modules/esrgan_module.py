@@ -20,14 +20,15 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from torchmetrics import MeanMetric
 
-from archs.weights_io import load_generator_state, load_into, make_network, save_generator_weights
+from archs.registry import make_network
 from lightning_modules.base import IterationGANModule, check_positive_int, to_primitive
-from ops.image_grid import uint8_grid
 from lightning_modules.ema import ema_update
 from lightning_modules.lr_scheduler import SCHEDULERS, build_scheduler
 from losses.gan_loss import ragan_discriminator_fake_loss, ragan_discriminator_real_loss, ragan_generator_loss
 from metrics.sr_metrics import sr_metrics
+from ops.image_grid import uint8_grid
 from ops.imresize import imresize
+from weights.io import load_generator_state, load_into, save_generator_weights
 
 STAGES = ("psnr", "gan")
 METRICS = ("psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb")
