@@ -3,7 +3,7 @@
     python benchmarks/app_edit.py [--size 512] [--cnum 64] [--repeats 3] [--threads N]
 
 What is timed (wall clock, and process CPU time, which on a shared machine says more) is the Generate button's work: read the uploaded PNG, turn three editor layers into mask / sketch /
-colour, run the SC-FEGAN generator (``predict.edit_face``: resize to the working size, forward, composite) and
+colour, run the SC-FEGAN generator (``inference.faces.edit_face``: resize to the working size, forward, composite) and
 write the result PNG.  The generator has random weights (timing does not depend on them); the full-width official
 generator (cnum 64, 92.9 M parameters) at 512x512 is the default.  The first run (warm-up) is reported apart.
 """

@@ -74,7 +74,7 @@ def test_editor_edit_equals_upload_outside_mask_and_matches_predict(tmp_path, st
     assert out.shape == face.shape and out.dtype == np.uint8
     assert np.array_equal(out[~mask], face[~mask])
     assert (out[mask] != face[mask]).any(axis=1).mean() > 0.9
-    # the same as predict.edit_face on the same inputs (the app adds nothing of its own)
+    # the same as inference.faces.edit_face on the same inputs (the app adds nothing of its own)
     fm = store.face()
     assert fm.size == (128, 128)  # recorded in the weights file
     direct = edit_face(fm.net, Image(face, 255.0, path), mask, sketch, color, size=fm.size, noise="binary16", seed=5)
