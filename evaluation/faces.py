@@ -1,6 +1,5 @@
 """Face-editing (SC-FEGAN) rows: synthesised inputs, user masks, mask-coverage bins."""
 
-import logging
 import warnings
 from pathlib import Path
 
@@ -15,9 +14,6 @@ from evaluation.generators import load_generator, prefer_key
 from evaluation.scoring import RowMeans, build_fid_metric, build_lpips_metric, lpips_scores, new_fid
 from inference.device import pick_device
 from metrics.sr_metrics import tensor_to_uint8
-
-log = logging.getLogger(__name__)
-
 
 FACE_COLUMNS = ("l1", "psnr", "ssim", "l1_mask", "psnr_mask", "ssim_mask")
 EVAL_DATA_KEYS = ("test_dir", "test_label_dir", "user_mask_dir")  # conf/eval.yaml's additions to `data`

@@ -1,15 +1,11 @@
 """The generator an evaluation scores: read from a checkpoint, weights file or export through the allow-list."""
 
-import logging
 import os
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from weights.io import build_generator
-
-log = logging.getLogger(__name__)
-
 
 # ---------------------------------------------------------------------------------------------------------------
 # Generators

@@ -1,13 +1,9 @@
 """The results table: printed, and sent to the configured experiment loggers."""
 
-import logging
 
 from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
-
-log = logging.getLogger(__name__)
-
 
 # ---------------------------------------------------------------------------------------------------------------
 # Output

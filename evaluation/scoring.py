@@ -1,6 +1,5 @@
 """Optional metrics (LPIPS, NIQE, FID) built from the config, and per-row means."""
 
-import logging
 import math
 import os
 
@@ -8,9 +7,6 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from metrics.fid import INCEPTION_FILE
-
-log = logging.getLogger(__name__)
-
 
 # ---------------------------------------------------------------------------------------------------------------
 # Optional metrics: LPIPS, NIQE, FID

@@ -1,6 +1,5 @@
 """Super-resolution rows (BasicSR psnr_ssim.py protocol) and network-interpolation rows."""
 
-import logging
 
 import torch
 from omegaconf import DictConfig
@@ -14,9 +13,6 @@ from metrics.sr_metrics import sr_metrics, tensor_to_uint8
 from ops.imresize import imresize
 from weights.interpolate import interpolate_state_dicts
 from weights.io import load_into
-
-log = logging.getLogger(__name__)
-
 
 COLUMNS = ("psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb")
 PI_NOTE = (

@@ -2,7 +2,6 @@
 pixel limit checked from the header before decoding), masks and colour maps, and PNG writing."""
 
 
-import logging
 import os
 import threading
 import warnings
@@ -12,9 +11,6 @@ import cv2
 import numpy as np
 
 from datamodules.image_io import BadImageError, decode_image
-
-log = logging.getLogger(__name__)
-
 
 DEFAULT_MAX_PIXELS = 100_000_000  # 10000 x 10000; conf/predict.yaml max_pixels
 _PIL_LIMIT_LOCK = threading.Lock()

@@ -1,10 +1,7 @@
 """The rules every command that writes applies to its outputs, checked before anything is read or written."""
 
 
-import logging
 import os
-
-log = logging.getLogger(__name__)
 
 
 def output_clashes(targets) -> set[str]:
