@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from archs.weights_io import read_layout_weights
+from weights.pretrained import read_layout_weights
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # zllrunning test.py transforms.Normalize
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -66,7 +66,7 @@ def load_vgg_features_state(arch: str, weights: str) -> "OrderedDict[str, torch.
         )
         return None
     if weights == "imagenet":
-        from archs.weights_io import hub_cached_file, load_pretrained
+        from weights.pretrained import hub_cached_file, load_pretrained
 
         enum = _BUILDERS[arch][1].IMAGENET1K_V1
         try:
@@ -90,7 +90,7 @@ def load_vgg_features_state(arch: str, weights: str) -> "OrderedDict[str, torch.
                 f"{arch}: weights file {path!r} does not exist (expected a torchvision {arch} "
                 "state dict, or 'imagenet' to use torchvision's weight enum)."
             )
-        from archs.weights_io import load_pretrained
+        from weights.pretrained import load_pretrained
 
         try:
             state = load_pretrained(path, f"{arch}: weights file")

@@ -3,7 +3,7 @@
     python benchmarks/app_edit.py [--size 512] [--cnum 64] [--repeats 3] [--threads N]
 
 What is timed (wall clock, and process CPU time, which on a shared machine says more) is the Generate button's work: read the uploaded PNG, turn three editor layers into mask / sketch /
-colour, run the SC-FEGAN generator (``predict.edit_face``: resize to the working size, forward, composite) and
+colour, run the SC-FEGAN generator (``inference.faces.edit_face``: resize to the working size, forward, composite) and
 write the result PNG.  The generator has random weights (timing does not depend on them); the full-width official
 generator (cnum 64, 92.9 M parameters) at 512x512 is the default.  The first run (warm-up) is reported apart.
 """
@@ -25,10 +25,11 @@ import torch
 from omegaconf import OmegaConf
 
 from archs.scfegan_generator import SCFEGANGenerator
-from archs.weights_io import save_generator_file, scfegan_config
-from predict import write_png
+from inference.images import write_png
 from webui.handlers import edit_face_editor
 from webui.models import ModelStore
+from weights.io import save_generator_file
+from weights.layouts import scfegan_config
 
 
 def main() -> None:

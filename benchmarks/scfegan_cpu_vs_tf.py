@@ -5,7 +5,7 @@
     TF_SIDE=/tmp/tfside python benchmarks/scfegan_cpu_vs_tf.py --size 512 --reps 5
     python benchmarks/scfegan_cpu_vs_tf.py --no-tf            # PyTorch only: this project vs the 'before' kernels
 
-Same random weights in both (``archs.scfegan_convert.torch_to_tf``), one input, batch 1, fp32, no gradients.
+Same random weights in both (``weights.scfegan_convert.torch_to_tf``), one input, batch 1, fp32, no gradients.
 The implementations run in turn, ``--reps`` rounds (A B C A B C ...), so that a shared machine's load falls on
 all of them alike; medians and the load average are printed, and the outputs are compared.
 
@@ -30,8 +30,8 @@ import torch
 from torch import nn
 
 from archs import gated_conv
-from archs.scfegan_convert import official_tf_generator, torch_to_tf
 from archs.scfegan_generator import SCFEGANGenerator
+from weights.scfegan_convert import official_tf_generator, torch_to_tf
 
 
 @contextlib.contextmanager

@@ -20,15 +20,16 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from torchmetrics import MeanMetric
 
-from archs.weights_io import load_generator_state, load_into, make_network, save_generator_weights
+from archs.registry import make_network
 from lightning_modules.base import IterationGANModule, check_positive_int, to_primitive
-from ops.image_grid import uint8_grid
 from lightning_modules.ema import ema_update
 from lightning_modules.lr_scheduler import SCHEDULERS, build_scheduler
 from losses.gan_loss import (ragan_discriminator_fake_loss, ragan_discriminator_real_loss, ragan_generator_loss,
                              vanilla_gan_loss)
 from metrics.sr_metrics import sr_metrics
+from ops.image_grid import uint8_grid
 from ops.imresize import imresize
+from weights.io import load_generator_state, load_into, save_generator_weights
 
 STAGES = ("psnr", "gan")
 #: model.gan.gan_type: ESRGAN's relativistic average GAN, or Real-ESRGAN's vanilla BCE on per-pixel logits.

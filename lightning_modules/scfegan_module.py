@@ -17,10 +17,9 @@ from pathlib import Path
 import torch
 from torchmetrics import MeanMetric
 
+from archs.registry import make_network
 from archs.scfegan_generator import composite, make_generator_input
-from archs.weights_io import make_network, save_generator_weights
 from lightning_modules.base import IterationGANModule, check_positive_int, to_primitive
-from ops.image_grid import uint8_grid
 from losses.scfegan_loss import (
     PerceptualStyleLoss,
     PerPixelLoss,
@@ -31,6 +30,8 @@ from losses.scfegan_loss import (
     total_variation_loss,
 )
 from metrics.inpainting_metrics import inpainting_metrics
+from ops.image_grid import uint8_grid
+from weights.io import save_generator_weights
 
 METRICS = ("l1", "psnr", "ssim", "l1_mask", "psnr_mask", "ssim_mask")
 
@@ -64,7 +65,7 @@ class SCFEGANModule(IterationGANModule):
         self.save_hyperparameters(dict(generator=generator, discriminator=discriminator, loss=loss, optim=optim,
                                        iters=iters, vgg_weights=vgg_weights, monitor=monitor, task=task,
                                        noise_type=noise_type, speed=speed))
-        # The allow-list of archs.weights_io: what train builds is what evaluate / predict can rebuild from a file.
+        # The allow-list of archs.registry: what train builds is what evaluate / predict can rebuild from a file.
         self.net_g = make_network(generator, "model.generator", role="generator")
         self.net_d = make_network(discriminator, "model.discriminator", role="discriminator")
         self.w = loss

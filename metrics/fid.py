@@ -27,7 +27,7 @@ def load_inception_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise FileNotFoundError(f"metrics.fid.inception_weights={path!r} does not exist (expected torch-fidelity's "
                                 f"{INCEPTION_FILE})")
     try:
-        from archs.weights_io import load_pretrained
+        from weights.pretrained import load_pretrained
 
         state = load_pretrained(path, "FID Inception weights")
     except Exception as err:  # UnpicklingError for payloads, EOFError/zip errors for truncation

@@ -54,7 +54,7 @@ def load_backbone_features(net_type: str, backbone_weights: str = "imagenet") ->
 
         enum = getattr(models, enum_name).IMAGENET1K_V1
         hub = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(enum.url))
-        from archs.weights_io import hub_cached_file, load_pretrained
+        from weights.pretrained import hub_cached_file, load_pretrained
 
         try:
             cached = hub_cached_file(enum)
@@ -78,7 +78,7 @@ def load_backbone_features(net_type: str, backbone_weights: str = "imagenet") ->
             f"dict; or metrics.lpips.backbone_weights=imagenet to use torchvision's {enum_name} enum, which reads "
             f"$TORCH_HOME/hub/checkpoints or downloads)."
         )
-    from archs.weights_io import load_pretrained
+    from weights.pretrained import load_pretrained
 
     try:
         state = load_pretrained(path, f"LPIPS ({net_type}) backbone weights")

@@ -34,10 +34,12 @@ def main() -> None:
     ap.add_argument("--chromium", default=os.environ.get("CHROMIUM_PATH", "/usr/lib/chromium/chromium"))
     args = ap.parse_args()
 
-    import app
-    from archs.scfegan_generator import SCFEGANGenerator
-    from archs.weights_io import save_generator_file, scfegan_config
     from playwright.sync_api import sync_playwright
+
+    from archs.scfegan_generator import SCFEGANGenerator
+    from webui import page as app
+    from weights.io import save_generator_file
+    from weights.layouts import scfegan_config
 
     tmp = tempfile.mkdtemp()
     weights = args.weights

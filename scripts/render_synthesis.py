@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 
 def render(cfg: DictConfig) -> str:
-    from archs.weights_io import check_output_file
+    from weights.io import check_output_file
 
     stats_path = cfg.get("stats_out") or os.path.splitext(str(cfg.out))[0] + "_stats.json"
     for path, what in ((cfg.out, "out"), (stats_path, "stats_out")):  # predict.py's rules, before any work

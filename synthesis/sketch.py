@@ -365,7 +365,7 @@ class SketchExtractor(nn.Module):
             )
         net = DexiNed(pretrained=False)
         try:
-            from archs.weights_io import load_pretrained
+            from weights.pretrained import load_pretrained
 
             state = load_pretrained(file, "DexiNed weights")
         except Exception as err:  # EOFError, UnpicklingError, zip errors: no path in them

@@ -8,7 +8,8 @@ import torch
 
 from archs.rrdbnet import RRDBNet
 from archs.scfegan_generator import SCFEGANGenerator
-from archs.weights_io import basicsr_to_esrgan_layout, save_generator_file, save_generator_weights, scfegan_config
+from weights.io import save_generator_file, save_generator_weights
+from weights.layouts import basicsr_to_esrgan_layout, scfegan_config
 
 TINY_SR = dict(num_feat=8, num_block=1, num_grow_ch=4)
 

@@ -21,7 +21,9 @@ gr = pytest.importorskip("gradio", reason="gradio is in requirements.txt; instal
 
 from app_fixtures import app_overrides, random_rgb, write_weights  # noqa: E402
 from conftest import compose_cfg, write_png  # noqa: E402
-from predict import Image, read_image, upscale  # noqa: E402
+
+from inference.images import Image, read_image  # noqa: E402
+from inference.tiling import upscale  # noqa: E402
 
 pytestmark = pytest.mark.slow  # serves the app; the browser tests drive Chromium
 TIMEOUT_S = 60  # every wait on the server or the page is bounded
@@ -35,7 +37,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    import app
+    from webui import page as app
 
     root = tmp_path_factory.mktemp("app")
     w = write_weights(root / "w")
@@ -244,8 +246,9 @@ def test_browser_upscale_and_live_interpolation(page, server, tmp_path):
     msg = _wait_text(pg, "sr-status", "x4:", "Error")
     assert "alpha 0.8" in msg and "tiles of 8" in msg, msg
     w = server["w"]
-    from archs.interpolate import interpolate_state_dicts
     from app_fixtures import TINY_SR, RRDBNet
+
+    from weights.interpolate import interpolate_state_dicts
 
     ref_net = RRDBNet(**TINY_SR).eval()
     ref_net.load_state_dict(interpolate_state_dicts(w["psnr_net"].state_dict(), w["gan_net"].state_dict(), 0.8))

@@ -12,14 +12,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_ESRGAN, compose_cfg, write_png
 from pytorch_lightning import Callback
 
-from conftest import TINY_ESRGAN, compose_cfg, write_png
-from archs.weights_io import load_generator_state
-from evaluate import evaluate
+from evaluation.run import evaluate
 from lightning_modules.esrgan_module import ESRGANModule
 from lightning_modules.lr_scheduler import CosineAnnealingRestartLR
 from runtime.training import train
+from weights.io import load_generator_state
 
 TINY_MODEL = dict(
     generator={"_target_": "archs.rrdbnet.RRDBNet", "num_feat": 8, "num_block": 1, "num_grow_ch": 4, "scale": 4},

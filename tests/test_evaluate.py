@@ -14,9 +14,11 @@ from unittest import mock
 import numpy as np
 import pytest
 import torch
-
 from conftest import compose_cfg, write_png
-from evaluate import build_fid_metric, evaluate, read_user_mask
+
+from evaluation.faces import read_user_mask
+from evaluation.run import evaluate
+from evaluation.scoring import build_fid_metric
 
 TINY_G = ["model.generator.num_feat=8", "model.generator.num_block=1", "model.generator.num_grow_ch=4"]
 
@@ -75,11 +77,12 @@ def _random_inception_file(path):
 
 
 def test_sr_with_lpips_and_niqe_matches_direct_computation(tmp_path, monkeypatch, capsys):
+    from pytorch_lightning.loggers import WandbLogger
+
     from datamodules.sr_datamodule import SRValDataset, make_lr
     from metrics.lpips import build_lpips
     from metrics.niqe import calculate_niqe
     from metrics.sr_metrics import tensor_to_uint8
-    from pytorch_lightning.loggers import WandbLogger
 
     big, small = _sr_dirs(tmp_path)
     weights, net = _rrdb_file(tmp_path / "g.pth", 0)

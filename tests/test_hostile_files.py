@@ -14,16 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import TINY_ESRGAN, compose_cfg, write_png
+
+from archs.registry import ARCHITECTURES, UnsafeArchitectureError, make_network
 from archs.rrdbnet import RRDBNet
-from archs.weights_io import (
-    ARCHITECTURES,
-    UnsafeArchitectureError,
-    build_generator,
-    make_network,
-    save_generator_file,
-)
+from weights.io import build_generator, save_generator_file
 
 TINY = {"num_feat": 8, "num_block": 1, "num_grow_ch": 4}
 
@@ -84,7 +79,7 @@ def test_evaluate_refuses_a_checkpoint_naming_code_and_writes_nothing(tmp_path, 
     metrics = tmp_path / "m.json"
     cfg = eval_cfg(tmp_path, f"ckpt_path={ckpt}", f"data.test_dirs=[{sr_folder(tmp_path)}]", f"metrics_file={metrics}",
                    *[f"model.generator.{k}={v}" for k, v in TINY.items()])
-    from evaluate import evaluate
+    from evaluation.run import evaluate
 
     with pytest.raises(UnsafeArchitectureError, match="evil.ckpt") as err:
         evaluate(cfg)
@@ -98,7 +93,7 @@ def test_interpolation_refuses_either_hostile_file(tmp_path):
     good = tmp_path / "good.pth"
     save_generator_file(good, tiny_rrdb(), {"_target_": "archs.rrdbnet.RRDBNet", "scale": 4, **TINY})
     evil = fake_ckpt(tmp_path / "gan.ckpt", {"_target_": "numpy.savetxt", "fname": str(marker), "X": [[1.0]]})
-    from evaluate import evaluate
+    from evaluation.run import evaluate
 
     for psnr, gan in ((good, evil), (evil, good)):
         cfg = eval_cfg(tmp_path, f"interp.psnr_weights={psnr}", f"interp.gan_weights={gan}", "interp.alphas=[0.5]",
@@ -109,7 +104,7 @@ def test_interpolation_refuses_either_hostile_file(tmp_path):
 
 
 def test_predict_and_export_refuse_hostile_weights(tmp_path):
-    from archs.export import export_file
+    from weights.export import export_file
 
     marker = tmp_path / "evil.txt"
     net = tiny_rrdb()
@@ -201,7 +196,7 @@ def test_fid_inception_file_with_a_payload_or_damage_is_refused(tmp_path, conten
 
 
 def test_fid_hub_cache_file_goes_through_the_same_safe_loader(tmp_path, monkeypatch):
-    from evaluate import build_fid_metric
+    from evaluation.scoring import build_fid_metric
     from metrics.fid import INCEPTION_FILE
 
     marker = tmp_path / "ran.txt"
@@ -239,7 +234,7 @@ def _snapshot(folder):
 
 @pytest.mark.parametrize("overwrite", [False, True])
 def test_output_equal_to_input_folder_is_refused(tmp_path, sr_setup, overwrite):
-    from predict import predict
+    from inference.run import predict
 
     weights, src = sr_setup
     before = _snapshot(src)
@@ -253,7 +248,7 @@ def test_output_equal_to_input_folder_is_refused(tmp_path, sr_setup, overwrite):
 
 
 def test_output_inside_input_folder_is_refused(tmp_path, sr_setup):
-    from predict import predict
+    from inference.run import predict
 
     weights, src = sr_setup
     before = _snapshot(src)
@@ -263,7 +258,7 @@ def test_output_inside_input_folder_is_refused(tmp_path, sr_setup):
 
 
 def test_single_input_whose_output_is_itself_is_refused(tmp_path, sr_setup):
-    from predict import predict
+    from inference.run import predict
 
     weights, src = sr_setup
     before = _snapshot(src)
@@ -273,7 +268,7 @@ def test_single_input_whose_output_is_itself_is_refused(tmp_path, sr_setup):
 
 
 def test_existing_outputs_need_overwrite_true(tmp_path, sr_setup):
-    from predict import predict
+    from inference.run import predict
 
     weights, src = sr_setup
     out = tmp_path / "out"
@@ -291,7 +286,7 @@ def test_existing_outputs_need_overwrite_true(tmp_path, sr_setup):
 
 def test_face_output_onto_an_input_or_an_existing_file(tmp_path):
     from archs.scfegan_generator import SCFEGANGenerator
-    from predict import predict
+    from inference.run import predict
 
     torch.manual_seed(0)
     weights = save_generator_file(tmp_path / "g.pth", SCFEGANGenerator(cnum=4))
@@ -326,7 +321,8 @@ def png_header_claiming(path: Path, width: int, height: int) -> Path:
 
 
 def test_pixel_limit_is_checked_from_the_header_before_decoding(tmp_path, sr_setup, monkeypatch):
-    import predict as P
+    import inference.images as images
+    from inference.run import predict
 
     weights, _ = sr_setup
     (tmp_path / "bomb").mkdir()
@@ -335,26 +331,27 @@ def test_pixel_limit_is_checked_from_the_header_before_decoding(tmp_path, sr_set
     def no_decode(*a, **k):
         raise AssertionError("decoded a file that the header check should have refused")
 
-    monkeypatch.setattr(P, "decode_image", no_decode)
+    monkeypatch.setattr(images, "decode_image", no_decode)
     with pytest.raises(ValueError, match=r"huge\.png.*30000x30000.*max_pixels=100,000,000"):
-        P.predict(_pcfg(tmp_path, f"weights={weights}", f"input={bomb}", f"output={tmp_path / 'o'}"))
+        predict(_pcfg(tmp_path, f"weights={weights}", f"input={bomb}", f"output={tmp_path / 'o'}"))
     with pytest.raises(ValueError, match=r"huge\.png.*max_pixels=1,000"):
-        P.read_image(png_header_claiming(tmp_path / "huge.png", 40, 40), max_pixels=1000)
-    assert P.header_pixels(bomb) == (30000, 30000)
+        images.read_image(png_header_claiming(tmp_path / "huge.png", 40, 40), max_pixels=1000)
+    assert images.header_pixels(bomb) == (30000, 30000)
     with pytest.raises(ValueError, match="max_pixels must be"):
-        P.predict(_pcfg(tmp_path, f"weights={weights}", f"input={bomb}", "max_pixels=-5"))
+        predict(_pcfg(tmp_path, f"weights={weights}", f"input={bomb}", "max_pixels=-5"))
     assert not (tmp_path / "o").exists()
 
 
 def test_memory_estimate_auto_tiles_to_the_untiled_result_or_errors_with_the_hint(tmp_path):
-    import predict as P
+    import inference.tiling as P
+    from inference.images import Image
 
     net = tiny_rrdb(seed=2)
     with torch.no_grad():
         net.conv_last.bias.fill_(0.5)
     rng = np.random.default_rng(3)
     h, w = 96, 88
-    img = P.Image(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), 255.0, "photo.png")
+    img = Image(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), 255.0, "photo.png")
     cpu = torch.device("cpu")
     whole = P.upscale(net, img, 4, cpu, tile=0)
     result = P.OUT_BYTES_PER_PIXEL * h * w * 16
@@ -395,7 +392,7 @@ class CountedPath(str):
 
 
 def test_name_clash_check_is_one_pass():
-    from predict import output_clashes
+    from inference.outputs import output_clashes
 
     n = 8000
     paths = [f"/out/d{i % 97}/img{i}.png" for i in range(n)] + ["/out/d1/img1.png", "/out/d5/img5.png"]
@@ -453,7 +450,7 @@ def test_resume_with_a_checkpoint_of_another_model_or_scale(tmp_path):
 
 def test_evaluate_with_the_wrong_checkpoint_kind_scale_or_a_damaged_file(tmp_path):
     from archs.scfegan_generator import SCFEGANGenerator
-    from evaluate import evaluate
+    from evaluation.run import evaluate
 
     val = sr_folder(tmp_path)
     x2 = save_generator_file(tmp_path / "x2.pth", tiny_rrdb(scale=2))
@@ -518,8 +515,8 @@ def test_scfegan_zero_iterations_is_an_error(tmp_path):
 @pytest.mark.parametrize("content", ["empty", "truncated", "payload", "directory"])
 def test_predict_and_evaluate_name_a_damaged_weights_file(tmp_path, content):
     """(Already clear before issue 12; kept as regression cases.)"""
-    from evaluate import evaluate
-    from predict import predict
+    from evaluation.run import evaluate
+    from inference.run import predict
 
     marker = tmp_path / "ran.txt"
     path = tmp_path / "w.pth"

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import compose_cfg, write_png
+
 from archs.rrdbnet import RRDBNet
-from archs.weights_io import build_generator, read_generator_file, save_generator_file
+from weights.io import build_generator, read_generator_file, save_generator_file
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"num_feat": 8, "num_block": 1, "num_grow_ch": 4}
@@ -103,7 +103,7 @@ def test_torchscript_weights_are_read_without_running_code(tmp_path):
 
 
 def test_exported_torchscript_loads_back_with_the_same_tensors(tmp_path):
-    from archs.export import export_file
+    from weights.export import export_file
 
     net = tiny_rrdb(3)
     src = save_generator_file(tmp_path / "g.pth", net, TINY_G)
@@ -126,8 +126,8 @@ def test_predict_cli_with_torchscript_weights_runs_no_code(tmp_path):
 
 
 def test_evaluate_export_and_app_pick_run_no_torchscript_code(tmp_path):
-    from archs.export import export_file
-    from evaluate import evaluate
+    from evaluation.run import evaluate
+    from weights.export import export_file
 
     marker = tmp_path / "ran"
     evil = evil_torchscript(tmp_path / "evil.pt", marker)
@@ -145,8 +145,9 @@ def test_evaluate_export_and_app_pick_run_no_torchscript_code(tmp_path):
         pass
     assert not marker.exists()
     # the app's automatic pick: the newest demo run's weights/net_g_gan.pth is a TorchScript zip
-    from webui.models import ModelStore
     from omegaconf import OmegaConf
+
+    from webui.models import ModelStore
 
     run = tmp_path / "logs" / "demo" / "runs" / "r1" / "weights"
     run.mkdir(parents=True)
@@ -237,7 +238,7 @@ def _two_generators(tmp_path):
 
 
 def test_interpolate_never_writes_over_an_input(tmp_path):
-    from archs.interpolate import main
+    from scripts.interpolate import main
 
     a, b = _two_generators(tmp_path)
     before = a.read_bytes(), b.read_bytes()
@@ -252,7 +253,7 @@ def test_interpolate_never_writes_over_an_input(tmp_path):
 
 
 def test_interpolate_existing_output_needs_overwrite(tmp_path):
-    from archs.interpolate import main
+    from scripts.interpolate import main
 
     a, b = _two_generators(tmp_path)
     out = tmp_path / "C.pth"
@@ -267,8 +268,8 @@ def test_interpolate_existing_output_needs_overwrite(tmp_path):
 
 
 def test_export_tool_and_predict_export_existing_output_need_overwrite(tmp_path):
-    from archs.export import main
-    from predict import predict
+    from inference.run import predict
+    from scripts.export import main
 
     a, _ = _two_generators(tmp_path)
     out = tmp_path / "G.safetensors"
@@ -285,7 +286,7 @@ def test_export_tool_and_predict_export_existing_output_need_overwrite(tmp_path)
 
 
 def test_export_onto_a_hard_link_of_its_weights_is_refused(tmp_path):
-    from archs.export import main
+    from scripts.export import main
 
     a, _ = _two_generators(tmp_path)
     os.link(a, tmp_path / "link.pt")
@@ -296,7 +297,7 @@ def test_export_onto_a_hard_link_of_its_weights_is_refused(tmp_path):
 
 
 def test_evaluate_metrics_file_never_an_input_and_existing_needs_overwrite(tmp_path):
-    from evaluate import evaluate
+    from evaluation.run import evaluate
 
     a, _ = _two_generators(tmp_path)
     write_png(tmp_path / "val" / "v.png", np.zeros((16, 16, 3), np.uint8))
@@ -313,7 +314,7 @@ def test_evaluate_metrics_file_never_an_input_and_existing_needs_overwrite(tmp_p
 
 
 def test_scfegan_convert_out_existing_needs_overwrite(tmp_path):
-    from archs.scfegan_convert import main
+    from scripts.scfegan_convert import main
 
     out = tmp_path / "G.pth"
     out.write_bytes(b"keep me")
@@ -345,7 +346,7 @@ def _nan_weights(tmp_path, name="nan.pth"):
 
 @pytest.mark.parametrize("name", ["nan.pth", "nan.safetensors"])
 def test_predict_refuses_non_finite_weights_naming_file_and_tensor(tmp_path, name):
-    from predict import predict
+    from inference.run import predict
 
     w = _nan_weights(tmp_path, name)
     write_png(tmp_path / "in" / "a.png", np.zeros((8, 8, 3), np.uint8))
@@ -357,7 +358,7 @@ def test_predict_refuses_non_finite_weights_naming_file_and_tensor(tmp_path, nam
 
 
 def test_interpolate_refuses_non_finite_weights(tmp_path):
-    from archs.interpolate import main
+    from scripts.interpolate import main
 
     a, _ = _two_generators(tmp_path)
     w = _nan_weights(tmp_path)
@@ -437,7 +438,7 @@ def test_non_finite_training_stops_naming_iteration_and_loss_and_saves_nothing_n
 
 
 def test_non_finite_weights_are_never_written_to_weights_files(tmp_path):
-    from archs.weights_io import save_generator_weights
+    from weights.io import save_generator_weights
 
     net = tiny_rrdb()
     with torch.no_grad():
@@ -491,7 +492,7 @@ def test_non_tensor_values_and_flat_conv_weights_name_the_file(tmp_path):
 @pytest.mark.parametrize("field, value", [("num_feat", 300000), ("num_block", 10 ** 7), ("num_feat", -8),
                                           ("num_grow_ch", 1 << 20)])
 def test_recorded_sizes_are_checked_against_the_tensors_before_building(tmp_path, monkeypatch, field, value):
-    import archs.weights_io as wio
+    import weights.io as wio
 
     path = save_generator_file(tmp_path / "big.pth", tiny_rrdb(), dict(TINY_G, **{field: value}))
     built = []
@@ -503,15 +504,15 @@ def test_recorded_sizes_are_checked_against_the_tensors_before_building(tmp_path
 
 
 def test_app_working_size_from_a_stray_run_config_or_meta_is_bounded(tmp_path):
-    from predict import _working_size
+    from inference.faces import working_size
 
     with pytest.raises(ValueError, match=r"larger than 2048"):
-        _working_size("auto", {"input_size": 65536})
+        working_size("auto", {"input_size": 65536})
     with pytest.raises(ValueError, match=r"config\.yaml.*larger than 2048"):
-        _working_size(65536, {}, "the run's .hydra/config.yaml")
+        working_size(65536, {}, "the run's .hydra/config.yaml")
     with pytest.raises(ValueError, match=r"input_size"):
-        _working_size("auto", {"input_size": "huge"})
-    assert _working_size(4096, {}) == (4096, 4096)  # the user's own choice is not bounded
+        working_size("auto", {"input_size": "huge"})
+    assert working_size(4096, {}) == (4096, 4096)  # the user's own choice is not bounded
 
 
 # =====================================================================================================================
@@ -520,7 +521,7 @@ def test_app_working_size_from_a_stray_run_config_or_meta_is_bounded(tmp_path):
 def test_evaluate_refuses_a_huge_image_from_its_header(tmp_path, monkeypatch):
     import cv2
 
-    from evaluate import evaluate
+    from evaluation.run import evaluate
 
     a = save_generator_file(tmp_path / "A.pth", tiny_rrdb(), TINY_G)
     (tmp_path / "val").mkdir()
@@ -548,7 +549,7 @@ def test_upscale_api_refuses_tiny_tiles(tmp_path, tile):
 
 
 def test_predict_refuses_tiny_tiles(tmp_path):
-    from predict import predict
+    from inference.run import predict
 
     g = save_generator_file(tmp_path / "g.pth", tiny_rrdb(), TINY_G)
     write_png(tmp_path / "in" / "a.png", np.zeros((96, 96, 3), np.uint8))
@@ -590,7 +591,8 @@ def test_tampered_resume_fields_are_refused(tmp_path):
 def test_float32_tiff_is_accepted_as_the_readme_lists(tmp_path):
     import cv2
 
-    from predict import predict, read_image
+    from inference.images import read_image
+    from inference.run import predict
 
     g = save_generator_file(tmp_path / "g.pth", tiny_rrdb(), TINY_G)
     (tmp_path / "in").mkdir()
@@ -603,7 +605,7 @@ def test_float32_tiff_is_accepted_as_the_readme_lists(tmp_path):
 
 
 def test_a_directory_given_as_mask_is_reported_as_a_directory(tmp_path):
-    from predict import read_mask
+    from inference.images import read_mask
 
     (tmp_path / "masks").mkdir()
     with pytest.raises(IsADirectoryError, match=r"mask.*masks.*is a directory"):
@@ -682,8 +684,8 @@ def test_torchscript_storage_record_missing_or_short_is_refused(tmp_path):
 
 
 def test_interpolate_and_evaluate_interp_with_torchscript_payload_run_no_code(tmp_path):
-    from archs.interpolate import main
-    from evaluate import evaluate
+    from evaluation.run import evaluate
+    from scripts.interpolate import main
 
     marker = tmp_path / "ran"
     evil = evil_torchscript(tmp_path / "evil.pt", marker)
@@ -719,7 +721,7 @@ def test_weights_path_that_is_a_directory_or_a_fifo_is_named_for_what_it_is(tmp_
 
 
 def test_export_of_non_finite_weights_writes_nothing(tmp_path):
-    from archs.export import main
+    from scripts.export import main
 
     w = _nan_weights(tmp_path)
     with pytest.raises(ValueError, match=r"conv_body\.weight"):
@@ -747,8 +749,8 @@ def test_app_sr_with_non_finite_weights_is_an_error_naming_the_file(tmp_path):
 
 
 def test_symlink_or_dangling_link_outputs(tmp_path):
-    from archs.export import main as export_main
-    from archs.weights_io import check_output_file
+    from scripts.export import main as export_main
+    from weights.io import check_output_file
 
     a, _ = _two_generators(tmp_path)
     os.symlink(a, tmp_path / "alias.safetensors")
@@ -761,7 +763,7 @@ def test_symlink_or_dangling_link_outputs(tmp_path):
 
 
 def test_metrics_file_that_is_a_directory_is_refused_before_work(tmp_path):
-    from evaluate import evaluate
+    from evaluation.run import evaluate
 
     a, _ = _two_generators(tmp_path)
     (tmp_path / "m").mkdir()
@@ -810,8 +812,8 @@ def test_hub_cache_damaged_file_with_weights_auto_is_an_error_not_a_silent_rando
 
 
 def test_local_lpips_and_hed_files_with_payloads_run_no_code(tmp_path):
-    from archs.weights_io import read_layout_weights
     from metrics.lpips import NETS, load_backbone_features
+    from weights.pretrained import read_layout_weights
 
     marker = tmp_path / "ran"
     f = tmp_path / "evil.pth"
@@ -825,10 +827,10 @@ def test_local_lpips_and_hed_files_with_payloads_run_no_code(tmp_path):
 
 @pytest.mark.parametrize("meta", [{"input_size": [65536, 128]}, {"input_size": -128}, {"input_size": [128]}])
 def test_face_working_size_from_weights_meta_is_checked(meta):
-    from predict import _working_size
+    from inference.faces import working_size
 
     with pytest.raises(ValueError, match=r"input_size|larger than"):
-        _working_size("auto", meta)
+        working_size("auto", meta)
 
 
 def test_upscale_api_negative_and_huge_tiles(tmp_path):

@@ -4,12 +4,16 @@ unchanged bit for bit; BGR handling of converted official weights; clear errors.
 import numpy as np
 import pytest
 import torch
-
 from conftest import compose_cfg, write_png
+
 from archs.rrdbnet import RRDBNet
 from archs.scfegan_generator import SCFEGANGenerator
-from archs.weights_io import basicsr_to_esrgan_layout, rrdbnet_config, save_generator_file, save_generator_weights
-from predict import Image, edit_face, predict, read_image, receptive_margin, tiled_forward
+from inference.faces import edit_face
+from inference.images import Image, read_image
+from inference.run import predict
+from inference.tiling import receptive_margin, tiled_forward
+from weights.io import save_generator_file, save_generator_weights
+from weights.layouts import basicsr_to_esrgan_layout, rrdbnet_config
 
 TINY = dict(num_feat=8, num_block=1, num_grow_ch=4)
 

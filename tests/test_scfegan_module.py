@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import compose_cfg, write_png
 from pytorch_lightning import Callback
 
-from conftest import compose_cfg, write_png
 from lightning_modules.scfegan_module import SCFEGANModule
 from losses.scfegan_loss import discriminator_loss, drift_loss, gradient_penalty
 from runtime.training import train
@@ -189,7 +189,7 @@ def test_resume_from_last_ckpt_restores_the_state(tmp_path, monkeypatch):
     assert first["iteration"] == 2
     ckpt = torch.load(first["last_model_path"], map_location="cpu", weights_only=True)
     # The training noise travels with the weights: checkpoint hparams and weights/net_g_final.pth meta (issue 8).
-    from archs.weights_io import read_generator_file
+    from weights.io import read_generator_file
 
     assert ckpt["hyper_parameters"]["noise_type"] == "gaussian"
     assert read_generator_file(first["last_model_path"]).meta == {"noise_type": "gaussian"}

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import REPO, TINY_ESRGAN, compose_cfg, write_png
 from pytorch_lightning import Callback
 
-from conftest import REPO, TINY_ESRGAN, compose_cfg, write_png
 from runtime.training import train
 
 
@@ -478,7 +478,7 @@ def test_sr_training_skips_undecodable_images_in_a_row_naming_them(tmp_path):
 
 @pytest.mark.slow
 def test_sr_train_and_evaluate_finish_with_undecodable_images_under_warn(tmp_path):
-    from evaluate import evaluate
+    from evaluation.run import evaluate
 
     folder = tmp_path / "imgs"
     _sr_images(folder, n=2)

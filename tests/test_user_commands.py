@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import REPO, TINY_ESRGAN
 from test_realesrgan import TINY as TINY_REALESRGAN
 from test_training_faults import SCFEGAN_TINY, _faces, _sr_images
@@ -107,10 +106,11 @@ def test_group_sigterm_with_workers_saves_last_ckpt_and_exits_143(tmp_path, reci
 # ------------------------------------------------------------------------------------------------ item 7
 def test_scfegan_weights_record_the_training_size_and_predict_works_at_it(tmp_path):
     # A generator trained at 128 must not be run at predict.py's 512 default (size=auto: the size the weights record).
-    from archs.weights_io import read_generator_file
     from conftest import compose_cfg
-    from predict import _working_size
+
+    from inference.faces import working_size
     from runtime.training import train
+    from weights.io import read_generator_file
 
     faces = _faces(tmp_path / "faces")
     result = train(compose_cfg(tmp_path / "run", [*SCFEGAN_TINY, f"data.image_dir={faces}", "model.iters=1",
@@ -118,13 +118,12 @@ def test_scfegan_weights_record_the_training_size_and_predict_works_at_it(tmp_pa
     for path in (result["last_model_path"], tmp_path / "run" / "weights" / "net_g_final.pth"):
         meta = read_generator_file(path).meta
         assert meta["input_size"] == 128, (path, meta)
-        assert _working_size("auto", meta) == (128, 128)
+        assert working_size("auto", meta) == (128, 128)
 
 
 def test_face_experiment_uses_celebamask_mini_faces(tmp_path):
-    from hydra.utils import instantiate
-
     from conftest import compose_cfg, shared_data
+    from hydra.utils import instantiate
 
     shared_data("faces", "celebamask_mini")
     cfg = compose_cfg(tmp_path, ["experiment=scfegan_faces"])
@@ -155,6 +154,8 @@ def test_train_loss_line_every_log_every_n_steps_in_console_and_train_log(tmp_pa
 def test_device_counts_are_checked_before_any_process_starts(tmp_path, monkeypatch):
     import runtime.launch as train_mod
     from conftest import compose_cfg
+
+    import train as train_mod
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(os, "cpu_count", lambda: 2)

@@ -8,19 +8,17 @@ import pytest
 import torch
 
 from archs.rrdbnet import RRDBNet
-from archs.scfegan_convert import (
+from archs.scfegan_generator import SCFEGANGenerator
+from scripts.scfegan_convert import main as convert_main
+from weights.io import build_generator, load_generator_state, save_generator_file, save_generator_weights
+from weights.layouts import ESRGAN_LAYOUTS, basicsr_to_esrgan_layout, esrgan_layout, esrgan_to_basicsr, rrdbnet_config
+from weights.scfegan_convert import (
     DECONV_LAYERS,
     GATED_LAYERS,
     convert,
-    main as convert_main,
     official_tf_generator,
     tf_to_torch,
     torch_to_tf,
-)
-from archs.scfegan_generator import SCFEGANGenerator
-from archs.weights_io import (
-    ESRGAN_LAYOUTS, basicsr_to_esrgan_layout, build_generator, esrgan_layout, esrgan_to_basicsr, load_generator_state,
-    rrdbnet_config, save_generator_file, save_generator_weights,
 )
 
 TINY = dict(num_feat=8, num_block=2, num_grow_ch=4)
@@ -261,10 +259,11 @@ def test_official_tf_checkpoint_converts_exactly(tmp_path):
 
 @pytest.mark.parametrize("layout", ["sequential", "xinntao"])
 def test_load_generator_state_renames_published_layouts_for_interpolation(tmp_path, layout):
-    """evaluate.py's interpolation and archs.interpolate read released files through load_generator_state."""
-    from archs.interpolate import interpolate_state_dicts
+    """evaluate.py's interpolation and weights.interpolate read released files through load_generator_state."""
     from archs.rrdbnet import RRDBNet
-    from archs.weights_io import basicsr_to_esrgan_layout, load_generator_state
+    from weights.interpolate import interpolate_state_dicts
+    from weights.io import load_generator_state
+    from weights.layouts import basicsr_to_esrgan_layout
 
     torch.manual_seed(0)
     a, b = RRDBNet(num_feat=8, num_block=2, num_grow_ch=4).state_dict(), RRDBNet(num_feat=8, num_block=2, num_grow_ch=4).state_dict()

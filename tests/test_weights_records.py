@@ -10,12 +10,14 @@ import warnings
 import numpy as np
 import pytest
 import torch
-
 from conftest import compose_cfg, write_png
-from archs.export import export_file
+
 from archs.scfegan_generator import SCFEGANGenerator
-from archs.weights_io import read_generator_file, save_generator_weights
-from predict import Image, edit_face, predict, read_image, resolve_noise
+from inference.faces import edit_face, resolve_noise
+from inference.images import Image, read_image
+from inference.run import predict
+from weights.export import export_file
+from weights.io import read_generator_file, save_generator_weights
 
 GEN_CFG = {"_target_": "archs.scfegan_generator.SCFEGANGenerator", "in_channels": 9, "out_channels": 3, "cnum": 4,
            "self_gated_deconv": True, "padding_mode": "tf_same"}

@@ -1,9 +1,9 @@
 """What the app's buttons and API endpoints do, as plain functions (no Gradio): read and check the uploads, turn
-the editor's layers into SC-FEGAN's mask / sketch / colour inputs, run ``predict.edit_face`` / ``predict.upscale``,
+the editor's layers into SC-FEGAN's mask / sketch / colour inputs, run ``inference.faces.edit_face`` / ``inference.tiling.upscale``,
 and write the PNG result.
 
 Every problem with what the user sent raises :class:`InputError` with a message meant for the page; the Gradio
-layer (``app.py``) shows it there.  Reading goes through ``predict.read_image`` (alpha, gray and 16 bits kept), so
+layer (``app.py``) shows it there.  Reading goes through ``inference.images.read_image`` (alpha, gray and 16 bits kept), so
 the editing result is composited on the file exactly as uploaded: outside the mask it equals it bit for bit.
 """
 
@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image as PILImage
 
-import predict
-from predict import Image
+from inference.faces import edit_face
+from inference.images import Image, read_color, read_image, read_mask, write_png
+from inference.tiling import upscale
 from webui.models import ModelStore
 
 #: Editor layers, bottom to top: what each one means (app.py names the layers in the same order).
@@ -49,7 +50,7 @@ def _short(msg: str, *paths) -> str:
 
 
 def open_image(path: str | os.PathLike | None, what: str, max_pixels: int, limits: Limits | None = None) -> Image:
-    """Decode an upload with ``predict.read_image`` after checking its size; :class:`InputError` otherwise.
+    """Decode an upload with ``inference.images.read_image`` after checking its size; :class:`InputError` otherwise.
 
     The pixel count is read from the header first (PIL opens lazily), so a huge image is refused before it is
     decoded.
@@ -76,7 +77,7 @@ def open_image(path: str | os.PathLike | None, what: str, max_pixels: int, limit
                          f"accepts at most {max_pixels / 1e6:.1f} megapixels here (app limits). Crop or "
                          "downscale it, or use predict.py.")
     try:
-        img = predict.read_image(path, what)
+        img = read_image(path, what)
     except (ValueError, FileNotFoundError) as err:
         raise InputError(f"The {what} {_name(path)!r} is not an image this app can read (PNG, JPEG, BMP, WebP, "
                          f"TIFF): {_short(str(err), path)}") from None
@@ -130,14 +131,14 @@ def strokes_from_layers(layers, size: tuple[int, int]) -> tuple[np.ndarray, np.n
 
 def edit(store: ModelStore, image: Image, mask: np.ndarray, sketch=None, color=None, seed: int = 0,
          noise: str | None = None) -> tuple[np.ndarray, str]:
-    """``predict.edit_face`` with the app's model; (pixels in the image's layout and dtype, a summary line)."""
+    """``inference.faces.edit_face`` with the app's model; (pixels in the image's layout and dtype, a summary line)."""
     if not mask.any():
         raise InputError("Nothing to edit: the mask is empty. Draw over the part to regenerate in 'Erase' mode "
                          "first (sketch and colour strokes only count inside it).")
     fm = store.face()
     cfg = store.cfg
     t0 = time.perf_counter()
-    out = predict.edit_face(fm.net, image, mask, sketch, color, size=fm.size, bgr=fm.bgr,
+    out = edit_face(fm.net, image, mask, sketch, color, size=fm.size, bgr=fm.bgr,
                             noise=str(noise or fm.noise), seed=int(seed), device=store.device,
                             precision=str(cfg.precision))
     dt = time.perf_counter() - t0
@@ -153,11 +154,11 @@ def edit(store: ModelStore, image: Image, mask: np.ndarray, sketch=None, color=N
 
 
 def save_png(pixels: np.ndarray, out_dir: str | os.PathLike, stem: str) -> str:
-    """``predict.write_png`` to a fresh name under ``out_dir`` (results of earlier requests are kept)."""
+    """``inference.images.write_png`` to a fresh name under ``out_dir`` (results of earlier requests are kept)."""
     stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(stem).stem)[:80] or "image"
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(str(out_dir), f"{stem}_{time.strftime('%H%M%S')}_{os.urandom(3).hex()}.png")
-    return predict.write_png(path, pixels)
+    return write_png(path, pixels)
 
 
 def edit_face_files(store: ModelStore, image_path, mask_path, sketch_path=None, color_path=None, seed: int = 0,
@@ -170,9 +171,9 @@ def edit_face_files(store: ModelStore, image_path, mask_path, sketch_path=None, 
         raise InputError("No mask: give a mask image (white where the face is to be regenerated).")
     try:
         open_image(mask_path, "mask", limits.max_pixels_face, limits)  # readable and not huge
-        mask = predict.read_mask(str(mask_path), image.size, "mask")
-        sketch = predict.read_mask(str(sketch_path), image.size, "sketch") if sketch_path else None
-        color = predict.read_color(str(color_path), image.size) if color_path else None
+        mask = read_mask(str(mask_path), image.size, "mask")
+        sketch = read_mask(str(sketch_path), image.size, "sketch") if sketch_path else None
+        color = read_color(str(color_path), image.size) if color_path else None
     except (ValueError, FileNotFoundError) as err:
         raise InputError(_short(str(err), mask_path, sketch_path, color_path)) from None
     out, msg = edit(store, image, mask, sketch, color, seed)
@@ -206,7 +207,7 @@ def upscale_file(store: ModelStore, image_path, alpha: float = 1.0, tile: int = 
     m = store.sr_at(alpha)
     t0 = time.perf_counter()
     try:
-        out = predict.upscale(m.net, image, m.scale, store.device, tile=tile, tile_pad=store.cfg.sr.tile_pad,
+        out = upscale(m.net, image, m.scale, store.device, tile=tile, tile_pad=store.cfg.sr.tile_pad,
                               precision=str(store.cfg.precision))
     except ValueError as err:  # e.g. odd sizes for x2 / x1 networks (pixel-unshuffle), tiles too small
         raise InputError(_short(str(err), image_path)) from None

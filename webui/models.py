@@ -1,8 +1,8 @@
 """Which generators the app runs: the files given on the command line, else the newest demo run under ``logs/``.
 
-Everything is loaded through ``predict.load_model`` (so every layout ``archs.weights_io.build_generator`` reads
+Everything is loaded through ``inference.run.load_model`` (so every layout ``weights.io.build_generator`` reads
 works here too), once, and cached.  ESRGAN network interpolation (paper Eq. 4) uses
-``archs.interpolate.interpolate_state_dicts`` on the two loaded state dicts; the interpolated weights are loaded
+``weights.interpolate.interpolate_state_dicts`` on the two loaded state dicts; the interpolated weights are loaded
 into one network copy, so moving the slider costs a state-dict blend, not a file read.
 """
 
@@ -17,8 +17,11 @@ from dataclasses import dataclass
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from archs.interpolate import interpolate_state_dicts
-from predict import _bgr_of, _unshuffle, _working_size, load_model, pick_device, resolve_noise
+from inference.device import pick_device
+from inference.faces import bgr_of, resolve_noise, working_size
+from inference.run import load_model
+from inference.tiling import unshuffle_factor
+from weights.interpolate import interpolate_state_dicts
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +60,7 @@ class FaceModel:
     size: tuple[int, int]  # working size (H, W) of the network
     bgr: bool
     description: str
-    noise: str = "binary16"  # the noise kind fed (predict.resolve_noise: the weights' training noise by default)
+    noise: str = "binary16"  # the noise kind fed (inference.faces.resolve_noise: the weights' training noise by default)
 
 
 @dataclass
@@ -113,7 +116,7 @@ class ModelStore:
 
     def face_missing_message(self) -> str:
         return ("No SC-FEGAN weights: start the app with `weights=PATH` (the converted official checkpoint "
-                "`python -m archs.scfegan_convert ... --out G.pth`, an exported `.safetensors` / TorchScript file, or "
+                "`python -m scripts.scfegan_convert ... --out G.pth`, an exported `.safetensors` / TorchScript file, or "
                 "a project `.ckpt`), or train the demo (`python train.py experiment=scfegan_demo`), whose newest "
                 f"checkpoint under `{self.cfg.demo_runs.face}` is then used.")
 
@@ -142,8 +145,8 @@ class ModelStore:
                     size = run_resolution(path) or "auto"
                     if size != "auto":
                         source = f"the run's .hydra/config.yaml data.resolution ({path})"
-                hw = _working_size(size, info.meta, source)
-                bgr = _bgr_of(OmegaConf.create({"bgr": self.cfg.face.bgr}), info.meta)
+                hw = working_size(size, info.meta, source)
+                bgr = bgr_of(OmegaConf.create({"bgr": self.cfg.face.bgr}), info.meta)
                 noise = resolve_noise(self.cfg.face.get("noise", "auto"), info.meta, f"weights {path}")
                 g = info.generator or {}
                 desc = (f"`{path}` ({how}; {info.container}, cnum {g.get('cnum', '?')}, works at {hw[1]}x{hw[0]}, "
@@ -162,7 +165,7 @@ class ModelStore:
                 if gan_path is None:
                     raise MissingWeights(self.sr_missing_message())
                 net, info = self._load(gan_path, "esrgan")
-                if net.conv_last.out_channels != 3 or net.conv_first.in_channels != 3 * _unshuffle(net) ** 2:
+                if net.conv_last.out_channels != 3 or net.conv_first.in_channels != 3 * unshuffle_factor(net) ** 2:
                     raise ValueError(f"{gan_path}: the app runs 3-channel (RGB) ESRGAN networks")
                 psnr_state = None
                 desc = f"`{gan_path}` ({how}; {info.meta.get('layout', info.container)}, x{net.scale})"

@@ -4,7 +4,7 @@ Written files use BasicSR's container, ``{"params": state_dict, "params_ema": st
 load in BasicSR and in xinntao's tools as well as here.  Reading accepts that container, a bare state
 dict, this project's Lightning checkpoints (``.ckpt``; the EMA generator is taken) and ``.safetensors``.
 
-The second half (:func:`build_generator` and helpers) reads every generator file the project meets -
+The second half (:func:`build_generator` and helpers; the key layouts are in :mod:`weights.layouts`) reads every generator file the project meets -
 its own checkpoints and exports, and the published ESRGAN generators in their three key layouts
 (BasicSR, xinntao/ESRGAN, 2018) - and builds the network with the architecture the file records or its tensors imply.
 """
@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import re
 import zipfile
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -23,6 +22,26 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from archs.registry import GENERATOR_TARGETS, checked_architecture, make_network
+from weights.layouts import (
+    _KIND_ALIASES,
+    _LAYOUT_EXAMPLES,
+    _SCFEGAN_EXAMPLE,
+    _few,
+    _not_esrgan_message,
+    esrgan_layout,
+    esrgan_to_basicsr,
+    generator_kind,
+    rrdbnet_config,
+    scfegan_config,
+    strip_module_prefix,
+)
+
+# The pretrained-file loaders, also importable from here (they were in archs/weights_io.py with the rest).
+from weights.pretrained import hub_cached_file as hub_cached_file
+from weights.pretrained import load_pretrained as load_pretrained
+from weights.pretrained import read_layout_weights as read_layout_weights
 
 
 def save_generator_weights(path: str | os.PathLike, net: nn.Module, net_ema: nn.Module | None = None,
@@ -96,287 +115,8 @@ def load_into(net: nn.Module, state: dict, source: str = "weights") -> None:
 
 def _cpu(sd: dict) -> "OrderedDict[str, torch.Tensor]":
     return OrderedDict((k, v.detach().cpu().clone()) for k, v in sd.items())
-
-
-# =====================================================================================================================
-# Published ESRGAN key layouts, generator files of every kind, and building a generator from a file
-# (used by predict.py, archs/export.py and archs/scfegan_convert.py).
-# =====================================================================================================================
-
-#: Every network this project builds from a config, a checkpoint or an export, by its Hydra ``_target_``:
-#: ``(role, recipe)``.  This table is the only way a ``_target_`` turns into a class (see :func:`make_network`):
-#: a file naming anything else (``numpy.savetxt``, ``torch.load``, ``os.system``...) is refused before any import,
-#: and only the class's own constructor arguments, with primitive values, are passed.  New architectures in
-#: ``archs/`` are added here (one line).
-ARCHITECTURES = {
-    "archs.rrdbnet.RRDBNet": ("generator", "esrgan"),
-    "archs.scfegan_generator.SCFEGANGenerator": ("generator", "scfegan"),
-    "archs.vgg_discriminator.VGGStyleDiscriminator": ("discriminator", "esrgan"),
-    "archs.sn_patch_discriminator.SNPatchDiscriminator": ("discriminator", "scfegan"),
-    "archs.unet_discriminator.UNetDiscriminatorSN": ("discriminator", "esrgan"),  # Real-ESRGAN's (c2's branch)
-}
-#: The generator classes a weights file may name (a subset of :data:`ARCHITECTURES`).
-GENERATOR_TARGETS = {t: recipe for t, (role, recipe) in ARCHITECTURES.items() if role == "generator"}
-
-
-class UnsafeArchitectureError(ValueError):
-    """A config or file names a network outside :data:`ARCHITECTURES`, or arguments it does not take."""
-
-
-def _is_primitive(value: Any) -> bool:
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return True
-    if isinstance(value, (list, tuple)):
-        return all(_is_primitive(v) for v in value)
-    return False
-
-
-def checked_architecture(config: Mapping, source: str = "network config", role: str | None = None) -> tuple[str, dict]:
-    """``(target, kwargs)`` of ``config`` after the allow-list checks of :func:`make_network` (nothing imported)."""
-    try:
-        from omegaconf import DictConfig, OmegaConf
-
-        if isinstance(config, DictConfig):
-            config = OmegaConf.to_container(config, resolve=True)
-    except ImportError:  # pragma: no cover
-        pass
-    if not isinstance(config, Mapping):
-        raise UnsafeArchitectureError(f"{source}: the network config must be a mapping with a _target_, "
-                                      f"got {type(config).__name__}")
-    cfg = dict(config)
-    target = cfg.pop("_target_", None)
-    if not isinstance(target, str) or target not in ARCHITECTURES:
-        raise UnsafeArchitectureError(
-            f"{source} names _target_ {target!r}, which is not one of this project's architectures "
-            f"{sorted(ARCHITECTURES)}: refused (a checkpoint or weights file cannot choose what code runs)")
-    if role is not None and ARCHITECTURES[target][0] != role:
-        raise UnsafeArchitectureError(f"{source} names {target!r}, a {ARCHITECTURES[target][0]}, where a {role} "
-                                      "is expected")
-    special = sorted(k for k in cfg if not isinstance(k, str) or k.startswith("_"))
-    if special:
-        raise UnsafeArchitectureError(f"{source}: keys {special} are not allowed in a network config "
-                                      "(only _target_ and the constructor's arguments)")
-    bad = sorted(k for k, v in cfg.items() if not _is_primitive(v))
-    if bad:
-        raise UnsafeArchitectureError(
-            f"{source}: arguments {bad} of {target} must be numbers, strings, booleans, null or lists of them; "
-            f"got {', '.join(f'{k}={type(cfg[k]).__name__}' for k in bad)}")
-    return target, cfg
-
-
-def make_network(config: Mapping, source: str = "network config", role: str | None = None) -> nn.Module:
-    """Build ``{"_target_": one of ARCHITECTURES, **kwargs}``: the one place where train, evaluate, predict and
-    export turn a config or a file's record into a network.  Refused (:class:`UnsafeArchitectureError`, naming
-    ``source`` and the target): a target outside the table, a ``role`` mismatch, keys the constructor does not
-    take, Hydra's special keys (``_args_``, ``_partial_``...), and non-primitive values."""
-    import importlib
-    import inspect
-
-    target, kwargs = checked_architecture(config, source, role)
-    module_name, _, class_name = target.rpartition(".")
-    cls = getattr(importlib.import_module(module_name), class_name)
-    params = inspect.signature(cls.__init__).parameters
-    known = [n for n, p in params.items() if n != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-    unknown = sorted(set(kwargs) - set(known))
-    if unknown:
-        raise UnsafeArchitectureError(f"{source}: {target} takes no argument(s) {unknown}; it takes {known}")
-    try:
-        return cls(**kwargs)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{source}: cannot build {target}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())}): "
-                         f"{err}") from err
-
-
-_KIND_ALIASES = {"esrgan": "esrgan", "rrdbnet": "esrgan", "scfegan": "scfegan", "sc-fegan": "scfegan"}
-
-#: BasicSR (this project's names), xinntao/ESRGAN ``RRDBNet_arch.py``, the 2018 ``architecture.py`` ``RRDB_Net``.
-ESRGAN_LAYOUTS = ("basicsr", "xinntao", "sequential")
-_LAYOUT_EXAMPLES = {
-    "basicsr": "conv_first.weight, body.0.rdb1.conv1.weight, conv_body.weight, conv_up1.weight, conv_up2.weight, "
-               "conv_hr.weight, conv_last.weight (bare, or inside 'params' / 'params_ema')",
-    "xinntao": "conv_first.weight, RRDB_trunk.0.RDB1.conv1.weight, trunk_conv.weight, upconv1.weight, "
-               "upconv2.weight, HRconv.weight, conv_last.weight",
-    "sequential": "model.0.weight, model.1.sub.0.RDB1.conv1.0.weight, model.1.sub.23.weight (trunk conv after "
-                  "the last block), model.3.weight, model.6.weight, model.8.weight, model.10.weight",
-}
-#: Name of the JSON entry (``{"generator": ..., **meta}``) that :mod:`archs.export` stores in TorchScript files.
+#: Name of the JSON entry (``{"generator": ..., **meta}``) that :mod:`weights.export` stores in TorchScript files.
 TORCHSCRIPT_META = "generator_meta.json"
-_SCFEGAN_EXAMPLE = ("gconv1_ds.conv.weight, gconv1_ds.gate.weight, ..., co_conv4_dlt.conv.weight, "
-                    "deconv1.deconv.weight, gconv8.conv.weight, ..., deconv7.deconv.weight, gconv14.gate.bias")
-
-# BasicSR name <-> xinntao name (whole dotted prefixes; the RDB indices keep their digits).
-_XINNTAO_FIXED = {
-    "conv_first": "conv_first", "conv_body": "trunk_conv", "conv_up1": "upconv1", "conv_up2": "upconv2",
-    "conv_hr": "HRconv", "conv_last": "conv_last",
-}
-_SEQ_FIXED = {"conv_first": "model.0", "conv_up1": "model.3", "conv_up2": "model.6", "conv_hr": "model.8",
-              "conv_last": "model.10"}
-_RE_BASICSR_BODY = re.compile(r"^body\.(\d+)\.rdb([123])\.conv([1-5])\.(weight|bias)$")
-_RE_XINNTAO_BODY = re.compile(r"^RRDB_trunk\.(\d+)\.RDB([123])\.conv([1-5])\.(weight|bias)$")
-_RE_SEQ_BODY = re.compile(r"^model\.1\.sub\.(\d+)\.RDB([123])\.conv([1-5])\.0\.(weight|bias)$")
-_RE_SEQ_TRUNK = re.compile(r"^model\.1\.sub\.(\d+)\.(weight|bias)$")
-
-
-def strip_module_prefix(state: Mapping[str, torch.Tensor]) -> "OrderedDict[str, torch.Tensor]":
-    """Drop the ``module.`` prefixes that (Distributed)DataParallel adds (repeated ones too)."""
-    out = OrderedDict()
-    for key, value in state.items():
-        while key.startswith("module."):
-            key = key[len("module."):]
-        out[key] = value
-    return out
-
-
-def esrgan_layout(state: Mapping[str, Any]) -> str | None:
-    """Which of :data:`ESRGAN_LAYOUTS` the keys of ``state`` use, or None when none of them."""
-    keys = set(state)
-    if "model.0.weight" in keys and any(_RE_SEQ_BODY.match(k) for k in keys):
-        return "sequential"
-    if "conv_first.weight" in keys and any(_RE_XINNTAO_BODY.match(k) for k in keys):
-        return "xinntao"
-    if "conv_first.weight" in keys and any(_RE_BASICSR_BODY.match(k) for k in keys):
-        return "basicsr"
-    return None
-
-
-def _split(key: str) -> tuple[str, str]:
-    base, _, leaf = key.rpartition(".")
-    return base, leaf
-
-
-def esrgan_to_basicsr(state: Mapping[str, torch.Tensor], layout: str | None = None) -> "OrderedDict[str, torch.Tensor]":
-    """Rename an ESRGAN generator state dict of any published layout to BasicSR's (this project's) names.
-
-    A pure rename (same topology; xinntao/ESRGAN ``transer_RRDB_models.py``); ``module.`` prefixes are dropped.
-    Raises ``ValueError`` naming the expected and the found keys when the layout is none of the three, and
-    naming the keys it cannot place when the layout is recognised but holds extra entries.
-    """
-    state = strip_module_prefix(state)
-    layout = layout or esrgan_layout(state)
-    if layout is None:
-        raise ValueError(_not_esrgan_message(state))
-    if layout not in ESRGAN_LAYOUTS:
-        raise ValueError(f"unknown ESRGAN layout {layout!r}; known: {ESRGAN_LAYOUTS}")
-    if layout == "basicsr":
-        return OrderedDict(state)
-    out: "OrderedDict[str, torch.Tensor]" = OrderedDict()
-    unplaced = []
-    if layout == "xinntao":
-        inverse = {v: k for k, v in _XINNTAO_FIXED.items()}
-        for key, value in state.items():
-            m = _RE_XINNTAO_BODY.match(key)
-            base, leaf = _split(key)
-            if m:
-                out[f"body.{m[1]}.rdb{m[2]}.conv{m[3]}.{m[4]}"] = value
-            elif base in inverse:
-                out[f"{inverse[base]}.{leaf}"] = value
-            else:
-                unplaced.append(key)
-    else:  # sequential
-        inverse = {v: k for k, v in _SEQ_FIXED.items()}
-        blocks = {int(m[1]) for m in map(_RE_SEQ_BODY.match, state) if m}
-        trunk_index = max(blocks) + 1 if blocks else None
-        for key, value in state.items():
-            m = _RE_SEQ_BODY.match(key)
-            t = _RE_SEQ_TRUNK.match(key)
-            base, leaf = _split(key)
-            if m:
-                out[f"body.{m[1]}.rdb{m[2]}.conv{m[3]}.{m[4]}"] = value
-            elif t and int(t[1]) == trunk_index:
-                out[f"conv_body.{t[2]}"] = value
-            elif base in inverse:
-                out[f"{inverse[base]}.{leaf}"] = value
-            else:
-                unplaced.append(key)
-    if unplaced:
-        raise ValueError(
-            f"ESRGAN weights in the {layout!r} layout hold keys that have no place in RRDBNet: "
-            f"{_few(sorted(unplaced))} (expected only: {_LAYOUT_EXAMPLES[layout]})"
-        )
-    return out
-
-
-def basicsr_to_esrgan_layout(state: Mapping[str, torch.Tensor], layout: str) -> "OrderedDict[str, torch.Tensor]":
-    """The inverse of :func:`esrgan_to_basicsr`: BasicSR names -> ``layout`` (to write files the published
-    tools read, and to test the readers).  The sequential layout exists for x4 networks only."""
-    if layout not in ESRGAN_LAYOUTS:
-        raise ValueError(f"unknown ESRGAN layout {layout!r}; known: {ESRGAN_LAYOUTS}")
-    if layout == "basicsr":
-        return OrderedDict(state)
-    num_block = len({int(m[1]) for m in map(_RE_BASICSR_BODY.match, state) if m})
-    out = OrderedDict()
-    for key, value in state.items():
-        m = _RE_BASICSR_BODY.match(key)
-        base, leaf = _split(key)
-        if layout == "xinntao":
-            out[f"RRDB_trunk.{m[1]}.RDB{m[2]}.conv{m[3]}.{m[4]}" if m else f"{_XINNTAO_FIXED[base]}.{leaf}"] = value
-        elif m:
-            out[f"model.1.sub.{m[1]}.RDB{m[2]}.conv{m[3]}.0.{m[4]}"] = value
-        elif base == "conv_body":
-            out[f"model.1.sub.{num_block}.{leaf}"] = value
-        else:
-            out[f"{_SEQ_FIXED[base]}.{leaf}"] = value
-    return out
-
-
-def rrdbnet_config(state: Mapping[str, torch.Tensor]) -> dict:
-    """RRDBNet arguments read off a BasicSR-layout state dict's tensor shapes.
-
-    ``scale`` follows from ``conv_first``'s input channels: ``num_out_ch`` (x4), 4x that (x2,
-    pixel-unshuffle 2) or 16x (x1, unshuffle 4), as in BasicSR / Real-ESRGAN; any other count is read as
-    ``num_in_ch`` of an x4 network.
-    """
-    need = ("conv_first.weight", "conv_last.weight", "body.0.rdb1.conv1.weight")
-    missing = [k for k in need if k not in state]
-    if missing:
-        raise ValueError(f"cannot infer the RRDBNet size: missing {missing}")
-    flat = [k for k in need if getattr(state[k], "ndim", 0) != 4]
-    if flat:
-        raise ValueError(f"cannot infer the RRDBNet size: {flat[0]} has shape {tuple(state[flat[0]].shape)}, not "
-                         "[out, in, kh, kw] (a damaged or foreign file)")
-    num_feat, first_in = state["conv_first.weight"].shape[:2]
-    num_out_ch = state["conv_last.weight"].shape[0]
-    num_block = len({int(m[1]) for m in map(_RE_BASICSR_BODY.match, state) if m})
-    num_grow_ch = state["body.0.rdb1.conv1.weight"].shape[0]
-    ratio = first_in // num_out_ch if first_in % num_out_ch == 0 else 0
-    if ratio in (1, 4, 16):
-        scale, num_in_ch = {1: 4, 4: 2, 16: 1}[ratio], num_out_ch
-    else:
-        scale, num_in_ch = 4, first_in
-    return {"_target_": "archs.rrdbnet.RRDBNet", "num_in_ch": int(num_in_ch), "num_out_ch": int(num_out_ch),
-            "scale": scale, "num_feat": int(num_feat), "num_block": int(num_block), "num_grow_ch": int(num_grow_ch)}
-
-
-def scfegan_config(state: Mapping[str, torch.Tensor], padding_mode: str = "tf_same") -> dict:
-    """SCFEGANGenerator arguments read off the tensors (``padding_mode`` cannot be: it is not a weight)."""
-    w = state["gconv1_ds.conv.weight"]
-    for key in ("gconv1_ds.conv.weight", "gconv14.conv.weight"):
-        if getattr(state[key], "ndim", 0) != 4:
-            raise ValueError(f"cannot infer the SC-FEGAN size: {key} has shape {tuple(state[key].shape)}, not "
-                             "[out, in, kh, kw] (a damaged or foreign file)")
-    return {"_target_": "archs.scfegan_generator.SCFEGANGenerator", "in_channels": int(w.shape[1]),
-            "out_channels": int(state["gconv14.conv.weight"].shape[0]), "cnum": int(w.shape[0]),
-            "self_gated_deconv": "deconv1.gate.weight" not in state, "padding_mode": padding_mode}
-
-
-def _few(keys: list, n: int = 8) -> str:
-    return f"{keys[:n]}{f' ... ({len(keys)} in all)' if len(keys) > n else ''}"
-
-
-def _not_esrgan_message(state: Mapping[str, Any], source: str = "weights") -> str:
-    expected = "; ".join(f"{name}: {ex}" for name, ex in _LAYOUT_EXAMPLES.items())
-    return (f"{source} are not an ESRGAN generator in any known layout. Expected keys like - {expected}. "
-            f"Found {len(state)} keys: {_few(sorted(map(str, state)))}")
-
-
-def generator_kind(state: Mapping[str, Any]) -> str | None:
-    """``"esrgan"`` (any published layout), ``"scfegan"``, or None."""
-    state = strip_module_prefix(state)
-    if "gconv1_ds.conv.weight" in state and "gconv14.conv.weight" in state:
-        return "scfegan"
-    if esrgan_layout(state) is not None:
-        return "esrgan"
-    return None
 
 
 @dataclass
@@ -528,7 +268,7 @@ def read_torchscript_tensors(path: str) -> tuple["OrderedDict[str, torch.Tensor]
             meta_raw = zf.read(meta_name).decode("utf-8") if meta_name in names else ""
     except Exception as err:
         raise ValueError(f"cannot read TorchScript file {path!r} (its tensors are read without running its code; "
-                         f"convert it to .safetensors with python -m archs.export --format safetensors): "
+                         f"convert it to .safetensors with python -m scripts.export --format safetensors): "
                          f"{type(err).__name__}: {err}") from err
     state: "OrderedDict[str, torch.Tensor]" = OrderedDict()
     _script_tensors(root, "", state)
@@ -783,58 +523,3 @@ def check_output_file(out, inputs=(), overwrite: bool = False, what: str = "outp
         raise FileExistsError(f"{what} {out!r} already exists: nothing was written. Pass {flag} to replace it, "
                               "or choose another file")
     return out
-
-
-def load_pretrained(path: str | os.PathLike, what: str = "pretrained weights file"):
-    """THE loader of every pretrained file this project reads (VGG16/19 and the LPIPS backbone from the torch hub
-    cache or a given path, FID's Inception, HED, BiSeNet, DexiNed): ``torch.load(weights_only=True)``, so a
-    poisoned file (e.g. in ``$TORCH_HOME/hub/checkpoints``) cannot run code.  ValueError naming the file otherwise."""
-    path = os.path.expanduser(str(path))
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - UnpicklingError for payloads, EOF / zip errors for damage
-        raise ValueError(f"{what} {path!r} refused: not a plain tensor file readable with torch.load(weights_only="
-                         f"True) (a pickle that runs code, or a damaged file): {type(err).__name__}: {err}") from err
-
-
-def hub_cached_file(weights_enum) -> str:
-    """The torch hub cache path of a torchvision weights entry (``VGG19_Weights.IMAGENET1K_V1``), downloaded there
-    first when missing; read it with :func:`load_pretrained` (torchvision's own loader unpickles with
-    ``weights_only=False``).  Download failures (no network) raise OSError / URLError."""
-    url = weights_enum.url
-    path = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(url))
-    if not os.path.isfile(path):
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        torch.hub.download_url_to_file(url, path, progress=False)
-    return path
-
-
-def read_layout_weights(file, what: str, make_net, layout: str, rename=None):
-    """Load a pretrained helper network (HED, BiSeNet, ...) from ``file``, a torch state dict of one published layout.
-
-    ``what`` names the file in messages ("HED weights file"); ``rename`` maps the file's keys to the net's. Every
-    failure is a ValueError naming the file: unreadable, not a state dict, keys of another layout, wrong shapes.
-    """
-    try:
-        state = load_pretrained(file, what)
-    except ValueError as err:  # any unreadable file gets the same clear message
-        raise ValueError(f"{what} {str(file)!r} is not a readable torch state dict ({err})") from err
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise ValueError(f"{what} {str(file)!r} holds a {type(state).__name__}, not a state dict")
-    state = {(rename or (lambda k: k))(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
-    net = make_net()
-    expected = set(net.state_dict())
-    missing = [k for k in net.state_dict() if k not in state]  # in layout order
-    unexpected = [k for k in state if k not in expected]
-    if missing or unexpected:
-        raise ValueError(
-            f"{what} {str(file)!r} is not in the {layout} layout: missing keys {missing[:6]}"
-            f"{' ...' if len(missing) > 6 else ''}, unexpected keys {unexpected[:6]}{' ...' if len(unexpected) > 6 else ''}"
-        )
-    try:
-        net.load_state_dict(state, strict=True)
-    except RuntimeError as err:  # shape mismatch
-        raise ValueError(f"{what} {str(file)!r}: {err}") from err
-    return net.eval().requires_grad_(False)

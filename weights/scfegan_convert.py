@@ -1,7 +1,7 @@
 """Convert the official SC-FEGAN TensorFlow checkpoint into this project's generator (official model.py:29-86).
 
-    python -m archs.scfegan_convert --tf-ckpt PATH/SC-FEGAN.ckpt --out G.pth        # or G.safetensors
-    python -m archs.scfegan_convert --tf-ckpt variables.npz --out G.pth             # no TensorFlow needed
+    python -m scripts.scfegan_convert --tf-ckpt PATH/SC-FEGAN.ckpt --out G.pth        # or G.safetensors
+    python -m scripts.scfegan_convert --tf-ckpt variables.npz --out G.pth             # no TensorFlow needed
 
 ``--tf-ckpt`` is the checkpoint *prefix* (the released ``SC-FEGAN.ckpt.index`` and
 ``SC-FEGAN.ckpt.data-00000-of-00001`` pair; the TF ``checkpoint`` file is not needed).  Reading it needs
@@ -32,9 +32,6 @@ the network, in layer 24's concatenation and layer 25's output).  The file also 
 size (512).  The official weights are CC BY-NC 4.0 (non-commercial use only).
 """
 
-import tv_compat  # entry point: must precede anything that imports torchvision
-
-import argparse
 import os
 import re
 from collections import OrderedDict
@@ -44,7 +41,8 @@ import numpy as np
 import torch
 
 from archs.scfegan_generator import SCFEGANGenerator
-from archs.weights_io import load_into, save_generator_file, scfegan_config
+from weights.io import load_into, save_generator_file
+from weights.layouts import scfegan_config
 
 __all__ = [
     "GATED_LAYERS", "DECONV_LAYERS", "tf_to_torch", "torch_to_tf", "read_tf_checkpoint", "convert", "main",
@@ -234,30 +232,3 @@ def convert(
     if out is not None:
         save_generator_file(out, net, config, meta)
     return net.eval(), meta
-
-
-def main(argv: list[str] | None = None) -> str:
-    parser = argparse.ArgumentParser(
-        prog="python -m archs.scfegan_convert",
-        description="Convert the official SC-FEGAN TensorFlow checkpoint to this project's generator weights.",
-    )
-    parser.add_argument("--tf-ckpt", required=True,
-                        help="checkpoint prefix (PATH/SC-FEGAN.ckpt: .index + .data-* next to it) or an .npz")
-    parser.add_argument("--out", required=True, help="output .pth ({params, params_ema, generator, meta}) or .safetensors")
-    parser.add_argument("--rgb", action="store_true",
-                        help="record the weights as RGB (default: BGR, which is what the released weights expect)")
-    parser.add_argument("--prefix", default=None, help="variable scope (default: found in the names, 'generator/')")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    args = parser.parse_args(argv)
-    from archs.weights_io import check_output_file
-
-    check_output_file(args.out, (args.tf_ckpt, f"{args.tf_ckpt}.index"), args.overwrite, "--out", "--overwrite")
-    net, meta = convert(args.tf_ckpt, args.out, bgr=not args.rgb, prefix=args.prefix)
-    n = sum(p.numel() for p in net.parameters())
-    print(f"wrote {args.out}: SC-FEGAN generator, {n:,} parameters, channel order {'BGR' if meta['bgr'] else 'RGB'}, "
-          f"{meta['ignored_variables']} checkpoint variables not used (biases2, optimiser slots, ...)")
-    return args.out
-
-
-if __name__ == "__main__":
-    main()
