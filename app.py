@@ -16,7 +16,7 @@ own.  The result is composited on the uploaded file itself (not on the editor's 
 the mask it equals the upload bit for bit.
 """
 
-import tv_compat  # noqa: F401  (must precede anything that imports torchvision)
+import tv_compat
 
 import hydra
 from omegaconf import DictConfig

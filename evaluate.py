@@ -31,7 +31,7 @@ goes to wandb.  The work is ``evaluation.run.evaluate(cfg)`` (a plain function t
 ``@hydra.main`` wrapper.
 """
 
-import tv_compat  # noqa: F401  (must precede anything that imports torchvision)
+import tv_compat
 
 import hydra
 from omegaconf import DictConfig

@@ -18,7 +18,7 @@ bit: the generated image is resized back to the input's size, quantised to the i
 where the (original-size) mask is set.
 """
 
-import tv_compat  # noqa: F401  (must precede anything that imports torchvision)
+import tv_compat
 
 import hydra
 from omegaconf import DictConfig

@@ -80,6 +80,6 @@ def load_hed(path: str | os.PathLike) -> HED:
         )
 
     def rename(key: str) -> str:  # older port revisions: moduleVggOne... -> netVggOne...
-        return "net" + key[len("module"):] if key.startswith("module") else key
+        return "net" + key[len("module") :] if key.startswith("module") else key
 
     return read_layout_weights(file, "HED weights file", HED, "sniklaus/pytorch-hed", rename)

@@ -46,26 +46,32 @@ def checked_architecture(config: Mapping, source: str = "network config", role: 
     except ImportError:  # pragma: no cover
         pass
     if not isinstance(config, Mapping):
-        raise UnsafeArchitectureError(f"{source}: the network config must be a mapping with a _target_, "
-                                      f"got {type(config).__name__}")
+        raise UnsafeArchitectureError(
+            f"{source}: the network config must be a mapping with a _target_, got {type(config).__name__}"
+        )
     cfg = dict(config)
     target = cfg.pop("_target_", None)
     if not isinstance(target, str) or target not in ARCHITECTURES:
         raise UnsafeArchitectureError(
             f"{source} names _target_ {target!r}, which is not one of this project's architectures "
-            f"{sorted(ARCHITECTURES)}: refused (a checkpoint or weights file cannot choose what code runs)")
+            f"{sorted(ARCHITECTURES)}: refused (a checkpoint or weights file cannot choose what code runs)"
+        )
     if role is not None and ARCHITECTURES[target][0] != role:
-        raise UnsafeArchitectureError(f"{source} names {target!r}, a {ARCHITECTURES[target][0]}, where a {role} "
-                                      "is expected")
+        raise UnsafeArchitectureError(
+            f"{source} names {target!r}, a {ARCHITECTURES[target][0]}, where a {role} is expected"
+        )
     special = sorted(k for k in cfg if not isinstance(k, str) or k.startswith("_"))
     if special:
-        raise UnsafeArchitectureError(f"{source}: keys {special} are not allowed in a network config "
-                                      "(only _target_ and the constructor's arguments)")
+        raise UnsafeArchitectureError(
+            f"{source}: keys {special} are not allowed in a network config "
+            "(only _target_ and the constructor's arguments)"
+        )
     bad = sorted(k for k, v in cfg.items() if not _is_primitive(v))
     if bad:
         raise UnsafeArchitectureError(
             f"{source}: arguments {bad} of {target} must be numbers, strings, booleans, null or lists of them; "
-            f"got {', '.join(f'{k}={type(cfg[k]).__name__}' for k in bad)}")
+            f"got {', '.join(f'{k}={type(cfg[k]).__name__}' for k in bad)}"
+        )
     return target, cfg
 
 
@@ -88,5 +94,6 @@ def make_network(config: Mapping, source: str = "network config", role: str | No
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as err:
-        raise ValueError(f"{source}: cannot build {target}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())}): "
-                         f"{err}") from err
+        raise ValueError(
+            f"{source}: cannot build {target}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())}): {err}"
+        ) from err

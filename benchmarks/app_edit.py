@@ -44,12 +44,19 @@ def main() -> None:
     s = args.size
     with tempfile.TemporaryDirectory() as tmp:
         net = SCFEGANGenerator(cnum=args.cnum).eval()
-        weights = save_generator_file(os.path.join(tmp, "G.pth"), net, scfegan_config(net.state_dict()),
-                                      {"input_size": s})
-        cfg = OmegaConf.create({"device": "cpu", "precision": "fp32", "use_ema": True, "weights": weights,
-                                "demo_runs": {"face": tmp, "sr": tmp},
-                                "face": {"size": "auto", "noise": "auto", "bgr": "auto",
-                                         "generator": {"padding_mode": "tf_same"}}})
+        weights = save_generator_file(
+            os.path.join(tmp, "G.pth"), net, scfegan_config(net.state_dict()), {"input_size": s}
+        )
+        cfg = OmegaConf.create(
+            {
+                "device": "cpu",
+                "precision": "fp32",
+                "use_ema": True,
+                "weights": weights,
+                "demo_runs": {"face": tmp, "sr": tmp},
+                "face": {"size": "auto", "noise": "auto", "bgr": "auto", "generator": {"padding_mode": "tf_same"}},
+            }
+        )
         store = ModelStore(cfg)
         t0 = time.perf_counter()
         store.face()
@@ -57,9 +64,9 @@ def main() -> None:
         rng = np.random.default_rng(0)
         face = write_png(os.path.join(tmp, "face.png"), rng.integers(0, 256, (s, s, 3), dtype=np.uint8))
         layers = [np.zeros((s, s, 4), np.uint8) for _ in range(3)]
-        layers[0][s // 4:s // 2, s // 4:3 * s // 4] = 255
-        layers[1][s // 3, s // 4:3 * s // 4] = (0, 0, 0, 255)
-        layers[2][s // 3 + 8:s // 3 + 16, s // 3:s // 2] = (200, 120, 90, 255)
+        layers[0][s // 4 : s // 2, s // 4 : 3 * s // 4] = 255
+        layers[1][s // 3, s // 4 : 3 * s // 4] = (0, 0, 0, 255)
+        layers[2][s // 3 + 8 : s // 3 + 16, s // 3 : s // 2] = (200, 120, 90, 255)
         times, cpu = [], []
         for _ in range(args.repeats + 1):
             t0, c0 = time.perf_counter(), time.process_time()
@@ -67,12 +74,16 @@ def main() -> None:
             times.append(time.perf_counter() - t0)
             cpu.append(time.process_time() - c0)
     params = sum(p.numel() for p in net.parameters())
-    print(f"SC-FEGAN edit {s}x{s}, cnum {args.cnum} ({params / 1e6:.1f} M parameters), torch threads "
-          f"{torch.get_num_threads()}, load avg {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print(
+        f"SC-FEGAN edit {s}x{s}, cnum {args.cnum} ({params / 1e6:.1f} M parameters), torch threads "
+        f"{torch.get_num_threads()}, load avg {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+    )
     print(f"  weights load {load_s:.2f} s; first edit (warm-up) {times[0]:.2f} s")
     rest = times[1:]
-    print(f"  edit end to end: median {statistics.median(rest):.2f} s, min {min(rest):.2f} s over {len(rest)} runs "
-          f"(wall clock)")
+    print(
+        f"  edit end to end: median {statistics.median(rest):.2f} s, min {min(rest):.2f} s over {len(rest)} runs "
+        f"(wall clock)"
+    )
     # On a shared machine wall time measures the neighbours too; CPU time / threads is what the edit would take
     # alone on the same cores, assuming the threads keep them busy.
     c = statistics.median(cpu[1:])

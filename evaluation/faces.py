@@ -51,8 +51,10 @@ def build_face_data(cfg: DictConfig):
         files = filter_images(list_images(test_dir), dm.min_size, dm.on_bad_image)
         return dm, dm._dataset(files, train=False), folder_name(str(test_dir))
     if cfg.data.get("task") != "faces":
-        raise ValueError("model=scfegan: give the test images with data.test_dir=DIR (or a face data config, e.g. "
-                         "data=celeba_hq, whose held-out split is then evaluated)")
+        raise ValueError(
+            "model=scfegan: give the test images with data.test_dir=DIR (or a face data config, e.g. "
+            "data=celeba_hq, whose held-out split is then evaluated)"
+        )
     dm.setup("test")
     if dm.val_set is None:
         raise ValueError(f"the face data config has no held-out images (num_val={dm.num_val}); give data.test_dir=DIR")
@@ -73,12 +75,16 @@ def find_user_masks(mask_dir: str, files: list[Path]) -> dict[int, Path]:
                 by_stem[p.stem] = p
     found = {i: by_stem[f.stem] for i, f in enumerate(files) if f.stem in by_stem}
     if not found:
-        raise FileNotFoundError(f"no mask in {str(root)!r} has the name of a test image (e.g. {files[0].stem}.png; "
-                                "white = erased)")
+        raise FileNotFoundError(
+            f"no mask in {str(root)!r} has the name of a test image (e.g. {files[0].stem}.png; white = erased)"
+        )
     if len(found) < len(files):
         missing = [f.name for i, f in enumerate(files) if i not in found]
-        warnings.warn(f"{len(missing)} of {len(files)} test images have no user mask in {str(root)!r} "
-                      f"(e.g. {missing[0]}); the user-mask row covers the other {len(found)}", stacklevel=2)
+        warnings.warn(
+            f"{len(missing)} of {len(files)} test images have no user mask in {str(root)!r} "
+            f"(e.g. {missing[0]}); the user-mask row covers the other {len(found)}",
+            stacklevel=2,
+        )
     return found
 
 
@@ -92,8 +98,9 @@ def read_user_mask(path: Path, image_path: Path, resolution: int) -> torch.Tenso
     ih, iw = image_size(image_path)
     mh, mw = m.shape
     if mh * iw != mw * ih:
-        raise ValueError(f"user mask {path} is {mw}x{mh} but its image {image_path.name} is {iw}x{ih} "
-                         "(the aspect ratios must match)")
+        raise ValueError(
+            f"user mask {path} is {mw}x{mh} but its image {image_path.name} is {iw}x{ih} (the aspect ratios must match)"
+        )
     if (mh, mw) != (resolution, resolution):
         m = cv2.resize(m, (resolution, resolution), interpolation=cv2.INTER_NEAREST)
     return torch.from_numpy((m > 0.5).astype(np.float32))[None]
@@ -165,9 +172,17 @@ def user_stroke_synthesizer(cfg: DictConfig, dm):
 
     base = dm.synthesis
     mask = instantiate(c.mask)
-    return FaceInputSynthesizer(mask=mask, sketch=base.sketch, color=base.color, noise_type=base.noise_type,
-                                eye_positions=base.eye_positions, eye_reference_size=base.eye_reference_size,
-                                l_eye_label=base.l_eye_label, r_eye_label=base.r_eye_label, seed=base.seed)
+    return FaceInputSynthesizer(
+        mask=mask,
+        sketch=base.sketch,
+        color=base.color,
+        noise_type=base.noise_type,
+        eye_positions=base.eye_positions,
+        eye_reference_size=base.eye_reference_size,
+        l_eye_label=base.l_eye_label,
+        r_eye_label=base.r_eye_label,
+        seed=base.seed,
+    )
 
 
 @torch.no_grad()
@@ -190,12 +205,16 @@ def evaluate_faces(cfg: DictConfig) -> tuple[dict[str, dict], list[str]]:
     bins = coverage_bins(cfg)
     lpips = build_lpips_metric(cfg, device)
     fid_main = build_fid_metric(cfg, device, notes)
-    keys = ([name] + [bin_key(name, lo, hi) for lo, hi in bins] + ([f"{name}/user_strokes"] if strokes else [])
-            + ([f"{name}/user_masks"] if user_masks else []))
+    keys = (
+        [name]
+        + [bin_key(name, lo, hi) for lo, hi in bins]
+        + ([f"{name}/user_strokes"] if strokes else [])
+        + ([f"{name}/user_masks"] if user_masks else [])
+    )
     rows = {k: RowMeans() for k in keys}
     fid_keys = [k for k in keys if k == name or not k.startswith(f"{name}/cov_")]  # too few images per bin for FID
     fids = {k: (fid_main if i == 0 else new_fid(fid_main)) for i, k in enumerate(fid_keys)} if fid_main else {}
-    columns = (("coverage",) + FACE_COLUMNS + (("lpips",) if lpips is not None else ()) + (("fid",) if fids else ()))
+    columns = ("coverage",) + FACE_COLUMNS + (("lpips",) if lpips is not None else ()) + (("fid",) if fids else ())
 
     def add(row: RowMeans, values: dict, sel: list[int]) -> None:
         for k, v in values.items():
@@ -223,8 +242,9 @@ def evaluate_faces(cfg: DictConfig) -> tuple[dict[str, dict], list[str]]:
             fids[key].update(tensor_to_uint8(gt01, as_uint8=True), real=True)
             fids[key].update(tensor_to_uint8(out01, as_uint8=True), real=False)
 
-    loader = DataLoader(ds, batch_size=dm.val_batch_size, shuffle=False, num_workers=dm.num_workers,
-                        collate_fn=collate_skipping_bad)  # undecodable files: skipped, warned about by name
+    loader = DataLoader(
+        ds, batch_size=dm.val_batch_size, shuffle=False, num_workers=dm.num_workers, collate_fn=collate_skipping_bad
+    )  # undecodable files: skipped, warned about by name
     for batch in track(loader, total=len(loader), description=name, transient=True):
         if batch is None:
             continue
@@ -241,22 +261,31 @@ def evaluate_faces(cfg: DictConfig) -> tuple[dict[str, dict], list[str]]:
                 mask = torch.stack([read_user_mask(user_masks[idx[j]], ds.files[idx[j]], ds.resolution) for j in keep])
                 score(f"{name}/user_masks", user_mask_inputs(dm, sub, mask.to(device)))
 
-    results = {k: rows[k].result(columns if k in fids or not fids else columns[:-1]) for k in keys
-               if rows[k].images or not k.startswith(f"{name}/cov_")}
+    results = {
+        k: rows[k].result(columns if k in fids or not fids else columns[:-1])
+        for k in keys
+        if rows[k].images or not k.startswith(f"{name}/cov_")
+    }
     for k, fid in fids.items():
         if rows[k].images >= 2:
             results[k]["fid"] = float(fid.compute())
         else:
             results[k]["fid"] = None
             notes.append(f"FID of {k} is undefined with fewer than 2 images.")
-    notes.append(f"masks: synthesised with seed {dm.seed} + val_seed_offset {dm.val_seed_offset}, epoch "
-                 f"{dm.val_epoch} (fixed); images at {ds.resolution}x{ds.resolution}; region metrics inside the mask.")
+    notes.append(
+        f"masks: synthesised with seed {dm.seed} + val_seed_offset {dm.val_seed_offset}, epoch "
+        f"{dm.val_epoch} (fixed); images at {ds.resolution}x{ds.resolution}; region metrics inside the mask."
+    )
     if bins:
-        notes.append(f"rows {name}/cov_<lo>-<hi>%: the same images grouped by mask coverage (Liu et al. 2018 "
-                     "categories, (lo, hi]); empty bins are left out; no FID per bin (too few images).")
+        notes.append(
+            f"rows {name}/cov_<lo>-<hi>%: the same images grouped by mask coverage (Liu et al. 2018 "
+            "categories, (lo, hi]); empty bins are left out; no FID per bin (too few images)."
+        )
     if strokes is not None:
-        notes.append(f"row {name}/user_strokes: user-stroke masks (a few strokes over one face part, colour only "
-                     "along thinner strokes inside; synthesis.masks.UserStrokeMask).")
+        notes.append(
+            f"row {name}/user_strokes: user-stroke masks (a few strokes over one face part, colour only "
+            "along thinner strokes inside; synthesis.masks.UserStrokeMask)."
+        )
     if lpips is None:
         notes.append("LPIPS off (metrics.lpips.enabled=true adds it; it needs the backbone weights).")
     return results, notes

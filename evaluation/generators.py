@@ -26,12 +26,15 @@ def read_generator(cfg: DictConfig, path: str):
     is one of the project's (archs.registry.ARCHITECTURES, primitive arguments), else read off the tensors, with
     ``cfg.model.generator`` for what tensors cannot tell.  A file naming anything else is refused, unbuilt."""
     defaults = OmegaConf.to_container(cfg.model.generator, resolve=True) if cfg.model.get("generator") else None
-    net, info = build_generator(os.path.expanduser(str(path)), kind=task_kind(cfg), prefer=prefer_key(cfg),
-                                defaults=defaults)
+    net, info = build_generator(
+        os.path.expanduser(str(path)), kind=task_kind(cfg), prefer=prefer_key(cfg), defaults=defaults
+    )
     if task_kind(cfg) == "esrgan" and cfg.get("data") is not None and cfg.data.get("scale") is not None:
         if int(net.scale) != int(cfg.data.scale):
-            raise ValueError(f"{path!r} is an x{net.scale} generator but data.scale={cfg.data.scale}: give "
-                             f"data.scale={net.scale} (or the x{cfg.data.scale} weights)")
+            raise ValueError(
+                f"{path!r} is an x{net.scale} generator but data.scale={cfg.data.scale}: give "
+                f"data.scale={net.scale} (or the x{cfg.data.scale} weights)"
+            )
     return net, info
 
 

@@ -1,6 +1,5 @@
 """The results table: printed, and sent to the configured experiment loggers."""
 
-
 from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
@@ -46,6 +45,7 @@ def log_to_loggers(cfg: DictConfig, results: dict[str, dict], title: str) -> Non
     if not cfg.get("logger"):
         return
     from pytorch_lightning.loggers import WandbLogger
+
     from runtime.loggers import instantiate_loggers
 
     loggers = instantiate_loggers(cfg.logger)

@@ -49,9 +49,12 @@ def evaluate(cfg: DictConfig) -> dict[str, dict]:
         from weights.io import check_output_file
 
         interp = cfg.get("interp") or {}
-        check_output_file(cfg.metrics_file, (cfg.get("ckpt_path"), interp.get("psnr_weights"),
-                                             interp.get("gan_weights")), bool(cfg.get("overwrite", False)),
-                          "metrics_file")
+        check_output_file(
+            cfg.metrics_file,
+            (cfg.get("ckpt_path"), interp.get("psnr_weights"), interp.get("gan_weights")),
+            bool(cfg.get("overwrite", False)),
+            "metrics_file",
+        )
     if task == "sr":
         if interpolation_requested(cfg):
             results, notes = evaluate_interpolation(cfg)
@@ -63,8 +66,9 @@ def evaluate(cfg: DictConfig) -> dict[str, dict]:
         results, notes = evaluate_faces(cfg)
         title = f"face editing {cfg.ckpt_path}"
     else:
-        raise ValueError(f"evaluate.py evaluates model=esrgan, model=bicubic or model=scfegan; got a model with "
-                         f"task={task!r}")
+        raise ValueError(
+            f"evaluate.py evaluates model=esrgan, model=bicubic or model=scfegan; got a model with task={task!r}"
+        )
     print_table(results, title, notes)
     if cfg.get("metrics_file"):
         os.makedirs(os.path.dirname(os.path.abspath(cfg.metrics_file)), exist_ok=True)

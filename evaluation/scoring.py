@@ -51,15 +51,19 @@ def build_fid_metric(cfg: DictConfig, device: torch.device, notes: list[str]):
     from torchmetrics.utilities.imports import _TORCH_FIDELITY_AVAILABLE
 
     if not _TORCH_FIDELITY_AVAILABLE:
-        notes.append("FID was not computed: torchmetrics' FrechetInceptionDistance needs the torch-fidelity package "
-                     "(pip install torch-fidelity, pinned in requirements.txt).")
+        notes.append(
+            "FID was not computed: torchmetrics' FrechetInceptionDistance needs the torch-fidelity package "
+            "(pip install torch-fidelity, pinned in requirements.txt)."
+        )
         return None
     path = c.get("inception_weights")
     if not path:
         cached = os.path.join(torch.hub.get_dir(), "checkpoints", INCEPTION_FILE)
         if not os.path.isfile(cached):
-            notes.append(f"FID was not computed: no Inception weights (metrics.fid.inception_weights=PATH to "
-                         f"torch-fidelity's {INCEPTION_FILE}; {cached} does not exist either).")
+            notes.append(
+                f"FID was not computed: no Inception weights (metrics.fid.inception_weights=PATH to "
+                f"torch-fidelity's {INCEPTION_FILE}; {cached} does not exist either)."
+            )
             return None
         path = cached
     from metrics.fid import build_fid

@@ -1,6 +1,5 @@
 """Super-resolution rows (BasicSR psnr_ssim.py protocol) and network-interpolation rows."""
 
-
 import torch
 from omegaconf import DictConfig
 from rich.progress import track
@@ -67,8 +66,10 @@ class SRScorer:
         notes = []
         if self.niqe_skipped:
             first = sorted(self.niqe_skipped)[0]
-            notes.append(f"NIQE undefined for {len(self.niqe_skipped)} image(s), left out of the means (n/a where "
-                         f"no image has one); e.g. {first}: {self.niqe_skipped[first]}")
+            notes.append(
+                f"NIQE undefined for {len(self.niqe_skipped)} image(s), left out of the means (n/a where "
+                f"no image has one); e.g. {first}: {self.niqe_skipped[first]}"
+            )
         if not self.niqe:
             notes.append("NIQE off (metrics.niqe.enabled=true adds it).")
         notes.append(PI_NOTE)

@@ -1,6 +1,5 @@
 """Device and precision: where and how a generator runs."""
 
-
 import logging
 
 import torch
@@ -26,8 +25,10 @@ def check_precision(precision: str, device: torch.device) -> None:
     if precision == "bf16" and device.type == "cpu":
         log.info("precision=bf16 on the CPU: allowed (autocast), but usually slower than fp32 there")
     if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise ValueError(f"precision=bf16: the GPU {torch.cuda.get_device_name(device)} does not support bfloat16; "
-                         "use precision=fp32")
+        raise ValueError(
+            f"precision=bf16: the GPU {torch.cuda.get_device_name(device)} does not support bfloat16; "
+            "use precision=fp32"
+        )
 
 
 @torch.no_grad()

@@ -4,7 +4,6 @@ The official demo's encodings (demo.py:58-186); the result equals the input outs
 generated image is resized back to the input's size, quantised to the input's type, and taken only where the
 (original-size) mask is set."""
 
-
 import logging
 import warnings
 
@@ -41,11 +40,15 @@ def working_size(size, meta: dict, source: str | None = None) -> tuple[int, int]
     except (TypeError, ValueError):
         hw = ()
     if len(hw) != 2 or any(s <= 0 or s % SIZE_MULTIPLE for s in hw):
-        raise ValueError(f"size{f' from {source}' if source else ''} must be a positive multiple of {SIZE_MULTIPLE} "
-                         f"(or [H, W] of such), got {size!r}")
+        raise ValueError(
+            f"size{f' from {source}' if source else ''} must be a positive multiple of {SIZE_MULTIPLE} "
+            f"(or [H, W] of such), got {size!r}"
+        )
     if source and max(hw) > MAX_FILE_FACE_SIZE:
-        raise ValueError(f"working size {hw[1]}x{hw[0]} from {source} is larger than {MAX_FILE_FACE_SIZE} (a file "
-                         f"cannot choose that much memory); give size=... explicitly if it is meant")
+        raise ValueError(
+            f"working size {hw[1]}x{hw[0]} from {source} is larger than {MAX_FILE_FACE_SIZE} (a file "
+            f"cannot choose that much memory); give size=... explicitly if it is meant"
+        )
     return hw
 
 
@@ -147,8 +150,10 @@ def resolve_noise(requested, meta: dict, source: str = "the weights") -> str:
     if requested not in NOISE_TYPES:
         raise ValueError(f"noise must be auto or one of {NOISE_TYPES}, got {requested!r}")
     if recorded is not None and requested != recorded:
-        msg = (f"noise={requested!r} but {source} were trained with noise_type={recorded!r}: the results will be "
-               f"worse than with the training noise (noise=auto uses it)")
+        msg = (
+            f"noise={requested!r} but {source} were trained with noise_type={recorded!r}: the results will be "
+            f"worse than with the training noise (noise=auto uses it)"
+        )
         log.warning(msg)
         warnings.warn(msg, stacklevel=2)
     return requested

@@ -1,7 +1,6 @@
 """Image files for inference: reading (alpha and 16 bits kept, unlike datamodules.image_io.read_image, with the
 pixel limit checked from the header before decoding), masks and colour maps, and PNG writing."""
 
-
 import os
 import threading
 import warnings
@@ -108,12 +107,16 @@ def check_pixels(path: str | os.PathLike, max_pixels: int | None, what: str = "i
         return
     w, h = header_pixels(path, what)
     if w * h > int(max_pixels):
-        raise ValueError(f"{what} {str(path)!r} is {w}x{h} = {w * h:,} pixels, more than max_pixels={int(max_pixels):,} "
-                         "(checked from the header, nothing decoded); raise max_pixels=... if the image is meant "
-                         "to be this large, or split it")
+        raise ValueError(
+            f"{what} {str(path)!r} is {w}x{h} = {w * h:,} pixels, more than max_pixels={int(max_pixels):,} "
+            "(checked from the header, nothing decoded); raise max_pixels=... if the image is meant "
+            "to be this large, or split it"
+        )
 
 
-def read_image(path: str | os.PathLike, what: str = "input image", max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image:
+def read_image(
+    path: str | os.PathLike, what: str = "input image", max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> Image:
     """Decode with ``cv2.IMREAD_UNCHANGED`` (as datamodules.image_io) keeping alpha, gray and 16 bits.  The header
     is checked against ``max_pixels`` first (None: no limit)."""
     path = str(path)
@@ -173,8 +176,9 @@ def write_png(path: str | os.PathLike, pixels: np.ndarray) -> str:
 # ---------------------------------------------------------------------------------------------------------------
 # SC-FEGAN
 # ---------------------------------------------------------------------------------------------------------------
-def read_mask(path: str, size: tuple[int, int], what: str = "mask",
-              max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def read_mask(
+    path: str, size: tuple[int, int], what: str = "mask", max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
     """bool HxW: True where any colour channel is at least half of full scale.  Must match ``size``."""
     img = read_image(path, what, max_pixels)
     if img.size != size:
@@ -189,6 +193,8 @@ def read_mask(path: str, size: tuple[int, int], what: str = "mask",
 def read_color(path: str, size: tuple[int, int], max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
     img = read_image(path, "color", max_pixels)
     if img.size != size:
-        raise ValueError(f"color {path!r} is {img.size[1]}x{img.size[0]} but the input image is "
-                         f"{size[1]}x{size[0]} (width x height); it must be drawn on the image, at its size")
+        raise ValueError(
+            f"color {path!r} is {img.size[1]}x{img.size[0]} but the input image is "
+            f"{size[1]}x{size[0]} (width x height); it must be drawn on the image, at its size"
+        )
     return img.rgb01()

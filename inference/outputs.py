@@ -1,6 +1,5 @@
 """The rules every command that writes applies to its outputs, checked before anything is read or written."""
 
-
 import os
 
 
@@ -40,18 +39,26 @@ def check_outputs(inputs: list, targets: list, in_root, out_dir, overwrite: bool
     if in_root is not None:
         in_real = _real(in_root)
         if out_real == in_real:
-            raise ValueError(f"output={str(out_dir)!r} is the input folder: the results would replace the originals. "
-                             "Choose another folder (refused even with overwrite=true: inputs are never overwritten)")
+            raise ValueError(
+                f"output={str(out_dir)!r} is the input folder: the results would replace the originals. "
+                "Choose another folder (refused even with overwrite=true: inputs are never overwritten)"
+            )
         if _inside(out_real, in_real):
-            raise ValueError(f"output={str(out_dir)!r} is inside the input folder {str(in_root)!r}: its results "
-                             "would be taken as inputs by the next run. Choose a folder outside the input folder")
+            raise ValueError(
+                f"output={str(out_dir)!r} is inside the input folder {str(in_root)!r}: its results "
+                "would be taken as inputs by the next run. Choose a folder outside the input folder"
+            )
     sources = {_real(f) for f in inputs}
     hit = next((t for t in targets if _real(t) in sources), None)
     if hit is not None:
-        raise ValueError(f"output file {str(hit)!r} is one of the input images: it would be overwritten. "
-                         "Choose another output (refused even with overwrite=true)")
+        raise ValueError(
+            f"output file {str(hit)!r} is one of the input images: it would be overwritten. "
+            "Choose another output (refused even with overwrite=true)"
+        )
     if not overwrite:
         existing = [str(t) for t in targets if os.path.lexists(t)]
         if existing:
-            raise FileExistsError(f"{len(existing)} output file(s) already exist, e.g. {existing[:3]}: nothing was "
-                                  "written. Pass overwrite=true to replace them, or choose another output folder")
+            raise FileExistsError(
+                f"{len(existing)} output file(s) already exist, e.g. {existing[:3]}: nothing was "
+                "written. Pass overwrite=true to replace them, or choose another output folder"
+            )

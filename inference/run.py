@@ -18,7 +18,6 @@ bit: the generated image is resized back to the input's size, quantised to the i
 where the (original-size) mask is set.
 """
 
-
 import logging
 import os
 from pathlib import Path
@@ -44,8 +43,10 @@ def _collect_inputs(inp: str) -> tuple[list[Path], Path | None]:
         return list_images(p, recursive=True), p
     if p.is_file():
         return [p], None
-    raise FileNotFoundError(f"input {str(p)!r} does not exist (give an image file or a folder of images; "
-                            f"extensions {', '.join(IMG_EXTENSIONS)})")
+    raise FileNotFoundError(
+        f"input {str(p)!r} does not exist (give an image file or a folder of images; "
+        f"extensions {', '.join(IMG_EXTENSIONS)})"
+    )
 
 
 def _max_pixels(cfg: DictConfig) -> int | None:
@@ -74,8 +75,9 @@ def load_model(cfg: DictConfig, kind: str):
     defaults = None
     if kind == "scfegan" and cfg.model.get("generator") is not None:
         defaults = OmegaConf.to_container(cfg.model.generator, resolve=True)
-    return build_generator(cfg.weights, kind=kind, prefer="params_ema" if cfg.get("use_ema", True) else "params",
-                           defaults=defaults)
+    return build_generator(
+        cfg.weights, kind=kind, prefer="params_ema" if cfg.get("use_ema", True) else "params", defaults=defaults
+    )
 
 
 def predict_sr(cfg: DictConfig) -> list[str]:
@@ -95,23 +97,35 @@ def predict_sr(cfg: DictConfig) -> list[str]:
         scale = net.scale
         name = f"{info.path} ({info.meta.get('layout', info.container)}, {info.generator})"
         if net.conv_last.out_channels != 3 or net.conv_first.in_channels != 3 * unshuffle_factor(net) ** 2:
-            raise ValueError(f"{cfg.weights}: predict.py runs 3-channel (RGB) networks; this one has "
-                             f"{net.conv_first.in_channels // unshuffle_factor(net) ** 2} in / {net.conv_last.out_channels} out")
+            raise ValueError(
+                f"{cfg.weights}: predict.py runs 3-channel (RGB) networks; this one has "
+                f"{net.conv_first.in_channels // unshuffle_factor(net) ** 2} in / {net.conv_last.out_channels} out"
+            )
     out_dir = Path(_default_output(cfg))
     targets = [out_dir / ((f.relative_to(root) if root else Path(f.name)).with_suffix(".png")) for f in files]
     clashes = output_clashes(targets)
     if clashes:
-        raise ValueError(f"several inputs would be written to the same output file(s) {sorted(clashes)[:3]} "
-                         "(same name, different extensions); rename them")
+        raise ValueError(
+            f"several inputs would be written to the same output file(s) {sorted(clashes)[:3]} "
+            "(same name, different extensions); rename them"
+        )
     check_outputs(files, targets, root, out_dir, bool(cfg.get("overwrite", False)))
     log.info(f"x{scale} super-resolution with {name}, {len(files)} image(s) -> {out_dir}")
     max_pixels = _max_pixels(cfg)
     written = []
-    for src, dst in track(list(zip(files, targets)), description="predict", transient=True,
-                          disable=len(files) < 2):
+    for src, dst in track(list(zip(files, targets)), description="predict", transient=True, disable=len(files) < 2):
         img = read_image(src, max_pixels=max_pixels)
-        pixels = upscale(net, img, scale, device, cfg.get("tile", "auto"), cfg.get("tile_pad", "auto"), precision,
-                         str(cfg.get("alpha_upsampler", "bicubic")), max_memory=cfg.get("max_memory", "auto"))
+        pixels = upscale(
+            net,
+            img,
+            scale,
+            device,
+            cfg.get("tile", "auto"),
+            cfg.get("tile_pad", "auto"),
+            precision,
+            str(cfg.get("alpha_upsampler", "bicubic")),
+            max_memory=cfg.get("max_memory", "auto"),
+        )
         written.append(write_png(dst, pixels))
     log.info(f"wrote {len(written)} image(s) to {out_dir}")
     return written
@@ -132,8 +146,9 @@ def predict_faces(cfg: DictConfig) -> list[str]:
     max_pixels = _max_pixels(cfg)
     image = read_image(os.path.expanduser(str(cfg.input)), "input image", max_pixels)
     mask = read_mask(os.path.expanduser(str(cfg.mask)), image.size, "mask", max_pixels)
-    sketch = (read_mask(os.path.expanduser(str(cfg.sketch)), image.size, "sketch", max_pixels)
-              if cfg.get("sketch") else None)
+    sketch = (
+        read_mask(os.path.expanduser(str(cfg.sketch)), image.size, "sketch", max_pixels) if cfg.get("sketch") else None
+    )
     color = read_color(os.path.expanduser(str(cfg.color)), image.size, max_pixels) if cfg.get("color") else None
     device = pick_device(cfg.device)
     precision = str(cfg.get("precision", "fp32"))
@@ -145,11 +160,23 @@ def predict_faces(cfg: DictConfig) -> list[str]:
     if not mask.any():
         log.warning(f"mask {cfg.mask!r} is empty (no pixel >= half scale): the output equals the input")
     noise = resolve_noise(cfg.get("noise", "auto"), info.meta, f"weights {info.path}")
-    out = edit_face(net, image, mask, sketch, color, size=hw, bgr=bgr, noise=noise,
-                    seed=int(cfg.get("seed", 0)), device=device, precision=precision)
+    out = edit_face(
+        net,
+        image,
+        mask,
+        sketch,
+        color,
+        size=hw,
+        bgr=bgr,
+        noise=noise,
+        seed=int(cfg.get("seed", 0)),
+        device=device,
+        precision=precision,
+    )
     write_png(dst, out)
-    log.info(f"edited {cfg.input} at {hw[1]}x{hw[0]} ({'BGR' if bgr else 'RGB'} weights {info.path}, noise {noise}) "
-             f"-> {dst}")
+    log.info(
+        f"edited {cfg.input} at {hw[1]}x{hw[0]} ({'BGR' if bgr else 'RGB'} weights {info.path}, noise {noise}) -> {dst}"
+    )
     return [dst]
 
 
@@ -164,10 +191,16 @@ def predict(cfg: DictConfig) -> list[str]:
             raise ValueError("model=bicubic has no network to export")
         kind = {"sr": "esrgan", "faces": "scfegan"}.get(task, "auto")
         defaults = OmegaConf.to_container(cfg.model.generator, resolve=True) if kind == "scfegan" else None
-        path = export_file(cfg.weights if cfg.get("weights") else _missing_weights(), str(cfg.export),
-                           cfg.get("export_path"), kind=kind,
-                           prefer="params_ema" if cfg.get("use_ema", True) else "params", defaults=defaults,
-                           opset=int(cfg.get("opset", 17)), overwrite=bool(cfg.get("overwrite", False)))
+        path = export_file(
+            cfg.weights if cfg.get("weights") else _missing_weights(),
+            str(cfg.export),
+            cfg.get("export_path"),
+            kind=kind,
+            prefer="params_ema" if cfg.get("use_ema", True) else "params",
+            defaults=defaults,
+            opset=int(cfg.get("opset", 17)),
+            overwrite=bool(cfg.get("overwrite", False)),
+        )
         log.info(f"exported {cfg.weights} as {cfg.export} -> {path}")
         return [path]
     if task == "sr":

@@ -3,7 +3,6 @@
 With ``tile_pad`` at least the network's receptive margin (``tile_pad=auto``) the tiled result equals the untiled
 one up to float rounding."""
 
-
 import logging
 import math
 import os
@@ -46,7 +45,12 @@ def receptive_margin(net: torch.nn.Module) -> int:
 
 
 def tiled_forward(
-    net: torch.nn.Module, x: torch.Tensor, scale: int, tile: int = 0, tile_pad: int = 0, precision: str = "fp32",
+    net: torch.nn.Module,
+    x: torch.Tensor,
+    scale: int,
+    tile: int = 0,
+    tile_pad: int = 0,
+    precision: str = "fp32",
     unit: int = 1,
 ) -> torch.Tensor:
     """``net(x)`` for an x``scale`` super-resolution network, through ``tile`` x ``tile`` input tiles.
@@ -71,8 +75,9 @@ def tiled_forward(
             if out is None:
                 out = y.new_zeros(y.shape[0], y.shape[1], h * scale, w * scale)
             oy, ox = (y0 - py0) * scale, (x0 - px0) * scale
-            out[..., y0 * scale:y1 * scale, x0 * scale:x1 * scale] = \
-                y[..., oy:oy + (y1 - y0) * scale, ox:ox + (x1 - x0) * scale]
+            out[..., y0 * scale : y1 * scale, x0 * scale : x1 * scale] = y[
+                ..., oy : oy + (y1 - y0) * scale, ox : ox + (x1 - x0) * scale
+            ]
     return out
 
 
@@ -119,8 +124,9 @@ def memory_budget(device: torch.device, max_memory=None) -> int:
         return int(0.8 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
 
 
-def plan_tile(net: RRDBNet, h: int, w: int, tile, tile_pad: int, device: torch.device, max_memory=None,
-              name: str = "image") -> int:
+def plan_tile(
+    net: RRDBNet, h: int, w: int, tile, tile_pad: int, device: torch.device, max_memory=None, name: str = "image"
+) -> int:
     """The tile size for ``net`` on an h x w image: 0 (whole image) or a side in input pixels.
 
     ``tile``: ``auto`` (the whole image when its estimated memory fits the budget, else the largest tile that
@@ -132,8 +138,10 @@ def plan_tile(net: RRDBNet, h: int, w: int, tile, tile_pad: int, device: torch.d
     fixed = OUT_BYTES_PER_PIXEL * h * w * scale * scale if device.type == "cpu" else 12 * h * w * scale * scale
     what = f"{name} ({w}x{h}, x{scale})"
     if fixed > budget:
-        raise MemoryError(f"{what}: the result alone needs about {fixed / GB:.1f} GB, more than the "
-                          f"{budget / GB:.1f} GB budget (max_memory=...); tiling cannot help: split the image")
+        raise MemoryError(
+            f"{what}: the result alone needs about {fixed / GB:.1f} GB, more than the "
+            f"{budget / GB:.1f} GB budget (max_memory=...); tiling cannot help: split the image"
+        )
 
     def need(side_h: int, side_w: int) -> int:
         return fixed + forward_bytes(net, side_h, side_w)
@@ -147,24 +155,32 @@ def plan_tile(net: RRDBNet, h: int, w: int, tile, tile_pad: int, device: torch.d
         if whole <= budget:
             return 0
         if not auto:
-            raise MemoryError(f"{what}: untiled it needs about {whole / GB:.1f} GB, more than the {budget / GB:.1f} GB "
-                              f"budget; set tile=auto (or tile=512) to run it in tiles with the same result")
+            raise MemoryError(
+                f"{what}: untiled it needs about {whole / GB:.1f} GB, more than the {budget / GB:.1f} GB "
+                f"budget; set tile=auto (or tile=512) to run it in tiles with the same result"
+            )
     else:
         n = need(min(h, side + 2 * tile_pad), min(w, side + 2 * tile_pad))
         if n > budget:
-            raise MemoryError(f"{what}: tile={side} with tile_pad={tile_pad} needs about {n / GB:.1f} GB, more than "
-                              f"the {budget / GB:.1f} GB budget; use a smaller tile (or tile=auto)")
+            raise MemoryError(
+                f"{what}: tile={side} with tile_pad={tile_pad} needs about {n / GB:.1f} GB, more than "
+                f"the {budget / GB:.1f} GB budget; use a smaller tile (or tile=auto)"
+            )
         return side
     unit = unshuffle_factor(net)
     side = -(-max(h, w) // unit) * unit
     while side > unit * 8:
         side = max(unit * 8, (side // 2) // unit * unit)
         if need(min(h, side + 2 * tile_pad), min(w, side + 2 * tile_pad)) <= budget:
-            log.info(f"{what}: untiled it needs about {need(h, w) / GB:.1f} GB (budget {budget / GB:.1f} GB): "
-                     f"running it in tiles of {side} px (tile_pad={tile_pad})")
+            log.info(
+                f"{what}: untiled it needs about {need(h, w) / GB:.1f} GB (budget {budget / GB:.1f} GB): "
+                f"running it in tiles of {side} px (tile_pad={tile_pad})"
+            )
             return side
-    raise MemoryError(f"{what}: even tiles of {side} px with tile_pad={tile_pad} need more than the "
-                      f"{budget / GB:.1f} GB budget (max_memory=...); use a smaller tile_pad or another device")
+    raise MemoryError(
+        f"{what}: even tiles of {side} px with tile_pad={tile_pad} need more than the "
+        f"{budget / GB:.1f} GB budget (max_memory=...); use a smaller tile_pad or another device"
+    )
 
 
 def _resolve_pad(tile_pad, net) -> int:
@@ -188,13 +204,22 @@ def check_tile(tile, h: int, w: int, name: str = "image") -> None:
     count = -(-h // side) * -(-w // side)
     if side < MIN_TILE or count > MAX_TILES:
         least = max(MIN_TILE, math.ceil(math.sqrt(h * w / MAX_TILES)))
-        raise ValueError(f"tile={side} on {name} ({w}x{h}) gives {count} tiles: tiles must be at least {MIN_TILE} "
-                         f"pixels and at most {MAX_TILES} per image; use tile>={least}, tile=auto or tile=0")
+        raise ValueError(
+            f"tile={side} on {name} ({w}x{h}) gives {count} tiles: tiles must be at least {MIN_TILE} "
+            f"pixels and at most {MAX_TILES} per image; use tile>={least}, tile=auto or tile=0"
+        )
 
 
 def upscale(
-    net, img: Image, scale: int, device: torch.device, tile="auto", tile_pad="auto", precision: str = "fp32",
-    alpha_upsampler: str = "bicubic", max_memory=None,
+    net,
+    img: Image,
+    scale: int,
+    device: torch.device,
+    tile="auto",
+    tile_pad="auto",
+    precision: str = "fp32",
+    alpha_upsampler: str = "bicubic",
+    max_memory=None,
 ) -> np.ndarray:
     """Super-resolve one image; returns pixels in the input's layout (gray/RGB/RGBA) and bit depth.
 
@@ -205,8 +230,10 @@ def upscale(
     unit = unshuffle_factor(net) if is_net else 1
     h, w = img.size
     if h % unit or w % unit:
-        raise ValueError(f"{img.path}: {w}x{h} is not divisible by {unit}, which this x{scale} network needs "
-                         "(pixel-unshuffle); crop or pad the image")
+        raise ValueError(
+            f"{img.path}: {w}x{h} is not divisible by {unit}, which this x{scale} network needs "
+            "(pixel-unshuffle); crop or pad the image"
+        )
     pad = _resolve_pad(tile_pad, net) if is_net else 0
     check_tile(tile, h, w, str(img.path))
     if isinstance(net, RRDBNet):

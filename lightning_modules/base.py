@@ -56,9 +56,16 @@ def rng_states() -> dict:
     import numpy as np
 
     _, keys, pos, has_gauss, gauss = np.random.get_state()
-    out = {"torch": torch.get_rng_state(), "python": random.getstate(),
-           "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
-                     "gauss": float(gauss)}}
+    out = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
+    }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         out["cuda"] = torch.cuda.get_rng_state_all()
     return out
@@ -258,8 +265,9 @@ class IterationGANModule(LightningModule):
             first = self._first_non_finite.get(name)
             if first is None:
                 first = torch.full((), -1, dtype=torch.long, device=value.device)
-            self._first_non_finite[name] = torch.where(~torch.isfinite(value).all() & (first < 0), self.iteration,
-                                                       first)
+            self._first_non_finite[name] = torch.where(
+                ~torch.isfinite(value).all() & (first < 0), self.iteration, first
+            )
             on_cpu = on_cpu or value.device.type == "cpu"
         if on_cpu or self.logs_this_step():  # on the CPU reading it costs nothing: stop at the very batch
             self.raise_if_non_finite(weights=on_cpu)
@@ -276,13 +284,15 @@ class IterationGANModule(LightningModule):
             raise NonFiniteTrainingError(
                 f"training diverged: loss {', '.join(names)} is NaN/Inf at iteration {it}. Stopped; nothing of this "
                 "state is saved (the last checkpoint written stays the last finite state). Lower the learning rate "
-                "or the loss weights")
+                "or the loss weights"
+            )
         if weights:
             for name, t in list(self.named_parameters()) + list(self.named_buffers()):
                 if t.is_floating_point() and not bool(torch.isfinite(t).all()):
                     raise NonFiniteTrainingError(
                         f"training diverged: weight {name} holds NaN/Inf at iteration {self.iteration}. Stopped; "
-                        "nothing of this state is saved (the last checkpoint written stays the last finite state)")
+                        "nothing of this state is saved (the last checkpoint written stays the last finite state)"
+                    )
 
     def __reduce_ex__(self, protocol):
         """Pickling (``ddp_gan_spawn`` sends the module to the spawned processes).  Modules with parametrizations
@@ -309,8 +319,12 @@ class IterationGANModule(LightningModule):
             return
         world = dist.get_world_size()
         for m in self.modules():
-            if (isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and not isinstance(m, torch.nn.SyncBatchNorm)
-                    and m.track_running_stats and m.running_mean is not None):
+            if (
+                isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+                and not isinstance(m, torch.nn.SyncBatchNorm)
+                and m.track_running_stats
+                and m.running_mean is not None
+            ):
                 for buf in (m.running_mean, m.running_var):
                     dist.all_reduce(buf)
                     buf.div_(world)
@@ -355,18 +369,23 @@ class IterationGANModule(LightningModule):
         it, step = checkpoint.get("iteration", 0), checkpoint.get("global_step", 0)
         for key, value in (("iteration", it), ("global_step", step)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"the resumed checkpoint's {key}={value!r} is not a whole number >= 0 (a damaged or "
-                                 "edited checkpoint): refused")
+                raise ValueError(
+                    f"the resumed checkpoint's {key}={value!r} is not a whole number >= 0 (a damaged or "
+                    "edited checkpoint): refused"
+                )
         if it > self.total_iters:
-            raise ValueError(f"the resumed checkpoint's iteration={it} is beyond this run's {self.total_iters} "
-                             "iterations: refused")
+            raise ValueError(
+                f"the resumed checkpoint's iteration={it} is beyond this run's {self.total_iters} iterations: refused"
+            )
         self.iteration = it
         if checkpoint.get("rng_states"):
             try:
                 set_rng_states(checkpoint["rng_states"])
-            except Exception as err:  # noqa: BLE001 - wrong types, sizes or values: the state cannot be restored
-                raise ValueError(f"the resumed checkpoint's rng_states cannot be restored (a damaged or edited "
-                                 f"checkpoint): {type(err).__name__}: {err}") from err
+            except Exception as err:
+                raise ValueError(
+                    f"the resumed checkpoint's rng_states cannot be restored (a damaged or edited "
+                    f"checkpoint): {type(err).__name__}: {err}"
+                ) from err
         if self.frozen_prefixes:
             own = self.state_dict()
             checkpoint["state_dict"].update({k: v for k, v in own.items() if k.startswith(self.frozen_prefixes)})

@@ -24,8 +24,12 @@ from archs.registry import make_network
 from lightning_modules.base import IterationGANModule, check_positive_int, to_primitive
 from lightning_modules.ema import ema_update
 from lightning_modules.lr_scheduler import SCHEDULERS, build_scheduler
-from losses.gan_loss import (ragan_discriminator_fake_loss, ragan_discriminator_real_loss, ragan_generator_loss,
-                             vanilla_gan_loss)
+from losses.gan_loss import (
+    ragan_discriminator_fake_loss,
+    ragan_discriminator_real_loss,
+    ragan_generator_loss,
+    vanilla_gan_loss,
+)
 from metrics.sr_metrics import sr_metrics
 from ops.image_grid import uint8_grid
 from ops.imresize import imresize
@@ -42,15 +46,22 @@ def check_recipe(stages: list[str], psnr: dict, gan: dict) -> None:
     are checked in ``ESRGANModule.__init__``)."""
     for stage, c in (("psnr", psnr), ("gan", gan)):
         if stage in stages:
-            check_positive_int(c.get("iters"), f"model.{stage}.iters",
-                               hint="a stage that runs no batch writes nothing; drop it from model.stages instead")
+            check_positive_int(
+                c.get("iters"),
+                f"model.{stage}.iters",
+                hint="a stage that runs no batch writes nothing; drop it from model.stages instead",
+            )
     if "psnr" in stages:
         name = psnr.get("scheduler")
         if name not in SCHEDULERS:
-            raise ValueError(f"model.psnr.scheduler={name!r} is not a known scheduler; choose one of {list(SCHEDULERS)}")
+            raise ValueError(
+                f"model.psnr.scheduler={name!r} is not a known scheduler; choose one of {list(SCHEDULERS)}"
+            )
         if not isinstance(psnr.get(name), dict):
-            raise ValueError(f"model.psnr.scheduler={name!r} needs its settings under model.psnr.{name} "
-                             f"(e.g. {SCHEDULERS[name]}); there are none")
+            raise ValueError(
+                f"model.psnr.scheduler={name!r} needs its settings under model.psnr.{name} "
+                f"(e.g. {SCHEDULERS[name]}); there are none"
+            )
 
 
 class ESRGANModule(IterationGANModule):
@@ -78,13 +89,27 @@ class ESRGANModule(IterationGANModule):
     ) -> None:
         speed = to_primitive(speed)
         super().__init__(speed)
-        generator, discriminator, perceptual, psnr, gan = map(to_primitive, (generator, discriminator, perceptual, psnr, gan))
+        generator, discriminator, perceptual, psnr, gan = map(
+            to_primitive, (generator, discriminator, perceptual, psnr, gan)
+        )
         stages = list(to_primitive(stages))
         self.save_hyperparameters(
-            dict(generator=generator, discriminator=discriminator, perceptual=perceptual, psnr=psnr, gan=gan,
-                 stages=stages, init_weights=init_weights, ema_decay=ema_decay, param_key_g=param_key_g,
-                 monitor=monitor, monitor_gan=monitor_gan, val_lpips=to_primitive(val_lpips), task=task,
-                 speed=speed)
+            dict(
+                generator=generator,
+                discriminator=discriminator,
+                perceptual=perceptual,
+                psnr=psnr,
+                gan=gan,
+                stages=stages,
+                init_weights=init_weights,
+                ema_decay=ema_decay,
+                param_key_g=param_key_g,
+                monitor=monitor,
+                monitor_gan=monitor_gan,
+                val_lpips=to_primitive(val_lpips),
+                task=task,
+                speed=speed,
+            )
         )
         bad = [s for s in stages if s not in STAGES]
         if not stages or bad or len(set(stages)) != len(stages) or stages != sorted(stages, key=STAGES.index):
@@ -95,10 +120,15 @@ class ESRGANModule(IterationGANModule):
                 "net_g_psnr.pth written by stage 1 (or a .ckpt of this project)"
             )
         if param_key_g not in ("params", "params_ema"):
-            raise ValueError(f"model.param_key_g must be 'params' (BasicSR's default: G from the raw stage-1 "
-                             f"generator) or 'params_ema' (G from its EMA), got {param_key_g!r}")
-        for key, value in (("model.ema_decay", ema_decay), ("model.psnr.ema_decay", psnr.get("ema_decay")),
-                           ("model.gan.ema_decay", gan.get("ema_decay"))):
+            raise ValueError(
+                f"model.param_key_g must be 'params' (BasicSR's default: G from the raw stage-1 "
+                f"generator) or 'params_ema' (G from its EMA), got {param_key_g!r}"
+            )
+        for key, value in (
+            ("model.ema_decay", ema_decay),
+            ("model.psnr.ema_decay", psnr.get("ema_decay")),
+            ("model.gan.ema_decay", gan.get("ema_decay")),
+        ):
             if value is not None and not 0 <= float(value) < 1:
                 raise ValueError(f"{key} must be in [0, 1) (0: no EMA), got {value}")
         self.stages = stages
@@ -198,7 +228,10 @@ class ESRGANModule(IterationGANModule):
         if "gan" in self.stages:
             c = self.gan_cfg
             sched_cfg = {"milestones": c["milestones"], "gamma": c["gamma"]}
-            for name, params, lr in (("g_gan", self.net_g.parameters(), c["lr_g"]), ("d", self.net_d.parameters(), c["lr_d"])):
+            for name, params, lr in (
+                ("g_gan", self.net_g.parameters(), c["lr_g"]),
+                ("d", self.net_d.parameters(), c["lr_d"]),
+            ):
                 opt = self.adam(params, lr=lr, betas=c["betas"])
                 self._opt_index[name] = len(opts)
                 opts.append(opt)
@@ -220,8 +253,9 @@ class ESRGANModule(IterationGANModule):
         if stage == "psnr":
             logs = self.psnr_step(lq, gt, gt_usm)
         else:
-            out, logs = self.generator_step(lq, gt, update_g=it >= int(self.gan_cfg.get("d_init_iters", 0)),
-                                            gt_usm=gt_usm)
+            out, logs = self.generator_step(
+                lq, gt, update_g=it >= int(self.gan_cfg.get("d_init_iters", 0)), gt_usm=gt_usm
+            )
             logs.update(self.discriminator_step(out, gt, gt_usm))
         ema_update(self.net_g_ema, self.net_g, self.stage_ema_decay(stage))
         self.end_iteration(logs, gt.shape[0], extra={"stage": float(STAGES.index(stage))})
@@ -253,8 +287,9 @@ class ESRGANModule(IterationGANModule):
         sched.step()
         return {"l_pix": l_pix.detach(), "lr_g": lambda: sched.get_last_lr()[0]}
 
-    def generator_step(self, lq: torch.Tensor, gt: torch.Tensor, update_g: bool = True,
-                       gt_usm: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+    def generator_step(
+        self, lq: torch.Tensor, gt: torch.Tensor, update_g: bool = True, gt_usm: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict]:
         """BasicSR ESRGANModel G step (``ragan``), or Real-ESRGAN's RealESRGANModel G step (``vanilla``: L1 and
         perceptual against ``gt_usm`` where configured, ``BCE(D(G(x)), 1)``); returns the SR output (with graph) for
         the D step."""
@@ -267,7 +302,8 @@ class ESRGANModule(IterationGANModule):
                 if self.gan_type == "vanilla":
                     l_pix = c["pixel_weight"] * F.l1_loss(out, self.pick(gt, gt_usm, c.get("l1_gt_usm", True)))
                     l_percep = c["perceptual_weight"] * self.cri_perceptual(
-                        out, self.pick(gt, gt_usm, c.get("percep_gt_usm", True)))
+                        out, self.pick(gt, gt_usm, c.get("percep_gt_usm", True))
+                    )
                     l_gan = c["gan_weight"] * vanilla_gan_loss(self.net_d(out), True)
                 else:  # ESRGAN's: every target the plain GT
                     l_pix = c["pixel_weight"] * F.l1_loss(out, gt)
@@ -279,8 +315,12 @@ class ESRGANModule(IterationGANModule):
                 opt_g.zero_grad(set_to_none=True)
                 self.manual_backward(l_total)
                 opt_g.step()
-            logs = {"l_pix": l_pix.detach(), "l_percep": l_percep.detach(), "l_g_gan": l_gan.detach(),
-                    "l_g_total": l_total.detach()}
+            logs = {
+                "l_pix": l_pix.detach(),
+                "l_percep": l_percep.detach(),
+                "l_g_gan": l_gan.detach(),
+                "l_g_total": l_total.detach(),
+            }
         sched_g.step()
         logs["lr_g"] = lambda: sched_g.get_last_lr()[0]
         return out, logs
@@ -303,9 +343,13 @@ class ESRGANModule(IterationGANModule):
         self.manual_backward(l_d_fake)
         opt_d.step()
         sched_d.step()
-        return {"l_d_real": l_d_real.detach(), "l_d_fake": l_d_fake.detach(),
-                "out_d_real": real_d_pred.detach().mean(), "out_d_fake": fake_d_pred.detach().mean(),
-                "lr_d": lambda: sched_d.get_last_lr()[0]}
+        return {
+            "l_d_real": l_d_real.detach(),
+            "l_d_fake": l_d_fake.detach(),
+            "out_d_real": real_d_pred.detach().mean(),
+            "out_d_fake": fake_d_pred.detach().mean(),
+            "lr_d": lambda: sched_d.get_last_lr()[0],
+        }
 
     def _vanilla_discriminator_step(self, out: torch.Tensor, real: torch.Tensor) -> dict:
         opt_d, sched_d = self._opt("d")
@@ -318,9 +362,13 @@ class ESRGANModule(IterationGANModule):
         self.manual_backward(l_d_fake)
         opt_d.step()
         sched_d.step()
-        return {"l_d_real": l_d_real.detach(), "l_d_fake": l_d_fake.detach(),
-                "out_d_real": real_d_pred.detach().mean(), "out_d_fake": fake_d_pred.detach().mean(),
-                "lr_d": lambda: sched_d.get_last_lr()[0]}
+        return {
+            "l_d_real": l_d_real.detach(),
+            "l_d_fake": l_d_fake.detach(),
+            "out_d_real": real_d_pred.detach().mean(),
+            "out_d_fake": fake_d_pred.detach().mean(),
+            "lr_d": lambda: sched_d.get_last_lr()[0],
+        }
 
     def enter_gan_stage(self) -> None:
         """Stage switch.  ``net_g_psnr.pth`` gets stage 1's raw G (``params``) and EMA (``params_ema``), then stage 2
@@ -346,8 +394,11 @@ class ESRGANModule(IterationGANModule):
             # float64 sums: under DDP each rank sums its images and the sums and counts are reduced, so the mean
             # equals a single-process evaluation of the same set (the validation samplers do not pad).
             self.val_metrics = torch.nn.ModuleDict(
-                {f"{i}_{m}": MeanMetric().set_dtype(torch.float64) for i in range(len(names))
-                 for m in self.metric_names}
+                {
+                    f"{i}_{m}": MeanMetric().set_dtype(torch.float64)
+                    for i in range(len(names))
+                    for m in self.metric_names
+                }
             ).to(self.device)
 
     @torch.no_grad()
@@ -369,8 +420,13 @@ class ESRGANModule(IterationGANModule):
         names = batch.get("name") or [f"{batch_idx}_{k}" for k in range(gt.shape[0])]
         for k, name in enumerate(names):
             if keep[k]:
-                self.val_rows.append({"folder": self.val_names[dataloader_idx], "image": str(name),
-                                      **{m: float(values[m][k]) for m in self.metric_names}})
+                self.val_rows.append(
+                    {
+                        "folder": self.val_names[dataloader_idx],
+                        "image": str(name),
+                        **{m: float(values[m][k]) for m in self.metric_names},
+                    }
+                )
         if batch_idx == 0:
             bicubic = imresize(lq[:1], self.scale)
             self.val_samples[self.val_names[dataloader_idx]] = uint8_grid([bicubic[0], sr[0], gt[0]])

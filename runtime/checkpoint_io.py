@@ -76,8 +76,11 @@ def _write_error(err: BaseException, path: Path) -> OSError:
     with contextlib.suppress(OSError):
         free = shutil.disk_usage(path.parent).free
         if getattr(err, "errno", None) == errno.ENOSPC or free < (64 << 20):
-            return OSError(errno.ENOSPC, f"no space left on the device writing {path} ({free:,} bytes free); the "
-                                         f"previous {path.name}, if any, is unchanged ({type(err).__name__}: {err})")
+            return OSError(
+                errno.ENOSPC,
+                f"no space left on the device writing {path} ({free:,} bytes free); the "
+                f"previous {path.name}, if any, is unchanged ({type(err).__name__}: {err})",
+            )
     return OSError(getattr(err, "errno", None) or errno.EIO, f"cannot write {path}: {type(err).__name__}: {err}")
 
 

@@ -35,8 +35,9 @@ def check_config(cfg: DictConfig) -> None:
     check_train_config(cfg)  # data / trainer numbers and the resumed checkpoint, naming the key or the file
     check_devices(cfg)
     if cfg.trainer.get("sync_batchnorm") and str(cfg.trainer.get("accelerator", "auto")) == "cpu":
-        raise ValueError("trainer.sync_batchnorm=true works on GPUs only (torch's SyncBatchNorm); "
-                         "leave it false for CPU processes")
+        raise ValueError(
+            "trainer.sync_batchnorm=true works on GPUs only (torch's SyncBatchNorm); leave it false for CPU processes"
+        )
 
 
 def check_devices(cfg: DictConfig) -> None:
@@ -52,20 +53,29 @@ def check_devices(cfg: DictConfig) -> None:
     if accelerator in ("gpu", "cuda") and n > 1 and n > gpus:  # one missing GPU: Lightning's own error
         raise ValueError(f"trainer.devices asks for {n} GPU process(es) but this machine has {gpus} GPU(s)")
     if accelerator == "auto" and gpus == 0 and n > 1:
-        raise ValueError(f"trainer.devices={cfg.trainer.get('devices')} with trainer.accelerator=auto and no GPU here "
-                         f"would start {n} CPU processes; set trainer.accelerator=cpu to run CPU processes (gloo), "
-                         "or run on a machine with the GPUs")
-    if (accelerator == "cpu" or (accelerator == "auto" and gpus == 0)) and n > cores \
-            and not cfg.get("allow_cpu_oversubscribe", False):
-        raise ValueError(f"trainer.devices={cfg.trainer.get('devices')}: {n} CPU processes on {cores} cores; "
-                         "set allow_cpu_oversubscribe=true if that is meant")
+        raise ValueError(
+            f"trainer.devices={cfg.trainer.get('devices')} with trainer.accelerator=auto and no GPU here "
+            f"would start {n} CPU processes; set trainer.accelerator=cpu to run CPU processes (gloo), "
+            "or run on a machine with the GPUs"
+        )
+    if (
+        (accelerator == "cpu" or (accelerator == "auto" and gpus == 0))
+        and n > cores
+        and not cfg.get("allow_cpu_oversubscribe", False)
+    ):
+        raise ValueError(
+            f"trainer.devices={cfg.trainer.get('devices')}: {n} CPU processes on {cores} cores; "
+            "set allow_cpu_oversubscribe=true if that is meant"
+        )
 
 
 def log_launch_plan(trainer: Trainer) -> None:
     """Plainly what will run, before it starts."""
-    log.info(f"will run: accelerator {type(trainer.accelerator).__name__.replace('Accelerator', '').lower()}, "
-             f"{trainer.num_devices} process(es) per node x {trainer.num_nodes} node(s), precision "
-             f"{trainer.precision}, strategy {type(trainer.strategy).__name__}")
+    log.info(
+        f"will run: accelerator {type(trainer.accelerator).__name__.replace('Accelerator', '').lower()}, "
+        f"{trainer.num_devices} process(es) per node x {trainer.num_nodes} node(s), precision "
+        f"{trainer.precision}, strategy {type(trainer.strategy).__name__}"
+    )
 
 
 def _hydra_cfg():
@@ -110,9 +120,15 @@ def gpu_for_joblib_job(cfg: DictConfig):
     overrides ({"devices": [k]}) or {}."""
     hc = _hydra_cfg()
     accelerator = str(cfg.trainer.get("accelerator", "auto"))
-    if (hc is None or not _is_multirun() or "Joblib" not in launcher_name(hc) or accelerator == "cpu"
-            or not torch.cuda.is_available() or torch.cuda.device_count() < 2
-            or str(cfg.trainer.get("devices")) not in ("1", "auto")):
+    if (
+        hc is None
+        or not _is_multirun()
+        or "Joblib" not in launcher_name(hc)
+        or accelerator == "cpu"
+        or not torch.cuda.is_available()
+        or torch.cuda.device_count() < 2
+        or str(cfg.trainer.get("devices")) not in ("1", "auto")
+    ):
         yield {}
         return
     lock_dir = Path(str(hc.sweep.dir)) / ".gpu_locks"
@@ -183,7 +199,8 @@ def check_run_folder(cfg: DictConfig) -> None:
             f"run folder {str(folder)!r} holds another run's files: {names[:8]}{' ...' if len(names) > 8 else ''}. "
             f"A fresh run would mix its checkpoints with them. Resume that run with "
             f"ckpt_path={folder / 'checkpoints' / 'last.ckpt'}, choose another folder (hydra.run.dir=...), or pass "
-            "overwrite=true to delete them and start over")
+            "overwrite=true to delete them and start over"
+        )
     for p in found:
         p.unlink()
     log.warning(f"overwrite=true: deleted the earlier run's files in {folder}: {names}")

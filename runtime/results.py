@@ -36,9 +36,15 @@ def log_best_checkpoint(trainer: Trainer, result: dict) -> None:
 
         run = lg.experiment
         artifact = wandb.Artifact(
-            name=f"model-{run.id}", type="model",
-            metadata={"monitor": result.get("monitor"), "score": result.get("best_score"),
-                      "iteration": result.get("iteration"), "overrides": result.get("overrides")})
+            name=f"model-{run.id}",
+            type="model",
+            metadata={
+                "monitor": result.get("monitor"),
+                "score": result.get("best_score"),
+                "iteration": result.get("iteration"),
+                "overrides": result.get("overrides"),
+            },
+        )
         artifact.add_file(path, name="best.ckpt")
         run.log_artifact(artifact, aliases=["best", "latest"])
 
@@ -76,12 +82,19 @@ def check_test_after_train(cfg: DictConfig, model: LightningModule, datamodule: 
     if not cfg.get("test_after_train"):
         return
     if not is_overridden("test_step", model) or not is_overridden("test_dataloader", datamodule):
-        raise ValueError(f"test_after_train=true: {type(model).__name__} with {type(datamodule).__name__} has no "
-                         "test loop (ESRGAN with an SR data config tests data.test_dirs); use evaluate.py instead")
+        raise ValueError(
+            f"test_after_train=true: {type(model).__name__} with {type(datamodule).__name__} has no "
+            "test loop (ESRGAN with an SR data config tests data.test_dirs); use evaluate.py instead"
+        )
 
 
-def test_stage_results(trainer: Trainer, model: IterationGANModule, datamodule: LightningDataModule,
-                       stage_results: dict, fallback_path: str | None) -> dict[str, dict[str, float]]:
+def test_stage_results(
+    trainer: Trainer,
+    model: IterationGANModule,
+    datamodule: LightningDataModule,
+    stage_results: dict,
+    fallback_path: str | None,
+) -> dict[str, dict[str, float]]:
     """``test_after_train``: evaluate each stage's selected checkpoint (or the best/last one when the model has no
     stages) on the data module's test sets; metrics logged as ``test/<stage>/<folder>/<metric>``."""
     runs = {stage: r.get("path") for stage, r in stage_results.items()} or {"final": fallback_path}
@@ -96,11 +109,16 @@ def test_stage_results(trainer: Trainer, model: IterationGANModule, datamodule: 
             trainer.test(model=model, datamodule=datamodule, ckpt_path=path, verbose=False)
         finally:
             model.set_eval_prefix("val")
-        out[stage] = {k: float(v) for k, v in trainer.callback_metrics.items()
-                      if k.startswith(prefix + "/") and torch.is_tensor(v) and v.numel() == 1}
+        out[stage] = {
+            k: float(v)
+            for k, v in trainer.callback_metrics.items()
+            if k.startswith(prefix + "/") and torch.is_tensor(v) and v.numel() == 1
+        }
         out[stage]["checkpoint"] = path
-        log.info(f"test ({stage}, {os.path.basename(path)}): "
-                 + ", ".join(f"{k[len(prefix) + 1:]} {v:.4f}" for k, v in out[stage].items() if k != "checkpoint"))
+        log.info(
+            f"test ({stage}, {os.path.basename(path)}): "
+            + ", ".join(f"{k[len(prefix) + 1 :]} {v:.4f}" for k, v in out[stage].items() if k != "checkpoint")
+        )
     return out
 
 
@@ -108,8 +126,11 @@ def perceptual_backbones(model) -> dict[str, dict]:
     """``{module name: weights_info}`` of the model's frozen VGG feature extractors (perceptual / style losses)."""
     from archs.vgg_features import VGGFeatureExtractor
 
-    return {name: dict(m.weights_info) for name, m in model.named_modules()
-            if isinstance(m, VGGFeatureExtractor) and hasattr(m, "weights_info")}
+    return {
+        name: dict(m.weights_info)
+        for name, m in model.named_modules()
+        if isinstance(m, VGGFeatureExtractor) and hasattr(m, "weights_info")
+    }
 
 
 def log_perceptual_backbones(backbones: dict[str, dict]) -> None:
@@ -118,9 +139,11 @@ def log_perceptual_backbones(backbones: dict[str, dict]) -> None:
         if info["pretrained"]:
             log.info(f"perceptual backbone {name}: {info['arch']} with {info['weights']} weights")
         else:
-            log.warning(f"perceptual backbone {name}: {info['arch']} with RANDOM weights (requested "
-                        f"{info['requested']!r}): its perceptual/style losses are not perceptual; results are not "
-                        f"comparable with pretrained-VGG runs")
+            log.warning(
+                f"perceptual backbone {name}: {info['arch']} with RANDOM weights (requested "
+                f"{info['requested']!r}): its perceptual/style losses are not perceptual; results are not "
+                f"comparable with pretrained-VGG runs"
+            )
 
 
 def write_result(result: dict, output_dir: str) -> None:
@@ -132,6 +155,7 @@ def write_result(result: dict, output_dir: str) -> None:
             return None if math.isnan(x) else str(x)
         return x
 
-    data = {k: (clean(v) if not isinstance(v, dict) else {kk: clean(vv) for kk, vv in v.items()})
-            for k, v in result.items()}
+    data = {
+        k: (clean(v) if not isinstance(v, dict) else {kk: clean(vv) for kk, vv in v.items()}) for k, v in result.items()
+    }
     path.write_text(json.dumps(data, indent=2, default=str))

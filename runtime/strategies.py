@@ -92,7 +92,9 @@ class GradientAverager:
         size = 0
         for g in grads:
             nbytes = g.numel() * g.element_size()
-            if bucket and (size + nbytes > self.bucket_bytes or g.dtype != bucket[0].dtype or g.device != bucket[0].device):
+            if bucket and (
+                size + nbytes > self.bucket_bytes or g.dtype != bucket[0].dtype or g.device != bucket[0].device
+            ):
                 yield bucket
                 bucket, size = [], 0
             bucket.append(g)
@@ -151,8 +153,16 @@ def register() -> None:
     if "ddp_gan" in StrategyRegistry:
         return
     StrategyRegistry.register(
-        "ddp_gan", GANDDPStrategy, description="GAN DDP, per-optimizer gradient averaging, processes started with "
-        "the script's command line (one per device)", start_method="popen")
+        "ddp_gan",
+        GANDDPStrategy,
+        description="GAN DDP, per-optimizer gradient averaging, processes started with "
+        "the script's command line (one per device)",
+        start_method="popen",
+    )
     StrategyRegistry.register(
-        "ddp_gan_spawn", GANDDPStrategy, description="GAN DDP, per-optimizer gradient averaging, processes spawned "
-        "from the calling process (works inside Hydra multirun)", start_method="spawn")
+        "ddp_gan_spawn",
+        GANDDPStrategy,
+        description="GAN DDP, per-optimizer gradient averaging, processes spawned "
+        "from the calling process (works inside Hydra multirun)",
+        start_method="spawn",
+    )

@@ -159,16 +159,29 @@ def _train(cfg: DictConfig, trainer_overrides: dict[str, Any]) -> dict[str, Any]
                 trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path)
             except NonFiniteTrainingError as err:
                 if trainer.is_global_zero:
-                    write_result({"status": "non_finite", "error": str(err),
-                                  "iteration": iteration_now(),
-                                  "output_dir": str(cfg.paths.output_dir)}, str(cfg.paths.output_dir))
+                    write_result(
+                        {
+                            "status": "non_finite",
+                            "error": str(err),
+                            "iteration": iteration_now(),
+                            "output_dir": str(cfg.paths.output_dir),
+                        },
+                        str(cfg.paths.output_dir),
+                    )
                 raise
             except SIGTERMException:
                 # Not Lightning's exit 0: a scheduler must see that the job did not finish (143 / 130).
                 if trainer.is_global_zero:
-                    write_result({"status": "interrupted", "signal": on_signal.exit_code - 128,
-                                  "last_model_path": on_signal.saved, "iteration": iteration_now(),
-                                  "output_dir": str(cfg.paths.output_dir)}, str(cfg.paths.output_dir))
+                    write_result(
+                        {
+                            "status": "interrupted",
+                            "signal": on_signal.exit_code - 128,
+                            "last_model_path": on_signal.saved,
+                            "iteration": iteration_now(),
+                            "output_dir": str(cfg.paths.output_dir),
+                        },
+                        str(cfg.paths.output_dir),
+                    )
                 raise SystemExit(on_signal.exit_code) from None
 
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
@@ -184,17 +197,20 @@ def _train(cfg: DictConfig, trainer_overrides: dict[str, Any]) -> dict[str, Any]
         # the result of the run is the last stage's (ESRGAN [psnr, gan]: the GAN model, by LPIPS or its last state).
         stage_results = dict(getattr(ckpt_cb, "stage_results", None) or {})
         if not stage_results and ckpt_cb is not None:  # ddp_gan_spawn: the validations ran in the children
-            for path in (getattr(ckpt_cb, "last_model_path", None),
-                         os.path.join(str(getattr(ckpt_cb, "dirpath", None) or ""), "last.ckpt"),
-                         getattr(ckpt_cb, "best_model_path", None)):
+            for path in (
+                getattr(ckpt_cb, "last_model_path", None),
+                os.path.join(str(getattr(ckpt_cb, "dirpath", None) or ""), "last.ckpt"),
+                getattr(ckpt_cb, "best_model_path", None),
+            ):
                 stage_results = _stage_results_from_checkpoint(path)
                 if stage_results:
                     break
         result_stage = list(stage_results)[-1] if stage_results else None
         result = {
             "metrics": metrics,
-            "best_model_path": (stage_results[result_stage]["path"] if result_stage
-                                else getattr(ckpt_cb, "best_model_path", None)),
+            "best_model_path": (
+                stage_results[result_stage]["path"] if result_stage else getattr(ckpt_cb, "best_model_path", None)
+            ),
             "stage_results": stage_results,
             "result_stage": result_stage,
             "last_model_path": getattr(ckpt_cb, "last_model_path", None),
@@ -202,7 +218,8 @@ def _train(cfg: DictConfig, trainer_overrides: dict[str, Any]) -> dict[str, Any]
             "iteration": iteration,
             "monitor": monitor,
             # Of the objective (model.monitor): StageCheckpoint's mode may be a later stage's (LPIPS: min).
-            "direction": "minimize" if getattr(ckpt_cb, "_base_mode", getattr(ckpt_cb, "mode", "max")) == "min"
+            "direction": "minimize"
+            if getattr(ckpt_cb, "_base_mode", getattr(ckpt_cb, "mode", "max")) == "min"
             else "maximize",
             "best_score": float(best_score) if best_score is not None else None,
             "global_batch_size": hparams["global_batch_size"],
@@ -216,8 +233,9 @@ def _train(cfg: DictConfig, trainer_overrides: dict[str, Any]) -> dict[str, Any]
         if identity:
             result.update(job_num=identity["job_num"], swept=identity["swept"], overrides=identity["overrides"])
         if cfg.get("test_after_train"):
-            result["test"] = test_stage_results(trainer, model, datamodule, stage_results, result["best_model_path"]
-                                                or result["last_model_path"])
+            result["test"] = test_stage_results(
+                trainer, model, datamodule, stage_results, result["best_model_path"] or result["last_model_path"]
+            )
         if trainer.is_global_zero:
             write_result(result, str(cfg.paths.output_dir))
             log_best_checkpoint(trainer, result)

@@ -45,8 +45,9 @@ def main() -> None:
     weights = args.weights
     if weights is None:
         net = SCFEGANGenerator(cnum=8).eval()
-        weights = save_generator_file(os.path.join(tmp, "G.pth"), net, scfegan_config(net.state_dict()),
-                                      {"input_size": 256})
+        weights = save_generator_file(
+            os.path.join(tmp, "G.pth"), net, scfegan_config(net.state_dict()), {"input_size": 256}
+        )
     with initialize_config_dir(config_dir=os.path.join(ROOT, "conf"), version_base="1.3"):
         cfg = compose(config_name="app", overrides=["device=cpu", f"weights={weights}"], return_hydra_config=True)
     with open_dict(cfg):
@@ -97,7 +98,8 @@ def main() -> None:
         demo.close()
     # A palette PNG keeps the README small (well under 300 KB).
     PILImage.open(raw).convert("RGB").quantize(colors=128, method=PILImage.Quantize.MEDIANCUT).save(
-        args.out, optimize=True)
+        args.out, optimize=True
+    )
     print(f"wrote {args.out} ({os.path.getsize(args.out) / 1024:.0f} KB)")
 
 

@@ -5,7 +5,7 @@
 See :mod:`weights.interpolate` and the README for what it does.
 """
 
-import tv_compat  # noqa: F401  (entry point: must precede anything that imports torchvision)
+import tv_compat
 
 import argparse
 
@@ -22,15 +22,21 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("gan_weights", help="the GAN generator, same architecture")
     parser.add_argument("--alpha", type=float, required=True, help="0 = PSNR model, 1 = GAN model (paper: 0.8)")
     parser.add_argument("--out", required=True, help="output .pth (BasicSR {params, params_ema} container)")
-    parser.add_argument("--key", default="params_ema", choices=("params_ema", "params"),
-                        help="which generator of a BasicSR container to read (default params_ema)")
+    parser.add_argument(
+        "--key",
+        default="params_ema",
+        choices=("params_ema", "params"),
+        help="which generator of a BasicSR container to read (default params_ema)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out (never an input)")
     args = parser.parse_args(argv)
     check_output_file(args.out, (args.psnr_weights, args.gan_weights), args.overwrite, "--out", "--overwrite")
     state = load_and_interpolate(args.psnr_weights, args.gan_weights, args.alpha, prefer=args.key)
     save_state_dict(args.out, state)
-    print(f"wrote {args.out}: (1 - {args.alpha:g}) * {args.psnr_weights} + {args.alpha:g} * {args.gan_weights} "
-          f"({len(state)} tensors)")
+    print(
+        f"wrote {args.out}: (1 - {args.alpha:g}) * {args.psnr_weights} + {args.alpha:g} * {args.gan_weights} "
+        f"({len(state)} tensors)"
+    )
     return args.out
 
 

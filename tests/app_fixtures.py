@@ -43,8 +43,13 @@ def write_weights(root: Path) -> dict:
     psnr, gan = tiny_sr_net(1), tiny_sr_net(2)
     save_generator_weights(root / "psnr.pth", psnr)
     torch.save(basicsr_to_esrgan_layout(gan.state_dict(), "xinntao"), root / "gan.pth")
-    return {"face": root / "face.pth", "psnr": root / "psnr.pth", "gan": root / "gan.pth",
-            "psnr_net": psnr, "gan_net": gan}
+    return {
+        "face": root / "face.pth",
+        "psnr": root / "psnr.pth",
+        "gan": root / "gan.pth",
+        "psnr_net": psnr,
+        "gan_net": gan,
+    }
 
 
 def random_rgb(h: int, w: int, seed: int = 0, dtype=np.uint8) -> np.ndarray:

@@ -163,8 +163,13 @@ def test_weights_discovery_and_missing_message(tmp_path, weights):
         (run / "checkpoints").mkdir(parents=True)
         net = tiny_face_net(seed=i)
         sd = {f"net_g_ema.{k}": v for k, v in net.state_dict().items()}
-        torch.save({"state_dict": sd, "hyper_parameters": {"generator": {
-            "_target_": "archs.scfegan_generator.SCFEGANGenerator", "cnum": 4}}}, run / "checkpoints" / "last.ckpt")
+        torch.save(
+            {
+                "state_dict": sd,
+                "hyper_parameters": {"generator": {"_target_": "archs.scfegan_generator.SCFEGANGenerator", "cnum": 4}},
+            },
+            run / "checkpoints" / "last.ckpt",
+        )
         (run / ".hydra").mkdir()
         OmegaConf.save(OmegaConf.create({"data": {"resolution": 256}}), run / ".hydra" / "config.yaml")
         srun = logs / "demo" / "runs" / name / "weights"
@@ -190,8 +195,11 @@ def test_incompatible_interpolation_pair_is_reported(tmp_path, weights):
     from weights.io import save_generator_weights
 
     save_generator_weights(tmp_path / "wide.pth", RRDBNet(num_feat=16, num_block=1, num_grow_ch=4))
-    cfg = compose_cfg(tmp_path, ["device=cpu", f"sr_weights={weights['gan']}", f"sr_psnr_weights={tmp_path / 'wide.pth'}"],
-                      config_name="app")
+    cfg = compose_cfg(
+        tmp_path,
+        ["device=cpu", f"sr_weights={weights['gan']}", f"sr_psnr_weights={tmp_path / 'wide.pth'}"],
+        config_name="app",
+    )
     msg = ModelStore(cfg).preload()["sr"]
     assert msg.startswith("Cannot load the ESRGAN weights") and "shapes differ" in msg
 
@@ -201,14 +209,16 @@ def test_noise_kind_recorded_in_the_weights_is_used(tmp_path):
     from weights.layouts import scfegan_config
 
     net = tiny_face_net(seed=3)
-    w = save_generator_file(tmp_path / "g.pth", net, scfegan_config(net.state_dict()),
-                            {"input_size": 128, "noise_type": "gaussian"})
+    w = save_generator_file(
+        tmp_path / "g.pth", net, scfegan_config(net.state_dict()), {"input_size": 128, "noise_type": "gaussian"}
+    )
     store = ModelStore(compose_cfg(tmp_path, ["device=cpu", f"weights={w}"], config_name="app"))
     assert store.face().noise == "gaussian" and "noise gaussian" in store.face().description
     face = random_rgb(64, 64, seed=8)
     path = str(write_png(tmp_path / "f.png", face))
     out_path, _ = edit_face_editor(store, path, {"layers": _layers(64, 64)}, seed=1, out_dir=tmp_path)
     mask, sketch, color = strokes_from_layers(_layers(64, 64), (64, 64))
-    ref = edit_face(store.face().net, Image(face, 255.0, path), mask, sketch, color, size=(128, 128),
-                    noise="gaussian", seed=1)
+    ref = edit_face(
+        store.face().net, Image(face, 255.0, path), mask, sketch, color, size=(128, 128), noise="gaussian", seed=1
+    )
     assert np.array_equal(read_image(out_path).pixels, ref)

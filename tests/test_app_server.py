@@ -76,8 +76,9 @@ def test_client_edit_face_and_upscale(server, tmp_path):
     sketch = np.zeros((72, 64), np.uint8)
     sketch[25:45, 20] = 255
     fp, mp, sp = (str(write_png(tmp_path / n, a)) for n, a in (("f.png", face), ("m.png", mask), ("s.png", sketch)))
-    out_path, msg = client.submit(handle_file(fp), handle_file(mp), handle_file(sp), None, 3,
-                                  api_name="/edit_face").result(timeout=TIMEOUT_S)
+    out_path, msg = client.submit(
+        handle_file(fp), handle_file(mp), handle_file(sp), None, 3, api_name="/edit_face"
+    ).result(timeout=TIMEOUT_S)
     out = read_image(out_path).pixels
     assert np.array_equal(out[mask == 0], face[mask == 0])
     assert (out[mask > 0] != face[mask > 0]).any(axis=1).mean() > 0.9 and "Edited 64x72" in msg
@@ -91,8 +92,9 @@ def test_client_edit_face_and_upscale(server, tmp_path):
     # bad input: the message, not a stack trace
     bad_mask = str(write_png(tmp_path / "small.png", np.zeros((10, 10), np.uint8)))
     with pytest.raises(AppError, match=r"mask 'small.png' is 10x10 but the input image is 64x72"):
-        client.submit(handle_file(fp), handle_file(bad_mask), None, None, 0,
-                      api_name="/edit_face").result(timeout=TIMEOUT_S)
+        client.submit(handle_file(fp), handle_file(bad_mask), None, None, 0, api_name="/edit_face").result(
+            timeout=TIMEOUT_S
+        )
     (tmp_path / "junk.png").write_bytes(b"\x89PNG not really")
     with pytest.raises(AppError, match=r"'junk.png' is not an image this app can read") as err:
         client.submit(handle_file(str(tmp_path / "junk.png")), 1.0, 0, api_name="/upscale").result(timeout=TIMEOUT_S)
@@ -102,8 +104,12 @@ def test_client_edit_face_and_upscale(server, tmp_path):
 # -- browser ------------------------------------------------------------------------------------------------------------
 def find_chromium() -> str | None:
     """The system Chromium (Debian's ``chromium`` package puts the binary in /usr/lib/chromium/)."""
-    for c in (os.environ.get("CHROMIUM_PATH"), "/usr/lib/chromium/chromium", shutil.which("chromium"),
-              shutil.which("chromium-browser")):
+    for c in (
+        os.environ.get("CHROMIUM_PATH"),
+        "/usr/lib/chromium/chromium",
+        shutil.which("chromium"),
+        shutil.which("chromium-browser"),
+    ):
         if c and os.path.isfile(c) and os.access(c, os.X_OK):
             return c
     return None
@@ -113,8 +119,10 @@ def find_chromium() -> str | None:
 def browser():
     path = find_chromium()
     if path is None:
-        reason = ("no Chromium executable found (CHROMIUM_PATH, /usr/lib/chromium/chromium, chromium on PATH); "
-                  "install Debian's package: apt-get install -y chromium")
+        reason = (
+            "no Chromium executable found (CHROMIUM_PATH, /usr/lib/chromium/chromium, chromium on PATH); "
+            "install Debian's package: apt-get install -y chromium"
+        )
         if os.environ.get("APP_BROWSER_TESTS") == "required":
             pytest.fail(reason)
         print(f"\nSKIP browser tests: {reason}")
@@ -142,8 +150,10 @@ def page(browser, server):
 
 def _wait_text(pg, elem_id: str, *texts: str) -> str:
     cond = " || ".join(f"t.includes({t!r})" for t in texts)
-    pg.wait_for_function(f"(() => {{ const e = document.querySelector({'#' + elem_id!r}); if (!e) return false; "
-                         f"const t = e.innerText; return {cond}; }})()")
+    pg.wait_for_function(
+        f"(() => {{ const e = document.querySelector({'#' + elem_id!r}); if (!e) return false; "
+        f"const t = e.innerText; return {cond}; }})()"
+    )
     return pg.locator(f"#{elem_id}").inner_text()
 
 
@@ -160,8 +170,12 @@ def _image_box(pg, elem_id: str, hw) -> dict:
     canvas = pg.locator(f"#{elem_id} canvas").first.bounding_box()
     zoom = float(pg.locator(f"#{elem_id} .zoom-number").inner_text().strip().rstrip("%")) / 100.0
     w, h = hw[1] * zoom, hw[0] * zoom
-    return {"x": canvas["x"] + (canvas["width"] - w) / 2, "y": canvas["y"] + (canvas["height"] - h) / 2,
-            "width": w, "height": h}
+    return {
+        "x": canvas["x"] + (canvas["width"] - w) / 2,
+        "y": canvas["y"] + (canvas["height"] - h) / 2,
+        "width": w,
+        "height": h,
+    }
 
 
 def _mode(pg, mode: str, layer: str, colour: str) -> None:
@@ -172,7 +186,9 @@ def _mode(pg, mode: str, layer: str, colour: str) -> None:
         "([layer, colour]) => { const r = document.querySelector('#face-editor'); const w = r.querySelector('.layer-wrap'); "
         "const c = r.querySelector('button[aria-label=\"Color\"]'); "
         "return w && w.classList.contains('closed') && w.innerText.trim() === layer && c && c.style.color === colour "
-        "&& !r.querySelector('.swatch-container'); }", arg=[layer, colour])
+        "&& !r.querySelector('.swatch-container'); }",
+        arg=[layer, colour],
+    )
 
 
 def _stroke(pg, box, x0, y0, x1, y1, steps=3):

@@ -24,19 +24,40 @@ from weights.io import load_generator_state
 TINY_MODEL = dict(
     generator={"_target_": "archs.rrdbnet.RRDBNet", "num_feat": 8, "num_block": 1, "num_grow_ch": 4, "scale": 4},
     discriminator={"_target_": "archs.vgg_discriminator.VGGStyleDiscriminator", "num_feat": 4, "input_size": 32},
-    perceptual={"_target_": "losses.basic_loss.PerceptualLoss", "layer_weights": {"conv5_4": 1.0},
-                "weights": "random"},
-    psnr={"iters": 3, "lr": 2e-4, "betas": [0.9, 0.99], "pixel_weight": 1.0, "scheduler": "step",
-          "step": {"step_size": 2, "gamma": 0.5}},
-    gan={"iters": 4, "lr_g": 1e-4, "lr_d": 1e-4, "betas": [0.9, 0.99], "milestones": [2], "gamma": 0.5,
-         "pixel_weight": 1e-2, "perceptual_weight": 1.0, "gan_weight": 5e-3},
+    perceptual={"_target_": "losses.basic_loss.PerceptualLoss", "layer_weights": {"conv5_4": 1.0}, "weights": "random"},
+    psnr={
+        "iters": 3,
+        "lr": 2e-4,
+        "betas": [0.9, 0.99],
+        "pixel_weight": 1.0,
+        "scheduler": "step",
+        "step": {"step_size": 2, "gamma": 0.5},
+    },
+    gan={
+        "iters": 4,
+        "lr_g": 1e-4,
+        "lr_d": 1e-4,
+        "betas": [0.9, 0.99],
+        "milestones": [2],
+        "gamma": 0.5,
+        "pixel_weight": 1e-2,
+        "perceptual_weight": 1.0,
+        "gan_weight": 5e-3,
+    },
 )
 
 
 def test_stage_schedule_counts_batches_not_optimizer_steps():
     m = ESRGANModule(**TINY_MODEL)
     assert [m.stage_at(i) for i in range(7)] == [
-        ("psnr", 0), ("psnr", 1), ("psnr", 2), ("gan", 0), ("gan", 1), ("gan", 2), ("gan", 3)]
+        ("psnr", 0),
+        ("psnr", 1),
+        ("psnr", 2),
+        ("gan", 0),
+        ("gan", 1),
+        ("gan", 2),
+        ("gan", 3),
+    ]
     assert m.total_iters == 7
     assert m.optimizer_steps_total() == 3 + 2 * 4  # Lightning's global_step: 2 per GAN batch
     m2 = ESRGANModule(**{**TINY_MODEL, "gan": {**TINY_MODEL["gan"], "d_init_iters": 1}})
@@ -156,15 +177,29 @@ class _Recorder(Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         m = trainer.callback_metrics
-        self.rows.append({"iter": pl_module.iteration, "global_step": trainer.global_step,
-                          "stage": pl_module.stage_at(pl_module.iteration - 1)[0],
-                          "l_pix": float(m["train/l_pix"]) if "train/l_pix" in m else None})
+        self.rows.append(
+            {
+                "iter": pl_module.iteration,
+                "global_step": trainer.global_step,
+                "stage": pl_module.stage_at(pl_module.iteration - 1)[0],
+                "l_pix": float(m["train/l_pix"]) if "train/l_pix" in m else None,
+            }
+        )
 
 
 def _tiny_cfg(tmp_path, data_dir, extra=()):
-    return compose_cfg(tmp_path / "run", [
-        *TINY_ESRGAN, f"data.train_dirs=[{data_dir}]", f"data.val_dirs=[{data_dir}]",
-        "data.use_hflip=false", "data.use_rot=false", "trainer.log_every_n_steps=1", *extra])
+    return compose_cfg(
+        tmp_path / "run",
+        [
+            *TINY_ESRGAN,
+            f"data.train_dirs=[{data_dir}]",
+            f"data.val_dirs=[{data_dir}]",
+            "data.use_hflip=false",
+            "data.use_rot=false",
+            "trainer.log_every_n_steps=1",
+            *extra,
+        ],
+    )
 
 
 @pytest.mark.slow
@@ -189,8 +224,17 @@ def test_train_switches_stage_at_the_configured_batch_and_writes_weights(tmp_pat
 @pytest.mark.slow
 def test_tiny_overfit_lowers_l1(tmp_path, monkeypatch):
     data = _one_image_dir(tmp_path)
-    cfg = _tiny_cfg(tmp_path, data, ["model.stages=[psnr]", "model.psnr.iters=60", "model.psnr.lr=2e-3",
-                                     "trainer.val_check_interval=60", "data.batch_size=1"])
+    cfg = _tiny_cfg(
+        tmp_path,
+        data,
+        [
+            "model.stages=[psnr]",
+            "model.psnr.iters=60",
+            "model.psnr.lr=2e-3",
+            "trainer.val_check_interval=60",
+            "data.batch_size=1",
+        ],
+    )
     rec = _Recorder()
     monkeypatch.setattr("runtime.training.instantiate_callbacks", lambda c: [rec])
     train(cfg)
@@ -211,8 +255,7 @@ class _StopAt(Callback):
 @pytest.mark.slow
 def test_resume_from_last_ckpt_continues_with_identical_state(tmp_path, monkeypatch):
     data = _one_image_dir(tmp_path)
-    extra = ["model.psnr.iters=4", "model.gan.iters=3", "trainer.val_check_interval=2", "seed=3",
-             "data.batch_size=1"]
+    extra = ["model.psnr.iters=4", "model.gan.iters=3", "trainer.val_check_interval=2", "seed=3", "data.batch_size=1"]
     from runtime.training import instantiate_callbacks as real_callbacks
 
     # Reference: uninterrupted.
@@ -243,12 +286,20 @@ def test_resume_from_last_ckpt_continues_with_identical_state(tmp_path, monkeypa
 @pytest.mark.slow
 def test_evaluate_writes_the_documented_json(tmp_path):
     data = _one_image_dir(tmp_path, size=48)
-    result = train(_tiny_cfg(tmp_path, data, ["model.psnr.iters=2", "model.gan.iters=1",
-                                              "trainer.val_check_interval=3"]))
+    result = train(
+        _tiny_cfg(tmp_path, data, ["model.psnr.iters=2", "model.gan.iters=1", "trainer.val_check_interval=3"])
+    )
     out = tmp_path / "m.json"
-    cfg = compose_cfg(tmp_path / "eval", ["model=esrgan", f"ckpt_path={result['best_model_path']}",
-                                          f"data.test_dirs=[{data},{data}]", f"metrics_file={out}"],
-                      config_name="eval")
+    cfg = compose_cfg(
+        tmp_path / "eval",
+        [
+            "model=esrgan",
+            f"ckpt_path={result['best_model_path']}",
+            f"data.test_dirs=[{data},{data}]",
+            f"metrics_file={out}",
+        ],
+        config_name="eval",
+    )
     rows = evaluate(cfg)
     saved = json.loads(out.read_text())
     assert saved == rows and list(saved) == ["img"]  # one row per folder name
@@ -387,9 +438,14 @@ class _ValRecorder(Callback):
     def on_validation_end(self, trainer, pl_module):
         if not trainer.sanity_checking:
             m = trainer.callback_metrics
-            self.rows.append({"iter": pl_module.iteration, "stage": pl_module.stage_at(pl_module.iteration - 1)[0],
-                              "psnr_y": float(m["val/psnr_y"]),
-                              "lpips": float(m["val/lpips"]) if "val/lpips" in m else None})
+            self.rows.append(
+                {
+                    "iter": pl_module.iteration,
+                    "stage": pl_module.stage_at(pl_module.iteration - 1)[0],
+                    "psnr_y": float(m["val/psnr_y"]),
+                    "lpips": float(m["val/lpips"]) if "val/lpips" in m else None,
+                }
+            )
 
 
 def _staged_run(tmp_path, monkeypatch, extra=(), size=32):
@@ -398,8 +454,18 @@ def _staged_run(tmp_path, monkeypatch, extra=(), size=32):
     from runtime.training import instantiate_callbacks as real_callbacks
 
     monkeypatch.setattr("runtime.training.instantiate_callbacks", lambda c: [*real_callbacks(c), rec])
-    cfg = _tiny_cfg(tmp_path, data, ["model.psnr.iters=3", "model.gan.iters=3", "trainer.val_check_interval=1",
-                                     "model.psnr.lr=1e-3", "test_after_train=true", *extra])
+    cfg = _tiny_cfg(
+        tmp_path,
+        data,
+        [
+            "model.psnr.iters=3",
+            "model.gan.iters=3",
+            "trainer.val_check_interval=1",
+            "model.psnr.lr=1e-3",
+            "test_after_train=true",
+            *extra,
+        ],
+    )
     return train(cfg), rec.rows
 
 
@@ -431,8 +497,9 @@ def test_gan_stage_is_selected_by_lpips_when_enabled(tmp_path, monkeypatch):
     from test_evaluate import _random_alexnet_file
 
     alex = _random_alexnet_file(tmp_path / "alex.pth")
-    result, rows = _staged_run(tmp_path, monkeypatch, ["model.val_lpips.enabled=true",
-                                                       f"model.val_lpips.backbone_weights={alex}"], size=80)
+    result, rows = _staged_run(
+        tmp_path, monkeypatch, ["model.val_lpips.enabled=true", f"model.val_lpips.backbone_weights={alex}"], size=80
+    )
     gan_rows = rows[3:]
     best = min(gan_rows, key=lambda r: r["lpips"])
     sr = result["stage_results"]["gan"]

@@ -103,8 +103,11 @@ def test_export_commands(tmp_path):
     net = tiny_rrdbnet()
     save_generator_file(tmp_path / "w.pth", net, None, None)
     # python predict.py model=esrgan weights=... export=onnx export_path=...
-    cfg = compose_cfg(tmp_path, ["model=esrgan", f"weights={tmp_path / 'w.pth'}", "export=onnx",
-                                 f"export_path={tmp_path / 'p.onnx'}"], config_name="predict")
+    cfg = compose_cfg(
+        tmp_path,
+        ["model=esrgan", f"weights={tmp_path / 'w.pth'}", "export=onnx", f"export_path={tmp_path / 'p.onnx'}"],
+        config_name="predict",
+    )
     (path,) = predict(cfg)
     sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     x = torch.rand(1, 3, 8, 8)

@@ -5,7 +5,6 @@ Weights files here are RANDOM networks written by the tests (pretrained weights 
 "payload" pickles are harmless: they would create a marker file, and each test asserts that it does not exist.
 """
 
-import os
 import pickle
 import struct
 import zlib
@@ -66,8 +65,10 @@ HOSTILE_TARGETS = [
     lambda m: {"_target_": "torch.load", "f": str(m), "weights_only": False},
     lambda m: {"_target_": "builtins.open", "file": str(m), "mode": "w"},
     lambda m: {"_target_": "archs.rrdbnet.RRDBNet", "_args_": [str(m)]},  # Hydra special keys
-    lambda m: {"_target_": "archs.rrdbnet.RRDBNet", "num_feat": {"_target_": "numpy.savetxt", "fname": str(m),
-                                                                 "X": [[1.0]]}},  # nested target
+    lambda m: {
+        "_target_": "archs.rrdbnet.RRDBNet",
+        "num_feat": {"_target_": "numpy.savetxt", "fname": str(m), "X": [[1.0]]},
+    },  # nested target
 ]
 
 
@@ -77,8 +78,13 @@ def test_evaluate_refuses_a_checkpoint_naming_code_and_writes_nothing(tmp_path, 
     marker.parent.mkdir()
     ckpt = fake_ckpt(tmp_path / "evil.ckpt", make(marker))
     metrics = tmp_path / "m.json"
-    cfg = eval_cfg(tmp_path, f"ckpt_path={ckpt}", f"data.test_dirs=[{sr_folder(tmp_path)}]", f"metrics_file={metrics}",
-                   *[f"model.generator.{k}={v}" for k, v in TINY.items()])
+    cfg = eval_cfg(
+        tmp_path,
+        f"ckpt_path={ckpt}",
+        f"data.test_dirs=[{sr_folder(tmp_path)}]",
+        f"metrics_file={metrics}",
+        *[f"model.generator.{k}={v}" for k, v in TINY.items()],
+    )
     from evaluation.run import evaluate
 
     with pytest.raises(UnsafeArchitectureError, match="evil.ckpt") as err:
@@ -96,8 +102,13 @@ def test_interpolation_refuses_either_hostile_file(tmp_path):
     from evaluation.run import evaluate
 
     for psnr, gan in ((good, evil), (evil, good)):
-        cfg = eval_cfg(tmp_path, f"interp.psnr_weights={psnr}", f"interp.gan_weights={gan}", "interp.alphas=[0.5]",
-                       f"data.test_dirs=[{sr_folder(tmp_path)}]")
+        cfg = eval_cfg(
+            tmp_path,
+            f"interp.psnr_weights={psnr}",
+            f"interp.gan_weights={gan}",
+            "interp.alphas=[0.5]",
+            f"data.test_dirs=[{sr_folder(tmp_path)}]",
+        )
         with pytest.raises(UnsafeArchitectureError, match=r"gan\.ckpt.*numpy\.savetxt"):
             evaluate(cfg)
     assert not marker.exists()
@@ -152,8 +163,10 @@ def _random_inception_state():
 
     from torch_fidelity import feature_extractor_inceptionv3 as fe
 
-    with mock.patch.object(fe.FeatureExtractorInceptionV3, "load_state_dict", lambda self, *a, **k: None), \
-            mock.patch.object(fe, "load_state_dict_from_url", lambda *a, **k: {}):
+    with (
+        mock.patch.object(fe.FeatureExtractorInceptionV3, "load_state_dict", lambda self, *a, **k: None),
+        mock.patch.object(fe, "load_state_dict_from_url", lambda *a, **k: {}),
+    ):
         torch.manual_seed(0)
         return fe.FeatureExtractorInceptionV3("inception-v3-compat", ["64"]).state_dict()
 
@@ -215,8 +228,9 @@ def test_fid_hub_cache_file_goes_through_the_same_safe_loader(tmp_path, monkeypa
 # =====================================================================================================================
 @pytest.fixture
 def sr_setup(tmp_path):
-    weights = save_generator_file(tmp_path / "g.pth", tiny_rrdb(), {"_target_": "archs.rrdbnet.RRDBNet", "scale": 4,
-                                                                    **TINY})
+    weights = save_generator_file(
+        tmp_path / "g.pth", tiny_rrdb(), {"_target_": "archs.rrdbnet.RRDBNet", "scale": 4, **TINY}
+    )
     src = tmp_path / "in"
     rng = np.random.default_rng(1)
     write_png(src / "a.png", rng.integers(0, 256, (12, 10, 3), dtype=np.uint8))
@@ -311,12 +325,14 @@ def test_face_output_onto_an_input_or_an_existing_file(tmp_path):
 # =====================================================================================================================
 def png_header_claiming(path: Path, width: int, height: int) -> Path:
     """A tiny PNG whose IHDR claims ``width`` x ``height`` (a decompression-bomb header; its pixels are not there)."""
+
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
-                     + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -413,8 +429,12 @@ def test_name_clash_check_is_one_pass():
 def _train(tmp_path, *overrides):
     from runtime.training import train
 
-    return train(compose_cfg(tmp_path, [*TINY_ESRGAN, "model.psnr.iters=2", "model.gan.iters=2",
-                                        "trainer.val_check_interval=2", *overrides]))
+    return train(
+        compose_cfg(
+            tmp_path,
+            [*TINY_ESRGAN, "model.psnr.iters=2", "model.gan.iters=2", "trainer.val_check_interval=2", *overrides],
+        )
+    )
 
 
 @pytest.mark.parametrize("content", ["empty", "truncated", "not_a_checkpoint", "payload"])
@@ -438,8 +458,12 @@ def test_resume_from_a_damaged_checkpoint_names_the_file(tmp_path, content):
 def test_resume_with_a_checkpoint_of_another_model_or_scale(tmp_path):
     from archs.scfegan_generator import SCFEGANGenerator
 
-    face = fake_ckpt(tmp_path / "face.ckpt", {"_target_": "archs.scfegan_generator.SCFEGANGenerator", "cnum": 4},
-                     net=SCFEGANGenerator(cnum=4), task="faces")
+    face = fake_ckpt(
+        tmp_path / "face.ckpt",
+        {"_target_": "archs.scfegan_generator.SCFEGANGenerator", "cnum": 4},
+        net=SCFEGANGenerator(cnum=4),
+        task="faces",
+    )
     with pytest.raises(ValueError, match=r"face\.ckpt.*'faces'.*'sr'"):
         _train(tmp_path / "a", f"ckpt_path={face}")
     gen = {"_target_": "archs.rrdbnet.RRDBNet", "num_in_ch": 3, "num_out_ch": 3, "scale": 2, **TINY}
@@ -456,8 +480,12 @@ def test_evaluate_with_the_wrong_checkpoint_kind_scale_or_a_damaged_file(tmp_pat
     x2 = save_generator_file(tmp_path / "x2.pth", tiny_rrdb(scale=2))
     with pytest.raises(ValueError, match=r"x2\.pth.*x2 generator but data\.scale=4"):
         evaluate(eval_cfg(tmp_path, f"ckpt_path={x2}", f"data.test_dirs=[{val}]"))
-    face = fake_ckpt(tmp_path / "face.ckpt", {"_target_": "archs.scfegan_generator.SCFEGANGenerator", "cnum": 4},
-                     net=SCFEGANGenerator(cnum=4), task="faces")
+    face = fake_ckpt(
+        tmp_path / "face.ckpt",
+        {"_target_": "archs.scfegan_generator.SCFEGANGenerator", "cnum": 4},
+        net=SCFEGANGenerator(cnum=4),
+        task="faces",
+    )
     with pytest.raises(ValueError, match=r"face\.ckpt.*not an ESRGAN generator"):
         evaluate(eval_cfg(tmp_path, f"ckpt_path={face}", f"data.test_dirs=[{val}]"))
     empty = tmp_path / "empty.ckpt"
@@ -485,17 +513,20 @@ def test_dexined_weights_errors_name_the_file(tmp_path, content):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("override,message", [
-    ("model.ema_decay=1.5", r"model\.ema_decay must be in \[0, 1\).*1\.5"),  # c1's check in ESRGANModule
-    ("model.gan.ema_decay=-0.1", r"model\.gan\.ema_decay must be in.*-0\.1"),
-    ("model.psnr.iters=0", r"model\.psnr\.iters=0.*drop it from model\.stages"),
-    ("trainer.val_check_interval=0", r"trainer\.val_check_interval=0"),
-    ("trainer.val_check_interval=abc", r"val_check_interval.*'abc'"),  # Lightning's own message (clear already)
-    ("model.psnr.scheduler=cosine", r"model\.psnr\.scheduler='cosine'.*cosine_restart"),
-    ("data.batch_size=abc", r"data\.batch_size='abc'"),
-    ("data.batch_size=0", r"data\.batch_size=0"),
-    ("data.num_workers=two", r"data\.num_workers='two'"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("model.ema_decay=1.5", r"model\.ema_decay must be in \[0, 1\).*1\.5"),  # c1's check in ESRGANModule
+        ("model.gan.ema_decay=-0.1", r"model\.gan\.ema_decay must be in.*-0\.1"),
+        ("model.psnr.iters=0", r"model\.psnr\.iters=0.*drop it from model\.stages"),
+        ("trainer.val_check_interval=0", r"trainer\.val_check_interval=0"),
+        ("trainer.val_check_interval=abc", r"val_check_interval.*'abc'"),  # Lightning's own message (clear already)
+        ("model.psnr.scheduler=cosine", r"model\.psnr\.scheduler='cosine'.*cosine_restart"),
+        ("data.batch_size=abc", r"data\.batch_size='abc'"),
+        ("data.batch_size=0", r"data\.batch_size=0"),
+        ("data.num_workers=two", r"data\.num_workers='two'"),
+    ],
+)
 def test_bad_config_values_name_the_key_and_write_nothing(tmp_path, override, message):
     with pytest.raises(Exception, match=message):
         _train(tmp_path, override)
@@ -505,8 +536,18 @@ def test_bad_config_values_name_the_key_and_write_nothing(tmp_path, override, me
 def test_scfegan_zero_iterations_is_an_error(tmp_path):
     from runtime.training import train
 
-    cfg = compose_cfg(tmp_path, ["model=scfegan", "data=faces_demo", "logger=none", "model.iters=0",
-                                 "model.generator.cnum=4", "model.discriminator.cnum=4", "model.vgg_weights=random"])
+    cfg = compose_cfg(
+        tmp_path,
+        [
+            "model=scfegan",
+            "data=faces_demo",
+            "logger=none",
+            "model.iters=0",
+            "model.generator.cnum=4",
+            "model.discriminator.cnum=4",
+            "model.vgg_weights=random",
+        ],
+    )
     with pytest.raises(Exception, match=r"model\.iters=0"):
         train(cfg)
     assert not (tmp_path / "result.json").exists()

@@ -77,9 +77,13 @@ class _EvilGenerator(torch.nn.Module):
 
 
 def evil_torchscript(path: Path, marker: Path) -> Path:
-    torch.jit.save(torch.jit.script(_EvilGenerator(str(marker))), str(path),
-                   _extra_files={"generator_meta.json": '{"generator": ' + str(TINY_G).replace("'", '"').replace(
-                       "True", "true") + "}"})
+    torch.jit.save(
+        torch.jit.script(_EvilGenerator(str(marker))),
+        str(path),
+        _extra_files={
+            "generator_meta.json": '{"generator": ' + str(TINY_G).replace("'", '"').replace("True", "true") + "}"
+        },
+    )
     return path
 
 
@@ -119,9 +123,23 @@ def test_predict_cli_with_torchscript_weights_runs_no_code(tmp_path):
     evil = evil_torchscript(tmp_path / "evil.pt", marker)
     write_png(tmp_path / "in" / "a.png", np.zeros((8, 8, 3), np.uint8))
     env = {**os.environ, "WANDB_MODE": "offline"}
-    subprocess.run([sys.executable, "predict.py", "model=esrgan", f"weights={evil}", f"input={tmp_path / 'in'}",
-                    f"output={tmp_path / 'out'}", "device=cpu", f"hydra.run.dir={tmp_path / 'h'}"], cwd=ROOT, env=env,
-                   capture_output=True, text=True, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            "predict.py",
+            "model=esrgan",
+            f"weights={evil}",
+            f"input={tmp_path / 'in'}",
+            f"output={tmp_path / 'out'}",
+            "device=cpu",
+            f"hydra.run.dir={tmp_path / 'h'}",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert not marker.exists()
 
 
@@ -132,8 +150,11 @@ def test_evaluate_export_and_app_pick_run_no_torchscript_code(tmp_path):
     marker = tmp_path / "ran"
     evil = evil_torchscript(tmp_path / "evil.pt", marker)
     write_png(tmp_path / "val" / "v.png", np.zeros((16, 16, 3), np.uint8))
-    cfg = compose_cfg(tmp_path, ["device=cpu", "model=esrgan", f"ckpt_path={evil}",
-                                 f"data.test_dirs=[{tmp_path / 'val'}]"], config_name="eval")
+    cfg = compose_cfg(
+        tmp_path,
+        ["device=cpu", "model=esrgan", f"ckpt_path={evil}", f"data.test_dirs=[{tmp_path / 'val'}]"],
+        config_name="eval",
+    )
     try:
         evaluate(cfg)
     except Exception:  # noqa: BLE001 - refusing is fine; running the payload is not
@@ -145,7 +166,6 @@ def test_evaluate_export_and_app_pick_run_no_torchscript_code(tmp_path):
         pass
     assert not marker.exists()
     # the app's automatic pick: the newest demo run's weights/net_g_gan.pth is a TorchScript zip
-    from omegaconf import OmegaConf
 
     from webui.models import ModelStore
 
@@ -224,8 +244,9 @@ def test_good_hub_cache_vgg_still_loads(tmp_path, monkeypatch):
     torch.save(vgg.state_dict(), hub / os.path.basename(enum.url))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
     state = load_vgg_features_state("vgg19", "imagenet")
-    assert torch.equal(state["0.weight"] if "0.weight" in state else state["features.0.weight"],
-                       vgg.state_dict()["features.0.weight"])
+    assert torch.equal(
+        state["0.weight"] if "0.weight" in state else state["features.0.weight"], vgg.state_dict()["features.0.weight"]
+    )
 
 
 # =====================================================================================================================
@@ -276,8 +297,11 @@ def test_export_tool_and_predict_export_existing_output_need_overwrite(tmp_path)
     out.write_bytes(b"keep me")
     with pytest.raises(FileExistsError, match="G.safetensors.*--overwrite"):
         main(["--weights", str(a), "--format", "safetensors", "--out", str(out)])
-    cfg = compose_cfg(tmp_path, ["device=cpu", "model=esrgan", f"weights={a}", "export=safetensors",
-                                 f"export_path={out}"], config_name="predict")
+    cfg = compose_cfg(
+        tmp_path,
+        ["device=cpu", "model=esrgan", f"weights={a}", "export=safetensors", f"export_path={out}"],
+        config_name="predict",
+    )
     with pytest.raises(FileExistsError, match="G.safetensors.*overwrite=true"):
         predict(cfg)
     assert out.read_bytes() == b"keep me"
@@ -350,8 +374,11 @@ def test_predict_refuses_non_finite_weights_naming_file_and_tensor(tmp_path, nam
 
     w = _nan_weights(tmp_path, name)
     write_png(tmp_path / "in" / "a.png", np.zeros((8, 8, 3), np.uint8))
-    cfg = compose_cfg(tmp_path, ["device=cpu", "model=esrgan", f"weights={w}", f"input={tmp_path / 'in'}",
-                                 f"output={tmp_path / 'out'}"], config_name="predict")
+    cfg = compose_cfg(
+        tmp_path,
+        ["device=cpu", "model=esrgan", f"weights={w}", f"input={tmp_path / 'in'}", f"output={tmp_path / 'out'}"],
+        config_name="predict",
+    )
     with pytest.raises(ValueError, match=rf"{name}.*conv_body\.weight.*non-finite"):
         predict(cfg)
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
@@ -380,9 +407,19 @@ def _sr_data(folder: Path) -> Path:
 def _train_cfg(run_dir, data, *extra):
     from conftest import TINY_ESRGAN
 
-    return compose_cfg(run_dir, [*TINY_ESRGAN, f"data.train_dirs=[{data}]", f"data.val_dirs=[{data}]",
-                                 "data.dataset_enlarge_ratio=2", "model.psnr.iters=2", "model.gan.iters=2",
-                                 "trainer.val_check_interval=2", *extra])
+    return compose_cfg(
+        run_dir,
+        [
+            *TINY_ESRGAN,
+            f"data.train_dirs=[{data}]",
+            f"data.val_dirs=[{data}]",
+            "data.dataset_enlarge_ratio=2",
+            "model.psnr.iters=2",
+            "model.gan.iters=2",
+            "trainer.val_check_interval=2",
+            *extra,
+        ],
+    )
 
 
 def test_fresh_run_in_a_used_run_folder_is_refused_and_overwrite_replaces(tmp_path):
@@ -458,11 +495,14 @@ def _safetensors_with_header(path: Path, header: dict) -> Path:
     return path
 
 
-@pytest.mark.parametrize("header, match", [
-    ({"meta": "[1, 2]"}, r"'meta' must be a JSON object"),
-    ({"meta": "{not json"}, r"'meta' is not valid JSON"),
-    ({"generator": "[\"archs.rrdbnet.RRDBNet\"]"}, r"'generator' must be a JSON object"),
-])
+@pytest.mark.parametrize(
+    "header, match",
+    [
+        ({"meta": "[1, 2]"}, r"'meta' must be a JSON object"),
+        ({"meta": "{not json"}, r"'meta' is not valid JSON"),
+        ({"generator": '["archs.rrdbnet.RRDBNet"]'}, r"'generator' must be a JSON object"),
+    ],
+)
 def test_malformed_safetensors_metadata_names_file_and_key(tmp_path, header, match):
     path = _safetensors_with_header(tmp_path / "bad.safetensors", header)
     with pytest.raises(ValueError, match=rf"bad\.safetensors.*{match}"):
@@ -489,15 +529,17 @@ def test_non_tensor_values_and_flat_conv_weights_name_the_file(tmp_path):
         build_generator(tmp_path / "flat.pth")
 
 
-@pytest.mark.parametrize("field, value", [("num_feat", 300000), ("num_block", 10 ** 7), ("num_feat", -8),
-                                          ("num_grow_ch", 1 << 20)])
+@pytest.mark.parametrize(
+    "field, value", [("num_feat", 300000), ("num_block", 10**7), ("num_feat", -8), ("num_grow_ch", 1 << 20)]
+)
 def test_recorded_sizes_are_checked_against_the_tensors_before_building(tmp_path, monkeypatch, field, value):
     import weights.io as wio
 
     path = save_generator_file(tmp_path / "big.pth", tiny_rrdb(), dict(TINY_G, **{field: value}))
     built = []
-    monkeypatch.setattr(wio, "make_generator", lambda *a, **k: built.append(a) or (_ for _ in ()).throw(
-        AssertionError("built")))
+    monkeypatch.setattr(
+        wio, "make_generator", lambda *a, **k: built.append(a) or (_ for _ in ()).throw(AssertionError("built"))
+    )
     with pytest.raises(ValueError, match=rf"big\.pth.*{field}={value}.*tensors"):
         build_generator(path)
     assert not built
@@ -526,15 +568,17 @@ def test_evaluate_refuses_a_huge_image_from_its_header(tmp_path, monkeypatch):
     a = save_generator_file(tmp_path / "A.pth", tiny_rrdb(), TINY_G)
     (tmp_path / "val").mkdir()
     cv2.imwrite(str(tmp_path / "val" / "big.png"), np.zeros((4200, 4200, 3), np.uint8))  # compresses to a few KB
-    cfg = compose_cfg(tmp_path, ["device=cpu", "model=esrgan", f"ckpt_path={a}",
-                                 f"data.test_dirs=[{tmp_path / 'val'}]"], config_name="eval")
+    cfg = compose_cfg(
+        tmp_path,
+        ["device=cpu", "model=esrgan", f"ckpt_path={a}", f"data.test_dirs=[{tmp_path / 'val'}]"],
+        config_name="eval",
+    )
     with pytest.raises(ValueError, match=r"big\.png.*4200x4200.*max_pixels"):
         evaluate(cfg)
 
 
 @pytest.mark.parametrize("tile", [2, 4])
 def test_upscale_api_refuses_tiny_tiles(tmp_path, tile):
-    from omegaconf import OmegaConf
 
     from webui.handlers import InputError, upscale_file
     from webui.models import ModelStore
@@ -553,8 +597,18 @@ def test_predict_refuses_tiny_tiles(tmp_path):
 
     g = save_generator_file(tmp_path / "g.pth", tiny_rrdb(), TINY_G)
     write_png(tmp_path / "in" / "a.png", np.zeros((96, 96, 3), np.uint8))
-    cfg = compose_cfg(tmp_path, ["device=cpu", "model=esrgan", f"weights={g}", f"input={tmp_path / 'in'}",
-                                 f"output={tmp_path / 'out'}", "tile=2"], config_name="predict")
+    cfg = compose_cfg(
+        tmp_path,
+        [
+            "device=cpu",
+            "model=esrgan",
+            f"weights={g}",
+            f"input={tmp_path / 'in'}",
+            f"output={tmp_path / 'out'}",
+            "tile=2",
+        ],
+        config_name="predict",
+    )
     with pytest.raises(ValueError, match=r"tile=2.*2304 tiles"):
         predict(cfg)
 
@@ -562,8 +616,14 @@ def test_predict_refuses_tiny_tiles(tmp_path):
 # =====================================================================================================================
 # Item 10: minor ones
 # =====================================================================================================================
-@pytest.mark.parametrize("override, key", [("model.psnr.lr=nan", "model.psnr.lr"), ("model.gan.lr_d=-1e-4", "model.gan.lr_d"),
-                                           ("model.gan.lr_g=inf", "model.gan.lr_g")])
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("model.psnr.lr=nan", "model.psnr.lr"),
+        ("model.gan.lr_d=-1e-4", "model.gan.lr_d"),
+        ("model.gan.lr_g=inf", "model.gan.lr_g"),
+    ],
+)
 def test_bad_learning_rates_name_the_key_before_anything_runs(tmp_path, override, key):
     from runtime.training import train
 
@@ -579,8 +639,10 @@ def test_tampered_resume_fields_are_refused(tmp_path):
     data = _sr_data(tmp_path / "data")
     first = train(_train_cfg(tmp_path / "a", data))
     ckpt = torch.load(first["last_model_path"], map_location="cpu", weights_only=True)
-    for field, value, match in (("iteration", -100, r"iteration=-100"),
-                                ("rng_states", {"torch": torch.zeros(3, dtype=torch.uint8)}, r"rng_states")):
+    for field, value, match in (
+        ("iteration", -100, r"iteration=-100"),
+        ("rng_states", {"torch": torch.zeros(3, dtype=torch.uint8)}, r"rng_states"),
+    ):
         bad = dict(ckpt, **{field: value})
         path = tmp_path / f"bad_{field}.ckpt"
         torch.save(bad, path)
@@ -598,8 +660,11 @@ def test_float32_tiff_is_accepted_as_the_readme_lists(tmp_path):
     (tmp_path / "in").mkdir()
     cv2.imwrite(str(tmp_path / "in" / "f.tif"), np.random.default_rng(0).random((12, 10, 3)).astype(np.float32))
     assert read_image(tmp_path / "in" / "f.tif").size == (12, 10)
-    cfg = compose_cfg(tmp_path, ["device=cpu", "model=esrgan", f"weights={g}", f"input={tmp_path / 'in'}",
-                                 f"output={tmp_path / 'out'}"], config_name="predict")
+    cfg = compose_cfg(
+        tmp_path,
+        ["device=cpu", "model=esrgan", f"weights={g}", f"input={tmp_path / 'in'}", f"output={tmp_path / 'out'}"],
+        config_name="predict",
+    )
     written = predict(cfg)
     assert len(written) == 1 and read_image(written[0]).size == (48, 40)
 
@@ -669,8 +734,10 @@ def test_torchscript_storage_record_missing_or_short_is_refused(tmp_path):
 
     import io
 
-    for name, pid, data in (("missing.pt", ("storage", torch.float32, "0", "cpu", 4), None),
-                            ("short.pt", ("storage", torch.float32, "0", "cpu", 10 ** 12), b"\0" * 16)):
+    for name, pid, data in (
+        ("missing.pt", ("storage", torch.float32, "0", "cpu", 4), None),
+        ("short.pt", ("storage", torch.float32, "0", "cpu", 10**12), b"\0" * 16),
+    ):
         buf = io.BytesIO()
 
         class Stor:  # pickled as torch.FloatStorage by name
@@ -693,9 +760,18 @@ def test_interpolate_and_evaluate_interp_with_torchscript_payload_run_no_code(tm
     with pytest.raises(Exception):  # noqa: B017 - refused one way or another; the point is the marker
         main([str(a), str(evil), "--alpha", "0.5", "--out", str(tmp_path / "C.pth")])
     write_png(tmp_path / "val" / "v.png", np.zeros((16, 16, 3), np.uint8))
-    cfg = compose_cfg(tmp_path, ["device=cpu", "model=esrgan", f"interp.psnr_weights={a}",
-                                 f"interp.gan_weights={evil}", "interp.alphas=[0.5]",
-                                 f"data.test_dirs=[{tmp_path / 'val'}]"], config_name="eval")
+    cfg = compose_cfg(
+        tmp_path,
+        [
+            "device=cpu",
+            "model=esrgan",
+            f"interp.psnr_weights={a}",
+            f"interp.gan_weights={evil}",
+            "interp.alphas=[0.5]",
+            f"data.test_dirs=[{tmp_path / 'val'}]",
+        ],
+        config_name="eval",
+    )
     try:
         evaluate(cfg)
     except Exception:  # noqa: BLE001
@@ -703,7 +779,9 @@ def test_interpolate_and_evaluate_interp_with_torchscript_payload_run_no_code(tm
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("content", [b"", b"\x08\x00\x00\x00\x00\x00\x00\x00{", (1 << 40).to_bytes(8, "little") + b"{}"])
+@pytest.mark.parametrize(
+    "content", [b"", b"\x08\x00\x00\x00\x00\x00\x00\x00{", (1 << 40).to_bytes(8, "little") + b"{}"]
+)
 def test_damaged_safetensors_names_the_file(tmp_path, content):
     path = tmp_path / "bad.safetensors"
     path.write_bytes(content)
@@ -755,8 +833,17 @@ def test_symlink_or_dangling_link_outputs(tmp_path):
     a, _ = _two_generators(tmp_path)
     os.symlink(a, tmp_path / "alias.safetensors")
     with pytest.raises(ValueError, match="alias.safetensors.*input"):
-        export_main(["--weights", str(a), "--format", "safetensors", "--out", str(tmp_path / "alias.safetensors"),
-                     "--overwrite"])
+        export_main(
+            [
+                "--weights",
+                str(a),
+                "--format",
+                "safetensors",
+                "--out",
+                str(tmp_path / "alias.safetensors"),
+                "--overwrite",
+            ]
+        )
     os.symlink(tmp_path / "nowhere", tmp_path / "dangling.json")
     with pytest.raises(FileExistsError, match="dangling.json"):
         check_output_file(tmp_path / "dangling.json")
@@ -767,8 +854,17 @@ def test_metrics_file_that_is_a_directory_is_refused_before_work(tmp_path):
 
     a, _ = _two_generators(tmp_path)
     (tmp_path / "m").mkdir()
-    cfg = compose_cfg(tmp_path, ["device=cpu", "model=esrgan", f"ckpt_path={a}", f"metrics_file={tmp_path / 'm'}",
-                                 f"data.test_dirs=[{tmp_path / 'nowhere'}]"], config_name="eval")
+    cfg = compose_cfg(
+        tmp_path,
+        [
+            "device=cpu",
+            "model=esrgan",
+            f"ckpt_path={a}",
+            f"metrics_file={tmp_path / 'm'}",
+            f"data.test_dirs=[{tmp_path / 'nowhere'}]",
+        ],
+        config_name="eval",
+    )
     with pytest.raises(IsADirectoryError, match=r"metrics_file.*directory"):
         evaluate(cfg)
 
@@ -778,8 +874,9 @@ def test_render_synthesis_stats_out_existing_needs_overwrite(tmp_path):
 
     stats = tmp_path / "s.json"
     stats.write_text("keep")
-    cfg = compose_cfg(tmp_path, ["data=faces_demo", f"out={tmp_path / 'g.png'}", f"stats_out={stats}"],
-                      config_name="render_synthesis")
+    cfg = compose_cfg(
+        tmp_path, ["data=faces_demo", f"out={tmp_path / 'g.png'}", f"stats_out={stats}"], config_name="render_synthesis"
+    )
     with pytest.raises(FileExistsError, match=r"s\.json"):
         render(cfg)
     assert stats.read_text() == "keep" and not (tmp_path / "g.png").exists()
@@ -842,7 +939,7 @@ def test_upscale_api_negative_and_huge_tiles(tmp_path):
     store = ModelStore(compose_cfg(tmp_path, ["device=cpu", f"sr_weights={g}"], config_name="app"))
     with pytest.raises(InputError, match="tile must be >= 0"):
         upscale_file(store, tmp_path / "a.png", 1.0, -4, tmp_path / "out")
-    out, msg = upscale_file(store, tmp_path / "a.png", 1.0, 10 ** 6, tmp_path / "out")  # larger than the image: whole
+    out, msg = upscale_file(store, tmp_path / "a.png", 1.0, 10**6, tmp_path / "out")  # larger than the image: whole
     assert os.path.isfile(out)
 
 

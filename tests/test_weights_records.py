@@ -19,8 +19,14 @@ from inference.run import predict
 from weights.export import export_file
 from weights.io import read_generator_file, save_generator_weights
 
-GEN_CFG = {"_target_": "archs.scfegan_generator.SCFEGANGenerator", "in_channels": 9, "out_channels": 3, "cnum": 4,
-           "self_gated_deconv": True, "padding_mode": "tf_same"}
+GEN_CFG = {
+    "_target_": "archs.scfegan_generator.SCFEGANGenerator",
+    "in_channels": 9,
+    "out_channels": 3,
+    "cnum": 4,
+    "self_gated_deconv": True,
+    "padding_mode": "tf_same",
+}
 
 
 def _net():
@@ -44,8 +50,19 @@ def _face(tmp_path):
 def _predict(tmp_path, weights, *extra):
     face_p, mask_p, _, _ = _face(tmp_path)
     out = tmp_path / f"out_{len(list(tmp_path.glob('out_*')))}.png"
-    cfg = compose_cfg(tmp_path / "cfg", ["device=cpu", "model=scfegan", f"weights={weights}", f"input={face_p}",
-                                         f"mask={mask_p}", f"output={out}", *extra], config_name="predict")
+    cfg = compose_cfg(
+        tmp_path / "cfg",
+        [
+            "device=cpu",
+            "model=scfegan",
+            f"weights={weights}",
+            f"input={face_p}",
+            f"mask={mask_p}",
+            f"output={out}",
+            *extra,
+        ],
+        config_name="predict",
+    )
     (path,) = predict(cfg)
     return read_image(path).pixels
 
@@ -93,8 +110,13 @@ def test_exports_keep_the_noise_type_of_a_checkpoint(tmp_path, fmt):
         pytest.importorskip("onnxruntime")
     net = _net()
     ckpt = tmp_path / "g.ckpt"
-    torch.save({"state_dict": {f"net_g.{k}": v for k, v in net.state_dict().items()},
-                "hyper_parameters": {"generator": GEN_CFG, "noise_type": "binary16"}}, ckpt)
+    torch.save(
+        {
+            "state_dict": {f"net_g.{k}": v for k, v in net.state_dict().items()},
+            "hyper_parameters": {"generator": GEN_CFG, "noise_type": "binary16"},
+        },
+        ckpt,
+    )
     assert read_generator_file(ckpt).meta == {"noise_type": "binary16"}
     ext = {"safetensors": ".safetensors", "torchscript": ".pt", "onnx": ".onnx"}[fmt]
     path = export_file(str(ckpt), fmt, str(tmp_path / f"g{ext}"), kind="scfegan", height=128, width=128)
@@ -126,8 +148,9 @@ def test_auto_vgg_falling_back_to_random_is_recorded_and_warned(tmp_path, monkey
     assert found == {"cri.vgg": vgg.weights_info}
     with caplog.at_level(logging.INFO, logger="train"):
         log_perceptual_backbones(found)
-    assert any(r.levelno == logging.WARNING and "RANDOM weights (requested 'auto')" in r.getMessage()
-               for r in caplog.records)
+    assert any(
+        r.levelno == logging.WARNING and "RANDOM weights (requested 'auto')" in r.getMessage() for r in caplog.records
+    )
     # a local weights file is recorded as such, without a warning
     state = {f"features.{k}": v for k, v in torchvision.models.vgg16(weights=None).features.state_dict().items()}
     torch.save(state, tmp_path / "vgg16.pth")

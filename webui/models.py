@@ -48,7 +48,7 @@ def run_resolution(weights: str) -> int | None:
         return None
     try:
         res = OmegaConf.select(OmegaConf.load(cfg_file), "data.resolution")
-    except Exception:  # an unreadable run config only loses this hint
+    except Exception:  # noqa: BLE001  an unreadable run config only loses this hint
         return None
     return int(res) if isinstance(res, int) else None
 
@@ -60,7 +60,9 @@ class FaceModel:
     size: tuple[int, int]  # working size (H, W) of the network
     bgr: bool
     description: str
-    noise: str = "binary16"  # the noise kind fed (inference.faces.resolve_noise: the weights' training noise by default)
+    noise: str = (
+        "binary16"  # the noise kind fed (inference.faces.resolve_noise: the weights' training noise by default)
+    )
 
 
 @dataclass
@@ -115,22 +117,34 @@ class ModelStore:
         return newest(os.path.join(root, "*", "weights", "net_g_psnr.pth")), None, "newest demo run"
 
     def face_missing_message(self) -> str:
-        return ("No SC-FEGAN weights: start the app with `weights=PATH` (the converted official checkpoint "
-                "`python -m scripts.scfegan_convert ... --out G.pth`, an exported `.safetensors` / TorchScript file, or "
-                "a project `.ckpt`), or train the demo (`python train.py experiment=scfegan_demo`), whose newest "
-                f"checkpoint under `{self.cfg.demo_runs.face}` is then used.")
+        return (
+            "No SC-FEGAN weights: start the app with `weights=PATH` (the converted official checkpoint "
+            "`python -m scripts.scfegan_convert ... --out G.pth`, an exported `.safetensors` / TorchScript file, or "
+            "a project `.ckpt`), or train the demo (`python train.py experiment=scfegan_demo`), whose newest "
+            f"checkpoint under `{self.cfg.demo_runs.face}` is then used."
+        )
 
     def sr_missing_message(self) -> str:
-        return ("No ESRGAN weights: start the app with `sr_weights=PATH` (any layout `predict.py` reads: this "
-                "project's `.ckpt` / `net_g_*.pth`, BasicSR, xinntao/ESRGAN, the 2018 sequential file, exports) and, "
-                "for network interpolation, `sr_psnr_weights=PATH`; or train the demo "
-                f"(`python train.py experiment=demo`), whose newest run under `{self.cfg.demo_runs.sr}` is then used.")
+        return (
+            "No ESRGAN weights: start the app with `sr_weights=PATH` (any layout `predict.py` reads: this "
+            "project's `.ckpt` / `net_g_*.pth`, BasicSR, xinntao/ESRGAN, the 2018 sequential file, exports) and, "
+            "for network interpolation, `sr_psnr_weights=PATH`; or train the demo "
+            f"(`python train.py experiment=demo`), whose newest run under `{self.cfg.demo_runs.sr}` is then used."
+        )
 
     # -- loading ------------------------------------------------------------------------------------------------------
     def _load(self, path: str, kind: str):
-        sub = OmegaConf.create({"weights": path, "use_ema": bool(self.cfg.get("use_ema", True)),
-                                "model": {"generator": OmegaConf.to_container(self.cfg.face.generator, resolve=True)
-                                          if kind == "scfegan" else None}})
+        sub = OmegaConf.create(
+            {
+                "weights": path,
+                "use_ema": bool(self.cfg.get("use_ema", True)),
+                "model": {
+                    "generator": OmegaConf.to_container(self.cfg.face.generator, resolve=True)
+                    if kind == "scfegan"
+                    else None
+                },
+            }
+        )
         return load_model(sub, kind)
 
     def face(self) -> FaceModel:
@@ -149,8 +163,10 @@ class ModelStore:
                 bgr = bgr_of(OmegaConf.create({"bgr": self.cfg.face.bgr}), info.meta)
                 noise = resolve_noise(self.cfg.face.get("noise", "auto"), info.meta, f"weights {path}")
                 g = info.generator or {}
-                desc = (f"`{path}` ({how}; {info.container}, cnum {g.get('cnum', '?')}, works at {hw[1]}x{hw[0]}, "
-                        f"{'BGR' if bgr else 'RGB'}, noise {noise})")
+                desc = (
+                    f"`{path}` ({how}; {info.container}, cnum {g.get('cnum', '?')}, works at {hw[1]}x{hw[0]}, "
+                    f"{'BGR' if bgr else 'RGB'}, noise {noise})"
+                )
                 net = net.to(self.device)
                 if self.device.type == "cpu":  # oneDNN convolutions: measured ~12 % less CPU time at 512x512
                     net = net.to(memory_format=torch.channels_last)

@@ -42,8 +42,12 @@ LAYER_NAMES = list(MODES.values())
 # One brush for all modes: changing the brush from the server re-renders the editor, and strokes drawn while it
 # re-initialises are lost (observed with Gradio 6.31 on a loaded machine), so the mode buttons only switch layers
 # (in the browser).  White / black first for erasing and sketching, then face colours; the picker gives any other.
-BRUSH = gr.Brush(colors=["#ffffff", "#000000", "#e0ac8a", "#b5785a", "#6b3e26", "#2b1a12", "#c2185b", "#3f6fb5"],
-                 default_color="#ffffff", color_mode="defaults", default_size=6)
+BRUSH = gr.Brush(
+    colors=["#ffffff", "#000000", "#e0ac8a", "#b5785a", "#6b3e26", "#2b1a12", "#c2185b", "#3f6fb5"],
+    default_color="#ffffff",
+    color_mode="defaults",
+    default_size=6,
+)
 
 # Selects the mode's layer in the editor's layer menu (its buttons are labelled layer-1..3, bottom to top), then
 # the mode's brush colour among the swatches, as clicks in the page (Gradio 6.31's editor DOM; the browser test
@@ -88,7 +92,6 @@ _SELECT_LAYER_JS = """(mode) => {
 }"""
 
 
-
 HELP_FACE = """**Face editing (SC-FEGAN).** Upload a face or pick a sample, then draw:
 **Erase** paints the region to regenerate (the mask), **Sketch** draws edge lines, **Colour** paints colour
 strokes; each mode is a layer of the editor and picks a default brush colour (white, black, a skin tone).
@@ -127,8 +130,13 @@ def build_app(cfg: DictConfig) -> gr.Blocks:
             return None, None, None, f"**Error:** {err}", "Erase"
         h, w = img.size
         editor = {"background": preview_rgb8(img), "layers": [], "composite": None}  # a new editor starts on erase
-        return (path, editor, None, f"Loaded {os.path.basename(path)} ({w}x{h}). Draw in Erase mode, then Generate.",
-                "Erase")
+        return (
+            path,
+            editor,
+            None,
+            f"Loaded {os.path.basename(path)} ({w}x{h}). Draw in Erase mode, then Generate.",
+            "Erase",
+        )
 
     def generate(path, editor, seed):
         try:
@@ -183,8 +191,7 @@ def build_app(cfg: DictConfig) -> gr.Blocks:
             face_path = gr.State(None)
             with gr.Row():
                 with gr.Column(scale=1, min_width=220):
-                    face_file = gr.File(label="Face image", file_types=["image"], type="filepath",
-                                        elem_id="face-file")
+                    face_file = gr.File(label="Face image", file_types=["image"], type="filepath", elem_id="face-file")
                     if samples:
                         gr.Examples([[s] for s in samples], inputs=[face_file], label="Samples")
                     mode = gr.Radio(list(MODES), value="Erase", label="Mode", elem_id="face-mode")
@@ -193,23 +200,47 @@ def build_app(cfg: DictConfig) -> gr.Blocks:
                     face_status = gr.Markdown(elem_id="face-status")
                 with gr.Column(scale=3):
                     editor = gr.ImageEditor(
-                        label="Input (draw here)", type="numpy", image_mode="RGBA", sources=(), transforms=(),
+                        label="Input (draw here)",
+                        type="numpy",
+                        image_mode="RGBA",
+                        sources=(),
+                        transforms=(),
                         layers=gr.LayerOptions(allow_additional_layers=False, layers=LAYER_NAMES),
-                        brush=BRUSH, eraser=gr.Eraser(default_size="auto"), elem_id="face-editor",
-                        height=520)
+                        brush=BRUSH,
+                        eraser=gr.Eraser(default_size="auto"),
+                        elem_id="face-editor",
+                        height=520,
+                    )
                 with gr.Column(scale=3):
-                    face_out = gr.Image(label="Result", type="filepath", format="png", interactive=False,
-                                        elem_id="face-result", height=520)
+                    face_out = gr.Image(
+                        label="Result",
+                        type="filepath",
+                        format="png",
+                        interactive=False,
+                        elem_id="face-result",
+                        height=520,
+                    )
             with gr.Row():
-                face_compare = gr.ImageSlider(label="Compare: input | result", type="filepath", format="png",
-                                              interactive=False, elem_id="face-compare")
+                face_compare = gr.ImageSlider(
+                    label="Compare: input | result",
+                    type="filepath",
+                    format="png",
+                    interactive=False,
+                    elem_id="face-compare",
+                )
                 face_download = gr.File(label="Download PNG", interactive=False, elem_id="face-download")
 
-            face_file.change(load_face, face_file, [face_path, editor, face_out, face_status, mode],
-                             api_visibility="private")
+            face_file.change(
+                load_face, face_file, [face_path, editor, face_out, face_status, mode], api_visibility="private"
+            )
             mode.change(None, mode, None, js=_SELECT_LAYER_JS, api_visibility="private")
-            gen_btn.click(generate, [face_path, editor, seed], [face_out, face_compare, face_download, face_status],
-                          api_visibility="private", concurrency_id="face")
+            gen_btn.click(
+                generate,
+                [face_path, editor, seed],
+                [face_out, face_compare, face_download, face_status],
+                api_visibility="private",
+                concurrency_id="face",
+            )
 
         with gr.Tab("Super-resolution", id="sr"):
             gr.Markdown(HELP_SR)
@@ -217,25 +248,48 @@ def build_app(cfg: DictConfig) -> gr.Blocks:
             with gr.Row():
                 with gr.Column(scale=1, min_width=220):
                     sr_file = gr.File(label="Image", file_types=["image"], type="filepath", elem_id="sr-file")
-                    alpha = gr.Slider(0.0, 1.0, value=float(cfg.sr.alpha) if interp else 1.0, step=0.05,
-                                      label="Network interpolation alpha (0 = PSNR model, 1 = GAN model)"
-                                      + ("" if interp else ": needs sr_psnr_weights"),
-                                      interactive=interp, elem_id="sr-alpha")
-                    tile = gr.Number(value=int(cfg.sr.tile), precision=0, minimum=0,
-                                     label="Tile side in input pixels (0 = whole image)", elem_id="sr-tile")
+                    alpha = gr.Slider(
+                        0.0,
+                        1.0,
+                        value=float(cfg.sr.alpha) if interp else 1.0,
+                        step=0.05,
+                        label="Network interpolation alpha (0 = PSNR model, 1 = GAN model)"
+                        + ("" if interp else ": needs sr_psnr_weights"),
+                        interactive=interp,
+                        elem_id="sr-alpha",
+                    )
+                    tile = gr.Number(
+                        value=int(cfg.sr.tile),
+                        precision=0,
+                        minimum=0,
+                        label="Tile side in input pixels (0 = whole image)",
+                        elem_id="sr-tile",
+                    )
                     sr_btn = gr.Button("Upscale", variant="primary", elem_id="sr-run")
                     sr_status = gr.Markdown(elem_id="sr-status")
                 with gr.Column(scale=2):
                     sr_in = gr.Image(label="Input", type="numpy", interactive=False, elem_id="sr-input")
                 with gr.Column(scale=3):
-                    sr_out = gr.Image(label="Result", type="filepath", format="png", interactive=False,
-                                      elem_id="sr-result")
+                    sr_out = gr.Image(
+                        label="Result", type="filepath", format="png", interactive=False, elem_id="sr-result"
+                    )
                     sr_download = gr.File(label="Download PNG", interactive=False, elem_id="sr-download")
             sr_file.change(load_sr, sr_file, [sr_in, sr_status], api_visibility="private")
-            sr_btn.click(run_sr, [sr_file, alpha, tile], [sr_out, sr_download, sr_status], api_visibility="private",
-                         concurrency_id="sr")
-            alpha.release(run_sr, [sr_file, alpha, tile], [sr_out, sr_download, sr_status],
-                          api_visibility="private", concurrency_id="sr", trigger_mode="always_last")
+            sr_btn.click(
+                run_sr,
+                [sr_file, alpha, tile],
+                [sr_out, sr_download, sr_status],
+                api_visibility="private",
+                concurrency_id="sr",
+            )
+            alpha.release(
+                run_sr,
+                [sr_file, alpha, tile],
+                [sr_out, sr_download, sr_status],
+                api_visibility="private",
+                concurrency_id="sr",
+                trigger_mode="always_last",
+            )
 
         # Scripted use (gradio_client): plain files in, PNG file + summary out.
         with gr.Row(visible=False):
@@ -246,15 +300,25 @@ def build_app(cfg: DictConfig) -> gr.Blocks:
             a_tile = gr.Number(value=0, precision=0, label="tile")
             a_out, a_msg = gr.File(label="result"), gr.Textbox(label="summary")
             a_face_btn, a_sr_btn = gr.Button(), gr.Button()
-        a_face_btn.click(api_edit_face, [a_img, a_mask, a_sketch, a_color, a_seed], [a_out, a_msg],
-                         api_name="edit_face", concurrency_id="face",
-                         api_description="SC-FEGAN edit: face image, mask (white = regenerate), optional sketch "
-                                         "(white lines) and colour (strokes on black), all at the image's size; "
-                                         "noise seed.  Returns the PNG and a summary.")
-        a_sr_btn.click(api_upscale, [a_sr_img, a_alpha, a_tile], [a_out, a_msg], api_name="upscale",
-                       concurrency_id="sr",
-                       api_description="ESRGAN super-resolution: image, interpolation alpha (0 = PSNR, 1 = GAN), "
-                                       "tile side (0 = whole image).  Returns the PNG and a summary.")
+        a_face_btn.click(
+            api_edit_face,
+            [a_img, a_mask, a_sketch, a_color, a_seed],
+            [a_out, a_msg],
+            api_name="edit_face",
+            concurrency_id="face",
+            api_description="SC-FEGAN edit: face image, mask (white = regenerate), optional sketch "
+            "(white lines) and colour (strokes on black), all at the image's size; "
+            "noise seed.  Returns the PNG and a summary.",
+        )
+        a_sr_btn.click(
+            api_upscale,
+            [a_sr_img, a_alpha, a_tile],
+            [a_out, a_msg],
+            api_name="upscale",
+            concurrency_id="sr",
+            api_description="ESRGAN super-resolution: image, interpolation alpha (0 = PSNR, 1 = GAN), "
+            "tile side (0 = whole image).  Returns the PNG and a summary.",
+        )
     demo.out_dir = out_dir  # the results folder (tests, and allowed_paths below)
     return demo
 
@@ -262,6 +326,11 @@ def build_app(cfg: DictConfig) -> gr.Blocks:
 def launch_kwargs(cfg: DictConfig, demo: gr.Blocks) -> dict:
     """Arguments of ``demo.launch``: local address, no public link unless asked, upload size limit."""
     allowed = [demo.out_dir, str(cfg.paths.demo_data_dir)]
-    return dict(server_name=str(cfg.host), server_port=None if cfg.port is None else int(cfg.port),
-                share=bool(cfg.share), max_file_size=f"{float(cfg.limits.max_upload_mb):g}mb",
-                allowed_paths=allowed, show_error=False)
+    return dict(
+        server_name=str(cfg.host),
+        server_port=None if cfg.port is None else int(cfg.port),
+        share=bool(cfg.share),
+        max_file_size=f"{float(cfg.limits.max_upload_mb):g}mb",
+        allowed_paths=allowed,
+        show_error=False,
+    )

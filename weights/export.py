@@ -133,8 +133,14 @@ def export_generator(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            ready, (x,), path, input_names=["input"], output_names=["output"], opset_version=opset,
-            dynamic_axes={"input": axes, "output": {0: "batch", 2: "out_height", 3: "out_width"}}, dynamo=False,
+            ready,
+            (x,),
+            path,
+            input_names=["input"],
+            output_names=["output"],
+            opset_version=opset,
+            dynamic_axes={"input": axes, "output": {0: "batch", 2: "out_height", 3: "out_width"}},
+            dynamo=False,
         )
     model = onnx.load(path)
     props = {"meta": json.dumps(meta)}

@@ -29,8 +29,9 @@ def _check_compatible(a: Mapping, b: Mapping, names: tuple[str, str]) -> None:
     only_b = sorted(set(b) - set(a))
     shape = sorted(k for k in set(a) & set(b) if tuple(a[k].shape) != tuple(b[k].shape))
     if only_a or only_b or shape:
+
         def few(keys):
-            return f"{keys[:5]}{' ... (%d in all)' % len(keys) if len(keys) > 5 else ''}"
+            return f"{keys[:5]}{f' ... ({len(keys)} in all)' if len(keys) > 5 else ''}"
 
         parts = []
         if only_a:
@@ -38,8 +39,9 @@ def _check_compatible(a: Mapping, b: Mapping, names: tuple[str, str]) -> None:
         if only_b:
             parts.append(f"keys only in {names[1]}: {few(only_b)}")
         if shape:
-            parts.append("shapes differ: " + ", ".join(
-                f"{k} {tuple(a[k].shape)} vs {tuple(b[k].shape)}" for k in shape[:5]))
+            parts.append(
+                "shapes differ: " + ", ".join(f"{k} {tuple(a[k].shape)} vs {tuple(b[k].shape)}" for k in shape[:5])
+            )
         raise ValueError(
             f"cannot interpolate {names[0]} and {names[1]}: the two generators must share the same key layout and "
             f"shapes (convert both to one layout first); " + "; ".join(parts)

@@ -44,8 +44,13 @@ from weights.pretrained import load_pretrained as load_pretrained
 from weights.pretrained import read_layout_weights as read_layout_weights
 
 
-def save_generator_weights(path: str | os.PathLike, net: nn.Module, net_ema: nn.Module | None = None,
-                           generator: Mapping | None = None, meta: Mapping | None = None) -> None:
+def save_generator_weights(
+    path: str | os.PathLike,
+    net: nn.Module,
+    net_ema: nn.Module | None = None,
+    generator: Mapping | None = None,
+    meta: Mapping | None = None,
+) -> None:
     """``{params, params_ema}`` (BasicSR layout), plus the architecture ``generator`` and facts ``meta`` (e.g. the
     SC-FEGAN ``noise_type`` it was trained with) when given, as :func:`read_generator_file` reads them back."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -62,7 +67,7 @@ def save_generator_weights(path: str | os.PathLike, net: nn.Module, net_ema: nn.
     os.replace(tmp, path)  # never leave a half-written weights file behind
 
 
-def load_generator_state(path: str | os.PathLike, prefer: str = "params_ema") -> "OrderedDict[str, torch.Tensor]":
+def load_generator_state(path: str | os.PathLike, prefer: str = "params_ema") -> OrderedDict[str, torch.Tensor]:
     """State dict of a generator from ``path`` (see module docstring for the accepted layouts)."""
     path = os.path.expanduser(str(path))
     if not os.path.isfile(path):
@@ -78,8 +83,8 @@ def load_generator_state(path: str | os.PathLike, prefer: str = "params_ema") ->
     if "state_dict" in obj:  # Lightning checkpoint of this project
         sd = obj["state_dict"]
         # ``prefer`` picks the EMA (``params_ema``, the default) or the raw generator (``params``).
-        for prefix in (("net_g.", "net_g_ema.") if prefer == "params" else ("net_g_ema.", "net_g.")):
-            sub = OrderedDict((k[len(prefix):], v) for k, v in sd.items() if k.startswith(prefix))
+        for prefix in ("net_g.", "net_g_ema.") if prefer == "params" else ("net_g_ema.", "net_g."):
+            sub = OrderedDict((k[len(prefix) :], v) for k, v in sd.items() if k.startswith(prefix))
             if sub:
                 return sub
         raise ValueError(f"checkpoint {path!r} has no 'net_g_ema.*' or 'net_g.*' keys; found {sorted(sd)[:5]}")
@@ -89,7 +94,7 @@ def load_generator_state(path: str | os.PathLike, prefer: str = "params_ema") ->
     return _to_project_names(obj)
 
 
-def _to_project_names(state: Mapping[str, torch.Tensor]) -> "OrderedDict[str, torch.Tensor]":
+def _to_project_names(state: Mapping[str, torch.Tensor]) -> OrderedDict[str, torch.Tensor]:
     """Published ESRGAN layouts (2018 sequential, xinntao) renamed to BasicSR's, so that interpolation and
     evaluation take the released files as they are; anything else is returned unchanged."""
     state = strip_module_prefix(state)
@@ -113,8 +118,10 @@ def load_into(net: nn.Module, state: dict, source: str = "weights") -> None:
     net.load_state_dict(state)
 
 
-def _cpu(sd: dict) -> "OrderedDict[str, torch.Tensor]":
+def _cpu(sd: dict) -> OrderedDict[str, torch.Tensor]:
     return OrderedDict((k, v.detach().cpu().clone()) for k, v in sd.items())
+
+
 #: Name of the JSON entry (``{"generator": ..., **meta}``) that :mod:`weights.export` stores in TorchScript files.
 TORCHSCRIPT_META = "generator_meta.json"
 
@@ -132,7 +139,7 @@ class GeneratorFile:
             ``torchscript``.
     """
 
-    state: "OrderedDict[str, torch.Tensor]"
+    state: OrderedDict[str, torch.Tensor]
     generator: dict | None = None
     meta: dict = field(default_factory=dict)
     path: str = ""
@@ -162,7 +169,9 @@ def _read_safetensors(path: str) -> GeneratorFile:
     try:
         from safetensors import safe_open
     except ImportError as err:  # pragma: no cover - pinned in requirements.txt
-        raise ImportError("reading .safetensors files needs the 'safetensors' package (pip install safetensors)") from err
+        raise ImportError(
+            "reading .safetensors files needs the 'safetensors' package (pip install safetensors)"
+        ) from err
     try:
         with safe_open(path, framework="pt", device="cpu") as f:
             meta_raw = f.metadata() or {}
@@ -179,15 +188,24 @@ def _read_safetensors(path: str) -> GeneratorFile:
         except ValueError as err:
             raise ValueError(f"safetensors file {path!r}: header metadata {key!r} is not valid JSON: {err}") from err
         if not isinstance(parsed[key], dict):
-            raise ValueError(f"safetensors file {path!r}: header metadata {key!r} must be a JSON object, got "
-                             f"{type(parsed[key]).__name__}")
+            raise ValueError(
+                f"safetensors file {path!r}: header metadata {key!r} must be a JSON object, got "
+                f"{type(parsed[key]).__name__}"
+            )
     return GeneratorFile(strip_module_prefix(state), parsed["generator"], parsed["meta"] or {}, path, "safetensors")
 
 
 _STORAGE_DTYPES = {
-    "FloatStorage": torch.float32, "DoubleStorage": torch.float64, "HalfStorage": torch.float16,
-    "BFloat16Storage": torch.bfloat16, "LongStorage": torch.int64, "IntStorage": torch.int32,
-    "ShortStorage": torch.int16, "CharStorage": torch.int8, "ByteStorage": torch.uint8, "BoolStorage": torch.bool,
+    "FloatStorage": torch.float32,
+    "DoubleStorage": torch.float64,
+    "HalfStorage": torch.float16,
+    "BFloat16Storage": torch.bfloat16,
+    "LongStorage": torch.int64,
+    "IntStorage": torch.int32,
+    "ShortStorage": torch.int16,
+    "CharStorage": torch.int8,
+    "ByteStorage": torch.uint8,
+    "BoolStorage": torch.bool,
 }
 
 
@@ -206,10 +224,14 @@ class _TorchScriptUnpickler(pickle.Unpickler):
     ``__torch__.*`` class becomes a :class:`_ScriptObject` (its TorchScript ``__setstate__`` never runs)."""
 
     _ALLOWED = {
-        ("torch._utils", "_rebuild_tensor_v2"), ("torch._utils", "_rebuild_parameter"),
-        ("collections", "OrderedDict"), ("torch.jit._pickle", "build_intlist"),
-        ("torch.jit._pickle", "build_doublelist"), ("torch.jit._pickle", "build_boollist"),
-        ("torch.jit._pickle", "build_tensorlist"), ("torch.jit._pickle", "build_genericlist"),
+        ("torch._utils", "_rebuild_tensor_v2"),
+        ("torch._utils", "_rebuild_parameter"),
+        ("collections", "OrderedDict"),
+        ("torch.jit._pickle", "build_intlist"),
+        ("torch.jit._pickle", "build_doublelist"),
+        ("torch.jit._pickle", "build_boollist"),
+        ("torch.jit._pickle", "build_tensorlist"),
+        ("torch.jit._pickle", "build_genericlist"),
         ("torch.jit._pickle", "restore_type_tag"),
     }
 
@@ -241,7 +263,7 @@ class _TorchScriptUnpickler(pickle.Unpickler):
         return torch.storage.TypedStorage(wrap_storage=untyped, dtype=dtype, _internal=True)
 
 
-def _script_tensors(obj, prefix: str, out: "OrderedDict[str, torch.Tensor]", depth: int = 0) -> None:
+def _script_tensors(obj, prefix: str, out: OrderedDict[str, torch.Tensor], depth: int = 0) -> None:
     if depth > 64 or not isinstance(getattr(obj, "state", None), Mapping):
         return  # a custom __getstate__ (not a plain module): none of its state is taken
     for key, value in obj.state.items():
@@ -251,7 +273,7 @@ def _script_tensors(obj, prefix: str, out: "OrderedDict[str, torch.Tensor]", dep
             _script_tensors(value, f"{prefix}{key}.", out, depth + 1)
 
 
-def read_torchscript_tensors(path: str) -> tuple["OrderedDict[str, torch.Tensor]", dict]:
+def read_torchscript_tensors(path: str) -> tuple[OrderedDict[str, torch.Tensor], dict]:
     """The tensors (by attribute path) of a TorchScript archive and its ``generator_meta.json``, read WITHOUT
     ``torch.jit.load``: that would compile the archive's code and run its ``__setstate__`` methods, which a
     stranger's file can use to write any file.  Only the pickled data and the raw tensor bytes are read."""
@@ -267,10 +289,12 @@ def read_torchscript_tensors(path: str) -> tuple["OrderedDict[str, torch.Tensor]
             meta_name = f"{prefix}extra/{TORCHSCRIPT_META}"
             meta_raw = zf.read(meta_name).decode("utf-8") if meta_name in names else ""
     except Exception as err:
-        raise ValueError(f"cannot read TorchScript file {path!r} (its tensors are read without running its code; "
-                         f"convert it to .safetensors with python -m scripts.export --format safetensors): "
-                         f"{type(err).__name__}: {err}") from err
-    state: "OrderedDict[str, torch.Tensor]" = OrderedDict()
+        raise ValueError(
+            f"cannot read TorchScript file {path!r} (its tensors are read without running its code; "
+            f"convert it to .safetensors with python -m scripts.export --format safetensors): "
+            f"{type(err).__name__}: {err}"
+        ) from err
+    state: OrderedDict[str, torch.Tensor] = OrderedDict()
     _script_tensors(root, "", state)
     try:
         meta = json.loads(meta_raw) if meta_raw else {}
@@ -289,8 +313,10 @@ def check_finite(state: Mapping[str, Any], source: str) -> None:
             raise ValueError(f"{source!r}: entry {key!r} is a {type(value).__name__}, not a tensor")
         if value.is_floating_point() and not bool(torch.isfinite(value).all()):
             bad = int((~torch.isfinite(value)).sum())
-            raise ValueError(f"{source!r}: tensor {key!r} holds {bad} non-finite value(s) (NaN/Inf) of {value.numel()}: "
-                             "these weights come from a diverged run and are refused")
+            raise ValueError(
+                f"{source!r}: tensor {key!r} holds {bad} non-finite value(s) (NaN/Inf) of {value.numel()}: "
+                "these weights come from a diverged run and are refused"
+            )
 
 
 def read_generator_file(path: str | os.PathLike, prefer: str = "params_ema") -> GeneratorFile:
@@ -309,16 +335,19 @@ def read_generator_file(path: str | os.PathLike, prefer: str = "params_ema") -> 
     if _is_safetensors(path):
         return _read_safetensors(path)
     if path.endswith(".onnx"):
-        raise ValueError(f"{path!r} is an ONNX model: run it with onnxruntime; weights= takes .pth, .ckpt, "
-                         ".safetensors or TorchScript .pt files")
+        raise ValueError(
+            f"{path!r} is an ONNX model: run it with onnxruntime; weights= takes .pth, .ckpt, "
+            ".safetensors or TorchScript .pt files"
+        )
     if _is_torchscript(path):
         state, meta = read_torchscript_tensors(path)
         return GeneratorFile(strip_module_prefix(state), meta.pop("generator", None), meta, path, "torchscript")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise ValueError(f"cannot read generator weights {path!r} (torch.load with weights_only=True): "
-                         f"{type(err).__name__}: {err}") from err
+        raise ValueError(
+            f"cannot read generator weights {path!r} (torch.load with weights_only=True): {type(err).__name__}: {err}"
+        ) from err
     if not isinstance(obj, dict):
         raise ValueError(f"{path!r} holds a {type(obj).__name__}, not a state dict or a weights container")
     if "state_dict" in obj and isinstance(obj["state_dict"], dict):  # this project's Lightning checkpoint
@@ -326,10 +355,11 @@ def read_generator_file(path: str | os.PathLike, prefer: str = "params_ema") -> 
         generator = (obj.get("hyper_parameters") or {}).get("generator")
         order = ("net_g_ema.", "net_g.") if prefer == "params_ema" else ("net_g.", "net_g_ema.")
         for prefix in order:
-            sub = OrderedDict((k[len(prefix):], v) for k, v in sd.items() if k.startswith(prefix))
+            sub = OrderedDict((k[len(prefix) :], v) for k, v in sd.items() if k.startswith(prefix))
             if sub:
-                return GeneratorFile(sub, dict(generator) if isinstance(generator, Mapping) else None,
-                                     checkpoint_meta(obj), path, "ckpt")
+                return GeneratorFile(
+                    sub, dict(generator) if isinstance(generator, Mapping) else None, checkpoint_meta(obj), path, "ckpt"
+                )
         raise ValueError(f"checkpoint {path!r} has no 'net_g_ema.*' or 'net_g.*' keys; found {_few(sorted(sd))}")
     generator = obj.get("generator") if isinstance(obj.get("generator"), dict) else None
     meta = obj.get("meta") if isinstance(obj.get("meta"), dict) else {}
@@ -338,8 +368,10 @@ def read_generator_file(path: str | os.PathLike, prefer: str = "params_ema") -> 
             return GeneratorFile(strip_module_prefix(obj[key]), generator, dict(meta), path, key)
     tensors = OrderedDict((k, v) for k, v in obj.items() if isinstance(v, torch.Tensor))
     if not tensors:
-        raise ValueError(f"{path!r} holds no tensors: keys {_few(sorted(map(str, obj)))}; expected a state dict, "
-                         "a {'params': ..., 'params_ema': ...} container or a Lightning checkpoint")
+        raise ValueError(
+            f"{path!r} holds no tensors: keys {_few(sorted(map(str, obj)))}; expected a state dict, "
+            "a {'params': ..., 'params_ema': ...} container or a Lightning checkpoint"
+        )
     return GeneratorFile(strip_module_prefix(tensors), None, {}, path, "bare")
 
 
@@ -374,8 +406,10 @@ def _check_recorded_sizes(config: Mapping, inferred: Mapping, path: str) -> None
         if key in ("_target_", "padding_mode", "self_gated_deconv") or key not in config:
             continue
         if not isinstance(config[key], int) or isinstance(config[key], bool) or config[key] != value:
-            raise ValueError(f"{path!r}: the recorded generator says {key}={config[key]!r} but the file's tensors "
-                             f"say {key}={value}: refused before building anything")
+            raise ValueError(
+                f"{path!r}: the recorded generator says {key}={config[key]!r} but the file's tensors "
+                f"say {key}={value}: refused before building anything"
+            )
 
 
 def build_generator(
@@ -500,8 +534,9 @@ def save_generator_file(
     return path
 
 
-def check_output_file(out, inputs=(), overwrite: bool = False, what: str = "output",
-                      flag: str = "overwrite=true") -> str:
+def check_output_file(
+    out, inputs=(), overwrite: bool = False, what: str = "output", flag: str = "overwrite=true"
+) -> str:
     """predict.py's rules for one output file of any command that writes (interpolate, export, convert, evaluate's
     metrics_file, render scripts): never a directory, never one of the ``inputs`` (through links too, refused even
     with ``flag``), and an existing file only with ``flag``.  Checked before anything is read or computed."""
@@ -517,9 +552,12 @@ def check_output_file(out, inputs=(), overwrite: bool = False, what: str = "outp
         if not same and os.path.exists(out) and os.path.exists(src):
             same = os.path.samefile(out, src)  # hard links
         if same:
-            raise ValueError(f"{what} {out!r} is the input {src!r}: it would be overwritten. Choose another output "
-                             f"(refused even with {flag}: inputs are never overwritten)")
+            raise ValueError(
+                f"{what} {out!r} is the input {src!r}: it would be overwritten. Choose another output "
+                f"(refused even with {flag}: inputs are never overwritten)"
+            )
     if os.path.lexists(out) and not overwrite:
-        raise FileExistsError(f"{what} {out!r} already exists: nothing was written. Pass {flag} to replace it, "
-                              "or choose another file")
+        raise FileExistsError(
+            f"{what} {out!r} already exists: nothing was written. Pass {flag} to replace it, or choose another file"
+        )
     return out

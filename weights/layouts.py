@@ -16,34 +16,45 @@ _KIND_ALIASES = {"esrgan": "esrgan", "rrdbnet": "esrgan", "scfegan": "scfegan", 
 ESRGAN_LAYOUTS = ("basicsr", "xinntao", "sequential")
 _LAYOUT_EXAMPLES = {
     "basicsr": "conv_first.weight, body.0.rdb1.conv1.weight, conv_body.weight, conv_up1.weight, conv_up2.weight, "
-               "conv_hr.weight, conv_last.weight (bare, or inside 'params' / 'params_ema')",
+    "conv_hr.weight, conv_last.weight (bare, or inside 'params' / 'params_ema')",
     "xinntao": "conv_first.weight, RRDB_trunk.0.RDB1.conv1.weight, trunk_conv.weight, upconv1.weight, "
-               "upconv2.weight, HRconv.weight, conv_last.weight",
+    "upconv2.weight, HRconv.weight, conv_last.weight",
     "sequential": "model.0.weight, model.1.sub.0.RDB1.conv1.0.weight, model.1.sub.23.weight (trunk conv after "
-                  "the last block), model.3.weight, model.6.weight, model.8.weight, model.10.weight",
+    "the last block), model.3.weight, model.6.weight, model.8.weight, model.10.weight",
 }
-_SCFEGAN_EXAMPLE = ("gconv1_ds.conv.weight, gconv1_ds.gate.weight, ..., co_conv4_dlt.conv.weight, "
-                    "deconv1.deconv.weight, gconv8.conv.weight, ..., deconv7.deconv.weight, gconv14.gate.bias")
+_SCFEGAN_EXAMPLE = (
+    "gconv1_ds.conv.weight, gconv1_ds.gate.weight, ..., co_conv4_dlt.conv.weight, "
+    "deconv1.deconv.weight, gconv8.conv.weight, ..., deconv7.deconv.weight, gconv14.gate.bias"
+)
 
 # BasicSR name <-> xinntao name (whole dotted prefixes; the RDB indices keep their digits).
 _XINNTAO_FIXED = {
-    "conv_first": "conv_first", "conv_body": "trunk_conv", "conv_up1": "upconv1", "conv_up2": "upconv2",
-    "conv_hr": "HRconv", "conv_last": "conv_last",
+    "conv_first": "conv_first",
+    "conv_body": "trunk_conv",
+    "conv_up1": "upconv1",
+    "conv_up2": "upconv2",
+    "conv_hr": "HRconv",
+    "conv_last": "conv_last",
 }
-_SEQ_FIXED = {"conv_first": "model.0", "conv_up1": "model.3", "conv_up2": "model.6", "conv_hr": "model.8",
-              "conv_last": "model.10"}
+_SEQ_FIXED = {
+    "conv_first": "model.0",
+    "conv_up1": "model.3",
+    "conv_up2": "model.6",
+    "conv_hr": "model.8",
+    "conv_last": "model.10",
+}
 _RE_BASICSR_BODY = re.compile(r"^body\.(\d+)\.rdb([123])\.conv([1-5])\.(weight|bias)$")
 _RE_XINNTAO_BODY = re.compile(r"^RRDB_trunk\.(\d+)\.RDB([123])\.conv([1-5])\.(weight|bias)$")
 _RE_SEQ_BODY = re.compile(r"^model\.1\.sub\.(\d+)\.RDB([123])\.conv([1-5])\.0\.(weight|bias)$")
 _RE_SEQ_TRUNK = re.compile(r"^model\.1\.sub\.(\d+)\.(weight|bias)$")
 
 
-def strip_module_prefix(state: Mapping[str, torch.Tensor]) -> "OrderedDict[str, torch.Tensor]":
+def strip_module_prefix(state: Mapping[str, torch.Tensor]) -> OrderedDict[str, torch.Tensor]:
     """Drop the ``module.`` prefixes that (Distributed)DataParallel adds (repeated ones too)."""
     out = OrderedDict()
     for key, value in state.items():
         while key.startswith("module."):
-            key = key[len("module."):]
+            key = key[len("module.") :]
         out[key] = value
     return out
 
@@ -65,7 +76,7 @@ def _split(key: str) -> tuple[str, str]:
     return base, leaf
 
 
-def esrgan_to_basicsr(state: Mapping[str, torch.Tensor], layout: str | None = None) -> "OrderedDict[str, torch.Tensor]":
+def esrgan_to_basicsr(state: Mapping[str, torch.Tensor], layout: str | None = None) -> OrderedDict[str, torch.Tensor]:
     """Rename an ESRGAN generator state dict of any published layout to BasicSR's (this project's) names.
 
     A pure rename (same topology; xinntao/ESRGAN ``transer_RRDB_models.py``); ``module.`` prefixes are dropped.
@@ -80,7 +91,7 @@ def esrgan_to_basicsr(state: Mapping[str, torch.Tensor], layout: str | None = No
         raise ValueError(f"unknown ESRGAN layout {layout!r}; known: {ESRGAN_LAYOUTS}")
     if layout == "basicsr":
         return OrderedDict(state)
-    out: "OrderedDict[str, torch.Tensor]" = OrderedDict()
+    out: OrderedDict[str, torch.Tensor] = OrderedDict()
     unplaced = []
     if layout == "xinntao":
         inverse = {v: k for k, v in _XINNTAO_FIXED.items()}
@@ -117,7 +128,7 @@ def esrgan_to_basicsr(state: Mapping[str, torch.Tensor], layout: str | None = No
     return out
 
 
-def basicsr_to_esrgan_layout(state: Mapping[str, torch.Tensor], layout: str) -> "OrderedDict[str, torch.Tensor]":
+def basicsr_to_esrgan_layout(state: Mapping[str, torch.Tensor], layout: str) -> OrderedDict[str, torch.Tensor]:
     """The inverse of :func:`esrgan_to_basicsr`: BasicSR names -> ``layout`` (to write files the published
     tools read, and to test the readers).  The sequential layout exists for x4 networks only."""
     if layout not in ESRGAN_LAYOUTS:
@@ -153,8 +164,10 @@ def rrdbnet_config(state: Mapping[str, torch.Tensor]) -> dict:
         raise ValueError(f"cannot infer the RRDBNet size: missing {missing}")
     flat = [k for k in need if getattr(state[k], "ndim", 0) != 4]
     if flat:
-        raise ValueError(f"cannot infer the RRDBNet size: {flat[0]} has shape {tuple(state[flat[0]].shape)}, not "
-                         "[out, in, kh, kw] (a damaged or foreign file)")
+        raise ValueError(
+            f"cannot infer the RRDBNet size: {flat[0]} has shape {tuple(state[flat[0]].shape)}, not "
+            "[out, in, kh, kw] (a damaged or foreign file)"
+        )
     num_feat, first_in = state["conv_first.weight"].shape[:2]
     num_out_ch = state["conv_last.weight"].shape[0]
     num_block = len({int(m[1]) for m in map(_RE_BASICSR_BODY.match, state) if m})
@@ -164,8 +177,15 @@ def rrdbnet_config(state: Mapping[str, torch.Tensor]) -> dict:
         scale, num_in_ch = {1: 4, 4: 2, 16: 1}[ratio], num_out_ch
     else:
         scale, num_in_ch = 4, first_in
-    return {"_target_": "archs.rrdbnet.RRDBNet", "num_in_ch": int(num_in_ch), "num_out_ch": int(num_out_ch),
-            "scale": scale, "num_feat": int(num_feat), "num_block": int(num_block), "num_grow_ch": int(num_grow_ch)}
+    return {
+        "_target_": "archs.rrdbnet.RRDBNet",
+        "num_in_ch": int(num_in_ch),
+        "num_out_ch": int(num_out_ch),
+        "scale": scale,
+        "num_feat": int(num_feat),
+        "num_block": int(num_block),
+        "num_grow_ch": int(num_grow_ch),
+    }
 
 
 def scfegan_config(state: Mapping[str, torch.Tensor], padding_mode: str = "tf_same") -> dict:
@@ -173,11 +193,18 @@ def scfegan_config(state: Mapping[str, torch.Tensor], padding_mode: str = "tf_sa
     w = state["gconv1_ds.conv.weight"]
     for key in ("gconv1_ds.conv.weight", "gconv14.conv.weight"):
         if getattr(state[key], "ndim", 0) != 4:
-            raise ValueError(f"cannot infer the SC-FEGAN size: {key} has shape {tuple(state[key].shape)}, not "
-                             "[out, in, kh, kw] (a damaged or foreign file)")
-    return {"_target_": "archs.scfegan_generator.SCFEGANGenerator", "in_channels": int(w.shape[1]),
-            "out_channels": int(state["gconv14.conv.weight"].shape[0]), "cnum": int(w.shape[0]),
-            "self_gated_deconv": "deconv1.gate.weight" not in state, "padding_mode": padding_mode}
+            raise ValueError(
+                f"cannot infer the SC-FEGAN size: {key} has shape {tuple(state[key].shape)}, not "
+                "[out, in, kh, kw] (a damaged or foreign file)"
+            )
+    return {
+        "_target_": "archs.scfegan_generator.SCFEGANGenerator",
+        "in_channels": int(w.shape[1]),
+        "out_channels": int(state["gconv14.conv.weight"].shape[0]),
+        "cnum": int(w.shape[0]),
+        "self_gated_deconv": "deconv1.gate.weight" not in state,
+        "padding_mode": padding_mode,
+    }
 
 
 def _few(keys: list, n: int = 8) -> str:
@@ -186,8 +213,10 @@ def _few(keys: list, n: int = 8) -> str:
 
 def _not_esrgan_message(state: Mapping[str, Any], source: str = "weights") -> str:
     expected = "; ".join(f"{name}: {ex}" for name, ex in _LAYOUT_EXAMPLES.items())
-    return (f"{source} are not an ESRGAN generator in any known layout. Expected keys like - {expected}. "
-            f"Found {len(state)} keys: {_few(sorted(map(str, state)))}")
+    return (
+        f"{source} are not an ESRGAN generator in any known layout. Expected keys like - {expected}. "
+        f"Found {len(state)} keys: {_few(sorted(map(str, state)))}"
+    )
 
 
 def generator_kind(state: Mapping[str, Any]) -> str | None:

@@ -16,9 +16,11 @@ def load_pretrained(path: str | os.PathLike, what: str = "pretrained weights fil
     path = os.path.expanduser(str(path))
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - UnpicklingError for payloads, EOF / zip errors for damage
-        raise ValueError(f"{what} {path!r} refused: not a plain tensor file readable with torch.load(weights_only="
-                         f"True) (a pickle that runs code, or a damaged file): {type(err).__name__}: {err}") from err
+    except Exception as err:
+        raise ValueError(
+            f"{what} {path!r} refused: not a plain tensor file readable with torch.load(weights_only="
+            f"True) (a pickle that runs code, or a damaged file): {type(err).__name__}: {err}"
+        ) from err
 
 
 def hub_cached_file(weights_enum) -> str:
@@ -47,7 +49,9 @@ def read_layout_weights(file, what: str, make_net, layout: str, rename=None):
         state = state["state_dict"]
     if not isinstance(state, dict):
         raise ValueError(f"{what} {str(file)!r} holds a {type(state).__name__}, not a state dict")
-    state = {(rename or (lambda k: k))(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
+    state = {
+        (rename or (lambda k: k))(k[len("module.") :] if k.startswith("module.") else k): v for k, v in state.items()
+    }
     net = make_net()
     expected = set(net.state_dict())
     missing = [k for k in net.state_dict() if k not in state]  # in layout order

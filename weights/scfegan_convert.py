@@ -45,7 +45,12 @@ from weights.io import load_into, save_generator_file
 from weights.layouts import scfegan_config
 
 __all__ = [
-    "GATED_LAYERS", "DECONV_LAYERS", "tf_to_torch", "torch_to_tf", "read_tf_checkpoint", "convert", "main",
+    "GATED_LAYERS",
+    "DECONV_LAYERS",
+    "tf_to_torch",
+    "torch_to_tf",
+    "read_tf_checkpoint",
+    "convert",
 ]
 
 #: The 18 gated convolutions and 7 self-gated deconvolutions of the official graph (TF scope names).
@@ -106,13 +111,15 @@ def tf_to_torch(
             f"e.g. {missing[:6]}; expected names like {prefix}gconv1_ds/kernel, {prefix}gconv1_ds_g/bias, "
             f"{prefix}deconv1/w, {prefix}deconv1/biases1; found {len(found)} variables: {found[:8]}"
         )
-    state: "OrderedDict[str, torch.Tensor]" = OrderedDict()
+    state: OrderedDict[str, torch.Tensor] = OrderedDict()
     for key, tf_name, kind in rows:
         arr = torch.as_tensor(np.asarray(variables[tf_name], dtype=np.float32))
         if kind in ("kernel", "deconv"):
             if arr.dim() != 4:
                 raise ValueError(f"{tf_name}: expected a 4-D kernel, got shape {tuple(arr.shape)}")
-            arr = arr.permute(3, 2, 0, 1)  # [kh, kw, in, out] -> [out, in, kh, kw]; deconv [.., out, in] -> [in, out, ..]
+            arr = arr.permute(
+                3, 2, 0, 1
+            )  # [kh, kw, in, out] -> [out, in, kh, kw]; deconv [.., out, in] -> [in, out, ..]
         elif arr.dim() != 1:
             raise ValueError(f"{tf_name}: expected a 1-D bias, got shape {tuple(arr.shape)}")
         state[key] = arr.contiguous().clone()
@@ -152,8 +159,11 @@ def official_tf_generator(tf, V, x, prefix: str = "generator/"):
     def gconv(x, name, s=1, d=1, lrn=True, act=True):
         def conv(scope):
             # tf.nn.convolution is what the official tf.layers.conv2d calls (space-to-batch when dilated).
-            return tf.nn.convolution(x, V[prefix + scope + "/kernel"], strides=s, padding="SAME", dilations=d) \
+            return (
+                tf.nn.convolution(x, V[prefix + scope + "/kernel"], strides=s, padding="SAME", dilations=d)
                 + V[prefix + scope + "/bias"]
+            )
+
         f = conv(name)
         if lrn:
             f = tf.nn.lrn(f, bias=5e-5)
@@ -164,8 +174,10 @@ def official_tf_generator(tf, V, x, prefix: str = "generator/"):
     def deconv(x, name):
         w = V[prefix + name + "/w"]
         b, h, wd, _ = x.shape
-        d = tf.nn.conv2d_transpose(x, w, [b, 2 * h, 2 * wd, w.shape[2]], strides=2, padding="SAME") \
+        d = (
+            tf.nn.conv2d_transpose(x, w, [b, 2 * h, 2 * wd, w.shape[2]], strides=2, padding="SAME")
             + V[prefix + name + "/biases1"]
+        )
         d = tf.nn.leaky_relu(d, 0.2)
         return d * tf.sigmoid(d)  # the official self-gate
 
@@ -226,7 +238,8 @@ def convert(
         "input_size": OFFICIAL_INPUT_SIZE,
         "noise_type": "binary16",  # official demo's noise channel (demo.py:139-144), what these weights were run with
         "source": "official SC-FEGAN TensorFlow checkpoint (run-youngjoo/SC-FEGAN, CC BY-NC 4.0)"
-        if not isinstance(tf_ckpt, Mapping) else "SC-FEGAN TF variables",
+        if not isinstance(tf_ckpt, Mapping)
+        else "SC-FEGAN TF variables",
         "ignored_variables": len(ignored),
     }
     if out is not None:
