@@ -8,8 +8,8 @@ Cases (batch 1, fp32, random weights, the same weights in every runtime):
 
 * ``scfegan``: the SC-FEGAN generator on a 1x9x512x512 input (``--size``).  ``torch`` is this project's inference
   path (no autograd: fused gate convs, channels_last), ``torch (before)`` the plain modules as they ran before
-  issue 21, ``onnxruntime`` this project's own ONNX export (``archs.export``), ``tensorflow`` the official graph
-  built from the authors' ``model.py``/``ops.py`` (``archs.scfegan_convert.official_tf_generator``; TensorFlow
+  issue 21, ``onnxruntime`` this project's own ONNX export (``weights.export``), ``tensorflow`` the official graph
+  built from the authors' ``model.py``/``ops.py`` (``weights.scfegan_convert.official_tf_generator``; TensorFlow
   is not a requirement: install it in a side folder and point ``TF_SIDE`` at it).
 * ``rrdbnet``: RRDBNet x4, 23 blocks, on a ``--sr-size`` square input in ``--tile`` tiles with ``--tile-pad``
   pixels of context, the same tiles for every runtime; reported per input megapixel.
@@ -31,28 +31,30 @@ import sys
 
 if __name__ == "__main__":  # before torch (and libgomp) load
     for i, arg in enumerate(sys.argv):
-        value = arg.split("=", 1)[1] if arg.startswith("--omp-wait-policy=") else (
-            sys.argv[i + 1] if arg == "--omp-wait-policy" and i + 1 < len(sys.argv) else None)
+        value = (
+            arg.split("=", 1)[1]
+            if arg.startswith("--omp-wait-policy=")
+            else (sys.argv[i + 1] if arg == "--omp-wait-policy" and i + 1 < len(sys.argv) else None)
+        )
         if value in ("passive", "active"):
             os.environ["OMP_WAIT_POLICY"] = value.upper()
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the project root
 
-import tv_compat  # noqa: E402,F401  (must precede anything that imports torchvision)
+import tv_compat
 
-import argparse  # noqa: E402
-import contextlib  # noqa: E402
-import statistics  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
+import argparse
+import contextlib
+import statistics
+import tempfile
+import time
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import torch
 
-from archs import gated_conv, rrdbnet, scfegan_generator  # noqa: E402
-from archs.export import export_generator  # noqa: E402
-from archs.rrdbnet import RRDBNet  # noqa: E402
-from archs.scfegan_generator import SCFEGANGenerator  # noqa: E402
+from archs import gated_conv, rrdbnet, scfegan_generator
+from archs.rrdbnet import RRDBNet
+from archs.scfegan_generator import SCFEGANGenerator
+from weights.export import export_generator
 
 
 @contextlib.contextmanager
@@ -90,8 +92,9 @@ def tiled(fn, x, scale, tile, pad):
             py0, py1, px0, px1 = max(y0 - pad, 0), min(y1 + pad, h), max(x0 - pad, 0), min(x1 + pad, w)
             y = fn(x[..., py0:py1, px0:px1])
             oy, ox = (y0 - py0) * scale, (x0 - px0) * scale
-            out[..., y0 * scale:y1 * scale, x0 * scale:x1 * scale] = \
-                y[..., oy:oy + (y1 - y0) * scale, ox:ox + (x1 - x0) * scale]
+            out[..., y0 * scale : y1 * scale, x0 * scale : x1 * scale] = y[
+                ..., oy : oy + (y1 - y0) * scale, ox : ox + (x1 - x0) * scale
+            ]
     return out
 
 
@@ -114,13 +117,17 @@ def table(title, res, per=1.0, unit="s"):
     base = "torch"
     cpu0, wall0 = statistics.median(res[base][0]), statistics.median(res[base][1])
     print(f"\n{title}")
-    print(f"  {'runtime':22s} {'CPU ' + unit:>10s} {'wall ' + unit:>10s} {'CPU / torch':>12s} {'wall / torch':>13s}"
-          f" {'max |out - torch|':>18s}   wall runs (s)")
+    print(
+        f"  {'runtime':22s} {'CPU ' + unit:>10s} {'wall ' + unit:>10s} {'CPU / torch':>12s} {'wall / torch':>13s}"
+        f" {'max |out - torch|':>18s}   wall runs (s)"
+    )
     for name, (cpu, wall, out) in res.items():
         c, w = statistics.median(cpu), statistics.median(wall)
         diff = (out - res[base][2]).abs().max().item()
-        print(f"  {name:22s} {c / per:10.2f} {w / per:10.2f} {c / cpu0:12.2f} {w / wall0:13.2f} {diff:18.2e}   "
-              + ", ".join(f"{v:.2f}" for v in wall))
+        print(
+            f"  {name:22s} {c / per:10.2f} {w / per:10.2f} {c / cpu0:12.2f} {w / wall0:13.2f} {diff:18.2e}   "
+            + ", ".join(f"{v:.2f}" for v in wall)
+        )
 
 
 def load():
@@ -141,8 +148,10 @@ def main(argv=None):
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     cases = args.cases.split(",")
-    print(f"torch {torch.__version__}, {args.threads} threads, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}"
-          f", {args.reps} interleaved rounds, medians; {os.cpu_count()} CPUs; load average at the start: {load()}")
+    print(
+        f"torch {torch.__version__}, {args.threads} threads, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}"
+        f", {args.reps} interleaved rounds, medians; {os.cpu_count()} CPUs; load average at the start: {load()}"
+    )
     tmp = tempfile.mkdtemp(prefix="cpu_inference_")
     g = torch.Generator().manual_seed(0)
 
@@ -152,9 +161,11 @@ def main(argv=None):
         x = torch.rand(1, 9, args.size, args.size, generator=g) * 2 - 1
         runs = {"torch": lambda: net(x)}
         if not args.no_before:
+
             def before():
                 with before_issue_21():
                     return net(x)
+
             runs["torch (before)"] = before
         ort_fn = ort_session(net, x[..., :128, :128], os.path.join(tmp, "scfegan.onnx"), args.threads)
         runs["onnxruntime"] = lambda: ort_fn(x)
@@ -163,15 +174,14 @@ def main(argv=None):
             sys.path.append(side)  # after the project's packages
             import tensorflow as tf
 
-            from archs.scfegan_convert import official_tf_generator, torch_to_tf
+            from weights.scfegan_convert import official_tf_generator, torch_to_tf
 
             tf.config.threading.set_intra_op_parallelism_threads(args.threads)
             tf.config.threading.set_inter_op_parallelism_threads(1)
             variables = {k: tf.constant(v) for k, v in torch_to_tf(net.state_dict()).items()}
             graph = tf.function(lambda inp: official_tf_generator(tf, variables, inp))
             x_tf = tf.constant(x.permute(0, 2, 3, 1).numpy())
-            runs[f"tensorflow {tf.__version__}"] = \
-                lambda: torch.from_numpy(graph(x_tf).numpy()).permute(0, 3, 1, 2)
+            runs[f"tensorflow {tf.__version__}"] = lambda: torch.from_numpy(graph(x_tf).numpy()).permute(0, 3, 1, 2)
         res = interleaved(runs, args.reps)
         table(f"SC-FEGAN generator, 1x9x{args.size}x{args.size}, per forward (load average now: {load()})", res)
 
@@ -182,16 +192,23 @@ def main(argv=None):
         tile, pad = args.tile, args.tile_pad
         runs = {"torch": lambda: tiled(net, x, 4, tile, pad)}
         if not args.no_before:
+
             def before():
                 with before_issue_21():
                     return tiled(net, x, 4, tile, pad)
+
             runs["torch (before)"] = before
         ort_fn = ort_session(net, x[..., :32, :32], os.path.join(tmp, "rrdbnet.onnx"), args.threads)
         runs["onnxruntime"] = lambda: tiled(ort_fn, x, 4, tile, pad)
         res = interleaved(runs, args.reps)
         mp = args.sr_size**2 / 1e6
-        table(f"RRDBNet x4 (23 blocks), {args.sr_size}x{args.sr_size} input in {tile}-px tiles + {pad}-px context, "
-              f"per input megapixel (load average now: {load()})", res, per=mp, unit="s/MP")
+        table(
+            f"RRDBNet x4 (23 blocks), {args.sr_size}x{args.sr_size} input in {tile}-px tiles + {pad}-px context, "
+            f"per input megapixel (load average now: {load()})",
+            res,
+            per=mp,
+            unit="s/MP",
+        )
     print(f"\nload average (1, 5, 15 min) at the end: {load()} on {os.cpu_count()} CPUs")
 
 
