@@ -2,7 +2,7 @@
 
     python benchmarks/cpu_inference.py                                   # PyTorch (now / before) and onnxruntime
     TF_SIDE=/work/side/tf/lib/python3.11/site-packages python benchmarks/cpu_inference.py   # + official TF graph
-    python benchmarks/cpu_inference.py --omp-wait-policy passive         # see below
+    python benchmarks/cpu_inference.py --omp-wait-policy default         # libgomp's spinning (see below)
 
 Cases (batch 1, fp32, random weights, the same weights in every runtime):
 
@@ -20,16 +20,19 @@ project's path, the largest output difference, and the load average.  CPU time i
 shared machine; wall time is what a user waits for.
 
 ``--omp-wait-policy``: PyTorch's OpenMP threads spin while they wait for each other (libgomp's default).  On a
-machine with more runnable threads than cores the spinning thread burns the time slice its partner needs, and a
-2-thread PyTorch forward then takes about twice its 1-thread wall time; onnxruntime's and TensorFlow's own
-thread pools do not suffer this.  ``passive`` sets ``OMP_WAIT_POLICY=PASSIVE`` before torch is imported (it has
-no effect once the OpenMP runtime is loaded); ``env`` (default) leaves the environment as it is.
+machine with more runnable threads than cores the spinning thread burns the time slice its partner needs;
+onnxruntime's and TensorFlow's own thread pools do not suffer this.  Like predict.py and app.py, this script sets
+``OMP_WAIT_POLICY=PASSIVE`` before torch is imported unless the environment already has a value (see
+benchmarks/omp_wait_policy.py); ``default`` (unset), ``passive``, ``active`` override it (it has no effect once
+libgomp is loaded).
 """
 
 import os
 import sys
 
-if __name__ == "__main__":  # before torch (and libgomp) load
+# As predict.py and app.py (benchmarks/omp_wait_policy.py): before torch loads libgomp; --omp-wait-policy overrides.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+if __name__ == "__main__":
     for i, arg in enumerate(sys.argv):
         value = (
             arg.split("=", 1)[1]
@@ -38,6 +41,8 @@ if __name__ == "__main__":  # before torch (and libgomp) load
         )
         if value in ("passive", "active"):
             os.environ["OMP_WAIT_POLICY"] = value.upper()
+        elif value == "default":  # libgomp's own default (spin a while, then sleep)
+            os.environ.pop("OMP_WAIT_POLICY")
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the project root
 
@@ -144,7 +149,9 @@ def main(argv=None):
     p.add_argument("--tile", type=int, default=32)
     p.add_argument("--tile-pad", type=int, default=8)
     p.add_argument("--no-before", action="store_true", help="skip the plain modules")
-    p.add_argument("--omp-wait-policy", choices=("env", "passive", "active"), default="env")
+    p.add_argument(
+        "--omp-wait-policy", choices=("default", "passive", "active"), help="default: the environment's, else passive"
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     cases = args.cases.split(",")
