@@ -18,6 +18,15 @@ bit: the generated image is resized back to the input's size, quantised to the i
 where the (original-size) mask is set.
 """
 
+import os
+
+# Torch's OpenMP threads spin while they wait for each other; where the cores are shared (other programs, a
+# busy laptop) the spinning burns the time its partner thread needs.  PASSIVE (waiting threads sleep), measured
+# by benchmarks/omp_wait_policy.py (issue 21) on 2 busy cores, 2 threads: SC-FEGAN 512 3.3 -> 1.9 CPU-s, tiled
+# RRDBNet 24 -> 2.6 CPU-s; 1 thread unchanged.  libgomp reads the variable once, when torch loads: so before
+# tv_compat (which imports torch); setdefault keeps a value the user set.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import tv_compat
 
 import hydra

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ops.fast_conv import band_matrix, dilated_conv2d, lrn_band
+from ops.fast_conv import band_matrix, dilated_conv2d, fast_inference, lrn_band
 
 PADDING_MODES = ("tf_same", "symmetric")
 
@@ -209,7 +209,32 @@ class GatedConv2d(nn.Module):
             nn.init.xavier_uniform_(conv.weight)
             nn.init.zeros_(conv.bias)
 
+    def fused_params(
+        self, memory_format: torch.memory_format = torch.contiguous_format
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``conv`` and ``gate`` as one conv with ``2 * out_channels`` outputs (features first), for inference.
+
+        Derived from the two convs' parameters (the saved layout is unchanged) and cached until either changes
+        (a parameter's ``_version`` counts in-place writes, ``load_state_dict`` included).
+        """
+        params = (self.conv.weight, self.gate.weight, self.conv.bias, self.gate.bias)
+        key = tuple((p.data_ptr(), p._version) for p in params) + (memory_format,)
+        cached = self.__dict__.get("_fused")
+        if cached is None or cached[0] != key:
+            with torch.no_grad():
+                weight = torch.cat(params[:2]).contiguous(memory_format=memory_format)
+                bias = torch.cat(params[2:])
+            cached = self.__dict__["_fused"] = (key, weight, bias)
+        return cached[1], cached[2]
+
+    def __getstate__(self):  # the fused cache is derived: never pickled or deep-copied
+        state = self.__dict__.copy()
+        state.pop("_fused", None)
+        return state
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if fast_inference(x):
+            return self._forward_fused(x)
         xp = self.conv.pad(x)  # both branches see the same padded input: pad once
         feat = self.conv.conv_padded(xp)
         if self.lrn is not None:
@@ -217,6 +242,30 @@ class GatedConv2d(nn.Module):
         if self.activation == "lrelu":
             feat = F.leaky_relu(feat, self.negative_slope)
         return feat * torch.sigmoid(self.gate.conv_padded(xp))
+
+    def _forward_fused(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` with one conv of doubled width (one pass over the input, one oneDNN call instead of
+        two) and in-place activations; the same numbers up to float rounding (tests/test_cpu_inference.py)."""
+        fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+        weight, bias = self.fused_params(fmt)
+        c = self.conv
+        xp = c.pad(x)
+        if c.dilation != (1, 1):
+            ph, pw = c.padding
+            y = dilated_conv2d(xp, weight, bias, (pw, pw, ph, ph), c.dilation)
+        else:
+            y = F.conv2d(xp, weight, bias, c.stride, c.padding)
+        n = c.out_channels
+        feat, gate = y[:, :n], y[:, n:]
+        if self.lrn is not None:
+            out = self.lrn(feat)
+            if self.activation == "lrelu":
+                F.leaky_relu_(out, self.negative_slope)
+        elif self.activation == "lrelu":
+            out = F.leaky_relu(feat, self.negative_slope)
+        else:
+            return feat * torch.sigmoid(gate)
+        return out.mul_(torch.sigmoid(gate))
 
 
 class GatedDeconv2d(nn.Module):
@@ -255,6 +304,9 @@ class GatedDeconv2d(nn.Module):
                 nn.init.zeros_(conv.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.gate is None and fast_inference(x):  # the same ops, in place
+            d = F.leaky_relu_(self.deconv(x), self.negative_slope)
+            return d.mul_(torch.sigmoid(d))
         d = F.leaky_relu(self.deconv(x), self.negative_slope)
         gate = torch.sigmoid(d) if self.gate is None else torch.sigmoid(self.gate(x))
         return d * gate

@@ -12,6 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn import init
 
+from ops.fast_conv import fast_inference
+
 
 @torch.no_grad()
 def default_init_weights(modules: list[nn.Module], scale: float = 1.0, bias_fill: float = 0.0) -> None:
@@ -118,6 +120,9 @@ class RRDBNet(nn.Module):
         return list(self.body)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fast = fast_inference(x)
+        if fast:  # CPU inference: NHWC activations, oneDNN's own layout (no reorders between convs)
+            x = x.contiguous(memory_format=torch.channels_last)
         if self.scale == 2:
             feat = F.pixel_unshuffle(x, 2)
         elif self.scale == 1:
@@ -129,4 +134,5 @@ class RRDBNet(nn.Module):
         feat = feat + self.conv_body(self.body(feat))
         feat = self.lrelu(self.conv_up1(F.interpolate(feat, scale_factor=2, mode="nearest")))
         feat = self.lrelu(self.conv_up2(F.interpolate(feat, scale_factor=2, mode="nearest")))
-        return self.conv_last(self.lrelu(self.conv_hr(feat)))
+        out = self.conv_last(self.lrelu(self.conv_hr(feat)))
+        return out.contiguous() if fast else out

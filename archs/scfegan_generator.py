@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from archs.gated_conv import GatedConv2d, GatedDeconv2d
+from ops.fast_conv import fast_inference
 
 # The seven stride-2 convs divide H and W by 2**7.
 SIZE_MULTIPLE = 128
@@ -90,6 +91,9 @@ class SCFEGANGenerator(nn.Module):
                 f"layers, and the skip concatenations need exact halving); got {h}x{w}. "
                 "Resize or pad the input first."
             )
+        fast = fast_inference(x)
+        if fast:  # CPU inference: NHWC activations, oneDNN's own layout (no reorders between layers)
+            x = x.contiguous(memory_format=torch.channels_last)
         x1 = self.gconv1_ds(x)
         x2 = self.gconv2_ds(x1)
         x3 = self.gconv3_ds(x2)
@@ -109,7 +113,7 @@ class SCFEGANGenerator(nn.Module):
         y = self.gconv12(torch.cat([x2, self.deconv5(y)], 1))
         y = self.gconv13(torch.cat([x1, self.deconv6(y)], 1))
         y = self.gconv14(torch.cat([x, self.deconv7(y)], 1))
-        return torch.tanh(y)
+        return torch.tanh_(y).contiguous() if fast else torch.tanh(y)
 
 
 def make_generator_input(

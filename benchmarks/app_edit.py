@@ -1,6 +1,13 @@
-"""Time one face edit through the app's handler, end to end (figures, not a test).
+"""Time one face edit through the app, end to end (figures, not a test).
 
-    python benchmarks/app_edit.py [--size 512] [--cnum 64] [--repeats 3] [--threads N]
+    python benchmarks/app_edit.py [--size 512] [--cnum 64] [--repeats 3] [--threads N] [--via handler,api,browser]
+
+``--via``: ``handler`` calls the Generate button's handler in this process; ``api`` launches ``python app.py``
+(the command users type, on a free local port) and calls ``/edit_face`` through ``gradio_client`` (upload of
+the image, mask, sketch and colour files, the edit, the result's download); ``browser`` drives the same server's
+page in Chromium (Playwright, the system's Chromium as in tests/test_app_server.py): the face uploaded once,
+an erase stroke, then Generate clicked and the result link awaited, once per repeat.  For ``api`` and
+``browser`` the CPU time is the server process's (from /proc), i.e. the app's own work per edit.
 
 What is timed (wall clock, and process CPU time, which on a shared machine says more) is the Generate button's work: read the uploaded PNG, turn three editor layers into mask / sketch /
 colour, run the SC-FEGAN generator (``inference.faces.edit_face``: resize to the working size, forward, composite) and
@@ -11,83 +18,234 @@ generator (cnum 64, 92.9 M parameters) at 512x512 is the default.  The first run
 import os
 import sys
 
+# As app.py (benchmarks/omp_wait_policy.py): before torch loads libgomp, unless the environment has a value.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the project root
 
 import tv_compat  # must precede anything that imports torchvision
 
 import argparse
+import shutil
+import socket
 import statistics
+import subprocess
 import tempfile
 import time
+import urllib.request
 
 import numpy as np
 import torch
 from omegaconf import OmegaConf
 
+from archs.rrdbnet import RRDBNet
 from archs.scfegan_generator import SCFEGANGenerator
 from inference.images import write_png
 from webui.handlers import edit_face_editor
 from webui.models import ModelStore
-from weights.io import save_generator_file
+from weights.io import save_generator_file, save_generator_weights
 from weights.layouts import scfegan_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def inputs(tmp: str, s: int):
+    """A random s x s face PNG, and the editor's three layers (erase / sketch / colour) as the page sends them."""
+    rng = np.random.default_rng(0)
+    face = write_png(os.path.join(tmp, "face.png"), rng.integers(0, 256, (s, s, 3), dtype=np.uint8))
+    layers = [np.zeros((s, s, 4), np.uint8) for _ in range(3)]
+    layers[0][s // 4 : s // 2, s // 4 : 3 * s // 4] = 255
+    layers[1][s // 3, s // 4 : 3 * s // 4] = (0, 0, 0, 255)
+    layers[2][s // 3 + 8 : s // 3 + 16, s // 3 : s // 2] = (200, 120, 90, 255)
+    return face, layers
+
+
+def via_handler(args, tmp: str, weights: str) -> tuple[list, list, str]:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = OmegaConf.create(
+        {
+            "device": "cpu",
+            "precision": "fp32",
+            "use_ema": True,
+            "weights": weights,
+            "demo_runs": {"face": tmp, "sr": tmp},
+            "face": {"size": "auto", "noise": "auto", "bgr": "auto", "generator": {"padding_mode": "tf_same"}},
+        }
+    )
+    store = ModelStore(cfg)
+    t0 = time.perf_counter()
+    store.face()
+    note = f"weights load {time.perf_counter() - t0:.2f} s, torch threads {torch.get_num_threads()}"
+    face, layers = inputs(tmp, args.size)
+    times, cpu = [], []
+    for _ in range(args.repeats + 1):
+        t0, c0 = time.perf_counter(), time.process_time()
+        edit_face_editor(store, face, {"layers": layers}, seed=0, out_dir=tmp)
+        times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return times, cpu, note
+
+
+def proc_cpu_s(pid: int) -> float:
+    """User + system CPU time of a process (all its threads), from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Server:
+    """``python app.py weights=... sr_weights=... port=P`` as a user launches it (logs under the temp folder)."""
+
+    def __init__(self, args, tmp: str, weights: str, sr_weights: str):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}/"
+        env = dict(os.environ)
+        if args.threads:
+            env["OMP_NUM_THREADS"] = str(args.threads)
+        cmd = [sys.executable, "app.py", f"weights={weights}", f"sr_weights={sr_weights}", f"port={self.port}"]
+        cmd.append(f"paths.log_dir={tmp}/logs")
+        self.log = open(os.path.join(tmp, "server.log"), "w")
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 300
+        while True:
+            try:
+                with urllib.request.urlopen(self.url, timeout=5):
+                    break
+            except OSError:
+                if self.proc.poll() is not None or time.time() > deadline:
+                    self.close()
+                    raise SystemExit(f"app.py did not start: see {self.log.name}") from None
+                time.sleep(1)
+
+    def cpu(self) -> float:
+        return proc_cpu_s(self.proc.pid)
+
+    def close(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+def via_api(args, tmp: str, server: Server) -> tuple[list, list, str]:
+    from gradio_client import Client, handle_file
+
+    s = args.size
+    face, layers = inputs(tmp, s)
+    mask = write_png(os.path.join(tmp, "mask.png"), (layers[0][..., 3] > 0).astype(np.uint8) * 255)
+    sketch = write_png(os.path.join(tmp, "sketch.png"), (layers[1][..., 3] > 0).astype(np.uint8) * 255)
+    color = write_png(os.path.join(tmp, "color.png"), layers[2][..., :3])
+    client = Client(server.url, verbose=False)
+    times, cpu = [], []
+    for _ in range(args.repeats + 1):
+        t0, c0 = time.perf_counter(), server.cpu()
+        out, msg = client.predict(
+            handle_file(face), handle_file(mask), handle_file(sketch), handle_file(color), 0, api_name="/edit_face"
+        )
+        times.append(time.perf_counter() - t0)
+        cpu.append(server.cpu() - c0)
+        assert msg.startswith(f"Edited {s}x{s}") and os.path.getsize(out) > 0, msg
+    return times, cpu, "gradio_client: upload 4 files, /edit_face, download the PNG"
+
+
+def find_chromium() -> str | None:
+    for c in (os.environ.get("CHROMIUM_PATH"), "/usr/lib/chromium/chromium", shutil.which("chromium")):
+        if c and os.path.isfile(c) and os.access(c, os.X_OK):
+            return c
+    return None
+
+
+def via_browser(args, tmp: str, server: Server) -> tuple[list, list, str]:
+    from playwright.sync_api import sync_playwright
+
+    face, _ = inputs(tmp, args.size)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=find_chromium(), headless=True, args=["--no-sandbox"] if os.geteuid() == 0 else []
+        )
+        try:
+            pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+            pg.set_default_timeout(300_000)
+            pg.goto(server.url)
+            pg.locator("#face-file input[type=file]").set_input_files(face)
+            pg.wait_for_function("document.querySelector('#face-status').innerText.includes('Loaded face.png')")
+            pg.wait_for_timeout(1000)  # the canvas takes the new background
+            box = pg.locator("#face-editor canvas").first.bounding_box()
+            cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+            pg.mouse.move(cx - 40, cy - 30)  # an erase stroke (the default mode) across the middle
+            pg.mouse.down()
+            for k in range(9):
+                pg.mouse.move(cx - 40 + 10 * k, cy - 30 + 5 * k)
+            pg.mouse.up()
+            times, cpu = [], []
+            href = "document.querySelector('#face-download a')?.getAttribute('href') || ''"
+            for _ in range(args.repeats + 1):
+                before = pg.evaluate(href)
+                t0, c0 = time.perf_counter(), server.cpu()
+                pg.click("#face-generate")
+                pg.wait_for_function(f"(b) => {{ const h = {href}; return h && h !== b; }}", arg=before)
+                times.append(time.perf_counter() - t0)
+                cpu.append(server.cpu() - c0)
+                msg = pg.locator("#face-status").inner_text()
+                assert msg.startswith(f"Edited {args.size}x{args.size}"), msg
+        finally:
+            browser.close()
+    return times, cpu, "Chromium: Generate clicked -> result link on the page"
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--cnum", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: torch's default)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--via", default="handler,api,browser", help="comma-separated: handler, api, browser")
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    vias = args.via.split(",")
+    if "browser" in vias and find_chromium() is None:
+        print("no Chromium found (CHROMIUM_PATH, /usr/lib/chromium/chromium): the browser row is left out")
+        vias.remove("browser")
     s = args.size
+    load = lambda: ", ".join(f"{v:.2f}" for v in os.getloadavg())  # noqa: E731
+    print(f"load average at the start: {load()} on {os.cpu_count()} CPUs")
+    rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         net = SCFEGANGenerator(cnum=args.cnum).eval()
+        params = sum(p.numel() for p in net.parameters())
         weights = save_generator_file(
             os.path.join(tmp, "G.pth"), net, scfegan_config(net.state_dict()), {"input_size": s}
         )
-        cfg = OmegaConf.create(
-            {
-                "device": "cpu",
-                "precision": "fp32",
-                "use_ema": True,
-                "weights": weights,
-                "demo_runs": {"face": tmp, "sr": tmp},
-                "face": {"size": "auto", "noise": "auto", "bgr": "auto", "generator": {"padding_mode": "tf_same"}},
-            }
+        sr_weights = os.path.join(tmp, "sr.pth")
+        save_generator_weights(sr_weights, RRDBNet(num_feat=8, num_block=1, num_grow_ch=4).eval())
+        if "handler" in vias:
+            rows["handler (in process)"] = via_handler(args, tmp, weights)
+        if "api" in vias or "browser" in vias:
+            server = Server(args, tmp, weights, sr_weights)
+            try:
+                if "api" in vias:
+                    rows["API (gradio_client)"] = via_api(args, tmp, server)
+                if "browser" in vias:
+                    rows["browser (Chromium)"] = via_browser(args, tmp, server)
+            finally:
+                server.close()
+    print(
+        f"\nSC-FEGAN edit {s}x{s} end to end (decode, network, composite, encode), cnum {args.cnum} "
+        f"({params / 1e6:.1f} M parameters), OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')} here; "
+        f"first edit (warm-up) apart, medians of {args.repeats}"
+    )
+    print(f"  {'via':22s} {'wall s':>7s} {'CPU s':>6s} {'warm-up s':>9s}   wall runs (s); what")
+    for name, (times, cpu, note) in rows.items():
+        rest = times[1:]
+        print(
+            f"  {name:22s} {statistics.median(rest):7.2f} {statistics.median(cpu[1:]):6.2f} {times[0]:9.2f}   "
+            + ", ".join(f"{t:.2f}" for t in rest)
+            + f"; {note}"
         )
-        store = ModelStore(cfg)
-        t0 = time.perf_counter()
-        store.face()
-        load_s = time.perf_counter() - t0
-        rng = np.random.default_rng(0)
-        face = write_png(os.path.join(tmp, "face.png"), rng.integers(0, 256, (s, s, 3), dtype=np.uint8))
-        layers = [np.zeros((s, s, 4), np.uint8) for _ in range(3)]
-        layers[0][s // 4 : s // 2, s // 4 : 3 * s // 4] = 255
-        layers[1][s // 3, s // 4 : 3 * s // 4] = (0, 0, 0, 255)
-        layers[2][s // 3 + 8 : s // 3 + 16, s // 3 : s // 2] = (200, 120, 90, 255)
-        times, cpu = [], []
-        for _ in range(args.repeats + 1):
-            t0, c0 = time.perf_counter(), time.process_time()
-            edit_face_editor(store, face, {"layers": layers}, seed=0, out_dir=tmp)
-            times.append(time.perf_counter() - t0)
-            cpu.append(time.process_time() - c0)
-    params = sum(p.numel() for p in net.parameters())
-    print(
-        f"SC-FEGAN edit {s}x{s}, cnum {args.cnum} ({params / 1e6:.1f} M parameters), torch threads "
-        f"{torch.get_num_threads()}, load avg {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
-    )
-    print(f"  weights load {load_s:.2f} s; first edit (warm-up) {times[0]:.2f} s")
-    rest = times[1:]
-    print(
-        f"  edit end to end: median {statistics.median(rest):.2f} s, min {min(rest):.2f} s over {len(rest)} runs "
-        f"(wall clock)"
-    )
-    # On a shared machine wall time measures the neighbours too; CPU time / threads is what the edit would take
-    # alone on the same cores, assuming the threads keep them busy.
-    c = statistics.median(cpu[1:])
-    print(f"  CPU time per edit: median {c:.2f} s = {c / torch.get_num_threads():.2f} s per thread")
+    print(f"load average (1, 5, 15 min) at the end: {load()}")
 
 
 if __name__ == "__main__":

@@ -29,15 +29,18 @@ import time
 import torch
 from torch import nn
 
-from archs import gated_conv
+from archs import gated_conv, scfegan_generator
 from archs.scfegan_generator import SCFEGANGenerator
 from weights.scfegan_convert import official_tf_generator, torch_to_tf
 
 
 @contextlib.contextmanager
 def before_kernels(net: SCFEGANGenerator):
-    """The generator's kernels as they were before ops/fast_conv.py (benchmark only)."""
+    """The generator's kernels as they were before ops/fast_conv.py and the fused inference path of issue 21
+    (benchmark only; benchmarks/cpu_inference.py compares all runtimes)."""
     fast = gated_conv.Conv2dSame.conv_padded
+    fast_inference = gated_conv.fast_inference
+    gated_conv.fast_inference = scfegan_generator.fast_inference = lambda x: False
     lrns = {m: m.lrn for m in net.modules() if isinstance(m, gated_conv.GatedConv2d) and m.lrn is not None}
     gated_conv.Conv2dSame.conv_padded = lambda self, x: self._conv_forward(x, self.weight, self.bias)
     for m in lrns:
@@ -45,6 +48,7 @@ def before_kernels(net: SCFEGANGenerator):
     try:
         yield
     finally:
+        gated_conv.fast_inference = scfegan_generator.fast_inference = fast_inference
         gated_conv.Conv2dSame.conv_padded = fast
         for m, lrn in lrns.items():
             m.lrn = lrn

@@ -96,3 +96,19 @@ def dilated_conv2d(
     co, oh, ow = y.shape[1:]
     y = y.view(dh, dw, n, co, oh, ow).permute(2, 3, 4, 0, 5, 1).reshape(n, co, oh * dh, ow * dw)
     return y[:, :, :out_h, :out_w]
+
+
+def fast_inference(x: torch.Tensor) -> bool:
+    """Whether the inference-only CPU path applies: no autograd, CPU, not traced, exported or compiled.
+
+    That path (fused gate convs, channels_last activations) computes the same function up to float rounding;
+    traced, exported and compiled graphs keep the plain one, which every exporter understands.
+    """
+    return (
+        x.device.type == "cpu"
+        and not torch.is_grad_enabled()
+        and not torch.jit.is_scripting()
+        and not torch.jit.is_tracing()
+        and not torch.onnx.is_in_onnx_export()
+        and not torch.compiler.is_compiling()
+    )

@@ -1,0 +1,223 @@
+"""CPU inference (issue 21): this project's generators against the runtimes a user would pick instead, interleaved.
+
+    python benchmarks/cpu_inference.py                                   # PyTorch (now / before) and onnxruntime
+    TF_SIDE=/work/side/tf/lib/python3.11/site-packages python benchmarks/cpu_inference.py   # + official TF graph
+    python benchmarks/cpu_inference.py --omp-wait-policy default         # libgomp's spinning (see below)
+
+Cases (batch 1, fp32, random weights, the same weights in every runtime):
+
+* ``scfegan``: the SC-FEGAN generator on a 1x9x512x512 input (``--size``).  ``torch`` is this project's inference
+  path (no autograd: fused gate convs, channels_last), ``torch (before)`` the plain modules as they ran before
+  issue 21, ``onnxruntime`` this project's own ONNX export (``weights.export``), ``tensorflow`` the official graph
+  built from the authors' ``model.py``/``ops.py`` (``weights.scfegan_convert.official_tf_generator``; TensorFlow
+  is not a requirement: install it in a side folder and point ``TF_SIDE`` at it).
+* ``rrdbnet``: RRDBNet x4, 23 blocks, on a ``--sr-size`` square input in ``--tile`` tiles with ``--tile-pad``
+  pixels of context, the same tiles for every runtime; reported per input megapixel.
+
+The runtimes take turns (A B C A B C ...) for ``--reps`` rounds, so that a shared machine's load falls on all of
+them alike; the table gives medians of the process CPU time and of the wall time, their ratios to this
+project's path, the largest output difference, and the load average.  CPU time is the steadier figure on a
+shared machine; wall time is what a user waits for.
+
+``--omp-wait-policy``: PyTorch's OpenMP threads spin while they wait for each other (libgomp's default).  On a
+machine with more runnable threads than cores the spinning thread burns the time slice its partner needs;
+onnxruntime's and TensorFlow's own thread pools do not suffer this.  Like predict.py and app.py, this script sets
+``OMP_WAIT_POLICY=PASSIVE`` before torch is imported unless the environment already has a value (see
+benchmarks/omp_wait_policy.py); ``default`` (unset), ``passive``, ``active`` override it (it has no effect once
+libgomp is loaded).
+"""
+
+import os
+import sys
+
+# As predict.py and app.py (benchmarks/omp_wait_policy.py): before torch loads libgomp; --omp-wait-policy overrides.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+if __name__ == "__main__":
+    for i, arg in enumerate(sys.argv):
+        value = (
+            arg.split("=", 1)[1]
+            if arg.startswith("--omp-wait-policy=")
+            else (sys.argv[i + 1] if arg == "--omp-wait-policy" and i + 1 < len(sys.argv) else None)
+        )
+        if value in ("passive", "active"):
+            os.environ["OMP_WAIT_POLICY"] = value.upper()
+        elif value == "default":  # libgomp's own default (spin a while, then sleep)
+            os.environ.pop("OMP_WAIT_POLICY")
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the project root
+
+import tv_compat
+
+import argparse
+import contextlib
+import statistics
+import tempfile
+import time
+
+import torch
+
+from archs import gated_conv, rrdbnet, scfegan_generator
+from archs.rrdbnet import RRDBNet
+from archs.scfegan_generator import SCFEGANGenerator
+from weights.export import export_generator
+
+
+@contextlib.contextmanager
+def before_issue_21():
+    """The plain modules (no fused gate convs, NCHW), as every module ran before issue 21 (benchmark only)."""
+    mods = (gated_conv, scfegan_generator, rrdbnet)
+    saved = [m.fast_inference for m in mods]
+    for m in mods:
+        m.fast_inference = lambda x: False
+    try:
+        yield
+    finally:
+        for m, f in zip(mods, saved):
+            m.fast_inference = f
+
+
+def ort_session(net, example, path, threads):
+    import onnxruntime as ort
+
+    export_generator(net, "onnx", path, example=example)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    return lambda x: torch.from_numpy(sess.run(None, {"input": x.contiguous().numpy()})[0])
+
+
+def tiled(fn, x, scale, tile, pad):
+    """``fn`` on ``tile`` x ``tile`` input tiles with ``pad`` pixels of context (clipped at the border)."""
+    _, _, h, w = x.shape
+    out = torch.zeros(x.shape[0], 3, h * scale, w * scale)
+    for y0 in range(0, h, tile):
+        for x0 in range(0, w, tile):
+            y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
+            py0, py1, px0, px1 = max(y0 - pad, 0), min(y1 + pad, h), max(x0 - pad, 0), min(x1 + pad, w)
+            y = fn(x[..., py0:py1, px0:px1])
+            oy, ox = (y0 - py0) * scale, (x0 - px0) * scale
+            out[..., y0 * scale : y1 * scale, x0 * scale : x1 * scale] = y[
+                ..., oy : oy + (y1 - y0) * scale, ox : ox + (x1 - x0) * scale
+            ]
+    return out
+
+
+def interleaved(runs, reps):
+    """{name: (cpu_s list, wall_s list, output)}: one warm-up each, then ``reps`` rounds in turn."""
+    res = {}
+    with torch.inference_mode():
+        for name, fn in runs.items():
+            res[name] = ([], [], fn())
+        for _ in range(reps):
+            for name, fn in runs.items():
+                c, w = time.process_time(), time.perf_counter()
+                fn()
+                res[name][0].append(time.process_time() - c)
+                res[name][1].append(time.perf_counter() - w)
+    return res
+
+
+def table(title, res, per=1.0, unit="s"):
+    base = "torch"
+    cpu0, wall0 = statistics.median(res[base][0]), statistics.median(res[base][1])
+    print(f"\n{title}")
+    print(
+        f"  {'runtime':22s} {'CPU ' + unit:>10s} {'wall ' + unit:>10s} {'CPU / torch':>12s} {'wall / torch':>13s}"
+        f" {'max |out - torch|':>18s}   wall runs (s)"
+    )
+    for name, (cpu, wall, out) in res.items():
+        c, w = statistics.median(cpu), statistics.median(wall)
+        diff = (out - res[base][2]).abs().max().item()
+        print(
+            f"  {name:22s} {c / per:10.2f} {w / per:10.2f} {c / cpu0:12.2f} {w / wall0:13.2f} {diff:18.2e}   "
+            + ", ".join(f"{v:.2f}" for v in wall)
+        )
+
+
+def load():
+    return ", ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cases", default="scfegan,rrdbnet")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--size", type=int, default=512, help="SC-FEGAN input side (a multiple of 128)")
+    p.add_argument("--sr-size", type=int, default=64, help="RRDBNet input side")
+    p.add_argument("--tile", type=int, default=32)
+    p.add_argument("--tile-pad", type=int, default=8)
+    p.add_argument("--no-before", action="store_true", help="skip the plain modules")
+    p.add_argument(
+        "--omp-wait-policy", choices=("default", "passive", "active"), help="default: the environment's, else passive"
+    )
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    cases = args.cases.split(",")
+    print(
+        f"torch {torch.__version__}, {args.threads} threads, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}"
+        f", {args.reps} interleaved rounds, medians; {os.cpu_count()} CPUs; load average at the start: {load()}"
+    )
+    tmp = tempfile.mkdtemp(prefix="cpu_inference_")
+    g = torch.Generator().manual_seed(0)
+
+    if "scfegan" in cases:
+        torch.manual_seed(0)
+        net = SCFEGANGenerator().eval()
+        x = torch.rand(1, 9, args.size, args.size, generator=g) * 2 - 1
+        runs = {"torch": lambda: net(x)}
+        if not args.no_before:
+
+            def before():
+                with before_issue_21():
+                    return net(x)
+
+            runs["torch (before)"] = before
+        ort_fn = ort_session(net, x[..., :128, :128], os.path.join(tmp, "scfegan.onnx"), args.threads)
+        runs["onnxruntime"] = lambda: ort_fn(x)
+        side = os.environ.get("TF_SIDE")
+        if side:
+            sys.path.append(side)  # after the project's packages
+            import tensorflow as tf
+
+            from weights.scfegan_convert import official_tf_generator, torch_to_tf
+
+            tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+            variables = {k: tf.constant(v) for k, v in torch_to_tf(net.state_dict()).items()}
+            graph = tf.function(lambda inp: official_tf_generator(tf, variables, inp))
+            x_tf = tf.constant(x.permute(0, 2, 3, 1).numpy())
+            runs[f"tensorflow {tf.__version__}"] = lambda: torch.from_numpy(graph(x_tf).numpy()).permute(0, 3, 1, 2)
+        res = interleaved(runs, args.reps)
+        table(f"SC-FEGAN generator, 1x9x{args.size}x{args.size}, per forward (load average now: {load()})", res)
+
+    if "rrdbnet" in cases:
+        torch.manual_seed(0)
+        net = RRDBNet(num_block=23).eval()
+        x = torch.rand(1, 3, args.sr_size, args.sr_size, generator=g)
+        tile, pad = args.tile, args.tile_pad
+        runs = {"torch": lambda: tiled(net, x, 4, tile, pad)}
+        if not args.no_before:
+
+            def before():
+                with before_issue_21():
+                    return tiled(net, x, 4, tile, pad)
+
+            runs["torch (before)"] = before
+        ort_fn = ort_session(net, x[..., :32, :32], os.path.join(tmp, "rrdbnet.onnx"), args.threads)
+        runs["onnxruntime"] = lambda: tiled(ort_fn, x, 4, tile, pad)
+        res = interleaved(runs, args.reps)
+        mp = args.sr_size**2 / 1e6
+        table(
+            f"RRDBNet x4 (23 blocks), {args.sr_size}x{args.sr_size} input in {tile}-px tiles + {pad}-px context, "
+            f"per input megapixel (load average now: {load()})",
+            res,
+            per=mp,
+            unit="s/MP",
+        )
+    print(f"\nload average (1, 5, 15 min) at the end: {load()} on {os.cpu_count()} CPUs")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,160 @@
+"""The CPU inference path (issue 21): fused gate convs and channels_last activations compute what the plain
+modules compute, within 1e-5 in fp32, and leave state dicts, training and export untouched."""
+
+import copy
+import io
+import pickle
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from archs.gated_conv import GatedConv2d, GatedDeconv2d, tf_same_pads
+from archs.rrdbnet import RRDBNet
+from archs.scfegan_generator import SCFEGANGenerator
+from ops.fast_conv import fast_inference
+
+TOL = 1e-5
+
+
+def reference_gated_conv(m: GatedConv2d, x: torch.Tensor) -> torch.Tensor:
+    """Official ``gate_conv`` written out: TF 'SAME' pads, two convs, LRN as ``nn.LocalResponseNorm``."""
+    c = m.conv
+    top, bottom = tf_same_pads(x.shape[-2], c.kernel_size[0], c.stride[0], c.dilation[0])
+    left, right = tf_same_pads(x.shape[-1], c.kernel_size[1], c.stride[1], c.dilation[1])
+    xp = F.pad(x, (left, right, top, bottom))
+    feat = F.conv2d(xp, c.weight, c.bias, c.stride, 0, c.dilation)
+    gate = F.conv2d(xp, m.gate.weight, m.gate.bias, c.stride, 0, c.dilation)
+    if m.lrn is not None:
+        feat = nn.LocalResponseNorm(size=11, alpha=11.0, beta=0.5, k=5e-5)(feat)
+    if m.activation == "lrelu":
+        feat = F.leaky_relu(feat, 0.2)
+    return feat * torch.sigmoid(gate)
+
+
+def plain(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The modules' plain path (autograd on), i.e. the outputs as they were before the fast path."""
+    with torch.enable_grad():
+        return net(x).detach()
+
+
+def _random_init(net: nn.Module, seed: int = 0) -> None:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in net.parameters():  # non-zero biases: the fused bias order is checked too
+            p.copy_(torch.randn(p.shape, generator=g) * (p.shape[1:].numel() ** -0.5 if p.dim() > 1 else 0.1))
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(in_channels=9, out_channels=16, kernel_size=7, stride=2, use_lrn=False),  # gconv1_ds
+        dict(in_channels=16, out_channels=24, kernel_size=5, stride=2),  # LRN, stride 2
+        dict(in_channels=24, out_channels=24, kernel_size=3, dilation=2),  # dilated
+        dict(in_channels=24, out_channels=24, kernel_size=3, dilation=8),  # only the centre tap is live
+        dict(in_channels=12, out_channels=3, kernel_size=3, use_lrn=False, activation=None),  # gconv14
+    ],
+)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fused_gated_conv_matches_reference(kw, channels_last):
+    m = GatedConv2d(**kw)
+    _random_init(m)
+    x = torch.randn(2, kw["in_channels"], 16, 16)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        ref = reference_gated_conv(m, x)
+        assert fast_inference(x)
+        fast = m(x)
+    assert "_fused" in m.__dict__  # the fused path ran
+    assert fast.shape == ref.shape
+    assert (fast - ref).abs().max().item() < TOL
+    assert (fast - plain(m, x)).abs().max().item() < TOL
+
+
+def test_fused_weights_follow_the_parameters():
+    """A cached fused weight is never stale: load_state_dict and in-place edits invalidate it."""
+    m = GatedConv2d(8, 8, 3)
+    x = torch.randn(1, 8, 8, 8)
+    with torch.no_grad():
+        first = m(x)
+    other = GatedConv2d(8, 8, 3)
+    _random_init(other, seed=1)
+    m.load_state_dict(other.state_dict())
+    with torch.no_grad():
+        assert (m(x) - reference_gated_conv(other, x)).abs().max().item() < TOL
+        assert not torch.allclose(m(x), first)
+        m.gate.bias.add_(1.0)
+        assert (m(x) - reference_gated_conv(m, x)).abs().max().item() < TOL
+
+
+def test_fused_cache_is_not_saved_or_copied():
+    m = GatedConv2d(4, 4, 3)
+    with torch.inference_mode():
+        m(torch.randn(1, 4, 8, 8))
+    assert "_fused" in m.__dict__
+    assert "_fused" not in copy.deepcopy(m).__dict__
+    buf = io.BytesIO()
+    torch.save(m, buf)  # a whole pickled module (no weights_only reader here: our own object)
+    assert "_fused" not in pickle.loads(pickle.dumps(m)).__dict__
+
+
+def test_fast_path_only_without_autograd_on_cpu():
+    x = torch.randn(1, 3, 4, 4)
+    assert not fast_inference(x)  # grad enabled: training keeps the plain modules
+    with torch.no_grad():
+        assert fast_inference(x)
+    with torch.inference_mode():
+        assert fast_inference(x)
+    with torch.no_grad():
+        assert not fast_inference(torch.empty(1, 3, 4, 4, device="meta"))
+
+
+def test_self_gated_deconv_in_place_path():
+    m = GatedDeconv2d(8, 4)
+    _random_init(m)
+    x = torch.randn(1, 8, 8, 8).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        fast = m(x)
+    ref = plain(m, x)
+    assert (fast - ref).abs().max().item() < TOL
+
+
+@pytest.mark.parametrize("cnum,size", [(8, 256), (64, 128)])
+def test_generator_fast_path_matches_plain(cnum, size):
+    torch.manual_seed(0)
+    net = SCFEGANGenerator(cnum=cnum).eval()
+    _random_init(net)
+    keys = list(net.state_dict())
+    x = torch.rand(1, 9, size, size) * 2 - 1
+    ref = plain(net, x)
+    with torch.inference_mode():
+        fast = net(x)
+    assert fast.is_contiguous()  # callers get the usual NCHW layout back
+    assert (fast - ref).abs().max().item() < TOL
+    assert list(net.state_dict()) == keys  # the fused layout is never saved
+    assert all(v.is_contiguous() for v in net.state_dict().values())
+
+
+def test_generator_training_step_unchanged():
+    """Autograd keeps the plain modules: gradients flow to both the feature and the gate convs."""
+    net = SCFEGANGenerator(cnum=4)
+    x = torch.rand(1, 9, 128, 128) * 2 - 1
+    net(x).mean().backward()
+    assert net.gconv2_ds.conv.weight.grad is not None and net.gconv2_ds.gate.weight.grad is not None
+    assert "_fused" not in net.gconv2_ds.__dict__
+
+
+def test_rrdbnet_fast_path_matches_plain():
+    torch.manual_seed(0)
+    net = RRDBNet(num_block=2, num_feat=16, num_grow_ch=8).eval()
+    x = torch.rand(1, 3, 24, 20)
+    ref = plain(net, x)
+    seen = []
+    net.conv_first.register_forward_pre_hook(lambda m, args: seen.append(args[0].is_contiguous()))
+    with torch.inference_mode():
+        fast = net(x)
+    assert seen == [False]  # channels_last inside
+    assert fast.is_contiguous() and fast.shape == ref.shape
+    assert (fast - ref).abs().max().item() < TOL
