@@ -194,7 +194,7 @@ def read_hed_keras(path: str | os.PathLike) -> "OrderedDict[str, torch.Tensor]":
                 recorded = group.attrs.get("name") if group is not None else None
                 if isinstance(recorded, bytes):
                     recorded = recorded.decode("utf-8", "replace")
-                if recorded is not None and recorded != f"block{b}_conv{j + 1}":
+                if recorded is not None and (not isinstance(recorded, str) or recorded != f"block{b}_conv{j + 1}"):
                     raise ValueError(f"HED weights file {file!r}: group {group.name!r} is layer {recorded!r}, "
                                      f"expected block{b}_conv{j + 1} (VGG16 order)")
         state: "OrderedDict[str, torch.Tensor]" = OrderedDict()
