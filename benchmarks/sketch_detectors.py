@@ -22,16 +22,16 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import tv_compat  # noqa: E402,F401
+import tv_compat  # must precede anything that imports torchvision
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-import yaml  # noqa: E402
-from kornia.contrib import connected_components_union_find  # noqa: E402
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+from kornia.contrib import connected_components_union_find
 
-from datamodules.image_io import list_images, read_image, read_label_map  # noqa: E402
-from synthesis.sketch import SketchExtractor  # noqa: E402
+from datamodules.image_io import list_images, read_image, read_label_map
+from synthesis.sketch import SketchExtractor
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # CelebAMask-HQ classes (celebamask_mini README): 1 skin, 2 nose, 3 eye_g, 4/5 eyes, 6/7 brows, 8/9 ears,
@@ -92,10 +92,21 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     files = list_images(os.path.join(args.faces, "images"))[: args.num]
-    extractors = {d: SketchExtractor(**{**_cfg([]), "detector": d, "hed_weights": args.hed_weights if d == "hed" else None})
-                  for d in args.detectors}
-    stats = {d: {"cpu": [], "density": [], "curves": [], "lengths": [], "chance": [],
-                 **{k: [] for k in ("outline", "hairline", "jaw", "eyes", "mouth")}} for d in args.detectors}
+    extractors = {
+        d: SketchExtractor(**{**_cfg([]), "detector": d, "hed_weights": args.hed_weights if d == "hed" else None})
+        for d in args.detectors
+    }
+    stats = {
+        d: {
+            "cpu": [],
+            "density": [],
+            "curves": [],
+            "lengths": [],
+            "chance": [],
+            **{k: [] for k in ("outline", "hairline", "jaw", "eyes", "mouth")},
+        }
+        for d in args.detectors
+    }
     load0 = os.getloadavg()
     for n, f in enumerate(files):
         img = torch.from_numpy(np.ascontiguousarray(read_image(f))).permute(2, 0, 1)[None] * 2 - 1
@@ -122,24 +133,36 @@ def main() -> None:
                 from PIL import Image
 
                 os.makedirs(args.save_dir, exist_ok=True)
-                Image.fromarray((sk.numpy() * 255).astype(np.uint8)).save(os.path.join(args.save_dir, f"{stem}_{d}.png"))
-    print(f"{len(files)} faces from {args.faces}, torch threads {torch.get_num_threads()}, tolerance {args.tolerance} px "
-          f"at 512; load average {load0[0]:.2f} -> {os.getloadavg()[0]:.2f} ({os.cpu_count()} CPUs)")
+                Image.fromarray((sk.numpy() * 255).astype(np.uint8)).save(
+                    os.path.join(args.save_dir, f"{stem}_{d}.png")
+                )
+    print(
+        f"{len(files)} faces from {args.faces}, torch threads {torch.get_num_threads()}, tolerance {args.tolerance} px "
+        f"at 512; load average {load0[0]:.2f} -> {os.getloadavg()[0]:.2f} ({os.cpu_count()} CPUs)"
+    )
     for d, s in stats.items():
         lengths = np.array(s["lengths"])
         long_share = lengths[lengths >= 50].sum() / max(1, lengths.sum()) * 100
         print(f"\n{d}: {extractors[d].extra_repr()[:120]}...")
         print(f"  CPU per image: median {1000 * np.median(s['cpu']):.0f} ms, mean {1000 * np.mean(s['cpu']):.0f} ms")
         print(f"  edge pixels: median {np.median(s['density']):.2f} %, mean {np.mean(s['density']):.2f} %")
-        print(f"  curves per face: median {np.median(s['curves']):.0f}; length median {np.median(lengths):.0f} px, "
-              f"mean {lengths.mean():.1f} px; sketch pixels on curves >= 50 px: {long_share:.0f} %")
-        print("  contours covered (mean %): " + ", ".join(f"{k} {np.mean(s[k]):.0f} (n={len(s[k])})"
-                                                      for k in ("outline", "hairline", "jaw", "eyes", "mouth"))
-              + f"; chance {np.mean(s['chance']):.0f}")
+        print(
+            f"  curves per face: median {np.median(s['curves']):.0f}; length median {np.median(lengths):.0f} px, "
+            f"mean {lengths.mean():.1f} px; sketch pixels on curves >= 50 px: {long_share:.0f} %"
+        )
+        print(
+            "  contours covered (mean %): "
+            + ", ".join(
+                f"{k} {np.mean(s[k]):.0f} (n={len(s[k])})" for k in ("outline", "hairline", "jaw", "eyes", "mouth")
+            )
+            + f"; chance {np.mean(s['chance']):.0f}"
+        )
     if len(stats) > 1:
         a, b = args.detectors[:2]
-        print(f"\nCPU ratio {a}/{b} (per image, median of ratios): "
-              f"{np.median(np.array(stats[a]['cpu']) / np.array(stats[b]['cpu'])):.2f}")
+        print(
+            f"\nCPU ratio {a}/{b} (per image, median of ratios): "
+            f"{np.median(np.array(stats[a]['cpu']) / np.array(stats[b]['cpu'])):.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -29,16 +29,16 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the project root
 
-import tv_compat  # noqa: E402,F401  (must precede anything that imports torchvision)
+import tv_compat  # must precede anything that imports torchvision
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from PIL import Image  # noqa: E402
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
 
-from archs.hed import HED, HED_BGR_MEAN  # noqa: E402
-from weights.hed_keras import HED_SOURCES, load_hed_weights, read_hed_keras  # noqa: E402
-from weights.registry_packages import package_file  # noqa: E402
+from archs.hed import HED, HED_BGR_MEAN
+from weights.hed_keras import HED_SOURCES, load_hed_weights, read_hed_keras
+from weights.registry_packages import package_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REFERENCE = os.path.join(ROOT, "tests", "data", "hed_keras_ref.npz")
@@ -129,14 +129,19 @@ def main() -> None:
     for i, (k, x) in enumerate(inputs.items()):
         mine, fl = ours(net, x), ours(floor, x)
         a, b = sketch_of(sk, ref[k]), sketch_of(sk, mine)
-        print(f"  {k} {CROPS[i][0]} {tuple(x.shape[-2:])}: max |fused - keras| same pooling {np.abs(mine - ref[k]).max():.2e}"
-              f", floor pooling {np.abs(fl - ref[k]).max():.2e}; sketch pixels differing {int((a ^ b).sum())} of "
-              f"{int(a.sum())}; with the map rounded to float16 {int((a ^ sketch_of(sk, ref[k].astype(np.float16))).sum())}")
+        print(
+            f"  {k} {CROPS[i][0]} {tuple(x.shape[-2:])}: max |fused - keras| same pooling {np.abs(mine - ref[k]).max():.2e}"
+            f", floor pooling {np.abs(fl - ref[k]).max():.2e}; sketch pixels differing {int((a ^ b).sum())} of "
+            f"{int(a.sum())}; with the map rounded to float16 {int((a ^ sketch_of(sk, ref[k].astype(np.float16))).sum())}"
+        )
     if not args.no_write:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        np.savez_compressed(args.out, crops=np.array(CROPS, dtype=object).astype(str),
-                            weights_sha256=np.array(keras_sha),
-                            **{k: v.astype(np.float32) for k, v in ref.items()})
+        np.savez_compressed(
+            args.out,
+            crops=np.array(CROPS, dtype=object).astype(str),
+            weights_sha256=np.array(keras_sha),
+            **{k: v.astype(np.float32) for k, v in ref.items()},
+        )
         print(f"wrote {args.out} ({os.path.getsize(args.out)} bytes)")
 
     if args.faces:
@@ -159,14 +164,18 @@ def main() -> None:
         print(f"faces ({args.faces}, {len(files)} images; pipeline input: CLAHE + reflect-pad 128):")
         for k, x in face_inputs.items():
             mine, fl = ours(net, x), ours(floor, x)
-            line = (f"  {k} {tuple(x.shape[-2:])}: max |fused - keras| same {np.abs(mine - ref[k]).max():.2e}, "
-                    f"floor {np.abs(fl - ref[k]).max():.2e} (mean floor {np.abs(fl - ref[k]).mean():.2e})")
+            line = (
+                f"  {k} {tuple(x.shape[-2:])}: max |fused - keras| same {np.abs(mine - ref[k]).max():.2e}, "
+                f"floor {np.abs(fl - ref[k]).max():.2e} (mean floor {np.abs(fl - ref[k]).mean():.2e})"
+            )
             if k in crops:
                 pad, height, width = crops[k]
                 cut = (slice(pad, pad + height), slice(pad, pad + width))
                 a, b, c = (sketch_of(sk512, m[cut]) for m in (ref[k], mine, fl))
-                line += (f"; sketch pixels differing from keras's: same {int((a ^ b).sum())}, floor "
-                         f"{int((a ^ c).sum())}, of {int(a.sum())}")
+                line += (
+                    f"; sketch pixels differing from keras's: same {int((a ^ b).sum())}, floor "
+                    f"{int((a ^ c).sum())}, of {int(a.sum())}"
+                )
             print(line)
 
 

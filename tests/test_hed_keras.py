@@ -11,8 +11,14 @@ import pytest
 import torch
 
 from archs.hed import HED
-from weights.hed_keras import (HED_SOURCES, convert_source, converted_path, keras_dataset_names, load_hed_weights,
-                               read_hed_keras)
+from weights.hed_keras import (
+    HED_SOURCES,
+    convert_source,
+    converted_path,
+    keras_dataset_names,
+    load_hed_weights,
+    read_hed_keras,
+)
 from weights.registry_packages import RegistryPackageError, cache_root, package_file
 
 REPO = Path(__file__).resolve().parents[1]
@@ -90,19 +96,22 @@ def _edit(path, fn):
         fn(f)
 
 
-@pytest.mark.parametrize("case, pattern", [
-    ("missing", r"bad\.weights\.h5.*no dataset 'dsn3/vars/1'"),
-    ("shape", r"bad\.weights\.h5.*'fuse/vars/0' has shape \(1, 1, 4, 1\), expected \(1, 1, 5, 1\)"),
-    ("extra", r"bad\.weights\.h5.*datasets the .* layout does not.*block6/layers/conv2d/vars/0"),
-    ("int", r"bad\.weights\.h5.*'dsn1/vars/1' is int32, not a plain float"),
-    ("string", r"bad\.weights\.h5.*'dsn1/vars/1' is .*not a plain float"),
-    ("nan", r"bad\.weights\.h5.*'block5/layers/conv2d_2/vars/1' holds non-finite"),
-    ("order", r"bad\.weights\.h5.*'/block4/layers/conv2d_1/vars' is layer 'block4_conv3', expected block4_conv2"),
-    ("namearray", r"bad\.weights\.h5.*'/block2/layers/conv2d/vars' is layer array\(\[1, 2\]\)"),
-    ("softlink", r"bad\.weights\.h5.*'dsn2/vars/0' is a soft link"),
-    ("external", r"bad\.weights\.h5.*'dsn2/vars/0' is an? external link"),
-    ("filter", r"bad\.weights\.h5.*'dsn1/vars/0' needs HDF5 filter 32000"),
-])
+@pytest.mark.parametrize(
+    "case, pattern",
+    [
+        ("missing", r"bad\.weights\.h5.*no dataset 'dsn3/vars/1'"),
+        ("shape", r"bad\.weights\.h5.*'fuse/vars/0' has shape \(1, 1, 4, 1\), expected \(1, 1, 5, 1\)"),
+        ("extra", r"bad\.weights\.h5.*datasets the .* layout does not.*block6/layers/conv2d/vars/0"),
+        ("int", r"bad\.weights\.h5.*'dsn1/vars/1' is int32, not a plain float"),
+        ("string", r"bad\.weights\.h5.*'dsn1/vars/1' is .*not a plain float"),
+        ("nan", r"bad\.weights\.h5.*'block5/layers/conv2d_2/vars/1' holds non-finite"),
+        ("order", r"bad\.weights\.h5.*'/block4/layers/conv2d_1/vars' is layer 'block4_conv3', expected block4_conv2"),
+        ("namearray", r"bad\.weights\.h5.*'/block2/layers/conv2d/vars' is layer array\(\[1, 2\]\)"),
+        ("softlink", r"bad\.weights\.h5.*'dsn2/vars/0' is a soft link"),
+        ("external", r"bad\.weights\.h5.*'dsn2/vars/0' is an? external link"),
+        ("filter", r"bad\.weights\.h5.*'dsn1/vars/0' needs HDF5 filter 32000"),
+    ],
+)
 def test_bad_keras_files_name_file_and_dataset(random_keras, tmp_path, case, pattern):
     bad = _copy(random_keras[0], tmp_path)
 
@@ -117,12 +126,19 @@ def test_bad_keras_files_name_file_and_dataset(random_keras, tmp_path, case, pat
         "int": lambda f: replace(f, "dsn1/vars/1", data=np.zeros(1, np.int32)),
         "string": lambda f: replace(f, "dsn1/vars/1", data=np.array([b"x"])),
         "nan": lambda f: f["block5/layers/conv2d_2/vars/1"].__setitem__(3, np.nan),
-        "order": lambda f: (f["block4/layers/conv2d_1/vars"].attrs.__setitem__("name", "block4_conv3"),
-                            f["block4/layers/conv2d_2/vars"].attrs.__setitem__("name", "block4_conv2")),
+        "order": lambda f: (
+            f["block4/layers/conv2d_1/vars"].attrs.__setitem__("name", "block4_conv3"),
+            f["block4/layers/conv2d_2/vars"].attrs.__setitem__("name", "block4_conv2"),
+        ),
         "namearray": lambda f: f["block2/layers/conv2d/vars"].attrs.__setitem__("name", np.array([1, 2])),
-        "softlink": lambda f: (f.__delitem__("dsn2/vars/0"), f.__setitem__("dsn2/vars/0", h5py.SoftLink("/dsn3/vars/0"))),
-        "external": lambda f: (f.__delitem__("dsn2/vars/0"),
-                               f.__setitem__("dsn2/vars/0", h5py.ExternalLink("/etc/passwd", "/x"))),
+        "softlink": lambda f: (
+            f.__delitem__("dsn2/vars/0"),
+            f.__setitem__("dsn2/vars/0", h5py.SoftLink("/dsn3/vars/0")),
+        ),
+        "external": lambda f: (
+            f.__delitem__("dsn2/vars/0"),
+            f.__setitem__("dsn2/vars/0", h5py.ExternalLink("/etc/passwd", "/x")),
+        ),
         "filter": lambda f: replace(f, "dsn1/vars/0", data=np.zeros((1, 1, 64, 1), np.float32), compression="lzf"),
     }
     _edit(bad, edits[case])
@@ -232,7 +248,7 @@ def test_damaged_converted_file_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("IMAGE_GANS_CACHE", str(tmp_path))
     bad = converted_path("hed-bsds500")
     bad.parent.mkdir(parents=True)
-    bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\": 1}")
+    bad.write_bytes(b'\x10\x00\x00\x00\x00\x00\x00\x00{"a": 1}')
     with pytest.raises(ValueError, match=r"hed_bsds500\.safetensors.*delete it"):
         load_hed_weights("hed-bsds500")
 
@@ -242,11 +258,15 @@ def test_render_synthesis_with_the_named_source(tmp_path, caplog):
     """What a user types: `python scripts/render_synthesis.py data=... data.synthesis.sketch.hed_weights=hed-bsds500`."""
     _package_weights()
     from conftest import compose_cfg
+
     from scripts.render_synthesis import render
 
     out = tmp_path / "grid.png"
-    cfg = compose_cfg(tmp_path, ["data=faces_demo", f"out={out}", "num_images=2", "split=val",
-                                 "data.synthesis.sketch.hed_weights=hed-bsds500"], config_name="render_synthesis")
+    cfg = compose_cfg(
+        tmp_path,
+        ["data=faces_demo", f"out={out}", "num_images=2", "split=val", "data.synthesis.sketch.hed_weights=hed-bsds500"],
+        config_name="render_synthesis",
+    )
     with caplog.at_level(logging.INFO, logger="synthesis.sketch"):
         render(cfg)
     assert "sketch detector: hed (sketch.detector=auto, sketch.hed_weights=hed-bsds500" in caplog.text

