@@ -244,6 +244,27 @@ def test_auto_falls_back_to_classic_when_the_source_cannot_be_had(tmp_path, monk
     assert not (tmp_path / "empty-cache" / "converted").exists()
 
 
+def test_face_experiments_default_to_hed_and_the_demo_to_classic(tmp_path, caplog):
+    """What users type: the face experiments sketch with HED (data/celeba_hq.yaml, inherited by celebamask_mini);
+    the non-face demo stays on classic (no fetch, fast smoke runs)."""
+    from conftest import compose_cfg
+    from hydra.utils import instantiate
+
+    for experiment, want in (
+        ("scfegan_paper", "hed-bsds500"),
+        ("scfegan_faces", "hed-bsds500"),
+        ("scfegan_demo", None),
+    ):
+        cfg = compose_cfg(tmp_path, [f"experiment={experiment}"])
+        assert cfg.data.synthesis.sketch.hed_weights == want, experiment
+    _package_weights()
+    cfg = compose_cfg(tmp_path, ["experiment=scfegan_faces"])
+    with caplog.at_level(logging.INFO, logger="synthesis.sketch"):
+        sk = instantiate(cfg.data.synthesis.sketch)
+    assert sk.detector == "hed" and sk.hed.pooling == "same"
+    assert "sketch detector: hed (sketch.detector=auto, sketch.hed_weights=hed-bsds500" in caplog.text
+
+
 def test_damaged_converted_file_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("IMAGE_GANS_CACHE", str(tmp_path))
     bad = converted_path("hed-bsds500")
