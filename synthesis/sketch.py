@@ -276,6 +276,7 @@ class SketchExtractor(nn.Module):
         # HED (pix2pix PostprocessHED.m)
         hed_weights: str | os.PathLike | None = None,
         hed_pad: int = 128,
+        hed_clahe: bool = False,
         nms: bool = True,
         nms_orientation_radius: int = 4,
         nms_radius: int = 1,
@@ -350,6 +351,7 @@ class SketchExtractor(nn.Module):
         self.clahe_grid_size = tuple(int(g) for g in clahe_grid_size)
         self.reference_size = None if reference_size is None else int(reference_size)
         self.hed_pad = int(hed_pad)
+        self.hed_clahe = bool(hed_clahe)
         self.nms = bool(nms)
         self.nms_orientation_radius = int(nms_orientation_radius)
         self.nms_radius, self.nms_border, self.nms_multiplier = int(nms_radius), int(nms_border), float(nms_multiplier)
@@ -411,7 +413,10 @@ class SketchExtractor(nn.Module):
 
     def extra_repr(self) -> str:
         if self.detector == "hed":
-            detail = f"hed={self.hed_weights!r}, nms={self.nms}, threshold={self.hed_threshold:.4f}"
+            detail = (
+                f"hed={self.hed_weights!r}, hed_clahe={self.hed_clahe}, nms={self.nms}, "
+                f"threshold={self.hed_threshold:.4f}"
+            )
         elif self.detector == "dexined":
             detail = f"dexined={self.dexined_weights!r}, threshold={self.dexined_threshold}"
         elif self.detector == "canny":
@@ -441,10 +446,11 @@ class SketchExtractor(nn.Module):
 
     # -- soft boundary maps ------------------------------------------------------------------------------------
     def hed_edges(self, x01: torch.Tensor) -> torch.Tensor:
-        """HED fused edge probability [B, 1, H, W]: CLAHE per channel, reflect-pad ``hed_pad`` (pix2pix
-        batch_hed.py pads 128 so the border gets full context), BGR, the network, crop."""
+        """HED fused edge probability [B, 1, H, W]: CLAHE per channel when ``hed_clahe`` (off by default: see
+        conf/data/synthesis/default.yaml), reflect-pad ``hed_pad`` (pix2pix batch_hed.py pads 128 so the border gets
+        full context), BGR, the network, crop."""
         net = self.hed.to(x01.device)
-        bgr = self._clahe(x01).flip(1)
+        bgr = (self._clahe(x01) if self.hed_clahe else x01.clamp(0, 1)).flip(1)
         height, width = bgr.shape[-2:]
         pad = min(self.hed_pad, height - 1, width - 1)
         if pad > 0:
