@@ -276,7 +276,7 @@ class SketchExtractor(nn.Module):
         # HED (pix2pix PostprocessHED.m)
         hed_weights: str | os.PathLike | None = None,
         hed_pad: int = 128,
-        hed_clahe: bool = False,
+        hed_clahe: bool = True,
         nms: bool = True,
         nms_orientation_radius: int = 4,
         nms_radius: int = 1,
@@ -446,8 +446,8 @@ class SketchExtractor(nn.Module):
 
     # -- soft boundary maps ------------------------------------------------------------------------------------
     def hed_edges(self, x01: torch.Tensor) -> torch.Tensor:
-        """HED fused edge probability [B, 1, H, W]: CLAHE per channel when ``hed_clahe`` (off by default: see
-        conf/data/synthesis/default.yaml), reflect-pad ``hed_pad`` (pix2pix batch_hed.py pads 128 so the border gets
+        """HED fused edge probability [B, 1, H, W]: CLAHE per channel when ``hed_clahe`` (the author's, SC-FEGAN
+        issue #24; see conf/data/synthesis/default.yaml), reflect-pad ``hed_pad`` (pix2pix batch_hed.py pads 128 so the border gets
         full context), BGR, the network, crop."""
         net = self.hed.to(x01.device)
         bgr = (self._clahe(x01) if self.hed_clahe else x01.clamp(0, 1)).flip(1)

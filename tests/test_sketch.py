@@ -190,8 +190,8 @@ def test_hed_weights_load(tmp_path, prefix):
     assert torch.allclose(sk.hed_edges((x[1:] + 1) / 2), prob[1:], atol=1e-5)  # batching changes nothing
 
 
-def test_hed_clahe_is_off_by_default_and_switchable(tmp_path):
-    """HED sees the plain image (pix2pix batch_hed.py) unless hed_clahe; the other detectors keep CLAHE."""
+def test_hed_clahe_is_on_by_default_and_switchable(tmp_path):
+    """HED sees the CLAHE'd image (the author, SC-FEGAN issue #24) unless hed_clahe=false (pix2pix batch_hed.py)."""
     torch.manual_seed(0)
     path = tmp_path / "network-bsds500.pytorch"
     torch.save(HED().state_dict(), path)
@@ -201,7 +201,7 @@ def test_hed_clahe_is_off_by_default_and_switchable(tmp_path):
         sk = SketchExtractor(hed_weights=str(path), hed_clahe=flag, hed_pad=0)
         sk.hed.forward = lambda bgr, flag=flag: seen.setdefault(flag, bgr) * 0  # what HED is fed
         sk.hed_edges(x01)
-    assert SketchExtractor().hed_clahe is False
+    assert SketchExtractor().hed_clahe is True
     assert torch.equal(seen[False], x01.flip(1))
     assert torch.allclose(seen[True], SketchExtractor()._clahe(x01).flip(1))
     assert (seen[True] - seen[False]).abs().mean() > 0.05
