@@ -2,6 +2,7 @@
 
     python benchmarks/sketch_detectors.py --faces ../shared/data/faces/celebamask_mini/train --num 20
     python benchmarks/sketch_detectors.py ... --detectors hed classic canny --save-dir /tmp/sketches
+    python benchmarks/sketch_detectors.py ... --detectors hed hed-plain     # HED with / without CLAHE first
 
 Per detector, over the same images: CPU milliseconds per image (process time, torch threads ``--threads``);
 edge density (% sketch pixels); curves (8-connected components of the sketch: count per face, median and mean
@@ -9,7 +10,9 @@ length in px, share of sketch pixels on curves of at least 50 px); and the share
 CelebAMask-HQ labels that lie within ``--tolerance`` px (at 512) of a sketch pixel: the face outline (boundary of
 the face parts against background / hair / neck / cloth / hat), and of it the hairline (against hair) and the
 jaw / chin (against neck, background, cloth), and the eye and mouth contours.  ``chance`` is the share of all
-pixels within the tolerance of a sketch pixel: what a contour placed at random would get.
+pixels within the tolerance of a sketch pixel: what a contour placed at random would get.  ``on parts``: the share
+of sketch pixels within the tolerance of any label boundary (the rest is texture: pores, hair strands, wrinkles).
+``hed-plain`` is ``hed`` with ``hed_clahe=false`` (no CLAHE: pix2pix batch_hed.py).
 Figures only, printed beside the load average; nothing is asserted.
 """
 
@@ -93,7 +96,14 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     files = list_images(os.path.join(args.faces, "images"))[: args.num]
     extractors = {
-        d: SketchExtractor(**{**_cfg([]), "detector": d, "hed_weights": args.hed_weights if d == "hed" else None})
+        d: SketchExtractor(
+            **{
+                **_cfg([]),
+                "detector": d.split("-")[0],
+                "hed_weights": args.hed_weights if d.startswith("hed") else None,
+                "hed_clahe": d != "hed-plain",
+            }
+        )
         for d in args.detectors
     }
     stats = {
@@ -103,6 +113,7 @@ def main() -> None:
             "curves": [],
             "lengths": [],
             "chance": [],
+            "on_parts": [],
             **{k: [] for k in ("outline", "hairline", "jaw", "eyes", "mouth")},
         }
         for d in args.detectors
@@ -114,6 +125,10 @@ def main() -> None:
         labels = torch.from_numpy(read_label_map(os.path.join(args.faces, "masks", stem + ".png"))).long()
         cont = contours(labels)
         r = max(1, round(args.tolerance * min(img.shape[-2:]) / 512))
+        parts = torch.zeros_like(labels, dtype=torch.bool)  # any label boundary
+        parts[:, 1:] |= labels[:, 1:] != labels[:, :-1]
+        parts[1:, :] |= labels[1:, :] != labels[:-1, :]
+        near_parts = F.max_pool2d(parts[None, None].float(), 2 * r + 1, 1, r)[0, 0] > 0
         order = args.detectors if n % 2 == 0 else args.detectors[::-1]  # interleaved, alternating first
         for d in order:
             c0 = time.process_time()
@@ -123,6 +138,7 @@ def main() -> None:
             near = F.max_pool2d(sk[None, None].float(), 2 * r + 1, 1, r)[0, 0] > 0
             s["density"].append(sk.float().mean().item() * 100)
             s["chance"].append(near.float().mean().item() * 100)
+            s["on_parts"].append((sk & near_parts).sum().item() / max(1, sk.sum().item()) * 100)
             lengths = curve_lengths(sk)
             s["curves"].append(len(lengths))
             s["lengths"].extend(lengths.tolist())
@@ -155,7 +171,7 @@ def main() -> None:
             + ", ".join(
                 f"{k} {np.mean(s[k]):.0f} (n={len(s[k])})" for k in ("outline", "hairline", "jaw", "eyes", "mouth")
             )
-            + f"; chance {np.mean(s['chance']):.0f}"
+            + f"; chance {np.mean(s['chance']):.0f}; sketch pixels on part boundaries {np.mean(s['on_parts']):.0f} %"
         )
     if len(stats) > 1:
         a, b = args.detectors[:2]
