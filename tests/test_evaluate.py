@@ -21,6 +21,8 @@ from evaluation.run import evaluate
 from evaluation.scoring import build_fid_metric
 
 TINY_G = ["model.generator.num_feat=8", "model.generator.num_block=1", "model.generator.num_grow_ch=4"]
+# face_data (celeba_hq) sketches with HED: ~1 s CPU per 128 px face; these tests are about the rows, not the detector
+CLASSIC_SKETCH = "face_data.synthesis.sketch.hed_weights=null"
 
 
 def _image(h, w, seed):
@@ -285,6 +287,7 @@ def test_face_editing_synthesised_and_user_masks_with_lpips_and_fid(tmp_path, ca
             f"data.test_dir={faces}",
             f"data.user_mask_dir={tmp_path / 'masks'}",
             "face_data.resolution=128",
+            CLASSIC_SKETCH,
             "face_data.num_workers=0",
             "face_data.val_batch_size=4",
             "metrics.lpips.enabled=true",
@@ -373,6 +376,7 @@ def test_face_rows_per_mask_coverage_bin(tmp_path, capsys):
             f"ckpt_path={ckpt}",
             f"data.test_dir={faces}",
             "face_data.resolution=128",
+            CLASSIC_SKETCH,
             "face_data.num_workers=0",
             "face_data.val_batch_size=3",
             "metrics.fid.enabled=false",
@@ -406,6 +410,7 @@ def test_face_noise_follows_the_weights_and_mismatch_warns(tmp_path, capsys):
         f"ckpt_path={ckpt}",
         f"data.test_dir={faces}",
         "face_data.resolution=128",
+        CLASSIC_SKETCH,
         "face_data.num_workers=0",
         "metrics.fid.enabled=false",
         "user_strokes.enabled=false",

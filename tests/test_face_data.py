@@ -297,6 +297,9 @@ def test_hydra_celeba_hq_config(tmp_path):
     assert cfg.data.resolution == 512 and cfg.data.num_val == 1000 and cfg.data.label_format == "per_part"
     assert cfg.data.image_dir.endswith("CelebA-HQ/CelebA-HQ-img")
     assert cfg.data.label_dir.endswith("CelebA-HQ/CelebAMask-HQ-mask-anno")
+    # the face configs' one change to the synthesis defaults: the paper's HED (tests/test_hed_keras.py loads it)
+    assert cfg.data.synthesis.sketch.hed_weights == "hed-bsds500"
+    cfg.data.synthesis.sketch.hed_weights = None
     synth = instantiate(cfg.data.synthesis)
     assert isinstance(synth, FaceInputSynthesizer)
     assert synth.mask.free_form.max_draw == 20 and synth.mask.hair_prob == 0.35
@@ -317,6 +320,8 @@ def test_hydra_celebamask_mini_config(tmp_path):
     shared_data("faces", "celebamask_mini")
     cfg = _compose(tmp_path, "celebamask_mini")
     assert cfg.data.num_val == 50 and cfg.data.label_format == "single"
+    assert cfg.data.synthesis.sketch.hed_weights == "hed-bsds500"  # from celeba_hq
+    cfg.data.synthesis.sketch.hed_weights = None  # classic: this test is about the data, not the detector
     dm = instantiate(cfg.data, resolution=RES, num_workers=0, pin_memory=False, batch_size=2)
     dm.setup()
     assert len(dm.val_set) == 50

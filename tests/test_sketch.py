@@ -190,6 +190,23 @@ def test_hed_weights_load(tmp_path, prefix):
     assert torch.allclose(sk.hed_edges((x[1:] + 1) / 2), prob[1:], atol=1e-5)  # batching changes nothing
 
 
+def test_hed_clahe_is_on_by_default_and_switchable(tmp_path):
+    """HED sees the CLAHE'd image (the author, SC-FEGAN issue #24) unless hed_clahe=false (pix2pix batch_hed.py)."""
+    torch.manual_seed(0)
+    path = tmp_path / "network-bsds500.pytorch"
+    torch.save(HED().state_dict(), path)
+    x01 = torch.rand(1, 3, 40, 40) ** 3  # dark, low contrast: CLAHE changes it a lot
+    seen = {}
+    for flag in (False, True):
+        sk = SketchExtractor(hed_weights=str(path), hed_clahe=flag, hed_pad=0)
+        sk.hed.forward = lambda bgr, flag=flag: seen.setdefault(flag, bgr) * 0  # what HED is fed
+        sk.hed_edges(x01)
+    assert SketchExtractor().hed_clahe is True
+    assert torch.equal(seen[False], x01.flip(1))
+    assert torch.allclose(seen[True], SketchExtractor()._clahe(x01).flip(1))
+    assert (seen[True] - seen[False]).abs().mean() > 0.05
+
+
 def test_hed_bad_weights_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"nope\.pytorch.*sniklaus/pytorch-hed"):
         SketchExtractor(hed_weights=str(tmp_path / "nope.pytorch"))

