@@ -19,7 +19,8 @@ thread (on a GPU it costs GPU time instead; device_check reports its share there
 "H200 needs" = 0.35 x 989 TFLOP/s (benchmarks/device_check.py's target share of benchmarks/train_step.py's dense bf16
 peak for H200) / the model FLOPs per image of one training iteration, counted as device_check counts them
 (train_step's paper cases under torch.utils.flop_counter; here on the meta device without the input synthesis,
-which adds little; SC-FEGAN on the CPU at 128 px, x 16), so "workers" = H200 needs / worker img/s is how many workers one GPU needs at that speed.
+which adds little; SC-FEGAN on the CPU at 128 px, x 16), so "workers" = H200 needs / worker img/s is how many
+workers one GPU needs at that speed.
 """
 
 import os
@@ -64,7 +65,8 @@ def build_cases(sr_dir: Path, faces_dir: Path) -> dict:
     cases = {}
     if sr_dir.is_dir():
         cases["sr_gt128"] = compose_data("sr_shared", [f"data.train_dirs=[{sr_dir}]"])
-        cases["sr_gt256"] = compose_data("realesrgan_div2k", [f"data.train_dirs=[{sr_dir}]", f"data.val_dirs=[{sr_dir}]"])
+        cases["sr_gt256"] = compose_data("realesrgan_div2k", [f"data.train_dirs=[{sr_dir}]",
+                                                              f"data.val_dirs=[{sr_dir}]"])
     else:
         print(f"skipped SR: {sr_dir} not present")
     if (faces_dir / "train" / "images").is_dir():

@@ -7,8 +7,8 @@
 Follows BasicSR ``scripts/data_preparation/extract_subimages.py`` (XPixelGroup/BasicSR): crop_size 480, step 240,
 thresh_size 0 for DIV2K_train_HR; the windows start at 0, step, 2 step, ... while they fit, plus one flush with the
 far border when more than ``thresh_size`` pixels would be left uncovered; sub-image ``k`` (1-based, row-major) of
-``0001.png`` is ``0001_s{k:03d}.png``, with ``x2``/``x3``/``x4``/``x8`` removed from the name as BasicSR does for DIV2K's
-LR files; PNG compression level 3 (BasicSR's default); images read unchanged (16-bit and alpha kept).
+``0001.png`` is ``0001_s{k:03d}.png``, with ``x2``/``x3``/``x4``/``x8`` removed from the name as BasicSR does for
+DIV2K's LR files; PNG compression level 3 (BasicSR's default); images read unchanged (16-bit and alpha kept).
 
 Differences: the output is always PNG (lossless, whatever the input); an image smaller than the crop is skipped with a
 warning (BasicSR fails on it).  An existing ``--output`` is refused (as BasicSR); ``--skip-existing`` continues an

@@ -74,7 +74,8 @@ def test_lama_presets_respect_bounds(preset):
     cov = masks.flatten(1).mean(1)
     assert (cov <= 0.5).all() and (cov > 0).all()
     # The sampled geometry within LaMa's ranges (masks.py: widths 5 + randint(max_width), 10 + randint(max_len),
-    # min_times .. max_times + 1 strokes of 1-5 segments, ends truncated to int: +-1.5 px; boxes of bbox_min_size .. bbox_max_size px).
+    # min_times .. max_times + 1 strokes of 1-5 segments, ends truncated to int: +-1.5 px; boxes of
+    # bbox_min_size .. bbox_max_size px).
     kinds = set()
     for i in range(60):
         kind, rows = module.sample(sample_rng(0, i, 0, 0, 20), 256, 256)
@@ -83,7 +84,8 @@ def test_lama_presets_respect_bounds(preset):
             assert p.min_times <= len(rows) and len(rows) <= 5 * (p.max_times + 1)
             for x0, y0, x1, y1, w in rows:
                 assert 5 <= w <= p.max_width + 4
-                assert 10 - 1.5 <= math.hypot(x1 - x0, y1 - y0) <= p.max_len + 9 + 1.5 or x1 in (0, 256) or y1 in (0, 256)
+                length = math.hypot(x1 - x0, y1 - y0)
+                assert 10 - 1.5 <= length <= p.max_len + 9 + 1.5 or x1 in (0, 256) or y1 in (0, 256)
         else:
             assert p.box_min_times <= len(rows) <= p.box_max_times
             for x, y, bw, bh in rows:
