@@ -64,7 +64,7 @@ def compose_data(name: str, overrides: list[str]):
 def build_cases(sr_dir: Path, faces_dir: Path) -> dict:
     cases = {}
     if sr_dir.is_dir():
-        cases["sr_gt128"] = compose_data("sr_shared", [f"data.train_dirs=[{sr_dir}]"])
+        cases["sr_gt128"] = compose_data("sr_shared", [f"data.train_dirs=[{sr_dir}]", f"data.val_dirs=[{sr_dir}]"])
         cases["sr_gt256"] = compose_data("realesrgan_div2k", [f"data.train_dirs=[{sr_dir}]",
                                                               f"data.val_dirs=[{sr_dir}]"])
     else:
