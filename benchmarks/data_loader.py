@@ -29,16 +29,16 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/ (train_step)
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the project root
 
-import tv_compat  # noqa: E402,F401  (must precede anything that imports torchvision)
+import tv_compat
 
-import argparse  # noqa: E402
-import math  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
-import warnings  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import math
+import statistics
+import time
+import warnings
+from pathlib import Path
 
-import torch  # noqa: E402
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_SHARE = 0.35  # device_check.TARGETS["esrgan_gan_share_bf16_peak"]
@@ -65,13 +65,15 @@ def build_cases(sr_dir: Path, faces_dir: Path) -> dict:
     cases = {}
     if sr_dir.is_dir():
         cases["sr_gt128"] = compose_data("sr_shared", [f"data.train_dirs=[{sr_dir}]", f"data.val_dirs=[{sr_dir}]"])
-        cases["sr_gt256"] = compose_data("realesrgan_div2k", [f"data.train_dirs=[{sr_dir}]",
-                                                              f"data.val_dirs=[{sr_dir}]"])
+        cases["sr_gt256"] = compose_data(
+            "realesrgan_div2k", [f"data.train_dirs=[{sr_dir}]", f"data.val_dirs=[{sr_dir}]"]
+        )
     else:
         print(f"skipped SR: {sr_dir} not present")
     if (faces_dir / "train" / "images").is_dir():
-        cases["faces512"] = compose_data("celebamask_mini", [
-            f"data.image_dir={faces_dir}/train/images", f"data.label_dir={faces_dir}/train/masks"])
+        cases["faces512"] = compose_data(
+            "celebamask_mini", [f"data.image_dir={faces_dir}/train/images", f"data.label_dir={faces_dir}/train/masks"]
+        )
     else:
         print(f"skipped faces: {faces_dir}/train/images not present")
     return cases
@@ -149,21 +151,30 @@ def main(argv=None) -> dict:
         for name in cases:
             need[name] = TARGET_SHARE * H200_BF16 * 1e12 / flops_per_image(name)
     rows = {}
-    print(f"\nload average {load0[0]:.2f} (start) / {load1[0]:.2f} (end) on {os.cpu_count()} CPUs; torch threads 1; "
-          f"{args.rounds} rounds x {args.items} images, median")
-    print(f"{'case':10s} {'worker img/s':>13s} {'device part on CPU img/s':>25s} {'H200 needs img/s':>17s} "
-          f"{'GFLOP/img':>10s} {'workers per H200':>17s}")
+    print(
+        f"\nload average {load0[0]:.2f} (start) / {load1[0]:.2f} (end) on {os.cpu_count()} CPUs; torch threads 1; "
+        f"{args.rounds} rounds x {args.items} images, median"
+    )
+    print(
+        f"{'case':10s} {'worker img/s':>13s} {'device part on CPU img/s':>25s} {'H200 needs img/s':>17s} "
+        f"{'GFLOP/img':>10s} {'workers per H200':>17s}"
+    )
     for name in cases:
         w = statistics.median(x[0] for x in per[name])
         d = statistics.median(x[1] for x in per[name])
         row = {"worker_img_s": 1 / w, "device_part_cpu_img_s": 1 / d if d > 0 else float("inf")}
         if name in need:
-            row.update(h200_img_s=need[name], gflop_img=TARGET_SHARE * H200_BF16 * 1e3 / need[name],
-                       workers=math.ceil(need[name] * w))
+            row.update(
+                h200_img_s=need[name],
+                gflop_img=TARGET_SHARE * H200_BF16 * 1e3 / need[name],
+                workers=math.ceil(need[name] * w),
+            )
         rows[name] = row
-        print(f"{name:10s} {row['worker_img_s']:13.1f} {row['device_part_cpu_img_s']:25.1f} "
-              f"{row.get('h200_img_s', float('nan')):17.0f} {row.get('gflop_img', float('nan')):10.1f} "
-              f"{row.get('workers', '-'):>17}")
+        print(
+            f"{name:10s} {row['worker_img_s']:13.1f} {row['device_part_cpu_img_s']:25.1f} "
+            f"{row.get('h200_img_s', float('nan')):17.0f} {row.get('gflop_img', float('nan')):10.1f} "
+            f"{row.get('workers', '-'):>17}"
+        )
     return rows
 
 

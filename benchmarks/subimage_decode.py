@@ -16,17 +16,17 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the project root
 
-import argparse  # noqa: E402
-import statistics  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
+import cv2
+import numpy as np
 
-from datamodules.image_io import read_image  # noqa: E402
-from scripts.extract_subimages import extract  # noqa: E402
+from datamodules.image_io import read_image
+from scripts.extract_subimages import extract
 
 CROP = 128 + 2 * 8  # GT 128 with the LR context margin of x4 bicubic (lr_margin 8)
 
@@ -62,10 +62,10 @@ def main(argv=None) -> dict:
             y, x = (int(v) for v in rng.integers(0, 480 - CROP, 2))
             t = time.process_time()
             img = read_image(f)
-            img[y:y + CROP, x:x + CROP].copy()
+            img[y : y + CROP, x : x + CROP].copy()
             t_png.append(time.process_time() - t)
             t = time.process_time()
-            a = np.load(n, mmap_mode="r")[y:y + CROP, x:x + CROP]
+            a = np.load(n, mmap_mode="r")[y : y + CROP, x : x + CROP]
             (cv2.cvtColor(np.ascontiguousarray(a), cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0)
             t_npy.append(time.process_time() - t)
     png_ms, npy_ms = 1000 * statistics.mean(t_png), 1000 * statistics.mean(t_npy)

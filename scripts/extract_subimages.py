@@ -23,13 +23,14 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the project root
 
-import argparse  # noqa: E402
-import time  # noqa: E402
-from multiprocessing import get_context  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import time
+from multiprocessing import get_context
+from pathlib import Path
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
+import cv2
+import numpy as np
+from PIL import Image
 
 IMG_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 PNG_COMPRESSION = 3  # BasicSR opt['compression_level'] (cv2's default)
@@ -55,13 +56,14 @@ def sub_name(path: Path, index: int) -> str:
 
 def windows(h: int, w: int, crop_size: int, step: int, thresh_size: int) -> list[tuple[int, int]]:
     """(top, left) of every sub-image, row-major (BasicSR's order and numbering)."""
-    return [(y, x) for y in crop_starts(h, crop_size, step, thresh_size)
-            for x in crop_starts(w, crop_size, step, thresh_size)]
+    return [
+        (y, x)
+        for y in crop_starts(h, crop_size, step, thresh_size)
+        for x in crop_starts(w, crop_size, step, thresh_size)
+    ]
 
 
 def _image_size(path: Path) -> tuple[int, int]:
-    from PIL import Image
-
     with Image.open(path) as im:
         return im.height, im.width
 
@@ -76,8 +78,12 @@ def process(task) -> tuple[str, int, str]:
             names = [sub_name(path, k + 1) for k in range(len(windows(h, w, crop_size, step, thresh_size)))]
             if names and all((out / n).is_file() for n in names):
                 return str(path), 0, "skipped (all sub-images exist)"
-        except Exception:
-            pass  # decode below reports it
+        except (
+            OSError,
+            ValueError,
+            Image.DecompressionBombError,
+        ):  # PIL cannot read the header: the decode below reports the file
+            pass
     img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if img is None or img.ndim not in (2, 3):
         return str(path), 0, "unreadable image: skipped"
@@ -90,7 +96,7 @@ def process(task) -> tuple[str, int, str]:
         if skip_existing and final.is_file():
             continue
         tmp = out / f".{final.name}.{os.getpid()}.tmp.png"
-        crop = np.ascontiguousarray(img[y:y + crop_size, x:x + crop_size, ...])
+        crop = np.ascontiguousarray(img[y : y + crop_size, x : x + crop_size, ...])
         if not cv2.imwrite(str(tmp), crop, [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION]):
             return str(path), k - 1, f"could not write {tmp}"
         os.replace(tmp, final)
@@ -100,8 +106,9 @@ def process(task) -> tuple[str, int, str]:
 def extract(input_dir, output_dir, crop_size=480, step=240, thresh_size=0, workers=None, skip_existing=False) -> dict:
     src, out = Path(input_dir).expanduser(), Path(output_dir).expanduser()
     if crop_size < 1 or step < 1 or thresh_size < 0:
-        raise ValueError(f"need --crop-size >= 1, --step >= 1, --thresh-size >= 0; got {crop_size}, {step}, "
-                         f"{thresh_size}")
+        raise ValueError(
+            f"need --crop-size >= 1, --step >= 1, --thresh-size >= 0; got {crop_size}, {step}, {thresh_size}"
+        )
     if not src.is_dir():
         raise FileNotFoundError(f"--input {str(src)!r} does not exist or is not a folder")
     if out.resolve() == src.resolve() or src.resolve() in out.resolve().parents:
@@ -116,8 +123,10 @@ def extract(input_dir, output_dir, crop_size=480, step=240, thresh_size=0, worke
             raise ValueError(f"{stems[key].name} and {p.name} would write the same sub-image names ({key}, ...)")
         stems[key] = p
     if out.exists() and not skip_existing:
-        raise FileExistsError(f"--output {str(out)!r} already exists (BasicSR's rule too); choose a new folder, or "
-                              f"pass --skip-existing to complete an interrupted run")
+        raise FileExistsError(
+            f"--output {str(out)!r} already exists (BasicSR's rule too); choose a new folder, or "
+            f"pass --skip-existing to complete an interrupted run"
+        )
     out.mkdir(parents=True, exist_ok=True)
     workers = workers or min(8, os.cpu_count() or 1)
     tasks = [(str(p), str(out), crop_size, step, thresh_size, skip_existing) for p in files]
@@ -145,12 +154,15 @@ def main(argv=None) -> dict:
     p.add_argument("--skip-existing", action="store_true", help="complete an interrupted run into --output")
     args = p.parse_args(argv)
     try:
-        res = extract(args.input, args.output, args.crop_size, args.step, args.thresh_size, args.workers,
-                      args.skip_existing)
+        res = extract(
+            args.input, args.output, args.crop_size, args.step, args.thresh_size, args.workers, args.skip_existing
+        )
     except (FileExistsError, FileNotFoundError, ValueError) as err:
-        raise SystemExit(str(err))
-    print(f"wrote {res['sub_images']} sub-images of {res['images']} images to {args.output} in "
-          f"{res['seconds']:.1f} s ({len(res['notes'])} notes above)")
+        raise SystemExit(str(err)) from None
+    print(
+        f"wrote {res['sub_images']} sub-images of {res['images']} images to {args.output} in "
+        f"{res['seconds']:.1f} s ({len(res['notes'])} notes above)"
+    )
     return res
 
 

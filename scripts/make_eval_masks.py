@@ -18,21 +18,21 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the project root
 
-import tv_compat  # noqa: E402,F401  (must precede anything that imports torchvision)
+import tv_compat
 
-import argparse  # noqa: E402
-import hashlib  # noqa: E402
-import io  # noqa: E402
-import json  # noqa: E402
-import shutil  # noqa: E402
-import tempfile  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import hashlib
+import io
+import json
+import shutil
+import tempfile
+from pathlib import Path
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
+import numpy as np
+import torch
+from PIL import Image
 
-from synthesis.mask_presets import GENERATOR_VERSION, PRESETS, bin_label, build_preset, coverage_bin  # noqa: E402
+from synthesis.mask_presets import GENERATOR_VERSION, PRESETS, bin_label, build_preset, coverage_bin
 
 MANIFEST = "manifest.json"
 TOOL = "scripts.make_eval_masks"
@@ -71,11 +71,14 @@ def write_set(preset: str, num: int, size: int, seed: int, out: str | os.PathLik
     out = Path(out).expanduser()
     if out.exists():
         if not overwrite:
-            raise FileExistsError(f"--out {str(out)!r} already exists; pass --overwrite to replace a mask set, or "
-                                  f"choose a new folder")
+            raise FileExistsError(
+                f"--out {str(out)!r} already exists; pass --overwrite to replace a mask set, or choose a new folder"
+            )
         if not (out / MANIFEST).is_file() or json.loads((out / MANIFEST).read_text()).get("tool") != TOOL:
-            raise FileExistsError(f"--out {str(out)!r} exists and is not a mask set written by {TOOL} (no "
-                                  f"{MANIFEST} of ours): refusing to replace it, even with --overwrite")
+            raise FileExistsError(
+                f"--out {str(out)!r} exists and is not a mask set written by {TOOL} (no "
+                f"{MANIFEST} of ours): refusing to replace it, even with --overwrite"
+            )
     _, params = build_preset(preset, size)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -89,11 +92,23 @@ def write_set(preset: str, num: int, size: int, seed: int, out: str | os.PathLik
             cov = float(mask.mean())
             k = coverage_bin(cov)
             counts[k] += 1
-            files.append({"file": name, "index": i, "coverage": cov, "bin": bin_label(k),
-                          "sha256": hashlib.sha256(data).hexdigest()})
+            files.append(
+                {
+                    "file": name,
+                    "index": i,
+                    "coverage": cov,
+                    "bin": bin_label(k),
+                    "sha256": hashlib.sha256(data).hexdigest(),
+                }
+            )
         manifest = {
-            "tool": TOOL, "generator_version": GENERATOR_VERSION, "preset": preset, "size": [size, size],
-            "num": num, "seed": seed, "parameters": params,
+            "tool": TOOL,
+            "generator_version": GENERATOR_VERSION,
+            "preset": preset,
+            "size": [size, size],
+            "num": num,
+            "seed": seed,
+            "parameters": params,
             "convention": "8-bit PNG, 255 = erased (M = 1), 0 = kept",
             "coverage_bins": "10 %-wide, (lo, hi], the first [0, 10 %] (evaluate.py's bin_index convention)",
             "counts_per_bin": {bin_label(k): c for k, c in enumerate(counts)},
@@ -129,10 +144,12 @@ def main(argv=None) -> dict:
     try:
         manifest = write_set(args.preset, args.num, args.size, args.seed, args.out, args.overwrite)
     except FileExistsError as err:
-        raise SystemExit(str(err))
+        raise SystemExit(str(err)) from None
     bins = ", ".join(f"{k} {v}" for k, v in manifest["counts_per_bin"].items() if v)
-    print(f"wrote {args.num} {args.preset} masks ({args.size} px, seed {args.seed}) to {args.out}: mean coverage "
-          f"{100 * manifest['coverage_mean']:.1f} %; per bin: {bins}")
+    print(
+        f"wrote {args.num} {args.preset} masks ({args.size} px, seed {args.seed}) to {args.out}: mean coverage "
+        f"{100 * manifest['coverage_mean']:.1f} %; per bin: {bins}"
+    )
     return manifest
 
 

@@ -44,8 +44,10 @@ from synthesis.masks import _segments_tensor, rasterize_capsules, sample_rng
 
 GENERATOR_VERSION = "mask_presets/1"  # bump when any preset's sampling or rasterisation changes
 _STREAM_LAMA = 20  # sub-streams of synthesis.masks.sample_rng, distinct from the training masks' 0-6
-LAMA_SOURCE = "advimman/lama configs/data_gen/random_{preset}_{size}.yaml; saicinpainting/training/data/masks.py; " \
-              "bin/gen_mask_dataset.py (max_tamper_area)"
+LAMA_SOURCE = (
+    "advimman/lama configs/data_gen/random_{preset}_{size}.yaml; saicinpainting/training/data/masks.py; "
+    "bin/gen_mask_dataset.py (max_tamper_area)"
+)
 
 
 @dataclass(frozen=True)
@@ -72,15 +74,59 @@ class LamaParams:
 # configs/data_gen/random_*_256.yaml and random_*_512.yaml (advimman/lama), mask_generator_kwargs.
 LAMA_PRESETS = {
     ("thin", 256): LamaParams(min_times=4, max_times=50, max_width=10, max_angle=4, max_len=40),
-    ("medium", 256): LamaParams(min_times=4, max_times=5, max_width=50, max_angle=4, max_len=100, box_proba=0.3,
-                                box_margin=0, bbox_min_size=10, bbox_max_size=50, box_min_times=1, box_max_times=5),
-    ("thick", 256): LamaParams(min_times=1, max_times=5, max_width=100, max_angle=4, max_len=200, box_proba=0.3,
-                               box_margin=10, bbox_min_size=30, bbox_max_size=150, box_min_times=1, box_max_times=3),
+    ("medium", 256): LamaParams(
+        min_times=4,
+        max_times=5,
+        max_width=50,
+        max_angle=4,
+        max_len=100,
+        box_proba=0.3,
+        box_margin=0,
+        bbox_min_size=10,
+        bbox_max_size=50,
+        box_min_times=1,
+        box_max_times=5,
+    ),
+    ("thick", 256): LamaParams(
+        min_times=1,
+        max_times=5,
+        max_width=100,
+        max_angle=4,
+        max_len=200,
+        box_proba=0.3,
+        box_margin=10,
+        bbox_min_size=30,
+        bbox_max_size=150,
+        box_min_times=1,
+        box_max_times=3,
+    ),
     ("thin", 512): LamaParams(min_times=4, max_times=70, max_width=20, max_angle=4, max_len=100),
-    ("medium", 512): LamaParams(min_times=4, max_times=10, max_width=100, max_angle=4, max_len=200, box_proba=0.3,
-                                box_margin=0, bbox_min_size=30, bbox_max_size=150, box_min_times=1, box_max_times=5),
-    ("thick", 512): LamaParams(min_times=1, max_times=5, max_width=250, max_angle=4, max_len=450, box_proba=0.3,
-                               box_margin=10, bbox_min_size=30, bbox_max_size=300, box_min_times=1, box_max_times=4),
+    ("medium", 512): LamaParams(
+        min_times=4,
+        max_times=10,
+        max_width=100,
+        max_angle=4,
+        max_len=200,
+        box_proba=0.3,
+        box_margin=0,
+        bbox_min_size=30,
+        bbox_max_size=150,
+        box_min_times=1,
+        box_max_times=5,
+    ),
+    ("thick", 512): LamaParams(
+        min_times=1,
+        max_times=5,
+        max_width=250,
+        max_angle=4,
+        max_len=450,
+        box_proba=0.3,
+        box_margin=10,
+        bbox_min_size=30,
+        bbox_max_size=300,
+        box_min_times=1,
+        box_max_times=4,
+    ),
 }
 LAMA_KINDS = ("thin", "medium", "thick")
 PRESETS = LAMA_KINDS + ("free_form", "user_strokes")
@@ -93,8 +139,23 @@ def lama_params(preset: str, size: int) -> tuple[LamaParams, str]:
     if (preset, size) in LAMA_PRESETS:
         return LAMA_PRESETS[preset, size], LAMA_SOURCE.format(preset=preset, size=size)
     base, s = LAMA_PRESETS[preset, 256], size / 256.0
-    scaled = LamaParams(**{**asdict(base), **{k: getattr(base, k) * s for k in (
-        "max_width", "max_len", "box_margin", "bbox_min_size", "bbox_max_size", "len_offset", "width_offset")}})
+    scaled = LamaParams(
+        **{
+            **asdict(base),
+            **{
+                k: getattr(base, k) * s
+                for k in (
+                    "max_width",
+                    "max_len",
+                    "box_margin",
+                    "bbox_min_size",
+                    "bbox_max_size",
+                    "len_offset",
+                    "width_offset",
+                )
+            },
+        }
+    )
     return scaled, LAMA_SOURCE.format(preset=preset, size=256) + f"; lengths scaled by {size}/256"
 
 
@@ -149,7 +210,7 @@ class LamaMask(nn.Module):
         if kind == "boxes":
             mask = torch.zeros(1, 1, height, width, dtype=torch.bool)
             for x, y, bw, bh in rows:
-                mask[..., y:y + bh, x:x + bw] = True
+                mask[..., y : y + bh, x : x + bw] = True
             return mask
         return rasterize_capsules(_segments_tensor([(0, *r) for r in rows], "cpu"), 1, height, width, self.tile)
 
@@ -166,8 +227,10 @@ class LamaMask(nn.Module):
                 if int(mask.sum()) <= limit:
                     break
             else:
-                raise RuntimeError(f"LaMa mask {idx}: no draw within max_tamper_area={self.params.max_tamper_area} "
-                                   f"in {self.max_tries} tries")
+                raise RuntimeError(
+                    f"LaMa mask {idx}: no draw within max_tamper_area={self.params.max_tamper_area} "
+                    f"in {self.max_tries} tries"
+                )
             out.append(mask)
             kinds.append(kind)
         self.last_kinds = kinds
@@ -186,22 +249,33 @@ def build_preset(preset: str, size: int) -> tuple[nn.Module, dict]:
         from hydra.utils import instantiate
         from omegaconf import OmegaConf
 
-        path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf", "data", "synthesis",
-                            "default.yaml")
+        path = os.path.join(
+            os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf", "data", "synthesis", "default.yaml"
+        )
         cfg = OmegaConf.load(path).mask
         # The training masks as configured: Algorithm 1 lines (SC-FEGAN, arXiv 1902.06838) with eye lines at the
         # aligned-face eye positions, coverage in Liu et al. 2018's six bins.  No hair union: it needs label maps.
-        return instantiate(cfg), {**OmegaConf.to_container(cfg), "hair": "not added (no label maps)",
-                                  "source": "conf/data/synthesis/default.yaml (mask); SC-FEGAN Algorithm 1"}
+        return instantiate(cfg), {
+            **OmegaConf.to_container(cfg),
+            "hair": "not added (no label maps)",
+            "source": "conf/data/synthesis/default.yaml (mask); SC-FEGAN Algorithm 1",
+        }
     if preset == "user_strokes":
         from synthesis.masks import UserStrokeMask
 
         m = UserStrokeMask()
-        return m, {"class": "synthesis.masks.UserStrokeMask", "min_strokes": m.min_strokes,
-                   "max_strokes": m.max_strokes, "vertices": m.vertices, "margin": m.margin, "min_width": m.min_width,
-                   "parts": m.parts, "priors": m.priors, "reference_size": m.reference_size,
-                   "source": "synthesis/masks.py UserStrokeMask defaults; part geometry from USER_PART_PRIORS "
-                             "(no label maps)"}
+        return m, {
+            "class": "synthesis.masks.UserStrokeMask",
+            "min_strokes": m.min_strokes,
+            "max_strokes": m.max_strokes,
+            "vertices": m.vertices,
+            "margin": m.margin,
+            "min_width": m.min_width,
+            "parts": m.parts,
+            "priors": m.priors,
+            "reference_size": m.reference_size,
+            "source": "synthesis/masks.py UserStrokeMask defaults; part geometry from USER_PART_PRIORS (no label maps)",
+        }
     raise ValueError(f"unknown mask preset {preset!r}; expected one of {PRESETS}")
 
 

@@ -9,16 +9,17 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import REPO
 from PIL import Image
 
-from conftest import REPO
 from synthesis.mask_presets import LAMA_PRESETS, LamaMask, build_preset, coverage_bin, lama_params
 from synthesis.masks import sample_rng
 
 
 def run_cli(*args, check=True):
-    proc = subprocess.run([sys.executable, "-m", "scripts.make_eval_masks", *map(str, args)], cwd=REPO,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "scripts.make_eval_masks", *map(str, args)], cwd=REPO, capture_output=True, text=True
+    )
     if check:
         assert proc.returncode == 0, proc.stderr
     return proc
@@ -88,7 +89,7 @@ def test_lama_presets_respect_bounds(preset):
                 assert 10 - 1.5 <= length <= p.max_len + 9 + 1.5 or x1 in (0, 256) or y1 in (0, 256)
         else:
             assert p.box_min_times <= len(rows) <= p.box_max_times
-            for x, y, bw, bh in rows:
+            for x, _y, bw, bh in rows:
                 assert p.bbox_min_size <= bw <= p.bbox_max_size and p.bbox_min_size <= bh <= p.bbox_max_size
                 assert x >= p.box_margin and x + bw <= 256 - p.box_margin
     assert kinds == ({"strokes"} if preset == "thin" else {"strokes", "boxes"})
@@ -110,7 +111,7 @@ def test_box_raster_is_the_drawn_boxes():
             break
     expect = np.zeros((256, 256), bool)
     for x, y, bw, bh in rows:
-        expect[y:y + bh, x:x + bw] = True
+        expect[y : y + bh, x : x + bw] = True
     assert np.array_equal(module._render(kind, rows, 256, 256)[0, 0].numpy(), expect)
 
 
@@ -149,12 +150,15 @@ def test_overwrite_replaces_own_set(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["m"]  # no temporary folder left
 
 
-@pytest.mark.parametrize("args, named", [
-    (["--preset", "wide", "--num", 2], "--preset 'wide'"),
-    (["--preset", "thin", "--num", 0], "--num 0"),
-    (["--preset", "thin", "--num", 2, "--size", 8], "--size 8"),
-    (["--preset", "thin", "--num", 2, "--seed", -1], "--seed -1"),
-])
+@pytest.mark.parametrize(
+    "args, named",
+    [
+        (["--preset", "wide", "--num", 2], "--preset 'wide'"),
+        (["--preset", "thin", "--num", 0], "--num 0"),
+        (["--preset", "thin", "--num", 2, "--size", 8], "--size 8"),
+        (["--preset", "thin", "--num", 2, "--seed", -1], "--seed -1"),
+    ],
+)
 def test_bad_args_named(tmp_path, args, named):
     proc = run_cli(*args, "--out", tmp_path / "x", check=False)
     assert proc.returncode != 0 and named in proc.stderr

@@ -6,14 +6,15 @@ import sys
 import cv2
 import numpy as np
 import pytest
-
 from conftest import REPO
+
 from scripts.extract_subimages import crop_starts, sub_name, windows
 
 
 def run_cli(*args, check=True):
-    proc = subprocess.run([sys.executable, "-m", "scripts.extract_subimages", *map(str, args)], cwd=REPO,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "scripts.extract_subimages", *map(str, args)], cwd=REPO, capture_output=True, text=True
+    )
     if check:
         assert proc.returncode == 0, proc.stderr
     return proc
@@ -43,7 +44,9 @@ def test_cli_writes_basicsr_names_and_pixels(tmp_path):
     names = sorted(p.name for p in out.iterdir())
     assert names == [f"0001_s{k:03d}.png" for k in range(1, 9)] + ["0002_s001.png"]
     for k, (y, x) in enumerate(windows(70, 100, 48, 24, 0), start=1):
-        assert np.array_equal(cv2.imread(str(out / f"0001_s{k:03d}.png"), cv2.IMREAD_UNCHANGED), a[y:y + 48, x:x + 48])
+        assert np.array_equal(
+            cv2.imread(str(out / f"0001_s{k:03d}.png"), cv2.IMREAD_UNCHANGED), a[y : y + 48, x : x + 48]
+        )
     assert np.array_equal(cv2.imread(str(out / "0002_s001.png"), cv2.IMREAD_UNCHANGED), b)
     assert sorted(p.name for p in src.iterdir()) == ["0001.png", "0002.png", "0003.png"]  # input untouched
 
@@ -57,10 +60,13 @@ def test_cli_writes_basicsr_names_and_pixels(tmp_path):
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
 
 
-@pytest.mark.parametrize("args, named", [
-    (["--crop-size", 0], "--crop-size"),
-    (["--step", 0], "--step"),
-])
+@pytest.mark.parametrize(
+    "args, named",
+    [
+        (["--crop-size", 0], "--crop-size"),
+        (["--step", 0], "--step"),
+    ],
+)
 def test_bad_args_named(tmp_path, args, named):
     (tmp_path / "in").mkdir()
     cv2.imwrite(str(tmp_path / "in" / "a.png"), np.zeros((8, 8, 3), np.uint8))
