@@ -32,10 +32,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from synthesis.mask_presets import GENERATOR_VERSION, PRESETS, bin_label, build_preset, coverage_bin
-
-MANIFEST = "manifest.json"
-TOOL = "scripts.make_eval_masks"
+from synthesis.mask_presets import GENERATOR_VERSION, MANIFEST, PRESETS, bin_label, build_preset, coverage_bin
+from synthesis.mask_presets import MANIFEST_TOOL as TOOL
 
 
 def png_bytes(mask: np.ndarray) -> bytes:

@@ -42,6 +42,8 @@ from torch import nn
 
 from synthesis.masks import _segments_tensor, rasterize_capsules, sample_rng
 
+MANIFEST = "manifest.json"  # a mask set's description, written by scripts/make_eval_masks.py
+MANIFEST_TOOL = "scripts.make_eval_masks"  # its "tool" field; evaluation reads only sets this command wrote
 GENERATOR_VERSION = "mask_presets/1"  # bump when any preset's sampling or rasterisation changes
 _STREAM_LAMA = 20  # sub-streams of synthesis.masks.sample_rng, distinct from the training masks' 0-6
 LAMA_SOURCE = (
