@@ -11,11 +11,16 @@ from rich.progress import track
 
 from datamodules.sr_datamodule import folder_name
 from evaluation.generators import load_generator, prefer_key
+from evaluation.mask_sets import read_mask_sets
 from evaluation.scoring import RowMeans, build_fid_metric, build_lpips_metric, lpips_scores, new_fid
 from inference.device import pick_device
 from metrics.sr_metrics import tensor_to_uint8
+from synthesis.mask_presets import coverage_bin
 
 FACE_COLUMNS = ("l1", "psnr", "ssim", "l1_mask", "psnr_mask", "ssim_mask")
+# The mask-set rows' bins: 10 %-wide, (lo, hi] (the first also takes 0), as LaMa's evaluator groups masks by area
+# (saicinpainting/evaluation/evaluator.py, 10 % bins) and as scripts/make_eval_masks.py counts them.
+MASK_SET_BINS = [(k / 10, (k + 1) / 10) for k in range(10)]
 EVAL_DATA_KEYS = ("test_dir", "test_label_dir", "user_mask_dir")  # conf/eval.yaml's additions to `data`
 
 
@@ -211,8 +216,17 @@ def evaluate_faces(cfg: DictConfig) -> tuple[dict[str, dict], list[str]]:
         + ([f"{name}/user_strokes"] if strokes else [])
         + ([f"{name}/user_masks"] if user_masks else [])
     )
+    mask_sets = read_mask_sets(cfg.get("eval_masks"), ds.resolution, len(ds))
+    for ms in mask_sets:
+        keys.append(f"{name}/{ms.preset}")
+        keys += [bin_key(f"{name}/{ms.preset}", lo, hi) for lo, hi in MASK_SET_BINS]
+    set_keys = {f"{name}/{ms.preset}" for ms in mask_sets}
     rows = {k: RowMeans() for k in keys}
-    fid_keys = [k for k in keys if k == name or not k.startswith(f"{name}/cov_")]  # too few images per bin for FID
+    # Inception features per image of the mask-set rows (GT once, output per set): FID and KID per preset and per bin.
+    feats: dict[str, dict[str, list]] = {ms.preset: {"real": [], "fake": [], "bin": []} for ms in mask_sets}
+    set_rows = [k for k in keys if any(k == sk or k.startswith(sk + "/cov_") for sk in set_keys)]
+    # Too few images per bin for FID; the mask-set rows get theirs from stored features (mask_set_scores).
+    fid_keys = [k for k in keys if k == name or not (k.startswith(f"{name}/cov_") or k in set_rows)]
     fids = {k: (fid_main if i == 0 else new_fid(fid_main)) for i, k in enumerate(fid_keys)} if fid_main else {}
     columns = ("coverage",) + FACE_COLUMNS + (("lpips",) if lpips is not None else ()) + (("fid",) if fids else ())
 
@@ -241,6 +255,7 @@ def evaluate_faces(cfg: DictConfig) -> tuple[dict[str, dict], list[str]]:
         if key in fids:
             fids[key].update(tensor_to_uint8(gt01, as_uint8=True), real=True)
             fids[key].update(tensor_to_uint8(out01, as_uint8=True), real=False)
+        return values, out01, gt01
 
     loader = DataLoader(
         ds, batch_size=dm.val_batch_size, shuffle=False, num_workers=dm.num_workers, collate_fn=collate_skipping_bad
@@ -260,12 +275,34 @@ def evaluate_faces(cfg: DictConfig) -> tuple[dict[str, dict], list[str]]:
                 sub = {k: v[keep] for k, v in batch.items() if torch.is_tensor(v)}
                 mask = torch.stack([read_user_mask(user_masks[idx[j]], ds.files[idx[j]], ds.resolution) for j in keep])
                 score(f"{name}/user_masks", user_mask_inputs(dm, sub, mask.to(device)))
+        real_feats = None
+        for ms in mask_sets:
+            idx = [int(i) for i in batch["index"].view(-1).tolist()]
+            mask = torch.stack([ms.mask(i) for i in idx]).to(device)
+            key = f"{name}/{ms.preset}"
+            values, out01, gt01 = score(key, user_mask_inputs(dm, batch, mask))
+            where = [coverage_bin(c) for c in values["coverage"]]
+            for k, (lo, hi) in enumerate(MASK_SET_BINS):
+                sel = [i for i in range(len(where)) if where[i] == k]
+                if sel:
+                    add(rows[bin_key(key, lo, hi)], values, sel)
+            if fid_main is not None:
+                if real_feats is None:
+                    real_feats = fid_main.inception(tensor_to_uint8(gt01, as_uint8=True)).double().cpu()
+                feats[ms.preset]["real"].append(real_feats)
+                feats[ms.preset]["fake"].append(
+                    fid_main.inception(tensor_to_uint8(out01, as_uint8=True)).double().cpu()
+                )
+                feats[ms.preset]["bin"] += where
 
+    set_columns = columns[: -1 if fids else None] + (("fid", "kid", "kid_std") if fids else ())
     results = {
-        k: rows[k].result(columns if k in fids or not fids else columns[:-1])
+        k: rows[k].result(set_columns if k in set_rows else columns if k in fids or not fids else columns[:-1])
         for k in keys
-        if rows[k].images or not k.startswith(f"{name}/cov_")
+        if rows[k].images or ("/cov_" not in k)
     }
+    if mask_sets:
+        notes += mask_set_scores(cfg, name, mask_sets, feats, results, fids)
     for k, fid in fids.items():
         if rows[k].images >= 2:
             results[k]["fid"] = float(fid.compute())
@@ -289,3 +326,43 @@ def evaluate_faces(cfg: DictConfig) -> tuple[dict[str, dict], list[str]]:
     if lpips is None:
         notes.append("LPIPS off (metrics.lpips.enabled=true adds it; it needs the backbone weights).")
     return results, notes
+
+
+def mask_set_scores(cfg: DictConfig, name: str, mask_sets, feats: dict, results: dict, fids: dict) -> list[str]:
+    """FID and KID of every mask-set row (a preset, and each of its 10 % bins) from the stored Inception features;
+    returns the notes that say how."""
+    from metrics.fid import fid_from_features, kid_from_features
+
+    fid_cfg = (cfg.get("metrics") or {}).get("fid") or {}
+    kid_cfg = (cfg.get("metrics") or {}).get("kid") or {}
+    min_fid = int(fid_cfg.get("min_images", 50))
+    subsets, subset_size = int(kid_cfg.get("subsets", 100)), int(kid_cfg.get("subset_size", 1000))
+    notes = []
+    for ms in mask_sets:
+        key = f"{name}/{ms.preset}"
+        if fids:
+            f = feats[ms.preset]
+            real, fake, where = torch.cat(f["real"]), torch.cat(f["fake"]), torch.tensor(f["bin"])
+            groups = [(key, torch.ones_like(where, dtype=torch.bool))]
+            groups += [(bin_key(key, lo, hi), where == k) for k, (lo, hi) in enumerate(MASK_SET_BINS)]
+            for row_key, sel in groups:
+                if row_key not in results:
+                    continue
+                n = int(sel.sum())
+                row = results[row_key]
+                row["fid"] = fid_from_features(real[sel], fake[sel]) if n >= max(min_fid, 2) else None
+                if n >= 2:
+                    row["kid"], row["kid_std"] = kid_from_features(real[sel], fake[sel], subsets, subset_size)
+                else:
+                    row["kid"] = row["kid_std"] = None
+        notes.append(
+            f"rows {key} and {key}/cov_<lo>-<hi>%: the {ms.preset} masks of {ms.folder} (seed {ms.seed}, "
+            f"{ms.generator_version}, SHA-256 checked), mask k on test image k (sorted names); bins 10 %-wide, (lo, hi]."
+        )
+    if fids and mask_sets:
+        notes.append(
+            f"mask-set rows: FID only for rows of at least {max(min_fid, 2)} images (metrics.fid.min_images; the "
+            "2048-d FID is strongly biased on small sets), else n/a; KID for every row of >= 2 images: torchmetrics' "
+            f"unbiased MMD^2 estimator, {subsets} subsets of min({subset_size}, images) (metrics.kid)."
+        )
+    return notes

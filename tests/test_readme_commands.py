@@ -141,6 +141,10 @@ NOT_RUN = [  # (regex on the command, reason)
     (r"^wandb ", "needs a wandb account and the internet"),
     (r"^pip install --target|^TF_SIDE=", "installs TensorFlow (optional side package) for a benchmark"),
     (r"^python benchmarks/", "a benchmark (prints figures, minutes of CPU), not a check"),
+    (
+        r"^python -m scripts\.make_eval_masks --preset thick --num 2000",
+        "2000 masks are minutes of CPU; tests/test_eval_masks.py runs the same command with --num 3",
+    ),
     (r"^python train\.py experiment=demo ckpt_path=", PLACEHOLDER),
 ]
 
