@@ -51,7 +51,6 @@ def timing(nets, face: np.ndarray, repeats: int) -> None:
     hw = (1500, 2000)
     m = face_to_photo(face.shape[:2], 20.0, 1.5, (1150, 700))
     photo = place(face, m, background(hw, 1))
-    rgb = photo.astype(np.float32) / 255
     mask = np.zeros(hw, bool)
     mouth = apply(m, [[256, 380]])[0]
     mask[int(mouth[1]) - 60:int(mouth[1]) + 60, int(mouth[0]) - 100:int(mouth[0]) + 100] = True
@@ -60,12 +59,13 @@ def timing(nets, face: np.ndarray, repeats: int) -> None:
         return image[::-1].copy()
 
     variants = {
-        "detect (MTCNN only)": lambda: detect_faces(rgb, nets, upright_passes=0),
-        "detect + 2 eyes-level O-Net passes": lambda: detect_faces(rgb, nets),
-        "align (transform + warp to 512)": lambda: warp_to_crop(rgb, celebahq_transform(faces[0].landmarks, SIZE), SIZE),
+        "detect (MTCNN only)": lambda: detect_faces(photo, nets, upright_passes=0),
+        "detect + 2 eyes-level O-Net passes": lambda: detect_faces(photo, nets),
+        "align (transform + warp to 512)": lambda: warp_to_crop(photo, celebahq_transform(faces[0].landmarks, SIZE),
+                                                                SIZE),
         "edit_photo, stub network (all of it)": lambda: edit_photo(photo, mask, None, None, stub, SIZE, nets=nets),
     }
-    faces = detect_faces(rgb, nets)
+    faces = detect_faces(photo, nets)
     assert faces, "no face found in the timing photo"
     for fn in variants.values():  # warm-up
         fn()
@@ -86,8 +86,8 @@ def errors(nets, faces, passes: int) -> dict:
     out = {"eye": [], "consistency": [], "crop_angle": [], "crop_shift": [], "crop_scale": [], "missed": 0}
     for k, (stem, rgb, labels) in enumerate(faces):
         photo, m = scene(rgb, k)
-        found = detect_faces(photo.astype(np.float32) / 255, nets, upright_passes=passes)
-        orig = detect_faces(rgb.astype(np.float32) / 255, nets, upright_passes=passes)
+        found = detect_faces(photo, nets, upright_passes=passes)
+        orig = detect_faces(rgb, nets, upright_passes=passes)
         if not found or not orig:
             out["missed"] += 1
             continue

@@ -47,6 +47,7 @@ MIN_FACE = 20
 # The pyramid runs on the photo downscaled to this long side: P-Net's cost grows with the pixel count, and a face
 # below MIN_FACE x (long side / DETECT_SIDE) pixels is too small to edit at 512 x 512 anyway.
 DETECT_SIDE = 1024
+_FULL = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}  # full scale by dtype (float: 1)
 # O-Net passes on eyes-level windows after detection (see _upright_landmarks).
 UPRIGHT_PASSES = 2
 # NMS overlaps of the original MTCNN / facenet-pytorch: within a pyramid scale, across scales, after R-Net, after O-Net.
@@ -258,34 +259,48 @@ def _upright_landmarks(nets: MTCNNNets, img: np.ndarray, box: np.ndarray, lm: np
     return lm
 
 
+def _full_of(pixels: np.ndarray, full: float | None) -> float:
+    if full is not None:
+        return float(full)
+    if pixels.dtype.kind == "f":
+        return 1.0
+    if pixels.dtype not in _FULL:
+        raise ValueError(f"image must be uint8, uint16 or float, got {pixels.dtype}")
+    return _FULL[pixels.dtype]
+
+
 def _rgb01(pixels: np.ndarray, full: float) -> np.ndarray:
+    """float32 H x W x 3 RGB in [0, 1] (gray replicated, alpha dropped)."""
     p = pixels.astype(np.float32) / np.float32(full)
     p = np.repeat(p[..., None], 3, axis=2) if p.ndim == 2 else p[..., :3]
     return np.ascontiguousarray(p.clip(0.0, 1.0))
 
 
-def detect_faces(rgb01: np.ndarray, nets: MTCNNNets | None = None, min_face: float = MIN_FACE,
+def detect_faces(pixels: np.ndarray, nets: MTCNNNets | None = None, min_face: float = MIN_FACE,
                  thresholds: Sequence[float] = THRESHOLDS, detect_side: int | None = DETECT_SIDE,
-                 upright_passes: int = UPRIGHT_PASSES) -> list[Face]:
-    """Faces in ``rgb01`` (H x W x 3 float in [0, 1], RGB), largest first.
+                 upright_passes: int = UPRIGHT_PASSES, full: float | None = None) -> list[Face]:
+    """Faces in a photo, largest first.  ``pixels``: H x W (gray), H x W x 3 (RGB) or H x W x 4 (RGBA), uint8 /
+    uint16 / float, ``full`` its full scale (default from the dtype: 255, 65535, or 1 for float).
 
     ``nets``: MTCNN's networks (default: the shipped weights, :func:`weights.facenet_mtcnn.default_mtcnn`);
     ``min_face``: the smallest face side searched, in pixels of the searched image; ``detect_side``: the photo is
     searched downscaled (area) to this long side when larger (None: at full size); ``upright_passes``: O-Net passes
     on eyes-level windows refining the landmarks (0: MTCNN's landmarks as they come)."""
-    if not (isinstance(rgb01, np.ndarray) and rgb01.ndim == 3 and rgb01.shape[2] == 3 and rgb01.size):
-        raise ValueError(f"detect_faces wants an H x W x 3 RGB array, got {getattr(rgb01, 'shape', type(rgb01))}")
+    if not (isinstance(pixels, np.ndarray) and pixels.size and
+            (pixels.ndim == 2 or (pixels.ndim == 3 and pixels.shape[2] in (3, 4)))):
+        raise ValueError("detect_faces wants an H x W, H x W x 3 or H x W x 4 image array, got "
+                         f"{getattr(pixels, 'shape', type(pixels).__name__)}")
+    full = _full_of(pixels, full)
     if nets is None:
         from weights.facenet_mtcnn import default_mtcnn
 
         nets = default_mtcnn()
-    h, w = rgb01.shape[:2]
-    ratio = 1.0
-    small = rgb01
+    h, w = pixels.shape[:2]
+    small = pixels.astype(np.float32) if pixels.dtype == np.float64 else pixels  # cv2 resizes float32, not 64
     if detect_side and max(h, w) > detect_side:
         ratio = max(h, w) / float(detect_side)
-        small = cv2.resize(rgb01, (max(round(w / ratio), 1), max(round(h / ratio), 1)), interpolation=cv2.INTER_AREA)
-    img = np.ascontiguousarray(small, dtype=np.float32) * 255.0
+        small = cv2.resize(small, (max(round(w / ratio), 1), max(round(h / ratio), 1)), interpolation=cv2.INTER_AREA)
+    img = _rgb01(small, full) * 255.0
     boxes, lm = _detect(nets, img, float(min_face), tuple(thresholds))
     boxes, lm = boxes.cpu().double().numpy(), lm.cpu().double().numpy()
     if upright_passes:
@@ -393,10 +408,12 @@ def choose_face(faces: Sequence[Face], mask: np.ndarray | None, size: tuple[int,
 # =====================================================================================================================
 # Warping
 # =====================================================================================================================
-def _warp(src: np.ndarray, dst_to_src: np.ndarray, out_hw: tuple[int, int], interp: int, border: int) -> np.ndarray:
+def _warp(src: np.ndarray, dst_to_src: np.ndarray, out_hw: tuple[int, int], interp: int, border: int,
+          prepare: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
     """``src`` sampled at ``dst_to_src`` (2 x 3, destination pixel -> source pixel) over an ``out_hw`` grid.
 
-    Only the source region the grid covers is touched.  When the map shrinks by 2x or more, that region is first
+    Only the source region the grid covers is touched, and ``prepare`` (e.g. a conversion to float) is applied to
+    that region alone, so a large photo is never converted whole.  When the map shrinks by 2x or more, that region is first
     reduced by area averaging (as ``create_celebahq`` shrinks before its transform), so thin strokes and fine texture
     are averaged rather than aliased."""
     H, W = out_hw
@@ -412,6 +429,8 @@ def _warp(src: np.ndarray, dst_to_src: np.ndarray, out_hw: tuple[int, int], inte
     if xb <= xa or yb <= ya:  # the grid lies wholly outside: borders come from the whole source
         xa, ya, xb, yb = 0, 0, sw, sh
     sub = src[ya:yb, xa:xb]
+    if prepare is not None:
+        sub = prepare(sub)
     m = np.array([[1, 0, -xa], [0, 1, -ya], [0, 0, 1]], np.float64) @ _to3(m)
     f = int(scale) if scale >= 2.0 else 1
     if f > 1:
@@ -428,14 +447,18 @@ def _warp_binary(b: np.ndarray, dst_to_src: np.ndarray, out_hw, any_coverage: bo
                  border: int = cv2.BORDER_CONSTANT) -> np.ndarray:
     """A boolean layer warped: area + bilinear coverage, then ``> 0`` (``any_coverage``: the region is never shrunk,
     thin strokes survive downscaling) or ``>= 0.5`` (crisp lines when enlarging)."""
-    cov = _warp(b.astype(np.float32), dst_to_src, out_hw, cv2.INTER_LINEAR, border)
+    cov = _warp(b, dst_to_src, out_hw, cv2.INTER_LINEAR, border, prepare=lambda a: a.astype(np.float32))
     return cov > 0 if any_coverage else cov >= 0.5
 
 
-def warp_to_crop(rgb01: np.ndarray, crop_to_photo: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """The crop (H x W x 3 float in [0, 1]) of ``rgb01`` that ``crop_to_photo`` describes; outside the photo the
-    image is mirrored (``create_celebahq`` pads by reflection too)."""
-    return _warp(rgb01, crop_to_photo, size, cv2.INTER_CUBIC, cv2.BORDER_REFLECT_101).clip(0.0, 1.0)
+def warp_to_crop(pixels: np.ndarray, crop_to_photo: np.ndarray, size: tuple[int, int],
+                 full: float | None = None) -> np.ndarray:
+    """The crop (H x W x 3 float32 RGB in [0, 1]) of the photo that ``crop_to_photo`` describes; outside the photo the
+    image is mirrored (``create_celebahq`` pads by reflection too).  ``pixels``: gray, RGB or RGBA (alpha dropped),
+    uint8 / uint16 / float with ``full`` its full scale (default from the dtype; 1 for float)."""
+    full = _full_of(pixels, full)
+    return _warp(pixels, crop_to_photo, size, cv2.INTER_CUBIC, cv2.BORDER_REFLECT_101,
+                 prepare=lambda a: _rgb01(a, full)).clip(0.0, 1.0)
 
 
 # =====================================================================================================================
@@ -446,9 +469,6 @@ def warp_to_crop(rgb01: np.ndarray, crop_to_photo: np.ndarray, size: tuple[int, 
 #: black = no stroke, or None.  Returns the network's H x W x 3 RGB in [0, 1] (e.g. SC-FEGAN's G(x) mapped from
 #: [-1, 1]); it is composited with the crop outside ``mask`` here.
 RunNetwork = Callable[[np.ndarray, np.ndarray, "np.ndarray | None", "np.ndarray | None"], np.ndarray]
-
-_FULL = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
-
 
 def _check_size(size) -> tuple[int, int]:
     if isinstance(size, (int, np.integer)):
@@ -474,7 +494,7 @@ def _check_layer(name: str, a, hw: tuple[int, int], color: bool = False) -> np.n
                          f"{'; colour strokes must be H x W x 3 RGB' if color else ''}: it must be drawn on the image, "
                          "at its size")
     if color:
-        a = a.astype(np.float32)
+        a = np.asarray(a, dtype=np.float32)
         if not np.isfinite(a).all() or a.min() < 0 or a.max() > 1:
             raise ValueError(f"{name} must hold RGB values in [0, 1] (black = no stroke)")
         return a
@@ -536,12 +556,10 @@ def edit_photo(
         raise ValueError("the mask is empty: nothing to edit (mark the region to regenerate first)")
     if not 0 <= margin <= 4:
         raise ValueError(f"margin must be between 0 and 4 (a fraction of the mask's box), got {margin!r}")
-    rgb = _rgb01(pixels, full)
-
     face = None
     if align:
         if faces is None:
-            faces = detect_faces(rgb, nets)
+            faces = detect_faces(pixels, nets, full=full)
         face = choose_face(faces, mask, size)
     if face is not None:
         crop_to_photo = celebahq_transform(face.landmarks, size)
@@ -556,7 +574,7 @@ def edit_photo(
     scale = _scale_of(crop_to_photo)
     shrinks = scale > 1.0  # photo pixels per crop pixel
 
-    img_c = warp_to_crop(rgb, crop_to_photo, size)
+    img_c = warp_to_crop(pixels, crop_to_photo, size, full)
     # The mask continues past the photo's edge (replicated): where it touches the edge, the crop beyond it is
     # regenerated too, so the edge pixels come back wholly generated, not blended with the mirrored photo.
     mask_c = _warp_binary(mask, crop_to_photo, size, any_coverage=True, border=cv2.BORDER_REPLICATE)
@@ -564,9 +582,11 @@ def edit_photo(
     color_c = None
     if color is not None:
         # Stroke colours averaged over their coverage only (premultiplied), so black "no stroke" never darkens them.
-        cov = (color.max(axis=2) > 0).astype(np.float32)
-        acc = _warp(np.dstack([color * cov[..., None], cov]), crop_to_photo, size, cv2.INTER_LINEAR,
-                    cv2.BORDER_CONSTANT)
+        def premultiplied(c: np.ndarray) -> np.ndarray:  # RGB x coverage, coverage
+            cov = (c.max(axis=2) > 0).astype(np.float32)
+            return np.dstack([c * cov[..., None], cov])
+
+        acc = _warp(color, crop_to_photo, size, cv2.INTER_LINEAR, cv2.BORDER_CONSTANT, prepare=premultiplied)
         hit = acc[..., 3] > 0 if shrinks else acc[..., 3] >= 0.5
         color_c = np.where(hit[..., None], acc[..., :3] / np.maximum(acc[..., 3:], 1e-6), 0.0).astype(np.float32)
         color_c = color_c.clip(0.0, 1.0)

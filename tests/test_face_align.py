@@ -93,7 +93,7 @@ def test_mask_crop_transform_by_hand():
 def test_landmarks_on_aligned_faces(nets, faces):
     errors = []
     for stem, rgb, labels in faces:
-        found = detect_faces(rgb.astype(np.float32) / 255, nets)
+        found = detect_faces(rgb, nets)
         assert len(found) >= 1, stem
         eyes = eye_centres(labels)
         errors.append(np.linalg.norm(found[0].landmarks[:2] - eyes, axis=1).max() / _io(eyes))
@@ -112,12 +112,12 @@ def test_landmarks_on_turned_scaled_padded_faces(nets, faces):
     for k, (stem, rgb, labels) in enumerate(faces):
         photo, m = scene(rgb, k)
         assert photo.shape[:2] == PHOTO_HW
-        found = detect_faces(photo.astype(np.float32) / 255, nets)
+        found = detect_faces(photo, nets)
         assert found, (stem, SCENES[k])
         eyes = eye_centres(labels)
         back = apply(invert(m), found[0].landmarks)
         eye_err.append(np.linalg.norm(back[:2] - eyes, axis=1).max() / _io(eyes))
-        orig = detect_faces(rgb.astype(np.float32) / 255, nets)[0].landmarks
+        orig = detect_faces(rgb, nets)[0].landmarks
         consistency.append(np.linalg.norm(back - orig, axis=1).max() / _io(eyes))
         # In the aligned crop, the labelled eyes are level and where they are in the (aligned) dataset image.
         in_crop = apply(invert(celebahq_transform(found[0].landmarks, SIZE)), apply(m, eyes))
@@ -129,8 +129,21 @@ def test_landmarks_on_turned_scaled_padded_faces(nets, faces):
     assert max(consistency) < 0.12, consistency
 
 
+def test_detection_reads_every_layout(nets, faces):
+    """16-bit, RGBA, gray and float photos give the faces the 8-bit RGB photo gives."""
+    _, rgb, _ = faces[5]
+    photo, _ = scene(rgb, 5)
+    ref = detect_faces(photo, nets)[0].landmarks
+    layouts = {"uint16": photo.astype(np.uint16) * 257, "rgba": np.dstack([photo, np.zeros(PHOTO_HW, np.uint8)]),
+               "float64": photo / 255.0}
+    for name, px in layouts.items():
+        np.testing.assert_allclose(detect_faces(px, nets)[0].landmarks, ref, atol=0.5, err_msg=name)
+    gray = detect_faces(cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY), nets)[0].landmarks
+    assert np.abs(gray - ref).max() < 0.1 * _io(ref[:2]), "gray"
+
+
 def test_no_face_in_a_face_free_photo(nets):
-    assert detect_faces(background(PHOTO_HW, 123).astype(np.float32) / 255, nets) == []
+    assert detect_faces(background(PHOTO_HW, 123), nets) == []
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -275,7 +288,7 @@ def test_the_face_holding_the_mask_is_edited(nets, faces):
     m_small = face_to_photo(small.shape[:2], -15.0, 0.8, (1100, 480))
     photo = place(small, m_small, place(big, m_big, background(PHOTO_HW, 9)))
     mask = _mouth_mask(small_labels, m_small, PHOTO_HW)
-    found = detect_faces(photo.astype(np.float32) / 255, nets)
+    found = detect_faces(photo, nets)
     assert len(found) >= 2
     res = edit_photo(photo, mask, None, None, Stub("magenta"), SIZE, faces=found)
     assert res.mode == "face"
@@ -353,7 +366,7 @@ def test_bad_inputs_are_named():
         with pytest.raises((ValueError, TypeError), match=message):
             edit_photo(args.pop("pixels"), args.pop("mask"), args.pop("sketch"), args.pop("color"),
                        args.pop("run_network"), args.pop("size"), align=False)
-    with pytest.raises(ValueError, match="H x W x 3 RGB array"):
-        detect_faces(np.zeros((10, 10)), nets=object())
+    with pytest.raises(ValueError, match="H x W x 4 image array, got"):
+        detect_faces(np.zeros((10, 10, 5)), nets=object())
     fake = Face(np.array([0, 0, 10, 10.]), 1.0, np.array([[3, 3], [7, 3], [5, 5], [4, 7], [6, 7.]]))
     assert edit_photo(px, mask, None, None, stub, SIZE, faces=[fake]).mode == "mask_crop"  # its crop misses the mask
