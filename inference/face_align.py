@@ -16,7 +16,8 @@ network's size, and paste the generated pixels back through the inverse transfor
    similarity transform, the network edits the crop, the result is composited with the crop outside the network's
    mask, warped back with the inverse transform and written into the photo only where the user's mask is set:
    every other pixel is the input's, bit for bit.  Without a face whose crop holds the whole mask, the crop is an
-   upright square around the mask with a margin instead (:func:`mask_crop_transform`).
+   upright square around the mask with a margin instead (:func:`mask_crop_transform`).  A photo of the network's
+   size that is already framed like CelebA-HQ (a dataset image) is edited in place, without resampling.
 
 Coordinates are pixel indices (the centre of pixel ``(row i, column j)`` is ``x = j, y = i``), as cv2's warps use.
 Everything here is a plain function of numpy arrays (and the networks); nothing reads files except the default
@@ -36,8 +37,8 @@ import torch
 from archs.mtcnn import MTCNNNets
 
 __all__ = [
-    "DETECT_SIDE", "MASK_MARGIN", "MIN_FACE", "Face", "PhotoEdit", "celebahq_transform", "choose_face", "detect_faces",
-    "edit_photo", "mask_crop_transform", "nms", "warp_to_crop",
+    "ALIGNED_TOLERANCE", "DETECT_SIDE", "MASK_MARGIN", "MIN_FACE", "Face", "PhotoEdit", "celebahq_transform",
+    "choose_face", "detect_faces", "edit_photo", "framing", "mask_crop_transform", "nms", "warp_to_crop",
 ]
 
 # facenet-pytorch MTCNN() defaults (models/mtcnn.py): stage thresholds, pyramid factor, smallest face in pixels.
@@ -53,6 +54,10 @@ UPRIGHT_PASSES = 2
 # NMS overlaps of the original MTCNN / facenet-pytorch: within a pyramid scale, across scales, after R-Net, after O-Net.
 _NMS_SCALE, _NMS_ALL, _NMS_R, _NMS_O = 0.5, 0.7, 0.7, 0.7
 _BATCH = 512  # R-Net / O-Net windows per forward pass (bounds memory)
+# A photo of the network's size whose face crop is this close to the photo itself is taken as already aligned (a
+# dataset image) and edited in place, without resampling: scale ratio, roll in degrees, centre shift as a fraction of
+# the crop side.  Measured on 60 CelebA-HQ images: scale 0.92-1.09, roll within 2.8 degrees, shift up to 7.5 of 512.
+ALIGNED_TOLERANCE = (1.15, 4.0, 0.03)
 # Fallback crop: margin around the mask's bounding box on each side, as a fraction of the box's side.
 MASK_MARGIN = 0.25
 
@@ -357,21 +362,44 @@ def celebahq_transform(landmarks: np.ndarray, size: tuple[int, int]) -> np.ndarr
     return np.array([[ax[0], ay[0], t[0]], [ax[1], ay[1], t[1]]])
 
 
+def _centre_on_photo(c: float, extent: float, n: int) -> float:
+    """The crop's centre along one axis: ``c`` moved just enough for a crop of ``extent`` pixels to stay on the photo
+    (``n`` pixels; real context rather than mirrored borders), or the photo's centre when the crop is larger."""
+    lo, hi = extent / 2.0 - 0.5, n - 0.5 - extent / 2.0
+    return (n - 1) / 2.0 if lo > hi else min(max(c, lo), hi)
+
+
 def mask_crop_transform(mask: np.ndarray, size: tuple[int, int], margin: float = MASK_MARGIN) -> np.ndarray:
-    """2 x 3 map from crop to photo pixel indices for the fallback: an upright crop of ``size``'s aspect around the
-    mask's bounding box plus ``margin`` of its side on each side.  The photo is never enlarged more than needed:
-    at least 1:1 unless the whole photo fits in the crop, then it is scaled to just fit (as a plain resize would)."""
+    """2 x 3 map from crop to photo pixel indices for the fallback: an upright crop of ``size`` around the mask's
+    bounding box plus ``margin`` of its side on each side, kept on the photo where it fits.
+
+    Scale: never larger than needed to see the whole photo, and the photo is never enlarged unless all of it fits in
+    the crop (then it is scaled to just fit, as a plain resize would).  At 1:1 the crop is placed on whole pixels, so
+    pixels are copied, not resampled: a photo of the network's size is edited as it is."""
     ys, xs = np.nonzero(mask)
     if not len(xs):
         raise ValueError("the mask is empty: nothing to edit")
     H, W = size
     h, w = mask.shape
     x0, x1, y0, y1 = xs.min(), xs.max(), ys.min(), ys.max()
-    bw, bh = (x1 - x0 + 1) * (1 + 2 * margin), (y1 - y0 + 1) * (1 + 2 * margin)
-    floor = min(1.0, max(h / H, w / W))
-    p = max(bw / W, bh / H, floor)
-    cx, cy = (x0 + x1) / 2.0, (y0 + y1) / 2.0
-    return np.array([[p, 0.0, cx - p * (W - 1) / 2.0], [0.0, p, cy - p * (H - 1) / 2.0]])
+    need = max((x1 - x0 + 1) * (1 + 2 * margin) / W, (y1 - y0 + 1) * (1 + 2 * margin) / H)
+    whole = max(h / H, w / W)  # the scale at which the whole photo fits in the crop
+    p = max(min(need, whole), min(1.0, whole))
+    cx = _centre_on_photo((x0 + x1) / 2.0, p * W, w)
+    cy = _centre_on_photo((y0 + y1) / 2.0, p * H, h)
+    tx, ty = cx - p * (W - 1) / 2.0, cy - p * (H - 1) / 2.0
+    if p == 1.0:
+        tx, ty = float(round(tx)), float(round(ty))
+    return np.array([[p, 0.0, tx], [0.0, p, ty]])
+
+
+def framing(crop_to_photo: np.ndarray, size: tuple[int, int]) -> tuple[float, float, float]:
+    """(scale, roll in degrees, centre shift in crop pixels) of a crop: how far it is from the photo itself."""
+    m = np.asarray(crop_to_photo, dtype=np.float64)
+    H, W = size
+    centre = np.array([(W - 1) / 2.0, (H - 1) / 2.0])
+    shift = float(np.linalg.norm(m[:, :2] @ centre + m[:, 2] - centre))
+    return _scale_of(m), math.degrees(math.atan2(m[1, 0], m[0, 0])), shift
 
 
 def _to3(m: np.ndarray) -> np.ndarray:
@@ -541,8 +569,9 @@ def edit_photo(
     ``color``: H x W x 3 RGB in [0, 1], black = no stroke.  ``faces``: detections to choose from (default: MTCNN on
     the photo with ``nets``); ``align=False`` skips detection and edits the crop around the mask.
 
-    The face whose CelebA-HQ crop holds the whole mask is edited in that crop; otherwise (no face, or the mask
-    reaches outside every face's crop) an upright crop around the mask with ``margin`` is.  Returns a
+    The face whose CelebA-HQ crop holds the whole mask is edited in that crop (in place when the photo already is
+    that crop, within :data:`ALIGNED_TOLERANCE`); otherwise (no face, or the mask reaches outside every face's crop)
+    an upright crop around the mask with ``margin`` is.  Returns a
     :class:`PhotoEdit` whose pixels equal the input, bit for bit, wherever ``mask`` is False."""
     pixels, full = _check_pixels(pixels, full)
     hw = pixels.shape[:2]
@@ -565,6 +594,13 @@ def edit_photo(
         crop_to_photo = celebahq_transform(face.landmarks, size)
         mode = "face"
         note = f"aligned face crop (CelebA-HQ), face score {face.score:.2f}"
+        scale, roll, shift = framing(crop_to_photo, size)
+        max_scale, max_roll, max_shift = ALIGNED_TOLERANCE
+        if (hw == size and 1 / max_scale <= scale <= max_scale and abs(roll) <= max_roll
+                and shift <= max_shift * min(size)):
+            crop_to_photo = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+            note = f"the photo is already an aligned face at the network's size: edited in place (face score " \
+                   f"{face.score:.2f})"
     else:
         crop_to_photo = mask_crop_transform(mask, size, margin)
         mode = "mask_crop"

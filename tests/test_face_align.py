@@ -79,12 +79,24 @@ def test_mask_crop_transform_by_hand():
     mask = np.zeros((1000, 1400), bool)
     mask[400:600, 600:900] = True  # 300 x 200 box; with 25 % margins 450 x 300: fits 512 at 1:1
     np.testing.assert_allclose(mask_crop_transform(mask, SIZE), [[1, 0, 749.5 - 255.5], [0, 1, 499.5 - 255.5]])
-    mask[400:600, 100:900] = True  # 800 wide -> 1200 with margins: 1200 / 512 photo pixels per crop pixel
+    # 800 wide -> 1200 with margins: 1200 / 512 photo pixels per crop pixel; the 1200-pixel crop is moved right to
+    # stay on the photo (left edge at -0.5, centre 599.5) and centred on it vertically (taller than the photo).
+    mask[400:600, 100:900] = True
     p = 1200 / 512
-    np.testing.assert_allclose(mask_crop_transform(mask, SIZE), [[p, 0, 499.5 - p * 255.5], [0, p, 499.5 - p * 255.5]])
+    np.testing.assert_allclose(mask_crop_transform(mask, SIZE), [[p, 0, 599.5 - p * 255.5], [0, p, 499.5 - p * 255.5]])
+    mask[:, 100:1300] = True  # 1200 wide -> 1800: capped at the scale that shows the whole photo, 1400 / 512
+    p = 1400 / 512
+    np.testing.assert_allclose(mask_crop_transform(mask, SIZE), [[p, 0, 699.5 - p * 255.5], [0, p, 499.5 - p * 255.5]])
     small = np.zeros((200, 300), bool)
     small[10:20, 10:20] = True  # photo smaller than the network: scaled to just fit (300 / 512), not blown up more
-    assert mask_crop_transform(small, SIZE)[0, 0] == pytest.approx(300 / 512)
+    p = 300 / 512
+    np.testing.assert_allclose(mask_crop_transform(small, SIZE), [[p, 0, 149.5 - p * 255.5], [0, p, 99.5 - p * 255.5]])
+    same = np.zeros(SIZE, bool)
+    same[300:400, 10:200] = True  # a photo of the network's size: the identity, whatever the mask
+    np.testing.assert_array_equal(mask_crop_transform(same, SIZE), [[1, 0, 0], [0, 1, 0]])
+    odd = np.zeros((1000, 1400), bool)
+    odd[500:601, 700:800] = True  # 1:1 crops sit on whole pixels (centre 749.5 - 255.5 = 494, 550 - 255.5 -> 294)
+    np.testing.assert_array_equal(mask_crop_transform(odd, SIZE), [[1, 0, 494], [0, 1, 294]])
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -184,7 +196,8 @@ def _check_coords(res, mask, full, stub, size=SIZE):
     inner = _interior(mask, edge)
     assert inner.sum() > 200
     ys, xs = np.nonzero(inner)
-    uv = apply(invert(res.crop_to_photo), np.stack([xs, ys], 1))
+    # (Within half a pixel of the crop's edge, the edge pixel's value is what there is.)
+    uv = np.clip(apply(invert(res.crop_to_photo), np.stack([xs, ys], 1)), 0, [w - 1, h - 1])
     got = res.pixels[ys, xs].astype(np.float64) / full
     if got.ndim == 1:  # gray: luma of the stub's colour
         return
@@ -317,12 +330,33 @@ def test_no_face_falls_back_to_a_crop_around_the_mask(nets):
 def test_mask_at_the_photo_edge_and_larger_than_the_network(nets):
     photo = background(PHOTO_HW, 78).astype(np.uint16) * 257
     mask = np.zeros(PHOTO_HW, bool)
-    mask[600:, 300:1400] = True  # touches the bottom and right edges, 1100 wide: the crop shrinks 3.2x
+    mask[600:, 500:1400] = True  # touches the bottom and right edges, 900 wide: the crop shrinks 1350 / 512 = 2.6x
     stub = Stub()
     res = edit_photo(photo, mask, None, None, stub, SIZE, nets=nets)
-    assert res.mode == "mask_crop" and res.scale == pytest.approx(1100 * 1.5 / 512)
+    assert res.mode == "mask_crop" and res.scale == pytest.approx(900 * 1.5 / 512)
     assert np.array_equal(res.pixels[~mask], photo[~mask])
     _check_coords(res, mask, 65535.0, stub)
+
+
+def test_network_sized_aligned_face_is_edited_in_place(nets, faces):
+    """A dataset image (512 x 512, CelebA-HQ framing) is not resampled: the network's pixels are pasted as they are."""
+    _, rgb, labels = faces[0]
+    mask = _mouth_mask(labels, np.array([[1.0, 0, 0], [0, 1, 0]]), SIZE)
+    stub = Stub()
+    res = edit_photo(rgb, mask, None, None, stub, SIZE, nets=nets)
+    assert res.mode == "face" and "edited in place" in res.note
+    np.testing.assert_array_equal(res.crop_to_photo, [[1, 0, 0], [0, 1, 0]])
+    assert np.array_equal(stub.calls[0][0], rgb.astype(np.float32) / 255)  # the network saw the photo itself
+    ys, xs = np.nonzero(mask)
+    want = np.round(np.stack([xs / 511, ys / 511, np.full(len(xs), 0.25)], 1) * 255)
+    assert np.array_equal(res.pixels[ys, xs], want)  # exactly the network's pixels, no resampling
+    assert np.array_equal(res.pixels[~mask], rgb[~mask])
+    # The same face turned 20 degrees in a 512 x 512 photo is aligned, not edited in place.
+    m = face_to_photo(SIZE, 20.0, 0.8, (255.5, 255.5))
+    turned = place(rgb, m, background(SIZE, 4))
+    res = edit_photo(turned, _mouth_mask(labels, m, SIZE), None, None, Stub(), SIZE, nets=nets)
+    assert res.mode == "face" and "edited in place" not in res.note
+    assert abs(math.degrees(math.atan2(res.crop_to_photo[1, 0], res.crop_to_photo[0, 0])) + 20) < 5
 
 
 def test_mask_outside_the_face_crop_uses_the_mask_crop(nets, faces):
