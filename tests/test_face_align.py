@@ -404,3 +404,33 @@ def test_bad_inputs_are_named():
         detect_faces(np.zeros((10, 10, 5)), nets=object())
     fake = Face(np.array([0, 0, 10, 10.]), 1.0, np.array([[3, 3], [7, 3], [5, 5], [4, 7], [6, 7.]]))
     assert edit_photo(px, mask, None, None, stub, SIZE, faces=[fake]).mode == "mask_crop"  # its crop misses the mask
+
+
+def test_real_generator_through_run_network(nets, faces):
+    """The run_network contract with the real SC-FEGAN generator (tiny, random) at 128 x 128: its input built as the
+    official demo does, its output pasted inside the mask only."""
+    from app_fixtures import tiny_face_net
+
+    from archs.scfegan_generator import make_generator_input
+
+    net = tiny_face_net()
+
+    def run_network(image, mask, sketch, color):
+        def t(a):
+            a = a[..., None] if a.ndim == 2 else a
+            return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).permute(2, 0, 1)[None]
+
+        m = t(mask)
+        s = t(sketch) if sketch is not None else torch.zeros_like(m)
+        c = t(color) * 2 - 1 if color is not None else -torch.ones(1, 3, *mask.shape)
+        with torch.no_grad():
+            y = net(make_generator_input(t(image) * 2 - 1, s * m, c * m, m, torch.zeros_like(m)))
+        return ((y[0].permute(1, 2, 0).numpy() + 1) * 0.5).clip(0, 1)
+
+    _, rgb, labels = faces[0]
+    photo, m = scene(rgb, 0)
+    mask = _mouth_mask(labels, m, PHOTO_HW)
+    res = edit_photo(photo, mask, None, None, run_network, (128, 128), nets=nets)
+    assert res.mode == "face" and res.scale > 3  # a 512-pixel face (x1.3) into 128 x 128
+    assert np.array_equal(res.pixels[~mask], photo[~mask])
+    assert (res.pixels[mask] != photo[mask]).any(axis=1).mean() > 0.9
