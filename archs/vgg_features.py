@@ -50,7 +50,7 @@ class WeightsNotFoundError(FileNotFoundError):
     """Pretrained weights were asked for but cannot be had."""
 
 
-def load_vgg_features_state(arch: str, weights: str) -> "OrderedDict[str, torch.Tensor] | None":
+def load_vgg_features_state(arch: str, weights: str) -> OrderedDict[str, torch.Tensor] | None:
     """Return the state dict of ``vgg*.features`` for ``weights`` (None for ``"random"``)."""
     if weights == "auto":
         try:
@@ -66,9 +66,11 @@ def load_vgg_features_state(arch: str, weights: str) -> "OrderedDict[str, torch.
         )
         return None
     if weights == "imagenet":
+        from weights.pretrained import hub_cached_file, load_pretrained
+
         enum = _BUILDERS[arch][1].IMAGENET1K_V1
         try:
-            state = enum.get_state_dict(progress=False)
+            hub = hub_cached_file(enum)
         except Exception as err:  # URLError, HTTPError, socket errors: no network
             hub = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(enum.url))
             raise WeightsNotFoundError(
@@ -77,6 +79,10 @@ def load_vgg_features_state(arch: str, weights: str) -> "OrderedDict[str, torch.
                 f"to {hub}, or set the config key for the VGG weights (e.g. "
                 f"model.perceptual.weights=/path/to/{os.path.basename(enum.url)})."
             ) from err
+        # not enum.get_state_dict(): torchvision unpickles the cache with weights_only=False (code would run)
+        state = load_pretrained(hub, f"{arch}: ImageNet weights in the torch hub cache")
+        if not isinstance(state, dict):
+            raise ValueError(f"{arch}: {hub!r} holds a {type(state).__name__}, not a state dict")
     else:
         path = os.path.expanduser(str(weights))
         if not os.path.isfile(path):
@@ -84,9 +90,11 @@ def load_vgg_features_state(arch: str, weights: str) -> "OrderedDict[str, torch.
                 f"{arch}: weights file {path!r} does not exist (expected a torchvision {arch} "
                 "state dict, or 'imagenet' to use torchvision's weight enum)."
             )
+        from weights.pretrained import load_pretrained
+
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:
+            state = load_pretrained(path, f"{arch}: weights file")
+        except ValueError as err:
             raise ValueError(f"{arch}: cannot read weights file {path!r}: {err}") from err
         if not isinstance(state, dict):
             raise ValueError(f"{arch}: weights file {path!r} holds a {type(state).__name__}, not a state dict")
@@ -99,13 +107,13 @@ def load_vgg_features_state(arch: str, weights: str) -> "OrderedDict[str, torch.
     return features
 
 
-def features_state(state: dict) -> "OrderedDict[str, torch.Tensor]":
+def features_state(state: dict) -> OrderedDict[str, torch.Tensor]:
     """The ``features.*`` part of a torchvision VGG/AlexNet/SqueezeNet state dict, keys without the prefix
     (a bare ``features`` state dict, keys ``N.weight``, is returned as is)."""
     features = OrderedDict()
     for key, value in state.items():
         if key.startswith("features."):
-            features[key[len("features."):]] = value
+            features[key[len("features.") :]] = value
         elif key.split(".")[0].isdigit():
             features[key] = value
     return features
@@ -163,7 +171,7 @@ class VGGFeatureExtractor(nn.Module):
         self.requires_grad_(False)
         self.eval()
 
-    def train(self, mode: bool = True) -> "VGGFeatureExtractor":
+    def train(self, mode: bool = True) -> VGGFeatureExtractor:
         # Always eval: a frozen loss network (there is no BN/dropout in features, but be explicit).
         return super().train(False)
 

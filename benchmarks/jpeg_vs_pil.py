@@ -12,17 +12,17 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the project root
 
-import tv_compat  # noqa: E402,F401
+import tv_compat
 
-import argparse  # noqa: E402
-import io  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import io
+from pathlib import Path
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
+import numpy as np
+import torch
+from PIL import Image
 
-from ops.diffjpeg import DiffJPEG  # noqa: E402
+from ops.diffjpeg import DiffJPEG
 
 
 def pil_jpeg(a: np.ndarray, quality: int) -> np.ndarray:
@@ -40,12 +40,17 @@ def main():
     files = sorted(f for f in Path(args.folder).iterdir() if f.suffix.lower() in (".png", ".bmp", ".tif", ".tiff"))
     imgs = [np.asarray(Image.open(f).convert("RGB")) for f in files]
     print(f"{len(imgs)} images from {args.folder}; PIL {Image.__version__}")
-    modes = {"DiffJPEG default": DiffJPEG(),
-             "Real-ESRGAN conventions": DiffJPEG(table_rounding="none", chroma_upsampling="nearest",
-                                                 sample_rounding=False)}
+    modes = {
+        "DiffJPEG default": DiffJPEG(),
+        "Real-ESRGAN conventions": DiffJPEG(table_rounding="none", chroma_upsampling="nearest", sample_rounding=False),
+    }
     refs = {q: [pil_jpeg(a, q) for a in imgs] for q in args.qualities}
-    print("PIL vs original".ljust(26) + " ".join(
-        f"q{q}: {np.mean([np.abs(a - r).mean() for a, r in zip(imgs, refs[q])]):6.3f}" for q in args.qualities))
+    print(
+        "PIL vs original".ljust(26)
+        + " ".join(
+            f"q{q}: {np.mean([np.abs(a - r).mean() for a, r in zip(imgs, refs[q])]):6.3f}" for q in args.qualities
+        )
+    )
     for name, jpeg in modes.items():
         cells = []
         for q in args.qualities:

@@ -1,4 +1,4 @@
-"""Sketch channel for SC-FEGAN, extracted on the batch's device (REFERENCE 1.11 "Sketch").
+"""Sketch channel for SC-FEGAN, extracted on the batch's device (arXiv 1902.06838 sec. 3.1; SC-FEGAN issue #24).
 
 The paper: HED edges (CLAHE first, author in issue #24), post-processed as pix2pix does (``PostprocessHED.m``):
 NMS of the edge map along the orientation of its smoothed Hessian (``convTri(E, 4)``, ``edgesNmsMex(E, O, 1, 5,
@@ -312,8 +312,10 @@ class SketchExtractor(nn.Module):
         if detector == "auto":
             detector = "hed" if self.hed_weights else ("dexined" if self.dexined_weights else "classic")
         if detector == "hed" and not self.hed_weights:
-            raise ValueError("sketch detector=hed needs hed_weights: the path of the BSDS500 HED state dict "
-                             "(sniklaus/pytorch-hed network-bsds500.pytorch)")
+            raise ValueError(
+                "sketch detector=hed needs hed_weights: the path of the BSDS500 HED state dict "
+                "(sniklaus/pytorch-hed network-bsds500.pytorch)"
+            )
         if detector == "dexined" and not self.dexined_weights:
             raise ValueError("sketch detector=dexined needs dexined_weights: the path of the kornia DexiNed weights")
         self.detector = detector
@@ -355,7 +357,7 @@ class SketchExtractor(nn.Module):
 
     @staticmethod
     def _load_dexined(path: str) -> nn.Module:
-        from kornia.models.dexined import DexiNed  # kornia 0.9.0 location (REFERENCE 4.6)
+        from kornia.models.dexined import DexiNed  # kornia 0.9.0 location (kornia.filters.DexiNed is gone)
 
         file = Path(path).expanduser()
         if not file.is_file():
@@ -365,11 +367,15 @@ class SketchExtractor(nn.Module):
             )
         net = DexiNed(pretrained=False)
         try:
-            state = torch.load(file, map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001  (EOFError, UnpicklingError, zip errors: no path in them)
-            raise ValueError(f"DexiNed weights {str(file)!r} (sketch.dexined_weights, {file.stat().st_size} bytes) "
-                             f"cannot be read with torch.load(weights_only=True): empty, truncated, or a pickle "
-                             f"that runs code? {type(err).__name__}: {err}") from err
+            from weights.pretrained import load_pretrained
+
+            state = load_pretrained(file, "DexiNed weights")
+        except Exception as err:  # EOFError, UnpicklingError, zip errors: no path in them
+            raise ValueError(
+                f"DexiNed weights {str(file)!r} (sketch.dexined_weights, {file.stat().st_size} bytes) "
+                f"cannot be read with torch.load(weights_only=True): empty, truncated, or a pickle "
+                f"that runs code? {type(err).__name__}: {err}"
+            ) from err
         if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
             state = state["state_dict"]
         if not isinstance(state, dict):
