@@ -23,7 +23,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # the project root
 sys.path.insert(0, os.path.join(ROOT, "tests"))  # the test scenes
 
-import tv_compat  # noqa: E402,F401  (must precede anything that imports torchvision)
+import tv_compat  # noqa: E402  (must precede anything that imports torchvision)
 
 import argparse  # noqa: E402
 import math  # noqa: E402
@@ -33,8 +33,8 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-
 from face_scenes import apply, background, eye_centres, face_to_photo, invert, labelled_faces, place, scene  # noqa: E402
+
 from inference.face_align import celebahq_transform, detect_faces, edit_photo, warp_to_crop  # noqa: E402
 from weights.facenet_mtcnn import load_mtcnn  # noqa: E402
 
@@ -53,7 +53,7 @@ def timing(nets, face: np.ndarray, repeats: int) -> None:
     photo = place(face, m, background(hw, 1))
     mask = np.zeros(hw, bool)
     mouth = apply(m, [[256, 380]])[0]
-    mask[int(mouth[1]) - 60:int(mouth[1]) + 60, int(mouth[0]) - 100:int(mouth[0]) + 100] = True
+    mask[int(mouth[1]) - 60 : int(mouth[1]) + 60, int(mouth[0]) - 100 : int(mouth[0]) + 100] = True
 
     def stub(image, mask_c, sketch, color):
         return image[::-1].copy()
@@ -61,8 +61,9 @@ def timing(nets, face: np.ndarray, repeats: int) -> None:
     variants = {
         "detect (MTCNN only)": lambda: detect_faces(photo, nets, upright_passes=0),
         "detect + 2 eyes-level O-Net passes": lambda: detect_faces(photo, nets),
-        "align (transform + warp to 512)": lambda: warp_to_crop(photo, celebahq_transform(faces[0].landmarks, SIZE),
-                                                                SIZE),
+        "align (transform + warp to 512)": lambda: warp_to_crop(
+            photo, celebahq_transform(faces[0].landmarks, SIZE), SIZE
+        ),
         "edit_photo, stub network (all of it)": lambda: edit_photo(photo, mask, None, None, stub, SIZE, nets=nets),
     }
     faces = detect_faces(photo, nets)
@@ -74,8 +75,10 @@ def timing(nets, face: np.ndarray, repeats: int) -> None:
         for name, fn in variants.items():  # interleaved
             times[name].append(_cpu(fn)[1:])
     res = edit_photo(photo, mask, None, None, stub, SIZE, nets=nets)
-    print(f"2000x1500 photo, face {faces[0].box[2] - faces[0].box[0]:.0f} px wide, {len(faces)} face(s) found, "
-          f"edit mode {res.mode!r}, crop scale {res.scale:.2f} photo px per crop px")
+    print(
+        f"2000x1500 photo, face {faces[0].box[2] - faces[0].box[0]:.0f} px wide, {len(faces)} face(s) found, "
+        f"edit mode {res.mode!r}, crop scale {res.scale:.2f} photo px per crop px"
+    )
     for name, t in times.items():
         cpu = statistics.median(x[0] for x in t)
         wall = statistics.median(x[1] for x in t)
@@ -84,7 +87,7 @@ def timing(nets, face: np.ndarray, repeats: int) -> None:
 
 def errors(nets, faces, passes: int) -> dict:
     out = {"eye": [], "consistency": [], "crop_angle": [], "crop_shift": [], "crop_scale": [], "missed": 0}
-    for k, (stem, rgb, labels) in enumerate(faces):
+    for k, (_stem, rgb, labels) in enumerate(faces):
         photo, m = scene(rgb, k)
         found = detect_faces(photo, nets, upright_passes=passes)
         orig = detect_faces(rgb, nets, upright_passes=passes)
@@ -120,14 +123,21 @@ def main() -> None:
     faces = labelled_faces(root, args.faces)
     timing(nets, faces[0][1], args.repeats)
     print(f"\nlandmarks on {len(faces)} faces turned 15-30 degrees, scaled 0.6-2.2x, placed in 1400x1000 photos:")
-    units = {"eye": "x eye distance", "consistency": "x eye distance", "crop_angle": "degrees",
-             "crop_shift": "px (of 512)", "crop_scale": "(relative)"}
+    units = {
+        "eye": "x eye distance",
+        "consistency": "x eye distance",
+        "crop_angle": "degrees",
+        "crop_shift": "px (of 512)",
+        "crop_scale": "(relative)",
+    }
     for passes in (0, 2):
         e = errors(nets, faces, passes)
         print(f"  eyes-level O-Net passes: {passes}  (faces missed: {e['missed']})")
         for key, unit in units.items():
             v = e[key]
-            print(f"    {key:12s} median {np.median(v):6.3f}  p90 {np.percentile(v, 90):6.3f}  max {np.max(v):6.3f}  {unit}")
+            print(
+                f"    {key:12s} median {np.median(v):6.3f}  p90 {np.percentile(v, 90):6.3f}  max {np.max(v):6.3f}  {unit}"
+            )
     print(f"load average {os.getloadavg()}")
 
 

@@ -37,8 +37,20 @@ import torch
 from archs.mtcnn import MTCNNNets
 
 __all__ = [
-    "ALIGNED_TOLERANCE", "DETECT_SIDE", "MASK_MARGIN", "MIN_FACE", "Face", "PhotoEdit", "celebahq_transform",
-    "choose_face", "detect_faces", "edit_photo", "framing", "mask_crop_transform", "nms", "warp_to_crop",
+    "ALIGNED_TOLERANCE",
+    "DETECT_SIDE",
+    "MASK_MARGIN",
+    "MIN_FACE",
+    "Face",
+    "PhotoEdit",
+    "celebahq_transform",
+    "choose_face",
+    "detect_faces",
+    "edit_photo",
+    "framing",
+    "mask_crop_transform",
+    "nms",
+    "warp_to_crop",
 ]
 
 # facenet-pytorch MTCNN() defaults (models/mtcnn.py): stage thresholds, pyramid factor, smallest face in pixels.
@@ -167,13 +179,13 @@ def _windows(img: np.ndarray, boxes: torch.Tensor, side: int, dev: torch.device)
         patch = np.zeros((max(y2 - y1, 1), max(x2 - x1, 1), 3), np.float32)
         sx1, sy1, sx2, sy2 = max(x1, 0), max(y1, 0), min(x2, W), min(y2, H)
         if sx2 > sx1 and sy2 > sy1:
-            patch[sy1 - y1:sy2 - y1, sx1 - x1:sx2 - x1] = img[sy1:sy2, sx1:sx2]
+            patch[sy1 - y1 : sy2 - y1, sx1 - x1 : sx2 - x1] = img[sy1:sy2, sx1:sx2]
         out[k] = cv2.resize(patch, (side, side), interpolation=cv2.INTER_AREA)
     return _to_net(out, dev)
 
 
 def _batched(net, x: torch.Tensor):
-    outs = [net(x[i:i + _BATCH]) for i in range(0, len(x), _BATCH)]
+    outs = [net(x[i : i + _BATCH]) for i in range(0, len(x), _BATCH)]
     return tuple(torch.cat(parts).cpu() for parts in zip(*outs))
 
 
@@ -206,8 +218,9 @@ def _proposals(nets: MTCNNNets, img: np.ndarray, min_face: float, threshold: flo
     b = torch.cat(found)
     b = b[nms(b[:, :4], b[:, 4], _NMS_ALL)]
     bw, bh = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
-    boxes = torch.stack([b[:, 0] + b[:, 5] * bw, b[:, 1] + b[:, 6] * bh,
-                         b[:, 2] + b[:, 7] * bw, b[:, 3] + b[:, 8] * bh, b[:, 4]], 1)
+    boxes = torch.stack(
+        [b[:, 0] + b[:, 5] * bw, b[:, 1] + b[:, 6] * bh, b[:, 2] + b[:, 7] * bw, b[:, 3] + b[:, 8] * bh, b[:, 4]], 1
+    )
     return _square(boxes)
 
 
@@ -281,9 +294,15 @@ def _rgb01(pixels: np.ndarray, full: float) -> np.ndarray:
     return np.ascontiguousarray(p.clip(0.0, 1.0))
 
 
-def detect_faces(pixels: np.ndarray, nets: MTCNNNets | None = None, min_face: float = MIN_FACE,
-                 thresholds: Sequence[float] = THRESHOLDS, detect_side: int | None = DETECT_SIDE,
-                 upright_passes: int = UPRIGHT_PASSES, full: float | None = None) -> list[Face]:
+def detect_faces(
+    pixels: np.ndarray,
+    nets: MTCNNNets | None = None,
+    min_face: float = MIN_FACE,
+    thresholds: Sequence[float] = THRESHOLDS,
+    detect_side: int | None = DETECT_SIDE,
+    upright_passes: int = UPRIGHT_PASSES,
+    full: float | None = None,
+) -> list[Face]:
     """Faces in a photo, largest first.  ``pixels``: H x W (gray), H x W x 3 (RGB) or H x W x 4 (RGBA), uint8 /
     uint16 / float, ``full`` its full scale (default from the dtype: 255, 65535, or 1 for float).
 
@@ -291,10 +310,15 @@ def detect_faces(pixels: np.ndarray, nets: MTCNNNets | None = None, min_face: fl
     ``min_face``: the smallest face side searched, in pixels of the searched image; ``detect_side``: the photo is
     searched downscaled (area) to this long side when larger (None: at full size); ``upright_passes``: O-Net passes
     on eyes-level windows refining the landmarks (0: MTCNN's landmarks as they come)."""
-    if not (isinstance(pixels, np.ndarray) and pixels.size and
-            (pixels.ndim == 2 or (pixels.ndim == 3 and pixels.shape[2] in (3, 4)))):
-        raise ValueError("detect_faces wants an H x W, H x W x 3 or H x W x 4 image array, got "
-                         f"{getattr(pixels, 'shape', type(pixels).__name__)}")
+    if not (
+        isinstance(pixels, np.ndarray)
+        and pixels.size
+        and (pixels.ndim == 2 or (pixels.ndim == 3 and pixels.shape[2] in (3, 4)))
+    ):
+        raise ValueError(
+            "detect_faces wants an H x W, H x W x 3 or H x W x 4 image array, got "
+            f"{getattr(pixels, 'shape', type(pixels).__name__)}"
+        )
     full = _full_of(pixels, full)
     if nets is None:
         from weights.facenet_mtcnn import default_mtcnn
@@ -309,8 +333,11 @@ def detect_faces(pixels: np.ndarray, nets: MTCNNNets | None = None, min_face: fl
     boxes, lm = _detect(nets, img, float(min_face), tuple(thresholds))
     boxes, lm = boxes.cpu().double().numpy(), lm.cpu().double().numpy()
     if upright_passes:
-        lm = np.stack([_upright_landmarks(nets, img, b, p, int(upright_passes)) for b, p in zip(boxes, lm)]) \
-            if len(lm) else lm
+        lm = (
+            np.stack([_upright_landmarks(nets, img, b, p, int(upright_passes)) for b, p in zip(boxes, lm)])
+            if len(lm)
+            else lm
+        )
     # Back to the photo's pixel indices (pixel centres scale about the image's corner at -0.5).
     rx, ry = w / small.shape[1], h / small.shape[0]
     boxes[:, [0, 2]] = (boxes[:, [0, 2]] + 0.5) * rx - 0.5
@@ -436,8 +463,14 @@ def choose_face(faces: Sequence[Face], mask: np.ndarray | None, size: tuple[int,
 # =====================================================================================================================
 # Warping
 # =====================================================================================================================
-def _warp(src: np.ndarray, dst_to_src: np.ndarray, out_hw: tuple[int, int], interp: int, border: int,
-          prepare: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+def _warp(
+    src: np.ndarray,
+    dst_to_src: np.ndarray,
+    out_hw: tuple[int, int],
+    interp: int,
+    border: int,
+    prepare: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> np.ndarray:
     """``src`` sampled at ``dst_to_src`` (2 x 3, destination pixel -> source pixel) over an ``out_hw`` grid.
 
     Only the source region the grid covers is touched, and ``prepare`` (e.g. a conversion to float) is applied to
@@ -466,27 +499,31 @@ def _warp(src: np.ndarray, dst_to_src: np.ndarray, out_hw: tuple[int, int], inte
         rx, ry = sub.shape[1] / nw, sub.shape[0] / nh
         sub = cv2.resize(sub, (nw, nh), interpolation=cv2.INTER_AREA)
         m = np.array([[1 / rx, 0, 0.5 / rx - 0.5], [0, 1 / ry, 0.5 / ry - 0.5], [0, 0, 1]]) @ m
-    out = cv2.warpAffine(np.ascontiguousarray(sub), m[:2], (W, H), flags=interp | cv2.WARP_INVERSE_MAP,
-                         borderMode=border, borderValue=0)
+    out = cv2.warpAffine(
+        np.ascontiguousarray(sub), m[:2], (W, H), flags=interp | cv2.WARP_INVERSE_MAP, borderMode=border, borderValue=0
+    )
     return out
 
 
-def _warp_binary(b: np.ndarray, dst_to_src: np.ndarray, out_hw, any_coverage: bool,
-                 border: int = cv2.BORDER_CONSTANT) -> np.ndarray:
+def _warp_binary(
+    b: np.ndarray, dst_to_src: np.ndarray, out_hw, any_coverage: bool, border: int = cv2.BORDER_CONSTANT
+) -> np.ndarray:
     """A boolean layer warped: area + bilinear coverage, then ``> 0`` (``any_coverage``: the region is never shrunk,
     thin strokes survive downscaling) or ``>= 0.5`` (crisp lines when enlarging)."""
     cov = _warp(b, dst_to_src, out_hw, cv2.INTER_LINEAR, border, prepare=lambda a: a.astype(np.float32))
     return cov > 0 if any_coverage else cov >= 0.5
 
 
-def warp_to_crop(pixels: np.ndarray, crop_to_photo: np.ndarray, size: tuple[int, int],
-                 full: float | None = None) -> np.ndarray:
+def warp_to_crop(
+    pixels: np.ndarray, crop_to_photo: np.ndarray, size: tuple[int, int], full: float | None = None
+) -> np.ndarray:
     """The crop (H x W x 3 float32 RGB in [0, 1]) of the photo that ``crop_to_photo`` describes; outside the photo the
     image is mirrored (``create_celebahq`` pads by reflection too).  ``pixels``: gray, RGB or RGBA (alpha dropped),
     uint8 / uint16 / float with ``full`` its full scale (default from the dtype; 1 for float)."""
     full = _full_of(pixels, full)
-    return _warp(pixels, crop_to_photo, size, cv2.INTER_CUBIC, cv2.BORDER_REFLECT_101,
-                 prepare=lambda a: _rgb01(a, full)).clip(0.0, 1.0)
+    return _warp(
+        pixels, crop_to_photo, size, cv2.INTER_CUBIC, cv2.BORDER_REFLECT_101, prepare=lambda a: _rgb01(a, full)
+    ).clip(0.0, 1.0)
 
 
 # =====================================================================================================================
@@ -497,6 +534,7 @@ def warp_to_crop(pixels: np.ndarray, crop_to_photo: np.ndarray, size: tuple[int,
 #: black = no stroke, or None.  Returns the network's H x W x 3 RGB in [0, 1] (e.g. SC-FEGAN's G(x) mapped from
 #: [-1, 1]); it is composited with the crop outside ``mask`` here.
 RunNetwork = Callable[[np.ndarray, np.ndarray, "np.ndarray | None", "np.ndarray | None"], np.ndarray]
+
 
 def _check_size(size) -> tuple[int, int]:
     if isinstance(size, (int, np.integer)):
@@ -518,17 +556,20 @@ def _check_layer(name: str, a, hw: tuple[int, int], color: bool = False) -> np.n
     want = (*hw, 3) if color else hw
     if a.shape != want:
         got = "x".join(str(s) for s in (a.shape[1], a.shape[0], *a.shape[2:])) if a.ndim >= 2 else str(a.shape)
-        raise ValueError(f"{name} is {got} but the image is {hw[1]}x{hw[0]} (width x height)"
-                         f"{'; colour strokes must be H x W x 3 RGB' if color else ''}: it must be drawn on the image, "
-                         "at its size")
+        raise ValueError(
+            f"{name} is {got} but the image is {hw[1]}x{hw[0]} (width x height)"
+            f"{'; colour strokes must be H x W x 3 RGB' if color else ''}: it must be drawn on the image, "
+            "at its size"
+        )
     if color:
         a = np.asarray(a, dtype=np.float32)
         if not np.isfinite(a).all() or a.min() < 0 or a.max() > 1:
             raise ValueError(f"{name} must hold RGB values in [0, 1] (black = no stroke)")
         return a
     if a.dtype != bool:
-        raise ValueError(f"{name} must be a boolean array (True = {'regenerate' if name == 'mask' else 'stroke'}), "
-                         f"got {a.dtype}")
+        raise ValueError(
+            f"{name} must be a boolean array (True = {'regenerate' if name == 'mask' else 'stroke'}), got {a.dtype}"
+        )
     return a
 
 
@@ -596,16 +637,27 @@ def edit_photo(
         note = f"aligned face crop (CelebA-HQ), face score {face.score:.2f}"
         scale, roll, shift = framing(crop_to_photo, size)
         max_scale, max_roll, max_shift = ALIGNED_TOLERANCE
-        if (hw == size and 1 / max_scale <= scale <= max_scale and abs(roll) <= max_roll
-                and shift <= max_shift * min(size)):
+        if (
+            hw == size
+            and 1 / max_scale <= scale <= max_scale
+            and abs(roll) <= max_roll
+            and shift <= max_shift * min(size)
+        ):
             crop_to_photo = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
-            note = f"the photo is already an aligned face at the network's size: edited in place (face score " \
-                   f"{face.score:.2f})"
+            note = (
+                f"the photo is already an aligned face at the network's size: edited in place (face score "
+                f"{face.score:.2f})"
+            )
     else:
         crop_to_photo = mask_crop_transform(mask, size, margin)
         mode = "mask_crop"
-        why = ("alignment off" if not align else "no face found" if not faces
-               else "the mask reaches outside the aligned face crop")
+        why = (
+            "alignment off"
+            if not align
+            else "no face found"
+            if not faces
+            else "the mask reaches outside the aligned face crop"
+        )
         note = f"crop around the mask ({why})"
     scale = _scale_of(crop_to_photo)
     shrinks = scale > 1.0  # photo pixels per crop pixel
@@ -647,8 +699,8 @@ def edit_photo(
     back = _warp(gen, local[:2], (y1 - y0 + 1, x1 - x0 + 1), cv2.INTER_CUBIC, cv2.BORDER_REPLICATE).clip(0.0, 1.0)
 
     out_px = pixels.copy()
-    region = out_px[y0:y1 + 1, x0:x1 + 1]
-    m = mask[y0:y1 + 1, x0:x1 + 1]
+    region = out_px[y0 : y1 + 1, x0 : x1 + 1]
+    m = mask[y0 : y1 + 1, x0 : x1 + 1]
     if pixels.ndim == 2:
         luma = back[..., 0] * 0.299 + back[..., 1] * 0.587 + back[..., 2] * 0.114  # BT.601, as predict.py
         region[m] = _quantize(luma, full, pixels.dtype)[m]

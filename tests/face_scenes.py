@@ -78,8 +78,9 @@ def face_to_photo(face_hw: tuple[int, int], angle_deg: float, scale: float, cent
 def place(face: np.ndarray, m: np.ndarray, photo: np.ndarray) -> np.ndarray:
     """``face`` warped by ``m`` (face -> photo) onto a copy of ``photo``."""
     out = photo.copy()
-    cv2.warpAffine(face, m, (photo.shape[1], photo.shape[0]), dst=out, flags=cv2.INTER_LINEAR,
-                   borderMode=cv2.BORDER_TRANSPARENT)
+    cv2.warpAffine(
+        face, m, (photo.shape[1], photo.shape[0]), dst=out, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_TRANSPARENT
+    )
     return out
 
 
@@ -92,8 +93,14 @@ def invert(m: np.ndarray) -> np.ndarray:
 
 
 #: (angle in degrees, scale, centre as fractions of the photo) of the scenes; angles 15-30 both ways.
-SCENES = [(20.0, 1.3, (0.35, 0.45)), (-25.0, 0.8, (0.7, 0.55)), (15.0, 1.7, (0.5, 0.5)), (-30.0, 1.0, (0.3, 0.6)),
-          (28.0, 0.6, (0.75, 0.3)), (-18.0, 2.2, (0.5, 0.5))]
+SCENES = [
+    (20.0, 1.3, (0.35, 0.45)),
+    (-25.0, 0.8, (0.7, 0.55)),
+    (15.0, 1.7, (0.5, 0.5)),
+    (-30.0, 1.0, (0.3, 0.6)),
+    (28.0, 0.6, (0.75, 0.3)),
+    (-18.0, 2.2, (0.5, 0.5)),
+]
 PHOTO_HW = (1000, 1400)
 
 

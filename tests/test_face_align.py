@@ -4,7 +4,7 @@ pasted back only inside the user's mask (inference/face_align.py).
 The scenes are CelebAMask-HQ faces rotated 15-30 degrees, scaled 0.6-2.2x and placed into 1400 x 1000 photos
 (tests/face_scenes.py); the eye labels, followed through the known transform, are the ground truth."""
 
-import tv_compat  # noqa: F401  (must precede anything that imports torchvision)
+import tv_compat
 
 import math
 
@@ -12,12 +12,32 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
 from conftest import shared_data
-from face_scenes import (MOUTH, L_LIP, U_LIP, PHOTO_HW, SCENES, apply, background, eye_centres, face_to_photo,
-                         invert, labelled_faces, place, scene)
-from inference.face_align import (Face, celebahq_transform, choose_face, detect_faces, edit_photo,
-                                  mask_crop_transform, nms)
+from face_scenes import (
+    L_LIP,
+    MOUTH,
+    PHOTO_HW,
+    SCENES,
+    U_LIP,
+    apply,
+    background,
+    eye_centres,
+    face_to_photo,
+    invert,
+    labelled_faces,
+    place,
+    scene,
+)
+
+from inference.face_align import (
+    Face,
+    celebahq_transform,
+    choose_face,
+    detect_faces,
+    edit_photo,
+    mask_crop_transform,
+    nms,
+)
 from weights.facenet_mtcnn import load_mtcnn
 from weights.registry_packages import RegistryPackageError
 
@@ -45,7 +65,7 @@ def _io(eyes: np.ndarray) -> float:
 # Hand-computed pieces: NMS and the CelebA-HQ transform
 # ---------------------------------------------------------------------------------------------------------------------
 def test_nms_by_hand():
-    boxes = torch.tensor([[0, 0, 9, 9], [1, 0, 10, 9], [20, 20, 29, 29], [0, 0, 4, 4.]])
+    boxes = torch.tensor([[0, 0, 9, 9], [1, 0, 10, 9], [20, 20, 29, 29], [0, 0, 4, 4.0]])
     scores = torch.tensor([0.9, 0.95, 0.5, 0.8])
     # IoU(0, 1) = 90 / 110 = 0.82; box 3 lies inside box 0: IoU 25 / 100, "min" overlap 25 / 25 = 1.
     assert nms(boxes, scores, 0.5).tolist() == [1, 3, 2]
@@ -56,7 +76,7 @@ def test_nms_by_hand():
 
 def test_celebahq_transform_by_hand():
     # Upright face: eyes at (200, 250) and (300, 250), mouth corners at (215, 350) and (285, 350).
-    lm = np.array([[200, 250], [300, 250], [250, 300], [215, 350], [285, 350.]])
+    lm = np.array([[200, 250], [300, 250], [250, 300], [215, 350], [285, 350.0]])
     # eye_to_eye = (100, 0), eye_to_mouth = (0, 100): x = (100, 0) - rot90((0, 100)) = (200, 0), rescaled to
     # max(2 x 100, 1.8 x 100) = 200; y = (0, 200); c = (250, 250) + 0.1 x (0, 100) = (250, 260).
     # The 400-pixel square around c maps to 512 x 512: 400 / 512 photo pixels per crop pixel.
@@ -146,8 +166,11 @@ def test_detection_reads_every_layout(nets, faces):
     _, rgb, _ = faces[5]
     photo, _ = scene(rgb, 5)
     ref = detect_faces(photo, nets)[0].landmarks
-    layouts = {"uint16": photo.astype(np.uint16) * 257, "rgba": np.dstack([photo, np.zeros(PHOTO_HW, np.uint8)]),
-               "float64": photo / 255.0}
+    layouts = {
+        "uint16": photo.astype(np.uint16) * 257,
+        "rgba": np.dstack([photo, np.zeros(PHOTO_HW, np.uint8)]),
+        "float64": photo / 255.0,
+    }
     for name, px in layouts.items():
         np.testing.assert_allclose(detect_faces(px, nets)[0].landmarks, ref, atol=0.5, err_msg=name)
     gray = detect_faces(cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY), nets)[0].landmarks
@@ -221,7 +244,7 @@ def test_edit_face_in_a_photo_lands_in_the_mask(nets, faces):
     _check_coords(res, mask, 65535.0, stub)
     # The network saw the aligned face: its mask is the mouth, below the eyes' level and centred, and covers every
     # masked photo pixel.
-    (image, mask_c, sketch_c, color_c), = stub.calls
+    ((image, mask_c, sketch_c, color_c),) = stub.calls
     assert image.shape == (*SIZE, 3) and image.dtype == np.float32 and sketch_c is None and color_c is None
     ys, xs = np.nonzero(mask)
     uv = np.rint(apply(invert(res.crop_to_photo), np.stack([xs, ys], 1))).astype(int)
@@ -273,14 +296,14 @@ def test_sketch_and_colour_follow_the_face(nets, faces):
     ys, xs = np.nonzero(mask)
     sketch = np.zeros(PHOTO_HW, bool)
     cy = int(ys.mean())
-    sketch[cy, xs.min():xs.max() + 1] = True  # a 1-pixel horizontal line through the mouth (tilted in the crop)
+    sketch[cy, xs.min() : xs.max() + 1] = True  # a 1-pixel horizontal line through the mouth (tilted in the crop)
     color = np.zeros((*PHOTO_HW, 3), np.float32)
-    color[cy + 6:cy + 20, xs.min() + 10:xs.max() - 10] = (0.2, 0.6, 0.9)
+    color[cy + 6 : cy + 20, xs.min() + 10 : xs.max() - 10] = (0.2, 0.6, 0.9)
     sketch_out = np.zeros(PHOTO_HW, bool)
     sketch_out[10, 10:60] = True  # outside the mask: not passed on
     stub = Stub()
     res = edit_photo(photo, mask, sketch | sketch_out, color, stub, SIZE, nets=nets)
-    (_, mask_c, sketch_c, color_c), = stub.calls
+    ((_, mask_c, sketch_c, color_c),) = stub.calls
     assert sketch_c.any() and not (sketch_c & ~mask_c).any()
     # Every sketch pixel of the crop lies on the drawn line (within 2 photo pixels), and the line is not lost.
     vs, us = np.nonzero(sketch_c)
@@ -398,11 +421,18 @@ def test_bad_inputs_are_named():
         args = {"pixels": px, "mask": mask, "sketch": None, "color": None, "run_network": stub, "size": SIZE}
         args.update(change)
         with pytest.raises((ValueError, TypeError), match=message):
-            edit_photo(args.pop("pixels"), args.pop("mask"), args.pop("sketch"), args.pop("color"),
-                       args.pop("run_network"), args.pop("size"), align=False)
+            edit_photo(
+                args.pop("pixels"),
+                args.pop("mask"),
+                args.pop("sketch"),
+                args.pop("color"),
+                args.pop("run_network"),
+                args.pop("size"),
+                align=False,
+            )
     with pytest.raises(ValueError, match="H x W x 4 image array, got"):
         detect_faces(np.zeros((10, 10, 5)), nets=object())
-    fake = Face(np.array([0, 0, 10, 10.]), 1.0, np.array([[3, 3], [7, 3], [5, 5], [4, 7], [6, 7.]]))
+    fake = Face(np.array([0, 0, 10, 10.0]), 1.0, np.array([[3, 3], [7, 3], [5, 5], [4, 7], [6, 7.0]]))
     assert edit_photo(px, mask, None, None, stub, SIZE, faces=[fake]).mode == "mask_crop"  # its crop misses the mask
 
 

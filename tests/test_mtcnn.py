@@ -1,7 +1,7 @@
 """MTCNN's networks (archs/mtcnn.py) and their weights from the facenet-pytorch wheel (weights/facenet_mtcnn.py):
 strict loads, and clear errors naming the file for anything else."""
 
-import tv_compat  # noqa: F401  (must precede anything that imports torchvision)
+import tv_compat
 
 from collections import OrderedDict
 

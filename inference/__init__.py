@@ -1,1 +1,0 @@
-"""Inference: running the trained networks on users' images (image IO, devices, tiling, upscaling, face editing)."""
