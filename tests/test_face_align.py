@@ -6,6 +6,8 @@ The scenes are CelebAMask-HQ faces rotated 15-30 degrees, scaled 0.6-2.2x and pl
 
 import tv_compat
 
+import functools
+import logging
 import math
 
 import cv2
@@ -38,6 +40,8 @@ from inference.face_align import (
     mask_crop_transform,
     nms,
 )
+from inference.faces import run_network as shared_step
+from inference.images import read_image, write_png
 from weights.facenet_mtcnn import load_mtcnn
 from weights.registry_packages import RegistryPackageError
 
@@ -464,3 +468,85 @@ def test_real_generator_through_run_network(nets, faces):
     assert res.mode == "face" and res.scale > 3  # a 512-pixel face (x1.3) into 128 x 128
     assert np.array_equal(res.pixels[~mask], photo[~mask])
     assert (res.pixels[mask] != photo[mask]).any(axis=1).mean() > 0.9
+    # The shared network step (predict.py and the app) is this contract: the same pixels with zero noise.
+    shared = edit_photo(
+        photo, mask, None, None, functools.partial(shared_step, net, noise="zero"), (128, 128), nets=nets
+    )
+    assert np.array_equal(shared.pixels, res.pixels)
+
+
+# -- predict.py and the app on a photo: the same path ------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def photo_files(tmp_path_factory, faces):
+    """A CelebAMask face turned, scaled and pasted into a 1400 x 1000 canvas (scene 1), its mouth mask, and an
+    exported tiny SC-FEGAN generator working at 128 x 128."""
+    from app_fixtures import write_weights
+
+    root = tmp_path_factory.mktemp("photo")
+    _, rgb, labels = faces[1]
+    photo, m = scene(rgb, 1)
+    mask = _mouth_mask(labels, m, PHOTO_HW)
+    return {
+        "photo": photo,
+        "mask": mask,
+        "photo_p": write_png(root / "photo.png", photo),
+        "mask_p": write_png(root / "mask.png", mask.astype(np.uint8) * 255),
+        "weights": write_weights(root / "w"),
+    }
+
+
+def test_predict_and_app_edit_a_pasted_face_only_inside_the_mask(tmp_path, nets, photo_files, caplog, monkeypatch):
+    from conftest import compose_cfg
+
+    from inference.run import predict
+
+    f = photo_files
+    base = [
+        "device=cpu",
+        "model=scfegan",
+        f"weights={f['weights']['face']}",
+        f"input={f['photo_p']}",
+        f"mask={f['mask_p']}",
+    ]
+    with caplog.at_level(logging.INFO, logger="inference.run"):
+        (out,) = predict(compose_cfg(tmp_path, [*base, f"output={tmp_path / 'a.png'}"], config_name="predict"))
+    res = read_image(out).pixels
+    photo, mask = f["photo"], f["mask"]
+    assert res.shape == photo.shape and res.dtype == np.uint8
+    assert np.array_equal(res[~mask], photo[~mask])  # outside the mask: bit-identical
+    assert (res[mask] != photo[mask]).any(axis=1).mean() > 0.9
+    assert "aligned face crop (CelebA-HQ)" in caplog.text
+    # align=false: the crop around the mask (also only inside it), said in the log
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="inference.run"):
+        (out2,) = predict(
+            compose_cfg(tmp_path, [*base, "align=false", f"output={tmp_path / 'b.png'}"], config_name="predict")
+        )
+    res2 = read_image(out2).pixels
+    assert "crop around the mask (alignment off)" in caplog.text
+    assert np.array_equal(res2[~mask], photo[~mask]) and not np.array_equal(res2, res)
+    # The app's /edit_face gives predict.py's pixels (same weights, seed and path), its message names the crop; the
+    # editor's Generate too, with the face detected once per upload.
+    from app_fixtures import app_overrides
+
+    from webui import handlers
+    from webui.models import ModelStore
+
+    store = ModelStore(compose_cfg(tmp_path, app_overrides(f["weights"]), config_name="app"))
+    calls = []
+    real = handlers.detect_faces
+
+    def counting(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(handlers, "detect_faces", counting)
+    api_p, msg = handlers.edit_face_files(store, str(f["photo_p"]), str(f["mask_p"]), out_dir=tmp_path / "o")
+    assert np.array_equal(read_image(api_p).pixels, res)
+    assert "aligned face crop (CelebA-HQ)" in msg
+    erase = np.zeros((*PHOTO_HW, 4), np.uint8)
+    erase[mask] = 255
+    for _ in range(2):
+        ed_p, msg = handlers.edit_face_editor(store, str(f["photo_p"]), {"layers": [erase]}, out_dir=tmp_path / "o")
+        assert np.array_equal(read_image(ed_p).pixels, res) and "aligned face crop" in msg
+    assert len(calls) == 1  # detection ran once for the upload (the API call), reused by both Generates

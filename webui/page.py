@@ -1,7 +1,7 @@
 """The app's page (Gradio): the two tabs, their controls and the API endpoints; app.py launches it.
 
 ``build_app(cfg)`` returns the ``gr.Blocks`` (the tests launch it on a free port).  The work is done by
-``webui.handlers`` (plain functions around ``inference.faces.edit_face`` / ``inference.tiling.upscale``):
+``webui.handlers`` (plain functions around ``inference.face_align.edit_photo`` / ``inference.tiling.upscale``):
 
 - ``/edit_face`` (image, mask, sketch, color, seed) -> (PNG file, summary): mask / sketch / colour files as
   ``predict.py`` takes them (same size as the image; sketch and colour optional).
