@@ -339,3 +339,28 @@ def test_browser_messages_name_no_python_classes_and_no_server_paths(page, serve
         config = r.read().decode()
     for s in secrets:
         assert s not in body and s not in config, s
+
+
+def test_browser_editor_clear_keeps_the_photo(page, server, tmp_path):
+    """Issue 18 item 3: the editor's Clear removes the strokes, not the photo: drawing and Generate still work on the
+    uploaded image (no "layer is 800x800 but the image is ..." error)."""
+    pg = page
+    face = random_rgb(120, 100, seed=21)
+    _upload(pg, "face-file", str(write_png(tmp_path / "c.png", face)))
+    _wait_text(pg, "face-status", "Loaded c.png", "Error")
+    pg.wait_for_timeout(500)  # the canvas takes the new background
+    box = _image_box(pg, "face-editor", face.shape[:2])
+    _stroke(pg, box, 0.2, 0.2, 0.3, 0.3)
+    labels = pg.eval_on_selector_all("#face-editor button", "bs => bs.map(b => b.getAttribute('aria-label'))")
+    assert "Clear canvas" in labels, labels
+    pg.locator("#face-editor button[aria-label='Clear canvas']").first.click()
+    assert "Strokes cleared; c.png is still loaded" in _wait_text(pg, "face-status", "Strokes cleared", "Error")
+    pg.wait_for_timeout(500)
+    box = _image_box(pg, "face-editor", face.shape[:2])
+    _stroke(pg, box, 0.5, 0.3, 0.5, 0.6)
+    pg.click("#face-generate")
+    msg = _wait_text(pg, "face-status", "Edited", "Error")
+    assert msg.startswith("Edited 100x120"), msg
+    out = _download(pg.locator("#face-download a").first.get_attribute("href"))
+    changed = (out != face).any(axis=2)
+    assert changed.any() and not changed[: int(0.15 * 120), : int(0.4 * 100)].any()  # the cleared stroke is gone

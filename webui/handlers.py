@@ -124,7 +124,8 @@ def strokes_from_layers(layers, size: tuple[int, int]) -> tuple[np.ndarray, np.n
         if a.shape[:2] != tuple(size):
             raise InputError(
                 f"The {name} layer is {a.shape[1]}x{a.shape[0]} but the image is {size[1]}x{size[0]} "
-                "(width x height); strokes must be drawn on the image at its size."
+                "(width x height): the strokes were not drawn on this image. Upload the image again (or pick it "
+                "from the file box), then draw on it and Generate."
             )
         alpha = a[..., 3] if a.ndim == 3 and a.shape[2] == 4 else np.full(a.shape[:2], 255, np.uint8)
         if name == "erase":

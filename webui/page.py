@@ -154,6 +154,18 @@ def build_app(cfg: DictConfig) -> gr.Blocks:
             "Erase",
         )
 
+    def restore_photo(path):
+        """The editor's own Clear removes the photo with the strokes: put the uploaded photo back (strokes stay
+        cleared), so drawing goes on at the image's size."""
+        if not path:
+            return gr.skip(), gr.skip()
+        try:
+            img = open_image(path, "face image", limits.max_pixels_face, limits)
+        except InputError as err:
+            return gr.skip(), f"**Error:** {public(str(err))}"
+        editor = {"background": preview_rgb8(img), "layers": [], "composite": None}
+        return editor, f"Strokes cleared; {os.path.basename(path)} is still loaded. Draw in Erase mode, then Generate."
+
     def generate(path, editor, seed):
         try:
             out, msg = edit_face_editor(store, path, editor, int(seed or 0), out_dir, limits)
@@ -252,6 +264,7 @@ def build_app(cfg: DictConfig) -> gr.Blocks:
                 [face_path, editor, face_out, face_compare, face_download, face_status, mode],
                 api_visibility="private",
             )
+            editor.clear(restore_photo, face_path, [editor, face_status], api_visibility="private")
             mode.change(None, mode, None, js=_SELECT_LAYER_JS, api_visibility="private")
             gen_btn.click(
                 generate,
