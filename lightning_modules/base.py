@@ -258,7 +258,8 @@ class IterationGANModule(LightningModule):
 
     # ------------------------------------------------------------------ non-finite training (issue 16 item 5)
     def _track_finite(self, logs: dict) -> None:
-        on_cpu = False
+        # The first non-finite iteration of each loss is kept on its device (no host sync per batch, on a GPU or not:
+        # tests/test_speed.py); it is read on the logging steps and before every validation.
         for name, value in logs.items():
             if not torch.is_tensor(value) or not value.is_floating_point():
                 continue
@@ -268,9 +269,8 @@ class IterationGANModule(LightningModule):
             self._first_non_finite[name] = torch.where(
                 ~torch.isfinite(value).all() & (first < 0), self.iteration, first
             )
-            on_cpu = on_cpu or value.device.type == "cpu"
-        if on_cpu or self.logs_this_step():  # on the CPU reading it costs nothing: stop at the very batch
-            self.raise_if_non_finite(weights=on_cpu)
+        if self.logs_this_step():
+            self.raise_if_non_finite()
 
     def raise_if_non_finite(self, weights: bool = True) -> None:
         """:class:`NonFiniteTrainingError` naming the iteration and the loss (or the weight) that went NaN/Inf.
@@ -287,8 +287,12 @@ class IterationGANModule(LightningModule):
                 "or the loss weights"
             )
         if weights:
-            for name, t in list(self.named_parameters()) + list(self.named_buffers()):
-                if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            tensors = [(n, t) for n, t in [*self.named_parameters(), *self.named_buffers()] if t.is_floating_point()]
+            finite = [torch.isfinite(t).all() for _, t in tensors]
+            if not finite or bool(torch.stack([f.to(finite[0].device) for f in finite]).all()):
+                return  # one host sync for all the weights; the loop below only names the culprit
+            for (name, _), ok in zip(tensors, finite):
+                if not bool(ok):
                     raise NonFiniteTrainingError(
                         f"training diverged: weight {name} holds NaN/Inf at iteration {self.iteration}. Stopped; "
                         "nothing of this state is saved (the last checkpoint written stays the last finite state)"

@@ -118,6 +118,7 @@ PLACEHOLDER = "names a file of the user's (PATH, <time>, a .pth/.ckpt to be had 
 NOT_RUN = [  # (regex on the command, reason)
     (r"^python3 -m venv|^\.venv/bin/pip install", "creates a venv and installs from the package registry"),
     (r"-m pytest$", "the test suite itself"),
+    (r"-m pytest -m \"not slow\"$", "the test suite's fast loop (a subset of the suite itself)"),
     (
         r"trainer=gpu|trainer\.devices=[48]|device=cuda|trainer=ddp trainer\.devices=8|device_check|--config paper",
         NEEDS_GPU,
