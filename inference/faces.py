@@ -71,6 +71,49 @@ def make_noise(hw: tuple[int, int], kind: str, seed: int) -> torch.Tensor:
     return (n >= 1.0).float() if kind == "binary16" else n
 
 
+def _t(a: np.ndarray) -> torch.Tensor:  # HxW(xC) -> [1, C, H, W] float32
+    a = a[..., None] if a.ndim == 2 else a
+    return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).permute(2, 0, 1)[None]
+
+
+@torch.no_grad()
+def run_network(
+    net: SCFEGANGenerator,
+    image01: np.ndarray,
+    mask: np.ndarray,
+    sketch: np.ndarray | None = None,
+    color: np.ndarray | None = None,
+    *,
+    bgr: bool = False,
+    noise: str = "binary16",
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    precision: str = "fp32",
+) -> np.ndarray:
+    """One SC-FEGAN step at the network's working size (the size of ``image01``): the official demo's encodings
+    (demo.py:58-186) -> G -> H x W x 3 float32 RGB in [0, 1].  The step that both :func:`edit_face` (whole image
+    resized) and ``inference.face_align.edit_photo`` (aligned crop; pass ``functools.partial(run_network, net,
+    ...)`` as its ``run_network``) take.
+
+    ``image01``: H x W x 3 RGB in [0, 1]; ``mask``/``sketch``: H x W bool (True = regenerate / stroke) or None;
+    ``color``: H x W x 3 RGB in [0, 1], black = no stroke, or None.  Sketch and colour count only inside ``mask``.
+    ``bgr``: the weights expect BGR (converted official weights): image and colour are flipped on the way in and
+    the output back to RGB.  The output is the raw G(x) everywhere; compositing with the input is the caller's.
+    """
+    hw = image01.shape[:2]
+    m = _t(mask)
+    s = _t(sketch) if sketch is not None else torch.zeros_like(m)
+    c = _t(color) * 2 - 1 if color is not None else -torch.ones(1, 3, *hw)  # official demo: no stroke = black = -1
+    x_img = _t(image01) * 2 - 1
+    if bgr:
+        x_img, c = x_img.flip(1), c.flip(1)
+    x = make_generator_input(x_img, s * m, c * m, m, make_noise(hw, noise, seed) * m)
+    y = run_net(net, x.to(torch.device(device)), precision).cpu()
+    if bgr:
+        y = y.flip(1)
+    return ((y[0].permute(1, 2, 0).numpy() + 1.0) * 0.5).clip(0, 1)
+
+
 @torch.no_grad()
 def edit_face(
     net: SCFEGANGenerator,
@@ -85,14 +128,14 @@ def edit_face(
     device: torch.device | str = "cpu",
     precision: str = "fp32",
 ) -> np.ndarray:
-    """Edit ``image`` in the ``mask`` region; returns pixels in the image's layout and dtype, equal to the
-    input wherever ``mask`` is False.
+    """Edit ``image`` in the ``mask`` region by resizing the whole image to the network's size (no alignment: for
+    images that already are aligned faces; ``inference.face_align.edit_photo`` edits real photos); returns pixels
+    in the image's layout and dtype, equal to the input wherever ``mask`` is False.
 
     ``mask``/``sketch``: bool HxW at the image's size; ``color``: float HxWx3 RGB in [0, 1] (black = no stroke).
     ``size``: the network's working size (H, W), multiples of 128; the inputs are resized to it (image bicubic as
     the official demo, mask and sketch by area and re-binarised, colour nearest) and the result back (bicubic).
-    ``bgr``: the weights expect BGR (converted official weights): image and colour are flipped to BGR on the way
-    in and the output back to RGB.
+    ``bgr``, ``noise``, ``seed``, ``device``, ``precision``: as :func:`run_network`.
     """
     if image.full == 1.0:  # float file: edit its 16-bit version (PNG has no float)
         image = Image(quantize(image.pixels, 1.0), 65535.0, image.path)
@@ -100,28 +143,13 @@ def edit_face(
     hw = tuple(size) if size is not None else (h, w)
     rgb = image.rgb01()
     resized = hw != (h, w)
-    dev = torch.device(device)
-
-    def t(a: np.ndarray) -> torch.Tensor:  # HxW(xC) -> [1, C, H, W]
-        a = a[..., None] if a.ndim == 2 else a
-        return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).permute(2, 0, 1)[None]
-
     img_w = cv2.resize(rgb, (hw[1], hw[0]), interpolation=cv2.INTER_CUBIC).clip(0, 1) if resized else rgb
-    m = t(_resize_binary(mask, hw))
-    s = t(_resize_binary(sketch, hw)) if sketch is not None else torch.zeros_like(m)
+    m = _resize_binary(mask, hw) > 0
+    s = _resize_binary(sketch, hw) > 0 if sketch is not None else None
+    c01 = None
     if color is not None:
         c01 = cv2.resize(color, (hw[1], hw[0]), interpolation=cv2.INTER_NEAREST) if resized else color
-        c = t(c01) * 2 - 1
-    else:
-        c = -torch.ones(1, 3, *hw)  # official demo: no stroke inside M = black = -1
-    x_img = t(img_w) * 2 - 1
-    if bgr:
-        x_img, c = x_img.flip(1), c.flip(1)
-    x = make_generator_input(x_img, s * m, c * m, m, make_noise(hw, noise, seed) * m)
-    y = run_net(net, x.to(dev), precision).cpu()
-    if bgr:
-        y = y.flip(1)
-    gen = ((y[0].permute(1, 2, 0).numpy() + 1.0) * 0.5).clip(0, 1)
+    gen = run_network(net, img_w, m, s, c01, bgr=bgr, noise=noise, seed=seed, device=device, precision=precision)
     if resized:
         gen = cv2.resize(gen, (w, h), interpolation=cv2.INTER_CUBIC).clip(0, 1)
     if image.gray:

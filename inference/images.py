@@ -75,7 +75,7 @@ def header_pixels(path: str | os.PathLike, what: str = "input image") -> tuple[i
         tiff = _tiff_header_size(path)  # PIL does not read multi-channel float TIFFs (the README lists them)
         if tiff is not None:
             return tiff
-        raise ValueError(f"{what} {str(path)!r}: not a readable image ({type(err).__name__}: {err})") from err
+        raise ValueError(f"{what} {str(path)!r}: not a readable image ({err})") from err
 
 
 def _tiff_header_size(path) -> tuple[int, int] | None:

@@ -13,11 +13,13 @@ weights, as Real-ESRGAN does), RGBA keeps an alpha channel upscaled separately (
 inputs give 16-bit outputs (float inputs too).  Large images go through tiles; with ``tile_pad`` at least the
 network's receptive margin (``tile_pad=auto``) the tiled result equals the untiled one up to float rounding.
 
-SC-FEGAN: the official demo's encodings (demo.py:58-186); the result equals the input outside the mask, bit for
-bit: the generated image is resized back to the input's size, quantised to the input's type, and taken only
-where the (original-size) mask is set.
+SC-FEGAN: photos of any size go through ``inference.face_align.edit_photo``: the face is found (MTCNN) and
+aligned as CelebA-HQ (``align=true``), or without a face (or with ``align=false``) a crop around the mask is
+taken; that crop is edited at the network's size with the official demo's encodings (demo.py:58-186) and the
+generated pixels are pasted back only where the mask is set: outside it the result equals the input, bit for bit.
 """
 
+import functools
 import logging
 import os
 from pathlib import Path
@@ -27,12 +29,14 @@ from rich.progress import track
 
 from datamodules.image_io import IMG_EXTENSIONS, list_images
 from inference.device import check_precision, pick_device
-from inference.faces import bgr_of, edit_face, resolve_noise, working_size
-from inference.images import DEFAULT_MAX_PIXELS, read_color, read_image, read_mask, write_png
+from inference.face_align import detect_faces, edit_photo
+from inference.faces import bgr_of, resolve_noise, run_network, working_size
+from inference.images import DEFAULT_MAX_PIXELS, quantize, read_color, read_image, read_mask, write_png
 from inference.outputs import check_outputs, output_clashes
 from inference.tiling import unshuffle_factor, upscale
 from ops.imresize import imresize
 from weights.io import build_generator
+from weights.registry_packages import RegistryPackageError
 
 log = logging.getLogger(__name__)
 
@@ -160,22 +164,28 @@ def predict_faces(cfg: DictConfig) -> list[str]:
     if not mask.any():
         log.warning(f"mask {cfg.mask!r} is empty (no pixel >= half scale): the output equals the input")
     noise = resolve_noise(cfg.get("noise", "auto"), info.meta, f"weights {info.path}")
-    out = edit_face(
-        net,
-        image,
-        mask,
-        sketch,
-        color,
-        size=hw,
-        bgr=bgr,
-        noise=noise,
-        seed=int(cfg.get("seed", 0)),
-        device=device,
-        precision=precision,
+    align = cfg.get("align", True)
+    if not isinstance(align, bool):
+        raise ValueError(f"align must be true or false, got {align!r}")
+    step = functools.partial(
+        run_network, net, bgr=bgr, noise=noise, seed=int(cfg.get("seed", 0)), device=device, precision=precision
     )
+    if mask.any():
+        faces = []
+        if align:
+            try:
+                faces = detect_faces(image.pixels, full=image.full)
+            except RegistryPackageError as err:  # the wheel neither installed nor in the cache, and no index
+                log.warning(f"face detector unavailable ({err}); editing the crop around the mask")
+        edited = edit_photo(image.pixels, mask, sketch, color, step, hw, full=image.full, faces=faces, align=align)
+        out, note = edited.pixels, edited.note
+    else:  # nothing to regenerate: the input as written (float files as 16-bit, as edit_photo would)
+        out = image.pixels if image.full != 1.0 else quantize(image.pixels, 1.0)
+        note = "empty mask"
     write_png(dst, out)
     log.info(
-        f"edited {cfg.input} at {hw[1]}x{hw[0]} ({'BGR' if bgr else 'RGB'} weights {info.path}, noise {noise}) -> {dst}"
+        f"edited {cfg.input} at {hw[1]}x{hw[0]}: {note} ({'BGR' if bgr else 'RGB'} weights {info.path}, "
+        f"noise {noise}) -> {dst}"
     )
     return [dst]
 

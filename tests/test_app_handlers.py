@@ -2,6 +2,7 @@
 results equal to the upload outside the mask bit for bit (8 and 16 bits), network interpolation equal to Eq. 4,
 tiles, weights discovery under logs/, and page messages for bad input.  No Gradio needed."""
 
+import functools
 import os
 import time
 
@@ -12,7 +13,8 @@ from app_fixtures import app_overrides, random_rgb, tiny_face_net, write_weights
 from conftest import compose_cfg, write_png
 from omegaconf import OmegaConf
 
-from inference.faces import edit_face
+from inference.face_align import edit_photo
+from inference.faces import run_network
 from inference.images import Image, read_image
 from inference.tiling import upscale
 from webui.handlers import (
@@ -74,17 +76,20 @@ def test_editor_edit_equals_upload_outside_mask_and_matches_predict(tmp_path, st
     assert out.shape == face.shape and out.dtype == np.uint8
     assert np.array_equal(out[~mask], face[~mask])
     assert (out[mask] != face[mask]).any(axis=1).mean() > 0.9
-    # the same as inference.faces.edit_face on the same inputs (the app adds nothing of its own)
+    # the same as predict.py's path (edit_photo + run_network) on the same inputs (the app adds nothing of its own);
+    # noise has no face: the crop around the mask, said in the message
     fm = store.face()
     assert fm.size == (128, 128)  # recorded in the weights file
-    direct = edit_face(fm.net, Image(face, 255.0, path), mask, sketch, color, size=fm.size, noise="binary16", seed=5)
-    assert np.array_equal(out, direct)
+    step = functools.partial(run_network, fm.net, noise="binary16", seed=5)
+    direct = edit_photo(face, mask, sketch, color, step, fm.size, align=False)
+    assert np.array_equal(out, direct.pixels)
     assert "Edited 64x72" in msg and "sketch strokes lie outside the mask" in msg
+    assert "crop around the mask (no face found)" in msg
     # the seed matters (noise), and the sketch reaches the network
     other, _ = edit_face_editor(store, path, {"layers": _layers(72, 64)}, seed=6, out_dir=tmp_path / "o")
     assert not np.array_equal(read_image(other).pixels, out)
-    no_sketch = edit_face(fm.net, Image(face, 255.0, path), mask, None, color, size=fm.size, seed=5)
-    assert not np.array_equal(no_sketch, direct)
+    no_sketch = edit_photo(face, mask, None, color, step, fm.size, align=False)
+    assert not np.array_equal(no_sketch.pixels, direct.pixels)
 
 
 def test_api_edit_with_files_16_bit(tmp_path, store):
@@ -218,7 +223,6 @@ def test_noise_kind_recorded_in_the_weights_is_used(tmp_path):
     path = str(write_png(tmp_path / "f.png", face))
     out_path, _ = edit_face_editor(store, path, {"layers": _layers(64, 64)}, seed=1, out_dir=tmp_path)
     mask, sketch, color = strokes_from_layers(_layers(64, 64), (64, 64))
-    ref = edit_face(
-        store.face().net, Image(face, 255.0, path), mask, sketch, color, size=(128, 128), noise="gaussian", seed=1
-    )
-    assert np.array_equal(read_image(out_path).pixels, ref)
+    step = functools.partial(run_network, store.face().net, noise="gaussian", seed=1)
+    ref = edit_photo(face, mask, sketch, color, step, (128, 128), align=False)
+    assert np.array_equal(read_image(out_path).pixels, ref.pixels)

@@ -278,3 +278,89 @@ def test_browser_upscale_and_live_interpolation(page, server, tmp_path):
     ref0 = upscale(w["psnr_net"], Image(lr, 255.0, lp), 4, torch.device("cpu"))
     got0 = _download(pg.locator("#sr-download a").first.get_attribute("href"))
     assert np.abs(got0.astype(int) - ref0.astype(int)).max() <= 1 and not np.array_equal(got0, got)
+
+
+def _gone(pg, selector: str) -> None:
+    pg.wait_for_function(f"() => !document.querySelector({selector!r})")
+
+
+def test_browser_new_upload_then_failed_run_leaves_no_stale_result(page, server, tmp_path):
+    """Issue 18 item 1: after a new upload, a Generate that fails (empty mask) must not leave the previous image's
+    result in the compare view or the download; on the SR tab, a refused upload clears the previous result."""
+    pg = page
+    a = random_rgb(120, 100, seed=11)
+    _upload(pg, "face-file", str(write_png(tmp_path / "a.png", a)))
+    _wait_text(pg, "face-status", "Loaded a.png", "Error")
+    pg.wait_for_timeout(500)  # the canvas takes the new background
+    _stroke(pg, _image_box(pg, "face-editor", a.shape[:2]), 0.5, 0.3, 0.5, 0.6)
+    pg.click("#face-generate")
+    assert _wait_text(pg, "face-status", "Edited", "Error").startswith("Edited 100x120")
+    pg.wait_for_selector("#face-download a")
+    assert pg.locator("#face-compare img").count() == 2
+    b = random_rgb(90, 110, seed=12)
+    _upload(pg, "face-file", str(write_png(tmp_path / "b.png", b)))
+    _wait_text(pg, "face-status", "Loaded b.png", "Error")
+    pg.click("#face-generate")  # nothing drawn on b
+    assert "mask is empty" in _wait_text(pg, "face-status", "Error", "Edited")
+    _gone(pg, "#face-download a")
+    _gone(pg, "#face-compare img")
+    _gone(pg, "#face-result img")
+    # SR: a result, then a refused upload
+    pg.get_by_role("tab", name="Super-resolution").click()
+    _upload(pg, "sr-file", str(write_png(tmp_path / "small.png", random_rgb(16, 20, seed=13))))
+    _wait_text(pg, "sr-status", "Loaded small.png")
+    pg.click("#sr-run")
+    _wait_text(pg, "sr-status", "x4:", "Error")
+    pg.wait_for_selector("#sr-download a")
+    (tmp_path / "notes.png").write_text("not an image")
+    _upload(pg, "sr-file", str(tmp_path / "notes.png"))
+    assert "is not an image this app can read" in _wait_text(pg, "sr-status", "Error")
+    _gone(pg, "#sr-download a")
+    _gone(pg, "#sr-result img")
+
+
+def test_browser_messages_name_no_python_classes_and_no_server_paths(page, server, tmp_path):
+    """Issue 18 item 7: a bad upload's message has no Python class names (``UnidentifiedImageError``), and neither the
+    page nor ``/config`` shows where the server keeps the weights."""
+    import re
+
+    pg = page
+    (tmp_path / "notes.png").write_text("not an image")
+    _upload(pg, "face-file", str(tmp_path / "notes.png"))
+    msg = _wait_text(pg, "face-status", "Error")
+    assert "'notes.png' is not an image this app can read" in msg, msg
+    classes = re.findall(r"\b(?:[A-Z][a-z]+)+(?:Error|Exception)\b|\bOSError\b", msg)
+    assert not classes, msg
+    w = server["w"]
+    secrets = [str(w[k]) for k in ("face", "gan", "psnr")] + [str(w["face"].parent)]
+    body = pg.content() + pg.locator("body").inner_text()
+    assert "face.pth" in pg.locator("#face-weights").inner_text()  # the file is named, its folder is not
+    with urllib.request.urlopen(server["url"] + "config", timeout=TIMEOUT_S) as r:
+        config = r.read().decode()
+    for s in secrets:
+        assert s not in body and s not in config, s
+
+
+def test_browser_editor_clear_keeps_the_photo(page, server, tmp_path):
+    """Issue 18 item 3: the editor's Clear removes the strokes, not the photo: drawing and Generate still work on the
+    uploaded image (no "layer is 800x800 but the image is ..." error)."""
+    pg = page
+    face = random_rgb(120, 100, seed=21)
+    _upload(pg, "face-file", str(write_png(tmp_path / "c.png", face)))
+    _wait_text(pg, "face-status", "Loaded c.png", "Error")
+    pg.wait_for_timeout(500)  # the canvas takes the new background
+    box = _image_box(pg, "face-editor", face.shape[:2])
+    _stroke(pg, box, 0.2, 0.2, 0.3, 0.3)
+    labels = pg.eval_on_selector_all("#face-editor button", "bs => bs.map(b => b.getAttribute('aria-label'))")
+    assert "Clear canvas" in labels, labels
+    pg.locator("#face-editor button[aria-label='Clear canvas']").first.click()
+    assert "Strokes cleared; c.png is still loaded" in _wait_text(pg, "face-status", "Strokes cleared", "Error")
+    pg.wait_for_timeout(500)
+    box = _image_box(pg, "face-editor", face.shape[:2])
+    _stroke(pg, box, 0.5, 0.3, 0.5, 0.6)
+    pg.click("#face-generate")
+    msg = _wait_text(pg, "face-status", "Edited", "Error")
+    assert msg.startswith("Edited 100x120"), msg
+    out = _download(pg.locator("#face-download a").first.get_attribute("href"))
+    changed = (out != face).any(axis=2)
+    assert changed.any() and not changed[: int(0.15 * 120), : int(0.4 * 100)].any()  # the cleared stroke is gone

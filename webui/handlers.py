@@ -1,6 +1,7 @@
 """What the app's buttons and API endpoints do, as plain functions (no Gradio): read and check the uploads, turn
-the editor's layers into SC-FEGAN's mask / sketch / colour inputs, run ``inference.faces.edit_face`` / ``inference.tiling.upscale``,
-and write the PNG result.
+the editor's layers into SC-FEGAN's mask / sketch / colour inputs, run ``inference.face_align.edit_photo`` (the
+face found and aligned, or a crop around the mask; the network step ``inference.faces.run_network``, as predict.py)
+/ ``inference.tiling.upscale``, and write the PNG result.
 
 Every problem with what the user sent raises :class:`InputError` with a message meant for the page; the Gradio
 layer (``app.py``) shows it there.  Reading goes through ``inference.images.read_image`` (alpha, gray and 16 bits kept), so
@@ -9,7 +10,9 @@ the editing result is composited on the file exactly as uploaded: outside the ma
 
 from __future__ import annotations
 
+import functools
 import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,10 +20,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image as PILImage
 
-from inference.faces import edit_face
+from inference.face_align import Face, detect_faces, edit_photo
+from inference.faces import run_network
 from inference.images import Image, read_color, read_image, read_mask, write_png
 from inference.tiling import upscale
 from webui.models import ModelStore
+from weights.registry_packages import RegistryPackageError
 
 #: Editor layers, bottom to top: what each one means (app.py names the layers in the same order).
 LAYERS = ("erase", "sketch", "colour")
@@ -119,7 +124,8 @@ def strokes_from_layers(layers, size: tuple[int, int]) -> tuple[np.ndarray, np.n
         if a.shape[:2] != tuple(size):
             raise InputError(
                 f"The {name} layer is {a.shape[1]}x{a.shape[0]} but the image is {size[1]}x{size[0]} "
-                "(width x height); strokes must be drawn on the image at its size."
+                "(width x height): the strokes were not drawn on this image. Upload the image again (or pick it "
+                "from the file box), then draw on it and Generate."
             )
         alpha = a[..., 3] if a.ndim == 3 and a.shape[2] == 4 else np.full(a.shape[:2], 255, np.uint8)
         if name == "erase":
@@ -139,10 +145,47 @@ def strokes_from_layers(layers, size: tuple[int, int]) -> tuple[np.ndarray, np.n
     return mask, sketch, color
 
 
+#: Faces found in recent uploads, keyed by (path, size, mtime): detection runs once per upload, not per Generate.
+_FACES: dict[tuple, list[Face]] = {}
+_FACES_LOCK = threading.Lock()
+_FACES_KEPT = 16
+
+
+def faces_in(image: Image) -> tuple[list[Face], str]:
+    """The faces MTCNN finds in ``image`` (an upload), cached per file; (faces, a note when detection is off)."""
+    try:
+        st = os.stat(image.path)
+        key = (os.path.realpath(image.path), st.st_size, st.st_mtime_ns)
+    except OSError:
+        key = None
+    with _FACES_LOCK:
+        if key is not None and key in _FACES:
+            return _FACES[key], ""
+    try:
+        faces = detect_faces(image.pixels, full=image.full)
+    except RegistryPackageError:  # the facenet-pytorch wheel neither installed nor cached, and no package index
+        return [], " (face detector unavailable)"
+    if key is not None:
+        with _FACES_LOCK:
+            while len(_FACES) >= _FACES_KEPT:
+                _FACES.pop(next(iter(_FACES)))
+            _FACES[key] = faces
+    return faces, ""
+
+
 def edit(
-    store: ModelStore, image: Image, mask: np.ndarray, sketch=None, color=None, seed: int = 0, noise: str | None = None
+    store: ModelStore,
+    image: Image,
+    mask: np.ndarray,
+    sketch=None,
+    color=None,
+    seed: int = 0,
+    noise: str | None = None,
+    faces: list[Face] | None = None,
 ) -> tuple[np.ndarray, str]:
-    """``inference.faces.edit_face`` with the app's model; (pixels in the image's layout and dtype, a summary line)."""
+    """``inference.face_align.edit_photo`` with the app's model, the network step ``inference.faces.run_network``
+    (as predict.py); (pixels in the image's layout and dtype, a summary line naming the crop used).  ``faces``:
+    detections to reuse (default: :func:`faces_in`, cached per upload; ``face.align: false`` in the config: none)."""
     if not mask.any():
         raise InputError(
             "Nothing to edit: the mask is empty. Draw over the part to regenerate in 'Erase' mode "
@@ -150,20 +193,24 @@ def edit(
         )
     fm = store.face()
     cfg = store.cfg
+    align = bool(cfg.face.get("align", True))
     t0 = time.perf_counter()
-    out = edit_face(
+    detector = ""
+    if faces is None:
+        faces, detector = faces_in(image) if align else ([], "")
+    step = functools.partial(
+        run_network,
         fm.net,
-        image,
-        mask,
-        sketch,
-        color,
-        size=fm.size,
         bgr=fm.bgr,
         noise=str(noise or fm.noise),
         seed=int(seed),
         device=store.device,
         precision=str(cfg.precision),
     )
+    try:
+        res = edit_photo(image.pixels, mask, sketch, color, step, fm.size, full=image.full, faces=faces, align=align)
+    except ValueError as err:  # e.g. the mask crop for a mask larger than the photo allows
+        raise InputError(f"Cannot edit this image: {err}") from None
     dt = time.perf_counter() - t0
     h, w = image.size
     notes = []
@@ -172,10 +219,11 @@ def edit(
             share = (strokes & ~mask).sum() / strokes.sum()
             notes.append(f"{share:.0%} of the {name} strokes lie outside the mask and were ignored")
     msg = (
-        f"Edited {w}x{h} (network at {fm.size[1]}x{fm.size[0]}) in {dt:.2f} s; {mask.mean():.1%} of the "
-        f"pixels regenerated, the rest equal the input." + (" " + "; ".join(notes) + "." if notes else "")
+        f"Edited {w}x{h} in {dt:.2f} s: {res.note}{detector}, network at {fm.size[1]}x{fm.size[0]}; "
+        f"{mask.mean():.1%} of the pixels regenerated, the rest equal the input."
+        + (" " + "; ".join(notes) + "." if notes else "")
     )
-    return out, msg
+    return res.pixels, msg
 
 
 def save_png(pixels: np.ndarray, out_dir: str | os.PathLike, stem: str) -> str:

@@ -1,7 +1,7 @@
 """The app's page (Gradio): the two tabs, their controls and the API endpoints; app.py launches it.
 
 ``build_app(cfg)`` returns the ``gr.Blocks`` (the tests launch it on a free port).  The work is done by
-``webui.handlers`` (plain functions around ``inference.faces.edit_face`` / ``inference.tiling.upscale``):
+``webui.handlers`` (plain functions around ``inference.face_align.edit_photo`` / ``inference.tiling.upscale``):
 
 - ``/edit_face`` (image, mask, sketch, color, seed) -> (PNG file, summary): mask / sketch / colour files as
   ``predict.py`` takes them (same size as the image; sketch and colour optional).
@@ -15,6 +15,7 @@ the mask it equals the upload bit for bit.
 
 import logging
 import os
+import re
 import tempfile
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline machines: no telemetry requests
@@ -105,12 +106,23 @@ result is recomputed when you release it. Tiles bound the memory; with the defau
 equals the untiled one."""
 
 
+# Absolute server-side paths (weights, temporary uploads, run folders): the page and its /config show only the file
+# name (the server log has the whole path).  A path ends at whitespace, a quote or a backtick.
+_SERVER_PATH = re.compile(r"(?<![\w.:/])/(?:[^\s`'\"/]+/)+([^\s`'\"/]+)")
+
+
+def public(msg: str) -> str:
+    """``msg`` for the page: absolute paths replaced by their last component."""
+    return _SERVER_PATH.sub(lambda m: m.group(1), str(msg))
+
+
 def _fail(err: Exception, what: str) -> str:
-    """A page message for ``err`` (never a stack trace; unexpected errors are logged with theirs)."""
+    """A page message for ``err``: its text without Python class names or server paths (never a stack trace;
+    unexpected errors are logged with theirs)."""
     if isinstance(err, (InputError, MissingWeights)):
-        return str(err)
+        return public(str(err))
     log.exception(f"{what} failed")
-    return f"{what} failed: {type(err).__name__}: {err}"
+    return public(f"{what} failed: {err} (details in the server log)")
 
 
 def build_app(cfg: DictConfig) -> gr.Blocks:
@@ -121,28 +133,44 @@ def build_app(cfg: DictConfig) -> gr.Blocks:
     samples = [str(p) for p in cfg.face.samples if os.path.isfile(str(p))]
 
     # -- face editing ------------------------------------------------------------------------------------------------
+    # A new upload and a failed Generate clear the result, the compare view and the download: what is left there
+    # must never be the result of another image (or of other strokes) than the one on the page.
     def load_face(path):
         if not path:
-            return None, None, None, "", "Erase"
+            return None, None, None, None, None, "", "Erase"
         try:
             img = open_image(path, "face image", limits.max_pixels_face, limits)
         except InputError as err:
-            return None, None, None, f"**Error:** {err}", "Erase"
+            return None, None, None, None, None, f"**Error:** {public(str(err))}", "Erase"
         h, w = img.size
         editor = {"background": preview_rgb8(img), "layers": [], "composite": None}  # a new editor starts on erase
         return (
             path,
             editor,
             None,
+            None,
+            None,
             f"Loaded {os.path.basename(path)} ({w}x{h}). Draw in Erase mode, then Generate.",
             "Erase",
         )
+
+    def restore_photo(path):
+        """The editor's own Clear removes the photo with the strokes: put the uploaded photo back (strokes stay
+        cleared), so drawing goes on at the image's size."""
+        if not path:
+            return gr.skip(), gr.skip()
+        try:
+            img = open_image(path, "face image", limits.max_pixels_face, limits)
+        except InputError as err:
+            return gr.skip(), f"**Error:** {public(str(err))}"
+        editor = {"background": preview_rgb8(img), "layers": [], "composite": None}
+        return editor, f"Strokes cleared; {os.path.basename(path)} is still loaded. Draw in Erase mode, then Generate."
 
     def generate(path, editor, seed):
         try:
             out, msg = edit_face_editor(store, path, editor, int(seed or 0), out_dir, limits)
         except Exception as err:  # noqa: BLE001  (shown on the page)
-            return gr.skip(), gr.skip(), gr.skip(), f"**Error:** {_fail(err, 'Editing')}"
+            return None, None, None, f"**Error:** {_fail(err, 'Editing')}"
         return out, (path, out), out, msg
 
     def api_edit_face(image, mask, sketch, color, seed):
@@ -152,23 +180,23 @@ def build_app(cfg: DictConfig) -> gr.Blocks:
             raise gr.Error(_fail(err, "edit_face"), print_exception=False) from None
 
     # -- super-resolution --------------------------------------------------------------------------------------------
-    def load_sr(path):
+    def load_sr(path):  # clears the result and download, as load_face
         if not path:
-            return None, ""
+            return None, None, None, ""
         try:
             img = open_image(path, "image", limits.max_pixels_sr, limits)
         except InputError as err:
-            return None, f"**Error:** {err}"
+            return None, None, None, f"**Error:** {public(str(err))}"
         h, w = img.size
-        return preview_rgb8(img), f"Loaded {os.path.basename(path)} ({w}x{h}). Press Upscale."
+        return preview_rgb8(img), None, None, f"Loaded {os.path.basename(path)} ({w}x{h}). Press Upscale."
 
     def run_sr(path, alpha, tile):
         if not path:
-            return gr.skip(), gr.skip(), "**Error:** No image: upload one first."
+            return None, None, "**Error:** No image: upload one first."
         try:
             out, msg = upscale_file(store, path, alpha, tile, out_dir, limits)
         except Exception as err:  # noqa: BLE001
-            return gr.skip(), gr.skip(), f"**Error:** {_fail(err, 'Upscaling')}"
+            return None, None, f"**Error:** {_fail(err, 'Upscaling')}"
         return out, out, msg
 
     def api_upscale(image, alpha, tile):
@@ -187,7 +215,7 @@ def build_app(cfg: DictConfig) -> gr.Blocks:
         gr.Markdown("# Face editing (SC-FEGAN) and super-resolution (ESRGAN)")
         with gr.Tab("Face editing", id="face"):
             gr.Markdown(HELP_FACE)
-            gr.Markdown(status["face"], elem_id="face-weights")
+            gr.Markdown(public(status["face"]), elem_id="face-weights")
             face_path = gr.State(None)
             with gr.Row():
                 with gr.Column(scale=1, min_width=220):
@@ -231,8 +259,12 @@ def build_app(cfg: DictConfig) -> gr.Blocks:
                 face_download = gr.File(label="Download PNG", interactive=False, elem_id="face-download")
 
             face_file.change(
-                load_face, face_file, [face_path, editor, face_out, face_status, mode], api_visibility="private"
+                load_face,
+                face_file,
+                [face_path, editor, face_out, face_compare, face_download, face_status, mode],
+                api_visibility="private",
             )
+            editor.clear(restore_photo, face_path, [editor, face_status], api_visibility="private")
             mode.change(None, mode, None, js=_SELECT_LAYER_JS, api_visibility="private")
             gen_btn.click(
                 generate,
@@ -244,7 +276,7 @@ def build_app(cfg: DictConfig) -> gr.Blocks:
 
         with gr.Tab("Super-resolution", id="sr"):
             gr.Markdown(HELP_SR)
-            gr.Markdown(status["sr"], elem_id="sr-weights")
+            gr.Markdown(public(status["sr"]), elem_id="sr-weights")
             with gr.Row():
                 with gr.Column(scale=1, min_width=220):
                     sr_file = gr.File(label="Image", file_types=["image"], type="filepath", elem_id="sr-file")
@@ -274,7 +306,7 @@ def build_app(cfg: DictConfig) -> gr.Blocks:
                         label="Result", type="filepath", format="png", interactive=False, elem_id="sr-result"
                     )
                     sr_download = gr.File(label="Download PNG", interactive=False, elem_id="sr-download")
-            sr_file.change(load_sr, sr_file, [sr_in, sr_status], api_visibility="private")
+            sr_file.change(load_sr, sr_file, [sr_in, sr_out, sr_download, sr_status], api_visibility="private")
             sr_btn.click(
                 run_sr,
                 [sr_file, alpha, tile],
