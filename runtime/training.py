@@ -46,6 +46,7 @@ from runtime.results import (
     test_stage_results,
     write_result,
 )
+from runtime.resume import read_wandb_run, resumes_this_folder, write_wandb_run
 from runtime.sweeps import job_identity
 
 log = logging.getLogger(__name__)
@@ -108,7 +109,8 @@ def _train(cfg: DictConfig, trainer_overrides: dict[str, Any]) -> dict[str, Any]
     model: LightningModule = instantiate(cfg.model, _recursive_=False)
     check_test_after_train(cfg, model, datamodule)
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
-    loggers = instantiate_loggers(cfg.get("logger"), identity)
+    resumed_wandb = read_wandb_run(cfg.paths.output_dir) if resumes_this_folder(cfg) else None
+    loggers = instantiate_loggers(cfg.get("logger"), identity, resumed_wandb)
     # SIGTERM/SIGINT: save last.ckpt at the batch boundary and exit 128 + signal (callbacks/interrupt.py).
     last_path = last_checkpoint_path(cfg, callbacks)
     on_signal = SaveOnSignal(last_path)
@@ -150,6 +152,11 @@ def _train(cfg: DictConfig, trainer_overrides: dict[str, Any]) -> dict[str, Any]
         hparams["sweep"] = {k: identity[k] for k in ("group", "name", "swept", "overrides", "job_num")}
     for lg in trainer.loggers:
         lg.log_hyperparams(hparams)
+        if isinstance(lg, WandbLogger) and trainer.is_global_zero:
+            # Resuming this folder continues this wandb run (runtime/resume.py).
+            run = lg.experiment
+            if not getattr(run, "disabled", False):
+                write_wandb_run(cfg.paths.output_dir, run.id, run.group, run.name)
 
     ckpt_path = cfg.get("ckpt_path") or requeued_checkpoint(cfg)
     ok = False

@@ -215,3 +215,37 @@ def test_device_counts_are_checked_before_any_process_starts(tmp_path, monkeypat
         compose_cfg(tmp_path, ["experiment=demo", "trainer.devices=3", "allow_cpu_oversubscribe=true"])
     )
     train_mod.check_config(compose_cfg(tmp_path, ["experiment=demo", "trainer=ddp", "trainer.accelerator=cpu"]))
+
+
+# ------------------------------------------------------------------------------------------------ item 5
+@pytest.mark.slow
+def test_resume_continues_the_run_folder_and_the_wandb_run(tmp_path):
+    # Exactly the README's resume form: no hydra.run.dir; the run folder and wandb run of ckpt_path continue.
+    repo = repo_copy(tmp_path / "repo")
+    args = [a if a != "logger=none" else "logger=wandb" for a in TINY_ESRGAN]
+    args += ["model.psnr.iters=2", "trainer.val_check_interval=2"]
+    env = {**_env(), "WANDB_MODE": "offline"}
+
+    def run(*extra):
+        proc = subprocess.run(
+            [sys.executable, "train.py", *args, *extra], cwd=repo, env=env, capture_output=True, text=True, timeout=900
+        )
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        return proc.stdout + proc.stderr
+
+    run("model.gan.iters=2")
+    runs = repo / "logs" / "demo" / "runs"
+    (folder,) = runs.iterdir()
+    first_config = (folder / ".hydra" / "config.yaml").read_text()
+    wandb_run = json.loads((folder / "wandb_run.json").read_text())
+    out = run("model.gan.iters=4", "ckpt_path=" + str(Path("logs/demo/runs") / folder.name / "checkpoints/last.ckpt"))
+    assert list(runs.iterdir()) == [folder]  # no second folder
+    assert "dirpath has changed" not in out, out[-3000:]
+    result = json.loads((folder / "result.json").read_text())
+    assert result["status"] == "ok" and result["iteration"] == 6
+    assert (folder / ".hydra" / "config.yaml").read_text() == first_config  # the first run's config is kept
+    assert len(list((folder / ".hydra").glob("resume_*/config.yaml"))) == 1
+    assert json.loads((folder / "wandb_run.json").read_text()) == wandb_run
+    offline = sorted(p.name for p in (folder / "wandb").glob("offline-run-*"))
+    assert len(offline) == 2 and all(p.endswith("-" + wandb_run["id"]) for p in offline), offline
+    assert wandb_run["group"] and wandb_run["name"]
