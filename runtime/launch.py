@@ -33,10 +33,29 @@ def check_config(cfg: DictConfig) -> None:
     if cfg.get("ckpt_path") and not os.path.isfile(cfg.ckpt_path):
         raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path!r} does not exist")
     check_train_config(cfg)  # data / trainer numbers and the resumed checkpoint, naming the key or the file
+    check_objective(cfg)
     check_devices(cfg)
     if cfg.trainer.get("sync_batchnorm") and str(cfg.trainer.get("accelerator", "auto")) == "cpu":
         raise ValueError(
             "trainer.sync_batchnorm=true works on GPUs only (torch's SyncBatchNorm); leave it false for CPU processes"
+        )
+
+
+def objective_of(cfg: DictConfig) -> tuple[str | None, str | None]:
+    """(metric key, maximize | minimize | None) that sweeps rank by: ``objective.*``, else ``model.monitor``."""
+    obj = cfg.get("objective") or {}
+    return obj.get("key") or cfg.model.get("monitor"), obj.get("direction")
+
+
+def check_objective(cfg: DictConfig) -> None:
+    """Before training: the objective's direction is known and its metric will be logged."""
+    key, direction = objective_of(cfg)
+    if direction not in (None, "maximize", "minimize"):
+        raise ValueError(f"objective.direction={direction!r}: use maximize or minimize")
+    if key == "val/lpips" and not (cfg.model.get("val_lpips") or {}).get("enabled", False):
+        raise ValueError(
+            "objective.key=val/lpips needs model.val_lpips.enabled=true (LPIPS in validation); or rank by another "
+            "metric: objective.key=val/psnr_y objective.direction=maximize"
         )
 
 

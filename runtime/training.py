@@ -32,6 +32,7 @@ from runtime.launch import (
     check_run_folder,
     gpu_for_joblib_job,
     log_launch_plan,
+    objective_of,
     requeued_checkpoint,
     resolve_trainer_overrides,
 )
@@ -235,8 +236,12 @@ def _train(cfg: DictConfig, trainer_overrides: dict[str, Any]) -> dict[str, Any]
             "perceptual_backbone": backbones,
         }
         # The objective sweepers (Optuna) optimise and the sweep summary sorts by: the final validation value of
-        # the checkpoint monitor (model.monitor).
-        result["objective"] = metrics.get(monitor, math.nan) if monitor else math.nan
+        # objective.key (a sweep config's choice, e.g. val/lpips for GAN weights), else of model.monitor.
+        objective_key, objective_direction = objective_of(cfg)
+        result["objective_key"] = objective_key
+        if objective_direction:
+            result["direction"] = objective_direction
+        result["objective"] = metrics.get(objective_key, math.nan) if objective_key else math.nan
         if identity:
             result.update(job_num=identity["job_num"], swept=identity["swept"], overrides=identity["overrides"])
         if cfg.get("test_after_train"):
