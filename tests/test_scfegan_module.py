@@ -221,9 +221,10 @@ def test_resume_from_last_ckpt_restores_the_state(tmp_path, monkeypatch):
     from weights.io import read_generator_file
 
     assert ckpt["hyper_parameters"]["noise_type"] == "gaussian"
-    assert read_generator_file(first["last_model_path"]).meta == {"noise_type": "gaussian"}
+    # ... and the working size (issue 15 item 7: predict takes it from the weights)
+    assert read_generator_file(first["last_model_path"]).meta == {"noise_type": "gaussian", "input_size": 128}
     final = read_generator_file(Path(first["output_dir"]) / "weights" / "net_g_final.pth")
-    assert final.meta == {"noise_type": "gaussian"} and final.generator["cnum"] == 4
+    assert final.meta == {"noise_type": "gaussian", "input_size": 128} and final.generator["cnum"] == 4
     # The random VGG is recorded in result.json, never silent.
     result_json = json.loads((Path(first["output_dir"]) / "result.json").read_text())
     assert result_json["perceptual_backbone"]["cri_vgg.vgg"] == {
