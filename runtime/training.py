@@ -28,6 +28,7 @@ from runtime import resolvers, run_lock, strategies
 from runtime.checkpoint_io import AtomicCheckpointIO, remove_stale_temp_files
 from runtime.launch import (
     check_config,
+    check_inputs,
     check_multirun_launch,
     check_run_folder,
     gpu_for_joblib_job,
@@ -76,6 +77,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit the model described by ``cfg``; returns the final metrics, the objective and the checkpoint paths."""
     register()
     check_config(cfg)
+    check_inputs(cfg)  # data folders and weights files, before any process is spawned
     trainer_overrides = resolve_trainer_overrides(cfg)
     check_multirun_launch(cfg, trainer_overrides.get("strategy"))
     # One run per output folder (runtime/run_lock.py); DDP ranks other than the launcher do not lock.

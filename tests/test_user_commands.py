@@ -249,3 +249,38 @@ def test_resume_continues_the_run_folder_and_the_wandb_run(tmp_path):
     offline = sorted(p.name for p in (folder / "wandb").glob("offline-run-*"))
     assert len(offline) == 2 and all(p.endswith("-" + wandb_run["id"]) for p in offline), offline
     assert wandb_run["group"] and wandb_run["name"]
+
+
+def test_data_folders_and_weights_files_are_checked_before_any_process_starts(tmp_path):
+    # Issue 15 item 3: a missing folder or weights file stops in check_inputs (train() calls it before the Trainer
+    # exists, so before DDP spawns anything), naming the key and the path.
+    from conftest import compose_cfg
+
+    from runtime.launch import check_config, check_inputs
+
+    base = ["experiment=demo", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]
+    check_config(compose_cfg(tmp_path, base))
+    check_inputs(compose_cfg(tmp_path, base))  # the shipped demo data
+    missing = tmp_path / "no_such"
+    for override, match in (
+        (f"data.train_dirs=[{missing}]", "data.train_dirs: .*no_such' does not exist"),
+        (f"data.val_dirs=[{missing}]", "data.val_dirs: .*no_such' does not exist"),
+        (f"model.init_weights={missing}.pth", "model.init_weights: .*no_such.pth' does not exist"),
+        (f"model.perceptual.weights={missing}.pth", "model.perceptual.weights: .*no_such.pth' does not exist"),
+        (
+            f"model.val_lpips.backbone_weights={missing}.pth",
+            None,  # LPIPS off: not read, not checked
+        ),
+    ):
+        cfg = compose_cfg(tmp_path, [*base, override])
+        if match is None:
+            check_inputs(cfg)
+            continue
+        with pytest.raises(FileNotFoundError, match=match):
+            check_inputs(cfg)
+    with pytest.raises(FileNotFoundError, match="model.vgg_weights: .*no_such.pth' does not exist"):
+        check_inputs(compose_cfg(tmp_path, ["experiment=scfegan_demo", f"model.vgg_weights={missing}.pth"]))
+    a_file = tmp_path / "f.png"
+    a_file.write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match="data.image_dir: .*f.png' is not a folder"):
+        check_inputs(compose_cfg(tmp_path, ["experiment=scfegan_demo", f"data.image_dir={a_file}"]))
