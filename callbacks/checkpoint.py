@@ -8,10 +8,15 @@ back to it.  Here ``last.ckpt`` is written after every validation.
 
 from __future__ import annotations
 
+import logging
+import re
+from pathlib import Path
 from typing import Any
 
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
+
+log = logging.getLogger(__name__)
 
 
 class LastEveryValidationCheckpoint(ModelCheckpoint):
@@ -45,6 +50,7 @@ class StageCheckpoint(LastEveryValidationCheckpoint):
         self._state_key = super().state_key
         self.stage: str | None = None
         self.stage_results: dict[str, dict] = {}
+        self._resumed = False
 
     @property
     def state_key(self) -> str:
@@ -113,3 +119,27 @@ class StageCheckpoint(LastEveryValidationCheckpoint):
             self.filename = state_dict.get("filename", self.filename)
         self.stage_results = dict(state_dict.get("stage_results") or {})
         super().load_state_dict(state_dict)
+        self._resumed = True
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        super().on_train_start(trainer, pl_module)
+        if self._resumed and trainer.is_global_zero:
+            self._remove_orphans()
+
+    def _remove_orphans(self) -> None:
+        """On resume: stage files (``<stage>_best_*`` / ``<stage>_latest_*``) that the restored state does not
+        record are left by a run killed between saving a new best and rewriting ``last.ckpt`` (issue 16); the
+        resumed run would never delete them, and a stranger would take them for a selected model."""
+        if not self.dirpath or not Path(self.dirpath).is_dir():
+            return
+        keep = {Path(p).resolve() for p in self.best_k_models}
+        keep |= {Path(r["path"]).resolve() for r in self.stage_results.values() if r.get("path")}
+        for p in (self.best_model_path, self.last_model_path, self.kth_best_model_path):
+            if p:
+                keep.add(Path(p).resolve())
+        base = re.sub(r"\{[^}]*\}", "*", self._base_filename or "iter*")
+        patterns = {f"*_{base}{self.FILE_EXTENSION}", f"*_latest_{base.replace('best_', '', 1)}{self.FILE_EXTENSION}"}
+        for path in sorted({p for pattern in patterns for p in Path(self.dirpath).glob(pattern)}):
+            if path.is_file() and path.resolve() not in keep:
+                path.unlink()
+                log.info(f"removed {path}: not a checkpoint the resumed run selected (left by an interrupted run)")

@@ -1,8 +1,8 @@
 """Writes the validation sample grids a LightningModule collects to PNG files and to the loggers, and logs the
 per-image validation table to wandb.
 
-A module exposes ``val_samples`` (name -> uint8 HxWx3 tensor) and ``sample_caption`` (what the columns
-are).  PNGs go to ``dirpath`` whatever the logger, so every run leaves images a person can open.  A module may
+A module exposes ``val_sample_rows`` (grid name -> rows of uint8 HxWx3 images, the first validation images, capped)
+and ``sample_labels`` (the columns); each grid is drawn with the labels above its columns (ops/image_grid.py).  PNGs go to ``dirpath`` whatever the logger, so every run leaves images a person can open.  A module may
 also expose ``val_table``: one dict per validation image (``image`` name, optional ``folder``, metrics),
 gathered from every rank; it is logged as a ``wandb.Table`` under ``val/per_image``.
 
@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
 from PIL import Image
 from pytorch_lightning import Callback, LightningModule, Trainer
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
+
+from ops.image_grid import labelled_grid
 
 
 def _logger_step(trainer: Trainer) -> int:
@@ -33,16 +34,17 @@ class SampleImageWriter(Callback):
 
     @rank_zero_only
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        samples: dict = getattr(pl_module, "val_samples", {}) or {}
+        samples: dict = getattr(pl_module, "val_sample_rows", {}) or {}
         if not samples or trainer.sanity_checking:
             return
         os.makedirs(self.dirpath, exist_ok=True)
         iteration = int(getattr(pl_module, "iteration", trainer.global_step))
-        caption = getattr(pl_module, "sample_caption", "")
-        for name, grid in samples.items():
-            img = grid.cpu().numpy() if hasattr(grid, "cpu") else np.asarray(grid)
-            if img.dtype != np.uint8:
-                raise TypeError(f"sample grid {name!r} must be uint8 (wandb renders float images black)")
+        labels = list(getattr(pl_module, "sample_labels", []) or [])
+        caption = " | ".join(labels)
+        for name, rows in samples.items():
+            if not rows:
+                continue
+            img = labelled_grid(rows, labels or [""] * len(rows[0])).numpy()
             Image.fromarray(img).save(os.path.join(self.dirpath, f"iter{iteration:07d}_{name}.png"))
             for logger in trainer.loggers:
                 if isinstance(logger, WandbLogger):

@@ -97,10 +97,12 @@ class RecipeContract(Protocol):
 
     #: Training batches done (Lightning's global_step counts optimizer steps: 2+ per GAN batch); saved in checkpoints.
     iteration: int
-    #: Validation image grids by name, written by callbacks/sample_images.py after each validation.
-    val_samples: dict[str, torch.Tensor]
-    #: What the grids show, left to right (their caption).
-    sample_caption: str
+    #: Validation sample rows by grid name (the first ``max_sample_rows`` validation images of this rank, each a list
+    #: of uint8 HxWx3 images, one per ``sample_labels`` column); callbacks/sample_images.py writes them as one
+    #: labelled grid per name after each validation.
+    val_sample_rows: dict[str, list[list[torch.Tensor]]]
+    #: The grids' columns, left to right (labels drawn above them; joined, the wandb caption).
+    sample_labels: list[str]
     #: One row per validation image (gathered from every rank), logged as a wandb table.
     val_table: list[dict]
     #: Prefix of the logged evaluation metrics: ``val``, or ``test/<stage>`` while test_after_train runs.
@@ -147,12 +149,13 @@ class IterationGANModule(LightningModule):
         # count of batches; it is saved in checkpoints and drives every schedule.
         self.iteration = 0
         self._opt_index: dict[str, int] = {}
-        self.val_samples: dict[str, torch.Tensor] = {}
+        self.val_sample_rows: dict[str, list[list[torch.Tensor]]] = {}
+        self.max_sample_rows = 8  # validation images per grid: all of Set5, the first 8 of larger sets
         # One row per validation image (name and metrics), gathered from every rank at the end of validation;
         # SampleImageWriter logs them as a wandb table.
         self.val_rows: list[dict] = []
         self.val_table: list[dict] = []
-        self.sample_caption = ""
+        self.sample_labels: list[str] = []
         self.eval_prefix = "val"
 
     # ------------------------------------------------------------------ the runner's contract (RecipeContract)
@@ -337,6 +340,13 @@ class IterationGANModule(LightningModule):
         self.raise_if_non_finite()  # before any checkpoint of this state can be written
         self.sync_batchnorm_buffers()
         self.val_rows = []
+        self.val_sample_rows = {}
+
+    def wants_sample_rows(self, name: str) -> int:
+        """How many more sample rows the grid ``name`` takes in this validation (0 while sanity checking)."""
+        if self._trainer is not None and self.trainer.sanity_checking:
+            return 0
+        return max(0, self.max_sample_rows - len(self.val_sample_rows.get(name, [])))
 
     def keep_mask(self, batch: dict, n: int) -> torch.Tensor:
         """Which items of a validation batch count (False: a placeholder a rank with no images of its own

@@ -31,7 +31,7 @@ from losses.gan_loss import (
     vanilla_gan_loss,
 )
 from metrics.sr_metrics import sr_metrics
-from ops.image_grid import uint8_grid
+from ops.image_grid import to_uint8_image
 from ops.imresize import imresize
 from weights.io import load_generator_state, load_into, save_generator_weights
 
@@ -109,7 +109,8 @@ class ESRGANModule(IterationGANModule):
                 val_lpips=to_primitive(val_lpips),
                 task=task,
                 speed=speed,
-            )
+            ),
+            logger=False,  # the runner logs the whole config once (model.* included): not these keys again
         )
         bad = [s for s in stages if s not in STAGES]
         if not stages or bad or len(set(stages)) != len(stages) or stages != sorted(stages, key=STAGES.index):
@@ -170,7 +171,8 @@ class ESRGANModule(IterationGANModule):
 
         self.val_names: list[str] = ["val"]
         self.val_metrics = torch.nn.ModuleDict()
-        self.sample_caption = "bicubic LR | SR (EMA) | HR"
+        # The raw G beside the EMA G that validation measures: early on the EMA still holds mostly the initial weights.
+        self.sample_labels = ["bicubic LR", "SR (EMA G)", "SR (raw G)", "HR"]
 
     # ------------------------------------------------------------------ schedule
     def stage_iters(self, stage: str) -> int:
@@ -427,9 +429,15 @@ class ESRGANModule(IterationGANModule):
                         **{m: float(values[m][k]) for m in self.metric_names},
                     }
                 )
-        if batch_idx == 0:
-            bicubic = imresize(lq[:1], self.scale)
-            self.val_samples[self.val_names[dataloader_idx]] = uint8_grid([bicubic[0], sr[0], gt[0]])
+        name = self.val_names[dataloader_idx]
+        take = [k for k in range(gt.shape[0]) if keep[k]][: self.wants_sample_rows(name)]
+        if take:
+            with torch.no_grad():
+                raw = self.net_g(lq[take])
+            bicubic = imresize(lq[take], self.scale)
+            rows = self.val_sample_rows.setdefault(name, [])
+            for j, k in enumerate(take):
+                rows.append([to_uint8_image(x) for x in (bicubic[j], sr[k], raw[j], gt[k])])
 
     @torch.no_grad()
     def lpips_values(self, sr: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:

@@ -26,7 +26,7 @@ class RealESRGANModule(ESRGANModule):
         usm = to_primitive(usm)
         self.hparams["usm"] = usm  # plain dict: checkpoints load with weights_only=True
         self.usm = USMSharp(**(usm or {}))
-        self.sample_caption = "bicubic of the LR | SR (EMA) | HR"
+        self.sample_labels = ["bicubic of the LR", "SR (EMA G)", "SR (raw G)", "HR"]
 
     def training_pair(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``gt_usm`` from the batch when the data made it, else BasicSR's USMSharp of ``gt``."""

@@ -30,7 +30,7 @@ from losses.scfegan_loss import (
     total_variation_loss,
 )
 from metrics.inpainting_metrics import inpainting_metrics
-from ops.image_grid import uint8_grid
+from ops.image_grid import to_uint8_image
 from weights.io import save_generator_weights
 
 METRICS = ("l1", "psnr", "ssim", "l1_mask", "psnr_mask", "ssim_mask")
@@ -74,7 +74,8 @@ class SCFEGANModule(IterationGANModule):
                 task=task,
                 noise_type=noise_type,
                 speed=speed,
-            )
+            ),
+            logger=False,  # the runner logs the whole config once (model.* included): not these keys again
         )
         # The allow-list of archs.registry: what train builds is what evaluate / predict can rebuild from a file.
         self.net_g = make_network(generator, "model.generator", role="generator")
@@ -88,7 +89,7 @@ class SCFEGANModule(IterationGANModule):
         # float64 sums, reduced over ranks by torchmetrics: equal to a single-process evaluation of the same set
         # (the validation samplers do not pad).
         self.val_metrics = torch.nn.ModuleDict({m: MeanMetric().set_dtype(torch.float64) for m in METRICS})
-        self.sample_caption = "masked input | sketch | colour | output | composite | real"
+        self.sample_labels = ["masked input", "sketch", "colour", "output", "composite", "real"]
 
     @property
     def total_iters(self) -> int:
@@ -223,8 +224,9 @@ class SCFEGANModule(IterationGANModule):
         for k, name in enumerate(names):
             if keep[k]:
                 self.val_rows.append({"image": name, **{m: float(values[m][k]) for m in METRICS}})
-        if batch_idx == 0:
-            self.val_samples["val"] = self.sample_grid(batch, gen, comp)
+        take = [k for k in range(batch["image"].shape[0]) if keep[k]][: self.wants_sample_rows("val")]
+        if take:
+            self.val_sample_rows.setdefault("val", []).extend(self.sample_rows(batch, gen, comp, take))
 
     def val_image_names(self, batch: dict) -> list[str]:
         """File names of a validation batch (from the dataset index the face data carries)."""
@@ -236,17 +238,16 @@ class SCFEGANModule(IterationGANModule):
             return [f"#{i}" for i in (index.tolist() if index is not None else range(n))]
         return [Path(files[int(i)]).name for i in index.view(-1).tolist()]
 
-    def sample_grid(self, batch: dict, gen: torch.Tensor, comp: torch.Tensor, n: int = 4) -> torch.Tensor:
-        """Rows of: masked input | sketch | colour | output | composite | real (uint8)."""
+    def sample_rows(self, batch: dict, gen: torch.Tensor, comp: torch.Tensor, take: list[int]) -> list[list]:
+        """Rows of: masked input | sketch | colour | output | composite | real (uint8 HxWx3 images)."""
         rows = []
-        for i in range(min(n, batch["image"].shape[0])):
+        for i in take:
             m = batch["mask"][i]
             masked = to01(batch["image"][i]) * (1 - m) + m  # erased region shown white
             color = torch.where(m > 0.5, to01(batch["color"][i]), torch.zeros_like(batch["color"][i]))
-            rows.append(
-                uint8_grid([masked, batch["sketch"][i], color, to01(gen[i]), to01(comp[i]), to01(batch["image"][i])])
-            )
-        return torch.cat(rows, dim=0)
+            columns = [masked, batch["sketch"][i], color, to01(gen[i]), to01(comp[i]), to01(batch["image"][i])]
+            rows.append([to_uint8_image(c) for c in columns])
+        return rows
 
     def on_validation_epoch_end(self) -> None:
         summary = {}

@@ -33,11 +33,66 @@ def check_config(cfg: DictConfig) -> None:
     if cfg.get("ckpt_path") and not os.path.isfile(cfg.ckpt_path):
         raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path!r} does not exist")
     check_train_config(cfg)  # data / trainer numbers and the resumed checkpoint, naming the key or the file
+    check_objective(cfg)
     check_devices(cfg)
     if cfg.trainer.get("sync_batchnorm") and str(cfg.trainer.get("accelerator", "auto")) == "cpu":
         raise ValueError(
             "trainer.sync_batchnorm=true works on GPUs only (torch's SyncBatchNorm); leave it false for CPU processes"
         )
+
+
+def objective_of(cfg: DictConfig) -> tuple[str | None, str | None]:
+    """(metric key, maximize | minimize | None) that sweeps rank by: ``objective.*``, else ``model.monitor``."""
+    obj = cfg.get("objective") or {}
+    return obj.get("key") or cfg.model.get("monitor"), obj.get("direction")
+
+
+def check_objective(cfg: DictConfig) -> None:
+    """Before training: the objective's direction is known and its metric will be logged."""
+    key, direction = objective_of(cfg)
+    if direction not in (None, "maximize", "minimize"):
+        raise ValueError(f"objective.direction={direction!r}: use maximize or minimize")
+    if key == "val/lpips" and not (cfg.model.get("val_lpips") or {}).get("enabled", False):
+        raise ValueError(
+            "objective.key=val/lpips needs model.val_lpips.enabled=true (LPIPS in validation); or rank by another "
+            "metric: objective.key=val/psnr_y objective.direction=maximize"
+        )
+
+
+#: Data keys naming folders that must exist: (key, needed when) - training reads these, test_after_train test_dirs.
+DATA_FOLDER_KEYS = ("train_dirs", "lr_train_dirs", "val_dirs", "image_dir", "label_dir")
+#: Model keys naming a weights file, unless they hold a keyword (imagenet, auto, random: no "/" and no ".").
+WEIGHTS_KEYS = ("init_weights", "perceptual.weights", "vgg_weights", "val_lpips.backbone_weights")
+
+
+def _as_list(value) -> list:
+    if value is None:
+        return []
+    if isinstance(value, str | os.PathLike):
+        return [value]
+    return list(value)
+
+
+def check_inputs(cfg: DictConfig) -> None:
+    """Before any process is spawned (issue 15 item 3): the data folders and weights files the config names exist,
+    so that a typo stops here with the key and the path, not in every DDP rank minutes later."""
+    keys = DATA_FOLDER_KEYS if cfg.get("train", True) else ()
+    if cfg.get("test_after_train"):
+        keys = (*keys, "test_dirs")
+    for key in keys:
+        for folder in _as_list(OmegaConf.select(cfg.data, key, default=None)):
+            if not os.path.isdir(str(folder)):
+                what = "is not a folder" if os.path.exists(str(folder)) else "does not exist"
+                raise FileNotFoundError(f"data.{key}: {str(folder)!r} {what}")
+    for key in WEIGHTS_KEYS:
+        value = OmegaConf.select(cfg.model, key, default=None)
+        if key.startswith("val_lpips.") and not (cfg.model.get("val_lpips") or {}).get("enabled", False):
+            continue
+        if not isinstance(value, str) or not value or ("/" not in value and "." not in value):
+            continue  # null or a keyword (imagenet, auto, random)
+        if not os.path.isfile(value):
+            what = "is not a file" if os.path.exists(value) else "does not exist"
+            raise FileNotFoundError(f"model.{key}: {value!r} {what}")
 
 
 def check_devices(cfg: DictConfig) -> None:

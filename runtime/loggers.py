@@ -35,9 +35,12 @@ def wandb_logged_in() -> bool:
         return False
 
 
-def instantiate_loggers(cfg: DictConfig | None, identity: dict | None = None) -> list[Logger]:
+def instantiate_loggers(
+    cfg: DictConfig | None, identity: dict | None = None, resumed: dict | None = None
+) -> list[Logger]:
     """Loggers from ``cfg.logger``.  ``identity`` (a sweep job's, from runtime.sweeps.job_identity) names the
-    wandb run after the job's swept values and puts it in the sweep's group."""
+    wandb run after the job's swept values and puts it in the sweep's group.  ``resumed`` (the resumed run
+    folder's wandb ``{id, group, name}``, runtime/resume.py) continues that wandb run."""
     loggers = []
     for c in (cfg or {}).values():
         if c is None or "_target_" not in c:
@@ -55,11 +58,18 @@ def instantiate_loggers(cfg: DictConfig | None, identity: dict | None = None) ->
             elif not wandb_logged_in():
                 kwargs["mode"] = "offline"
                 log.info("wandb: not logged in, writing the run offline (upload later with `wandb sync`)")
-            if identity:  # unless the config names the run or the group itself
-                if not c.get("group"):
-                    kwargs["group"] = identity["group"]
-                if c.get("name") in (None, "", _root_task_name(c)):
+            # Unless the config names the run or the group itself: a sweep job's identity, else the experiment
+            # (task_name) as the group and the run folder's name (its start time) as the run's name.
+            if not c.get("group"):
+                kwargs["group"] = identity["group"] if identity else _root_select(c, "task_name")
+            if c.get("name") in (None, "", _root_select(c, "task_name")):
+                if identity:
                     kwargs["name"] = identity["name"]
+                elif _root_select(c, "paths.output_dir"):
+                    kwargs["name"] = os.path.basename(os.path.normpath(str(_root_select(c, "paths.output_dir"))))
+            if resumed and not c.get("id"):  # the same wandb run, its group and name (issue 15 item 5)
+                kwargs.update(id=resumed["id"], resume="allow")
+                kwargs.update({k: resumed[k] for k in ("group", "name") if resumed.get(k)})
             logger = instantiate(c, **kwargs)
             if c.get("log_model", False):
                 _UPLOAD_BEST.add(logger)
@@ -69,9 +79,9 @@ def instantiate_loggers(cfg: DictConfig | None, identity: dict | None = None) ->
     return loggers
 
 
-def _root_task_name(node) -> str | None:
+def _root_select(node, key: str):
     root = node._get_root() if OmegaConf.is_config(node) else None
-    return root.get("task_name") if root is not None else None
+    return OmegaConf.select(root, key, default=None) if root is not None else None
 
 
 def loggable_config(cfg: DictConfig) -> dict[str, Any]:

@@ -101,6 +101,10 @@ class RunFolderLock(HydraCallback):
         # ${hydra:runtime.cwd}, ${hydra:job.name}, ...) need it now.
         from hydra.core.hydra_config import HydraConfig
 
+        from runtime.resume import redirect_run_dir
+
+        # Resuming <run>/checkpoints/*.ckpt continues in <run>, not in a new timestamped folder (runtime/resume.py).
+        redirect_run_dir(config)
         HydraConfig.instance().set_config(config)
         folder = str(config.hydra.run.dir)
         try:

@@ -211,6 +211,7 @@ def summarize(sweep_dir: str | os.PathLike, direction: str | None = None) -> tup
     keys = read_sweep_info(sweep_dir).get("swept_keys") or sorted({k for r in results for k in r.get("swept", {})})
     direction = direction or results[0].get("direction", "maximize")
     monitor = results[0].get("monitor") or "objective"
+    objective_key = results[0].get("objective_key") or monitor  # result.json of older runs: the monitor
     metric_keys = sorted(
         {k for r in results for k in r.get("metrics", {}) if k.startswith("val/") and k.count("/") == 1}
     )
@@ -226,7 +227,7 @@ def summarize(sweep_dir: str | os.PathLike, direction: str | None = None) -> tup
         "rank",
         "job",
         *keys,
-        f"objective ({monitor}, {direction})",
+        f"objective ({objective_key}, {direction})",
         "best " + monitor,
         *metric_keys,
         "iter",
@@ -266,6 +267,9 @@ def write_summary(sweep_dir: str | os.PathLike, direction: str | None = None, ec
         w.writerows(rows)
     if echo:
         print(format_table(columns, rows), flush=True)
+        ranked = next(c for c in columns if c.startswith("objective ("))
+        better = "lower" if ranked.endswith(", minimize)") else "higher"
+        print(f"sweep ranked by {ranked[len('objective ') :]}: {better} is better, best first", flush=True)
         print(f"sweep summary: {out}", flush=True)
     return out
 

@@ -28,10 +28,12 @@ from runtime import resolvers, run_lock, strategies
 from runtime.checkpoint_io import AtomicCheckpointIO, remove_stale_temp_files
 from runtime.launch import (
     check_config,
+    check_inputs,
     check_multirun_launch,
     check_run_folder,
     gpu_for_joblib_job,
     log_launch_plan,
+    objective_of,
     requeued_checkpoint,
     resolve_trainer_overrides,
 )
@@ -46,6 +48,7 @@ from runtime.results import (
     test_stage_results,
     write_result,
 )
+from runtime.resume import read_wandb_run, resumes_this_folder, write_wandb_run
 from runtime.sweeps import job_identity
 
 log = logging.getLogger(__name__)
@@ -74,6 +77,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit the model described by ``cfg``; returns the final metrics, the objective and the checkpoint paths."""
     register()
     check_config(cfg)
+    check_inputs(cfg)  # data folders and weights files, before any process is spawned
     trainer_overrides = resolve_trainer_overrides(cfg)
     check_multirun_launch(cfg, trainer_overrides.get("strategy"))
     # One run per output folder (runtime/run_lock.py); DDP ranks other than the launcher do not lock.
@@ -108,7 +112,8 @@ def _train(cfg: DictConfig, trainer_overrides: dict[str, Any]) -> dict[str, Any]
     model: LightningModule = instantiate(cfg.model, _recursive_=False)
     check_test_after_train(cfg, model, datamodule)
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
-    loggers = instantiate_loggers(cfg.get("logger"), identity)
+    resumed_wandb = read_wandb_run(cfg.paths.output_dir) if resumes_this_folder(cfg) else None
+    loggers = instantiate_loggers(cfg.get("logger"), identity, resumed_wandb)
     # SIGTERM/SIGINT: save last.ckpt at the batch boundary and exit 128 + signal (callbacks/interrupt.py).
     last_path = last_checkpoint_path(cfg, callbacks)
     on_signal = SaveOnSignal(last_path)
@@ -150,6 +155,11 @@ def _train(cfg: DictConfig, trainer_overrides: dict[str, Any]) -> dict[str, Any]
         hparams["sweep"] = {k: identity[k] for k in ("group", "name", "swept", "overrides", "job_num")}
     for lg in trainer.loggers:
         lg.log_hyperparams(hparams)
+        if isinstance(lg, WandbLogger) and trainer.is_global_zero:
+            # Resuming this folder continues this wandb run (runtime/resume.py).
+            run = lg.experiment
+            if not getattr(run, "disabled", False):
+                write_wandb_run(cfg.paths.output_dir, run.id, run.group, run.name)
 
     ckpt_path = cfg.get("ckpt_path") or requeued_checkpoint(cfg)
     ok = False
@@ -228,8 +238,12 @@ def _train(cfg: DictConfig, trainer_overrides: dict[str, Any]) -> dict[str, Any]
             "perceptual_backbone": backbones,
         }
         # The objective sweepers (Optuna) optimise and the sweep summary sorts by: the final validation value of
-        # the checkpoint monitor (model.monitor).
-        result["objective"] = metrics.get(monitor, math.nan) if monitor else math.nan
+        # objective.key (a sweep config's choice, e.g. val/lpips for GAN weights), else of model.monitor.
+        objective_key, objective_direction = objective_of(cfg)
+        result["objective_key"] = objective_key
+        if objective_direction:
+            result["direction"] = objective_direction
+        result["objective"] = metrics.get(objective_key, math.nan) if objective_key else math.nan
         if identity:
             result.update(job_num=identity["job_num"], swept=identity["swept"], overrides=identity["overrides"])
         if cfg.get("test_after_train"):

@@ -959,3 +959,27 @@ def test_overwrite_true_in_an_empty_folder_deletes_nothing(tmp_path):
     cfg = compose_cfg(tmp_path / "run", ["experiment=demo", "overwrite=true"])
     check_run_folder(cfg)
     assert (tmp_path / "run" / "samples" / "keep.png").exists()
+
+
+def test_resume_removes_stage_checkpoints_the_run_did_not_select(tmp_path):
+    # A kill between saving a new best and rewriting last.ckpt leaves a <stage>_best_* file that the restored state
+    # does not record; the resumed run must not leave it beside the selected ones (issue 16 item 10).
+    import shutil
+
+    from runtime.training import train
+
+    data = _sr_data(tmp_path / "data")
+    run = tmp_path / "run"
+    first = train(_train_cfg(run, data))
+    ckpts = run / "checkpoints"
+    orphans = [ckpts / "psnr_best_iter0000001.ckpt", ckpts / "gan_latest_iter0000003.ckpt"]
+    for orphan in orphans:
+        shutil.copyfile(first["last_model_path"], orphan)
+    notes = ckpts / "notes.txt"  # not ours: never touched
+    notes.write_text("mine")
+    again = train(_train_cfg(run, data, "model.gan.iters=4", f"ckpt_path={first['last_model_path']}"))
+    assert again["iteration"] == 6
+    assert not any(o.exists() for o in orphans)
+    selected = {Path(r["path"]).name for r in again["stage_results"].values()}
+    assert sorted(p.name for p in ckpts.iterdir()) == sorted({"last.ckpt", "notes.txt", *selected})
+    assert Path(first["stage_results"]["psnr"]["path"]).is_file()  # stage 1's selection stays

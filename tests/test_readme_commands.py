@@ -101,6 +101,7 @@ RUN = {
     ],
     "python evaluate.py model=bicubic data.test_dirs=[data/demo/val/Set5]": [],
     "python predict.py model=bicubic input=photos/ output=bicubic/": ["bicubic/a.png"],
+    "python scripts/render_degradations.py data=realesrgan_demo out=degradations.png": ["degradations.png"],
 }
 
 

@@ -145,8 +145,12 @@ def test_sample_grid_is_uint8_with_six_columns():
     m = SCFEGANModule(**TINY)
     batch = _batch(b=3)
     gen, comp = m(batch)
-    grid = m.sample_grid(batch, gen, comp)
-    assert grid.dtype == torch.uint8 and grid.shape == (3 * 128, 6 * 128, 3)
+    from ops.image_grid import LABEL_HEIGHT, labelled_grid
+
+    rows = m.sample_rows(batch, gen, comp, [0, 1, 2])
+    grid = labelled_grid(rows, m.sample_labels)  # as callbacks/sample_images.py draws it
+    assert len(m.sample_labels) == 6 and grid.dtype == torch.uint8
+    assert grid.shape == (LABEL_HEIGHT + 3 * 128, 6 * 128, 3)
     assert grid.float().std() > 0
 
 

@@ -211,3 +211,61 @@ def test_gpu_slots_are_exclusive(tmp_path):
     assert c[1] == 0
     release_slot(b[0])
     release_slot(c[0])
+
+
+def test_gan_sweep_ranks_by_lpips_lower_first_as_its_config_says(tmp_path, capsys):
+    # Issue 15 item 4: a GAN loss-weight sweep is ranked by LPIPS (minimize), chosen by the sweep config.
+    from runtime.launch import check_objective, objective_of
+    from runtime.sweeps import write_summary
+
+    cfg = compose_cfg(tmp_path / "c", ["+sweep=esrgan_loss_weights", "experiment=demo"])
+    assert objective_of(cfg) == ("val/lpips", "minimize") and cfg.model.val_lpips.enabled
+    check_objective(cfg)
+    plain = compose_cfg(tmp_path / "p", ["experiment=demo"])
+    assert objective_of(plain) == ("val/psnr_y", None)  # no sweep config: the checkpoint monitor
+    with pytest.raises(ValueError, match="model.val_lpips.enabled=true"):
+        check_objective(compose_cfg(tmp_path / "d", ["experiment=demo", "objective.key=val/lpips"]))
+    with pytest.raises(ValueError, match="objective.direction='up'"):
+        check_objective(compose_cfg(tmp_path / "e", ["experiment=demo", "objective.direction=up"]))
+
+    for job, lpips in enumerate([0.30, 0.10, 0.20]):
+        _write_result(
+            tmp_path / "s" / str(job),
+            job,
+            lpips,
+            objective_key="val/lpips",
+            direction="minimize",
+            metrics={"val/lpips": lpips, "val/psnr_y": 30.0 - job},
+        )
+    write_summary(tmp_path / "s")
+    out = capsys.readouterr().out
+    assert "sweep ranked by (val/lpips, minimize): lower is better" in out
+    with open(tmp_path / "s" / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["job"]) for r in rows] == [1, 2, 0]
+    assert "objective (val/lpips, minimize)" in rows[0]
+
+
+@pytest.mark.slow
+def test_job_objective_is_the_sweep_configs_lpips(tmp_path):
+    # The job's result.json (what the summary and Optuna read) carries the sweep config's objective, not PSNR-Y.
+    from test_evaluate import _random_alexnet_file
+    from test_hostile_files2 import _sr_data, _train_cfg
+
+    from runtime.training import train
+
+    alex = _random_alexnet_file(tmp_path / "alex.pth")
+    data = _sr_data(tmp_path / "data")
+    result = train(
+        _train_cfg(
+            tmp_path / "run",
+            data,
+            "objective.key=val/lpips",
+            "objective.direction=minimize",
+            "model.val_lpips.enabled=true",
+            f"model.val_lpips.backbone_weights={alex}",
+        )
+    )
+    saved = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert saved["objective_key"] == "val/lpips" and saved["direction"] == "minimize"
+    assert saved["objective"] == result["metrics"]["val/lpips"] != result["metrics"]["val/psnr_y"]

@@ -215,3 +215,72 @@ def test_device_counts_are_checked_before_any_process_starts(tmp_path, monkeypat
         compose_cfg(tmp_path, ["experiment=demo", "trainer.devices=3", "allow_cpu_oversubscribe=true"])
     )
     train_mod.check_config(compose_cfg(tmp_path, ["experiment=demo", "trainer=ddp", "trainer.accelerator=cpu"]))
+
+
+# ------------------------------------------------------------------------------------------------ item 5
+@pytest.mark.slow
+def test_resume_continues_the_run_folder_and_the_wandb_run(tmp_path):
+    # Exactly the README's resume form: no hydra.run.dir; the run folder and wandb run of ckpt_path continue.
+    repo = repo_copy(tmp_path / "repo")
+    args = [a if a != "logger=none" else "logger=wandb" for a in TINY_ESRGAN]
+    args += ["model.psnr.iters=2", "trainer.val_check_interval=2"]
+    env = {**_env(), "WANDB_MODE": "offline"}
+
+    def run(*extra):
+        proc = subprocess.run(
+            [sys.executable, "train.py", *args, *extra], cwd=repo, env=env, capture_output=True, text=True, timeout=900
+        )
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        return proc.stdout + proc.stderr
+
+    run("model.gan.iters=2")
+    runs = repo / "logs" / "demo" / "runs"
+    (folder,) = runs.iterdir()
+    first_config = (folder / ".hydra" / "config.yaml").read_text()
+    wandb_run = json.loads((folder / "wandb_run.json").read_text())
+    out = run("model.gan.iters=4", "ckpt_path=" + str(Path("logs/demo/runs") / folder.name / "checkpoints/last.ckpt"))
+    assert list(runs.iterdir()) == [folder]  # no second folder
+    assert "dirpath has changed" not in out, out[-3000:]
+    result = json.loads((folder / "result.json").read_text())
+    assert result["status"] == "ok" and result["iteration"] == 6
+    assert (folder / ".hydra" / "config.yaml").read_text() == first_config  # the first run's config is kept
+    assert len(list((folder / ".hydra").glob("resume_*/config.yaml"))) == 1
+    assert json.loads((folder / "wandb_run.json").read_text()) == wandb_run
+    offline = sorted(p.name for p in (folder / "wandb").glob("offline-run-*"))
+    assert len(offline) == 2 and all(p.endswith("-" + wandb_run["id"]) for p in offline), offline
+    assert wandb_run["group"] and wandb_run["name"]
+
+
+def test_data_folders_and_weights_files_are_checked_before_any_process_starts(tmp_path):
+    # Issue 15 item 3: a missing folder or weights file stops in check_inputs (train() calls it before the Trainer
+    # exists, so before DDP spawns anything), naming the key and the path.
+    from conftest import compose_cfg
+
+    from runtime.launch import check_config, check_inputs
+
+    base = ["experiment=demo", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]
+    check_config(compose_cfg(tmp_path, base))
+    check_inputs(compose_cfg(tmp_path, base))  # the shipped demo data
+    missing = tmp_path / "no_such"
+    for override, match in (
+        (f"data.train_dirs=[{missing}]", "data.train_dirs: .*no_such' does not exist"),
+        (f"data.val_dirs=[{missing}]", "data.val_dirs: .*no_such' does not exist"),
+        (f"model.init_weights={missing}.pth", "model.init_weights: .*no_such.pth' does not exist"),
+        (f"model.perceptual.weights={missing}.pth", "model.perceptual.weights: .*no_such.pth' does not exist"),
+        (
+            f"model.val_lpips.backbone_weights={missing}.pth",
+            None,  # LPIPS off: not read, not checked
+        ),
+    ):
+        cfg = compose_cfg(tmp_path, [*base, override])
+        if match is None:
+            check_inputs(cfg)
+            continue
+        with pytest.raises(FileNotFoundError, match=match):
+            check_inputs(cfg)
+    with pytest.raises(FileNotFoundError, match="model.vgg_weights: .*no_such.pth' does not exist"):
+        check_inputs(compose_cfg(tmp_path, ["experiment=scfegan_demo", f"model.vgg_weights={missing}.pth"]))
+    a_file = tmp_path / "f.png"
+    a_file.write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match="data.image_dir: .*f.png' is not a folder"):
+        check_inputs(compose_cfg(tmp_path, ["experiment=scfegan_demo", f"data.image_dir={a_file}"]))
