@@ -381,6 +381,10 @@ def generator_kind(state: Mapping[str, Any]) -> str | None:
         return "scfegan"
     if esrgan_layout(state) is not None:
         return "esrgan"
+    from weights.detect import is_compact  # Real-ESRGAN's compact SRVGGNet: an SR generator too
+
+    if is_compact(state):
+        return "esrgan"
     return None
 
 
@@ -548,11 +552,11 @@ def build_generator(
     if want == "esrgan":
         if found != "esrgan":
             raise ValueError(_not_esrgan_message(info.state, source=repr(info.path)))
-        layout = esrgan_layout(info.state)
-        state = esrgan_to_basicsr(info.state, layout)
+        from weights.detect import sr_layout  # RRDBNet in its three layouts, or the compact SRVGGNet
+
+        state, layout, inferred = sr_layout(info.state, repr(info.path), need_config=not info.generator)
         info.meta.setdefault("layout", layout)
-        config = (_checked_config(info.generator, "esrgan", repr(info.path)) if info.generator
-                  else rrdbnet_config(state))
+        config = _checked_config(info.generator, "esrgan", repr(info.path)) if info.generator else inferred
     else:
         if found != "scfegan":
             raise ValueError(
