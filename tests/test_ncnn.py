@@ -541,3 +541,30 @@ def test_resolve_weights_passes_paths_through(tmp_path):
     _package_file("realesr-animevideov3-x4.param")
     got = resolve_weights("realesr-animevideov3-x4", cache_dir=tmp_path)
     assert got.startswith(str(tmp_path / "converted" / "realesr-animevideov3-x4-"))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# archs.srvgg
+# ----------------------------------------------------------------------------------------------------------------
+def test_srvgg_is_a_residual_over_nearest_upsampling():
+    net = _tiny_srvgg(3, 1)
+    with torch.no_grad():
+        net.body[-1].weight.zero_()
+        net.body[-1].bias.zero_()
+    x = _image(5, 7)
+    with torch.no_grad():
+        assert torch.equal(net(x), F.interpolate(x, scale_factor=3, mode="nearest"))
+
+
+def test_srvgg_official_size_and_keys():
+    net = SRVGGNetCompact()  # realesr-animevideov3: 64 features, 16 convs, x4, PReLU
+    # first conv 3*64*9+64, 16 body convs 64*64*9+64, 17 PReLUs of 64 slopes, last conv 64*48*9+48.
+    assert sum(p.numel() for p in net.parameters()) == 1792 + 16 * 36928 + 17 * 64 + 27696
+    keys = list(net.state_dict())
+    assert keys[:3] == ["body.0.weight", "body.0.bias", "body.1.weight"] and keys[-2:] == ["body.34.weight",
+                                                                                         "body.34.bias"]
+    for act, cls in (("relu", torch.nn.ReLU), ("leakyrelu", torch.nn.LeakyReLU)):
+        assert isinstance(SRVGGNetCompact(num_conv=1, act_type=act).body[1], cls)
+    assert SRVGGNetCompact(num_conv=1, act_type="leakyrelu").body[1].negative_slope == 0.1
+    with pytest.raises(ValueError, match="act_type"):
+        SRVGGNetCompact(act_type="gelu")
