@@ -372,7 +372,6 @@ def _reference_input():
 def _upscale(net, x, prepad=0):
     """uint8 result as ncnn's realesrgan_postproc.comp makes it (floor(v * 255 + 0.5), clamped), and the raw
     ``v * 255``; with ``prepad``, ncnn's reflect pre-padding."""
-    torch.set_num_threads(2)
     with torch.no_grad():
         y = net(F.pad(x, (prepad,) * 4, mode="reflect") if prepad else x)
     if prepad:
