@@ -17,7 +17,7 @@ own.  The result is composited on the uploaded file itself (not on the editor's 
 the mask it equals the upload bit for bit.
 """
 
-import tv_compat  # noqa: F401  (must precede anything that imports torchvision)
+import tv_compat  # must precede anything that imports torchvision
 
 import logging
 import os
@@ -25,14 +25,14 @@ import tempfile
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline machines: no telemetry requests
 
-import gradio as gr  # noqa: E402
-import hydra  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
+import gradio as gr
+import hydra
+from omegaconf import DictConfig, OmegaConf
 
-from webui.handlers import (  # noqa: E402
+from webui.handlers import (
     InputError, Limits, edit_face_editor, edit_face_files, open_image, preview_rgb8, upscale_file,
 )
-from webui.models import MissingWeights, ModelStore  # noqa: E402
+from webui.models import MissingWeights, ModelStore
 
 log = logging.getLogger(__name__)
 

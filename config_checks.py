@@ -69,7 +69,7 @@ def read_checkpoint(path: str, what: str = "ckpt_path") -> dict:
             if "mmap" not in str(err):
                 raise
             ckpt = torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) format
-    except Exception as err:  # noqa: BLE001  (EOFError, UnpicklingError, zip errors: all mean "not readable")
+    except Exception as err:  # EOFError, UnpicklingError, zip errors: all mean "not readable"
         raise ValueError(f"{what}={path!r} ({size} bytes) is not a readable checkpoint (truncated or not a "
                          f"torch file?): {type(err).__name__}: {err}") from err
     if not isinstance(ckpt, Mapping) or not isinstance(ckpt.get("state_dict"), Mapping):
@@ -109,7 +109,28 @@ def check_resume_checkpoint(cfg: DictConfig) -> None:
                              "with the settings it was trained with")
 
 
+def check_learning_rates(node, prefix: str = "model") -> None:
+    """Every learning rate in the model config (keys ``lr``, ``lr_g``, ``lr_d``) is a finite number > 0: a NaN or
+    negative one otherwise ends in torch's traceback (or trains uphill) without the key."""
+    import math
+
+    from omegaconf import DictConfig as _D
+
+    if not isinstance(node, (dict, _D)):
+        return
+    for key in node:
+        value = node.get(key) if isinstance(node, dict) else OmegaConf.select(node, str(key), throw_on_missing=False)
+        name = f"{prefix}.{key}"
+        if isinstance(value, (dict, _D)):
+            check_learning_rates(value, name)
+        elif key in ("lr", "lr_g", "lr_d") and value is not None:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+            if not ok:
+                raise ValueError(f"{name}={value!r}: a learning rate must be a finite number > 0")
+
+
 def check_train_config(cfg: DictConfig) -> None:
+    check_learning_rates(cfg.get("model"))
     check_data(cfg.data)
     check_trainer(cfg.trainer)
     check_resume_checkpoint(cfg)

@@ -8,7 +8,7 @@
         data.test_dirs=[...]
     python evaluate.py model=scfegan ckpt_path=PATH data.test_dir=DIR [data.user_mask_dir=MASKS]
 
-Super-resolution, per folder (REFERENCE 2.10): HR cropped to a multiple of the scale, LR by MATLAB bicubic (8-bit),
+Super-resolution, per folder (BasicSR psnr_ssim.py): HR cropped to a multiple of scale, LR by MATLAB bicubic (8-bit),
 SR by the model, both quantised to 8 bits, ``crop_border = scale``; PSNR/SSIM on the BT.601 Y channel and on RGB,
 averaged over the images.  Optional: LPIPS (torchmetrics, same quantised and cropped images, lower is better) and
 NIQE (MATLAB ``niqe_release`` port, of the SR image alone, Y channel, same crop; lower is better).  The Perceptual
@@ -250,6 +250,10 @@ def _sr_folder_rows(model, cfg: DictConfig, device: torch.device, scorer: SRScor
     results = {}
     for folder in cfg.data.test_dirs:
         ds = SRValDataset(folder, scale, on_bad_image=cfg.data.on_bad_image, gt_mod=cfg.data.get("gt_mod"))
+        from predict import check_pixels
+
+        for f in ds.files:  # from the headers, before any decoding or inference (predict.py's rule)
+            check_pixels(f, cfg.get("max_pixels"), "evaluation image")
         row = RowMeans()
         for i in track(range(len(ds)), description=f"{prefix}{folder_name(folder)}", transient=True):
             item = ds[i]
@@ -618,6 +622,13 @@ def log_to_loggers(cfg: DictConfig, results: dict[str, dict], title: str) -> Non
 
 def evaluate(cfg: DictConfig) -> dict[str, dict]:
     task = cfg.model.get("task")
+    if cfg.get("metrics_file"):  # predict.py's rules, checked before any work
+        from archs.weights_io import check_output_file
+
+        interp = cfg.get("interp") or {}
+        check_output_file(cfg.metrics_file, (cfg.get("ckpt_path"), interp.get("psnr_weights"),
+                                             interp.get("gan_weights")), bool(cfg.get("overwrite", False)),
+                          "metrics_file")
     if task == "sr":
         if interpolation_requested(cfg):
             results, notes = evaluate_interpolation(cfg)
@@ -634,8 +645,10 @@ def evaluate(cfg: DictConfig) -> dict[str, dict]:
     print_table(results, title, notes)
     if cfg.get("metrics_file"):
         os.makedirs(os.path.dirname(os.path.abspath(cfg.metrics_file)), exist_ok=True)
-        with open(cfg.metrics_file, "w") as f:
+        tmp = f"{cfg.metrics_file}.tmp"
+        with open(tmp, "w") as f:
             json.dump(results, f, indent=2)
+        os.replace(tmp, cfg.metrics_file)
         log.info(f"metrics written to {cfg.metrics_file}")
     log_to_loggers(cfg, results, title)
     return results

@@ -12,7 +12,7 @@ weights, as Real-ESRGAN does), RGBA keeps an alpha channel upscaled separately (
 inputs give 16-bit outputs (float inputs too).  Large images go through tiles; with ``tile_pad`` at least the
 network's receptive margin (``tile_pad=auto``) the tiled result equals the untiled one up to float rounding.
 
-SC-FEGAN: the official demo's encodings (REFERENCE 1.6); the result equals the input outside the mask, bit for
+SC-FEGAN: the official demo's encodings (demo.py:58-186); the result equals the input outside the mask, bit for
 bit: the generated image is resized back to the input's size, quantised to the input's type, and taken only
 where the (original-size) mask is set.
 """
@@ -20,6 +20,7 @@ where the (original-size) mask is set.
 import tv_compat  # noqa: F401  (must precede anything that imports torchvision)
 
 import logging
+import math
 import os
 import threading
 import warnings
@@ -44,6 +45,10 @@ log = logging.getLogger(__name__)
 PRECISIONS = ("fp32", "bf16")
 NOISE_TYPES = ("binary16", "gaussian", "zero")
 DEFAULT_FACE_SIZE = 512  # official demo.yaml INPUT_SIZE
+#: Tiles smaller than this, or more tiles than MAX_TILES per image, cost far more than the whole image (each tile
+#: runs with tile_pad pixels of context on every side): tile=2 on a 96x96 image took minutes (issue 16 item 9).
+MIN_TILE = 8
+MAX_TILES = 1024
 DEFAULT_MAX_PIXELS = 100_000_000  # 10000 x 10000; conf/predict.yaml max_pixels
 _PIL_LIMIT_LOCK = threading.Lock()
 
@@ -105,7 +110,32 @@ def header_pixels(path: str | os.PathLike, what: str = "input image") -> tuple[i
                 finally:
                     PILImage.MAX_IMAGE_PIXELS = limit
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        tiff = _tiff_header_size(path)  # PIL does not read multi-channel float TIFFs (the README lists them)
+        if tiff is not None:
+            return tiff
         raise ValueError(f"{what} {str(path)!r}: not a readable image ({type(err).__name__}: {err})") from err
+
+
+def _tiff_header_size(path) -> tuple[int, int] | None:
+    """(width, height) from a TIFF's first IFD (ImageWidth 256, ImageLength 257), or None when not a TIFF."""
+    import struct
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if head[:4] not in (b"II*\0", b"MM\0*"):
+                return None
+            end = "<" if head[:2] == b"II" else ">"
+            f.seek(struct.unpack(end + "I", head[4:8])[0])
+            (count,) = struct.unpack(end + "H", f.read(2))
+            tags = {}
+            for _ in range(min(count, 4096)):
+                tag, typ, _n, raw = struct.unpack(end + "HHI4s", f.read(12))
+                if tag in (256, 257):
+                    tags[tag] = struct.unpack(end + ("H" if typ == 3 else "I"), raw[:2] if typ == 3 else raw)[0]
+            return (int(tags[256]), int(tags[257])) if 256 in tags and 257 in tags else None
+    except (OSError, struct.error):
+        return None
 
 
 def check_pixels(path: str | os.PathLike, max_pixels: int | None, what: str = "input image") -> None:
@@ -124,6 +154,8 @@ def read_image(path: str | os.PathLike, what: str = "input image", max_pixels: i
     """Decode with ``cv2.IMREAD_UNCHANGED`` (as datamodules.image_io) keeping alpha, gray and 16 bits.  The header
     is checked against ``max_pixels`` first (None: no limit)."""
     path = str(path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{what} {path!r} is a directory, not an image file")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{what} {path!r} does not exist")
     check_pixels(path, max_pixels, what)
@@ -353,6 +385,22 @@ def _resolve_pad(tile_pad, net) -> int:
     return pad
 
 
+def check_tile(tile, h: int, w: int, name: str = "image") -> None:
+    """A given tile side (not ``auto`` / 0) must be at least :data:`MIN_TILE` and give at most :data:`MAX_TILES`."""
+    if tile in (None, "auto"):
+        return
+    side = int(tile)
+    if side < 0:
+        raise ValueError(f"tile must be 'auto', 0 (whole image) or a positive side in pixels, got {tile!r}")
+    if side == 0 or (h <= side and w <= side):
+        return
+    count = -(-h // side) * -(-w // side)
+    if side < MIN_TILE or count > MAX_TILES:
+        least = max(MIN_TILE, math.ceil(math.sqrt(h * w / MAX_TILES)))
+        raise ValueError(f"tile={side} on {name} ({w}x{h}) gives {count} tiles: tiles must be at least {MIN_TILE} "
+                         f"pixels and at most {MAX_TILES} per image; use tile>={least}, tile=auto or tile=0")
+
+
 def upscale(
     net, img: Image, scale: int, device: torch.device, tile="auto", tile_pad="auto", precision: str = "fp32",
     alpha_upsampler: str = "bicubic", max_memory=None,
@@ -369,6 +417,7 @@ def upscale(
         raise ValueError(f"{img.path}: {w}x{h} is not divisible by {unit}, which this x{scale} network needs "
                          "(pixel-unshuffle); crop or pad the image")
     pad = _resolve_pad(tile_pad, net) if is_net else 0
+    check_tile(tile, h, w, str(img.path))
     if isinstance(net, RRDBNet):
         tile = plan_tile(net, h, w, tile, pad, torch.device(device), max_memory, name=str(img.path))
     else:
@@ -551,14 +600,28 @@ def read_color(path: str, size: tuple[int, int], max_pixels: int | None = DEFAUL
     return img.rgb01()
 
 
-def _working_size(size, meta: dict) -> tuple[int, int]:
+#: The largest SC-FEGAN working size taken from a file (weights meta, a run's .hydra/config.yaml): the official model
+#: works at 512; 2048 x 2048 already needs several GB.  A size given by the user is not bounded.
+MAX_FILE_FACE_SIZE = 2048
+
+
+def _working_size(size, meta: dict, source: str | None = None) -> tuple[int, int]:
+    """``source`` names the file ``size`` came from (then bounded by :data:`MAX_FILE_FACE_SIZE`)."""
     if size in (None, "auto"):
         size = meta.get("input_size", DEFAULT_FACE_SIZE)
-    if isinstance(size, (int, str)):
-        size = (int(size), int(size))
-    hw = tuple(int(s) for s in size)
+        source = source or ("the weights' meta.input_size" if "input_size" in meta else None)
+    try:
+        if isinstance(size, (int, str)):
+            size = (int(size), int(size))
+        hw = tuple(int(s) for s in size)
+    except (TypeError, ValueError):
+        hw = ()
     if len(hw) != 2 or any(s <= 0 or s % SIZE_MULTIPLE for s in hw):
-        raise ValueError(f"size must be a positive multiple of {SIZE_MULTIPLE} (or [H, W] of such), got {size!r}")
+        raise ValueError(f"size{f' from {source}' if source else ''} must be a positive multiple of {SIZE_MULTIPLE} "
+                         f"(or [H, W] of such), got {size!r}")
+    if source and max(hw) > MAX_FILE_FACE_SIZE:
+        raise ValueError(f"working size {hw[1]}x{hw[0]} from {source} is larger than {MAX_FILE_FACE_SIZE} (a file "
+                         f"cannot choose that much memory); give size=... explicitly if it is meant")
     return hw
 
 
@@ -726,7 +789,7 @@ def predict(cfg: DictConfig) -> list[str]:
         path = export_file(cfg.weights if cfg.get("weights") else _missing_weights(), str(cfg.export),
                            cfg.get("export_path"), kind=kind,
                            prefer="params_ema" if cfg.get("use_ema", True) else "params", defaults=defaults,
-                           opset=int(cfg.get("opset", 17)))
+                           opset=int(cfg.get("opset", 17)), overwrite=bool(cfg.get("overwrite", False)))
         log.info(f"exported {cfg.weights} as {cfg.export} -> {path}")
         return [path]
     if task == "sr":

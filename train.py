@@ -36,6 +36,7 @@ import lightning_modules.gan_ddp  # noqa: F401
 from callbacks import run_lock
 from callbacks.checkpoint_io import AtomicCheckpointIO, remove_stale_temp_files
 from callbacks.interrupt import SaveOnSignal
+from lightning_modules.base import NonFiniteTrainingError
 from callbacks.sweeps import RESULT_FILE, ddp_launch_problem, devices_per_node, job_identity, launcher_name
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,7 @@ def instantiate_loggers(cfg: DictConfig | None, identity: dict | None = None) ->
             # log_model: this project uploads the best checkpoint itself at the end (log_best_checkpoint);
             # Lightning's log_model=True would upload last.ckpt as well.
             kwargs: dict[str, Any] = {"log_model": False}
-            # Not `offline=True`: that sets WANDB_MODE for the whole process (REFERENCE 4.5).  The mode is passed
+            # Not `offline=True`: that sets WANDB_MODE for the whole process (WandbLogger.__init__).  The mode is passed
             # to wandb.init explicitly: wandb reads the environment once per process (its setup singleton), so a
             # later job or test that changed WANDB_MODE would otherwise get the first one's mode.
             env_mode = os.environ.get("WANDB_MODE")
@@ -115,9 +116,39 @@ def check_config(cfg: DictConfig) -> None:
     from config_checks import check_train_config
 
     check_train_config(cfg)  # data / trainer numbers and the resumed checkpoint, naming the key or the file
+    check_devices(cfg)
     if cfg.trainer.get("sync_batchnorm") and str(cfg.trainer.get("accelerator", "auto")) == "cpu":
         raise ValueError("trainer.sync_batchnorm=true works on GPUs only (torch's SyncBatchNorm); "
                          "leave it false for CPU processes")
+
+
+def check_devices(cfg: DictConfig) -> None:
+    """Before any process is spawned: the processes asked for exist here (issue 15).  ``trainer.devices=N`` with
+    no GPU would otherwise start N gloo CPU processes; more CPU processes than cores only thrash, unless
+    ``allow_cpu_oversubscribe=true`` says it is meant (e.g. a DDP test)."""
+    accelerator = str(cfg.trainer.get("accelerator", "auto") or "auto").lower()
+    if int(cfg.trainer.get("num_nodes", 1) or 1) > 1 or os.environ.get("LOCAL_RANK") is not None:
+        return  # a cluster launcher placed the processes; Lightning checks the local devices itself
+    n = devices_per_node(cfg.trainer)
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    cores = os.cpu_count() or 1
+    if accelerator in ("gpu", "cuda") and n > 1 and n > gpus:  # one missing GPU: Lightning's own error
+        raise ValueError(f"trainer.devices asks for {n} GPU process(es) but this machine has {gpus} GPU(s)")
+    if accelerator == "auto" and gpus == 0 and n > 1:
+        raise ValueError(f"trainer.devices={cfg.trainer.get('devices')} with trainer.accelerator=auto and no GPU here "
+                         f"would start {n} CPU processes; set trainer.accelerator=cpu to run CPU processes (gloo), "
+                         "or run on a machine with the GPUs")
+    if (accelerator == "cpu" or (accelerator == "auto" and gpus == 0)) and n > cores \
+            and not cfg.get("allow_cpu_oversubscribe", False):
+        raise ValueError(f"trainer.devices={cfg.trainer.get('devices')}: {n} CPU processes on {cores} cores; "
+                         "set allow_cpu_oversubscribe=true if that is meant")
+
+
+def log_launch_plan(trainer: Trainer) -> None:
+    """Plainly what will run, before it starts."""
+    log.info(f"will run: accelerator {type(trainer.accelerator).__name__.replace('Accelerator', '').lower()}, "
+             f"{trainer.num_devices} process(es) per node x {trainer.num_nodes} node(s), precision "
+             f"{trainer.precision}, strategy {type(trainer.strategy).__name__}")
 
 
 # ------------------------------------------------------------------------------------------ launching
@@ -146,7 +177,7 @@ def resolve_trainer_overrides(cfg: DictConfig) -> dict[str, Any]:
 
 def check_multirun_launch(cfg: DictConfig, strategy) -> None:
     """Inside a multirun job: refuse DDP that Lightning would start by re-running the command line (every child
-    would run its own copy of the sweep; REFERENCE 4.3).  The Hydra callback checks the same before the first
+    would run its own copy of the sweep; Lightning #15689).  The Hydra callback checks the same before the first
     job; this catches per-job values (a swept trainer.devices)."""
     if not _is_multirun():
         return
@@ -349,12 +380,43 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     # One run per output folder (callbacks/run_lock.py); DDP ranks other than the launcher do not lock.
     locked = run_lock.acquire(str(cfg.paths.output_dir))
     try:
+        check_run_folder(cfg)
         with gpu_for_joblib_job(cfg) as gpu:
             trainer_overrides.update(gpu)
             return _train(cfg, trainer_overrides)
     finally:
         if locked:
             run_lock.release(str(cfg.paths.output_dir))
+
+
+#: What makes a run folder another run's: the files a fresh run would write over or beside (issue 16 item 3).
+RUN_FILES = ("checkpoints/*.ckpt", "weights/*.pth", "weights/*.safetensors")
+
+
+def check_run_folder(cfg: DictConfig) -> None:
+    """A run folder belongs to one run.  A FRESH run (no ``ckpt_path`` into this folder, no requeue) in a folder
+    holding another run's checkpoints or weights is refused, naming the folder and the files, unless
+    ``overwrite=true`` (then those files are deleted first, so that this run's saves - validation, SIGTERM,
+    weights/ - all go to the plain names and nothing of the earlier run is mixed in)."""
+    if not run_lock.is_launching_process():
+        return  # DDP ranks belong to the launcher's run, which checked
+    folder = Path(str(cfg.paths.output_dir)).expanduser().resolve()
+    found = sorted(p for pattern in RUN_FILES for p in folder.glob(pattern) if p.is_file())
+    if not found:
+        return
+    resume = cfg.get("ckpt_path") or requeued_checkpoint(cfg)
+    if resume and Path(str(resume)).expanduser().resolve().is_relative_to(folder):
+        return  # resuming this folder's own run
+    names = [str(p.relative_to(folder)) for p in found]
+    if not cfg.get("overwrite", False):
+        raise FileExistsError(
+            f"run folder {str(folder)!r} holds another run's files: {names[:8]}{' ...' if len(names) > 8 else ''}. "
+            f"A fresh run would mix its checkpoints with them. Resume that run with "
+            f"ckpt_path={folder / 'checkpoints' / 'last.ckpt'}, choose another folder (hydra.run.dir=...), or pass "
+            "overwrite=true to delete them and start over")
+    for p in found:
+        p.unlink()
+    log.warning(f"overwrite=true: deleted the earlier run's files in {folder}: {names}")
 
 
 def last_checkpoint_path(cfg: DictConfig, callbacks: list[Callback]) -> Path:
@@ -391,10 +453,11 @@ def _train(cfg: DictConfig, trainer_overrides: dict[str, Any]) -> dict[str, Any]
         trainer_overrides.setdefault("plugins", [AtomicCheckpointIO()])
 
     if hasattr(model, "optimizer_steps_total") and not cfg.trainer.get("fast_dev_run"):
-        # The recipe counts batches; Lightning's max_steps counts optimizer steps (REFERENCE 4.1).
+        # The recipe counts batches; Lightning's max_steps counts optimizer steps (Lightning #17958).
         trainer_overrides["max_steps"] = model.optimizer_steps_total()
     trainer: Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **trainer_overrides)
 
+    log_launch_plan(trainer)
     hparams = loggable_config(cfg)
     # data.batch_size is per device; the global batch is what the learning rates are tuned for.
     world = int(trainer.num_devices) * int(trainer.num_nodes)
@@ -418,6 +481,12 @@ def _train(cfg: DictConfig, trainer_overrides: dict[str, Any]) -> dict[str, Any]
         if cfg.get("train", True):
             try:
                 trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path)
+            except NonFiniteTrainingError as err:
+                if trainer.is_global_zero:
+                    write_result({"status": "non_finite", "error": str(err),
+                                  "iteration": getattr(model, "iteration", None),
+                                  "output_dir": str(cfg.paths.output_dir)}, str(cfg.paths.output_dir))
+                raise
             except SIGTERMException:
                 # Not Lightning's exit 0: a scheduler must see that the job did not finish (143 / 130).
                 if trainer.is_global_zero:

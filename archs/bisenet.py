@@ -27,7 +27,7 @@ BISENET_CLASSES = (
     "background", "skin", "l_brow", "r_brow", "l_eye", "r_eye", "eye_g", "l_ear", "r_ear", "ear_r",
     "nose", "mouth", "u_lip", "l_lip", "neck", "neck_l", "cloth", "hair", "hat",
 )
-# CelebAMask-HQ order of the label maps in this project (celebamask_mini README, REFERENCE 1.11)
+# CelebAMask-HQ order of the label maps in this project (celebamask_mini README, CelebAMask-HQ g_mask.py label_list)
 CELEBAMASK_CLASSES = (
     "background", "skin", "nose", "eye_g", "l_eye", "r_eye", "l_brow", "r_brow", "l_ear", "r_ear", "mouth",
     "u_lip", "l_lip", "hair", "hat", "ear_r", "neck_l", "neck", "cloth",

@@ -16,7 +16,7 @@ Graphs (TorchScript and ONNX) take ``input`` [B, C, H, W] float32 and return ``o
 * **RRDBNet**: [B, 3, H, W] in [0, 1] -> [B, 3, sH, sW] (unclamped, as the network); batch, height and width
   are dynamic (for x2 / x1 networks H and W must be even / multiples of 4).
 * **SC-FEGAN**: the 9-channel generator input ``[I*(1-M), sketch, colour, M, noise]`` in the encodings of
-  REFERENCE 1.6 -> G(x) in [-1, 1] (not composited).  Batch, height and width are dynamic, and the graph is
+  the official demo.py -> G(x) in [-1, 1] (not composited).  Batch, height and width are dynamic, and the graph is
   valid for every size the generator accepts (multiples of 128): the TF-'SAME' pads of the stride-2 layers are
   stored as constants (they are the same for every even size) and the transposed convs crop their last
   row/column with negative-index slices, so the traced graph does not bake in the example size.
@@ -25,7 +25,7 @@ ONNX uses the TorchScript-based exporter (``dynamo=False``; opset 17 by default)
 seconds with dynamic axes, where the ``torch.export`` path takes minutes on the SC-FEGAN generator.
 """
 
-import tv_compat  # noqa: F401  (entry point: must precede anything that imports torchvision)
+import tv_compat  # entry point: must precede anything that imports torchvision
 
 import argparse
 import copy
@@ -42,7 +42,7 @@ from torch import nn
 from archs.gated_conv import Conv2dSame, ConvTranspose2dSame, tf_same_pads
 from archs.rrdbnet import RRDBNet
 from archs.scfegan_generator import SIZE_MULTIPLE, SCFEGANGenerator
-from archs.weights_io import TORCHSCRIPT_META, _plain, build_generator, save_generator_file
+from archs.weights_io import TORCHSCRIPT_META, _plain, build_generator, check_output_file, save_generator_file
 
 __all__ = ["FORMATS", "export_ready", "example_input", "export_generator", "export_file", "main"]
 
@@ -130,7 +130,7 @@ def export_generator(
         extra = {TORCHSCRIPT_META: json.dumps({"generator": generator, **meta})}
         torch.jit.save(traced, path, _extra_files=extra)
         return path
-    import onnx  # noqa: F401  (pinned in requirements.txt; fail early with the package name)
+    import onnx  # pinned in requirements.txt; fail early with the package name
 
     axes = {0: "batch", 2: "height", 3: "width"}
     with warnings.catch_warnings():
@@ -158,15 +158,19 @@ def export_file(
     opset: int = 17,
     height: int | None = None,
     width: int | None = None,
+    overwrite: bool = False,
+    flag: str = "overwrite=true",
 ) -> str:
-    """Read a generator file and export it; ``path`` defaults to the weights' name with the format's extension."""
+    """Read a generator file and export it; ``path`` defaults to the weights' name with the format's extension.
+    The output is never the weights file; an existing one is replaced only with ``overwrite``."""
     if fmt not in FORMATS:
         raise ValueError(f"export format must be one of {FORMATS}, got {fmt!r}")
-    net, info = build_generator(weights, kind=kind, prefer=prefer, defaults=defaults)
     if path is None:
         path = os.path.splitext(str(weights))[0] + _EXTENSIONS[fmt]
-    if os.path.abspath(str(path)) == os.path.abspath(os.path.expanduser(str(weights))):
+    if os.path.abspath(os.path.expanduser(str(path))) == os.path.abspath(os.path.expanduser(str(weights))):
         raise ValueError(f"export path {path!r} is the weights file itself; choose another export_path")
+    check_output_file(path, (weights,), overwrite, "export path", flag)
+    net, info = build_generator(weights, kind=kind, prefer=prefer, defaults=defaults)
     return export_generator(net, fmt, path, info.generator, info.meta, example_input(net, height, width), opset)
 
 
@@ -182,9 +186,10 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--opset", type=int, default=17)
     parser.add_argument("--height", type=int, default=None, help="tracing input height (any valid size)")
     parser.add_argument("--width", type=int, default=None)
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out (never --weights)")
     args = parser.parse_args(argv)
     out = export_file(args.weights, args.format, args.out, kind=args.kind, prefer=args.key, opset=args.opset,
-                      height=args.height, width=args.width)
+                      height=args.height, width=args.width, overwrite=args.overwrite, flag="--overwrite")
     print(f"wrote {out} ({args.format})")
     return out
 

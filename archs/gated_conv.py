@@ -46,7 +46,7 @@ class TFLocalResponseNorm(nn.Module):
     TF defaults: depth_radius 5, alpha 1, beta 0.5, i.e.
     ``x_c / sqrt(5e-5 + sum_{c'=c-5}^{c+5} x_{c'}^2)`` with zeros beyond the first/last channel.
     Equal to ``nn.LocalResponseNorm(size=11, alpha=11, beta=0.5, k=5e-5)`` (PyTorch divides alpha by
-    n = 2*5+1, REFERENCE 1.4), which sums the window with ``avg_pool3d`` on a padded copy: ~10 % of the
+    n = 2*5+1, tf.nn.lrn radius 5), which sums the window with ``avg_pool3d`` on a padded copy: ~10 % of the
     generator's CPU forward, against ~3 % for the band product (ops/fast_conv.py).  No parameters or buffers
     (state dicts, traced and exported files as with ``nn.LocalResponseNorm``): the band matrix is cached per
     channel count, dtype and device.
@@ -221,7 +221,7 @@ class GatedConv2d(nn.Module):
 class GatedDeconv2d(nn.Module):
     """Official ``gate_deconv``: a 'SAME' transposed conv (k5, s2) that doubles H and W.
 
-    ``self_gated=True`` reproduces the released graph (REFERENCE 1.3, issue #37): the gate is
+    ``self_gated=True`` reproduces the released graph (official ops.py:31-54, issue #37): the gate is
     ``sigmoid`` of the already-activated feature, ``d = LReLU(ConvT(x) + b1); y = d * sigmoid(d)``.
     The official second ConvT and its ``biases2`` are computed and thrown away, so they are
     not created here (``biases2`` in the TF checkpoint is simply skipped on import).

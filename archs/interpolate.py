@@ -1,4 +1,4 @@
-"""Network interpolation (ESRGAN paper Eq. 4; xinntao/ESRGAN ``net_interp.py``; REFERENCE 2.13).
+"""Network interpolation (ESRGAN paper sec. 3.4, Eq. 4; xinntao/ESRGAN ``net_interp.py``).
 
 ``theta = (1 - alpha) * theta_PSNR + alpha * theta_GAN`` on every state-dict entry, alpha in [0, 1]; both models
 must share a key layout and shapes.  alpha = 0 gives the PSNR model and alpha = 1 the GAN model exactly.
@@ -8,12 +8,12 @@ Write an interpolated generator (BasicSR ``{params, params_ema}`` container, loa
 
     python -m archs.interpolate PSNR.pth GAN.pth --alpha 0.8 --out interp_08.pth
 
-Inputs may be BasicSR containers (``params_ema`` preferred, as REFERENCE 2.13 says), bare state dicts, or this
+Inputs may be BasicSR containers (``params_ema`` preferred, as BasicSR's ``load_network``), bare state dicts, or this
 project's ``.ckpt`` files (the EMA generator).  ``python evaluate.py model=esrgan interp.psnr_weights=A
 interp.gan_weights=B`` evaluates a sweep of alphas without writing files.
 """
 
-import tv_compat  # noqa: F401  (entry point: must precede anything that imports torchvision)
+import tv_compat  # entry point: must precede anything that imports torchvision
 
 import argparse
 import os
@@ -80,6 +80,10 @@ def load_and_interpolate(psnr_path: str, gan_path: str, alpha: float, prefer: st
     """Interpolate two generator files (any layout :func:`archs.weights_io.load_generator_state` reads)."""
     a = load_generator_state(psnr_path, prefer=prefer)
     b = load_generator_state(gan_path, prefer=prefer)
+    from archs.weights_io import check_finite
+
+    check_finite(a, str(psnr_path))
+    check_finite(b, str(gan_path))
     return interpolate_state_dicts(a, b, alpha, names=(str(psnr_path), str(gan_path)))
 
 
@@ -103,7 +107,11 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--out", required=True, help="output .pth (BasicSR {params, params_ema} container)")
     parser.add_argument("--key", default="params_ema", choices=("params_ema", "params"),
                         help="which generator of a BasicSR container to read (default params_ema)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out (never an input)")
     args = parser.parse_args(argv)
+    from archs.weights_io import check_output_file
+
+    check_output_file(args.out, (args.psnr_weights, args.gan_weights), args.overwrite, "--out", "--overwrite")
     state = load_and_interpolate(args.psnr_weights, args.gan_weights, args.alpha, prefer=args.key)
     save_state_dict(args.out, state)
     print(f"wrote {args.out}: (1 - {args.alpha:g}) * {args.psnr_weights} + {args.alpha:g} * {args.gan_weights} "

@@ -1,4 +1,4 @@
-"""Convert the official SC-FEGAN TensorFlow checkpoint into this project's generator (REFERENCE 1.5-1.7).
+"""Convert the official SC-FEGAN TensorFlow checkpoint into this project's generator (official model.py:29-86).
 
     python -m archs.scfegan_convert --tf-ckpt PATH/SC-FEGAN.ckpt --out G.pth        # or G.safetensors
     python -m archs.scfegan_convert --tf-ckpt variables.npz --out G.pth             # no TensorFlow needed
@@ -9,7 +9,7 @@ TensorFlow, an optional extra that is not in ``requirements.txt`` (``pip install
 imported only here.  Without TensorFlow, dump the variables elsewhere (``np.savez(f, **{name: array})``) and
 pass the ``.npz``.
 
-Mapping (REFERENCE 1.7), for each gated layer ``<layer>`` of :class:`archs.scfegan_generator.SCFEGANGenerator`:
+Mapping (TF scopes as model.py), for each gated layer ``<layer>`` of :class:`archs.scfegan_generator.SCFEGANGenerator`:
 
 =================================  ==============================  ===========================
 TF variable                        TF shape                        PyTorch
@@ -32,7 +32,7 @@ the network, in layer 24's concatenation and layer 25's output).  The file also 
 size (512).  The official weights are CC BY-NC 4.0 (non-commercial use only).
 """
 
-import tv_compat  # noqa: F401  (entry point: must precede anything that imports torchvision)
+import tv_compat  # entry point: must precede anything that imports torchvision
 
 import argparse
 import os
@@ -121,7 +121,7 @@ def tf_to_torch(
     used = {tf for _, tf, _ in rows}
     ignored = sorted(n for n in variables if n not in used)
     config = scfegan_config(state, padding_mode="tf_same")
-    config["self_gated_deconv"] = True  # the official graph's deconv gate (REFERENCE 1.3)
+    config["self_gated_deconv"] = True  # the official graph's deconv gate (ops.py:31-54, issue #37)
     return state, config, ignored
 
 
@@ -144,7 +144,7 @@ def torch_to_tf(state: Mapping[str, torch.Tensor], prefix: str = "generator/", d
 
 
 def official_tf_generator(tf, V, x, prefix: str = "generator/"):
-    """The official generator graph (model.py / ops.py, REFERENCE 1.2-1.5) in TF ops, NHWC.
+    """The official generator graph (model.py:29-86 / ops.py:8-54) in TF ops, NHWC.
 
     ``tf`` is the TensorFlow module (passed in: an optional extra), ``V`` maps the TF variable names to tensors.
     The reference for the conversion test (tests/test_weights_layouts.py) and the CPU timing against TF
@@ -226,7 +226,7 @@ def convert(
     meta = {
         "bgr": bool(bgr),
         "input_size": OFFICIAL_INPUT_SIZE,
-        "noise_type": "binary16",  # the official demo's noise channel (REFERENCE 1.6), what these weights were run with
+        "noise_type": "binary16",  # official demo's noise channel (demo.py:139-144), what these weights were run with
         "source": "official SC-FEGAN TensorFlow checkpoint (run-youngjoo/SC-FEGAN, CC BY-NC 4.0)"
         if not isinstance(tf_ckpt, Mapping) else "SC-FEGAN TF variables",
         "ignored_variables": len(ignored),
@@ -247,7 +247,11 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--rgb", action="store_true",
                         help="record the weights as RGB (default: BGR, which is what the released weights expect)")
     parser.add_argument("--prefix", default=None, help="variable scope (default: found in the names, 'generator/')")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     args = parser.parse_args(argv)
+    from archs.weights_io import check_output_file
+
+    check_output_file(args.out, (args.tf_ckpt, f"{args.tf_ckpt}.index"), args.overwrite, "--out", "--overwrite")
     net, meta = convert(args.tf_ckpt, args.out, bgr=not args.rgb, prefix=args.prefix)
     n = sum(p.numel() for p in net.parameters())
     print(f"wrote {args.out}: SC-FEGAN generator, {n:,} parameters, channel order {'BGR' if meta['bgr'] else 'RGB'}, "

@@ -1,5 +1,5 @@
 """SC-FEGAN generator: the 25-layer gated U-Net of the official ``model.py:29-86``
-(REFERENCE 1.5).  Attribute names are the TF scopes, so a TF checkpoint maps by name.
+(run-youngjoo/SC-FEGAN).  Attribute names are the TF scopes, so a TF checkpoint maps by name.
 
 Mask convention: ``mask == 1`` marks the region to erase/regenerate.  Images are in [-1, 1].
 """

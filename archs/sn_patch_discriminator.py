@@ -1,4 +1,4 @@
-"""SN-PatchGAN discriminator for SC-FEGAN (REFERENCE 1.8).
+"""SN-PatchGAN discriminator for SC-FEGAN (arXiv 1902.06838 sec. 3.2).
 
 The paper gives no layer table; this follows DeepFill v2's SN-PatchGAN
 (``inpaint_model.py:112-122``, ``inpaint_ops.py:83-102``) with the paper's 3x3 kernels:

@@ -66,9 +66,11 @@ def load_vgg_features_state(arch: str, weights: str) -> "OrderedDict[str, torch.
         )
         return None
     if weights == "imagenet":
+        from archs.weights_io import hub_cached_file, load_pretrained
+
         enum = _BUILDERS[arch][1].IMAGENET1K_V1
         try:
-            state = enum.get_state_dict(progress=False)
+            hub = hub_cached_file(enum)
         except Exception as err:  # URLError, HTTPError, socket errors: no network
             hub = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(enum.url))
             raise WeightsNotFoundError(
@@ -77,6 +79,10 @@ def load_vgg_features_state(arch: str, weights: str) -> "OrderedDict[str, torch.
                 f"to {hub}, or set the config key for the VGG weights (e.g. "
                 f"model.perceptual.weights=/path/to/{os.path.basename(enum.url)})."
             ) from err
+        # not enum.get_state_dict(): torchvision unpickles the cache with weights_only=False (code would run)
+        state = load_pretrained(hub, f"{arch}: ImageNet weights in the torch hub cache")
+        if not isinstance(state, dict):
+            raise ValueError(f"{arch}: {hub!r} holds a {type(state).__name__}, not a state dict")
     else:
         path = os.path.expanduser(str(weights))
         if not os.path.isfile(path):
@@ -84,9 +90,11 @@ def load_vgg_features_state(arch: str, weights: str) -> "OrderedDict[str, torch.
                 f"{arch}: weights file {path!r} does not exist (expected a torchvision {arch} "
                 "state dict, or 'imagenet' to use torchvision's weight enum)."
             )
+        from archs.weights_io import load_pretrained
+
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:
+            state = load_pretrained(path, f"{arch}: weights file")
+        except ValueError as err:
             raise ValueError(f"{arch}: cannot read weights file {path!r}: {err}") from err
         if not isinstance(state, dict):
             raise ValueError(f"{arch}: weights file {path!r} holds a {type(state).__name__}, not a state dict")

@@ -6,13 +6,14 @@ dict, this project's Lightning checkpoints (``.ckpt``; the EMA generator is take
 
 The second half (:func:`build_generator` and helpers) reads every generator file the project meets -
 its own checkpoints and exports, and the published ESRGAN generators in their three key layouts
-(REFERENCE 2.2) - and builds the network with the architecture the file records or its tensors imply.
+(BasicSR, xinntao/ESRGAN, 2018) - and builds the network with the architecture the file records or its tensors imply.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 import zipfile
 from collections import OrderedDict
@@ -31,6 +32,8 @@ def save_generator_weights(path: str | os.PathLike, net: nn.Module, net_ema: nn.
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     state = {"params": _cpu(net.state_dict())}
     state["params_ema"] = _cpu((net_ema if net_ema is not None else net).state_dict())
+    for key in ("params", "params_ema"):  # non-finite weights are never saved
+        check_finite(state[key], f"{path} ({key}, not written)")
     if generator:
         state["generator"] = _plain(generator)
     if meta:
@@ -202,7 +205,7 @@ def make_network(config: Mapping, source: str = "network config", role: str | No
 
 _KIND_ALIASES = {"esrgan": "esrgan", "rrdbnet": "esrgan", "scfegan": "scfegan", "sc-fegan": "scfegan"}
 
-#: REFERENCE 2.2: BasicSR (this project's names), xinntao/ESRGAN, and the original 2018 sequential ``RRDB_Net``.
+#: BasicSR (this project's names), xinntao/ESRGAN ``RRDBNet_arch.py``, the 2018 ``architecture.py`` ``RRDB_Net``.
 ESRGAN_LAYOUTS = ("basicsr", "xinntao", "sequential")
 _LAYOUT_EXAMPLES = {
     "basicsr": "conv_first.weight, body.0.rdb1.conv1.weight, conv_body.weight, conv_up1.weight, conv_up2.weight, "
@@ -260,7 +263,7 @@ def _split(key: str) -> tuple[str, str]:
 def esrgan_to_basicsr(state: Mapping[str, torch.Tensor], layout: str | None = None) -> "OrderedDict[str, torch.Tensor]":
     """Rename an ESRGAN generator state dict of any published layout to BasicSR's (this project's) names.
 
-    A pure rename (the topology is the same in all three, REFERENCE 2.2); ``module.`` prefixes are dropped.
+    A pure rename (same topology; xinntao/ESRGAN ``transer_RRDB_models.py``); ``module.`` prefixes are dropped.
     Raises ``ValueError`` naming the expected and the found keys when the layout is none of the three, and
     naming the keys it cannot place when the layout is recognised but holds extra entries.
     """
@@ -343,6 +346,10 @@ def rrdbnet_config(state: Mapping[str, torch.Tensor]) -> dict:
     missing = [k for k in need if k not in state]
     if missing:
         raise ValueError(f"cannot infer the RRDBNet size: missing {missing}")
+    flat = [k for k in need if getattr(state[k], "ndim", 0) != 4]
+    if flat:
+        raise ValueError(f"cannot infer the RRDBNet size: {flat[0]} has shape {tuple(state[flat[0]].shape)}, not "
+                         "[out, in, kh, kw] (a damaged or foreign file)")
     num_feat, first_in = state["conv_first.weight"].shape[:2]
     num_out_ch = state["conv_last.weight"].shape[0]
     num_block = len({int(m[1]) for m in map(_RE_BASICSR_BODY.match, state) if m})
@@ -359,6 +366,10 @@ def rrdbnet_config(state: Mapping[str, torch.Tensor]) -> dict:
 def scfegan_config(state: Mapping[str, torch.Tensor], padding_mode: str = "tf_same") -> dict:
     """SCFEGANGenerator arguments read off the tensors (``padding_mode`` cannot be: it is not a weight)."""
     w = state["gconv1_ds.conv.weight"]
+    for key in ("gconv1_ds.conv.weight", "gconv14.conv.weight"):
+        if getattr(state[key], "ndim", 0) != 4:
+            raise ValueError(f"cannot infer the SC-FEGAN size: {key} has shape {tuple(state[key].shape)}, not "
+                             "[out, in, kh, kw] (a damaged or foreign file)")
     return {"_target_": "archs.scfegan_generator.SCFEGANGenerator", "in_channels": int(w.shape[1]),
             "out_channels": int(state["gconv14.conv.weight"].shape[0]), "cnum": int(w.shape[0]),
             "self_gated_deconv": "deconv1.gate.weight" not in state, "padding_mode": padding_mode}
@@ -438,18 +449,141 @@ def _read_safetensors(path: str) -> GeneratorFile:
             state = OrderedDict((k, f.get_tensor(k)) for k in f.keys())
     except Exception as err:
         raise ValueError(f"cannot read safetensors file {path!r}: {type(err).__name__}: {err}") from err
-    generator = json.loads(meta_raw["generator"]) if meta_raw.get("generator") else None
-    meta = json.loads(meta_raw["meta"]) if meta_raw.get("meta") else {}
-    return GeneratorFile(strip_module_prefix(state), generator, meta, path, "safetensors")
+    parsed = {}
+    for key in ("generator", "meta"):
+        if not meta_raw.get(key):
+            parsed[key] = None
+            continue
+        try:
+            parsed[key] = json.loads(meta_raw[key])
+        except ValueError as err:
+            raise ValueError(f"safetensors file {path!r}: header metadata {key!r} is not valid JSON: {err}") from err
+        if not isinstance(parsed[key], dict):
+            raise ValueError(f"safetensors file {path!r}: header metadata {key!r} must be a JSON object, got "
+                             f"{type(parsed[key]).__name__}")
+    return GeneratorFile(strip_module_prefix(state), parsed["generator"], parsed["meta"] or {}, path, "safetensors")
+
+
+_STORAGE_DTYPES = {
+    "FloatStorage": torch.float32, "DoubleStorage": torch.float64, "HalfStorage": torch.float16,
+    "BFloat16Storage": torch.bfloat16, "LongStorage": torch.int64, "IntStorage": torch.int32,
+    "ShortStorage": torch.int16, "CharStorage": torch.int8, "ByteStorage": torch.uint8, "BoolStorage": torch.bool,
+}
+
+
+class _ScriptObject:
+    """Stand-in for a TorchScript class instance (``__torch__.*``): keeps the pickled state, runs nothing."""
+
+    def __init__(self, *args):
+        self.state = None
+
+    def __setstate__(self, state):  # BUILD calls this instead of the file's own __setstate__
+        self.state = state
+
+
+class _TorchScriptUnpickler(pickle.Unpickler):
+    """Unpickles a TorchScript archive's ``data.pkl`` with the few harmless globals it needs; every
+    ``__torch__.*`` class becomes a :class:`_ScriptObject` (its TorchScript ``__setstate__`` never runs)."""
+
+    _ALLOWED = {
+        ("torch._utils", "_rebuild_tensor_v2"), ("torch._utils", "_rebuild_parameter"),
+        ("collections", "OrderedDict"), ("torch.jit._pickle", "build_intlist"),
+        ("torch.jit._pickle", "build_doublelist"), ("torch.jit._pickle", "build_boollist"),
+        ("torch.jit._pickle", "build_tensorlist"), ("torch.jit._pickle", "build_genericlist"),
+        ("torch.jit._pickle", "restore_type_tag"),
+    }
+
+    def __init__(self, file, zf: zipfile.ZipFile, prefix: str, path: str):
+        super().__init__(file)
+        self.zf, self.prefix, self.path = zf, prefix, path
+        self.classes: dict = {}
+
+    def find_class(self, module, name):
+        if module == "__torch__" or module.startswith("__torch__."):
+            return self.classes.setdefault((module, name), type(name, (_ScriptObject,), {}))
+        if module == "torch" and name in _STORAGE_DTYPES:
+            return _STORAGE_DTYPES[name]
+        if (module, name) in self._ALLOWED:
+            import importlib
+
+            return getattr(importlib.import_module(module), name)
+        raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a weights file")
+
+    def persistent_load(self, pid):
+        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage" and isinstance(pid[1], torch.dtype)):
+            raise pickle.UnpicklingError(f"unexpected storage record {pid!r}")
+        _, dtype, key, _location, numel = pid
+        data = self.zf.read(f"{self.prefix}data/{key}")
+        itemsize = torch.empty((), dtype=dtype).element_size()
+        if not isinstance(numel, int) or numel * itemsize != len(data):
+            raise pickle.UnpicklingError(f"storage {key!r} holds {len(data)} bytes, not {numel} x {itemsize}")
+        untyped = torch.UntypedStorage.from_buffer(data, dtype=torch.uint8) if data else torch.UntypedStorage(0)
+        return torch.storage.TypedStorage(wrap_storage=untyped, dtype=dtype, _internal=True)
+
+
+def _script_tensors(obj, prefix: str, out: "OrderedDict[str, torch.Tensor]", depth: int = 0) -> None:
+    if depth > 64 or not isinstance(getattr(obj, "state", None), Mapping):
+        return  # a custom __getstate__ (not a plain module): none of its state is taken
+    for key, value in obj.state.items():
+        if isinstance(value, torch.Tensor):
+            out[f"{prefix}{key}"] = value
+        elif isinstance(value, _ScriptObject):
+            _script_tensors(value, f"{prefix}{key}.", out, depth + 1)
+
+
+def read_torchscript_tensors(path: str) -> tuple["OrderedDict[str, torch.Tensor]", dict]:
+    """The tensors (by attribute path) of a TorchScript archive and its ``generator_meta.json``, read WITHOUT
+    ``torch.jit.load``: that would compile the archive's code and run its ``__setstate__`` methods, which a
+    stranger's file can use to write any file.  Only the pickled data and the raw tensor bytes are read."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+            data_pkl = [n for n in names if n.endswith("/data.pkl") and n.count("/") == 1]
+            if not data_pkl:
+                raise ValueError("no data.pkl in the archive")
+            prefix = data_pkl[0][: -len("data.pkl")]
+            with zf.open(data_pkl[0]) as f:
+                root = _TorchScriptUnpickler(f, zf, prefix, path).load()
+            meta_name = f"{prefix}extra/{TORCHSCRIPT_META}"
+            meta_raw = zf.read(meta_name).decode("utf-8") if meta_name in names else ""
+    except Exception as err:
+        raise ValueError(f"cannot read TorchScript file {path!r} (its tensors are read without running its code; "
+                         f"convert it to .safetensors with python -m archs.export --format safetensors): "
+                         f"{type(err).__name__}: {err}") from err
+    state: "OrderedDict[str, torch.Tensor]" = OrderedDict()
+    _script_tensors(root, "", state)
+    try:
+        meta = json.loads(meta_raw) if meta_raw else {}
+    except ValueError as err:
+        raise ValueError(f"{path!r}: {TORCHSCRIPT_META} is not valid JSON: {err}") from err
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path!r}: {TORCHSCRIPT_META} must hold a JSON object, got {type(meta).__name__}")
+    return OrderedDict((k, v.detach().clone()) for k, v in state.items()), meta
+
+
+def check_finite(state: Mapping[str, Any], source: str) -> None:
+    """ValueError naming ``source`` and the first tensor holding NaN or Inf (a diverged run's weights give black
+    images), or a value that is not a tensor at all."""
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            raise ValueError(f"{source!r}: entry {key!r} is a {type(value).__name__}, not a tensor")
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            bad = int((~torch.isfinite(value)).sum())
+            raise ValueError(f"{source!r}: tensor {key!r} holds {bad} non-finite value(s) (NaN/Inf) of {value.numel()}: "
+                             "these weights come from a diverged run and are refused")
 
 
 def read_generator_file(path: str | os.PathLike, prefer: str = "params_ema") -> GeneratorFile:
     """Read any generator file this project knows (see :func:`build_generator`), without building a network.
 
     Pickled files are read with ``torch.load(weights_only=True)``; TorchScript archives with
-    ``torch.jit.load`` (their state dict is taken; no Python code runs).
+    :func:`read_torchscript_tensors` (their tensors only: no TorchScript code is loaded or run).
     """
     path = os.path.expanduser(str(path))
+    if os.path.isdir(path):
+        raise ValueError(f"generator weights file {path!r} is a directory, not a weights file")
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise ValueError(f"generator weights file {path!r} is not a regular file (a device, FIFO or socket)")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"generator weights file {path!r} does not exist")
     if _is_safetensors(path):
@@ -458,14 +592,8 @@ def read_generator_file(path: str | os.PathLike, prefer: str = "params_ema") -> 
         raise ValueError(f"{path!r} is an ONNX model: run it with onnxruntime; weights= takes .pth, .ckpt, "
                          ".safetensors or TorchScript .pt files")
     if _is_torchscript(path):
-        extra = {TORCHSCRIPT_META: ""}
-        try:
-            module = torch.jit.load(path, map_location="cpu", _extra_files=extra)
-        except Exception as err:
-            raise ValueError(f"cannot read TorchScript file {path!r}: {type(err).__name__}: {err}") from err
-        meta = json.loads(extra[TORCHSCRIPT_META]) if extra[TORCHSCRIPT_META] else {}
-        return GeneratorFile(strip_module_prefix(_cpu(module.state_dict())), meta.pop("generator", None), meta,
-                             path, "torchscript")
+        state, meta = read_torchscript_tensors(path)
+        return GeneratorFile(strip_module_prefix(state), meta.pop("generator", None), meta, path, "torchscript")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
@@ -496,8 +624,9 @@ def read_generator_file(path: str | os.PathLike, prefer: str = "params_ema") -> 
 
 
 #: Hyper-parameters of this project's checkpoints that travel with the generator as ``meta`` (into
-#: ``GeneratorFile.meta`` and from there into every export): the SC-FEGAN input noise the model was trained with.
-CHECKPOINT_META_KEYS = ("noise_type",)
+#: ``GeneratorFile.meta`` and from there into every export): the SC-FEGAN input noise the model was trained with
+#: and the image size it was trained at (predict.py's size=auto).
+CHECKPOINT_META_KEYS = ("noise_type", "input_size")
 
 
 def checkpoint_meta(ckpt: Mapping) -> dict:
@@ -516,6 +645,17 @@ def _checked_config(generator: Mapping, kind: str, source: str) -> dict:
 def make_generator(config: Mapping, source: str = "generator config") -> nn.Module:
     """Build a generator from ``{"_target_": one of GENERATOR_TARGETS, **kwargs}`` (see :func:`make_network`)."""
     return make_network(config, source, role="generator")
+
+
+def _check_recorded_sizes(config: Mapping, inferred: Mapping, path: str) -> None:
+    """The architecture a file records must match its tensors BEFORE the network is built: a record saying
+    ``num_feat=300000`` next to 8-channel tensors would otherwise allocate terabytes (or ``num_block=10**7`` hang)."""
+    for key, value in inferred.items():
+        if key in ("_target_", "padding_mode", "self_gated_deconv", "act_type") or key not in config:
+            continue
+        if not isinstance(config[key], int) or isinstance(config[key], bool) or config[key] != value:
+            raise ValueError(f"{path!r}: the recorded generator says {key}={config[key]!r} but the file's tensors "
+                             f"say {key}={value}: refused before building anything")
 
 
 def build_generator(
@@ -538,6 +678,7 @@ def build_generator(
     The returned ``GeneratorFile.state`` holds the state dict as loaded (BasicSR names for ESRGAN).
     """
     info = read_generator_file(path, prefer=prefer)
+    check_finite(info.state, info.path)
     found = generator_kind(info.state)
     want = _KIND_ALIASES.get(str(kind).lower(), None) if kind != "auto" else found
     if kind != "auto" and want is None:
@@ -554,9 +695,14 @@ def build_generator(
             raise ValueError(_not_esrgan_message(info.state, source=repr(info.path)))
         from weights.detect import sr_layout  # RRDBNet in its three layouts, or the compact SRVGGNet
 
-        state, layout, inferred = sr_layout(info.state, repr(info.path), need_config=not info.generator)
+        recorded_act = info.generator.get("act_type") if isinstance(info.generator, Mapping) else None
+        try:
+            state, layout, inferred = sr_layout(info.state, repr(info.path), act_type=recorded_act)
+        except ValueError as err:
+            raise ValueError(f"{info.path!r}: {err}") from err
         info.meta.setdefault("layout", layout)
         config = _checked_config(info.generator, "esrgan", repr(info.path)) if info.generator else inferred
+        _check_recorded_sizes(config, inferred, info.path)
     else:
         if found != "scfegan":
             raise ValueError(
@@ -566,6 +712,11 @@ def build_generator(
         state = info.state
         if info.generator:
             config = _checked_config(info.generator, "scfegan", repr(info.path))
+            try:
+                inferred = scfegan_config(state)
+            except ValueError as err:
+                raise ValueError(f"{info.path!r}: {err}") from err
+            _check_recorded_sizes(config, inferred, info.path)
         else:
             padding = (defaults or {}).get("padding_mode", "tf_same")
             config = scfegan_config(state, padding_mode=padding)
@@ -607,6 +758,7 @@ def save_generator_file(
     """
     path = os.path.expanduser(str(path))
     sd = _cpu(state.state_dict() if isinstance(state, nn.Module) else state)
+    check_finite(sd, f"{path} (not written)")  # non-finite weights are never saved
     generator = _plain(generator) if generator is not None else None
     meta = _plain(meta) if meta else {}
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -629,6 +781,55 @@ def save_generator_file(
     return path
 
 
+def check_output_file(out, inputs=(), overwrite: bool = False, what: str = "output",
+                      flag: str = "overwrite=true") -> str:
+    """predict.py's rules for one output file of any command that writes (interpolate, export, convert, evaluate's
+    metrics_file, render scripts): never a directory, never one of the ``inputs`` (through links too, refused even
+    with ``flag``), and an existing file only with ``flag``.  Checked before anything is read or computed."""
+    out = os.path.expanduser(str(out))
+    if os.path.isdir(out):
+        raise IsADirectoryError(f"{what} {out!r} is a directory: give a file name")
+    real = os.path.normcase(os.path.realpath(out))
+    for src in inputs:
+        if not src:
+            continue
+        src = os.path.expanduser(str(src))
+        same = real == os.path.normcase(os.path.realpath(src))
+        if not same and os.path.exists(out) and os.path.exists(src):
+            same = os.path.samefile(out, src)  # hard links
+        if same:
+            raise ValueError(f"{what} {out!r} is the input {src!r}: it would be overwritten. Choose another output "
+                             f"(refused even with {flag}: inputs are never overwritten)")
+    if os.path.lexists(out) and not overwrite:
+        raise FileExistsError(f"{what} {out!r} already exists: nothing was written. Pass {flag} to replace it, "
+                              "or choose another file")
+    return out
+
+
+def load_pretrained(path: str | os.PathLike, what: str = "pretrained weights file"):
+    """THE loader of every pretrained file this project reads (VGG16/19 and the LPIPS backbone from the torch hub
+    cache or a given path, FID's Inception, HED, BiSeNet, DexiNed): ``torch.load(weights_only=True)``, so a
+    poisoned file (e.g. in ``$TORCH_HOME/hub/checkpoints``) cannot run code.  ValueError naming the file otherwise."""
+    path = os.path.expanduser(str(path))
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - UnpicklingError for payloads, EOF / zip errors for damage
+        raise ValueError(f"{what} {path!r} refused: not a plain tensor file readable with torch.load(weights_only="
+                         f"True) (a pickle that runs code, or a damaged file): {type(err).__name__}: {err}") from err
+
+
+def hub_cached_file(weights_enum) -> str:
+    """The torch hub cache path of a torchvision weights entry (``VGG19_Weights.IMAGENET1K_V1``), downloaded there
+    first when missing; read it with :func:`load_pretrained` (torchvision's own loader unpickles with
+    ``weights_only=False``).  Download failures (no network) raise OSError / URLError."""
+    url = weights_enum.url
+    path = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(url))
+    if not os.path.isfile(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        torch.hub.download_url_to_file(url, path, progress=False)
+    return path
+
+
 def read_layout_weights(file, what: str, make_net, layout: str, rename=None):
     """Load a pretrained helper network (HED, BiSeNet, ...) from ``file``, a torch state dict of one published layout.
 
@@ -636,8 +837,8 @@ def read_layout_weights(file, what: str, make_net, layout: str, rename=None):
     failure is a ValueError naming the file: unreadable, not a state dict, keys of another layout, wrong shapes.
     """
     try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable file gets the same clear message
+        state = load_pretrained(file, what)
+    except ValueError as err:  # any unreadable file gets the same clear message
         raise ValueError(f"{what} {str(file)!r} is not a readable torch state dict ({err})") from err
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]

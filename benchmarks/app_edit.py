@@ -13,22 +13,22 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the project root
 
-import tv_compat  # noqa: E402,F401  (must precede anything that imports torchvision)
+import tv_compat  # must precede anything that imports torchvision
 
-import argparse  # noqa: E402
-import statistics  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
+import argparse
+import statistics
+import tempfile
+import time
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
+import numpy as np
+import torch
+from omegaconf import OmegaConf
 
-from archs.scfegan_generator import SCFEGANGenerator  # noqa: E402
-from archs.weights_io import save_generator_file, scfegan_config  # noqa: E402
-from predict import write_png  # noqa: E402
-from webui.handlers import edit_face_editor  # noqa: E402
-from webui.models import ModelStore  # noqa: E402
+from archs.scfegan_generator import SCFEGANGenerator
+from archs.weights_io import save_generator_file, scfegan_config
+from predict import write_png
+from webui.handlers import edit_face_editor
+from webui.models import ModelStore
 
 
 def main() -> None:

@@ -31,21 +31,21 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/ (train_step)
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the project root
 
-import tv_compat  # noqa: E402,F401  (must precede anything that imports torchvision)
+import tv_compat  # must precede anything that imports torchvision
 
-import argparse  # noqa: E402
-import importlib.util  # noqa: E402
-import itertools  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import signal  # noqa: E402
-import time  # noqa: E402
-import traceback  # noqa: E402
-import types  # noqa: E402
+import argparse
+import importlib.util
+import itertools
+import json
+import platform
+import signal
+import time
+import traceback
+import types
 
-import torch  # noqa: E402
+import torch
 
-import train_step  # noqa: E402
+import train_step
 
 TARGETS = {
     "esrgan_gan_share_bf16_peak": 0.35,   # ESRGAN GAN stage: >= 35 % of the device's dense bf16 peak

@@ -12,17 +12,17 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the project root
 
-import tv_compat  # noqa: E402,F401
+import tv_compat
 
-import argparse  # noqa: E402
-import io  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import io
+from pathlib import Path
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
+import numpy as np
+import torch
+from PIL import Image
 
-from ops.diffjpeg import DiffJPEG  # noqa: E402
+from ops.diffjpeg import DiffJPEG
 
 
 def pil_jpeg(a: np.ndarray, quality: int) -> np.ndarray:

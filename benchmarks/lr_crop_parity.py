@@ -15,16 +15,16 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the project root
 
-import tv_compat  # noqa: E402,F401  (must precede anything that imports torchvision)
+import tv_compat  # must precede anything that imports torchvision
 
-import argparse  # noqa: E402
+import argparse
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from datamodules.image_io import list_images, read_image  # noqa: E402
-from datamodules.sr_datamodule import _mirror_window, lr_from_context, make_lr  # noqa: E402
-from ops.imresize import support_margin  # noqa: E402
+from datamodules.image_io import list_images, read_image
+from datamodules.sr_datamodule import _mirror_window, lr_from_context, make_lr
+from ops.imresize import support_margin
 
 
 def main() -> None:

@@ -19,20 +19,19 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the project root
 
-import tv_compat  # noqa: E402,F401  (must precede anything that imports torchvision)
+import tv_compat  # must precede anything that imports torchvision
 
-import argparse  # noqa: E402
-import contextlib  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
+import argparse
+import contextlib
+import statistics
+import time
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
+import torch
+from torch import nn
 
-from archs import gated_conv  # noqa: E402
-from archs.scfegan_convert import official_tf_generator, torch_to_tf  # noqa: E402
-from archs.scfegan_generator import SCFEGANGenerator  # noqa: E402
+from archs import gated_conv
+from archs.scfegan_convert import official_tf_generator, torch_to_tf
+from archs.scfegan_generator import SCFEGANGenerator
 
 
 @contextlib.contextmanager

@@ -19,17 +19,17 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import tv_compat  # noqa: E402,F401
+import tv_compat
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import yaml  # noqa: E402
-from kornia.contrib import connected_components_union_find  # noqa: E402
+import cv2
+import numpy as np
+import torch
+import yaml
+from kornia.contrib import connected_components_union_find
 
-from datamodules.image_io import list_images, read_image, read_label_map  # noqa: E402
-from synthesis.color import ColorMapExtractor  # noqa: E402
-from synthesis.sketch import SketchExtractor  # noqa: E402
+from datamodules.image_io import list_images, read_image, read_label_map
+from synthesis.color import ColorMapExtractor
+from synthesis.sketch import SketchExtractor
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -21,15 +21,15 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the project root
 
-import tv_compat  # noqa: E402,F401  (must precede anything that imports torchvision)
+import tv_compat  # must precede anything that imports torchvision
 
-import argparse  # noqa: E402
-import itertools  # noqa: E402
-import resource  # noqa: E402
-import time  # noqa: E402
-import warnings  # noqa: E402
+import argparse
+import itertools
+import resource
+import time
+import warnings
 
-import torch  # noqa: E402
+import torch
 warnings.filterwarnings("ignore")
 
 # Dense peak TFLOP/s by device name and precision (vendor figures; fp32 = non-tensor-core FP32).

@@ -58,11 +58,27 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(err, (OSError, RuntimeError)):
+            raise _write_error(err, path) from err
         raise
     _fsync_dir(path.parent)
+
+
+def _write_error(err: BaseException, path: Path) -> OSError:
+    """A full disk surfaces from torch's zip writer as ``unexpected pos 625408 vs 625300``: say so, with the file
+    (the previous file of that name is intact: the write went to a temporary file)."""
+    import errno
+    import shutil
+
+    with contextlib.suppress(OSError):
+        free = shutil.disk_usage(path.parent).free
+        if getattr(err, "errno", None) == errno.ENOSPC or free < (64 << 20):
+            return OSError(errno.ENOSPC, f"no space left on the device writing {path} ({free:,} bytes free); the "
+                                         f"previous {path.name}, if any, is unchanged ({type(err).__name__}: {err})")
+    return OSError(getattr(err, "errno", None) or errno.EIO, f"cannot write {path}: {type(err).__name__}: {err}")
 
 
 def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:

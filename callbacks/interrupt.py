@@ -78,6 +78,13 @@ class SaveOnSignal(Callback):
         if not self._training:
             log.warning(f"signal {self.signum} before training started: nothing saved")
             return
+        check = getattr(pl_module, "raise_if_non_finite", None)
+        if check is not None:
+            try:
+                check()
+            except RuntimeError as err:  # a diverged state is never saved; the previous last.ckpt stays
+                log.error(f"signal {self.signum}: not saving {self.last_path}: {err}")
+                return
         trainer.save_checkpoint(self.last_path)  # every rank: collective; rank 0 writes (AtomicCheckpointIO)
         self.saved = self.last_path
         if trainer.is_global_zero:

@@ -271,6 +271,12 @@ class SweepCallback(_HydraCallback):
         self.check_ddp = check_ddp
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # Hydra sets HydraConfig per job, after this callback: the default sweep dir (paths.log_dir, from
+        # ${hydra:runtime.cwd}) would not resolve here, nor in the basic launcher that follows (issue 15).
+        from hydra.core.hydra_config import HydraConfig
+
+        if not HydraConfig.initialized():
+            HydraConfig.instance().set_config(config)
         if self.check_ddp and "trainer" in config:
             problem = ddp_launch_problem(config.trainer, config.hydra)
             if problem:

@@ -1,8 +1,8 @@
 """SC-FEGAN face data: images (+ face-part label maps, + eye landmarks), inputs synthesised on the device.
 
 Workers only decode, resize and flip.  ``on_after_batch_transfer`` runs :class:`FaceInputSynthesizer` on the
-batch's device (the GPU when there is one) and adds ``mask``, ``sketch``, ``color``, ``noise`` (REFERENCE 1.6,
-1.11).  Training masks depend on (seed, sample index, trainer.current_epoch); validation uses a separate seed and a
+batch's device (the GPU when there is one) and adds ``mask``, ``sketch``, ``color``, ``noise`` (official demo.py, paper
+sec. 3.1).  Training masks depend on (seed, sample index, trainer.current_epoch); validation uses a separate seed and a
 fixed epoch, so its masks never change between validation runs.
 
 Sources
@@ -41,9 +41,10 @@ from torch.utils.data import DataLoader, Dataset
 from datamodules.image_io import BadImageError, filter_images, list_images, read_image, read_label_map
 from datamodules.samplers import (collate_skipping_bad, eval_dataset_and_sampler, resumable_train_loader, sample_key,
                                   sample_rng)
+from datamodules.workers import worker_init
 from synthesis.pipeline import FaceInputSynthesizer
 
-# CelebAMask-HQ part names in label order 1..18 (0 = background); REFERENCE 1.11, celebamask_mini README.
+# CelebAMask-HQ part names in label order 1..18 (0 = background); CelebAMask-HQ's g_mask.py, celebamask_mini README.
 CELEBAMASK_PARTS = (
     "skin", "nose", "eye_g", "l_eye", "r_eye", "l_brow", "r_brow", "l_ear", "r_ear",
     "mouth", "u_lip", "l_lip", "hair", "hat", "ear_r", "neck_l", "neck", "cloth",
@@ -431,7 +432,7 @@ class FaceDataModule(LightningDataModule):
     def _loader(self, dataset: FaceDataset | None, batch_size: int, train: bool) -> DataLoader:
         if dataset is None:
             raise RuntimeError("no images for this split (call setup() first; check image_dir / num_val)")
-        kwargs = dict(num_workers=self.num_workers, pin_memory=self.pin_memory,
+        kwargs = dict(num_workers=self.num_workers, pin_memory=self.pin_memory, worker_init_fn=worker_init,
                       persistent_workers=self.persistent_workers and self.num_workers > 0)
         trainer = getattr(self, "trainer", None)
         if train and len(dataset) >= batch_size:

@@ -20,6 +20,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from datamodules.workers import worker_init
+
 
 class EvalDistributedSampler(DistributedSampler):
     """Strided shard of ``range(len(dataset))`` without padding or shuffling (a ``DistributedSampler``, so
@@ -184,6 +186,7 @@ def resumable_train_loader(dataset, batch_size: int, seed: int, trainer=None, **
     # RNG, whose state checkpoints carry (a resumed run creates one iterator more than an uninterrupted one).
     generator = torch.Generator()
     generator.manual_seed(int(seed))
+    loader_kwargs.setdefault("worker_init_fn", worker_init)  # workers outlive a group SIGTERM (workers.py)
     loader = ResumableDataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=True,
                                  generator=generator, **loader_kwargs)
     if trainer is not None:

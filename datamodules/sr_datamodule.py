@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 from datamodules.image_io import BadImageError, filter_images, list_images, read_image
 from datamodules.samplers import (collate_skipping_bad, eval_dataset_and_sampler, resumable_train_loader, sample_key,
                                   sample_rng)
+from datamodules.workers import worker_init
 from ops.imresize import _mirror, imresize, support_margin
 
 
@@ -306,7 +307,7 @@ class SRDataModule(LightningDataModule):
                               for d in self.test_dirs]
 
     def _loader_kwargs(self) -> dict:
-        return dict(num_workers=self.num_workers, pin_memory=self.pin_memory,
+        return dict(num_workers=self.num_workers, pin_memory=self.pin_memory, worker_init_fn=worker_init,
                     persistent_workers=self.persistent_workers and self.num_workers > 0)
 
     def _loader(self, ds, batch_size, shuffle, drop_last, sampler=None):

@@ -74,6 +74,10 @@ def set_rng_states(states: dict) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
+class NonFiniteTrainingError(RuntimeError):
+    """A loss or a weight became NaN/Inf: training stops (train.py exits non-zero, result.json status non_finite)."""
+
+
 def _rebuild_module(cls, hparams: dict, state_dict: dict, attrs: dict):
     module = cls(**hparams)
     module.load_state_dict(state_dict)
@@ -93,6 +97,9 @@ class IterationGANModule(LightningModule):
 
     def __init__(self, speed: dict | None = None) -> None:
         super().__init__()
+        # Per loss name: the first iteration at which it was NaN/Inf (-1: never), kept on the loss's device so that
+        # the training step does not wait for the GPU; read at the logging steps and before every validation.
+        self._first_non_finite: dict[str, torch.Tensor] = {}
         self.speed = speed_lib.speed_options(speed)  # model.speed: layout, compile, fused Adam (speed.py)
         self._speed_applied = False
         self.automatic_optimization = False  # G and D alternate; Lightning 2 needs manual mode for that
@@ -176,6 +183,7 @@ class IterationGANModule(LightningModule):
 
         ``logs`` may hold callables (evaluated only when logged: e.g. the learning rate)."""
         self.iteration += 1
+        self._track_finite(logs)
         if self.iteration >= self.total_iters:
             self.trainer.should_stop = True  # Lightning still runs the final validation first (and logs this batch)
         if self.logs_this_step():
@@ -183,6 +191,41 @@ class IterationGANModule(LightningModule):
             metrics["iter"] = float(self.iteration)
             metrics.update(extra or {})
             self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=batch_size)
+
+    # ------------------------------------------------------------------ non-finite training (issue 16 item 5)
+    def _track_finite(self, logs: dict) -> None:
+        on_cpu = False
+        for name, value in logs.items():
+            if not torch.is_tensor(value) or not value.is_floating_point():
+                continue
+            first = self._first_non_finite.get(name)
+            if first is None:
+                first = torch.full((), -1, dtype=torch.long, device=value.device)
+            self._first_non_finite[name] = torch.where(~torch.isfinite(value).all() & (first < 0), self.iteration,
+                                                       first)
+            on_cpu = on_cpu or value.device.type == "cpu"
+        if on_cpu or self.logs_this_step():  # on the CPU reading it costs nothing: stop at the very batch
+            self.raise_if_non_finite(weights=on_cpu)
+
+    def raise_if_non_finite(self, weights: bool = True) -> None:
+        """:class:`NonFiniteTrainingError` naming the iteration and the loss (or the weight) that went NaN/Inf.
+        Called before every validation, so that no checkpoint or weights file of a diverged state is written:
+        the last one written (the last validation's) stays the last finite state."""
+        firsts = {k: int(v) for k, v in self._first_non_finite.items()}
+        bad = {k: v for k, v in firsts.items() if v >= 0}
+        if bad:
+            it = min(bad.values())
+            names = sorted(k for k, v in bad.items() if v == it)
+            raise NonFiniteTrainingError(
+                f"training diverged: loss {', '.join(names)} is NaN/Inf at iteration {it}. Stopped; nothing of this "
+                "state is saved (the last checkpoint written stays the last finite state). Lower the learning rate "
+                "or the loss weights")
+        if weights:
+            for name, t in list(self.named_parameters()) + list(self.named_buffers()):
+                if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                    raise NonFiniteTrainingError(
+                        f"training diverged: weight {name} holds NaN/Inf at iteration {self.iteration}. Stopped; "
+                        "nothing of this state is saved (the last checkpoint written stays the last finite state)")
 
     def __reduce_ex__(self, protocol):
         """Pickling (``ddp_gan_spawn`` sends the module to the spawned processes).  Modules with parametrizations
@@ -216,6 +259,7 @@ class IterationGANModule(LightningModule):
                     buf.div_(world)
 
     def on_validation_epoch_start(self) -> None:
+        self.raise_if_non_finite()  # before any checkpoint of this state can be written
         self.sync_batchnorm_buffers()
         self.val_rows = []
 
@@ -251,9 +295,21 @@ class IterationGANModule(LightningModule):
             }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self.iteration = int(checkpoint.get("iteration", 0))
+        it, step = checkpoint.get("iteration", 0), checkpoint.get("global_step", 0)
+        for key, value in (("iteration", it), ("global_step", step)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"the resumed checkpoint's {key}={value!r} is not a whole number >= 0 (a damaged or "
+                                 "edited checkpoint): refused")
+        if it > self.total_iters:
+            raise ValueError(f"the resumed checkpoint's iteration={it} is beyond this run's {self.total_iters} "
+                             "iterations: refused")
+        self.iteration = it
         if checkpoint.get("rng_states"):
-            set_rng_states(checkpoint["rng_states"])
+            try:
+                set_rng_states(checkpoint["rng_states"])
+            except Exception as err:  # noqa: BLE001 - wrong types, sizes or values: the state cannot be restored
+                raise ValueError(f"the resumed checkpoint's rng_states cannot be restored (a damaged or edited "
+                                 f"checkpoint): {type(err).__name__}: {err}") from err
         if self.frozen_prefixes:
             own = self.state_dict()
             checkpoint["state_dict"].update({k: v for k, v in own.items() if k.startswith(self.frozen_prefixes)})

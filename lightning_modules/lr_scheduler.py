@@ -1,6 +1,6 @@
 """Learning-rate schedules of the BasicSR recipe (``basicsr/models/lr_scheduler.py``).
 
-Both are stepped once per iteration (REFERENCE 2.7), so ``last_epoch`` counts iterations.
+Both are stepped once per iteration (BasicSR ``base_model.update_learning_rate``), so ``last_epoch`` counts iterations.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""SC-FEGAN's training recipe (Jo & Park 2019; REFERENCE 1.8-1.10).
+"""SC-FEGAN's training recipe (Jo & Park 2019, arXiv 1902.06838 sec. 3).
 
 Per batch: ``d_steps`` discriminator updates, then one generator update, on the same synthesised inputs.
 
@@ -12,7 +12,6 @@ D sees ``[image, sketch, colour, mask]`` (8 channels).  Images are in [-1, 1].
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 
 import torch
@@ -86,6 +85,8 @@ class SCFEGANModule(IterationGANModule):
     # ------------------------------------------------------------------ what travels with the weights
     def on_fit_start(self) -> None:
         dm = getattr(self.trainer, "datamodule", None)
+        if getattr(dm, "resolution", None):  # predict.py / the app work at this size (size=auto)
+            self.hparams["input_size"] = int(dm.resolution)
         data_noise = getattr(getattr(dm, "synthesis", None), "noise_type", None)
         if data_noise is None:
             return
@@ -96,7 +97,7 @@ class SCFEGANModule(IterationGANModule):
                              f"data.synthesis.noise_type={data_noise!r}; they must agree (the weights record it)")
 
     def weights_meta(self) -> dict:
-        return {"noise_type": self.hparams["noise_type"]} if self.hparams.get("noise_type") else {}
+        return {k: self.hparams[k] for k in ("noise_type", "input_size") if self.hparams.get(k)}
 
     def on_train_end(self) -> None:
         """``weights/net_g_final.pth``: the generator with its architecture and ``meta`` (noise type)."""
@@ -113,7 +114,7 @@ class SCFEGANModule(IterationGANModule):
         opt_g = self.adam(self.net_g.parameters(), lr=c["lr_g"], betas=c["betas"])
         opt_d = self.adam(self.net_d.parameters(), lr=c["lr_d"], betas=c["betas"])
         self._opt_index = {"g": 0, "d": 1}
-        return [opt_g, opt_d]  # constant LR (REFERENCE 1.10 Rec.)
+        return [opt_g, opt_d]  # constant LR (DeepFill v2 train.py:59-77; the paper gives none)
 
     def speed_targets(self):
         """channels_last: every network; compiled: G and the loss VGG.  D stays eager: its gradient penalty

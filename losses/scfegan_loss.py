@@ -1,4 +1,4 @@
-"""SC-FEGAN losses (REFERENCE 1.9), with the paper's names and weights.
+"""SC-FEGAN losses (arXiv 1902.06838 sec. 3.3), with the paper's names and weights.
 
 Conventions: images in [-1, 1]; ``mask`` is ``[B, 1, H, W]`` with 1 = erased/regenerated
 region (broadcast over channels); I_gen = G(x), I_comp = composite(I_gen, I_gt, M).
@@ -8,7 +8,7 @@ Totals (assembled by the caller, weights in :data:`PAPER_WEIGHTS`):
 * L_G = L_ppxl + sigma*L_percept + beta*L_G_SN + gamma*(L_style(I_gen) + L_style(I_comp)) + upsilon*L_tv
 * L_D = E[1 - D(I_gt)] + E[1 + D(I_comp)] + theta*L_GP + epsilon*E[D(I_gt)^2]
 
-The drift term belongs to D (it has no gradient w.r.t. G; REFERENCE 1.9 'epsilon term').
+The drift term belongs to D (it has no gradient w.r.t. G; PGGAN's epsilon_drift, as mmagic's DiscShiftLoss).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 PAPER_WEIGHTS: dict[str, float] = {
-    "alpha": 6.0,  # per-pixel hole weight: not given by the paper (REFERENCE Rec.: 6, as PConv)
+    "alpha": 6.0,  # per-pixel hole weight: not given by the paper (6 as PConv: mmagic base_pconv.py)
     "sigma": 0.05,  # perceptual
     "gamma": 120.0,  # style
     "upsilon": 0.1,  # total variation
@@ -36,7 +36,7 @@ class PerPixelLoss(nn.Module):
 
     ``L = (alpha * sum(M*|gen-gt|) + sum((1-M)*|gen-gt|)) / N`` with N = ``gen.numel()``.
 
-    Choice (REFERENCE 1.9 'alpha'): the transcribed formula puts alpha on (1-M), which under
+    Choice (paper sec. 3.3, L_ppxl): the transcribed formula puts alpha on (1-M), which under
     M = 1 = erased is the *known* region, while the prose wants "alpha > 1 to give more weight
     to the erased part" (the formula was most likely copied from PConv, where M = 1 = valid).
     We follow the prose: alpha on the hole (default 6, PConv's hole weight).
@@ -79,7 +79,7 @@ def style_loss_from_features(
 ) -> torch.Tensor:
     """PConv style loss: ``sum_q mean|Gram_q(a) - Gram_q(gt)|``, Gram = F F^T / (C*H*W).
 
-    This is REFERENCE's ``sum_q (1/C_q^2) ||(G_q(a) - G_q(gt)) / N_q||_1`` with
+    This is the paper's (sec. 3.3) ``sum_q (1/C_q^2) ||(G_q(a) - G_q(gt)) / N_q||_1`` with
     ``N_q = C_q*H_q*W_q``: the 1/C_q^2 is the mean over the C_q x C_q Gram entries.  The mean
     also runs over the batch (as PConv/mmagic), so the loss does not grow with batch size.
     """

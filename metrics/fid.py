@@ -27,8 +27,10 @@ def load_inception_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise FileNotFoundError(f"metrics.fid.inception_weights={path!r} does not exist (expected torch-fidelity's "
                                 f"{INCEPTION_FILE})")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001  (UnpicklingError for payloads, EOFError/zip errors for truncation)
+        from archs.weights_io import load_pretrained
+
+        state = load_pretrained(path, "FID Inception weights")
+    except Exception as err:  # UnpicklingError for payloads, EOFError/zip errors for truncation
         raise ValueError(f"FID Inception weights {path!r} refused: not a plain tensor file readable with "
                          f"torch.load(weights_only=True) (a pickle that runs code, or a damaged file): "
                          f"{type(err).__name__}: {err}") from err

@@ -3,7 +3,7 @@
 Images are RGB in [0, 1], ``[B, 3, H, W]``; ``mask`` is ``[B, 1, H, W]`` with 1 = edited.  Values are
 per image (``[B]``).  SSIM uses the usual 11x11 Gaussian window (sigma 1.5), C1 = 0.01^2, C2 = 0.03^2,
 with reflect padding so that the map covers every pixel and can be averaged inside the mask.
-The paper reports no numbers (REFERENCE 1.12); these are this project's, computed on a fixed, seeded
+The paper reports no numbers (arXiv 1902.06838: figures only); these are this project's, computed on a fixed, seeded
 set of masks.
 """
 

@@ -2,7 +2,7 @@
 
 ``torchmetrics.image.LearnedPerceptualImagePatchSimilarity`` ships the LPIPS linear heads but asks torchvision
 for the ImageNet backbone (alexnet-owt-7be5be79, vgg16-397923af, squeezenet1_1-b8a52dc0), i.e. it downloads, and
-fails offline (REFERENCE 4.7).  :func:`build_lpips` builds the same torchmetrics metric with the backbone taken
+fails offline (torchmetrics lpips.py).  :func:`build_lpips` builds the same torchmetrics metric with the backbone taken
 from, in this order:
 
 * ``backbone_weights="imagenet"``: torchvision's weight enum, which reads ``$TORCH_HOME/hub/checkpoints/<file>``
@@ -54,8 +54,10 @@ def load_backbone_features(net_type: str, backbone_weights: str = "imagenet") ->
 
         enum = getattr(models, enum_name).IMAGENET1K_V1
         hub = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(enum.url))
+        from archs.weights_io import hub_cached_file, load_pretrained
+
         try:
-            state = enum.get_state_dict(progress=False)
+            cached = hub_cached_file(enum)
         except Exception as err:  # URLError, HTTPError, socket errors: no network
             raise LPIPSWeightsError(
                 f"LPIPS ({net_type}) needs the ImageNet {arch} backbone: torchvision's {enum_name}.IMAGENET1K_V1 "
@@ -64,6 +66,10 @@ def load_backbone_features(net_type: str, backbone_weights: str = "imagenet") ->
                 f"metrics.lpips.backbone_weights=/path/to/{os.path.basename(enum.url)} "
                 f"(or turn LPIPS off: metrics.lpips.enabled=false)."
             ) from err
+        # not enum.get_state_dict(): torchvision unpickles the cache with weights_only=False (code would run)
+        state = load_pretrained(cached, f"LPIPS ({net_type}) backbone in the torch hub cache")
+        if not isinstance(state, dict):
+            raise ValueError(f"LPIPS ({net_type}): {cached!r} holds a {type(state).__name__}, not a state dict")
         return _features_only(state, net_type, f"torchvision's {enum_name}")
     path = os.path.expanduser(str(backbone_weights))
     if not os.path.isfile(path):
@@ -72,9 +78,11 @@ def load_backbone_features(net_type: str, backbone_weights: str = "imagenet") ->
             f"dict; or metrics.lpips.backbone_weights=imagenet to use torchvision's {enum_name} enum, which reads "
             f"$TORCH_HOME/hub/checkpoints or downloads)."
         )
+    from archs.weights_io import load_pretrained
+
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
+        state = load_pretrained(path, f"LPIPS ({net_type}) backbone weights")
+    except ValueError as err:
         raise ValueError(f"LPIPS ({net_type}): cannot read backbone weights {path!r}: {err}") from err
     if not isinstance(state, dict):
         raise ValueError(f"LPIPS ({net_type}): {path!r} holds a {type(state).__name__}, not a state dict")

@@ -1,4 +1,4 @@
-"""PSNR / SSIM under the BasicSR evaluation protocol, in torch float64 (REFERENCE.md §2.10, §3).
+"""PSNR / SSIM under the BasicSR evaluation protocol, in torch float64 (BasicSR ``basicsr/metrics/psnr_ssim.py``).
 
 Protocol, per image:
 
@@ -159,7 +159,7 @@ def modcrop(x: Tensor, scale: int) -> Tensor:
 
 
 def bicubic_sr_baseline(hr: Tensor, scale: int = 4) -> tuple[Tensor, Tensor]:
-    """The bicubic baseline of REFERENCE.md §3: ``(lr, sr)``, both at uint8 levels, in [0, 1].
+    """The bicubic baseline (LR as BasicSR's ``generate_bicubic_img.m``): ``(lr, sr)``, both at uint8 levels, in [0, 1].
 
     ``hr`` ([B, 3, H, W] or [3, H, W], [0, 1]) is mod-cropped to a multiple of ``scale``; the LR is
     MATLAB-bicubic x1/scale rounded to uint8, the SR MATLAB-bicubic xscale of that LR, rounded.

@@ -1,6 +1,6 @@
 """MATLAB-style bicubic ``imresize`` in torch (BasicSR ``matlab_functions.imresize`` parity).
 
-The algorithm is BasicSR's port of MATLAB ``imresize(..., 'bicubic')`` (REFERENCE.md §2.9):
+The algorithm is BasicSR's port of MATLAB ``imresize(..., 'bicubic')`` (BasicSR ``basicsr/utils/matlab_functions.py``):
 
 * Keys cubic kernel, a = -0.5;
 * antialiasing on downscale: kernel width ``4 / scale``, weights ``scale * cubic(scale * d)``;

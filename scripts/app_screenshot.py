@@ -12,16 +12,16 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the project root
 
-import tv_compat  # noqa: E402,F401  (must precede anything that imports torchvision)
+import tv_compat  # must precede anything that imports torchvision
 
-import argparse  # noqa: E402
-import socket  # noqa: E402
-import tempfile  # noqa: E402
+import argparse
+import socket
+import tempfile
 
-import numpy as np  # noqa: E402
-from hydra import compose, initialize_config_dir  # noqa: E402
-from omegaconf import open_dict  # noqa: E402
-from PIL import Image as PILImage  # noqa: E402
+import numpy as np
+from hydra import compose, initialize_config_dir
+from omegaconf import open_dict
+from PIL import Image as PILImage
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

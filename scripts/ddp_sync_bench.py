@@ -24,27 +24,27 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the project root
 
-import tv_compat  # noqa: E402,F401  (must precede anything that imports torchvision)
+import tv_compat  # must precede anything that imports torchvision
 
-import argparse  # noqa: E402
-import datetime  # noqa: E402
-import hashlib  # noqa: E402
-import socket  # noqa: E402
-import time  # noqa: E402
-import traceback  # noqa: E402
+import argparse
+import datetime
+import hashlib
+import socket
+import time
+import traceback
 
-import torch  # noqa: E402
-import torch.distributed as dist  # noqa: E402
-import torch.multiprocessing as mp  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from torch.distributed.algorithms.ddp_comm_hooks import default_hooks  # noqa: E402
-from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: E402
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+from torch.nn.parallel import DistributedDataParallel as DDP
 
-from archs.rrdbnet import RRDBNet  # noqa: E402
-from archs.vgg_discriminator import VGGStyleDiscriminator  # noqa: E402
-from lightning_modules.gan_ddp import GradientAverager  # noqa: E402
-from losses.gan_loss import ragan_discriminator_fake_loss, ragan_discriminator_real_loss, ragan_generator_loss  # noqa: E402
-from pytorch_lightning.overrides.distributed import prepare_for_backward  # noqa: E402
+from archs.rrdbnet import RRDBNet
+from archs.vgg_discriminator import VGGStyleDiscriminator
+from lightning_modules.gan_ddp import GradientAverager
+from losses.gan_loss import ragan_discriminator_fake_loss, ragan_discriminator_real_loss, ragan_generator_loss
+from pytorch_lightning.overrides.distributed import prepare_for_backward
 
 SIZES = {  # (G kwargs, D kwargs, HR patch)
     "demo": (dict(num_feat=32, num_block=2, num_grow_ch=16), dict(num_feat=16), 64),

@@ -6,24 +6,29 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the project root
 
-import tv_compat  # noqa: E402,F401  (must precede anything that imports torchvision)
+import tv_compat  # must precede anything that imports torchvision
 
-import json  # noqa: E402
-import logging  # noqa: E402
+import json
+import logging
 
-import hydra  # noqa: E402
-import torch  # noqa: E402
-from hydra.utils import instantiate  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
-from PIL import Image  # noqa: E402
+import hydra
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from PIL import Image
 
-from ops.image_grid import synthesis_grid  # noqa: E402
-from synthesis.stats import synthesis_stats  # noqa: E402
+from ops.image_grid import synthesis_grid
+from synthesis.stats import synthesis_stats
 
 log = logging.getLogger(__name__)
 
 
 def render(cfg: DictConfig) -> str:
+    from archs.weights_io import check_output_file
+
+    stats_path = cfg.get("stats_out") or os.path.splitext(str(cfg.out))[0] + "_stats.json"
+    for path, what in ((cfg.out, "out"), (stats_path, "stats_out")):  # predict.py's rules, before any work
+        check_output_file(path, (), bool(cfg.get("overwrite", False)), what)
     if cfg.data.get("task") != "faces":
         raise ValueError(f"render_synthesis needs a face data config (data=faces_demo|celebamask_mini|celeba_hq), "
                          f"got task={cfg.data.get('task')!r}")
@@ -47,7 +52,6 @@ def render(cfg: DictConfig) -> str:
     os.makedirs(os.path.dirname(os.path.abspath(cfg.out)), exist_ok=True)
     Image.fromarray(synthesis_grid(batch, cfg.num_images).numpy()).save(cfg.out, optimize=True)
     log.info(f"wrote {cfg.out} (rows: image | masked input | mask | sketch | colour | noise)")
-    stats_path = cfg.get("stats_out") or os.path.splitext(str(cfg.out))[0] + "_stats.json"
     stats = synthesis_stats(batch, dm.synthesis)
     stats.update(split=cfg.split, epoch=cfg.epoch, masks=cfg.get("masks", "train"))
     with open(stats_path, "w") as f:

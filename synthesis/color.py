@@ -1,9 +1,9 @@
-"""Colour-map channel for SC-FEGAN, computed on the batch's device (REFERENCE 1.11 "Colour map").
+"""Colour-map channel for SC-FEGAN, computed on the batch's device (arXiv 1902.06838 sec. 3.1).
 
 Paper: median filter 3 -> 20 x bilateral filter -> face segmentation (GFC) -> each segment painted with its median
 colour -> x M.  Segmentation, per sample (``segmentation='auto'``):
 
-* the CelebAMask-HQ 19-class label map when the batch carries one (REFERENCE 1.11 Rec., background its own segment);
+* the CelebAMask-HQ 19-class label map when the batch carries one (for the paper's GFC, background its own segment);
 * else a face-parsing network when ``parsing_weights`` is given (:mod:`archs.bisenet`, the CelebAMask-HQ BiSeNet of
   zllrunning/face-parsing.PyTorch; its classes are mapped to the CelebAMask-HQ order);
 * else regions that follow boundaries rather than luminance levels: SLIC superpixels (Achanta et al., TPAMI 2012) on

@@ -1,6 +1,6 @@
 """Free-form training masks for SC-FEGAN, sampled per sample on the CPU and rasterised on the batch's device.
 
-Mask convention (REFERENCE 1.6): float {0, 1}, shape [B, 1, H, W], **M = 1 where the image is erased**.
+Mask convention (official model.py:88-93): float {0, 1}, shape [B, 1, H, W], **M = 1 where the image is erased**.
 
 Reproducibility
 ---------------
@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 QUANT = 8  # sub-pixel quantisation of stroke geometry (1/8 px); int64 keeps the capsule test exact up to ~64k px
-HAIR_LABEL = 13  # CelebAMask-HQ 19-class order (celebamask_mini README; REFERENCE 1.11)
+HAIR_LABEL = 13  # CelebAMask-HQ 19-class order (celebamask_mini README; CelebAMask-HQ g_mask.py)
 
 # Streams of the per-sample generator: independent sequences for independent decisions.
 (_STREAM_COMBINE, _STREAM_FREE_FORM, _STREAM_BRUSH, _STREAM_FALLBACK, _STREAM_NOISE, _STREAM_USER,
@@ -215,7 +215,7 @@ class _StrokeMask(nn.Module):
 
 
 class FreeFormMask(_StrokeMask):
-    """SC-FEGAN Algorithm 1, "free-form masking with eye-positions" (REFERENCE 1.11).
+    """SC-FEGAN Algorithm 1, "free-form masking with eye-positions" (arXiv 1902.06838 sec. 3.1).
 
     numLine = rand(maxDraw); per line a random start, startAngle = rand(360), numV = rand(maxLine); per vertex j
     angle = startAngle + rand(-maxAngle, maxAngle) (+180 deg on odd j), length = rand(maxLength), draw the segment,
@@ -224,7 +224,7 @@ class FreeFormMask(_StrokeMask):
     an integer in [1, n]; lengths are uniform in [0, maxLength).  Vertices are clipped to the image.
 
     Defaults (the paper gives no numbers): maxDraw 20, maxLine 20, maxAngle 60 deg, maxLength 150, width 15 -- the
-    abtExp port (utils/utils.py:105-148), REFERENCE 1.11 table, the one port that implements Algorithm 1 with all
+    abtExp port (utils/utils.py:105-148), the one port that implements Algorithm 1 with all
     five numbers at 512 px.  Lengths and widths are in pixels at ``reference_size`` (512, the paper's resolution)
     and scale with min(H, W) / reference_size.  ``width`` may be a number or a [min, max] range drawn per line
     (yingrliu uses widths up to 25).
@@ -234,7 +234,7 @@ class FreeFormMask(_StrokeMask):
 
     def __init__(
         self,
-        max_draw: int = 20,  # abtExp port, REFERENCE 1.11
+        max_draw: int = 20,  # abtExp port, utils/utils.py:105-148
         max_line: int = 20,  # abtExp port (vertices per line)
         max_angle: float = 60.0,  # degrees, abtExp port
         max_length: float = 150.0,  # px at reference_size, abtExp port
@@ -301,7 +301,7 @@ class FreeFormMask(_StrokeMask):
 
 
 class BrushStrokeMask(_StrokeMask):
-    """DeepFill v2 ``brush_stroke_mask`` (inpaint_ops.py:156-221; REFERENCE 1.11 table), parameters exact.
+    """DeepFill v2 ``brush_stroke_mask`` (JiahuiYu/generative_inpainting inpaint_ops.py:156-221), parameters exact.
 
     strokes randint(1, 4) -> 1-3; num_vertex randint(4, 12) -> 4-11 steps; angle_min/max = mean_angle -/+ U(0,
     angle_range); step angle U(angle_min, angle_max), 2*pi - angle on even steps; average_radius = sqrt(H^2 + W^2)
@@ -391,7 +391,7 @@ class MaskGenerator(nn.Module):
     ``mode``: ``free_form`` (paper, Algorithm 1 only), ``brush`` (DeepFill v2 only), ``choice`` (per sample, free-form
     with probability ``free_form_prob``, else brush) or ``union`` (both OR-ed).  With probability ``hair_prob`` the
     hair segment (label ``hair_label``, 13 in CelebAMask-HQ) of ``seg`` is OR-ed in ("Mask = Mask + HairMask, added
-    at random", Algorithm 1 step 5; 0.35 from REFERENCE 1.11's recommended 0.3-0.4).
+    at random", Algorithm 1 step 5; 0.35 between abtExp's ~0.4 and bensalahhoussam's ~1/3).
 
     Coverage (fraction of M = 1 pixels of the final mask):
 
@@ -660,7 +660,7 @@ class MaskGenerator(nn.Module):
 # User-stroke masks (evaluation)
 # ----------------------------------------------------------------------------------------------------------------
 
-# Face parts a user edits, as CelebAMask-HQ label sets (19-class order, REFERENCE 1.11).
+# Face parts a user edits, as CelebAMask-HQ label sets (19-class order, CelebAMask-HQ g_mask.py).
 USER_PARTS = {
     "r_eye": [5], "l_eye": [4], "r_brow": [7], "l_brow": [6], "nose": [2], "mouth": [10, 11, 12],
 }
@@ -703,7 +703,7 @@ class UserStrokeMask(nn.Module):
         max_strokes: int = 3,
         vertices: int = 4,
         margin: float = 0.25,  # ellipse grown by 25 % + 4 px so the part's border is inside the mask
-        min_width: float = 10.0,  # px at 512 (the official demo draws masks with thickness 12, REFERENCE 1.6)
+        min_width: float = 10.0,  # px at 512 (the official demo.py:146-159 draws masks with thickness 12)
         color_width_ratio: float = 0.4,
         jitter: float = 0.1,  # vertex jitter, fraction of the stroke width
         min_part_area: float = 1e-4,  # fraction of the image: smaller parts count as absent

@@ -1,10 +1,10 @@
-"""On-the-fly SC-FEGAN input synthesis for a batch, on the batch's device (REFERENCE 1.6, 1.11).
+"""On-the-fly SC-FEGAN input synthesis for a batch, on the batch's device (arXiv 1902.06838 sec. 3.1; official demo.py).
 
 ``FaceInputSynthesizer`` takes a batch dict ``{image [-1, 1] [B, 3, H, W], seg long [B, 1, H, W] (optional, -1 =
 none), eyes [B, 2, 2] (x, y) px (optional, NaN = none), index long [B], epoch int (optional)}`` and returns it with
 ``mask`` (M = 1 erased), ``sketch`` x M, ``color`` x M (x the colour strokes of a
 :class:`synthesis.masks.UserStrokeMask`), ``noise`` x M and ``eye_positions`` (the eyes used) added.
-The generator input is then ``[I (1 - M), sketch, color, M, noise]`` (REFERENCE 1.6), built by the model.
+The generator input is then ``[I (1 - M), sketch, color, M, noise]`` (official model.py:88-93), built by the model.
 
 Eye positions, per sample and per eye (index 0 = the eye on the image's left, 1 = on the image's right, the order of
 CelebA's ``lefteye``/``righteye`` landmarks): the centroid of the label-map part (r_eye = 5 is the person's right
@@ -33,7 +33,7 @@ class FaceInputSynthesizer(nn.Module):
     Args:
         mask / sketch / color: the part modules (defaults when None).
         noise_type: ``gaussian`` (N(0, 1) x M, what reimplementations use) or ``binary16`` (the official demo's
-            uint8-saturated ``cv2.randn`` / 255: 1 where N(0, 1) >= 1, about 16 % of M; REFERENCE 1.6).
+            uint8-saturated ``cv2.randn`` / 255: 1 where N(0, 1) >= 1, about 16 % of M; demo.py:139-144).
         eye_positions: fixed (x, y) eye positions at ``eye_reference_size`` for aligned faces, image-left eye first.
         l_eye_label / r_eye_label: CelebAMask-HQ labels 4 / 5.
         seed: default seed (the data module passes its own train / validation seeds).

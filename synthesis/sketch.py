@@ -1,4 +1,4 @@
-"""Sketch channel for SC-FEGAN, extracted on the batch's device (REFERENCE 1.11 "Sketch").
+"""Sketch channel for SC-FEGAN, extracted on the batch's device (arXiv 1902.06838 sec. 3.1; SC-FEGAN issue #24).
 
 The paper: HED edges (CLAHE first, author in issue #24), post-processed as pix2pix does (``PostprocessHED.m``):
 NMS of the edge map along the orientation of its smoothed Hessian (``convTri(E, 4)``, ``edgesNmsMex(E, O, 1, 5,
@@ -355,7 +355,7 @@ class SketchExtractor(nn.Module):
 
     @staticmethod
     def _load_dexined(path: str) -> nn.Module:
-        from kornia.models.dexined import DexiNed  # kornia 0.9.0 location (REFERENCE 4.6)
+        from kornia.models.dexined import DexiNed  # kornia 0.9.0 location (kornia.filters.DexiNed is gone)
 
         file = Path(path).expanduser()
         if not file.is_file():
@@ -365,8 +365,10 @@ class SketchExtractor(nn.Module):
             )
         net = DexiNed(pretrained=False)
         try:
-            state = torch.load(file, map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001  (EOFError, UnpicklingError, zip errors: no path in them)
+            from archs.weights_io import load_pretrained
+
+            state = load_pretrained(file, "DexiNed weights")
+        except Exception as err:  # EOFError, UnpicklingError, zip errors: no path in them
             raise ValueError(f"DexiNed weights {str(file)!r} (sketch.dexined_weights, {file.stat().st_size} bytes) "
                              f"cannot be read with torch.load(weights_only=True): empty, truncated, or a pickle "
                              f"that runs code? {type(err).__name__}: {err}") from err

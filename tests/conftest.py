@@ -1,11 +1,21 @@
 """Shared fixtures.  ``tv_compat`` must be imported before anything that imports torchvision."""
 
-import tv_compat  # noqa: F401  (must stay first)
+import tv_compat  # must stay first
 
 import os
 from pathlib import Path
 
 import pytest
+
+# TEST_TORCH_THREADS=N runs the suite with torch.set_num_threads(N) in this process and N intra-op threads in every
+# subprocess it starts (train.py, predict.py, DDP workers: torch reads OMP_NUM_THREADS / MKL_NUM_THREADS at start).
+# Float results must not depend on it (issue 23): check with N=1 and N=2, and with ATEN_CPU_CAPABILITY=default.
+if os.environ.get("TEST_TORCH_THREADS"):
+    import torch
+
+    _threads = int(os.environ["TEST_TORCH_THREADS"])
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(_threads)
+    torch.set_num_threads(_threads)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

@@ -8,7 +8,6 @@ The browser tests skip, saying why, when no Chromium executable is found (``CHRO
 which turns that skip into a failure.
 """
 
-import io
 import os
 import shutil
 import socket
@@ -24,6 +23,7 @@ from app_fixtures import app_overrides, random_rgb, write_weights  # noqa: E402
 from conftest import compose_cfg, write_png  # noqa: E402
 from predict import Image, read_image, upscale  # noqa: E402
 
+pytestmark = pytest.mark.slow  # serves the app; the browser tests drive Chromium
 TIMEOUT_S = 60  # every wait on the server or the page is bounded
 
 

@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 import torch
-from kornia.color import rgb_to_lab
 
 from archs.bisenet import BISENET_CLASSES, BISENET_TO_CELEBAMASK, CELEBAMASK_CLASSES, BiSeNet, load_bisenet
 from synthesis.color import ColorMapExtractor, merge_regions, region_median_table, slic
@@ -164,6 +163,7 @@ def test_bisenet_layout_is_zllrunning():
     assert BISENET_CLASSES[17] == "hair" and CELEBAMASK_CLASSES[13] == "hair"
 
 
+@pytest.mark.slow
 def test_parsing_weights_load_and_paint(tmp_path):
     """Random-init BiSeNet weights written by the test (no pretrained file here)."""
     torch.manual_seed(0)

@@ -7,9 +7,11 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-import device_check  # noqa: E402
+import device_check
 
 ROW_KEYS = {"case", "kind", "stage", "precision", "channels_last", "compile", "status", "est_s", "wall_s"}
 TRAIN_KEYS = {"img_s", "ms_it", "peak_mem_gib", "gflop_it", "tflops", "share_bf16_peak", "synthesis_share",
@@ -28,6 +30,7 @@ def test_full_plan_covers_the_grid_and_fits_the_budget_in_priority_order():
     assert sum(c["est_s"] for c in cases[:first_compiled + 2]) < 390  # eager grid + the key compiled cases fit
 
 
+@pytest.mark.slow
 def test_quick_run_writes_json_and_markdown(tmp_path, capsys):
     result = device_check.main(["--quick", "--out", str(tmp_path)])
     out = capsys.readouterr().out

@@ -156,6 +156,7 @@ def _imagenet_norm(x):
     return (x - mean) / std
 
 
+@pytest.mark.slow
 def test_perceptual_equals_direct_vgg19_conv5_4(vgg_files, percep_full):
     assert len(percep_full.vgg.features) == 35
     torch.manual_seed(1)

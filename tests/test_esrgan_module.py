@@ -70,6 +70,7 @@ def _changed(before, net):
     return [not torch.equal(b, p) for b, p in zip(before, net.parameters())]
 
 
+@pytest.mark.slow
 def test_d_step_leaves_g_untouched_and_g_step_leaves_d_untouched():
     torch.manual_seed(0)
     m = ESRGANModule(**TINY_MODEL)
@@ -166,6 +167,7 @@ def _tiny_cfg(tmp_path, data_dir, extra=()):
         "data.use_hflip=false", "data.use_rot=false", "trainer.log_every_n_steps=1", *extra])
 
 
+@pytest.mark.slow
 def test_train_switches_stage_at_the_configured_batch_and_writes_weights(tmp_path, monkeypatch):
     data = _one_image_dir(tmp_path)
     cfg = _tiny_cfg(tmp_path, data, ["model.psnr.iters=3", "model.gan.iters=2", "trainer.val_check_interval=5"])
@@ -184,6 +186,7 @@ def test_train_switches_stage_at_the_configured_batch_and_writes_weights(tmp_pat
     assert any(not torch.equal(psnr_w[k], gan_w[k]) for k in psnr_w)
 
 
+@pytest.mark.slow
 def test_tiny_overfit_lowers_l1(tmp_path, monkeypatch):
     data = _one_image_dir(tmp_path)
     cfg = _tiny_cfg(tmp_path, data, ["model.stages=[psnr]", "model.psnr.iters=60", "model.psnr.lr=2e-3",
@@ -205,6 +208,7 @@ class _StopAt(Callback):
             trainer.should_stop = True  # as a crash or pre-emption after a checkpoint would
 
 
+@pytest.mark.slow
 def test_resume_from_last_ckpt_continues_with_identical_state(tmp_path, monkeypatch):
     data = _one_image_dir(tmp_path)
     extra = ["model.psnr.iters=4", "model.gan.iters=3", "trainer.val_check_interval=2", "seed=3",
@@ -236,6 +240,7 @@ def test_resume_from_last_ckpt_continues_with_identical_state(tmp_path, monkeypa
     assert [s["last_epoch"] for s in a["lr_schedulers"]] == [s["last_epoch"] for s in b["lr_schedulers"]]
 
 
+@pytest.mark.slow
 def test_evaluate_writes_the_documented_json(tmp_path):
     data = _one_image_dir(tmp_path, size=48)
     result = train(_tiny_cfg(tmp_path, data, ["model.psnr.iters=2", "model.gan.iters=1",
@@ -260,7 +265,7 @@ def test_evaluate_bicubic_reproduces_the_set5_baseline(tmp_path):
     assert row["images"] == 5
     assert row["psnr_y"] == pytest.approx(28.4314, abs=0.002)
     assert row["ssim_y"] == pytest.approx(0.8113, abs=0.0005)
-    # The default crops HR to a multiple of 12, as BasicSR's GTmod12 folders (REFERENCE 3: 28.3973 / 0.8115).
+    # The default crops HR to a multiple of 12, as BasicSR's GTmod12 folders (generate_bicubic_img.m): 28.3973 / 0.8115.
     row = evaluate(compose_cfg(tmp_path, ["model=bicubic", f"data.test_dirs=[{set5}]"], config_name="eval"))["Set5"]
     assert row["psnr_y"] == pytest.approx(28.3973, abs=0.002)
     assert row["ssim_y"] == pytest.approx(0.8115, abs=0.0005)
@@ -398,6 +403,7 @@ def _staged_run(tmp_path, monkeypatch, extra=(), size=32):
     return train(cfg), rec.rows
 
 
+@pytest.mark.slow
 def test_checkpoints_are_selected_per_stage_and_tested_after_training(tmp_path, monkeypatch):
     result, rows = _staged_run(tmp_path, monkeypatch)
     assert [r["stage"] for r in rows] == ["psnr"] * 3 + ["gan"] * 3
@@ -420,6 +426,7 @@ def test_checkpoints_are_selected_per_stage_and_tested_after_training(tmp_path, 
     assert test["gan"]["test/gan/img/psnr_y"] == pytest.approx(rows[-1]["psnr_y"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_gan_stage_is_selected_by_lpips_when_enabled(tmp_path, monkeypatch):
     from test_evaluate import _random_alexnet_file
 

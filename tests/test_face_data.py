@@ -305,6 +305,7 @@ def test_hydra_celebamask_mini_config(tmp_path):
     assert {"mask", "sketch", "color", "noise"} <= set(out)
 
 
+@pytest.mark.slow
 def test_lightning_fit_calls_synthesis(face_tree):
     """Under a real Trainer: train batches get trainer.current_epoch, validation batches the fixed seed/epoch."""
     import pytorch_lightning as pl

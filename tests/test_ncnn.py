@@ -567,3 +567,17 @@ def test_srvgg_official_size_and_keys():
     assert SRVGGNetCompact(num_conv=1, act_type="leakyrelu").body[1].negative_slope == 0.1
     with pytest.raises(ValueError, match="act_type"):
         SRVGGNetCompact(act_type="gelu")
+
+
+def test_compact_with_a_recorded_relu_loads(tmp_path):
+    from archs.weights_io import save_generator_file
+
+    net = SRVGGNetCompact(3, 3, num_feat=8, num_conv=1, upscale=2, act_type="relu").eval()
+    config = {"_target_": "archs.srvgg.SRVGGNetCompact", "num_in_ch": 3, "num_out_ch": 3, "num_feat": 8,
+              "num_conv": 1, "upscale": 2, "act_type": "relu"}
+    path = save_generator_file(tmp_path / "relu.pth", net, generator=config)
+    built, info = build_generator(path)
+    assert built.act_type == "relu" and info.meta["layout"] == "compact"
+    x = _image()
+    with torch.no_grad():
+        assert torch.equal(built(x), net(x))

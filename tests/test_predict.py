@@ -32,6 +32,7 @@ def test_receptive_margin():
         assert receptive_margin(RRDBNet()) == 349  # the 23-block ESRGAN
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scale,size,tile", [(4, (37, 45), 16), (2, (36, 46), 15)])
 def test_tiled_equals_untiled_with_pad_at_least_the_margin(scale, size, tile):
     net = tiny_net(scale=scale)
@@ -93,6 +94,7 @@ def test_esrgan_folder_keeps_names_layout_and_depth(tmp_path, sr_files):
     assert read_image(out / "n" / "flat.png").pixels.shape == (32, 32, 4)
 
 
+@pytest.mark.slow
 def test_esrgan_tiles_and_bf16_through_the_config(tmp_path, sr_files):
     _, weights, src = sr_files
     base = [f"weights={weights}", f"input={src / 'rgb.png'}"]

@@ -10,7 +10,6 @@ from hydra.utils import instantiate
 
 from conftest import compose_cfg, write_png
 from archs.unet_discriminator import UNetDiscriminatorSN
-from lightning_modules.realesrgan_module import RealESRGANModule
 from train import train
 
 
@@ -224,6 +223,7 @@ def test_vanilla_gan_steps_use_sharpened_targets_for_l1_and_plain_gt_for_d(tmp_p
     assert any(not torch.equal(a, p) for a, p in zip(g_before, m.net_g.parameters()))
 
 
+@pytest.mark.slow
 def test_realesrgan_experiment_trains_both_stages_on_tiny_sizes(tmp_path):
     cfg = _tiny_cfg(tmp_path)
     result = train(cfg)

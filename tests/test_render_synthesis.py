@@ -1,11 +1,13 @@
 """The command that renders a batch's synthesised SC-FEGAN inputs to a PNG."""
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from conftest import compose_cfg
 
 
+@pytest.mark.slow
 def test_render_writes_a_grid_of_all_channels(tmp_path):
     from scripts.render_synthesis import render
 
@@ -20,11 +22,15 @@ def test_render_writes_a_grid_of_all_channels(tmp_path):
     assert 0 < mask.mean() < 1  # a real mask
     assert np.all(cols[1][mask] == 255)  # masked input is white where erased
     assert np.all(cols[3][~mask] == 0) and np.all(cols[4][~mask] == 0)  # sketch and colour only inside the mask
-    # the validation masks are fixed: rendering again gives the same picture
-    render(cfg)
+    # the validation masks are fixed: rendering again gives the same picture (replacing it needs overwrite=true)
+    with pytest.raises(FileExistsError, match="grid.png"):
+        render(cfg)
+    render(compose_cfg(tmp_path, ["data=faces_demo", f"out={out}", "num_images=3", "split=val", "overwrite=true"],
+                       config_name="render_synthesis"))
     assert np.array_equal(np.array(Image.open(out)), grid)
 
 
+@pytest.mark.slow
 def test_render_writes_stats_json(tmp_path):
     import json
 

@@ -1,8 +1,7 @@
-"""SC-FEGAN losses against their formulas (REFERENCE 1.9)."""
+"""SC-FEGAN losses against their formulas (arXiv 1902.06838 sec. 3.3)."""
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from archs.scfegan_generator import SCFEGANGenerator, composite, make_generator_input
 from archs.sn_patch_discriminator import SNPatchDiscriminator

@@ -69,6 +69,7 @@ def test_composite_keeps_unmasked_pixels_exactly():
     assert gen.min() >= -1 and gen.max() <= 1  # tanh output
 
 
+@pytest.mark.slow
 def test_d_step_and_g_step_touch_only_their_network():
     torch.manual_seed(0)
     m = SCFEGANModule(**TINY)
@@ -114,6 +115,7 @@ def test_d_loss_is_the_papers_sum_with_drift_in_d():
     assert logs["l_d_total"].item() == pytest.approx(expected.item(), rel=1e-6)
 
 
+@pytest.mark.slow
 def test_generator_total_uses_the_configured_weights():
     torch.manual_seed(0)
     m = SCFEGANModule(**TINY)
@@ -153,6 +155,7 @@ class _Recorder(Callback):
         self.losses.append(float(trainer.callback_metrics["train/l_ppxl"]))
 
 
+@pytest.mark.slow
 def test_tiny_overfit_lowers_the_reconstruction_loss(tmp_path, monkeypatch):
     faces = _face_dir(tmp_path, n=2)
     rec = _Recorder()
@@ -175,6 +178,7 @@ class _StopAt(Callback):
             trainer.should_stop = True
 
 
+@pytest.mark.slow
 def test_resume_from_last_ckpt_restores_the_state(tmp_path, monkeypatch):
     faces = _face_dir(tmp_path)
     extra = [f"data.image_dir={faces}", "data.num_val=2", "model.iters=4", "trainer.val_check_interval=2"]

@@ -17,7 +17,7 @@ from archs.gated_conv import (
 from archs.scfegan_generator import SCFEGANGenerator, composite, make_generator_input
 from archs.sn_patch_discriminator import SNPatchDiscriminator
 
-# REFERENCE 1.5 at cnum = 64: (scope, kind, k, s, dilation, in, out, lrn).  "G" gated conv,
+# Official model.py:29-86 at cnum = 64: (scope, kind, k, s, dilation, in, out, lrn).  "G" gated conv,
 # "G0" gated conv without activation, "D" gated deconv.
 TABLE = [
     ("gconv1_ds", "G", 7, 2, 1, 9, 64, False),
@@ -105,6 +105,7 @@ def test_generator_widths_scale_with_cnum():
     assert g.gconv14.conv.in_channels == 12
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("padding_mode", ["tf_same", "symmetric"])
 def test_generator_forward_small(padding_mode):
     torch.manual_seed(0)

@@ -141,6 +141,7 @@ def _count_syncs_per_step(monkeypatch, counts, logged):
     monkeypatch.setattr(ESRGANModule, "log_dict", log_dict)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("compiled", [False, True])
 def test_training_step_has_no_host_sync_between_logging_steps(tmp_path, monkeypatch, compiled):
     """Real Trainer, both ESRGAN stages: no .item()/float()/torch.tensor(number) in the step except on the
@@ -164,6 +165,7 @@ def test_training_step_has_no_host_sync_between_logging_steps(tmp_path, monkeypa
     assert any(ops for it, ops in counts if it in log_iters)  # the counter does see the logging steps' ones
 
 
+@pytest.mark.slow
 def test_logged_rows_are_those_of_every_nth_batch(tmp_path):
     """CSV logger: the train rows are written at the same batches as Lightning's log_every_n_steps schedule."""
     data = _one_image_dir(tmp_path)
@@ -181,6 +183,7 @@ def test_logged_rows_are_those_of_every_nth_batch(tmp_path):
     assert all(float(r["train/lr_g"]) > 0 for r in rows)  # Python numbers (the learning rate) still logged
 
 
+@pytest.mark.slow
 def test_scfegan_training_step_has_no_host_sync():
     """SC-FEGAN's D step (gradient penalty included) and G step, logging stubbed: no value read back."""
     torch.manual_seed(0)

@@ -1,6 +1,5 @@
 """SR data: folder scanning, the documented bad-image policy, LR synthesis on the batch."""
 
-import warnings
 
 import numpy as np
 import pytest

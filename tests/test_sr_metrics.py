@@ -200,7 +200,7 @@ def test_modcrop_and_baseline_shapes():
 
 
 # --------------------------------------------------------------------------------------------------
-# Regression targets: bicubic x4 baseline, REFERENCE.md section 3
+# Regression targets: bicubic x4 baseline under BasicSR's protocol (matlab_functions.py, psnr_ssim.py)
 # --------------------------------------------------------------------------------------------------
 SET5 = {
     "baby": (31.7867, 0.8577),
@@ -242,6 +242,7 @@ def _baseline(name):
     return results
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "name, table, mean_psnr, mean_ssim",
     [("Set5", SET5, 28.4314, 0.8113), ("Set14", SET14, 26.0918, 0.7050)],

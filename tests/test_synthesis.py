@@ -327,6 +327,7 @@ def test_pipeline_eye_sources():
     assert torch.allclose(fixed, torch.tensor([[203.0, 245.0], [309.0, 245.0]], dtype=torch.float64) / 4)
 
 
+@pytest.mark.slow
 def test_full_resolution_batch_timing():
     """A 512 x 512 batch of 2 through the whole synthesizer on the CPU (prints the time)."""
     synth = FaceInputSynthesizer(timing=True)

@@ -98,6 +98,7 @@ def uninterrupted(tmp_path_factory):
     return data, _load(result["last_model_path"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("crash_at", [2, 4, 6])
 def test_killed_and_resumed_run_is_bit_identical_to_an_uninterrupted_one(tmp_path, monkeypatch, uninterrupted,
                                                                        crash_at):
@@ -130,6 +131,7 @@ def _faces(folder: Path, n: int = 6) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_scfegan_killed_and_resumed_run_is_bit_identical(tmp_path, monkeypatch):
     # 4 training faces, batches of 2: 2 batches per epoch; crash mid epoch 1 (after the checkpoint at 3).  Flips
     # (per-sample seeded), masks (seed, index, epoch) and the gradient penalty's torch.rand (RNG state in the
@@ -265,6 +267,7 @@ class _CaptureTrainer(Callback):
         self.trainer = trainer
 
 
+@pytest.mark.slow
 def test_train_uses_the_atomic_io_and_removes_orphans_of_a_killed_write(tmp_path, monkeypatch):
     from callbacks.checkpoint_io import AtomicCheckpointIO
 
@@ -302,6 +305,7 @@ def _hold_lock(folder: Path) -> subprocess.Popen:
     return proc
 
 
+@pytest.mark.slow
 def test_second_run_into_a_locked_folder_stops_naming_it_and_the_holder(tmp_path):
     from callbacks.run_lock import RunFolderInUseError
 
@@ -322,6 +326,7 @@ def test_second_run_into_a_locked_folder_stops_naming_it_and_the_holder(tmp_path
     assert result["iteration"] == 1 and (run_dir / "checkpoints" / "last.ckpt").is_file()
 
 
+@pytest.mark.slow
 def test_cli_run_into_a_locked_folder_fails_before_hydra_writes_into_it(tmp_path):
     # The run dir goes through a ${hydra:...} interpolation, as the default one does (paths.root_dir).
     run_dir = tmp_path / "train"
@@ -340,6 +345,7 @@ def test_cli_run_into_a_locked_folder_fails_before_hydra_writes_into_it(tmp_path
     assert not (run_dir / ".hydra").exists()  # the first run's config is not overwritten
 
 
+@pytest.mark.slow
 def test_lock_is_reentrant_and_ddp_ranks_do_not_lock_each_other_out(tmp_path, monkeypatch):
     from callbacks import run_lock
 
@@ -376,6 +382,7 @@ def _start_cli_run(run_dir: Path, data: Path) -> subprocess.Popen:
                             stderr=subprocess.STDOUT, text=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "SIGINT"])
 def test_signal_saves_a_resumable_last_ckpt_and_exits_nonzero(tmp_path, signum, code):
     data = _sr_images(tmp_path / "data")
@@ -469,6 +476,7 @@ def test_sr_training_skips_undecodable_images_in_a_row_naming_them(tmp_path):
         SRValDataset(folder, scale=4, on_bad_image="error")[1]
 
 
+@pytest.mark.slow
 def test_sr_train_and_evaluate_finish_with_undecodable_images_under_warn(tmp_path):
     from evaluate import evaluate
 

@@ -94,7 +94,7 @@ def test_offline_wandb_run_has_config_metrics_images_table_and_checkpoint(tmp_pa
         "model.psnr.iters=2", "model.gan.iters=2", "trainer.val_check_interval=2", "trainer.log_every_n_steps=1"])
     result = train(cfg)
     assert wandb.run is None  # finished: the next job gets its own run
-    assert os.environ["WANDB_MODE"] == "offline"  # not rewritten by the logger (REFERENCE 4.5)
+    assert os.environ["WANDB_MODE"] == "offline"  # not rewritten by the logger (pytorch_lightning/loggers/wandb.py)
 
     run_dir = Path(glob.glob(str(tmp_path / "run" / "wandb" / "offline-run-*"))[0])
     run = read_wandb_run(next(run_dir.glob("run-*.wandb")))

@@ -63,6 +63,7 @@ def test_resolve_noise_rules():
         resolve_noise("auto", {"noise_type": "pink"})
 
 
+@pytest.mark.slow
 def test_predict_uses_the_recorded_noise_and_warns_on_mismatch(tmp_path):
     net = _net()
     weights = tmp_path / "net_g_final.pth"

@@ -208,7 +208,7 @@ def upscale_file(store: ModelStore, image_path, alpha: float = 1.0, tile: int = 
     try:
         out = predict.upscale(m.net, image, m.scale, store.device, tile=tile, tile_pad=store.cfg.sr.tile_pad,
                               precision=str(store.cfg.precision))
-    except ValueError as err:  # e.g. odd sizes for x2 / x1 networks (pixel-unshuffle)
+    except ValueError as err:  # e.g. odd sizes for x2 / x1 networks (pixel-unshuffle), tiles too small
         raise InputError(_short(str(err), image_path)) from None
     dt = time.perf_counter() - t0
     h, w = image.size

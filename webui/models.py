@@ -137,10 +137,12 @@ class ModelStore:
                 if path is None:
                     raise MissingWeights(self.face_missing_message())
                 net, info = self._load(path, "scfegan")
-                size = self.cfg.face.size
+                size, source = self.cfg.face.size, None
                 if size in (None, "auto") and "input_size" not in info.meta:
                     size = run_resolution(path) or "auto"
-                hw = _working_size(size, info.meta)
+                    if size != "auto":
+                        source = f"the run's .hydra/config.yaml data.resolution ({path})"
+                hw = _working_size(size, info.meta, source)
                 bgr = _bgr_of(OmegaConf.create({"bgr": self.cfg.face.bgr}), info.meta)
                 noise = resolve_noise(self.cfg.face.get("noise", "auto"), info.meta, f"weights {path}")
                 g = info.generator or {}

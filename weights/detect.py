@@ -37,9 +37,10 @@ def is_compact(state: Mapping[str, Any]) -> bool:
             and getattr(state["body.0.weight"], "ndim", 0) == 4)
 
 
-def compact_config(state: Mapping[str, torch.Tensor], source: str = "weights") -> dict:
+def compact_config(state: Mapping[str, torch.Tensor], source: str = "weights", act_type: str | None = None) -> dict:
     """SRVGGNetCompact arguments read off a state dict (official key names).  ``ValueError`` naming ``source`` and
-    the key when the tensors do not form one."""
+    the key when the tensors do not form one.  ``act_type``: the activation the file records, needed when it has no
+    PReLU slopes (relu / leakyrelu leave no tensors)."""
     indices = sorted({int(_RE_BODY.match(k)[1]) for k in state})
     convs = [i for i in indices if getattr(state.get(f"body.{i}.weight"), "ndim", 0) == 4]
     slopes = [i for i in indices if getattr(state.get(f"body.{i}.weight"), "ndim", 0) == 1]
@@ -51,7 +52,7 @@ def compact_config(state: Mapping[str, torch.Tensor], source: str = "weights") -
     if slopes and slopes != list(range(1, convs[-1], 2)):
         raise ValueError(f"{source}: PReLU slopes must follow every conv but the last (body.1, body.3, ...); "
                          f"found them at {slopes[:8]}")
-    if not slopes:
+    if not slopes and act_type not in ("relu", "leakyrelu"):
         raise ValueError(f"{source}: a compact SRVGGNet without PReLU weights: its activation (relu or leakyrelu) "
                          "is not recorded in the tensors; save it with its architecture (a 'generator' entry)")
     num_out_ch = num_in_ch  # as spandrel: the output has the input's channels
@@ -60,20 +61,21 @@ def compact_config(state: Mapping[str, torch.Tensor], source: str = "weights") -
         raise ValueError(f"{source}: the last conv body.{convs[-1]} has {last.shape[0]} outputs, not "
                          f"{num_out_ch} * upscale**2")
     return {"_target_": "archs.srvgg.SRVGGNetCompact", "num_in_ch": num_in_ch, "num_out_ch": num_out_ch,
-            "num_feat": num_feat, "num_conv": len(convs) - 2, "upscale": up, "act_type": "prelu"}
+            "num_feat": num_feat, "num_conv": len(convs) - 2, "upscale": up,
+            "act_type": "prelu" if slopes else act_type}
 
 
-def sr_layout(state: Mapping[str, torch.Tensor], source: str = "weights", need_config: bool = True
-              ) -> tuple[OrderedDict[str, torch.Tensor], str, dict | None] | None:
+def sr_layout(state: Mapping[str, torch.Tensor], source: str = "weights", act_type: str | None = None
+              ) -> tuple[OrderedDict[str, torch.Tensor], str, dict] | None:
     """``(state in this project's key names, layout name, architecture config)`` of an SR generator's state dict, or
     None when it is none of the recognised families.  Layouts: ``basicsr``, ``xinntao``, ``sequential`` (RRDBNet)
-    and ``compact`` (SRVGGNetCompact).  With ``need_config=False`` (the file records its architecture) the config
-    is None and nothing is inferred."""
+    and ``compact`` (SRVGGNetCompact).  ``act_type``: a compact network's recorded activation (see
+    :func:`compact_config`)."""
     state = strip_module_prefix(state)
     layout = esrgan_layout(state)
     if layout is not None:
         renamed = esrgan_to_basicsr(state, layout)
-        return renamed, layout, rrdbnet_config(renamed) if need_config else None
+        return renamed, layout, rrdbnet_config(renamed)
     if is_compact(state):
-        return OrderedDict(state), "compact", compact_config(state, source) if need_config else None
+        return OrderedDict(state), "compact", compact_config(state, source, act_type)
     return None
