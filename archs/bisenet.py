@@ -18,19 +18,53 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from archs.weights_io import read_layout_weights
+from weights.pretrained import read_layout_weights
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # zllrunning test.py transforms.Normalize
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # zllrunning prepropess_data.py: atts = [...] numbered from 1, background 0
 BISENET_CLASSES = (
-    "background", "skin", "l_brow", "r_brow", "l_eye", "r_eye", "eye_g", "l_ear", "r_ear", "ear_r",
-    "nose", "mouth", "u_lip", "l_lip", "neck", "neck_l", "cloth", "hair", "hat",
+    "background",
+    "skin",
+    "l_brow",
+    "r_brow",
+    "l_eye",
+    "r_eye",
+    "eye_g",
+    "l_ear",
+    "r_ear",
+    "ear_r",
+    "nose",
+    "mouth",
+    "u_lip",
+    "l_lip",
+    "neck",
+    "neck_l",
+    "cloth",
+    "hair",
+    "hat",
 )
 # CelebAMask-HQ order of the label maps in this project (celebamask_mini README, CelebAMask-HQ g_mask.py label_list)
 CELEBAMASK_CLASSES = (
-    "background", "skin", "nose", "eye_g", "l_eye", "r_eye", "l_brow", "r_brow", "l_ear", "r_ear", "mouth",
-    "u_lip", "l_lip", "hair", "hat", "ear_r", "neck_l", "neck", "cloth",
+    "background",
+    "skin",
+    "nose",
+    "eye_g",
+    "l_eye",
+    "r_eye",
+    "l_brow",
+    "r_brow",
+    "l_ear",
+    "r_ear",
+    "mouth",
+    "u_lip",
+    "l_lip",
+    "hair",
+    "hat",
+    "ear_r",
+    "neck_l",
+    "neck",
+    "cloth",
 )
 BISENET_TO_CELEBAMASK = tuple(CELEBAMASK_CLASSES.index(name) for name in BISENET_CLASSES)
 

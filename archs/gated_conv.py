@@ -125,8 +125,9 @@ class Conv2dSame(nn.Conv2d):
             # slow_conv_dilated2d (ops/fast_conv.py; the same numbers).  Traced/exported graphs keep the plain
             # conv: the pruning depends on the input size.
             ph, pw = self.padding
-            return dilated_conv2d(x, self.weight, self.bias, (pw, pw, ph, ph), self.dilation,
-                                  space_to_batch=x.device.type == "cpu")
+            return dilated_conv2d(
+                x, self.weight, self.bias, (pw, pw, ph, ph), self.dilation, space_to_batch=x.device.type == "cpu"
+            )
         return self._conv_forward(x, self.weight, self.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from archs.weights_io import read_layout_weights
+from weights.pretrained import read_layout_weights
 
 # Caffe HED's BGR mean (pix2pix scripts/edges/batch_hed.py; sniklaus/pytorch-hed run.py), on 0-255.
 HED_BGR_MEAN = (104.00698793, 116.66876762, 122.67891434)
@@ -80,6 +80,6 @@ def load_hed(path: str | os.PathLike) -> HED:
         )
 
     def rename(key: str) -> str:  # older port revisions: moduleVggOne... -> netVggOne...
-        return "net" + key[len("module"):] if key.startswith("module") else key
+        return "net" + key[len("module") :] if key.startswith("module") else key
 
     return read_layout_weights(file, "HED weights file", HED, "sniklaus/pytorch-hed", rename)

@@ -37,8 +37,15 @@ class SRVGGNetCompact(nn.Module):
         act_type: ``prelu`` (official models), ``relu`` or ``leakyrelu`` (slope 0.1).
     """
 
-    def __init__(self, num_in_ch: int = 3, num_out_ch: int = 3, num_feat: int = 64, num_conv: int = 16,
-                 upscale: int = 4, act_type: str = "prelu") -> None:
+    def __init__(
+        self,
+        num_in_ch: int = 3,
+        num_out_ch: int = 3,
+        num_feat: int = 64,
+        num_conv: int = 16,
+        upscale: int = 4,
+        act_type: str = "prelu",
+    ) -> None:
         super().__init__()
         if act_type not in ACT_TYPES:
             raise ValueError(f"act_type must be one of {ACT_TYPES}, got {act_type!r}")

@@ -54,8 +54,10 @@ class UNetDiscriminatorSN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[-2] % 8 or x.shape[-1] % 8:
-            raise ValueError(f"UNetDiscriminatorSN expects [N, C, H, W] with H and W multiples of 8 (three stride-2 "
-                             f"stages and back), got {tuple(x.shape)}")
+            raise ValueError(
+                f"UNetDiscriminatorSN expects [N, C, H, W] with H and W multiples of 8 (three stride-2 "
+                f"stages and back), got {tuple(x.shape)}"
+            )
         x0 = self._act(self.conv0(x))
         x1 = self._act(self.conv1(x0))
         x2 = self._act(self.conv2(x1))

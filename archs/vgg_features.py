@@ -50,7 +50,7 @@ class WeightsNotFoundError(FileNotFoundError):
     """Pretrained weights were asked for but cannot be had."""
 
 
-def load_vgg_features_state(arch: str, weights: str) -> "OrderedDict[str, torch.Tensor] | None":
+def load_vgg_features_state(arch: str, weights: str) -> OrderedDict[str, torch.Tensor] | None:
     """Return the state dict of ``vgg*.features`` for ``weights`` (None for ``"random"``)."""
     if weights == "auto":
         try:
@@ -66,7 +66,7 @@ def load_vgg_features_state(arch: str, weights: str) -> "OrderedDict[str, torch.
         )
         return None
     if weights == "imagenet":
-        from archs.weights_io import hub_cached_file, load_pretrained
+        from weights.pretrained import hub_cached_file, load_pretrained
 
         enum = _BUILDERS[arch][1].IMAGENET1K_V1
         try:
@@ -90,7 +90,7 @@ def load_vgg_features_state(arch: str, weights: str) -> "OrderedDict[str, torch.
                 f"{arch}: weights file {path!r} does not exist (expected a torchvision {arch} "
                 "state dict, or 'imagenet' to use torchvision's weight enum)."
             )
-        from archs.weights_io import load_pretrained
+        from weights.pretrained import load_pretrained
 
         try:
             state = load_pretrained(path, f"{arch}: weights file")
@@ -107,13 +107,13 @@ def load_vgg_features_state(arch: str, weights: str) -> "OrderedDict[str, torch.
     return features
 
 
-def features_state(state: dict) -> "OrderedDict[str, torch.Tensor]":
+def features_state(state: dict) -> OrderedDict[str, torch.Tensor]:
     """The ``features.*`` part of a torchvision VGG/AlexNet/SqueezeNet state dict, keys without the prefix
     (a bare ``features`` state dict, keys ``N.weight``, is returned as is)."""
     features = OrderedDict()
     for key, value in state.items():
         if key.startswith("features."):
-            features[key[len("features."):]] = value
+            features[key[len("features.") :]] = value
         elif key.split(".")[0].isdigit():
             features[key] = value
     return features
@@ -171,7 +171,7 @@ class VGGFeatureExtractor(nn.Module):
         self.requires_grad_(False)
         self.eval()
 
-    def train(self, mode: bool = True) -> "VGGFeatureExtractor":
+    def train(self, mode: bool = True) -> VGGFeatureExtractor:
         # Always eval: a frozen loss network (there is no BN/dropout in features, but be explicit).
         return super().train(False)
 

@@ -40,12 +40,17 @@ def main():
     files = sorted(f for f in Path(args.folder).iterdir() if f.suffix.lower() in (".png", ".bmp", ".tif", ".tiff"))
     imgs = [np.asarray(Image.open(f).convert("RGB")) for f in files]
     print(f"{len(imgs)} images from {args.folder}; PIL {Image.__version__}")
-    modes = {"DiffJPEG default": DiffJPEG(),
-             "Real-ESRGAN conventions": DiffJPEG(table_rounding="none", chroma_upsampling="nearest",
-                                                 sample_rounding=False)}
+    modes = {
+        "DiffJPEG default": DiffJPEG(),
+        "Real-ESRGAN conventions": DiffJPEG(table_rounding="none", chroma_upsampling="nearest", sample_rounding=False),
+    }
     refs = {q: [pil_jpeg(a, q) for a in imgs] for q in args.qualities}
-    print("PIL vs original".ljust(26) + " ".join(
-        f"q{q}: {np.mean([np.abs(a - r).mean() for a, r in zip(imgs, refs[q])]):6.3f}" for q in args.qualities))
+    print(
+        "PIL vs original".ljust(26)
+        + " ".join(
+            f"q{q}: {np.mean([np.abs(a - r).mean() for a, r in zip(imgs, refs[q])]):6.3f}" for q in args.qualities
+        )
+    )
     for name, jpeg in modes.items():
         cells = []
         for q in args.qualities:

@@ -47,8 +47,10 @@ def main() -> None:
         if min(h, w) >= g:
             images.append(img[:h, :w])
     per_image = max(1, a.crops // len(images))
-    stats = {"bare crop (lr_margin=0)": [0, 0, 0, np.zeros(g // s // 2 + 1)],
-             f"margin {margin} (lr_margin=auto)": [0, 0, 0, np.zeros(g // s // 2 + 1)]}
+    stats = {
+        "bare crop (lr_margin=0)": [0, 0, 0, np.zeros(g // s // 2 + 1)],
+        f"margin {margin} (lr_margin=auto)": [0, 0, 0, np.zeros(g // s // 2 + 1)],
+    }
     n = g // s
     i = torch.arange(n)
     ring = torch.minimum(torch.minimum(i[:, None], i[None, :]), torch.minimum(n - 1 - i[:, None], n - 1 - i[None, :]))
@@ -58,21 +60,23 @@ def main() -> None:
         for _ in range(per_image):
             t = s * int(rng.integers(0, (img.shape[0] - g) // s + 1))
             l = s * int(rng.integers(0, (img.shape[1] - g) // s + 1))
-            ref = whole[:, t // s:(t + g) // s, l // s:(l + g) // s]
-            bare = make_lr(hr[..., t:t + g, l:l + g], s)[0]
+            ref = whole[:, t // s : (t + g) // s, l // s : (l + g) // s]
+            bare = make_lr(hr[..., t : t + g, l : l + g], s)[0]
             ctx = torch.from_numpy(_mirror_window(img, t - margin, l - margin, g + 2 * margin, g + 2 * margin).copy())
             _, with_margin = lr_from_context(ctx.permute(2, 0, 1)[None].double(), s, margin)
-            for (name, st), lq in zip(stats.items(), (bare, with_margin[0])):
+            for (_name, st), lq in zip(stats.items(), (bare, with_margin[0])):
                 levels = ((lq - ref).abs() * 255).round()
                 st[0] += int((levels > 0).sum())
                 st[1] += levels.numel()
                 st[2] = max(st[2], int(levels.max()))
-                st[3] += np.bincount(ring[(levels > 0).any(0)].numpy(), minlength=len(st[3]))[:len(st[3])]
+                st[3] += np.bincount(ring[(levels > 0).any(0)].numpy(), minlength=len(st[3]))[: len(st[3])]
     print(f"{len(images)} images x {per_image} crops of {g}x{g} (x{s}, offsets multiples of {s}), seed {a.seed}")
     for name, (diff, total, worst, rings) in stats.items():
         where = ", ".join(f"ring {r}: {int(c)}" for r, c in enumerate(rings) if c)  # LR pixels with any channel off
-        print(f"  {name:32s} {100 * diff / total:7.3f} % of LR values differ, max {worst} levels"
-              + (f"  ({where})" if where else ""))
+        print(
+            f"  {name:32s} {100 * diff / total:7.3f} % of LR values differ, max {worst} levels"
+            + (f"  ({where})" if where else "")
+        )
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@
     TF_SIDE=/tmp/tfside python benchmarks/scfegan_cpu_vs_tf.py --size 512 --reps 5
     python benchmarks/scfegan_cpu_vs_tf.py --no-tf            # PyTorch only: this project vs the 'before' kernels
 
-Same random weights in both (``archs.scfegan_convert.torch_to_tf``), one input, batch 1, fp32, no gradients.
+Same random weights in both (``weights.scfegan_convert.torch_to_tf``), one input, batch 1, fp32, no gradients.
 The implementations run in turn, ``--reps`` rounds (A B C A B C ...), so that a shared machine's load falls on
 all of them alike; medians and the load average are printed, and the outputs are compared.
 
@@ -30,8 +30,8 @@ import torch
 from torch import nn
 
 from archs import gated_conv
-from archs.scfegan_convert import official_tf_generator, torch_to_tf
 from archs.scfegan_generator import SCFEGANGenerator
+from weights.scfegan_convert import official_tf_generator, torch_to_tf
 
 
 @contextlib.contextmanager
@@ -58,9 +58,12 @@ def main(argv=None):
     p.add_argument("--no-tf", action="store_true", help="PyTorch only (this project and 'before')")
     p.add_argument("--channels-last", action="store_true", help="also this project in channels_last")
     p.add_argument("--no-before", action="store_true", help="skip the 'before' kernels")
-    p.add_argument("--cpu-time", action="store_true",
-                   help="time with the process CPU time instead of the wall clock (steadier on a loaded machine; "
-                        "use with --threads 1: then it is the work done, not the waiting)")
+    p.add_argument(
+        "--cpu-time",
+        action="store_true",
+        help="time with the process CPU time instead of the wall clock (steadier on a loaded machine; "
+        "use with --threads 1: then it is the work done, not the waiting)",
+    )
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -76,9 +79,11 @@ def main(argv=None):
         x_cl = x.contiguous(memory_format=torch.channels_last)
         runs["torch, channels_last"] = lambda: net_cl(x_cl)
     if not args.no_before:
+
         def before():
             with before_kernels(net):
                 return net(x)
+
         runs["torch (before)"] = before
     if not args.no_tf:
         side = os.environ.get("TF_SIDE")
@@ -87,8 +92,10 @@ def main(argv=None):
         try:
             import tensorflow as tf
         except ImportError:
-            sys.exit("TensorFlow not importable: pip install --target /tmp/tfside tensorflow-cpu and set "
-                     "TF_SIDE=/tmp/tfside (or pass --no-tf)")
+            sys.exit(
+                "TensorFlow not importable: pip install --target /tmp/tfside tensorflow-cpu and set "
+                "TF_SIDE=/tmp/tfside (or pass --no-tf)"
+            )
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         if args.cpu_time:
             tf.config.threading.set_inter_op_parallelism_threads(1)
@@ -114,10 +121,14 @@ def main(argv=None):
     for name, ts in times.items():
         med = statistics.median(ts)
         diff = (outs[name] - ref).abs().max().item()
-        print(f"{name:24s} median {1000 * med:8.1f} ms  (runs: {', '.join(f'{1000 * t:.0f}' for t in ts)})  "
-              f"time / this project's {med / base:5.2f}   max |out - this project's| {diff:.2e}")
-    print(f"load average (1, 5, 15 min) at the end: {', '.join(f'{v:.2f}' for v in os.getloadavg())} "
-          f"on {os.cpu_count()} CPUs")
+        print(
+            f"{name:24s} median {1000 * med:8.1f} ms  (runs: {', '.join(f'{1000 * t:.0f}' for t in ts)})  "
+            f"time / this project's {med / base:5.2f}   max |out - this project's| {diff:.2e}"
+        )
+    print(
+        f"load average (1, 5, 15 min) at the end: {', '.join(f'{v:.2f}' for v in os.getloadavg())} "
+        f"on {os.cpu_count()} CPUs"
+    )
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 

@@ -63,9 +63,17 @@ def main() -> None:
     ap.add_argument("--sketch", default=None, help="detector override (canny | classic), else the config's")
     ap.add_argument("--sketch-override", nargs="*", default=[])
     ap.add_argument("--color-override", nargs="*", default=[])
-    ap.add_argument("--fidelity", action="store_true",
-                    help="also compare the labelled colour map with exact full-resolution filtering + sort medians")
-    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1: CPU time not inflated by oversubscription on a shared machine)")
+    ap.add_argument(
+        "--fidelity",
+        action="store_true",
+        help="also compare the labelled colour map with exact full-resolution filtering + sort medians",
+    )
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads (1: CPU time not inflated by oversubscription on a shared machine)",
+    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -84,9 +92,13 @@ def main() -> None:
     sk_cfg = {k: v for k, v in sk_cfg.items() if k in SketchExtractor.__init__.__code__.co_varnames}
     sketch = SketchExtractor(**sk_cfg)
     co_cfg = _cfg("color", args.color_override)
-    color = ColorMapExtractor(**{k: v for k, v in co_cfg.items() if k in ColorMapExtractor.__init__.__code__.co_varnames})
-    print(f"{len(files)} images {tuple(images.shape[-2:])}, batch {args.batch}, torch threads "
-          f"{torch.get_num_threads()}\nsketch: {sketch.extra_repr()}\ncolor: {color.extra_repr()}")
+    color = ColorMapExtractor(
+        **{k: v for k, v in co_cfg.items() if k in ColorMapExtractor.__init__.__code__.co_varnames}
+    )
+    print(
+        f"{len(files)} images {tuple(images.shape[-2:])}, batch {args.batch}, torch threads "
+        f"{torch.get_num_threads()}\nsketch: {sketch.extra_repr()}\ncolor: {color.extra_repr()}"
+    )
 
     def timed(fn):
         outs, t, c = [], 0.0, 0.0
@@ -97,7 +109,6 @@ def main() -> None:
             c += time.process_time() - c0
         return torch.cat(outs), f"{1000.0 * c / len(images):.0f} ms CPU ({1000.0 * t / len(images):.0f} ms wall)"
 
-
     sk, t_sk = timed(lambda i: sketch(images[i : i + args.batch]))
     density = sk.flatten(1).mean(1) * 100
     col_free, t_free = timed(lambda i: color(images[i : i + args.batch]))
@@ -107,21 +118,32 @@ def main() -> None:
         _, t_lab = timed(lambda i: color(images[i : i + args.batch], seg[i : i + args.batch]))
     counts = [count_regions(c) for c in col_free]
     if args.fidelity and labelled:
-        exact = ColorMapExtractor(**{**{k: v for k, v in co_cfg.items() if k in ColorMapExtractor.__init__.__code__.co_varnames},
-                                     "work_size": None, "median_bins": None})
+        exact = ColorMapExtractor(
+            **{
+                **{k: v for k, v in co_cfg.items() if k in ColorMapExtractor.__init__.__code__.co_varnames},
+                "work_size": None,
+                "median_bins": None,
+            }
+        )
         fast, _ = timed(lambda i: color(images[i : i + args.batch], seg[i : i + args.batch]))
         ref, t_ref = timed(lambda i: exact(images[i : i + args.batch], seg[i : i + args.batch]))
         diff = (fast - ref).abs() * 127.5  # 8-bit levels
-        print(f"fidelity vs exact full-resolution colour (labelled, {t_ref}/image): mean |diff| "
-              f"{diff.mean():.2f}, 99th pct {diff.flatten().kthvalue(int(0.99 * diff.numel())).values:.2f}, "
-              f"max {diff.max():.2f} (8-bit levels)")
-    print(f"sketch: {t_sk}/image; edge pixels median {density.median():.2f} %, mean {density.mean():.2f} %, "
-          f"min {density.min():.2f} %, max {density.max():.2f} %")
+        print(
+            f"fidelity vs exact full-resolution colour (labelled, {t_ref}/image): mean |diff| "
+            f"{diff.mean():.2f}, 99th pct {diff.flatten().kthvalue(int(0.99 * diff.numel())).values:.2f}, "
+            f"max {diff.max():.2f} (8-bit levels)"
+        )
+    print(
+        f"sketch: {t_sk}/image; edge pixels median {density.median():.2f} %, mean {density.mean():.2f} %, "
+        f"min {density.min():.2f} %, max {density.max():.2f} %"
+    )
     if labelled:
         print(f"colour with labels: {t_lab}/image")
-    print(f"colour without labels: {t_free}/image; regions (>=64 px) per face median "
-          f"{np.median([c[0] for c in counts]):.0f} (range {min(c[0] for c in counts)}-{max(c[0] for c in counts)}), "
-          f"distinct colours median {np.median([c[1] for c in counts]):.0f}")
+    print(
+        f"colour without labels: {t_free}/image; regions (>=64 px) per face median "
+        f"{np.median([c[0] for c in counts]):.0f} (range {min(c[0] for c in counts)}-{max(c[0] for c in counts)}), "
+        f"distinct colours median {np.median([c[1] for c in counts]):.0f}"
+    )
 
 
 if __name__ == "__main__":

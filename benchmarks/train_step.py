@@ -30,6 +30,7 @@ import time
 import warnings
 
 import torch
+
 warnings.filterwarnings("ignore")
 
 # Dense peak TFLOP/s by device name and precision (vendor figures; fp32 = non-tensor-core FP32).
@@ -61,7 +62,7 @@ class Harness:
 
     def __init__(self, module):
         opts = module.configure_optimizers()
-        opts, scheds = (opts if isinstance(opts, tuple) else (opts, []))
+        opts, scheds = opts if isinstance(opts, tuple) else (opts, [])
         scheds = list(scheds) + [None] * (len(opts) - len(scheds))
         module._opt = lambda name: (opts[module._opt_index[name]], scheds[module._opt_index[name]])
         module.manual_backward = lambda loss: loss.backward()
@@ -70,11 +71,16 @@ class Harness:
 
 
 # Network sizes per config: paper (BasicSR's ESRGAN / the official SC-FEGAN), demo, and toy (device_check --quick).
-ESRGAN_SIZES = {"paper": dict(num_feat=64, num_block=23, num_grow_ch=32, d_feat=64, gt_size=128, batch=16),
-                "demo": dict(num_feat=32, num_block=2, num_grow_ch=16, d_feat=16, gt_size=64, batch=8),
-                "toy": dict(num_feat=8, num_block=1, num_grow_ch=4, d_feat=4, gt_size=32, batch=2)}
-SCFEGAN_SIZES = {"paper": dict(res=512, batch=8, cnum=64), "demo": dict(res=128, batch=4, cnum=16),
-                 "toy": dict(res=128, batch=1, cnum=4)}
+ESRGAN_SIZES = {
+    "paper": dict(num_feat=64, num_block=23, num_grow_ch=32, d_feat=64, gt_size=128, batch=16),
+    "demo": dict(num_feat=32, num_block=2, num_grow_ch=16, d_feat=16, gt_size=64, batch=8),
+    "toy": dict(num_feat=8, num_block=1, num_grow_ch=4, d_feat=4, gt_size=32, batch=2),
+}
+SCFEGAN_SIZES = {
+    "paper": dict(res=512, batch=8, cnum=64),
+    "demo": dict(res=128, batch=4, cnum=16),
+    "toy": dict(res=128, batch=1, cnum=4),
+}
 
 
 def esrgan_case(config: str, stage: str, device, speed: dict | None = None):
@@ -83,19 +89,41 @@ def esrgan_case(config: str, stage: str, device, speed: dict | None = None):
     from lightning_modules.esrgan_module import ESRGANModule
 
     z = ESRGAN_SIZES[config]
-    gen = dict(_target_="archs.rrdbnet.RRDBNet", scale=4, num_feat=z["num_feat"], num_block=z["num_block"],
-               num_grow_ch=z["num_grow_ch"])
+    gen = dict(
+        _target_="archs.rrdbnet.RRDBNet",
+        scale=4,
+        num_feat=z["num_feat"],
+        num_block=z["num_block"],
+        num_grow_ch=z["num_grow_ch"],
+    )
     gt_size, batch = z["gt_size"], z["batch"]
     m = ESRGANModule(
         generator=gen,
-        discriminator=dict(_target_="archs.vgg_discriminator.VGGStyleDiscriminator", num_feat=z["d_feat"],
-                           input_size=gt_size),
+        discriminator=dict(
+            _target_="archs.vgg_discriminator.VGGStyleDiscriminator", num_feat=z["d_feat"], input_size=gt_size
+        ),
         perceptual=dict(_target_="losses.basic_loss.PerceptualLoss", layer_weights={"conv5_4": 1.0}, weights="random"),
-        psnr=dict(iters=10**9, lr=2e-4, betas=[0.9, 0.99], pixel_weight=1.0, scheduler="step",
-                  step=dict(step_size=200000, gamma=0.5)),
-        gan=dict(iters=10**9, lr_g=1e-4, lr_d=1e-4, betas=[0.9, 0.99], milestones=[50000], gamma=0.5,
-                 pixel_weight=1e-2, perceptual_weight=1.0, gan_weight=5e-3),
-        stages=[stage] if stage == "psnr" else ["psnr", "gan"], speed=speed,
+        psnr=dict(
+            iters=10**9,
+            lr=2e-4,
+            betas=[0.9, 0.99],
+            pixel_weight=1.0,
+            scheduler="step",
+            step=dict(step_size=200000, gamma=0.5),
+        ),
+        gan=dict(
+            iters=10**9,
+            lr_g=1e-4,
+            lr_d=1e-4,
+            betas=[0.9, 0.99],
+            milestones=[50000],
+            gamma=0.5,
+            pixel_weight=1e-2,
+            perceptual_weight=1.0,
+            gan_weight=5e-3,
+        ),
+        stages=[stage] if stage == "psnr" else ["psnr", "gan"],
+        speed=speed,
     )
     m.apply_speed(device)  # model.speed: channels_last / torch.compile, as in training (configure_model)
     m.to(device)
@@ -139,12 +167,12 @@ def face_like_seg(batch: int, res: int, device) -> torch.Tensor:
     """A crude CelebAMask-HQ layout (skin, hair on top, eyes, nose, mouth) for the labelled synthesis path."""
     seg = torch.zeros(batch, 1, res, res, dtype=torch.long)
     r = res
-    seg[:, :, r // 5:, r // 5:4 * r // 5] = 1
+    seg[:, :, r // 5 :, r // 5 : 4 * r // 5] = 1
     seg[:, :, : r // 4] = 13
-    seg[:, :, 15 * r // 32:r // 2, 11 * r // 32:13 * r // 32] = 5
-    seg[:, :, 15 * r // 32:r // 2, 19 * r // 32:21 * r // 32] = 4
-    seg[:, :, r // 2:19 * r // 32, 15 * r // 32:17 * r // 32] = 2
-    seg[:, :, 23 * r // 32:25 * r // 32, 13 * r // 32:19 * r // 32] = 11
+    seg[:, :, 15 * r // 32 : r // 2, 11 * r // 32 : 13 * r // 32] = 5
+    seg[:, :, 15 * r // 32 : r // 2, 19 * r // 32 : 21 * r // 32] = 4
+    seg[:, :, r // 2 : 19 * r // 32, 15 * r // 32 : 17 * r // 32] = 2
+    seg[:, :, 23 * r // 32 : 25 * r // 32, 13 * r // 32 : 19 * r // 32] = 11
     return seg.to(device)
 
 
@@ -167,9 +195,14 @@ def synthesis_stage_times(args) -> None:
                 for k, v in synth.last_timing.items():
                     totals[k] = totals.get(k, 0.0) + v
         per = {k: v / args.iters / n for k, v in totals.items()}
-        text = "  ".join(f"{k} {per[k]:8.1f}" for k in ("eyes", "mask", "sketch", "color", "noise", "total") if k in per)
-        print(f"synthesis cpu 512x512 {'labels   ' if labelled else 'no labels'} ms/image | {text}  "
-              f"(batch {n}, {torch.get_num_threads()} threads)", flush=True)
+        text = "  ".join(
+            f"{k} {per[k]:8.1f}" for k in ("eyes", "mask", "sketch", "color", "noise", "total") if k in per
+        )
+        print(
+            f"synthesis cpu 512x512 {'labels   ' if labelled else 'no labels'} ms/image | {text}  "
+            f"(batch {n}, {torch.get_num_threads()} threads)",
+            flush=True,
+        )
 
 
 def realesrgan_case(config: str, stage: str, device, speed: dict | None = None):
@@ -191,20 +224,47 @@ def realesrgan_case(config: str, stage: str, device, speed: dict | None = None):
     # paper: the published sizes (batch 12 per GPU, 400 patch, 256 crop); demo: conf/data/realesrgan_demo.yaml
     batch, pad, gt_size = (12, 400, 256) if paper else (4, 96, 64)
     deg["pool_size"] = 15 * batch if paper else 4 * batch
-    dm = RealESRGANDataModule(degradation=deg, crop_pad_size=pad, train_dirs=[], val_dirs=[], gt_size=gt_size,
-                              batch_size=batch, num_workers=0)
-    gen = dict(_target_="archs.rrdbnet.RRDBNet", scale=4, **(dict(num_feat=64, num_block=23, num_grow_ch=32)
-                                                             if paper else dict(num_feat=32, num_block=2, num_grow_ch=16)))
+    dm = RealESRGANDataModule(
+        degradation=deg, crop_pad_size=pad, train_dirs=[], val_dirs=[], gt_size=gt_size, batch_size=batch, num_workers=0
+    )
+    gen = dict(
+        _target_="archs.rrdbnet.RRDBNet",
+        scale=4,
+        **(
+            dict(num_feat=64, num_block=23, num_grow_ch=32) if paper else dict(num_feat=32, num_block=2, num_grow_ch=16)
+        ),
+    )
     m = RealESRGANModule(
         generator=gen,
         discriminator=dict(_target_="archs.unet_discriminator.UNetDiscriminatorSN", num_feat=64 if paper else 16),
-        perceptual=dict(_target_="losses.basic_loss.PerceptualLoss", weights="random",
-                        layer_weights={"conv1_2": 0.1, "conv2_2": 0.1, "conv3_4": 1.0, "conv4_4": 1.0, "conv5_4": 1.0}),
-        psnr=dict(iters=10**9, lr=2e-4, betas=[0.9, 0.99], pixel_weight=1.0, gt_usm=True, scheduler="multistep",
-                  multistep=dict(milestones=[10**9], gamma=0.5)),
-        gan=dict(iters=10**9, lr_g=1e-4, lr_d=1e-4, betas=[0.9, 0.99], milestones=[10**9], gamma=0.5,
-                 pixel_weight=1.0, perceptual_weight=1.0, gan_weight=0.1, gan_type="vanilla"),
-        stages=[stage] if stage == "psnr" else ["psnr", "gan"], speed=speed,
+        perceptual=dict(
+            _target_="losses.basic_loss.PerceptualLoss",
+            weights="random",
+            layer_weights={"conv1_2": 0.1, "conv2_2": 0.1, "conv3_4": 1.0, "conv4_4": 1.0, "conv5_4": 1.0},
+        ),
+        psnr=dict(
+            iters=10**9,
+            lr=2e-4,
+            betas=[0.9, 0.99],
+            pixel_weight=1.0,
+            gt_usm=True,
+            scheduler="multistep",
+            multistep=dict(milestones=[10**9], gamma=0.5),
+        ),
+        gan=dict(
+            iters=10**9,
+            lr_g=1e-4,
+            lr_d=1e-4,
+            betas=[0.9, 0.99],
+            milestones=[10**9],
+            gamma=0.5,
+            pixel_weight=1.0,
+            perceptual_weight=1.0,
+            gan_weight=0.1,
+            gan_type="vanilla",
+        ),
+        stages=[stage] if stage == "psnr" else ["psnr", "gan"],
+        speed=speed,
     )
     m.apply_speed(device)
     m.to(device)
@@ -213,19 +273,21 @@ def realesrgan_case(config: str, stage: str, device, speed: dict | None = None):
     t = time.perf_counter()
     ks = [sample_degradation_kernels(rng, deg["kernels"]) for _ in range(batch)]
     print(f"  (kernels in the workers: {1000 * (time.perf_counter() - t) / batch:.2f} ms per sample on the CPU)")
-    raw = {"gt": torch.rand(batch, 3, pad, pad, device=device),
-           **{k: torch.from_numpy(np.stack([d[k] for d in ks])).to(device) for k in ks[0]}}
+    raw = {
+        "gt": torch.rand(batch, 3, pad, pad, device=device),
+        **{k: torch.from_numpy(np.stack([d[k] for d in ks])).to(device) for k in ks[0]},
+    }
 
     def synth():
         return dm.synthesize(dict(raw))
 
     def step(b):
-        m._batch = b
+        lq, gt, gt_usm = m.training_pair(b)
         if stage == "psnr":
-            m.psnr_step(b["lq"], b["gt"])
+            m.psnr_step(lq, gt, gt_usm)
         else:
-            out, _ = m.generator_step(b["lq"], b["gt"])
-            m.discriminator_step(out, b["gt"])
+            out, _ = m.generator_step(lq, gt, gt_usm=gt_usm)
+            m.discriminator_step(out, gt, gt_usm)
         ema_update(m.net_g_ema, m.net_g, 0.999)
 
     nets = [m.net_g] + ([m.net_d, m.cri_perceptual.vgg] if stage == "gan" else [])
@@ -242,7 +304,9 @@ def scfegan_case(config: str, device, speed: dict | None = None, batch_override:
         generator=dict(_target_="archs.scfegan_generator.SCFEGANGenerator", cnum=cnum),
         discriminator=dict(_target_="archs.sn_patch_discriminator.SNPatchDiscriminator", cnum=cnum),
         loss=dict(alpha=6.0, sigma=0.05, gamma=120.0, upsilon=0.1, beta=0.001, theta=10.0, epsilon=0.001),
-        optim=dict(lr_g=1e-4, lr_d=1e-4, betas=[0.5, 0.999], d_steps=1), iters=10**9, vgg_weights="random",
+        optim=dict(lr_g=1e-4, lr_d=1e-4, betas=[0.5, 0.999], d_steps=1),
+        iters=10**9,
+        vgg_weights="random",
         speed=speed,
     )
     m.apply_speed(device)
@@ -272,9 +336,12 @@ def measure(args, model, config, stage, precision, channels_last, compile_, devi
     ``args.iters`` timed iterations and as many of the input synthesis alone.  Returns the figures (and prints
     them unless ``quiet``)."""
     torch.manual_seed(0)
-    speed = {"channels_last": bool(channels_last), "compile": bool(compile_),
-             "compile_backend": getattr(args, "compile_backend", "inductor"),
-             "compile_mode": getattr(args, "compile_mode", None)}
+    speed = {
+        "channels_last": bool(channels_last),
+        "compile": bool(compile_),
+        "compile_backend": getattr(args, "compile_backend", "inductor"),
+        "compile_mode": getattr(args, "compile_mode", None),
+    }
     if model == "esrgan":
         m, nets, batch, synth, step = esrgan_case(config, stage, device, speed)
     elif model == "realesrgan":
@@ -282,7 +349,9 @@ def measure(args, model, config, stage, precision, channels_last, compile_, devi
     else:
         m, nets, batch, synth, step = scfegan_case(config, device, speed, getattr(args, "batch", None))
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16-mixed")
-    if getattr(args, "synthesis_only", False):  # e.g. the paper-size Real-ESRGAN degradation on a CPU, where the step would take minutes
+    if getattr(
+        args, "synthesis_only", False
+    ):  # e.g. the paper-size Real-ESRGAN degradation on a CPU, where the step would take minutes
         for _ in range(args.warmup):
             synth()
         sync(device)
@@ -290,8 +359,11 @@ def measure(args, model, config, stage, precision, channels_last, compile_, devi
         for _ in range(args.iters):
             synth()
         sync(device)
-        print(f"{model}/{config}/{stage:5s} synthesis only: {1000 * (time.perf_counter() - t) / args.iters:9.1f} ms per "
-              f"batch of {batch}", flush=True)
+        print(
+            f"{model}/{config}/{stage:5s} synthesis only: {1000 * (time.perf_counter() - t) / args.iters:9.1f} ms per "
+            f"batch of {batch}",
+            flush=True,
+        )
         return
 
     def iteration():
@@ -347,23 +419,46 @@ def measure(args, model, config, stage, precision, channels_last, compile_, devi
     share = f"{100 * tflops / peak:5.1f}%" if peak else "   n/a"
     name = f"{model}/{config}/{stage}"
     if not quiet:
-        print(f"{name:22s} {precision:10s} cl={int(channels_last)} compile={int(compile_)} | "
-              f"{batch / t_iter:8.1f} img/s {1000 * t_iter:9.1f} ms/it | {mem} | "
-              f"{flops / 1e9:9.1f} GFLOP/it {tflops:7.2f} TFLOP/s peak {share} | synthesis {100 * t_synth / t_iter:5.1f}%",
-              flush=True)
-    return {"model": model, "config": config, "stage": stage, "precision": precision,
-            "channels_last": bool(channels_last), "compile": bool(compile_), "batch": batch,
-            "img_s": batch / t_iter, "ms_it": 1000 * t_iter, "peak_mem_gib": peak_mem,
-            "peak_mem_kind": "allocated" if device.type == "cuda" else "process RSS",
-            "gflop_it": flops / 1e9, "tflops": tflops,
-            "share_peak": tflops / peak if peak else None, "share_bf16_peak": tflops / bf16_peak if bf16_peak else None,
-            "synthesis_share": t_synth / t_iter, "first_iter_s": first_iter}
+        print(
+            f"{name:22s} {precision:10s} cl={int(channels_last)} compile={int(compile_)} | "
+            f"{batch / t_iter:8.1f} img/s {1000 * t_iter:9.1f} ms/it | {mem} | "
+            f"{flops / 1e9:9.1f} GFLOP/it {tflops:7.2f} TFLOP/s peak {share} | synthesis {100 * t_synth / t_iter:5.1f}%",
+            flush=True,
+        )
+    return {
+        "model": model,
+        "config": config,
+        "stage": stage,
+        "precision": precision,
+        "channels_last": bool(channels_last),
+        "compile": bool(compile_),
+        "batch": batch,
+        "img_s": batch / t_iter,
+        "ms_it": 1000 * t_iter,
+        "peak_mem_gib": peak_mem,
+        "peak_mem_kind": "allocated" if device.type == "cuda" else "process RSS",
+        "gflop_it": flops / 1e9,
+        "tflops": tflops,
+        "share_peak": tflops / peak if peak else None,
+        "share_bf16_peak": tflops / bf16_peak if bf16_peak else None,
+        "synthesis_share": t_synth / t_iter,
+        "first_iter_s": first_iter,
+    }
 
 
 @torch.no_grad()
-def edit_latency(device, precision: str, channels_last: bool = False, compile_: bool = False, res: int = 512,
-                 cnum: int = 64, iters: int = 20, warmup: int = 3, compile_backend: str = "inductor",
-                 compile_mode: str | None = None) -> dict:
+def edit_latency(
+    device,
+    precision: str,
+    channels_last: bool = False,
+    compile_: bool = False,
+    res: int = 512,
+    cnum: int = 64,
+    iters: int = 20,
+    warmup: int = 3,
+    compile_backend: str = "inductor",
+    compile_mode: str | None = None,
+) -> dict:
     """One SC-FEGAN edit: the generator on a batch of 1 (what predict.py runs per edit), median ms."""
     from archs.scfegan_generator import SCFEGANGenerator
     from lightning_modules import speed
@@ -393,8 +488,16 @@ def edit_latency(device, precision: str, channels_last: bool = False, compile_: 
             sync(device)
             times.append(time.perf_counter() - t)
     times.sort()
-    return {"precision": precision, "channels_last": bool(channels_last), "compile": bool(compile_), "res": res,
-            "cnum": cnum, "ms": 1000 * times[len(times) // 2], "ms_min": 1000 * times[0], "first_call_s": first}
+    return {
+        "precision": precision,
+        "channels_last": bool(channels_last),
+        "compile": bool(compile_),
+        "res": res,
+        "cnum": cnum,
+        "ms": 1000 * times[len(times) // 2],
+        "ms_min": 1000 * times[0],
+        "first_call_s": first,
+    }
 
 
 def scfegan_inference(args, device, precision):
@@ -413,8 +516,12 @@ def main():
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--peak-tflops", type=float, default=None, help="device peak for the share column")
-    p.add_argument("--batch", type=int, default=None,
-                   help="SC-FEGAN batch size instead of the case's (paper 8, demo 4), e.g. 1 for a CPU smoke run")
+    p.add_argument(
+        "--batch",
+        type=int,
+        default=None,
+        help="SC-FEGAN batch size instead of the case's (paper 8, demo 4), e.g. 1 for a CPU smoke run",
+    )
     p.add_argument("--stage-batch", type=int, default=2, help="images per batch for the CPU per-stage timing")
     p.add_argument("--no-stages", action="store_true", help="skip the CPU per-stage synthesis timing")
     p.add_argument("--synthesis-only", action="store_true", help="time the on-device input synthesis alone")
@@ -424,19 +531,23 @@ def main():
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32 here
     expand = lambda v, opts: opts if v == "all" else [v]  # noqa: E731
-    print(f"device: {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}, torch {torch.__version__}")
+    print(
+        f"device: {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}, torch {torch.__version__}"
+    )
     cases = []
     for model in expand(args.model, ["esrgan", "realesrgan", "scfegan"]):
         stages = ["psnr", "gan"] if model in ("esrgan", "realesrgan") else ["gan"]
         for config, stage in itertools.product(expand(args.config, ["demo", "paper"]), stages):
             cases.append((model, config, stage))
     for (model, config, stage), precision, cl, comp in itertools.product(
-        cases, expand(args.precision, ["32-true", "bf16-mixed"]), expand(args.channels_last, ["0", "1"]),
+        cases,
+        expand(args.precision, ["32-true", "bf16-mixed"]),
+        expand(args.channels_last, ["0", "1"]),
         expand(args.compile, ["0", "1"]),
     ):
         try:
             measure(args, model, config, stage, precision, cl == "1", comp == "1", device)
-        except Exception as err:  # report and go on: one case (e.g. compile on a CPU without a compiler) may fail
+        except Exception as err:  # noqa: BLE001  report and go on: one case (e.g. compile on a CPU without a compiler) may fail
             print(f"{model}/{config}/{stage} {precision} cl={cl} compile={comp}: FAILED {type(err).__name__}: {err}")
         if device.type == "cuda":
             torch.cuda.empty_cache()

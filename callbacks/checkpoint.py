@@ -17,8 +17,11 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 class LastEveryValidationCheckpoint(ModelCheckpoint):
     def on_validation_end(self, trainer, pl_module) -> None:
         super().on_validation_end(trainer, pl_module)
-        if (self.save_last and not self._should_skip_saving_checkpoint(trainer)
-                and not self._should_save_on_train_epoch_end(trainer)):
+        if (
+            self.save_last
+            and not self._should_skip_saving_checkpoint(trainer)
+            and not self._should_save_on_train_epoch_end(trainer)
+        ):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
 
@@ -67,11 +70,14 @@ class StageCheckpoint(LastEveryValidationCheckpoint):
         self.kth_value = torch.tensor(float("inf") if self.mode == "min" else -float("inf"))
 
     def on_validation_end(self, trainer, pl_module) -> None:
-        rule = getattr(pl_module, "checkpoint_rule", None)
+        # The recipe's rule (lightning_modules/base.py RecipeContract.checkpoint_rule; None: one selection for the
+        # whole run).  Any other LightningModule: Lightning's ModelCheckpoint as configured.
+        rule_of = getattr(pl_module, "checkpoint_rule", None)
+        rule = rule_of() if rule_of is not None else None
         if rule is None or self._should_skip_saving_checkpoint(trainer):
             super().on_validation_end(trainer, pl_module)
             return
-        stage, monitor, mode = rule()
+        stage, monitor, mode = rule
         if stage != self.stage:
             self._enter_stage(stage, monitor, mode)
         super().on_validation_end(trainer, pl_module)
@@ -82,8 +88,11 @@ class StageCheckpoint(LastEveryValidationCheckpoint):
             return
         score = self.best_model_score
         self.stage_results[self.stage] = {
-            "path": self.best_model_path, "monitor": self.monitor, "mode": self.mode if self.monitor else None,
-            "score": float(score) if score is not None and self.monitor else None}
+            "path": self.best_model_path,
+            "monitor": self.monitor,
+            "mode": self.mode if self.monitor else None,
+            "score": float(score) if score is not None and self.monitor else None,
+        }
 
     def _save_checkpoint(self, trainer, filepath: str) -> None:
         # best_model_path/score are updated before each save: record them first, so that the file's own callback

@@ -32,9 +32,11 @@ def tensor_digest(tensors) -> str:
 
 
 def module_fingerprints(module: torch.nn.Module) -> dict[str, str]:
-    return {name: tensor_digest(list(child.parameters()) + list(child.buffers()))
-            for name, child in module.named_children()
-            if any(True for _ in child.parameters()) or any(True for _ in child.buffers())}
+    return {
+        name: tensor_digest(list(child.parameters()) + list(child.buffers()))
+        for name, child in module.named_children()
+        if any(True for _ in child.parameters()) or any(True for _ in child.buffers())
+    }
 
 
 class ReplicaCheck(Callback):

@@ -47,8 +47,9 @@ class SaveOnSignal(Callback):
             signal.signal(signal.SIGINT, signal.default_int_handler)
             raise KeyboardInterrupt
         self.signum = signal.SIGINT
-        log.warning("SIGINT: stopping after the current batch and saving last.ckpt (press Ctrl-C again to abort "
-                    "without saving)")
+        log.warning(
+            "SIGINT: stopping after the current batch and saving last.ckpt (press Ctrl-C again to abort without saving)"
+        )
         if self._trainer is not None:
             # Lightning's loops stop at the next batch boundary on this flag (and broadcast it under DDP).
             self._trainer._signal_connector.received_sigterm = True
@@ -88,8 +89,10 @@ class SaveOnSignal(Callback):
         trainer.save_checkpoint(self.last_path)  # every rank: collective; rank 0 writes (AtomicCheckpointIO)
         self.saved = self.last_path
         if trainer.is_global_zero:
-            log.warning(f"signal {self.signum}: saved {self.last_path} at iteration "
-                        f"{getattr(pl_module, 'iteration', trainer.global_step)}; resume with ckpt_path={self.last_path}")
+            log.warning(
+                f"signal {self.signum}: saved {self.last_path} at iteration "
+                f"{getattr(pl_module, 'iteration', trainer.global_step)}; resume with ckpt_path={self.last_path}"
+            )
 
     @property
     def exit_code(self) -> int:

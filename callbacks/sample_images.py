@@ -48,8 +48,13 @@ class SampleImageWriter(Callback):
                 if isinstance(logger, WandbLogger):
                     import wandb
 
-                    logger.experiment.log({f"samples/{name}": wandb.Image(img, caption=caption),
-                                           "iter": iteration, "trainer/global_step": _logger_step(trainer)})
+                    logger.experiment.log(
+                        {
+                            f"samples/{name}": wandb.Image(img, caption=caption),
+                            "iter": iteration,
+                            "trainer/global_step": _logger_step(trainer),
+                        }
+                    )
         samples.clear()
 
     @rank_zero_only
@@ -67,5 +72,6 @@ class SampleImageWriter(Callback):
         table = wandb.Table(columns=columns, data=[[r.get(c) for c in columns] for r in rows])
         iteration = int(getattr(pl_module, "iteration", trainer.global_step))
         for logger in wandb_loggers:
-            logger.experiment.log({"val/per_image": table, "iter": iteration,
-                                   "trainer/global_step": _logger_step(trainer)})
+            logger.experiment.log(
+                {"val/per_image": table, "iter": iteration, "trainer/global_step": _logger_step(trainer)}
+            )

@@ -31,8 +31,11 @@ class TrainLossLog(Callback):
         if not trainer.is_global_zero or iteration % every or iteration == self._last_iter:
             return
         self._last_iter = iteration
-        values = {k[len("train/"):]: v for k, v in trainer.callback_metrics.items()
-                  if k.startswith("train/") and torch.is_tensor(v) and v.numel() == 1}
+        values = {
+            k[len("train/") :]: v
+            for k, v in trainer.callback_metrics.items()
+            if k.startswith("train/") and torch.is_tensor(v) and v.numel() == 1
+        }
         if not values:
             return
         total = getattr(pl_module, "total_iters", None)

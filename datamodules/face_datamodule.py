@@ -39,8 +39,13 @@ from pytorch_lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.image_io import BadImageError, filter_images, list_images, read_image, read_label_map
-from datamodules.samplers import (collate_skipping_bad, eval_dataset_and_sampler, resumable_train_loader, sample_key,
-                                  sample_rng)
+from datamodules.samplers import (
+    collate_skipping_bad,
+    eval_dataset_and_sampler,
+    resumable_train_loader,
+    sample_key,
+    sample_rng,
+)
 from datamodules.workers import worker_init
 from synthesis.pipeline import FaceInputSynthesizer
 
@@ -88,8 +93,10 @@ def combine_parts(parts: list[tuple[int, Path]], size: tuple[int, int] | None = 
         if label_map is None:
             label_map = np.zeros(part.shape if size is None else size, dtype=np.uint8)
         if part.shape != label_map.shape:
-            raise ValueError(f"{path}: part mask is {part.shape[1]}x{part.shape[0]}, expected "
-                             f"{label_map.shape[1]}x{label_map.shape[0]} like the other parts of this image")
+            raise ValueError(
+                f"{path}: part mask is {part.shape[1]}x{part.shape[0]}, expected "
+                f"{label_map.shape[1]}x{label_map.shape[0]} like the other parts of this image"
+            )
         label_map[part != 0] = label
     if label_map is None:
         if size is None:
@@ -187,9 +194,7 @@ class FaceDataset(Dataset):
         h, w = label_map.shape[:2]
         ih, iw = img_hw
         if h * iw != w * ih:  # same aspect ratio required (CelebAMask-HQ: 512 maps for 1024 images)
-            raise ValueError(
-                f"{name}: label map is {w}x{h} but its image is {iw}x{ih} (the aspect ratios must match)"
-            )
+            raise ValueError(f"{name}: label map is {w}x{h} but its image is {iw}x{ih} (the aspect ratios must match)")
         if label_map.max(initial=0) >= NUM_CLASSES:
             raise ValueError(f"{name}: label value {int(label_map.max())} is outside the {NUM_CLASSES} classes")
         return label_map
@@ -366,12 +371,15 @@ class FaceDataModule(LightningDataModule):
             matched = {p.name for p in val} | {p.stem for p in val} | {p.relative_to(root).as_posix() for p in val}
             missing = [w for w in wanted if w not in matched]
             if missing:
-                warnings.warn(f"split file {self.split_file!r}: {len(missing)} names not found (e.g. {missing[0]!r})",
-                              stacklevel=2)
+                warnings.warn(
+                    f"split file {self.split_file!r}: {len(missing)} names not found (e.g. {missing[0]!r})",
+                    stacklevel=2,
+                )
             return [p for p in files if not is_val(p)], val
         if not 0 <= self.num_val < len(files):
-            raise ValueError(f"num_val={self.num_val} must be in [0, {len(files)}) for the {len(files)} images in "
-                             f"{str(root)!r}")
+            raise ValueError(
+                f"num_val={self.num_val} must be in [0, {len(files)}) for the {len(files)} images in {str(root)!r}"
+            )
         perm = np.random.default_rng(self.split_seed).permutation(len(files))
         val_idx = set(perm[: self.num_val].tolist())
         return ([p for i, p in enumerate(files) if i not in val_idx], [p for i, p in enumerate(files) if i in val_idx])
@@ -400,22 +408,37 @@ class FaceDataModule(LightningDataModule):
                     f"expected {'{id}_{part}.png part files' if fmt == 'per_part' else files[0].stem + '.png'})"
                 )
             if missing:
-                warnings.warn(f"{len(missing)} of {len(files)} images have no label map in {str(label_root)!r} "
-                              f"(e.g. {missing[0]}); their seg is -1 (no hair union, k-means colours)", stacklevel=2)
+                warnings.warn(
+                    f"{len(missing)} of {len(files)} images have no label map in {str(label_root)!r} "
+                    f"(e.g. {missing[0]}); their seg is -1 (no hair union, k-means colours)",
+                    stacklevel=2,
+                )
         eyes = None
         if self.landmark_file is not None:
             table = read_landmarks(self.landmark_file)
             eyes = [table.get(p.name, table.get(p.stem)) for p in files]
             n_missing = sum(e is None for e in eyes)
             if n_missing:
-                warnings.warn(f"{n_missing} of {len(files)} images have no row in {self.landmark_file!r}; "
-                              "their eyes come from the label map or the fixed aligned-face positions", stacklevel=2)
+                warnings.warn(
+                    f"{n_missing} of {len(files)} images have no row in {self.landmark_file!r}; "
+                    "their eyes come from the label map or the fixed aligned-face positions",
+                    stacklevel=2,
+                )
         return labels, fmt, eyes
 
     def _dataset(self, files: list[Path], train: bool) -> FaceDataset:
         labels, fmt, eyes = self._annotations(files)
-        return FaceDataset(files, labels, fmt, eyes, self.resolution, hflip=self.hflip and train,
-                           on_bad_image=self.on_bad_image, train=train, seed=self.seed)
+        return FaceDataset(
+            files,
+            labels,
+            fmt,
+            eyes,
+            self.resolution,
+            hflip=self.hflip and train,
+            on_bad_image=self.on_bad_image,
+            train=train,
+            seed=self.seed,
+        )
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
@@ -432,8 +455,12 @@ class FaceDataModule(LightningDataModule):
     def _loader(self, dataset: FaceDataset | None, batch_size: int, train: bool) -> DataLoader:
         if dataset is None:
             raise RuntimeError("no images for this split (call setup() first; check image_dir / num_val)")
-        kwargs = dict(num_workers=self.num_workers, pin_memory=self.pin_memory, worker_init_fn=worker_init,
-                      persistent_workers=self.persistent_workers and self.num_workers > 0)
+        kwargs = dict(
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            worker_init_fn=worker_init,
+            persistent_workers=self.persistent_workers and self.num_workers > 0,
+        )
         trainer = getattr(self, "trainer", None)
         if train and len(dataset) >= batch_size:
             # Resumable order, sharded over DDP ranks (a resumed run continues the epoch where it stopped).  The
@@ -443,8 +470,15 @@ class FaceDataModule(LightningDataModule):
         if not train:
             # Under DDP each validation image once, on one rank (no padding duplicates; datamodules/samplers.py).
             dataset, sampler = eval_dataset_and_sampler(dataset, trainer)
-        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=train, drop_last=False,
-                          collate_fn=collate_skipping_bad, **kwargs)
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=sampler,
+            shuffle=train,
+            drop_last=False,
+            collate_fn=collate_skipping_bad,
+            **kwargs,
+        )
 
     def train_dataloader(self) -> DataLoader:
         self.setup("fit")
@@ -492,5 +526,7 @@ class FaceDataModule(LightningDataModule):
     def load_state_dict(self, state_dict: dict) -> None:
         for key in ("seed", "split_seed", "num_val"):
             if key in state_dict and state_dict[key] != getattr(self, key):
-                warnings.warn(f"resuming with data {key}={getattr(self, key)} but the checkpoint used "
-                              f"{state_dict[key]}", stacklevel=2)
+                warnings.warn(
+                    f"resuming with data {key}={getattr(self, key)} but the checkpoint used {state_dict[key]}",
+                    stacklevel=2,
+                )

@@ -107,9 +107,7 @@ def read_label_map(path: str | os.PathLike) -> np.ndarray:
         raise BadImageError(f"{path}: not a readable label map ({type(err).__name__}: {err})") from err
 
 
-def filter_images(
-    files: list[Path], min_size: int = 0, on_bad_image: str = "warn"
-) -> list[Path]:
+def filter_images(files: list[Path], min_size: int = 0, on_bad_image: str = "warn") -> list[Path]:
     """Drop unreadable files and files smaller than ``min_size`` on either side.
 
     Reads only headers, so it is cheap even for CelebA-HQ's 30k files.

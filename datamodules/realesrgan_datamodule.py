@@ -37,15 +37,36 @@ KERNEL_KEYS = ("kernel1", "kernel2", "sinc_kernel")
 class RealESRGANTrainDataset(SRTrainDataset):
     """HR patches of ``crop_pad_size`` with flips, plus the sample's degradation kernels."""
 
-    def __init__(self, dirs, kernels: dict, crop_pad_size: int = 400, min_size: int = 256, use_hflip: bool = True,
-                 use_rot: bool = False, on_bad_image: str = "warn", enlarge_ratio: int = 1, seed: int = 0) -> None:
-        super().__init__(dirs, None, scale=1, gt_size=min_size, use_hflip=False, use_rot=False,
-                         on_bad_image=on_bad_image, enlarge_ratio=enlarge_ratio, seed=seed)
+    def __init__(
+        self,
+        dirs,
+        kernels: dict,
+        crop_pad_size: int = 400,
+        min_size: int = 256,
+        use_hflip: bool = True,
+        use_rot: bool = False,
+        on_bad_image: str = "warn",
+        enlarge_ratio: int = 1,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(
+            dirs,
+            None,
+            scale=1,
+            gt_size=min_size,
+            use_hflip=False,
+            use_rot=False,
+            on_bad_image=on_bad_image,
+            enlarge_ratio=enlarge_ratio,
+            seed=seed,
+        )
         self.kernels = kernels
         self.crop_pad_size = crop_pad_size
         # Real-ESRGAN: reflect-101 pad (bottom/right) to 400, random 400 crop; hflip, and with use_rot vflip + rot90.
-        aug = [A.PadIfNeeded(crop_pad_size, crop_pad_size, position="top_left", border_mode=cv2.BORDER_REFLECT_101),
-               A.RandomCrop(crop_pad_size, crop_pad_size)]
+        aug = [
+            A.PadIfNeeded(crop_pad_size, crop_pad_size, position="top_left", border_mode=cv2.BORDER_REFLECT_101),
+            A.RandomCrop(crop_pad_size, crop_pad_size),
+        ]
         if use_hflip:
             aug.append(A.HorizontalFlip(p=0.5))
         if use_rot:
@@ -68,10 +89,14 @@ class RealESRGANDataModule(SRDataModule):
         kwargs.setdefault("use_rot", False)
         super().__init__(**kwargs)
         if self.lr_train_dirs:
-            raise ValueError("data.lr_train_dirs: the Real-ESRGAN data synthesises its LR; use data=div2k for pre-made LR")
+            raise ValueError(
+                "data.lr_train_dirs: the Real-ESRGAN data synthesises its LR; use data=div2k for pre-made LR"
+            )
         if crop_pad_size % self.scale or crop_pad_size < self.gt_size:
-            raise ValueError(f"data.crop_pad_size={crop_pad_size} must be a multiple of data.scale={self.scale} "
-                             f"and at least data.gt_size={self.gt_size}")
+            raise ValueError(
+                f"data.crop_pad_size={crop_pad_size} must be a multiple of data.scale={self.scale} "
+                f"and at least data.gt_size={self.gt_size}"
+            )
         degradation = _plain(degradation)
         self.degradation_cfg = degradation
         self.crop_pad_size = crop_pad_size
@@ -80,13 +105,19 @@ class RealESRGANDataModule(SRDataModule):
         self.usm_input = bool(degradation.get("usm_input", True))
         self.pool_size = int(degradation.get("pool_size", 0))
         if self.pool_size and self.pool_size % self.batch_size:
-            raise ValueError(f"data.degradation.pool_size={self.pool_size} must be a multiple of data.batch_size="
-                             f"{self.batch_size} (Real-ESRGAN queue_size); 0 disables the pool")
+            raise ValueError(
+                f"data.degradation.pool_size={self.pool_size} must be a multiple of data.batch_size="
+                f"{self.batch_size} (Real-ESRGAN queue_size); 0 disables the pool"
+            )
         self.seed = int(degradation.get("seed", 0) or 0)
         self.degrade = RealESRGANDegradation(
-            scale=self.scale, first=_plain(degradation["first"]), second=_plain(degradation["second"]),
-            final=_plain(degradation.get("final")), resize_modes=list(degradation.get("resize_modes", ("area", "bilinear", "bicubic"))),
-            jpeg=_plain(degradation.get("jpeg")))
+            scale=self.scale,
+            first=_plain(degradation["first"]),
+            second=_plain(degradation["second"]),
+            final=_plain(degradation.get("final")),
+            resize_modes=list(degradation.get("resize_modes", ("area", "bilinear", "bicubic"))),
+            jpeg=_plain(degradation.get("jpeg")),
+        )
         self.usm = USMSharp(**_plain(degradation.get("usm") or {}))
         self._gen_cpu: torch.Generator | None = None
         self._gen_dev: torch.Generator | None = None
@@ -97,9 +128,17 @@ class RealESRGANDataModule(SRDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit") and self.train_set is None:
-            self.train_set = RealESRGANTrainDataset(self.train_dirs, self.kernels, self.crop_pad_size, self.gt_size,
-                                                    self.use_hflip, self.use_rot, self.on_bad_image,
-                                                    self.dataset_enlarge_ratio, seed=self.seed)
+            self.train_set = RealESRGANTrainDataset(
+                self.train_dirs,
+                self.kernels,
+                self.crop_pad_size,
+                self.gt_size,
+                self.use_hflip,
+                self.use_rot,
+                self.on_bad_image,
+                self.dataset_enlarge_ratio,
+                seed=self.seed,
+            )
         super().setup(stage)
 
     # ------------------------------------------------------------------ generators
@@ -126,8 +165,12 @@ class RealESRGANDataModule(SRDataModule):
     def state_dict(self) -> dict:
         if self._gen_cpu is None:
             return {}
-        return {"cpu": self._gen_cpu.get_state(), "device": self._gen_dev.get_state(),
-                "device_type": self._gen_dev.device.type, "calls": self._calls}
+        return {
+            "cpu": self._gen_cpu.get_state(),
+            "device": self._gen_dev.get_state(),
+            "device_type": self._gen_dev.device.type,
+            "calls": self._calls,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         if state:
@@ -151,7 +194,9 @@ class RealESRGANDataModule(SRDataModule):
         out.update(gt=gt, lq=lq.contiguous(), gt_usm=self.usm(gt))
         return out
 
-    def _paired_crop(self, gt: torch.Tensor, lq: torch.Tensor, cpu: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def _paired_crop(
+        self, gt: torch.Tensor, lq: torch.Tensor, cpu: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """A random ``gt_size`` crop per sample and the LR crop at the same place (offsets on the LR grid)."""
         s, lq_size = self.scale, self.gt_size // self.scale
         h, w = lq.shape[-2:]
@@ -159,9 +204,13 @@ class RealESRGANDataModule(SRDataModule):
             return gt, lq
         tops = torch.randint(0, h - lq_size + 1, (lq.shape[0],), generator=cpu).tolist()
         lefts = torch.randint(0, w - lq_size + 1, (lq.shape[0],), generator=cpu).tolist()
-        lq = torch.stack([lq[i, :, t:t + lq_size, l:l + lq_size] for i, (t, l) in enumerate(zip(tops, lefts))])
-        gt = torch.stack([gt[i, :, t * s:(t + lq_size) * s, l * s:(l + lq_size) * s]
-                          for i, (t, l) in enumerate(zip(tops, lefts))])
+        lq = torch.stack([lq[i, :, t : t + lq_size, l : l + lq_size] for i, (t, l) in enumerate(zip(tops, lefts))])
+        gt = torch.stack(
+            [
+                gt[i, :, t * s : (t + lq_size) * s, l * s : (l + lq_size) * s]
+                for i, (t, l) in enumerate(zip(tops, lefts))
+            ]
+        )
         return gt, lq
 
     def _pool(self, gt: torch.Tensor, lq: torch.Tensor, cpu: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -175,8 +224,8 @@ class RealESRGANDataModule(SRDataModule):
             self._pool_lq = lq.new_zeros((self.pool_size, *lq.shape[1:]))
             self._pool_ptr = 0
         if self._pool_ptr < self.pool_size:  # filling: the batch itself trains, and is kept
-            self._pool_gt[self._pool_ptr:self._pool_ptr + b] = gt
-            self._pool_lq[self._pool_ptr:self._pool_ptr + b] = lq
+            self._pool_gt[self._pool_ptr : self._pool_ptr + b] = gt
+            self._pool_lq[self._pool_ptr : self._pool_ptr + b] = lq
             self._pool_ptr += b
             return gt, lq
         idx = torch.randperm(self.pool_size, generator=cpu).to(gt.device)
@@ -196,11 +245,13 @@ class RealESRGANDataModule(SRDataModule):
         for i, name in enumerate(names):
             key = zlib.crc32(str(name).encode()) + self.seed * 7919
             rng = np.random.default_rng(key)
-            kernels = {k: torch.from_numpy(v).to(gt.device)[None]
-                       for k, v in sample_degradation_kernels(rng, self.kernels).items()}
+            kernels = {
+                k: torch.from_numpy(v).to(gt.device)[None]
+                for k, v in sample_degradation_kernels(rng, self.kernels).items()
+            }
             cpu = torch.Generator().manual_seed(key)
             dev = torch.Generator(device=gt.device).manual_seed(key + 1)
-            x = gt[i:i + 1]
+            x = gt[i : i + 1]
             src = self.usm(x) if self.usm_input else x
             lqs.append(self.degrade(src, kernels["kernel1"], kernels["kernel2"], kernels["sinc_kernel"], cpu, dev))
         batch["lq"] = torch.cat(lqs)
@@ -227,4 +278,3 @@ def _plain(cfg):
     if isinstance(cfg, (list, tuple)):
         return [_plain(v) for v in cfg]
     return cfg
-

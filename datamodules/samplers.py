@@ -115,7 +115,7 @@ class ResumableSampler(DistributedSampler):
         while pad > 0:  # as DistributedSampler: repeat from the start so every rank has the same count
             idx += idx[:pad]
             pad = self.total_size - len(idx)
-        return idx[self.rank:self.total_size:self.num_replicas]
+        return idx[self.rank : self.total_size : self.num_replicas]
 
     def __iter__(self):
         epoch, skip = self.epoch, 0
@@ -148,20 +148,31 @@ class ResumableDataLoader(DataLoader):
         if not isinstance(sampler, ResumableSampler):  # Lightning swapped it (trainer.overfit_batches)
             return {}
         batches = int(self.batches_done()) if self.batches_done is not None else 0
-        return {"epoch": int(sampler.epoch), "batches": batches, "batch_size": int(self.batch_size),
-                "world_size": int(sampler.num_replicas), "seed": int(sampler.seed)}
+        return {
+            "epoch": int(sampler.epoch),
+            "batches": batches,
+            "batch_size": int(self.batch_size),
+            "world_size": int(sampler.num_replicas),
+            "seed": int(sampler.seed),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         sampler = self.sampler
         if not state or not isinstance(sampler, ResumableSampler):
             return
         if int(state.get("seed", sampler.seed)) != int(sampler.seed):
-            warnings.warn(f"resuming with seed {sampler.seed} but the checkpoint's data order used seed "
-                          f"{state['seed']}: the rest of the epoch will not match the interrupted run", stacklevel=2)
+            warnings.warn(
+                f"resuming with seed {sampler.seed} but the checkpoint's data order used seed "
+                f"{state['seed']}: the rest of the epoch will not match the interrupted run",
+                stacklevel=2,
+            )
         samples = int(state.get("batches", 0)) * int(state.get("batch_size", self.batch_size))
         if int(state.get("world_size", sampler.num_replicas)) != sampler.num_replicas:
-            warnings.warn(f"resuming on {sampler.num_replicas} processes a run checkpointed on {state['world_size']}: "
-                          "the epoch's remaining samples are re-dealt, not reproduced exactly", stacklevel=2)
+            warnings.warn(
+                f"resuming on {sampler.num_replicas} processes a run checkpointed on {state['world_size']}: "
+                "the epoch's remaining samples are re-dealt, not reproduced exactly",
+                stacklevel=2,
+            )
             samples = samples * int(state["world_size"]) // sampler.num_replicas
         sampler.resume_at(int(state.get("epoch", 0)), samples)
 
@@ -187,8 +198,9 @@ def resumable_train_loader(dataset, batch_size: int, seed: int, trainer=None, **
     generator = torch.Generator()
     generator.manual_seed(int(seed))
     loader_kwargs.setdefault("worker_init_fn", worker_init)  # workers outlive a group SIGTERM (workers.py)
-    loader = ResumableDataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=True,
-                                 generator=generator, **loader_kwargs)
+    loader = ResumableDataLoader(
+        dataset, batch_size=batch_size, sampler=sampler, drop_last=True, generator=generator, **loader_kwargs
+    )
     if trainer is not None:
         loader.batches_done = lambda: trainer.fit_loop.epoch_loop.batch_progress.current.processed
     return loader

@@ -24,8 +24,13 @@ from pytorch_lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.image_io import BadImageError, filter_images, list_images, read_image
-from datamodules.samplers import (collate_skipping_bad, eval_dataset_and_sampler, resumable_train_loader, sample_key,
-                                  sample_rng)
+from datamodules.samplers import (
+    collate_skipping_bad,
+    eval_dataset_and_sampler,
+    resumable_train_loader,
+    sample_key,
+    sample_rng,
+)
 from datamodules.workers import worker_init
 from ops.imresize import _mirror, imresize, support_margin
 
@@ -38,7 +43,9 @@ def make_lr(gt: torch.Tensor, scale: int, quantize: bool = True) -> torch.Tensor
     return lq
 
 
-def lr_from_context(gt_ctx: torch.Tensor, scale: int, margin: int, quantize: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def lr_from_context(
+    gt_ctx: torch.Tensor, scale: int, margin: int, quantize: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(gt, lq)`` of a batch of HR patches that carry ``margin`` context pixels on every side: the LR is made from
     the whole patch, then both are cropped to the centre, so the LR equals the crop of the whole image's LR
     (``margin >= ops.imresize.support_margin(scale)``, a multiple of ``scale``)."""
@@ -46,8 +53,8 @@ def lr_from_context(gt_ctx: torch.Tensor, scale: int, margin: int, quantize: boo
         raise ValueError(f"margin {margin} must be a multiple of the scale {scale}")
     lq = make_lr(gt_ctx, scale, quantize)
     m, ml = margin, margin // scale
-    gt = gt_ctx[..., m:gt_ctx.shape[-2] - m, m:gt_ctx.shape[-1] - m]
-    return gt, lq[..., ml:lq.shape[-2] - ml, ml:lq.shape[-1] - ml]
+    gt = gt_ctx[..., m : gt_ctx.shape[-2] - m, m : gt_ctx.shape[-1] - m]
+    return gt, lq[..., ml : lq.shape[-2] - ml, ml : lq.shape[-1] - ml]
 
 
 def _global_rank() -> int:
@@ -67,7 +74,9 @@ def _find_lr(hr: Path, hr_root: Path, lr_root: Path, scale: int) -> Path:
         cand = lr_root / rel.parent / name
         if cand.is_file():
             return cand
-    raise FileNotFoundError(f"no LR image for {hr} in {lr_root} (looked for {rel.stem}x{scale}{rel.suffix} and {rel.name})")
+    raise FileNotFoundError(
+        f"no LR image for {hr} in {lr_root} (looked for {rel.stem}x{scale}{rel.suffix} and {rel.name})"
+    )
 
 
 def augment(imgs: list[np.ndarray], hflip: bool, vflip: bool, rot90: bool) -> list[np.ndarray]:
@@ -102,8 +111,20 @@ class SRTrainDataset(Dataset):
     crop (its two outer LR rings then see mirrored crop borders instead of the image).
     """
 
-    def __init__(self, dirs, lr_dirs=None, scale=4, gt_size=128, use_hflip=True, use_rot=True, on_bad_image="warn",
-                 enlarge_ratio=1, lr_margin: int = 0, align_crop: bool = True, seed: int = 0):
+    def __init__(
+        self,
+        dirs,
+        lr_dirs=None,
+        scale=4,
+        gt_size=128,
+        use_hflip=True,
+        use_rot=True,
+        on_bad_image="warn",
+        enlarge_ratio=1,
+        lr_margin: int = 0,
+        align_crop: bool = True,
+        seed: int = 0,
+    ):
         self.scale, self.gt_size, self.on_bad_image = scale, gt_size, on_bad_image
         self.enlarge_ratio = int(enlarge_ratio)
         self.use_hflip, self.use_rot = bool(use_hflip), bool(use_rot)
@@ -118,7 +139,9 @@ class SRTrainDataset(Dataset):
             files = filter_images(list_images(d), min_size=gt_size, on_bad_image=on_bad_image)
             self.files += files
             if lr_dirs:
-                self.lr_files += [_find_lr(f, Path(d).expanduser(), Path(lr_dirs[i]).expanduser(), scale) for f in files]
+                self.lr_files += [
+                    _find_lr(f, Path(d).expanduser(), Path(lr_dirs[i]).expanduser(), scale) for f in files
+                ]
         # A subclass may set an albumentations Compose here that replaces the crop and flips (applied to the whole
         # image; the item is then {"gt": its output}); seeded with the dataset's generator.
         self.aug = None
@@ -162,11 +185,13 @@ class SRTrainDataset(Dataset):
             lq_size = self.gt_size // s
             h, w = lq.shape[:2]
             if gt.shape[0] < h * s or gt.shape[1] < w * s:
-                raise BadImageError(f"{self.files[index]}: HR {gt.shape[1]}x{gt.shape[0]} is smaller than "
-                                    f"{s}x its LR {self.lr_files[index]} ({w}x{h})")
+                raise BadImageError(
+                    f"{self.files[index]}: HR {gt.shape[1]}x{gt.shape[0]} is smaller than "
+                    f"{s}x its LR {self.lr_files[index]} ({w}x{h})"
+                )
             top, left = int(self._rng.integers(0, h - lq_size + 1)), int(self._rng.integers(0, w - lq_size + 1))
-            lq = lq[top:top + lq_size, left:left + lq_size]
-            gt = gt[top * s:(top + lq_size) * s, left * s:(left + lq_size) * s]
+            lq = lq[top : top + lq_size, left : left + lq_size]
+            gt = gt[top * s : (top + lq_size) * s, left * s : (left + lq_size) * s]
             gt, lq = self._augment([gt, lq])
             return {"gt": _to_tensor(gt), "lq": _to_tensor(lq)}
         if self.aug is not None:  # a subclass's own pipeline
@@ -195,8 +220,10 @@ class SRTrainDataset(Dataset):
                 if self.on_bad_image == "error":
                     raise
                 warnings.warn(f"skipping {err}", stacklevel=2)
-        raise BadImageError(f"none of the {n} training images in {sorted({str(f.parent) for f in self.files})} "
-                            "decodes (see the warnings above)")
+        raise BadImageError(
+            f"none of the {n} training images in {sorted({str(f.parent) for f in self.files})} "
+            "decodes (see the warnings above)"
+        )
 
 
 class SRValDataset(Dataset):
@@ -272,11 +299,15 @@ class SRDataModule(LightningDataModule):
         if lr_margin == "auto":
             lr_margin = support_margin(scale)
         if not isinstance(lr_margin, int) or lr_margin < 0 or lr_margin % scale:
-            raise ValueError(f"data.lr_margin must be 'auto' or a non-negative multiple of data.scale={scale}, "
-                             f"got {lr_margin!r}")
+            raise ValueError(
+                f"data.lr_margin must be 'auto' or a non-negative multiple of data.scale={scale}, got {lr_margin!r}"
+            )
         if lr_margin and lr_margin < support_margin(scale):
-            warnings.warn(f"data.lr_margin={lr_margin} is less than the x{scale} bicubic kernel's support "
-                          f"({support_margin(scale)}): the training LR's outer rings will differ from the whole-image LR")
+            warnings.warn(
+                f"data.lr_margin={lr_margin} is less than the x{scale} bicubic kernel's support "
+                f"({support_margin(scale)}): the training LR's outer rings will differ from the whole-image LR",
+                stacklevel=2,
+            )
         self.lr_margin, self.align_crop = lr_margin, bool(align_crop)
         self.gt_mod = int(gt_mod or scale)
         if self.gt_mod % scale:
@@ -296,33 +327,58 @@ class SRDataModule(LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit") and self.train_set is None:
-            self.train_set = SRTrainDataset(self.train_dirs, self.lr_train_dirs, self.scale, self.gt_size,
-                                            self.use_hflip, self.use_rot, self.on_bad_image,
-                                            self.dataset_enlarge_ratio, self.lr_margin, self.align_crop, self.seed)
+            self.train_set = SRTrainDataset(
+                self.train_dirs,
+                self.lr_train_dirs,
+                self.scale,
+                self.gt_size,
+                self.use_hflip,
+                self.use_rot,
+                self.on_bad_image,
+                self.dataset_enlarge_ratio,
+                self.lr_margin,
+                self.align_crop,
+                self.seed,
+            )
         if stage in (None, "fit", "validate") and not self.val_sets:
-            self.val_sets = [SRValDataset(d, self.scale, on_bad_image=self.on_bad_image, gt_mod=self.gt_mod)
-                             for d in self.val_dirs]
+            self.val_sets = [
+                SRValDataset(d, self.scale, on_bad_image=self.on_bad_image, gt_mod=self.gt_mod) for d in self.val_dirs
+            ]
         if stage in (None, "test") and not self.test_sets:
-            self.test_sets = [SRValDataset(d, self.scale, on_bad_image=self.on_bad_image, gt_mod=self.gt_mod)
-                              for d in self.test_dirs]
+            self.test_sets = [
+                SRValDataset(d, self.scale, on_bad_image=self.on_bad_image, gt_mod=self.gt_mod) for d in self.test_dirs
+            ]
 
     def _loader_kwargs(self) -> dict:
-        return dict(num_workers=self.num_workers, pin_memory=self.pin_memory, worker_init_fn=worker_init,
-                    persistent_workers=self.persistent_workers and self.num_workers > 0)
+        return dict(
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            worker_init_fn=worker_init,
+            persistent_workers=self.persistent_workers and self.num_workers > 0,
+        )
 
     def _loader(self, ds, batch_size, shuffle, drop_last, sampler=None):
-        return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, sampler=sampler,
-                          collate_fn=collate_skipping_bad, **self._loader_kwargs())
+        return DataLoader(
+            ds,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            drop_last=drop_last,
+            sampler=sampler,
+            collate_fn=collate_skipping_bad,
+            **self._loader_kwargs(),
+        )
 
     def train_dataloader(self) -> DataLoader:
         if len(self.train_set) < self.batch_size:
             raise ValueError(
                 f"{len(self.train_set.files)} training images x data.dataset_enlarge_ratio="
                 f"{self.dataset_enlarge_ratio} in {self.train_dirs} is fewer than one batch "
-                f"(data.batch_size={self.batch_size}): raise the ratio or lower the batch size")
+                f"(data.batch_size={self.batch_size}): raise the ratio or lower the batch size"
+            )
         # Resumable order (a resumed run continues the epoch where it stopped, with the same crops and flips).
-        return resumable_train_loader(self.train_set, self.batch_size, self.seed, getattr(self, "trainer", None),
-                                      **self._loader_kwargs())
+        return resumable_train_loader(
+            self.train_set, self.batch_size, self.seed, getattr(self, "trainer", None), **self._loader_kwargs()
+        )
 
     def _eval_loaders(self, sets) -> list[DataLoader]:
         # Whole images differ in size: batch 1 unless they happen to match.  Under DDP each image is evaluated
@@ -344,8 +400,9 @@ class SRDataModule(LightningDataModule):
         if batch is None:  # an evaluation batch whose every image failed to decode (warned about by name)
             return batch
         if "gt_ctx" in batch:  # training crops with their context margin
-            batch["gt"], batch["lq"] = lr_from_context(batch.pop("gt_ctx"), self.scale, self.lr_margin,
-                                                       self.lr_quantize)
+            batch["gt"], batch["lq"] = lr_from_context(
+                batch.pop("gt_ctx"), self.scale, self.lr_margin, self.lr_quantize
+            )
         elif "lq" not in batch:
             batch["lq"] = make_lr(batch["gt"], self.scale, self.lr_quantize)
         return batch

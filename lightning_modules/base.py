@@ -1,15 +1,21 @@
 """What the GAN recipes share: iteration counting in batches, named optimizers, freezing a network for
-the other network's step, and checkpoints without the frozen loss networks."""
+the other network's step, and checkpoints without the frozen loss networks.
+
+It is also the written contract between a recipe and the runner (runtime/training.py, runtime/results.py) and the
+callbacks: :class:`RecipeContract` lists what they call; :class:`IterationGANModule` implements every member, with a
+default where a recipe may have nothing to say.
+"""
 
 from __future__ import annotations
 
 import logging
 from contextlib import contextmanager
+from typing import Protocol, runtime_checkable
 
 import torch
 import torch.distributed as dist
 from omegaconf import DictConfig, ListConfig, OmegaConf
-from pytorch_lightning import LightningModule
+from pytorch_lightning import LightningModule, Trainer
 from pytorch_lightning.utilities import rank_zero_only
 
 from lightning_modules import speed as speed_lib
@@ -50,9 +56,16 @@ def rng_states() -> dict:
     import numpy as np
 
     _, keys, pos, has_gauss, gauss = np.random.get_state()
-    out = {"torch": torch.get_rng_state(), "python": random.getstate(),
-           "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
-                     "gauss": float(gauss)}}
+    out = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
+    }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         out["cuda"] = torch.cuda.get_rng_state_all()
     return out
@@ -76,6 +89,33 @@ def set_rng_states(states: dict) -> None:
 
 class NonFiniteTrainingError(RuntimeError):
     """A loss or a weight became NaN/Inf: training stops (train.py exits non-zero, result.json status non_finite)."""
+
+
+@runtime_checkable
+class RecipeContract(Protocol):
+    """What the runner and the callbacks use of a training recipe (all implemented by IterationGANModule)."""
+
+    #: Training batches done (Lightning's global_step counts optimizer steps: 2+ per GAN batch); saved in checkpoints.
+    iteration: int
+    #: Validation image grids by name, written by callbacks/sample_images.py after each validation.
+    val_samples: dict[str, torch.Tensor]
+    #: What the grids show, left to right (their caption).
+    sample_caption: str
+    #: One row per validation image (gathered from every rank), logged as a wandb table.
+    val_table: list[dict]
+    #: Prefix of the logged evaluation metrics: ``val``, or ``test/<stage>`` while test_after_train runs.
+    eval_prefix: str
+
+    @property
+    def total_iters(self) -> int: ...
+
+    def optimizer_steps_total(self) -> int | None: ...
+
+    def checkpoint_rule(self) -> tuple[str, str | None, str | None] | None: ...
+
+    def set_eval_prefix(self, prefix: str) -> None: ...
+
+    def raise_if_non_finite(self, weights: bool = True) -> None: ...
 
 
 def _rebuild_module(cls, hparams: dict, state_dict: dict, attrs: dict):
@@ -112,10 +152,28 @@ class IterationGANModule(LightningModule):
         # SampleImageWriter logs them as a wandb table.
         self.val_rows: list[dict] = []
         self.val_table: list[dict] = []
+        self.sample_caption = ""
+        self.eval_prefix = "val"
 
+    # ------------------------------------------------------------------ the runner's contract (RecipeContract)
     @property
     def total_iters(self) -> int:
+        """Training batches of the whole recipe."""
         raise NotImplementedError
+
+    def optimizer_steps_total(self) -> int | None:
+        """Lightning's ``max_steps`` for the whole recipe (it counts optimizer steps; the recipe counts batches,
+        Lightning #17958).  None: the trainer config's ``max_steps`` applies."""
+        return None
+
+    def checkpoint_rule(self) -> tuple[str, str | None, str | None] | None:
+        """How callbacks.checkpoint.StageCheckpoint selects the checkpoint of the current stage: ``(stage, monitor,
+        mode)``.  None: one selection for the whole run, by the callback's own monitor and mode."""
+        return None
+
+    def set_eval_prefix(self, prefix: str) -> None:
+        """Log evaluation metrics under ``prefix`` (``val``; ``test/<stage>`` while test_after_train runs)."""
+        self.eval_prefix = prefix
 
     # ------------------------------------------------------------------ fast path (lightning_modules/speed.py)
     def speed_targets(self) -> tuple[list[torch.nn.Module], list[torch.nn.Module]]:
@@ -171,12 +229,18 @@ class IterationGANModule(LightningModule):
         On the other batches nothing is logged at all: each Python number passed to ``self.log`` becomes a device
         tensor (a host-to-device copy that waits for the GPU), and logged tensors are only read at the logging
         steps anyway.  The training step then has no host synchronisation (tests/test_speed.py).
+
+        Lightning's own rule (its logger connector's ``should_update_logs``) from public state: Lightning counts the
+        batches before this one and adds 1; ``self.iteration``, counted by now, includes this batch (both counts are
+        restored on resume).
         """
         trainer = self._trainer
-        if trainer is None:
-            return True
-        connector = getattr(trainer, "_logger_connector", None)
-        return bool(connector is None or connector.should_update_logs or trainer.fast_dev_run)
+        if not isinstance(trainer, Trainer) or not trainer.training or trainer.fast_dev_run:
+            return True  # outside Lightning's training loop (a harness calling training_step): log everything
+        every = trainer.log_every_n_steps
+        if not every:
+            return False
+        return self.iteration % every == 0 or trainer.should_stop
 
     def end_iteration(self, logs: dict, batch_size: int, extra: dict | None = None) -> None:
         """Count the batch, log ``train/*`` and ``iter`` (on the logging steps), and stop after the last one.
@@ -201,8 +265,9 @@ class IterationGANModule(LightningModule):
             first = self._first_non_finite.get(name)
             if first is None:
                 first = torch.full((), -1, dtype=torch.long, device=value.device)
-            self._first_non_finite[name] = torch.where(~torch.isfinite(value).all() & (first < 0), self.iteration,
-                                                       first)
+            self._first_non_finite[name] = torch.where(
+                ~torch.isfinite(value).all() & (first < 0), self.iteration, first
+            )
             on_cpu = on_cpu or value.device.type == "cpu"
         if on_cpu or self.logs_this_step():  # on the CPU reading it costs nothing: stop at the very batch
             self.raise_if_non_finite(weights=on_cpu)
@@ -219,13 +284,15 @@ class IterationGANModule(LightningModule):
             raise NonFiniteTrainingError(
                 f"training diverged: loss {', '.join(names)} is NaN/Inf at iteration {it}. Stopped; nothing of this "
                 "state is saved (the last checkpoint written stays the last finite state). Lower the learning rate "
-                "or the loss weights")
+                "or the loss weights"
+            )
         if weights:
             for name, t in list(self.named_parameters()) + list(self.named_buffers()):
                 if t.is_floating_point() and not bool(torch.isfinite(t).all()):
                     raise NonFiniteTrainingError(
                         f"training diverged: weight {name} holds NaN/Inf at iteration {self.iteration}. Stopped; "
-                        "nothing of this state is saved (the last checkpoint written stays the last finite state)")
+                        "nothing of this state is saved (the last checkpoint written stays the last finite state)"
+                    )
 
     def __reduce_ex__(self, protocol):
         """Pickling (``ddp_gan_spawn`` sends the module to the spawned processes).  Modules with parametrizations
@@ -252,8 +319,12 @@ class IterationGANModule(LightningModule):
             return
         world = dist.get_world_size()
         for m in self.modules():
-            if (isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and not isinstance(m, torch.nn.SyncBatchNorm)
-                    and m.track_running_stats and m.running_mean is not None):
+            if (
+                isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+                and not isinstance(m, torch.nn.SyncBatchNorm)
+                and m.track_running_stats
+                and m.running_mean is not None
+            ):
                 for buf in (m.running_mean, m.running_var):
                     dist.all_reduce(buf)
                     buf.div_(world)
@@ -298,18 +369,23 @@ class IterationGANModule(LightningModule):
         it, step = checkpoint.get("iteration", 0), checkpoint.get("global_step", 0)
         for key, value in (("iteration", it), ("global_step", step)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"the resumed checkpoint's {key}={value!r} is not a whole number >= 0 (a damaged or "
-                                 "edited checkpoint): refused")
+                raise ValueError(
+                    f"the resumed checkpoint's {key}={value!r} is not a whole number >= 0 (a damaged or "
+                    "edited checkpoint): refused"
+                )
         if it > self.total_iters:
-            raise ValueError(f"the resumed checkpoint's iteration={it} is beyond this run's {self.total_iters} "
-                             "iterations: refused")
+            raise ValueError(
+                f"the resumed checkpoint's iteration={it} is beyond this run's {self.total_iters} iterations: refused"
+            )
         self.iteration = it
         if checkpoint.get("rng_states"):
             try:
                 set_rng_states(checkpoint["rng_states"])
-            except Exception as err:  # noqa: BLE001 - wrong types, sizes or values: the state cannot be restored
-                raise ValueError(f"the resumed checkpoint's rng_states cannot be restored (a damaged or edited "
-                                 f"checkpoint): {type(err).__name__}: {err}") from err
+            except Exception as err:
+                raise ValueError(
+                    f"the resumed checkpoint's rng_states cannot be restored (a damaged or edited "
+                    f"checkpoint): {type(err).__name__}: {err}"
+                ) from err
         if self.frozen_prefixes:
             own = self.state_dict()
             checkpoint["state_dict"].update({k: v for k, v in own.items() if k.startswith(self.frozen_prefixes)})

@@ -20,16 +20,24 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from torchmetrics import MeanMetric
 
-from archs.weights_io import load_generator_state, load_into, make_network, save_generator_weights
+from archs.registry import make_network
 from lightning_modules.base import IterationGANModule, check_positive_int, to_primitive
-from ops.image_grid import uint8_grid
 from lightning_modules.ema import ema_update
 from lightning_modules.lr_scheduler import SCHEDULERS, build_scheduler
-from losses.gan_loss import ragan_discriminator_fake_loss, ragan_discriminator_real_loss, ragan_generator_loss
+from losses.gan_loss import (
+    ragan_discriminator_fake_loss,
+    ragan_discriminator_real_loss,
+    ragan_generator_loss,
+    vanilla_gan_loss,
+)
 from metrics.sr_metrics import sr_metrics
+from ops.image_grid import uint8_grid
 from ops.imresize import imresize
+from weights.io import load_generator_state, load_into, save_generator_weights
 
 STAGES = ("psnr", "gan")
+#: model.gan.gan_type: ESRGAN's relativistic average GAN, or Real-ESRGAN's vanilla BCE on per-pixel logits.
+GAN_TYPES = ("vanilla", "ragan")
 METRICS = ("psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb")
 
 
@@ -38,20 +46,29 @@ def check_recipe(stages: list[str], psnr: dict, gan: dict) -> None:
     are checked in ``ESRGANModule.__init__``)."""
     for stage, c in (("psnr", psnr), ("gan", gan)):
         if stage in stages:
-            check_positive_int(c.get("iters"), f"model.{stage}.iters",
-                               hint="a stage that runs no batch writes nothing; drop it from model.stages instead")
+            check_positive_int(
+                c.get("iters"),
+                f"model.{stage}.iters",
+                hint="a stage that runs no batch writes nothing; drop it from model.stages instead",
+            )
     if "psnr" in stages:
         name = psnr.get("scheduler")
         if name not in SCHEDULERS:
-            raise ValueError(f"model.psnr.scheduler={name!r} is not a known scheduler; choose one of {list(SCHEDULERS)}")
+            raise ValueError(
+                f"model.psnr.scheduler={name!r} is not a known scheduler; choose one of {list(SCHEDULERS)}"
+            )
         if not isinstance(psnr.get(name), dict):
-            raise ValueError(f"model.psnr.scheduler={name!r} needs its settings under model.psnr.{name} "
-                             f"(e.g. {SCHEDULERS[name]}); there are none")
+            raise ValueError(
+                f"model.psnr.scheduler={name!r} needs its settings under model.psnr.{name} "
+                f"(e.g. {SCHEDULERS[name]}); there are none"
+            )
 
 
 class ESRGANModule(IterationGANModule):
     # The VGG and the validation LPIPS are rebuilt from their own weights, not stored.
     frozen_prefixes = ("cri_perceptual.", "val_lpips.")
+    #: model.gan.gan_type when the config names none (Real-ESRGAN's recipe: vanilla).
+    default_gan_type = "ragan"
 
     def __init__(
         self,
@@ -72,13 +89,27 @@ class ESRGANModule(IterationGANModule):
     ) -> None:
         speed = to_primitive(speed)
         super().__init__(speed)
-        generator, discriminator, perceptual, psnr, gan = map(to_primitive, (generator, discriminator, perceptual, psnr, gan))
+        generator, discriminator, perceptual, psnr, gan = map(
+            to_primitive, (generator, discriminator, perceptual, psnr, gan)
+        )
         stages = list(to_primitive(stages))
         self.save_hyperparameters(
-            dict(generator=generator, discriminator=discriminator, perceptual=perceptual, psnr=psnr, gan=gan,
-                 stages=stages, init_weights=init_weights, ema_decay=ema_decay, param_key_g=param_key_g,
-                 monitor=monitor, monitor_gan=monitor_gan, val_lpips=to_primitive(val_lpips), task=task,
-                 speed=speed)
+            dict(
+                generator=generator,
+                discriminator=discriminator,
+                perceptual=perceptual,
+                psnr=psnr,
+                gan=gan,
+                stages=stages,
+                init_weights=init_weights,
+                ema_decay=ema_decay,
+                param_key_g=param_key_g,
+                monitor=monitor,
+                monitor_gan=monitor_gan,
+                val_lpips=to_primitive(val_lpips),
+                task=task,
+                speed=speed,
+            )
         )
         bad = [s for s in stages if s not in STAGES]
         if not stages or bad or len(set(stages)) != len(stages) or stages != sorted(stages, key=STAGES.index):
@@ -89,14 +120,22 @@ class ESRGANModule(IterationGANModule):
                 "net_g_psnr.pth written by stage 1 (or a .ckpt of this project)"
             )
         if param_key_g not in ("params", "params_ema"):
-            raise ValueError(f"model.param_key_g must be 'params' (BasicSR's default: G from the raw stage-1 "
-                             f"generator) or 'params_ema' (G from its EMA), got {param_key_g!r}")
-        for key, value in (("model.ema_decay", ema_decay), ("model.psnr.ema_decay", psnr.get("ema_decay")),
-                           ("model.gan.ema_decay", gan.get("ema_decay"))):
+            raise ValueError(
+                f"model.param_key_g must be 'params' (BasicSR's default: G from the raw stage-1 "
+                f"generator) or 'params_ema' (G from its EMA), got {param_key_g!r}"
+            )
+        for key, value in (
+            ("model.ema_decay", ema_decay),
+            ("model.psnr.ema_decay", psnr.get("ema_decay")),
+            ("model.gan.ema_decay", gan.get("ema_decay")),
+        ):
             if value is not None and not 0 <= float(value) < 1:
                 raise ValueError(f"{key} must be in [0, 1) (0: no EMA), got {value}")
         self.stages = stages
         self.psnr_cfg, self.gan_cfg = psnr, gan
+        self.gan_type = gan.get("gan_type", self.default_gan_type)
+        if self.gan_type not in GAN_TYPES:
+            raise ValueError(f"model.gan.gan_type must be one of {GAN_TYPES}, got {self.gan_type!r}")
         check_recipe(stages, psnr, gan)
         self.ema_decay = ema_decay
         self.param_key_g = param_key_g
@@ -131,7 +170,6 @@ class ESRGANModule(IterationGANModule):
 
         self.val_names: list[str] = ["val"]
         self.val_metrics = torch.nn.ModuleDict()
-        self.eval_prefix = "val"  # "test/<stage>" while train.py's test_after_train runs the test sets
         self.sample_caption = "bicubic LR | SR (EMA) | HR"
 
     # ------------------------------------------------------------------ schedule
@@ -190,7 +228,10 @@ class ESRGANModule(IterationGANModule):
         if "gan" in self.stages:
             c = self.gan_cfg
             sched_cfg = {"milestones": c["milestones"], "gamma": c["gamma"]}
-            for name, params, lr in (("g_gan", self.net_g.parameters(), c["lr_g"]), ("d", self.net_d.parameters(), c["lr_d"])):
+            for name, params, lr in (
+                ("g_gan", self.net_g.parameters(), c["lr_g"]),
+                ("d", self.net_d.parameters(), c["lr_d"]),
+            ):
                 opt = self.adam(params, lr=lr, betas=c["betas"])
                 self._opt_index[name] = len(opts)
                 opts.append(opt)
@@ -208,12 +249,14 @@ class ESRGANModule(IterationGANModule):
         stage, it = self.stage_at(self.iteration)
         if stage == "gan" and it == 0 and "psnr" in self.stages:
             self.enter_gan_stage()
-        lq, gt = batch["lq"], batch["gt"]
+        lq, gt, gt_usm = self.training_pair(batch)
         if stage == "psnr":
-            logs = self.psnr_step(lq, gt)
+            logs = self.psnr_step(lq, gt, gt_usm)
         else:
-            out, logs = self.generator_step(lq, gt, update_g=it >= int(self.gan_cfg.get("d_init_iters", 0)))
-            logs.update(self.discriminator_step(out, gt))
+            out, logs = self.generator_step(
+                lq, gt, update_g=it >= int(self.gan_cfg.get("d_init_iters", 0)), gt_usm=gt_usm
+            )
+            logs.update(self.discriminator_step(out, gt, gt_usm))
         ema_update(self.net_g_ema, self.net_g, self.stage_ema_decay(stage))
         self.end_iteration(logs, gt.shape[0], extra={"stage": float(STAGES.index(stage))})
 
@@ -223,42 +266,71 @@ class ESRGANModule(IterationGANModule):
         value = (self.psnr_cfg if stage == "psnr" else self.gan_cfg).get("ema_decay")
         return float(self.ema_decay if value is None else value)
 
-    def psnr_step(self, lq: torch.Tensor, gt: torch.Tensor) -> dict:
+    def training_pair(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(lq, gt, gt_usm)``: the input, the ground truth, and the sharpened ground truth that the losses compare
+        with where ``model.psnr.gt_usm`` / ``model.gan.{l1,percep,gan}_gt_usm`` say so (Real-ESRGAN Sec. 4.3).
+        ESRGAN trains on the plain GT: ``gt_usm`` is ``gt``; RealESRGANModule overrides this."""
+        return batch["lq"], batch["gt"], batch["gt"]
+
+    @staticmethod
+    def pick(gt: torch.Tensor, gt_usm: torch.Tensor | None, sharpened: bool) -> torch.Tensor:
+        """The target of one loss: ``gt_usm`` when the config says so and there is one, else ``gt``."""
+        return gt_usm if sharpened and gt_usm is not None else gt
+
+    def psnr_step(self, lq: torch.Tensor, gt: torch.Tensor, gt_usm: torch.Tensor | None = None) -> dict:
         opt, sched = self._opt("g_psnr")
         out = self.net_g(lq)
-        l_pix = self.psnr_cfg["pixel_weight"] * F.l1_loss(out, gt)
+        l_pix = self.psnr_cfg["pixel_weight"] * F.l1_loss(out, self.pick(gt, gt_usm, self.psnr_cfg.get("gt_usm", True)))
         opt.zero_grad(set_to_none=True)
         self.manual_backward(l_pix)
         opt.step()
         sched.step()
         return {"l_pix": l_pix.detach(), "lr_g": lambda: sched.get_last_lr()[0]}
 
-    def generator_step(self, lq: torch.Tensor, gt: torch.Tensor, update_g: bool = True) -> tuple[torch.Tensor, dict]:
-        """BasicSR ESRGANModel G step; returns the SR output (with graph) for the D step."""
+    def generator_step(
+        self, lq: torch.Tensor, gt: torch.Tensor, update_g: bool = True, gt_usm: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict]:
+        """BasicSR ESRGANModel G step (``ragan``), or Real-ESRGAN's RealESRGANModel G step (``vanilla``: L1 and
+        perceptual against ``gt_usm`` where configured, ``BCE(D(G(x)), 1)``); returns the SR output (with graph) for
+        the D step."""
         c = self.gan_cfg
         opt_g, sched_g = self._opt("g_gan")
         out = self.net_g(lq)
         logs = {}
         if update_g:
             with self.frozen(self.net_d):
-                l_pix = c["pixel_weight"] * F.l1_loss(out, gt)
-                l_percep = c["perceptual_weight"] * self.cri_perceptual(out, gt)
-                real_d_pred = self.net_d(gt).detach()
-                fake_g_pred = self.net_d(out)
-                l_gan = c["gan_weight"] * ragan_generator_loss(real_d_pred, fake_g_pred)
+                if self.gan_type == "vanilla":
+                    l_pix = c["pixel_weight"] * F.l1_loss(out, self.pick(gt, gt_usm, c.get("l1_gt_usm", True)))
+                    l_percep = c["perceptual_weight"] * self.cri_perceptual(
+                        out, self.pick(gt, gt_usm, c.get("percep_gt_usm", True))
+                    )
+                    l_gan = c["gan_weight"] * vanilla_gan_loss(self.net_d(out), True)
+                else:  # ESRGAN's: every target the plain GT
+                    l_pix = c["pixel_weight"] * F.l1_loss(out, gt)
+                    l_percep = c["perceptual_weight"] * self.cri_perceptual(out, gt)
+                    real_d_pred = self.net_d(gt).detach()
+                    fake_g_pred = self.net_d(out)
+                    l_gan = c["gan_weight"] * ragan_generator_loss(real_d_pred, fake_g_pred)
                 l_total = l_pix + l_percep + l_gan
                 opt_g.zero_grad(set_to_none=True)
                 self.manual_backward(l_total)
                 opt_g.step()
-            logs = {"l_pix": l_pix.detach(), "l_percep": l_percep.detach(), "l_g_gan": l_gan.detach(),
-                    "l_g_total": l_total.detach()}
+            logs = {
+                "l_pix": l_pix.detach(),
+                "l_percep": l_percep.detach(),
+                "l_g_gan": l_gan.detach(),
+                "l_g_total": l_total.detach(),
+            }
         sched_g.step()
         logs["lr_g"] = lambda: sched_g.get_last_lr()[0]
         return out, logs
 
-    def discriminator_step(self, out: torch.Tensor, gt: torch.Tensor) -> dict:
+    def discriminator_step(self, out: torch.Tensor, gt: torch.Tensor, gt_usm: torch.Tensor | None = None) -> dict:
         """BasicSR ESRGANModel D step: real and fake halves back-propagated separately, each against
-        the *detached* mean of the other (PR #278: two D forwards before one backward break BN under DDP)."""
+        the *detached* mean of the other (PR #278: two D forwards before one backward break BN under DDP).
+        ``vanilla``: Real-ESRGAN's, ``BCE(D(gt), 1)`` and ``BCE(D(G(x)), 0)``, each back-propagated on its own."""
+        if self.gan_type == "vanilla":
+            return self._vanilla_discriminator_step(out, self.pick(gt, gt_usm, self.gan_cfg.get("gan_gt_usm", False)))
         opt_d, sched_d = self._opt("d")
         out = out.detach()
         opt_d.zero_grad(set_to_none=True)
@@ -271,9 +343,32 @@ class ESRGANModule(IterationGANModule):
         self.manual_backward(l_d_fake)
         opt_d.step()
         sched_d.step()
-        return {"l_d_real": l_d_real.detach(), "l_d_fake": l_d_fake.detach(),
-                "out_d_real": real_d_pred.detach().mean(), "out_d_fake": fake_d_pred.detach().mean(),
-                "lr_d": lambda: sched_d.get_last_lr()[0]}
+        return {
+            "l_d_real": l_d_real.detach(),
+            "l_d_fake": l_d_fake.detach(),
+            "out_d_real": real_d_pred.detach().mean(),
+            "out_d_fake": fake_d_pred.detach().mean(),
+            "lr_d": lambda: sched_d.get_last_lr()[0],
+        }
+
+    def _vanilla_discriminator_step(self, out: torch.Tensor, real: torch.Tensor) -> dict:
+        opt_d, sched_d = self._opt("d")
+        opt_d.zero_grad(set_to_none=True)
+        real_d_pred = self.net_d(real)
+        l_d_real = vanilla_gan_loss(real_d_pred, True)
+        self.manual_backward(l_d_real)
+        fake_d_pred = self.net_d(out.detach().clone())
+        l_d_fake = vanilla_gan_loss(fake_d_pred, False)
+        self.manual_backward(l_d_fake)
+        opt_d.step()
+        sched_d.step()
+        return {
+            "l_d_real": l_d_real.detach(),
+            "l_d_fake": l_d_fake.detach(),
+            "out_d_real": real_d_pred.detach().mean(),
+            "out_d_fake": fake_d_pred.detach().mean(),
+            "lr_d": lambda: sched_d.get_last_lr()[0],
+        }
 
     def enter_gan_stage(self) -> None:
         """Stage switch.  ``net_g_psnr.pth`` gets stage 1's raw G (``params``) and EMA (``params_ema``), then stage 2
@@ -299,8 +394,11 @@ class ESRGANModule(IterationGANModule):
             # float64 sums: under DDP each rank sums its images and the sums and counts are reduced, so the mean
             # equals a single-process evaluation of the same set (the validation samplers do not pad).
             self.val_metrics = torch.nn.ModuleDict(
-                {f"{i}_{m}": MeanMetric().set_dtype(torch.float64) for i in range(len(names))
-                 for m in self.metric_names}
+                {
+                    f"{i}_{m}": MeanMetric().set_dtype(torch.float64)
+                    for i in range(len(names))
+                    for m in self.metric_names
+                }
             ).to(self.device)
 
     @torch.no_grad()
@@ -322,8 +420,13 @@ class ESRGANModule(IterationGANModule):
         names = batch.get("name") or [f"{batch_idx}_{k}" for k in range(gt.shape[0])]
         for k, name in enumerate(names):
             if keep[k]:
-                self.val_rows.append({"folder": self.val_names[dataloader_idx], "image": str(name),
-                                      **{m: float(values[m][k]) for m in self.metric_names}})
+                self.val_rows.append(
+                    {
+                        "folder": self.val_names[dataloader_idx],
+                        "image": str(name),
+                        **{m: float(values[m][k]) for m in self.metric_names},
+                    }
+                )
         if batch_idx == 0:
             bicubic = imresize(lq[:1], self.scale)
             self.val_samples[self.val_names[dataloader_idx]] = uint8_grid([bicubic[0], sr[0], gt[0]])
@@ -356,7 +459,7 @@ class ESRGANModule(IterationGANModule):
         if not self.trainer.sanity_checking:
             self.log_validation_summary(summary)
 
-    # ------------------------------------------------------------------ test (train.py test_after_train)
+    # ------------------------------------------------------------------ test (test_after_train, runtime/results.py)
     def on_test_epoch_start(self) -> None:
         self.on_validation_epoch_start()
 

@@ -17,10 +17,9 @@ from pathlib import Path
 import torch
 from torchmetrics import MeanMetric
 
+from archs.registry import make_network
 from archs.scfegan_generator import composite, make_generator_input
-from archs.weights_io import make_network, save_generator_weights
 from lightning_modules.base import IterationGANModule, check_positive_int, to_primitive
-from ops.image_grid import uint8_grid
 from losses.scfegan_loss import (
     PerceptualStyleLoss,
     PerPixelLoss,
@@ -31,6 +30,8 @@ from losses.scfegan_loss import (
     total_variation_loss,
 )
 from metrics.inpainting_metrics import inpainting_metrics
+from ops.image_grid import uint8_grid
+from weights.io import save_generator_weights
 
 METRICS = ("l1", "psnr", "ssim", "l1_mask", "psnr_mask", "ssim_mask")
 
@@ -61,10 +62,21 @@ class SCFEGANModule(IterationGANModule):
         # noise_type: the noise channel the generator is trained with (the data's synthesis.noise_type; None =
         # read from the data module at fit start).  Stored in the checkpoint's hyper-parameters and the weights'
         # meta, so predict.py / evaluate.py feed the same noise by default.
-        self.save_hyperparameters(dict(generator=generator, discriminator=discriminator, loss=loss, optim=optim,
-                                       iters=iters, vgg_weights=vgg_weights, monitor=monitor, task=task,
-                                       noise_type=noise_type, speed=speed))
-        # The allow-list of archs.weights_io: what train builds is what evaluate / predict can rebuild from a file.
+        self.save_hyperparameters(
+            dict(
+                generator=generator,
+                discriminator=discriminator,
+                loss=loss,
+                optim=optim,
+                iters=iters,
+                vgg_weights=vgg_weights,
+                monitor=monitor,
+                task=task,
+                noise_type=noise_type,
+                speed=speed,
+            )
+        )
+        # The allow-list of archs.registry: what train builds is what evaluate / predict can rebuild from a file.
         self.net_g = make_network(generator, "model.generator", role="generator")
         self.net_d = make_network(discriminator, "model.discriminator", role="discriminator")
         self.w = loss
@@ -93,8 +105,10 @@ class SCFEGANModule(IterationGANModule):
         if self.hparams.get("noise_type") is None:
             self.hparams["noise_type"] = data_noise
         elif self.hparams["noise_type"] != data_noise:
-            raise ValueError(f"model.noise_type={self.hparams['noise_type']!r} but the data synthesises "
-                             f"data.synthesis.noise_type={data_noise!r}; they must agree (the weights record it)")
+            raise ValueError(
+                f"model.noise_type={self.hparams['noise_type']!r} but the data synthesises "
+                f"data.synthesis.noise_type={data_noise!r}; they must agree (the weights record it)"
+            )
 
     def weights_meta(self) -> dict:
         return {k: self.hparams[k] for k in ("noise_type", "input_size") if self.hparams.get(k)}
@@ -103,8 +117,12 @@ class SCFEGANModule(IterationGANModule):
         """``weights/net_g_final.pth``: the generator with its architecture and ``meta`` (noise type)."""
         if self.trainer.is_global_zero and self.iteration > 0:
             root = self.trainer.default_root_dir
-            save_generator_weights(os.path.join(root, "weights", "net_g_final.pth"), self.net_g,
-                                   generator=self.hparams["generator"], meta=self.weights_meta())
+            save_generator_weights(
+                os.path.join(root, "weights", "net_g_final.pth"),
+                self.net_g,
+                generator=self.hparams["generator"],
+                meta=self.weights_meta(),
+            )
 
     def optimizer_steps_total(self) -> int:
         return self.iters * (1 + self.d_steps)
@@ -145,8 +163,14 @@ class SCFEGANModule(IterationGANModule):
         opt_d.zero_grad(set_to_none=True)
         self.manual_backward(l_d)
         opt_d.step()
-        return {"l_d_adv": l_adv.detach(), "l_gp": l_gp.detach(), "l_drift": l_drift.detach(),
-                "l_d_total": l_d.detach(), "out_d_real": d_real.detach().mean(), "out_d_fake": d_fake.detach().mean()}
+        return {
+            "l_d_adv": l_adv.detach(),
+            "l_gp": l_gp.detach(),
+            "l_drift": l_drift.detach(),
+            "l_d_total": l_d.detach(),
+            "out_d_real": d_real.detach().mean(),
+            "out_d_fake": d_fake.detach().mean(),
+        }
 
     def generator_step(self, batch: dict, gen: torch.Tensor, comp: torch.Tensor) -> dict:
         opt_g, _ = self._opt("g")
@@ -156,13 +180,24 @@ class SCFEGANModule(IterationGANModule):
             vgg = self.cri_vgg(gen, comp, gt)
             l_tv = total_variation_loss(comp, mask)
             l_adv = generator_adversarial_loss(self.net_d(self.d_input(comp, batch)))
-            l_g = (l_ppxl + w["sigma"] * vgg["perceptual"] + w["gamma"] * vgg["style"]
-                   + w["upsilon"] * l_tv + w["beta"] * l_adv)
+            l_g = (
+                l_ppxl
+                + w["sigma"] * vgg["perceptual"]
+                + w["gamma"] * vgg["style"]
+                + w["upsilon"] * l_tv
+                + w["beta"] * l_adv
+            )
             opt_g.zero_grad(set_to_none=True)
             self.manual_backward(l_g)
             opt_g.step()
-        return {"l_ppxl": l_ppxl.detach(), "l_percept": vgg["perceptual"].detach(), "l_style": vgg["style"].detach(),
-                "l_tv": l_tv.detach(), "l_g_adv": l_adv.detach(), "l_g_total": l_g.detach()}
+        return {
+            "l_ppxl": l_ppxl.detach(),
+            "l_percept": vgg["perceptual"].detach(),
+            "l_style": vgg["style"].detach(),
+            "l_tv": l_tv.detach(),
+            "l_g_adv": l_adv.detach(),
+            "l_g_total": l_g.detach(),
+        }
 
     def training_step(self, batch: dict, batch_idx: int) -> None:
         logs = {}
@@ -208,8 +243,9 @@ class SCFEGANModule(IterationGANModule):
             m = batch["mask"][i]
             masked = to01(batch["image"][i]) * (1 - m) + m  # erased region shown white
             color = torch.where(m > 0.5, to01(batch["color"][i]), torch.zeros_like(batch["color"][i]))
-            rows.append(uint8_grid([masked, batch["sketch"][i], color, to01(gen[i]), to01(comp[i]),
-                                    to01(batch["image"][i])]))
+            rows.append(
+                uint8_grid([masked, batch["sketch"][i], color, to01(gen[i]), to01(comp[i]), to01(batch["image"][i])])
+            )
         return torch.cat(rows, dim=0)
 
     def on_validation_epoch_end(self) -> None:

@@ -20,7 +20,7 @@ DEFAULTS = {
     "channels_last": "auto",
     # torch.compile of the networks that are trained (static shapes: training crops have one size).
     "compile": False,
-    "compile_mode": None,        # torch.compile mode: null (default), reduce-overhead, max-autotune...
+    "compile_mode": None,  # torch.compile mode: null (default), reduce-overhead, max-autotune...
     "compile_backend": "inductor",
     # Adam's fused kernel (one kernel for all parameters; CUDA and, in torch >= 2.4, CPU): on this CPU 27 ms
     # against 82 ms (for-loop) per step of the 16.7M-parameter RRDBNet, one thread.

@@ -13,7 +13,7 @@ The drift term belongs to D (it has no gradient w.r.t. G; PGGAN's epsilon_drift,
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -74,9 +74,7 @@ def perceptual_loss_from_features(
     return sum(F.l1_loss(feats[k].float(), feats_gt[k].float()) for k in feats_gt)  # type: ignore[return-value]
 
 
-def style_loss_from_features(
-    feats: Mapping[str, torch.Tensor], feats_gt: Mapping[str, torch.Tensor]
-) -> torch.Tensor:
+def style_loss_from_features(feats: Mapping[str, torch.Tensor], feats_gt: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """PConv style loss: ``sum_q mean|Gram_q(a) - Gram_q(gt)|``, Gram = F F^T / (C*H*W).
 
     This is the paper's (sec. 3.3) ``sum_q (1/C_q^2) ||(G_q(a) - G_q(gt)) / N_q||_1`` with

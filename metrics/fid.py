@@ -24,16 +24,19 @@ def load_inception_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The Inception state dict in ``path``, read with ``weights_only=True``; an error naming the file otherwise."""
     path = os.path.expanduser(str(path))
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"metrics.fid.inception_weights={path!r} does not exist (expected torch-fidelity's "
-                                f"{INCEPTION_FILE})")
+        raise FileNotFoundError(
+            f"metrics.fid.inception_weights={path!r} does not exist (expected torch-fidelity's {INCEPTION_FILE})"
+        )
     try:
-        from archs.weights_io import load_pretrained
+        from weights.pretrained import load_pretrained
 
         state = load_pretrained(path, "FID Inception weights")
     except Exception as err:  # UnpicklingError for payloads, EOFError/zip errors for truncation
-        raise ValueError(f"FID Inception weights {path!r} refused: not a plain tensor file readable with "
-                         f"torch.load(weights_only=True) (a pickle that runs code, or a damaged file): "
-                         f"{type(err).__name__}: {err}") from err
+        raise ValueError(
+            f"FID Inception weights {path!r} refused: not a plain tensor file readable with "
+            f"torch.load(weights_only=True) (a pickle that runs code, or a damaged file): "
+            f"{type(err).__name__}: {err}"
+        ) from err
     if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
         state = state["state_dict"]
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -67,8 +70,9 @@ def build_inception(path: str | os.PathLike, feature: int = 2048) -> torch.nn.Mo
     state = load_inception_state(path)
     try:
         with _weights_given(state):
-            net = NoTrainInceptionV3(name="inception-v3-compat", features_list=[str(int(feature))],
-                                     feature_extractor_weights_path=None)
+            net = NoTrainInceptionV3(
+                name="inception-v3-compat", features_list=[str(int(feature))], feature_extractor_weights_path=None
+            )
     except RuntimeError as err:  # load_state_dict: missing / unexpected keys, wrong shapes
         raise ValueError(f"FID Inception weights {str(path)!r} do not fit torch-fidelity's InceptionV3: {err}") from err
     net.num_features = int(feature)  # torchmetrics reads this instead of running a dummy image

@@ -28,23 +28,28 @@ from archs.vgg_features import features_state
 __all__ = ["LPIPSWeightsError", "NETS", "load_backbone_features", "build_lpips"]
 
 # net_type -> (torchvision builder, weight enum name)
-NETS = {"alex": ("alexnet", "AlexNet_Weights"), "vgg": ("vgg16", "VGG16_Weights"),
-        "squeeze": ("squeezenet1_1", "SqueezeNet1_1_Weights")}
+NETS = {
+    "alex": ("alexnet", "AlexNet_Weights"),
+    "vgg": ("vgg16", "VGG16_Weights"),
+    "squeeze": ("squeezenet1_1", "SqueezeNet1_1_Weights"),
+}
 
 
 class LPIPSWeightsError(FileNotFoundError):
     """LPIPS was asked for but its backbone weights cannot be had."""
 
 
-def _features_only(state: dict, net_type: str, source: str) -> "OrderedDict[str, torch.Tensor]":
+def _features_only(state: dict, net_type: str, source: str) -> OrderedDict[str, torch.Tensor]:
     features = features_state(state)
     if not features:
-        raise ValueError(f"LPIPS ({net_type}): {source} holds no '{NETS[net_type][0]}' feature keys "
-                         f"(expected 'features.0.weight', ...); found {sorted(state)[:6]}")
+        raise ValueError(
+            f"LPIPS ({net_type}): {source} holds no '{NETS[net_type][0]}' feature keys "
+            f"(expected 'features.0.weight', ...); found {sorted(state)[:6]}"
+        )
     return features
 
 
-def load_backbone_features(net_type: str, backbone_weights: str = "imagenet") -> "OrderedDict[str, torch.Tensor]":
+def load_backbone_features(net_type: str, backbone_weights: str = "imagenet") -> OrderedDict[str, torch.Tensor]:
     """State dict of the torchvision ``<net>.features`` for LPIPS (see the module docstring)."""
     if net_type not in NETS:
         raise ValueError(f"LPIPS net_type must be one of {sorted(NETS)}, got {net_type!r}")
@@ -54,7 +59,7 @@ def load_backbone_features(net_type: str, backbone_weights: str = "imagenet") ->
 
         enum = getattr(models, enum_name).IMAGENET1K_V1
         hub = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(enum.url))
-        from archs.weights_io import hub_cached_file, load_pretrained
+        from weights.pretrained import hub_cached_file, load_pretrained
 
         try:
             cached = hub_cached_file(enum)
@@ -78,7 +83,7 @@ def load_backbone_features(net_type: str, backbone_weights: str = "imagenet") ->
             f"dict; or metrics.lpips.backbone_weights=imagenet to use torchvision's {enum_name} enum, which reads "
             f"$TORCH_HOME/hub/checkpoints or downloads)."
         )
-    from archs.weights_io import load_pretrained
+    from weights.pretrained import load_pretrained
 
     try:
         state = load_pretrained(path, f"LPIPS ({net_type}) backbone weights")
@@ -104,8 +109,10 @@ def build_lpips(net_type: str = "alex", backbone_weights: str = "imagenet", devi
         seq = getattr(models, net)(weights=None).features
         missing, unexpected = seq.load_state_dict(features, strict=False)
         if missing or unexpected:
-            raise ValueError(f"LPIPS ({net_type}): backbone weights do not fit torchvision {net}.features: "
-                             f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+            raise ValueError(
+                f"LPIPS ({net_type}): backbone weights do not fit torchvision {net}.features: "
+                f"missing {missing[:5]}, unexpected {unexpected[:5]}"
+            )
         return seq
 
     # torchmetrics builds the backbone through this module-level helper (pretrained=True -> download); hand it

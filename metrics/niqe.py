@@ -201,4 +201,3 @@ def calculate_niqe(img, crop_border: int = 0, convert_to: str = "y") -> float:
     if crop_border > 0:
         y = y[crop_border:-crop_border, crop_border:-crop_border]
     return niqe(y)
-

@@ -17,7 +17,7 @@ Every kernel is ``k x k`` (k odd), centred on the grid ``-(k//2) .. k//2`` and n
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from scipy import special
@@ -55,8 +55,9 @@ def bivariate_gaussian(kernel_size: int, sig_x: float, sig_y: float | None = Non
     return _normalise(np.exp(-0.5 * _quadratic_form(kernel_size, sig_x, sig_y, theta)))
 
 
-def bivariate_generalized_gaussian(kernel_size: int, sig_x: float, sig_y: float | None, theta: float,
-                                   beta: float) -> np.ndarray:
+def bivariate_generalized_gaussian(
+    kernel_size: int, sig_x: float, sig_y: float | None, theta: float, beta: float
+) -> np.ndarray:
     """Normalised generalised Gaussian ``exp(-0.5 q^beta)`` (Pascal et al. 2013, arXiv 1302.6498)."""
     sig_y = sig_x if sig_y is None else sig_y
     return _normalise(np.exp(-0.5 * np.power(_quadratic_form(kernel_size, sig_x, sig_y, theta), beta)))
@@ -97,15 +98,24 @@ def _beta(rng: np.random.Generator, beta_range: Sequence[float]) -> float:
     return float(rng.uniform(1.0, beta_range[1]))
 
 
-def random_mixed_kernel(rng: np.random.Generator, kernel_list: Sequence[str], kernel_prob: Sequence[float],
-                        kernel_size: int, sigma_range: Sequence[float], rotation_range: Sequence[float],
-                        betag_range: Sequence[float], betap_range: Sequence[float]) -> np.ndarray:
+def random_mixed_kernel(
+    rng: np.random.Generator,
+    kernel_list: Sequence[str],
+    kernel_prob: Sequence[float],
+    kernel_size: int,
+    sigma_range: Sequence[float],
+    rotation_range: Sequence[float],
+    betag_range: Sequence[float],
+    betap_range: Sequence[float],
+) -> np.ndarray:
     """One kernel of a type drawn from ``kernel_list`` with ``kernel_prob`` (BasicSR ``random_mixed_kernels``,
     without the multiplicative kernel noise, which Real-ESRGAN leaves off)."""
     unknown = [k for k in kernel_list if k not in KERNEL_TYPES]
     if unknown or len(kernel_list) != len(kernel_prob):
-        raise ValueError(f"kernel_list {list(kernel_list)} must name types from {KERNEL_TYPES}, one probability each "
-                         f"(kernel_prob {list(kernel_prob)})")
+        raise ValueError(
+            f"kernel_list {list(kernel_list)} must name types from {KERNEL_TYPES}, one probability each "
+            f"(kernel_prob {list(kernel_prob)})"
+        )
     p = np.asarray(kernel_prob, dtype=np.float64)
     kind = kernel_list[int(rng.choice(len(kernel_list), p=p / p.sum()))]
     sig_x = float(rng.uniform(*sigma_range))
@@ -134,9 +144,16 @@ def sample_blur_kernel(rng: np.random.Generator, cfg: dict, max_size: int) -> np
     if rng.uniform() < cfg["sinc_prob"]:
         kernel = circular_lowpass_kernel(_sinc_cutoff(rng, size), size)
     else:
-        kernel = random_mixed_kernel(rng, cfg["kernel_list"], cfg["kernel_prob"], size, cfg["sigma_range"],
-                                     cfg.get("rotation_range", (-math.pi, math.pi)), cfg["betag_range"],
-                                     cfg["betap_range"])
+        kernel = random_mixed_kernel(
+            rng,
+            cfg["kernel_list"],
+            cfg["kernel_prob"],
+            size,
+            cfg["sigma_range"],
+            cfg.get("rotation_range", (-math.pi, math.pi)),
+            cfg["betag_range"],
+            cfg["betap_range"],
+        )
     p = (max_size - size) // 2
     return np.pad(kernel, ((p, p), (p, p)))
 
@@ -166,7 +183,11 @@ def sample_degradation_kernels(rng: np.random.Generator, cfg: dict) -> dict[str,
     """
     max_size = int(cfg["kernel_sizes"][1])
     return {
-        "kernel1": sample_blur_kernel(rng, {"kernel_sizes": cfg["kernel_sizes"], **cfg["blur1"]}, max_size).astype(np.float32),
-        "kernel2": sample_blur_kernel(rng, {"kernel_sizes": cfg["kernel_sizes"], **cfg["blur2"]}, max_size).astype(np.float32),
+        "kernel1": sample_blur_kernel(rng, {"kernel_sizes": cfg["kernel_sizes"], **cfg["blur1"]}, max_size).astype(
+            np.float32
+        ),
+        "kernel2": sample_blur_kernel(rng, {"kernel_sizes": cfg["kernel_sizes"], **cfg["blur2"]}, max_size).astype(
+            np.float32
+        ),
         "sinc_kernel": sample_final_sinc(rng, cfg["final_sinc_prob"], cfg["kernel_sizes"], max_size).astype(np.float32),
     }

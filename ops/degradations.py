@@ -8,7 +8,7 @@ image's device, so a seeded generator reproduces the same degradations.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

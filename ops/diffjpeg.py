@@ -121,8 +121,13 @@ class DiffJPEG(nn.Module):
         sample_rounding: keep the intermediate Y, Cb, Cr planes on 8-bit levels, as libjpeg does.
     """
 
-    def __init__(self, differentiable: bool = False, table_rounding: str = "libjpeg",
-                 chroma_upsampling: str = "fancy", sample_rounding: bool = True) -> None:
+    def __init__(
+        self,
+        differentiable: bool = False,
+        table_rounding: str = "libjpeg",
+        chroma_upsampling: str = "fancy",
+        sample_rounding: bool = True,
+    ) -> None:
         super().__init__()
         if chroma_upsampling not in ("fancy", "nearest"):
             raise ValueError(f"chroma_upsampling must be 'fancy' or 'nearest', got {chroma_upsampling!r}")

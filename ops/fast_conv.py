@@ -89,7 +89,9 @@ def dilated_conv2d(
     hq, wq = -(-hp // dh) * dh, -(-wp // dw) * dw
     xp = F.pad(x, (left, right + wq - wp, top, bottom + hq - hp))
     n, c = x.shape[:2]
-    sub = xp.view(n, c, hq // dh, dh, wq // dw, dw).permute(3, 5, 0, 1, 2, 4).reshape(dh * dw * n, c, hq // dh, wq // dw)
+    sub = (
+        xp.view(n, c, hq // dh, dh, wq // dw, dw).permute(3, 5, 0, 1, 2, 4).reshape(dh * dw * n, c, hq // dh, wq // dw)
+    )
     y = F.conv2d(sub, weight, bias)  # VALID, no dilation
     co, oh, ow = y.shape[1:]
     y = y.view(dh, dw, n, co, oh, ow).permute(2, 3, 4, 0, 5, 1).reshape(n, co, oh * dh, ow * dw)

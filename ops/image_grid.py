@@ -26,6 +26,8 @@ def synthesis_grid(batch: dict, n: int = 4) -> torch.Tensor:
         m = batch["mask"][i]
         img = (batch["image"][i] + 1) / 2
         color = torch.where(m > 0.5, (batch["color"][i] + 1) / 2, torch.zeros_like(img))
-        noise = (batch["noise"][i] - batch["noise"][i].min()) / (batch["noise"][i].max() - batch["noise"][i].min() + 1e-8)
+        noise = (batch["noise"][i] - batch["noise"][i].min()) / (
+            batch["noise"][i].max() - batch["noise"][i].min() + 1e-8
+        )
         rows.append(uint8_grid([img, img * (1 - m) + m, m, batch["sketch"][i], color, noise]))
     return torch.cat(rows, dim=0)

@@ -36,9 +36,7 @@ def cubic(x: Tensor) -> Tensor:
     return inner + outer
 
 
-def resize_weights(
-    in_length: int, out_length: int, scale: float, antialiasing: bool = True
-) -> tuple[Tensor, Tensor]:
+def resize_weights(in_length: int, out_length: int, scale: float, antialiasing: bool = True) -> tuple[Tensor, Tensor]:
     """Per-output taps along one axis: ``(weights [out, P'], indices [out, P'])``, float64.
 
     ``indices`` are 0-based and may fall outside ``[0, in_length)``; the caller mirrors them.
@@ -147,7 +145,8 @@ def _basicsr_taps_f32(in_length: int, out_length: int, scale: float, antialiasin
         d = d * scale
     absx = torch.abs(d)
     w = (1.5 * absx**3 - 2.5 * absx**2 + 1) * (absx <= 1).type_as(absx) + (
-        -0.5 * absx**3 + 2.5 * absx**2 - 4 * absx + 2) * ((absx > 1) * (absx <= 2)).type_as(absx)
+        -0.5 * absx**3 + 2.5 * absx**2 - 4 * absx + 2
+    ) * ((absx > 1) * (absx <= 2)).type_as(absx)
     if aa:
         w = scale * w
     w = w / torch.sum(w, 1).view(out_length, 1)
@@ -173,12 +172,12 @@ def _basicsr_pass_f32(img: Tensor, scale: float, antialiasing: bool, dim: int) -
         out = torch.empty(out_length, img.shape[1], dtype=torch.float32)
         for i in range(out_length):
             s = int(first[i]) + pad_s
-            out[i, :] = aug[s:s + k, :].transpose(0, 1).mv(weights[i])
+            out[i, :] = aug[s : s + k, :].transpose(0, 1).mv(weights[i])
     else:
         out = torch.empty(img.shape[0], out_length, dtype=torch.float32)
         for i in range(out_length):
             s = int(first[i]) + pad_s
-            out[:, i] = aug[:, s:s + k].mv(weights[i])
+            out[:, i] = aug[:, s : s + k].mv(weights[i])
     return out
 
 

@@ -34,17 +34,20 @@ def main() -> None:
     ap.add_argument("--chromium", default=os.environ.get("CHROMIUM_PATH", "/usr/lib/chromium/chromium"))
     args = ap.parse_args()
 
-    import app
-    from archs.scfegan_generator import SCFEGANGenerator
-    from archs.weights_io import save_generator_file, scfegan_config
     from playwright.sync_api import sync_playwright
+
+    from archs.scfegan_generator import SCFEGANGenerator
+    from webui import page as app
+    from weights.io import save_generator_file
+    from weights.layouts import scfegan_config
 
     tmp = tempfile.mkdtemp()
     weights = args.weights
     if weights is None:
         net = SCFEGANGenerator(cnum=8).eval()
-        weights = save_generator_file(os.path.join(tmp, "G.pth"), net, scfegan_config(net.state_dict()),
-                                      {"input_size": 256})
+        weights = save_generator_file(
+            os.path.join(tmp, "G.pth"), net, scfegan_config(net.state_dict()), {"input_size": 256}
+        )
     with initialize_config_dir(config_dir=os.path.join(ROOT, "conf"), version_base="1.3"):
         cfg = compose(config_name="app", overrides=["device=cpu", f"weights={weights}"], return_hydra_config=True)
     with open_dict(cfg):
@@ -95,7 +98,8 @@ def main() -> None:
         demo.close()
     # A palette PNG keeps the README small (well under 300 KB).
     PILImage.open(raw).convert("RGB").quantize(colors=128, method=PILImage.Quantize.MEDIANCUT).save(
-        args.out, optimize=True)
+        args.out, optimize=True
+    )
     print(f"wrote {args.out} ({os.path.getsize(args.out) / 1024:.0f} KB)")
 
 

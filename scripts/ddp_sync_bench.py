@@ -37,14 +37,14 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
+from pytorch_lightning.overrides.distributed import prepare_for_backward
 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from archs.rrdbnet import RRDBNet
 from archs.vgg_discriminator import VGGStyleDiscriminator
-from lightning_modules.gan_ddp import GradientAverager
 from losses.gan_loss import ragan_discriminator_fake_loss, ragan_discriminator_real_loss, ragan_generator_loss
-from pytorch_lightning.overrides.distributed import prepare_for_backward
+from runtime.strategies import GradientAverager
 
 SIZES = {  # (G kwargs, D kwargs, HR patch)
     "demo": (dict(num_feat=32, num_block=2, num_grow_ch=16), dict(num_feat=16), 64),
@@ -102,8 +102,10 @@ def run_rank(rank, world, port, variant, size, steps, out_q):
         opt_g = torch.optim.Adam(net_g.parameters(), 1e-4, betas=(0.9, 0.99))
         opt_d = torch.optim.Adam(net_d.parameters(), 1e-4, betas=(0.9, 0.99))
         gen = torch.Generator().manual_seed(1000 + rank)  # each rank its own data
-        batches = [(torch.rand(2, 3, hr // 4, hr // 4, generator=gen), torch.rand(2, 3, hr, hr, generator=gen))
-                   for _ in range(steps)]
+        batches = [
+            (torch.rand(2, 3, hr // 4, hr // 4, generator=gen), torch.rand(2, 3, hr, hr, generator=gen))
+            for _ in range(steps)
+        ]
 
         wrapper = ddp_g = ddp_d = None
         averager = None
@@ -180,16 +182,29 @@ def run_rank(rank, world, port, variant, size, steps, out_q):
         digests = [None] * world
         dist.all_gather_object(digests, digest.hexdigest())
         if rank == 0:
-            out_q.put(dict(variant=variant, ok=True, g_mb=counter.bytes["G"] / n / 2**20,
-                           d_mb=counter.bytes["D"] / n / 2**20, calls=calls,
-                           ms=1000 * sorted(times[1:])[len(times[1:]) // 2] if len(times) > 1 else float("nan"),
-                           identical=len(set(digests)) == 1,
-                           g_params=sum(p.numel() for p in net_g.parameters()),
-                           d_params=sum(p.numel() for p in net_d.parameters())))
+            out_q.put(
+                dict(
+                    variant=variant,
+                    ok=True,
+                    g_mb=counter.bytes["G"] / n / 2**20,
+                    d_mb=counter.bytes["D"] / n / 2**20,
+                    calls=calls,
+                    ms=1000 * sorted(times[1:])[len(times[1:]) // 2] if len(times) > 1 else float("nan"),
+                    identical=len(set(digests)) == 1,
+                    g_params=sum(p.numel() for p in net_g.parameters()),
+                    d_params=sum(p.numel() for p in net_d.parameters()),
+                )
+            )
     except Exception as err:  # noqa: BLE001  (report, do not hang the other rank)
         if rank == 0:
-            out_q.put(dict(variant=variant, ok=False, error=f"{type(err).__name__}: {str(err).splitlines()[0][:160]}",
-                           trace=traceback.format_exc()))
+            out_q.put(
+                dict(
+                    variant=variant,
+                    ok=False,
+                    error=f"{type(err).__name__}: {str(err).splitlines()[0][:160]}",
+                    trace=traceback.format_exc(),
+                )
+            )
             out_q.close()
             out_q.join_thread()  # flush before the hard exit
         os._exit(1)  # the other rank may be stuck in a collective; do not wait for it
@@ -216,8 +231,10 @@ def main() -> None:
     for variant in args.variants:
         q = ctx.Queue()
         port = free_port()
-        procs = [ctx.Process(target=run_rank, args=(r, args.world, port, variant, args.size, args.steps, q))
-                 for r in range(args.world)]
+        procs = [
+            ctx.Process(target=run_rank, args=(r, args.world, port, variant, args.size, args.steps, q))
+            for r in range(args.world)
+        ]
         for p in procs:
             p.start()
         try:
@@ -232,13 +249,19 @@ def main() -> None:
     print(f"\n{args.world} gloo processes, size={args.size}, {args.steps} steps (first excluded), fp32 gradients")
     for r in rows:
         if r.get("ok"):
-            print(f"  G {r['g_params']:,} params ({r['g_params'] * 4 / 2**20:.2f} MiB), "
-                  f"D {r['d_params']:,} params ({r['d_params'] * 4 / 2**20:.2f} MiB)")
+            print(
+                f"  G {r['g_params']:,} params ({r['g_params'] * 4 / 2**20:.2f} MiB), "
+                f"D {r['d_params']:,} params ({r['d_params'] * 4 / 2**20:.2f} MiB)"
+            )
             break
-    print(f"{'variant':<15}{'G MiB/batch':>12}{'D MiB/batch':>12}{'allreduce calls':>17}{'ms/batch':>10}  ranks identical")
+    print(
+        f"{'variant':<15}{'G MiB/batch':>12}{'D MiB/batch':>12}{'allreduce calls':>17}{'ms/batch':>10}  ranks identical"
+    )
     for r in rows:
         if r.get("ok"):
-            print(f"{r['variant']:<15}{r['g_mb']:>12.2f}{r['d_mb']:>12.2f}{r['calls']:>17.1f}{r['ms']:>10.1f}  {r['identical']}")
+            print(
+                f"{r['variant']:<15}{r['g_mb']:>12.2f}{r['d_mb']:>12.2f}{r['calls']:>17.1f}{r['ms']:>10.1f}  {r['identical']}"
+            )
         else:
             print(f"{r['variant']:<15}  FAILED: {r['error']}")
 

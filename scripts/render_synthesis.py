@@ -24,16 +24,21 @@ log = logging.getLogger(__name__)
 
 
 def render(cfg: DictConfig) -> str:
-    from archs.weights_io import check_output_file
+    from weights.io import check_output_file
 
     stats_path = cfg.get("stats_out") or os.path.splitext(str(cfg.out))[0] + "_stats.json"
     for path, what in ((cfg.out, "out"), (stats_path, "stats_out")):  # predict.py's rules, before any work
         check_output_file(path, (), bool(cfg.get("overwrite", False)), what)
     if cfg.data.get("task") != "faces":
-        raise ValueError(f"render_synthesis needs a face data config (data=faces_demo|celebamask_mini|celeba_hq), "
-                         f"got task={cfg.data.get('task')!r}")
-    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if cfg.device == "auto" else cfg.device))
+        raise ValueError(
+            f"render_synthesis needs a face data config (data=faces_demo|celebamask_mini|celeba_hq), "
+            f"got task={cfg.data.get('task')!r}"
+        )
+    device = torch.device(
+        "cuda"
+        if cfg.device == "auto" and torch.cuda.is_available()
+        else ("cpu" if cfg.device == "auto" else cfg.device)
+    )
     dm = instantiate(cfg.data, batch_size=cfg.num_images, val_batch_size=cfg.num_images, num_workers=0)
     dm.setup("fit")
     loader = dm.train_dataloader() if cfg.split == "train" else dm.val_dataloader()
@@ -43,9 +48,15 @@ def render(cfg: DictConfig) -> str:
         from synthesis.pipeline import FaceInputSynthesizer
 
         base = dm.synthesis
-        dm.synthesis = FaceInputSynthesizer(mask=instantiate(cfg.user_strokes), sketch=base.sketch, color=base.color,
-                                            noise_type=base.noise_type, eye_positions=base.eye_positions,
-                                            eye_reference_size=base.eye_reference_size, seed=base.seed)
+        dm.synthesis = FaceInputSynthesizer(
+            mask=instantiate(cfg.user_strokes),
+            sketch=base.sketch,
+            color=base.color,
+            noise_type=base.noise_type,
+            eye_positions=base.eye_positions,
+            eye_reference_size=base.eye_reference_size,
+            seed=base.seed,
+        )
     elif cfg.get("masks", "train") != "train":
         raise ValueError(f"masks must be 'train' or 'user_strokes', got {cfg.masks!r}")
     batch = dm.synthesize(batch, train=cfg.split == "train", epoch=cfg.epoch)
@@ -57,9 +68,11 @@ def render(cfg: DictConfig) -> str:
     with open(stats_path, "w") as f:
         json.dump(stats, f, indent=2)
     cov = stats["mask_coverage"]
-    log.info(f"wrote {stats_path}: coverage median {100 * cov['median']:.1f} %, edge density "
-             f"{100 * stats['edge_density'].get('mean', float('nan')):.2f} %, colour regions "
-             f"{stats['color_regions'].get('mean', float('nan')):.1f} per image")
+    log.info(
+        f"wrote {stats_path}: coverage median {100 * cov['median']:.1f} %, edge density "
+        f"{100 * stats['edge_density'].get('mean', float('nan')):.2f} %, colour regions "
+        f"{stats['color_regions'].get('mean', float('nan')):.1f} per image"
+    )
     return cfg.out
 
 

@@ -174,8 +174,9 @@ def slic(lab: torch.Tensor, step: int, compactness: float = 10.0, iterations: in
     xs = torch.arange(width, device=device, dtype=dtype).view(1, 1, 1, -1).expand(batch, 1, height, width)
     spatial = compactness / step
     feats = torch.cat([lab, ys * spatial, xs * spatial], 1)  # [B, 5, H, W]; spatial weight folded in
-    cell = ((torch.arange(height, device=device) // step).view(-1, 1) * gx
-            + (torch.arange(width, device=device) // step).view(1, -1))
+    cell = (torch.arange(height, device=device) // step).view(-1, 1) * gx + (
+        torch.arange(width, device=device) // step
+    ).view(1, -1)
     labels = cell.view(1, 1, height, width).expand(batch, 1, height, width).contiguous()
     offset = torch.arange(batch, device=device).view(-1, 1) * cells
     flat = feats.flatten(2).transpose(1, 2).reshape(-1, 5)
@@ -215,10 +216,12 @@ def _region_graph(g: torch.Tensor, feats: torch.Tensor, num: int):
     total = torch.zeros(num, feats.shape[1], device=feats.device, dtype=feats.dtype).index_add_(0, g.flatten(), flat)
     a = torch.cat([g[:, :, :-1].flatten(), g[:, :-1, :].flatten()])
     b = torch.cat([g[:, :, 1:].flatten(), g[:, 1:, :].flatten()])
-    diff = torch.cat([
-        (feats[..., :-1] - feats[..., 1:]).square().sum(1).sqrt().flatten(),
-        (feats[..., :-1, :] - feats[..., 1:, :]).square().sum(1).sqrt().flatten(),
-    ])
+    diff = torch.cat(
+        [
+            (feats[..., :-1] - feats[..., 1:]).square().sum(1).sqrt().flatten(),
+            (feats[..., :-1, :] - feats[..., 1:, :]).square().sum(1).sqrt().flatten(),
+        ]
+    )
     cross = a != b
     i, j, sums = _aggregate_edges(a[cross], b[cross], diff[cross], torch.ones_like(diff[cross]), num)
     return i, j, sums[0], sums[1], area, total
@@ -280,7 +283,9 @@ def merge_regions(
     """
     batch, _, height, width = labels.shape
     per = int(labels.max()) + 1
-    g, num = _compact(labels.view(batch, height, width) + torch.arange(batch, device=labels.device).view(-1, 1, 1) * per)
+    g, num = _compact(
+        labels.view(batch, height, width) + torch.arange(batch, device=labels.device).view(-1, 1, 1) * per
+    )
     i, j, diff_sum, length, area, total = _region_graph(g, feats, num)
     sample = torch.zeros(num, dtype=torch.long, device=g.device)
     sample[g.flatten()] = torch.arange(batch, device=g.device).repeat_interleave(height * width)
@@ -305,7 +310,9 @@ def merge_regions(
             num_new = int(uniq.numel())
             mapping = new_id[mapping]
             area = torch.zeros(num_new, device=area.device, dtype=area.dtype).index_add_(0, new_id, area)
-            total = torch.zeros(num_new, total.shape[1], device=total.device, dtype=total.dtype).index_add_(0, new_id, total)
+            total = torch.zeros(num_new, total.shape[1], device=total.device, dtype=total.dtype).index_add_(
+                0, new_id, total
+            )
             sample = torch.zeros(num_new, dtype=sample.dtype, device=sample.device).scatter_(0, new_id, sample)
             a, b = new_id[i], new_id[j]
             keep = a != b
@@ -369,8 +376,10 @@ class ColorMapExtractor(nn.Module):
             raise ValueError(f"color segmentation must be one of {SEGMENTATIONS}, got {segmentation!r}")
         self.parsing_weights = None if parsing_weights in (None, "") else str(parsing_weights)
         if segmentation == "parsing" and not self.parsing_weights:
-            raise ValueError("color segmentation=parsing needs parsing_weights: the path of the CelebAMask-HQ "
-                             "BiSeNet state dict (zllrunning/face-parsing.PyTorch 79999_iter.pth)")
+            raise ValueError(
+                "color segmentation=parsing needs parsing_weights: the path of the CelebAMask-HQ "
+                "BiSeNet state dict (zllrunning/face-parsing.PyTorch 79999_iter.pth)"
+            )
         self.median_kernel = int(median_kernel)
         self.bilateral_kernel = int(bilateral_kernel)
         self.bilateral_sigma_color = float(bilateral_sigma_color)
@@ -405,8 +414,10 @@ class ColorMapExtractor(nn.Module):
         if self.parser is not None:
             seg += f", parsing={self.parsing_weights!r}"
         elif seg in ("auto", "regions"):
-            seg += (f", regions(slic {self.superpixel_size}px, merge boundary<{self.merge_boundary_threshold}, "
-                    f"mean<{self.merge_mean_threshold}, min_area={self.min_region_area})")
+            seg += (
+                f", regions(slic {self.superpixel_size}px, merge boundary<{self.merge_boundary_threshold}, "
+                f"mean<{self.merge_mean_threshold}, min_area={self.min_region_area})"
+            )
         else:
             seg += f", k-means(k={self.num_clusters})"
         return (
@@ -447,8 +458,7 @@ class ColorMapExtractor(nn.Module):
             elif impl == "kornia":
                 x01 = bilateral_blur(x01, kernel, self.bilateral_sigma_color, (sigma_space, sigma_space))
             else:
-                x01 = bilateral_taps(x01, kernel, self.bilateral_sigma_color, sigma_space,
-                                     window=self.bilateral_window)
+                x01 = bilateral_taps(x01, kernel, self.bilateral_sigma_color, sigma_space, window=self.bilateral_window)
         return x01
 
     # -- k-means (segmentation='kmeans') -----------------------------------------------------------------------
@@ -462,7 +472,7 @@ class ColorMapExtractor(nn.Module):
 
     @staticmethod
     def _assign(feats: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
-        dist = (centres.square().sum(-1).unsqueeze(1) - 2 * torch.bmm(feats, centres.transpose(1, 2)))
+        dist = centres.square().sum(-1).unsqueeze(1) - 2 * torch.bmm(feats, centres.transpose(1, 2))
         return dist.argmin(-1)  # ||f||^2 is the same for every centre
 
     def kmeans_regions(self, x01: torch.Tensor) -> torch.Tensor:
@@ -504,16 +514,24 @@ class ColorMapExtractor(nn.Module):
         """Each region (labels at full resolution) painted with the median of the filtered image over it."""
         height, width = regions.shape[-2:]
         if self.median_bins is None:
-            full = smooth if smooth.shape[-2:] == (height, width) else F.interpolate(
-                smooth, size=(height, width), mode="bilinear", align_corners=False)
+            full = (
+                smooth
+                if smooth.shape[-2:] == (height, width)
+                else F.interpolate(smooth, size=(height, width), mode="bilinear", align_corners=False)
+            )
             return region_median(full, regions, num_regions)
         small_regions = _resize_labels(regions, smooth.shape[-2:])
         table, counts = region_median_table(smooth, small_regions, num_regions, self.median_bins)
         missing = counts == 0  # a region thinner than a working pixel: take its medians at full resolution
         present = torch.zeros_like(missing)
-        present.view(-1).scatter_(0, (regions.view(regions.shape[0], -1)
-                                      + torch.arange(regions.shape[0], device=regions.device).view(-1, 1)
-                                      * num_regions).flatten(), True)
+        present.view(-1).scatter_(
+            0,
+            (
+                regions.view(regions.shape[0], -1)
+                + torch.arange(regions.shape[0], device=regions.device).view(-1, 1) * num_regions
+            ).flatten(),
+            True,
+        )
         if bool((missing & present).any()):
             full = F.interpolate(smooth, size=(height, width), mode="bilinear", align_corners=False)
             full_table, _ = region_median_table(full, regions, num_regions, self.median_bins)

@@ -22,7 +22,7 @@ strokes touch, never to pixels x segments or pixels squared.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -32,8 +32,9 @@ QUANT = 8  # sub-pixel quantisation of stroke geometry (1/8 px); int64 keeps the
 HAIR_LABEL = 13  # CelebAMask-HQ 19-class order (celebamask_mini README; CelebAMask-HQ g_mask.py)
 
 # Streams of the per-sample generator: independent sequences for independent decisions.
-(_STREAM_COMBINE, _STREAM_FREE_FORM, _STREAM_BRUSH, _STREAM_FALLBACK, _STREAM_NOISE, _STREAM_USER,
- _STREAM_COVERAGE) = range(7)
+(_STREAM_COMBINE, _STREAM_FREE_FORM, _STREAM_BRUSH, _STREAM_FALLBACK, _STREAM_NOISE, _STREAM_USER, _STREAM_COVERAGE) = (
+    range(7)
+)
 NO_HIT = 2**31 - 1  # "no segment covers this pixel" in first-hit rasterisation
 
 # Target coverage distribution (fraction of erased pixels): the six hole-to-image area-ratio categories of the
@@ -84,7 +85,12 @@ def default_eyes(height: int, width: int, positions=((203.0, 245.0), (309.0, 245
 
 
 def rasterize_capsules(
-    segments: torch.Tensor, batch: int, height: int, width: int, tile: int = 16, chunk_pixels: int = 1 << 21,
+    segments: torch.Tensor,
+    batch: int,
+    height: int,
+    width: int,
+    tile: int = 16,
+    chunk_pixels: int = 1 << 21,
     order: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Rasterise capsules into a bool mask [batch, 1, H, W] on ``segments.device``.
@@ -447,8 +453,11 @@ class MaskGenerator(nn.Module):
             bins = tuple((float(lo), float(hi)) for lo, hi in coverage_bins)
             if not bins or any(not 0.0 <= lo < hi <= 1.0 for lo, hi in bins):
                 raise ValueError(f"coverage_bins must be [lo, hi] pairs with 0 <= lo < hi <= 1, got {coverage_bins!r}")
-            probs = np.full(len(bins), 1.0 / len(bins)) if coverage_probs is None else np.asarray(
-                coverage_probs, dtype=np.float64)
+            probs = (
+                np.full(len(bins), 1.0 / len(bins))
+                if coverage_probs is None
+                else np.asarray(coverage_probs, dtype=np.float64)
+            )
             if probs.shape != (len(bins),) or (probs < 0).any() or probs.sum() <= 0:
                 raise ValueError(f"coverage_probs must be {len(bins)} non-negative weights, got {coverage_probs!r}")
             self.coverage_bins, self.coverage_probs = bins, tuple((probs / probs.sum()).tolist())
@@ -459,10 +468,15 @@ class MaskGenerator(nn.Module):
         self.last_stats: dict = {}
 
     def extra_repr(self) -> str:
-        cov = (f"coverage_bins={self.coverage_bins}, coverage_probs={self.coverage_probs}" if self.coverage_bins
-               else f"coverage=[{self.min_coverage}, {self.max_coverage}]")
-        return (f"mode={self.mode!r}, free_form_prob={self.free_form_prob}, hair_prob={self.hair_prob}, {cov}, "
-                f"max_tries={self.max_tries}")
+        cov = (
+            f"coverage_bins={self.coverage_bins}, coverage_probs={self.coverage_probs}"
+            if self.coverage_bins
+            else f"coverage=[{self.min_coverage}, {self.max_coverage}]"
+        )
+        return (
+            f"mode={self.mode!r}, free_form_prob={self.free_form_prob}, hair_prob={self.hair_prob}, {cov}, "
+            f"max_tries={self.max_tries}"
+        )
 
     # -- coverage-targeted sampling ------------------------------------------------------------------------------
     def _sample_lines(self, seed, idx, epoch, height, width, eyes, attempt):
@@ -477,10 +491,20 @@ class MaskGenerator(nn.Module):
         k = int(cov_rng.choice(len(self.coverage_bins), p=self.coverage_probs))
         lo, hi = self.coverage_bins[k]
         target = lo + (hi - lo) * cov_rng.uniform()
-        ff = self.free_form.sample_lines(sample_rng(seed, idx, epoch, attempt, self.free_form.stream), height, width,
-                                         eyes, self.max_lines) if use_ff else []
-        br = self.brush.sample_lines(sample_rng(seed, idx, epoch, attempt, self.brush.stream), height, width, eyes,
-                                     self.max_lines) if use_brush else []
+        ff = (
+            self.free_form.sample_lines(
+                sample_rng(seed, idx, epoch, attempt, self.free_form.stream), height, width, eyes, self.max_lines
+            )
+            if use_ff
+            else []
+        )
+        br = (
+            self.brush.sample_lines(
+                sample_rng(seed, idx, epoch, attempt, self.brush.stream), height, width, eyes, self.max_lines
+            )
+            if use_brush
+            else []
+        )
         if ff and br:  # union: alternate free-form lines and brush strokes
             lines = [ln for pair in zip(ff, br) for ln in pair][: self.max_lines]
         else:
@@ -495,8 +519,9 @@ class MaskGenerator(nn.Module):
         pending = list(range(batch))
         tries, bins, last = [0] * batch, [0] * batch, {}
         for attempt in range(max(1, self.max_tries)):
-            samples = {b: self._sample_lines(seed, indices[b], epoch, height, width, eyes_np[b], attempt)
-                       for b in pending}
+            samples = {
+                b: self._sample_lines(seed, indices[b], epoch, height, width, eyes_np[b], attempt) for b in pending
+            }
             n = len(pending)
             # first[k] = 0 for added hair, 1 + j for pixels whose first covering line is j, NO_HIT elsewhere.
             first = torch.full((n, 1, height, width), NO_HIT, dtype=torch.int32, device=device)
@@ -513,20 +538,29 @@ class MaskGenerator(nn.Module):
                     break
                 rows, order = [], []
                 for slot, k in enumerate(todo):
-                    for j, line in enumerate(samples[pending[k]][0][start:start + self.lines_per_pass]):
+                    for j, line in enumerate(samples[pending[k]][0][start : start + self.lines_per_pass]):
                         rows += [(slot, *r) for r in line]
                         order += [1 + start + j] * len(line)
-                part = rasterize_capsules(_segments_tensor(rows, device), len(todo), height, width,
-                                          self.free_form.tile, self.free_form.chunk_pixels,
-                                          order=torch.tensor(order, dtype=torch.int32))
+                part = rasterize_capsules(
+                    _segments_tensor(rows, device),
+                    len(todo),
+                    height,
+                    width,
+                    self.free_form.tile,
+                    self.free_form.chunk_pixels,
+                    order=torch.tensor(order, dtype=torch.int32),
+                )
                 sel = torch.tensor(todo, device=device)
                 merged = torch.minimum(first[sel], part)
                 first[sel] = merged
                 # Coverage after each line so far: a histogram of first-hit indices per sample, cumulated.
                 nbin = start + self.lines_per_pass + 2
-                idx = merged.flatten(1).clamp(max=nbin - 1).long() + torch.arange(len(todo), device=device).view(-1, 1) * nbin
+                idx = (
+                    merged.flatten(1).clamp(max=nbin - 1).long()
+                    + torch.arange(len(todo), device=device).view(-1, 1) * nbin
+                )
                 cum = torch.bincount(idx.view(-1), minlength=len(todo) * nbin).view(len(todo), nbin).cumsum(1)
-                cum = cum[:, start + 1: start + 1 + self.lines_per_pass].tolist()
+                cum = cum[:, start + 1 : start + 1 + self.lines_per_pass].tolist()
                 for slot, k in enumerate(todo):
                     for j, c in enumerate(cum[slot]):
                         if c >= goal[k]:
@@ -662,7 +696,12 @@ class MaskGenerator(nn.Module):
 
 # Face parts a user edits, as CelebAMask-HQ label sets (19-class order, CelebAMask-HQ g_mask.py).
 USER_PARTS = {
-    "r_eye": [5], "l_eye": [4], "r_brow": [7], "l_brow": [6], "nose": [2], "mouth": [10, 11, 12],
+    "r_eye": [5],
+    "l_eye": [4],
+    "r_brow": [7],
+    "l_brow": [6],
+    "nose": [2],
+    "mouth": [10, 11, 12],
 }
 # Per part, for images without labels: centroid (x, y) and covariance (xx, xy, yy) in px at 512, medians over 300
 # celebamask_mini label maps (aligned CelebA-HQ faces; measured for this project, see notes/a2.md).
@@ -735,8 +774,9 @@ class UserStrokeMask(nn.Module):
     def _geometry(self, name: str, seg_b: torch.Tensor | None, height: int, width: int):
         """(cx, cy, cov 2x2) of part ``name``: from the label map when present, else the prior (scaled)."""
         if seg_b is not None:
-            ys, xs = torch.nonzero(torch.isin(seg_b[0], torch.tensor(self.parts[name], device=seg_b.device)),
-                                   as_tuple=True)
+            ys, xs = torch.nonzero(
+                torch.isin(seg_b[0], torch.tensor(self.parts[name], device=seg_b.device)), as_tuple=True
+            )
             pts = torch.stack([xs, ys], 1).to("cpu", torch.float64).numpy()
             return pts[:, 0].mean(), pts[:, 1].mean(), np.cov(pts.T) + np.eye(2) * (1.0 / 12.0)
         cx, cy, sxx, sxy, syy = self.priors[name]
@@ -757,8 +797,11 @@ class UserStrokeMask(nn.Module):
         w = max(2.0 * half_b / n, self.min_width * scale)
         # Stroke centre lines side by side across the minor axis; their capsules of width w tile [-half_b, half_b].
         offsets = (np.arange(n) - (n - 1) / 2.0) * w
-        along = np.linspace(-half_a + w / 2.0, half_a - w / 2.0, self.vertices) if half_a > w / 2.0 else np.zeros(
-            self.vertices)
+        along = (
+            np.linspace(-half_a + w / 2.0, half_a - w / 2.0, self.vertices)
+            if half_a > w / 2.0
+            else np.zeros(self.vertices)
+        )
         rows, colour = [], []
         for i, off in enumerate(offsets):
             ts = along if i % 2 == 0 else along[::-1]  # back and forth, as one scribbles
@@ -771,8 +814,16 @@ class UserStrokeMask(nn.Module):
         return name, rows, colour
 
     @torch.no_grad()
-    def forward(self, like: torch.Tensor, index, epoch: int = 0, seed: int = 0, eyes: torch.Tensor | None = None,
-                seg: torch.Tensor | None = None, return_color: bool = False):
+    def forward(
+        self,
+        like: torch.Tensor,
+        index,
+        epoch: int = 0,
+        seed: int = 0,
+        eyes: torch.Tensor | None = None,
+        seg: torch.Tensor | None = None,
+        return_color: bool = False,
+    ):
         batch, _, height, width = like.shape
         device = like.device
         if seg is not None:
@@ -784,22 +835,27 @@ class UserStrokeMask(nn.Module):
             seg_b = None
             present = [p for p in self.parts if p in self.priors]
             if seg is not None and bool((seg[b] >= 0).any()):
-                counts = {p: int(torch.isin(seg[b], torch.tensor(labs, device=device)).sum())
-                          for p, labs in self.parts.items()}
+                counts = {
+                    p: int(torch.isin(seg[b], torch.tensor(labs, device=device)).sum())
+                    for p, labs in self.parts.items()
+                }
                 found = [p for p in self.parts if counts[p] >= max(min_px, 3)]
                 if found:
                     present, seg_b = found, seg[b]
             if not present:
-                raise ValueError(f"UserStrokeMask: no part of {sorted(self.parts)} is in the label map of sample {idx} "
-                                 f"and none has a prior in `priors`")
+                raise ValueError(
+                    f"UserStrokeMask: no part of {sorted(self.parts)} is in the label map of sample {idx} "
+                    f"and none has a prior in `priors`"
+                )
             name, r, c = self.sample_strokes(rng, height, width, present, seg_b)
             names.append(name)
             rows += [(b, *x) for x in r]
             colour += [(b, *x) for x in c]
         self.last_parts = names
         dtype = like.dtype if like.is_floating_point() else torch.float32
-        mask = rasterize_capsules(_segments_tensor(rows, device), batch, height, width, self.tile,
-                                  self.chunk_pixels).to(dtype)
+        mask = rasterize_capsules(
+            _segments_tensor(rows, device), batch, height, width, self.tile, self.chunk_pixels
+        ).to(dtype)
         if not return_color:
             return mask
         col = rasterize_capsules(_segments_tensor(colour, device), batch, height, width, self.tile, self.chunk_pixels)

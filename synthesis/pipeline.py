@@ -15,7 +15,7 @@ fixed aligned-face positions (203, 245) / (309, 245) at 512 (celebamask_mini REA
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -148,8 +148,9 @@ class FaceInputSynthesizer(nn.Module):
             eyes = eyes.expand(bsz, -1, -1)
         t0 = self._tick("eyes", device, t0)
         if getattr(self.mask, "draws_color_strokes", False):  # user-stroke masks: colour only along their strokes
-            mask, color_region = self.mask(image, indices, epoch=epoch, seed=seed, eyes=eyes, seg=seg,
-                                           return_color=True)
+            mask, color_region = self.mask(
+                image, indices, epoch=epoch, seed=seed, eyes=eyes, seg=seg, return_color=True
+            )
             mask, color_region = mask.to(dtype), color_region.to(dtype)
         else:
             mask = self.mask(image, indices, epoch=epoch, seed=seed, eyes=eyes, seg=seg).to(dtype)

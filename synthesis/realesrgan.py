@@ -19,13 +19,20 @@ flags and JPEG qualities per sample.  The former come from ``cpu_generator``, th
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
-from ops.degradations import (RESIZE_MODES, filter2d, gaussian_noise, poisson_noise, resize, sample_resize_mode,
-                              sample_resize_scale)
+from ops.degradations import (
+    RESIZE_MODES,
+    filter2d,
+    gaussian_noise,
+    poisson_noise,
+    resize,
+    sample_resize_mode,
+    sample_resize_scale,
+)
 from ops.diffjpeg import DiffJPEG
 
 
@@ -40,15 +47,24 @@ class RealESRGANDegradation(nn.Module):
     ``gaussian_noise_prob``, ``noise_range`` (sigma, 255 scale), ``poisson_scale_range``, ``gray_noise_prob``,
     ``jpeg_range``; ``second`` also ``blur_prob``."""
 
-    def __init__(self, scale: int, first: dict, second: dict, final: dict | None = None,
-                 resize_modes: Sequence[str] = RESIZE_MODES, jpeg: dict | None = None) -> None:
+    def __init__(
+        self,
+        scale: int,
+        first: dict,
+        second: dict,
+        final: dict | None = None,
+        resize_modes: Sequence[str] = RESIZE_MODES,
+        jpeg: dict | None = None,
+    ) -> None:
         super().__init__()
         self.scale = int(scale)
         self.first, self.second = dict(first), dict(second)
         self.final = dict(final or {"sinc_first_prob": 0.5})
         bad = [m for m in resize_modes if m not in RESIZE_MODES]
         if bad or not resize_modes:
-            raise ValueError(f"degradation.resize_modes must be a non-empty subset of {RESIZE_MODES}, got {list(resize_modes)}")
+            raise ValueError(
+                f"degradation.resize_modes must be a non-empty subset of {RESIZE_MODES}, got {list(resize_modes)}"
+            )
         self.resize_modes = list(resize_modes)
         self.jpeg = DiffJPEG(differentiable=False, **(jpeg or {}))
 
@@ -66,8 +82,15 @@ class RealESRGANDegradation(nn.Module):
         return self.jpeg(x.clamp(0, 1), _uniform(x.shape[0], jpeg_range, x, gen))
 
     @torch.no_grad()
-    def forward(self, x: Tensor, kernel1: Tensor, kernel2: Tensor, sinc_kernel: Tensor,
-                cpu_generator: torch.Generator | None = None, generator: torch.Generator | None = None) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        kernel1: Tensor,
+        kernel2: Tensor,
+        sinc_kernel: Tensor,
+        cpu_generator: torch.Generator | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
         """``x`` [B, 3, H, W] in [0, 1] (H, W multiples of the scale) -> LR [B, 3, H/s, W/s] on 8-bit levels."""
         cpu = cpu_generator if cpu_generator is not None else torch.default_generator
         h, w = x.shape[-2:]

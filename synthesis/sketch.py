@@ -312,8 +312,10 @@ class SketchExtractor(nn.Module):
         if detector == "auto":
             detector = "hed" if self.hed_weights else ("dexined" if self.dexined_weights else "classic")
         if detector == "hed" and not self.hed_weights:
-            raise ValueError("sketch detector=hed needs hed_weights: the path of the BSDS500 HED state dict "
-                             "(sniklaus/pytorch-hed network-bsds500.pytorch)")
+            raise ValueError(
+                "sketch detector=hed needs hed_weights: the path of the BSDS500 HED state dict "
+                "(sniklaus/pytorch-hed network-bsds500.pytorch)"
+            )
         if detector == "dexined" and not self.dexined_weights:
             raise ValueError("sketch detector=dexined needs dexined_weights: the path of the kornia DexiNed weights")
         self.detector = detector
@@ -365,13 +367,15 @@ class SketchExtractor(nn.Module):
             )
         net = DexiNed(pretrained=False)
         try:
-            from archs.weights_io import load_pretrained
+            from weights.pretrained import load_pretrained
 
             state = load_pretrained(file, "DexiNed weights")
         except Exception as err:  # EOFError, UnpicklingError, zip errors: no path in them
-            raise ValueError(f"DexiNed weights {str(file)!r} (sketch.dexined_weights, {file.stat().st_size} bytes) "
-                             f"cannot be read with torch.load(weights_only=True): empty, truncated, or a pickle "
-                             f"that runs code? {type(err).__name__}: {err}") from err
+            raise ValueError(
+                f"DexiNed weights {str(file)!r} (sketch.dexined_weights, {file.stat().st_size} bytes) "
+                f"cannot be read with torch.load(weights_only=True): empty, truncated, or a pickle "
+                f"that runs code? {type(err).__name__}: {err}"
+            ) from err
         if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
             state = state["state_dict"]
         if not isinstance(state, dict):

@@ -8,7 +8,8 @@ import torch
 
 from archs.rrdbnet import RRDBNet
 from archs.scfegan_generator import SCFEGANGenerator
-from archs.weights_io import basicsr_to_esrgan_layout, save_generator_file, save_generator_weights, scfegan_config
+from weights.io import save_generator_file, save_generator_weights
+from weights.layouts import basicsr_to_esrgan_layout, scfegan_config
 
 TINY_SR = dict(num_feat=8, num_block=1, num_grow_ch=4)
 
@@ -42,8 +43,13 @@ def write_weights(root: Path) -> dict:
     psnr, gan = tiny_sr_net(1), tiny_sr_net(2)
     save_generator_weights(root / "psnr.pth", psnr)
     torch.save(basicsr_to_esrgan_layout(gan.state_dict(), "xinntao"), root / "gan.pth")
-    return {"face": root / "face.pth", "psnr": root / "psnr.pth", "gan": root / "gan.pth",
-            "psnr_net": psnr, "gan_net": gan}
+    return {
+        "face": root / "face.pth",
+        "psnr": root / "psnr.pth",
+        "gan": root / "gan.pth",
+        "psnr_net": psnr,
+        "gan_net": gan,
+    }
 
 
 def random_rgb(h: int, w: int, seed: int = 0, dtype=np.uint8) -> np.ndarray:

@@ -49,6 +49,9 @@ def compose_cfg(tmp_path: Path, overrides: list[str] = (), config_name: str = "t
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
+    from runtime.training import register
+
+    register()  # the config resolvers, as train.py registers them before Hydra composes
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)

@@ -8,16 +8,24 @@ import time
 import numpy as np
 import pytest
 import torch
+from app_fixtures import app_overrides, random_rgb, tiny_face_net, write_weights
+from conftest import compose_cfg, write_png
 from omegaconf import OmegaConf
 
-from app_fixtures import app_overrides, random_rgb, tiny_face_net, write_weights
-from archs.interpolate import interpolate_state_dicts
-from conftest import compose_cfg, write_png
-from predict import Image, edit_face, read_image, upscale
+from inference.faces import edit_face
+from inference.images import Image, read_image
+from inference.tiling import upscale
 from webui.handlers import (
-    InputError, Limits, edit_face_editor, edit_face_files, open_image, strokes_from_layers, upscale_file,
+    InputError,
+    Limits,
+    edit_face_editor,
+    edit_face_files,
+    open_image,
+    strokes_from_layers,
+    upscale_file,
 )
 from webui.models import MissingWeights, ModelStore, run_resolution
+from weights.interpolate import interpolate_state_dicts
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +74,7 @@ def test_editor_edit_equals_upload_outside_mask_and_matches_predict(tmp_path, st
     assert out.shape == face.shape and out.dtype == np.uint8
     assert np.array_equal(out[~mask], face[~mask])
     assert (out[mask] != face[mask]).any(axis=1).mean() > 0.9
-    # the same as predict.edit_face on the same inputs (the app adds nothing of its own)
+    # the same as inference.faces.edit_face on the same inputs (the app adds nothing of its own)
     fm = store.face()
     assert fm.size == (128, 128)  # recorded in the weights file
     direct = edit_face(fm.net, Image(face, 255.0, path), mask, sketch, color, size=fm.size, noise="binary16", seed=5)
@@ -155,8 +163,13 @@ def test_weights_discovery_and_missing_message(tmp_path, weights):
         (run / "checkpoints").mkdir(parents=True)
         net = tiny_face_net(seed=i)
         sd = {f"net_g_ema.{k}": v for k, v in net.state_dict().items()}
-        torch.save({"state_dict": sd, "hyper_parameters": {"generator": {
-            "_target_": "archs.scfegan_generator.SCFEGANGenerator", "cnum": 4}}}, run / "checkpoints" / "last.ckpt")
+        torch.save(
+            {
+                "state_dict": sd,
+                "hyper_parameters": {"generator": {"_target_": "archs.scfegan_generator.SCFEGANGenerator", "cnum": 4}},
+            },
+            run / "checkpoints" / "last.ckpt",
+        )
         (run / ".hydra").mkdir()
         OmegaConf.save(OmegaConf.create({"data": {"resolution": 256}}), run / ".hydra" / "config.yaml")
         srun = logs / "demo" / "runs" / name / "weights"
@@ -178,27 +191,34 @@ def test_weights_discovery_and_missing_message(tmp_path, weights):
 
 def test_incompatible_interpolation_pair_is_reported(tmp_path, weights):
     from app_fixtures import RRDBNet
-    from archs.weights_io import save_generator_weights
+
+    from weights.io import save_generator_weights
 
     save_generator_weights(tmp_path / "wide.pth", RRDBNet(num_feat=16, num_block=1, num_grow_ch=4))
-    cfg = compose_cfg(tmp_path, ["device=cpu", f"sr_weights={weights['gan']}", f"sr_psnr_weights={tmp_path / 'wide.pth'}"],
-                      config_name="app")
+    cfg = compose_cfg(
+        tmp_path,
+        ["device=cpu", f"sr_weights={weights['gan']}", f"sr_psnr_weights={tmp_path / 'wide.pth'}"],
+        config_name="app",
+    )
     msg = ModelStore(cfg).preload()["sr"]
     assert msg.startswith("Cannot load the ESRGAN weights") and "shapes differ" in msg
 
 
 def test_noise_kind_recorded_in_the_weights_is_used(tmp_path):
-    from archs.weights_io import save_generator_file, scfegan_config
+    from weights.io import save_generator_file
+    from weights.layouts import scfegan_config
 
     net = tiny_face_net(seed=3)
-    w = save_generator_file(tmp_path / "g.pth", net, scfegan_config(net.state_dict()),
-                            {"input_size": 128, "noise_type": "gaussian"})
+    w = save_generator_file(
+        tmp_path / "g.pth", net, scfegan_config(net.state_dict()), {"input_size": 128, "noise_type": "gaussian"}
+    )
     store = ModelStore(compose_cfg(tmp_path, ["device=cpu", f"weights={w}"], config_name="app"))
     assert store.face().noise == "gaussian" and "noise gaussian" in store.face().description
     face = random_rgb(64, 64, seed=8)
     path = str(write_png(tmp_path / "f.png", face))
     out_path, _ = edit_face_editor(store, path, {"layers": _layers(64, 64)}, seed=1, out_dir=tmp_path)
     mask, sketch, color = strokes_from_layers(_layers(64, 64), (64, 64))
-    ref = edit_face(store.face().net, Image(face, 255.0, path), mask, sketch, color, size=(128, 128),
-                    noise="gaussian", seed=1)
+    ref = edit_face(
+        store.face().net, Image(face, 255.0, path), mask, sketch, color, size=(128, 128), noise="gaussian", seed=1
+    )
     assert np.array_equal(read_image(out_path).pixels, ref)

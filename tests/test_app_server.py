@@ -21,7 +21,9 @@ gr = pytest.importorskip("gradio", reason="gradio is in requirements.txt; instal
 
 from app_fixtures import app_overrides, random_rgb, write_weights  # noqa: E402
 from conftest import compose_cfg, write_png  # noqa: E402
-from predict import Image, read_image, upscale  # noqa: E402
+
+from inference.images import Image, read_image  # noqa: E402
+from inference.tiling import upscale  # noqa: E402
 
 pytestmark = pytest.mark.slow  # serves the app; the browser tests drive Chromium
 TIMEOUT_S = 60  # every wait on the server or the page is bounded
@@ -35,7 +37,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    import app
+    from webui import page as app
 
     root = tmp_path_factory.mktemp("app")
     w = write_weights(root / "w")
@@ -74,8 +76,9 @@ def test_client_edit_face_and_upscale(server, tmp_path):
     sketch = np.zeros((72, 64), np.uint8)
     sketch[25:45, 20] = 255
     fp, mp, sp = (str(write_png(tmp_path / n, a)) for n, a in (("f.png", face), ("m.png", mask), ("s.png", sketch)))
-    out_path, msg = client.submit(handle_file(fp), handle_file(mp), handle_file(sp), None, 3,
-                                  api_name="/edit_face").result(timeout=TIMEOUT_S)
+    out_path, msg = client.submit(
+        handle_file(fp), handle_file(mp), handle_file(sp), None, 3, api_name="/edit_face"
+    ).result(timeout=TIMEOUT_S)
     out = read_image(out_path).pixels
     assert np.array_equal(out[mask == 0], face[mask == 0])
     assert (out[mask > 0] != face[mask > 0]).any(axis=1).mean() > 0.9 and "Edited 64x72" in msg
@@ -89,8 +92,9 @@ def test_client_edit_face_and_upscale(server, tmp_path):
     # bad input: the message, not a stack trace
     bad_mask = str(write_png(tmp_path / "small.png", np.zeros((10, 10), np.uint8)))
     with pytest.raises(AppError, match=r"mask 'small.png' is 10x10 but the input image is 64x72"):
-        client.submit(handle_file(fp), handle_file(bad_mask), None, None, 0,
-                      api_name="/edit_face").result(timeout=TIMEOUT_S)
+        client.submit(handle_file(fp), handle_file(bad_mask), None, None, 0, api_name="/edit_face").result(
+            timeout=TIMEOUT_S
+        )
     (tmp_path / "junk.png").write_bytes(b"\x89PNG not really")
     with pytest.raises(AppError, match=r"'junk.png' is not an image this app can read") as err:
         client.submit(handle_file(str(tmp_path / "junk.png")), 1.0, 0, api_name="/upscale").result(timeout=TIMEOUT_S)
@@ -100,8 +104,12 @@ def test_client_edit_face_and_upscale(server, tmp_path):
 # -- browser ------------------------------------------------------------------------------------------------------------
 def find_chromium() -> str | None:
     """The system Chromium (Debian's ``chromium`` package puts the binary in /usr/lib/chromium/)."""
-    for c in (os.environ.get("CHROMIUM_PATH"), "/usr/lib/chromium/chromium", shutil.which("chromium"),
-              shutil.which("chromium-browser")):
+    for c in (
+        os.environ.get("CHROMIUM_PATH"),
+        "/usr/lib/chromium/chromium",
+        shutil.which("chromium"),
+        shutil.which("chromium-browser"),
+    ):
         if c and os.path.isfile(c) and os.access(c, os.X_OK):
             return c
     return None
@@ -111,8 +119,10 @@ def find_chromium() -> str | None:
 def browser():
     path = find_chromium()
     if path is None:
-        reason = ("no Chromium executable found (CHROMIUM_PATH, /usr/lib/chromium/chromium, chromium on PATH); "
-                  "install Debian's package: apt-get install -y chromium")
+        reason = (
+            "no Chromium executable found (CHROMIUM_PATH, /usr/lib/chromium/chromium, chromium on PATH); "
+            "install Debian's package: apt-get install -y chromium"
+        )
         if os.environ.get("APP_BROWSER_TESTS") == "required":
             pytest.fail(reason)
         print(f"\nSKIP browser tests: {reason}")
@@ -140,8 +150,10 @@ def page(browser, server):
 
 def _wait_text(pg, elem_id: str, *texts: str) -> str:
     cond = " || ".join(f"t.includes({t!r})" for t in texts)
-    pg.wait_for_function(f"(() => {{ const e = document.querySelector({'#' + elem_id!r}); if (!e) return false; "
-                         f"const t = e.innerText; return {cond}; }})()")
+    pg.wait_for_function(
+        f"(() => {{ const e = document.querySelector({'#' + elem_id!r}); if (!e) return false; "
+        f"const t = e.innerText; return {cond}; }})()"
+    )
     return pg.locator(f"#{elem_id}").inner_text()
 
 
@@ -158,8 +170,12 @@ def _image_box(pg, elem_id: str, hw) -> dict:
     canvas = pg.locator(f"#{elem_id} canvas").first.bounding_box()
     zoom = float(pg.locator(f"#{elem_id} .zoom-number").inner_text().strip().rstrip("%")) / 100.0
     w, h = hw[1] * zoom, hw[0] * zoom
-    return {"x": canvas["x"] + (canvas["width"] - w) / 2, "y": canvas["y"] + (canvas["height"] - h) / 2,
-            "width": w, "height": h}
+    return {
+        "x": canvas["x"] + (canvas["width"] - w) / 2,
+        "y": canvas["y"] + (canvas["height"] - h) / 2,
+        "width": w,
+        "height": h,
+    }
 
 
 def _mode(pg, mode: str, layer: str, colour: str) -> None:
@@ -170,7 +186,9 @@ def _mode(pg, mode: str, layer: str, colour: str) -> None:
         "([layer, colour]) => { const r = document.querySelector('#face-editor'); const w = r.querySelector('.layer-wrap'); "
         "const c = r.querySelector('button[aria-label=\"Color\"]'); "
         "return w && w.classList.contains('closed') && w.innerText.trim() === layer && c && c.style.color === colour "
-        "&& !r.querySelector('.swatch-container'); }", arg=[layer, colour])
+        "&& !r.querySelector('.swatch-container'); }",
+        arg=[layer, colour],
+    )
 
 
 def _stroke(pg, box, x0, y0, x1, y1, steps=3):
@@ -244,8 +262,9 @@ def test_browser_upscale_and_live_interpolation(page, server, tmp_path):
     msg = _wait_text(pg, "sr-status", "x4:", "Error")
     assert "alpha 0.8" in msg and "tiles of 8" in msg, msg
     w = server["w"]
-    from archs.interpolate import interpolate_state_dicts
     from app_fixtures import TINY_SR, RRDBNet
+
+    from weights.interpolate import interpolate_state_dicts
 
     ref_net = RRDBNet(**TINY_SR).eval()
     ref_net.load_state_dict(interpolate_state_dicts(w["psnr_net"].state_dict(), w["gan_net"].state_dict(), 0.8))

@@ -4,11 +4,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import CONF_DIR, compose_cfg
 from hydra.errors import ConfigCompositionException, InstantiationException
 from hydra.utils import instantiate
 
-from conftest import CONF_DIR, compose_cfg
-from train import check_config, instantiate_callbacks, instantiate_loggers
+from runtime.launch import check_config
+from runtime.loggers import instantiate_loggers
+from runtime.training import instantiate_callbacks
 
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 VGG_RANDOM = {"esrgan": "model.perceptual.weights=random", "scfegan": "model.vgg_weights=random"}
@@ -35,12 +37,14 @@ def test_experiment_composes_and_instantiates(tmp_path, experiment):
     model = instantiate(cfg_random.model, _recursive_=False)
     if cfg_random.trainer.accelerator == "gpu" and not torch.cuda.is_available():
         # A GPU experiment composes here; only the Trainer itself needs the device.
-        cfg_random = compose_cfg(tmp_path, [*overrides, VGG_RANDOM[_model_name(cfg)], "trainer.accelerator=cpu",
-                                            "trainer.precision=32-true"])
+        cfg_random = compose_cfg(
+            tmp_path, [*overrides, VGG_RANDOM[_model_name(cfg)], "trainer.accelerator=cpu", "trainer.precision=32-true"]
+        )
     callbacks = instantiate_callbacks(cfg_random.callbacks)
     loggers = instantiate_loggers(cfg_random.logger)
-    trainer = instantiate(cfg_random.trainer, callbacks=callbacks, logger=loggers,
-                          max_steps=model.optimizer_steps_total())
+    trainer = instantiate(
+        cfg_random.trainer, callbacks=callbacks, logger=loggers, max_steps=model.optimizer_steps_total()
+    )
     assert trainer.max_steps == model.optimizer_steps_total() > 0
     assert Path(cfg.paths.output_dir) == tmp_path
 

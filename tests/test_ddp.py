@@ -15,23 +15,34 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import REPO, compose_cfg, write_png
 from hydra.utils import instantiate
 from pytorch_lightning import Trainer
-
-from conftest import REPO, compose_cfg, write_png
 
 pytestmark = pytest.mark.slow
 
 SET5 = REPO / "data" / "demo" / "val" / "Set5"
 DEMO_TRAIN = REPO / "data" / "demo" / "train"
 TINY_ESRGAN_CLI = [
-    "experiment=demo", "logger=csv",
-    "model.generator.num_feat=8", "model.generator.num_block=1", "model.generator.num_grow_ch=4",
-    "model.discriminator.num_feat=4", "model.perceptual.weights=random",
-    "data.gt_size=32", "data.batch_size=2", "data.num_workers=0", "data.dataset_enlarge_ratio=16",
-    "trainer.enable_model_summary=false", "trainer.enable_progress_bar=false", "~callbacks.rich_progress_bar",
-    "model.psnr.iters=2", "model.gan.iters=2", "trainer.val_check_interval=2",
-    f"data.train_dirs=[{DEMO_TRAIN}]", f"data.val_dirs=[{SET5}]",
+    "experiment=demo",
+    "logger=csv",
+    "model.generator.num_feat=8",
+    "model.generator.num_block=1",
+    "model.generator.num_grow_ch=4",
+    "model.discriminator.num_feat=4",
+    "model.perceptual.weights=random",
+    "data.gt_size=32",
+    "data.batch_size=2",
+    "data.num_workers=0",
+    "data.dataset_enlarge_ratio=16",
+    "trainer.enable_model_summary=false",
+    "trainer.enable_progress_bar=false",
+    "~callbacks.rich_progress_bar",
+    "model.psnr.iters=2",
+    "model.gan.iters=2",
+    "trainer.val_check_interval=2",
+    f"data.train_dirs=[{DEMO_TRAIN}]",
+    f"data.val_dirs=[{SET5}]",
 ]
 DDP_CPU = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]
 
@@ -40,8 +51,15 @@ def run_train(args, tmp_path, env=None, timeout=300):
     """`python train.py args` from the repository root; returns the CompletedProcess (output in .stdout)."""
     full_env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONWARNINGS": "ignore", **(env or {})}
     full_env.pop("LOCAL_RANK", None)
-    return subprocess.run([sys.executable, "train.py", *args], cwd=REPO, env=full_env, timeout=timeout,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.run(
+        [sys.executable, "train.py", *args],
+        cwd=REPO,
+        env=full_env,
+        timeout=timeout,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def _check(proc):
@@ -55,8 +73,9 @@ def _face_dir(tmp_path: Path, n: int = 9) -> Path:
     y, x = np.mgrid[0:128, 0:128] / 128
     for i in range(n):
         img = np.stack([np.sin(3 * x + i), np.cos(4 * y - i), np.sin(2 * (x + y) + i)], -1) * 0.4 + 0.5
-        write_png(tmp_path / "faces" / f"{i:03d}.png",
-                  (img * 255 + rng.normal(0, 3, img.shape)).clip(0, 255).astype(np.uint8))
+        write_png(
+            tmp_path / "faces" / f"{i:03d}.png", (img * 255 + rng.normal(0, 3, img.shape)).clip(0, 255).astype(np.uint8)
+        )
     return tmp_path / "faces"
 
 
@@ -77,8 +96,14 @@ def _single_process_validation(cfg, ckpt_path):
     assert all(k.startswith(model.frozen_prefixes) for k in missing)  # only the frozen loss network is rebuilt
     model.on_load_checkpoint(ckpt)
     datamodule = instantiate(cfg.data)
-    trainer = Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-                      enable_model_summary=False, enable_checkpointing=False)
+    trainer = Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
     (metrics,) = trainer.validate(model, datamodule=datamodule, verbose=False)
     return model, metrics
 
@@ -114,10 +139,20 @@ def test_esrgan_ddp_two_processes(tmp_path):
 def test_scfegan_ddp_two_processes(tmp_path):
     faces = _face_dir(tmp_path)
     args = [
-        "experiment=scfegan_demo", "logger=csv", "model.vgg_weights=random", "model.generator.cnum=4",
-        "model.discriminator.cnum=4", "data.num_workers=0", "data.batch_size=2", "data.val_batch_size=1",
-        f"data.image_dir={faces}", "data.num_val=5", "trainer.enable_model_summary=false",
-        "trainer.enable_progress_bar=false", "~callbacks.rich_progress_bar", "model.iters=2",
+        "experiment=scfegan_demo",
+        "logger=csv",
+        "model.vgg_weights=random",
+        "model.generator.cnum=4",
+        "model.discriminator.cnum=4",
+        "data.num_workers=0",
+        "data.batch_size=2",
+        "data.val_batch_size=1",
+        f"data.image_dir={faces}",
+        "data.num_val=5",
+        "trainer.enable_model_summary=false",
+        "trainer.enable_progress_bar=false",
+        "~callbacks.rich_progress_bar",
+        "model.iters=2",
         "trainer.val_check_interval=2",
     ]
     run_dir = tmp_path / "run"
@@ -144,8 +179,11 @@ def test_scfegan_ddp_two_processes(tmp_path):
 def test_multirun_with_ddp_is_stopped_before_any_job(tmp_path):
     """-m with DDP that Lightning would launch by re-running argv: an error up front, nothing started."""
     sweep_dir = tmp_path / "sweep"
-    proc = run_train(["-m", *TINY_ESRGAN_CLI, *DDP_CPU, "model.gan.gan_weight=1e-3,5e-3",
-                      f"hydra.sweep.dir={sweep_dir}"], tmp_path, timeout=120)
+    proc = run_train(
+        ["-m", *TINY_ESRGAN_CLI, *DDP_CPU, "model.gan.gan_weight=1e-3,5e-3", f"hydra.sweep.dir={sweep_dir}"],
+        tmp_path,
+        timeout=120,
+    )
     assert proc.returncode != 0
     assert "re-running this command line" in proc.stdout and "ddp_gan_spawn" in proc.stdout
     assert "submitit_slurm_ddp" in proc.stdout
@@ -156,8 +194,19 @@ def test_multirun_with_ddp_is_stopped_before_any_job(tmp_path):
 def test_multirun_with_spawned_ddp_runs_each_job_once(tmp_path):
     """The local alternative the error names: ddp_gan_spawn inside multirun runs the job once, on 2 processes."""
     sweep_dir = tmp_path / "sweep"
-    proc = run_train(["-m", *TINY_ESRGAN_CLI, *DDP_CPU, "trainer.strategy=ddp_gan_spawn", "model.psnr.iters=1",
-                      "model.gan.iters=1", "model.gan.gan_weight=5e-3", f"hydra.sweep.dir={sweep_dir}"], tmp_path)
+    proc = run_train(
+        [
+            "-m",
+            *TINY_ESRGAN_CLI,
+            *DDP_CPU,
+            "trainer.strategy=ddp_gan_spawn",
+            "model.psnr.iters=1",
+            "model.gan.iters=1",
+            "model.gan.gan_weight=5e-3",
+            f"hydra.sweep.dir={sweep_dir}",
+        ],
+        tmp_path,
+    )
     _check(proc)
     assert proc.stdout.count("Launching 1 jobs locally") == 1
     assert sorted(p.name for p in sweep_dir.iterdir() if p.is_dir()) == ["0"]
@@ -187,7 +236,7 @@ def test_eval_sampler_shards_without_padding():
 
 
 def test_strategy_auto_becomes_ddp_gan_for_several_devices(tmp_path):
-    import train as train_mod
+    import runtime.launch as train_mod
 
     cfg = compose_cfg(tmp_path, ["experiment=demo", "trainer.accelerator=cpu", "trainer.devices=2"])
     assert train_mod.resolve_trainer_overrides(cfg) == {"strategy": "ddp_gan"}
@@ -195,7 +244,7 @@ def test_strategy_auto_becomes_ddp_gan_for_several_devices(tmp_path):
     assert train_mod.resolve_trainer_overrides(cfg) == {}
     cfg = compose_cfg(tmp_path, ["experiment=demo", "trainer=ddp", "trainer.accelerator=cpu"])
     assert cfg.trainer.strategy == "ddp_gan" and cfg.trainer.precision == "32-true"  # bf16 only on capable GPUs
-    from lightning_modules.gan_ddp import bf16_if_supported
+    from runtime.resolvers import bf16_if_supported
 
     assert bf16_if_supported("cpu") == "32-true"
     with pytest.MonkeyPatch.context() as mp:  # a GPU without / with native bf16 (V100 / A100)
@@ -206,16 +255,20 @@ def test_strategy_auto_becomes_ddp_gan_for_several_devices(tmp_path):
         assert bf16_if_supported("gpu") == bf16_if_supported("auto") == "bf16-mixed"
         assert bf16_if_supported("cpu") == "32-true"
     with pytest.raises(ValueError, match="sync_batchnorm"):
-        train_mod.check_config(compose_cfg(tmp_path, ["experiment=demo", "trainer=ddp", "trainer.accelerator=cpu",
-                                                      "trainer.sync_batchnorm=true"]))
+        train_mod.check_config(
+            compose_cfg(
+                tmp_path, ["experiment=demo", "trainer=ddp", "trainer.accelerator=cpu", "trainer.sync_batchnorm=true"]
+            )
+        )
 
 
 def test_scfegan_module_pickles_for_spawned_processes():
     """ddp_gan_spawn pickles the module; spectral-norm parametrizations only serialise through state_dict()."""
     import pickle
 
-    from lightning_modules.scfegan_module import SCFEGANModule
     from test_scfegan_module import TINY
+
+    from lightning_modules.scfegan_module import SCFEGANModule
 
     torch.manual_seed(0)
     m = SCFEGANModule(**TINY)

@@ -14,8 +14,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import device_check
 
 ROW_KEYS = {"case", "kind", "stage", "precision", "channels_last", "compile", "status", "est_s", "wall_s"}
-TRAIN_KEYS = {"img_s", "ms_it", "peak_mem_gib", "gflop_it", "tflops", "share_bf16_peak", "synthesis_share",
-              "first_iter_s", "batch"}
+TRAIN_KEYS = {
+    "img_s",
+    "ms_it",
+    "peak_mem_gib",
+    "gflop_it",
+    "tflops",
+    "share_bf16_peak",
+    "synthesis_share",
+    "first_iter_s",
+    "batch",
+}
 
 
 def test_full_plan_covers_the_grid_and_fits_the_budget_in_priority_order():
@@ -27,7 +36,7 @@ def test_full_plan_covers_the_grid_and_fits_the_budget_in_priority_order():
     assert all(not c["compile"] for c in cases[:first_compiled])  # every eager case before any compile
     gan_fast = next(c for c in cases if c["kind"] == "esrgan" and c["compile"])
     assert (gan_fast["stage"], gan_fast["precision"], gan_fast["channels_last"]) == ("gan", "bf16-mixed", True)
-    assert sum(c["est_s"] for c in cases[:first_compiled + 2]) < 390  # eager grid + the key compiled cases fit
+    assert sum(c["est_s"] for c in cases[: first_compiled + 2]) < 390  # eager grid + the key compiled cases fit
 
 
 @pytest.mark.slow

@@ -64,7 +64,10 @@ def test_ragan_generator_loss_value():
     assert torch.allclose(got, hand_g(C_R, C_F))
     # Spelled out once more for the first term, element by element.
     m_f, m_r = C_F.mean().item(), C_R.mean().item()
-    t1 = sum(-torch.log(1 - torch.sigmoid(torch.tensor(r - m_f, dtype=torch.float64))) for r in C_R.flatten().tolist()) / 4
+    t1 = (
+        sum(-torch.log(1 - torch.sigmoid(torch.tensor(r - m_f, dtype=torch.float64))) for r in C_R.flatten().tolist())
+        / 4
+    )
     t2 = sum(-torch.log(torch.sigmoid(torch.tensor(f - m_r, dtype=torch.float64))) for f in C_F.flatten().tolist()) / 4
     assert torch.allclose(got, 0.5 * (t1 + t2))
 
@@ -100,7 +103,9 @@ def test_ragan_generator_gradient_flows_through_both_terms():
     assert torch.allclose(c_f.grad, only_direct.grad + only_mean.grad)
     # Analytic: d/dC_f_i of 0.5*mean_j softplus(C_r_j - mean(C_f)) = -0.5/N * mean_j sigmoid(C_r_j - m_f).
     n = C_F.numel()
-    assert torch.allclose(only_mean.grad, torch.full_like(C_F, -0.5 / n * torch.sigmoid(C_R - C_F.mean()).mean().item()))
+    assert torch.allclose(
+        only_mean.grad, torch.full_like(C_F, -0.5 / n * torch.sigmoid(C_R - C_F.mean()).mean().item())
+    )
 
 
 def test_ragan_discriminator_real_loss_gradients():

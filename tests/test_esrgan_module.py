@@ -12,31 +12,52 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_ESRGAN, compose_cfg, write_png
 from pytorch_lightning import Callback
 
-from conftest import TINY_ESRGAN, compose_cfg, write_png
-from archs.weights_io import load_generator_state
-from evaluate import evaluate
+from evaluation.run import evaluate
 from lightning_modules.esrgan_module import ESRGANModule
 from lightning_modules.lr_scheduler import CosineAnnealingRestartLR
-from train import train
+from runtime.training import train
+from weights.io import load_generator_state
 
 TINY_MODEL = dict(
     generator={"_target_": "archs.rrdbnet.RRDBNet", "num_feat": 8, "num_block": 1, "num_grow_ch": 4, "scale": 4},
     discriminator={"_target_": "archs.vgg_discriminator.VGGStyleDiscriminator", "num_feat": 4, "input_size": 32},
-    perceptual={"_target_": "losses.basic_loss.PerceptualLoss", "layer_weights": {"conv5_4": 1.0},
-                "weights": "random"},
-    psnr={"iters": 3, "lr": 2e-4, "betas": [0.9, 0.99], "pixel_weight": 1.0, "scheduler": "step",
-          "step": {"step_size": 2, "gamma": 0.5}},
-    gan={"iters": 4, "lr_g": 1e-4, "lr_d": 1e-4, "betas": [0.9, 0.99], "milestones": [2], "gamma": 0.5,
-         "pixel_weight": 1e-2, "perceptual_weight": 1.0, "gan_weight": 5e-3},
+    perceptual={"_target_": "losses.basic_loss.PerceptualLoss", "layer_weights": {"conv5_4": 1.0}, "weights": "random"},
+    psnr={
+        "iters": 3,
+        "lr": 2e-4,
+        "betas": [0.9, 0.99],
+        "pixel_weight": 1.0,
+        "scheduler": "step",
+        "step": {"step_size": 2, "gamma": 0.5},
+    },
+    gan={
+        "iters": 4,
+        "lr_g": 1e-4,
+        "lr_d": 1e-4,
+        "betas": [0.9, 0.99],
+        "milestones": [2],
+        "gamma": 0.5,
+        "pixel_weight": 1e-2,
+        "perceptual_weight": 1.0,
+        "gan_weight": 5e-3,
+    },
 )
 
 
 def test_stage_schedule_counts_batches_not_optimizer_steps():
     m = ESRGANModule(**TINY_MODEL)
     assert [m.stage_at(i) for i in range(7)] == [
-        ("psnr", 0), ("psnr", 1), ("psnr", 2), ("gan", 0), ("gan", 1), ("gan", 2), ("gan", 3)]
+        ("psnr", 0),
+        ("psnr", 1),
+        ("psnr", 2),
+        ("gan", 0),
+        ("gan", 1),
+        ("gan", 2),
+        ("gan", 3),
+    ]
     assert m.total_iters == 7
     assert m.optimizer_steps_total() == 3 + 2 * 4  # Lightning's global_step: 2 per GAN batch
     m2 = ESRGANModule(**{**TINY_MODEL, "gan": {**TINY_MODEL["gan"], "d_init_iters": 1}})
@@ -156,15 +177,29 @@ class _Recorder(Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         m = trainer.callback_metrics
-        self.rows.append({"iter": pl_module.iteration, "global_step": trainer.global_step,
-                          "stage": pl_module.stage_at(pl_module.iteration - 1)[0],
-                          "l_pix": float(m["train/l_pix"]) if "train/l_pix" in m else None})
+        self.rows.append(
+            {
+                "iter": pl_module.iteration,
+                "global_step": trainer.global_step,
+                "stage": pl_module.stage_at(pl_module.iteration - 1)[0],
+                "l_pix": float(m["train/l_pix"]) if "train/l_pix" in m else None,
+            }
+        )
 
 
 def _tiny_cfg(tmp_path, data_dir, extra=()):
-    return compose_cfg(tmp_path / "run", [
-        *TINY_ESRGAN, f"data.train_dirs=[{data_dir}]", f"data.val_dirs=[{data_dir}]",
-        "data.use_hflip=false", "data.use_rot=false", "trainer.log_every_n_steps=1", *extra])
+    return compose_cfg(
+        tmp_path / "run",
+        [
+            *TINY_ESRGAN,
+            f"data.train_dirs=[{data_dir}]",
+            f"data.val_dirs=[{data_dir}]",
+            "data.use_hflip=false",
+            "data.use_rot=false",
+            "trainer.log_every_n_steps=1",
+            *extra,
+        ],
+    )
 
 
 @pytest.mark.slow
@@ -172,9 +207,9 @@ def test_train_switches_stage_at_the_configured_batch_and_writes_weights(tmp_pat
     data = _one_image_dir(tmp_path)
     cfg = _tiny_cfg(tmp_path, data, ["model.psnr.iters=3", "model.gan.iters=2", "trainer.val_check_interval=5"])
     rec = _Recorder()
-    from train import instantiate_callbacks as real_callbacks
+    from runtime.training import instantiate_callbacks as real_callbacks
 
-    monkeypatch.setattr("train.instantiate_callbacks", lambda c: [*real_callbacks(c), rec])
+    monkeypatch.setattr("runtime.training.instantiate_callbacks", lambda c: [*real_callbacks(c), rec])
     result = train(cfg)
     assert [r["stage"] for r in rec.rows] == ["psnr"] * 3 + ["gan"] * 2
     assert [r["global_step"] for r in rec.rows] == [1, 2, 3, 5, 7]
@@ -189,10 +224,19 @@ def test_train_switches_stage_at_the_configured_batch_and_writes_weights(tmp_pat
 @pytest.mark.slow
 def test_tiny_overfit_lowers_l1(tmp_path, monkeypatch):
     data = _one_image_dir(tmp_path)
-    cfg = _tiny_cfg(tmp_path, data, ["model.stages=[psnr]", "model.psnr.iters=60", "model.psnr.lr=2e-3",
-                                     "trainer.val_check_interval=60", "data.batch_size=1"])
+    cfg = _tiny_cfg(
+        tmp_path,
+        data,
+        [
+            "model.stages=[psnr]",
+            "model.psnr.iters=60",
+            "model.psnr.lr=2e-3",
+            "trainer.val_check_interval=60",
+            "data.batch_size=1",
+        ],
+    )
     rec = _Recorder()
-    monkeypatch.setattr("train.instantiate_callbacks", lambda c: [rec])
+    monkeypatch.setattr("runtime.training.instantiate_callbacks", lambda c: [rec])
     train(cfg)
     losses = [r["l_pix"] for r in rec.rows]
     assert len(losses) == 60
@@ -211,21 +255,20 @@ class _StopAt(Callback):
 @pytest.mark.slow
 def test_resume_from_last_ckpt_continues_with_identical_state(tmp_path, monkeypatch):
     data = _one_image_dir(tmp_path)
-    extra = ["model.psnr.iters=4", "model.gan.iters=3", "trainer.val_check_interval=2", "seed=3",
-             "data.batch_size=1"]
-    from train import instantiate_callbacks as real_callbacks
+    extra = ["model.psnr.iters=4", "model.gan.iters=3", "trainer.val_check_interval=2", "seed=3", "data.batch_size=1"]
+    from runtime.training import instantiate_callbacks as real_callbacks
 
     # Reference: uninterrupted.
     full = train(_tiny_cfg(tmp_path / "full", data, extra))
     # Interrupted in the PSNR stage (after the checkpoint at iteration 2), then resumed across the switch.
-    monkeypatch.setattr("train.instantiate_callbacks", lambda c: [*real_callbacks(c), _StopAt(2)])
+    monkeypatch.setattr("runtime.training.instantiate_callbacks", lambda c: [*real_callbacks(c), _StopAt(2)])
     first = train(_tiny_cfg(tmp_path / "a", data, extra))
     assert first["iteration"] == 2
     last = Path(first["last_model_path"])
     ckpt = torch.load(last, map_location="cpu", weights_only=True)
     assert ckpt["iteration"] == 2
     assert not any(k.startswith("cri_perceptual.") for k in ckpt["state_dict"])  # VGG not stored
-    monkeypatch.setattr("train.instantiate_callbacks", real_callbacks)
+    monkeypatch.setattr("runtime.training.instantiate_callbacks", real_callbacks)
     resumed = train(_tiny_cfg(tmp_path / "b", data, [*extra, f"ckpt_path={last}"]))
     assert resumed["iteration"] == 7
 
@@ -243,12 +286,20 @@ def test_resume_from_last_ckpt_continues_with_identical_state(tmp_path, monkeypa
 @pytest.mark.slow
 def test_evaluate_writes_the_documented_json(tmp_path):
     data = _one_image_dir(tmp_path, size=48)
-    result = train(_tiny_cfg(tmp_path, data, ["model.psnr.iters=2", "model.gan.iters=1",
-                                              "trainer.val_check_interval=3"]))
+    result = train(
+        _tiny_cfg(tmp_path, data, ["model.psnr.iters=2", "model.gan.iters=1", "trainer.val_check_interval=3"])
+    )
     out = tmp_path / "m.json"
-    cfg = compose_cfg(tmp_path / "eval", ["model=esrgan", f"ckpt_path={result['best_model_path']}",
-                                          f"data.test_dirs=[{data},{data}]", f"metrics_file={out}"],
-                      config_name="eval")
+    cfg = compose_cfg(
+        tmp_path / "eval",
+        [
+            "model=esrgan",
+            f"ckpt_path={result['best_model_path']}",
+            f"data.test_dirs=[{data},{data}]",
+            f"metrics_file={out}",
+        ],
+        config_name="eval",
+    )
     rows = evaluate(cfg)
     saved = json.loads(out.read_text())
     assert saved == rows and list(saved) == ["img"]  # one row per folder name
@@ -387,19 +438,34 @@ class _ValRecorder(Callback):
     def on_validation_end(self, trainer, pl_module):
         if not trainer.sanity_checking:
             m = trainer.callback_metrics
-            self.rows.append({"iter": pl_module.iteration, "stage": pl_module.stage_at(pl_module.iteration - 1)[0],
-                              "psnr_y": float(m["val/psnr_y"]),
-                              "lpips": float(m["val/lpips"]) if "val/lpips" in m else None})
+            self.rows.append(
+                {
+                    "iter": pl_module.iteration,
+                    "stage": pl_module.stage_at(pl_module.iteration - 1)[0],
+                    "psnr_y": float(m["val/psnr_y"]),
+                    "lpips": float(m["val/lpips"]) if "val/lpips" in m else None,
+                }
+            )
 
 
 def _staged_run(tmp_path, monkeypatch, extra=(), size=32):
     data = _one_image_dir(tmp_path, size)
     rec = _ValRecorder()
-    from train import instantiate_callbacks as real_callbacks
+    from runtime.training import instantiate_callbacks as real_callbacks
 
-    monkeypatch.setattr("train.instantiate_callbacks", lambda c: [*real_callbacks(c), rec])
-    cfg = _tiny_cfg(tmp_path, data, ["model.psnr.iters=3", "model.gan.iters=3", "trainer.val_check_interval=1",
-                                     "model.psnr.lr=1e-3", "test_after_train=true", *extra])
+    monkeypatch.setattr("runtime.training.instantiate_callbacks", lambda c: [*real_callbacks(c), rec])
+    cfg = _tiny_cfg(
+        tmp_path,
+        data,
+        [
+            "model.psnr.iters=3",
+            "model.gan.iters=3",
+            "trainer.val_check_interval=1",
+            "model.psnr.lr=1e-3",
+            "test_after_train=true",
+            *extra,
+        ],
+    )
     return train(cfg), rec.rows
 
 
@@ -431,8 +497,9 @@ def test_gan_stage_is_selected_by_lpips_when_enabled(tmp_path, monkeypatch):
     from test_evaluate import _random_alexnet_file
 
     alex = _random_alexnet_file(tmp_path / "alex.pth")
-    result, rows = _staged_run(tmp_path, monkeypatch, ["model.val_lpips.enabled=true",
-                                                       f"model.val_lpips.backbone_weights={alex}"], size=80)
+    result, rows = _staged_run(
+        tmp_path, monkeypatch, ["model.val_lpips.enabled=true", f"model.val_lpips.backbone_weights={alex}"], size=80
+    )
     gan_rows = rows[3:]
     best = min(gan_rows, key=lambda r: r["lpips"])
     sr = result["stage_results"]["gan"]
@@ -449,7 +516,7 @@ def test_test_after_train_needs_a_test_loop(tmp_path):
     from pytorch_lightning import LightningDataModule
 
     from datamodules.sr_datamodule import SRDataModule
-    from train import check_test_after_train
+    from runtime.results import check_test_after_train
 
     cfg = compose_cfg(tmp_path, ["test_after_train=true"])
     m = ESRGANModule(**TINY_MODEL)

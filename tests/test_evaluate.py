@@ -14,9 +14,11 @@ from unittest import mock
 import numpy as np
 import pytest
 import torch
-
 from conftest import compose_cfg, write_png
-from evaluate import build_fid_metric, evaluate, read_user_mask
+
+from evaluation.faces import read_user_mask
+from evaluation.run import evaluate
+from evaluation.scoring import build_fid_metric
 
 TINY_G = ["model.generator.num_feat=8", "model.generator.num_block=1", "model.generator.num_grow_ch=4"]
 
@@ -64,8 +66,10 @@ def _random_inception_file(path):
     # RANDOM weights for torch-fidelity's FID Inception (the real file is downloaded, which tests cannot do).
     from torch_fidelity import feature_extractor_inceptionv3 as fe
 
-    with mock.patch.object(fe.FeatureExtractorInceptionV3, "load_state_dict", lambda self, *a, **k: None), \
-            mock.patch.object(fe, "load_state_dict_from_url", lambda *a, **k: {}):
+    with (
+        mock.patch.object(fe.FeatureExtractorInceptionV3, "load_state_dict", lambda self, *a, **k: None),
+        mock.patch.object(fe, "load_state_dict_from_url", lambda *a, **k: {}),
+    ):
         net = fe.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
     torch.save(net.state_dict(), path)
     return path
@@ -75,26 +79,42 @@ def _random_inception_file(path):
 
 
 def test_sr_with_lpips_and_niqe_matches_direct_computation(tmp_path, monkeypatch, capsys):
+    from pytorch_lightning.loggers import WandbLogger
+
     from datamodules.sr_datamodule import SRValDataset, make_lr
     from metrics.lpips import build_lpips
     from metrics.niqe import calculate_niqe
     from metrics.sr_metrics import tensor_to_uint8
-    from pytorch_lightning.loggers import WandbLogger
 
     big, small = _sr_dirs(tmp_path)
     weights, net = _rrdb_file(tmp_path / "g.pth", 0)
     alex = _random_alexnet_file(tmp_path / "alex.pth")
     tables = []
     real_log_table = WandbLogger.log_table
-    monkeypatch.setattr(WandbLogger, "log_table",
-                        lambda self, key, columns=None, data=None, **kw: tables.append((key, columns, data))
-                        or real_log_table(self, key, columns=columns, data=data, **kw))
+    monkeypatch.setattr(
+        WandbLogger,
+        "log_table",
+        lambda self, key, columns=None, data=None, **kw: (
+            tables.append((key, columns, data)) or real_log_table(self, key, columns=columns, data=data, **kw)
+        ),
+    )
     out = tmp_path / "m.json"
-    cfg = compose_cfg(tmp_path / "eval", ["model=esrgan", *TINY_G, f"ckpt_path={weights}",
-                                          f"data.test_dirs=[{big},{small}]", f"metrics_file={out}",
-                                          "metrics.lpips.enabled=true", f"metrics.lpips.backbone_weights={alex}",
-                                          "metrics.niqe.enabled=true", "logger=wandb", "data.gt_mod=4"],
-                      config_name="eval")
+    cfg = compose_cfg(
+        tmp_path / "eval",
+        [
+            "model=esrgan",
+            *TINY_G,
+            f"ckpt_path={weights}",
+            f"data.test_dirs=[{big},{small}]",
+            f"metrics_file={out}",
+            "metrics.lpips.enabled=true",
+            f"metrics.lpips.backbone_weights={alex}",
+            "metrics.niqe.enabled=true",
+            "logger=wandb",
+            "data.gt_mod=4",
+        ],
+        config_name="eval",
+    )
     rows = evaluate(cfg)
     saved = json.loads(out.read_text())
     assert saved == rows and list(saved) == ["big", "small"]
@@ -137,13 +157,22 @@ def test_defaults_keep_the_basicsr_columns_and_lpips_errors_are_clear(tmp_path, 
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     monkeypatch.setattr(torchvision.models.AlexNet_Weights, "get_state_dict", offline)
-    cfg = compose_cfg(tmp_path / "b", ["model=bicubic", f"data.test_dirs=[{big}]", "metrics.lpips.enabled=true"],
-                      config_name="eval")
+    cfg = compose_cfg(
+        tmp_path / "b", ["model=bicubic", f"data.test_dirs=[{big}]", "metrics.lpips.enabled=true"], config_name="eval"
+    )
     with pytest.raises(FileNotFoundError, match=r"torch hub cache .*metrics\.lpips\.backbone_weights="):
         evaluate(cfg)
-    cfg = compose_cfg(tmp_path / "c", ["model=bicubic", f"data.test_dirs=[{big}]", "metrics.lpips.enabled=true",
-                                       "metrics.lpips.net_type=vgg", "metrics.lpips.backbone_weights=/no/vgg.pth"],
-                      config_name="eval")
+    cfg = compose_cfg(
+        tmp_path / "c",
+        [
+            "model=bicubic",
+            f"data.test_dirs=[{big}]",
+            "metrics.lpips.enabled=true",
+            "metrics.lpips.net_type=vgg",
+            "metrics.lpips.backbone_weights=/no/vgg.pth",
+        ],
+        config_name="eval",
+    )
     with pytest.raises(FileNotFoundError, match=r"/no/vgg\.pth.*imagenet"):
         evaluate(cfg)
 
@@ -153,10 +182,20 @@ def test_interpolation_rows_per_alpha_and_endpoints(tmp_path):
     pa, _ = _rrdb_file(tmp_path / "psnr.pth", 0)
     pb, _ = _rrdb_file(tmp_path / "gan.pth", 1)
     out = tmp_path / "interp.json"
-    cfg = compose_cfg(tmp_path / "i", ["model=esrgan", *TINY_G, f"interp.psnr_weights={pa}",
-                                       f"interp.gan_weights={pb}", "interp.alphas=[0,0.5,1]",
-                                       f"data.test_dirs=[{big}]", f"metrics_file={out}", "data.gt_mod=4"],
-                      config_name="eval")
+    cfg = compose_cfg(
+        tmp_path / "i",
+        [
+            "model=esrgan",
+            *TINY_G,
+            f"interp.psnr_weights={pa}",
+            f"interp.gan_weights={pb}",
+            "interp.alphas=[0,0.5,1]",
+            f"data.test_dirs=[{big}]",
+            f"metrics_file={out}",
+            "data.gt_mod=4",
+        ],
+        config_name="eval",
+    )
     rows = evaluate(cfg)
     assert list(rows) == ["alpha=0/big", "alpha=0.5/big", "alpha=1/big"]
     assert json.loads(out.read_text()) == rows
@@ -164,20 +203,34 @@ def test_interpolation_rows_per_alpha_and_endpoints(tmp_path):
 
     # alpha = 0 and 1 are exactly the two models evaluated on their own.
     for alpha, path in (("0", pa), ("1", pb)):
-        single = evaluate(compose_cfg(tmp_path / f"s{alpha}", ["model=esrgan", *TINY_G, f"ckpt_path={path}",
-                                                              f"data.test_dirs=[{big}]", "metrics.niqe.enabled=true",
-                                                              "data.gt_mod=4"],
-                                      config_name="eval"))
+        single = evaluate(
+            compose_cfg(
+                tmp_path / f"s{alpha}",
+                [
+                    "model=esrgan",
+                    *TINY_G,
+                    f"ckpt_path={path}",
+                    f"data.test_dirs=[{big}]",
+                    "metrics.niqe.enabled=true",
+                    "data.gt_mod=4",
+                ],
+                config_name="eval",
+            )
+        )
         assert rows[f"alpha={alpha}/big"] == single["big"]
     assert rows["alpha=0.5/big"]["psnr_y"] not in (rows["alpha=0/big"]["psnr_y"], rows["alpha=1/big"]["psnr_y"])
 
     pw, _ = _rrdb_file(tmp_path / "wide.pth", 2, num_feat=16)
-    bad = compose_cfg(tmp_path / "x", ["model=esrgan", *TINY_G, f"interp.psnr_weights={pa}",
-                                       f"interp.gan_weights={pw}", f"data.test_dirs=[{big}]"], config_name="eval")
+    bad = compose_cfg(
+        tmp_path / "x",
+        ["model=esrgan", *TINY_G, f"interp.psnr_weights={pa}", f"interp.gan_weights={pw}", f"data.test_dirs=[{big}]"],
+        config_name="eval",
+    )
     with pytest.raises(ValueError, match=r"shapes differ: .*weight"):
         evaluate(bad)
-    half = compose_cfg(tmp_path / "y", ["model=esrgan", f"interp.psnr_weights={pa}", f"data.test_dirs=[{big}]"],
-                       config_name="eval")
+    half = compose_cfg(
+        tmp_path / "y", ["model=esrgan", f"interp.psnr_weights={pa}", f"data.test_dirs=[{big}]"], config_name="eval"
+    )
     with pytest.raises(ValueError, match="interp.gan_weights"):
         evaluate(half)
 
@@ -193,10 +246,20 @@ def _face_ckpt(path, noise_type=None):
     m = SCFEGANModule(
         generator={"_target_": "archs.scfegan_generator.SCFEGANGenerator", "cnum": 4},
         discriminator={"_target_": "archs.sn_patch_discriminator.SNPatchDiscriminator", "cnum": 4},
-        loss={"alpha": 6.0, "sigma": 0.05, "gamma": 120.0, "upsilon": 0.1, "beta": 0.001, "theta": 10.0,
-              "epsilon": 0.001},
-        optim={"lr_g": 1e-4, "lr_d": 1e-4, "betas": [0.5, 0.999]}, iters=1, vgg_weights="random",
-        noise_type=noise_type)
+        loss={
+            "alpha": 6.0,
+            "sigma": 0.05,
+            "gamma": 120.0,
+            "upsilon": 0.1,
+            "beta": 0.001,
+            "theta": 10.0,
+            "epsilon": 0.001,
+        },
+        optim={"lr_g": 1e-4, "lr_d": 1e-4, "betas": [0.5, 0.999]},
+        iters=1,
+        vgg_weights="random",
+        noise_type=noise_type,
+    )
     sd = {k: v for k, v in m.state_dict().items() if not k.startswith("cri_vgg.")}
     torch.save({"state_dict": sd, "hyper_parameters": dict(m.hparams)}, path)
     return path
@@ -214,13 +277,24 @@ def test_face_editing_synthesised_and_user_masks_with_lpips_and_fid(tmp_path, ca
     write_png(tmp_path / "masks" / "001.png", big)
     ckpt = _face_ckpt(tmp_path / "g.ckpt")
     out = tmp_path / "faces.json"
-    cfg = compose_cfg(tmp_path / "ev", [
-        "model=scfegan", f"ckpt_path={ckpt}", f"data.test_dir={faces}", f"data.user_mask_dir={tmp_path / 'masks'}",
-        "face_data.resolution=128", "face_data.num_workers=0", "face_data.val_batch_size=4",
-        "metrics.lpips.enabled=true", f"metrics.lpips.backbone_weights={_random_alexnet_file(tmp_path / 'a.pth')}",
-        f"metrics.fid.inception_weights={_random_inception_file(tmp_path / 'inception.pth')}",
-        "metrics.fid.feature=64",  # the 2048-d FID's 2048x2048 eigen-decomposition costs seconds on CPU
-        f"metrics_file={out}"], config_name="eval")
+    cfg = compose_cfg(
+        tmp_path / "ev",
+        [
+            "model=scfegan",
+            f"ckpt_path={ckpt}",
+            f"data.test_dir={faces}",
+            f"data.user_mask_dir={tmp_path / 'masks'}",
+            "face_data.resolution=128",
+            "face_data.num_workers=0",
+            "face_data.val_batch_size=4",
+            "metrics.lpips.enabled=true",
+            f"metrics.lpips.backbone_weights={_random_alexnet_file(tmp_path / 'a.pth')}",
+            f"metrics.fid.inception_weights={_random_inception_file(tmp_path / 'inception.pth')}",
+            "metrics.fid.feature=64",  # the 2048-d FID's 2048x2048 eigen-decomposition costs seconds on CPU
+            f"metrics_file={out}",
+        ],
+        config_name="eval",
+    )
     with pytest.warns(UserWarning, match="1 of 3 test images have no user mask"):
         rows = evaluate(cfg)
     assert json.loads(out.read_text()) == rows
@@ -266,8 +340,18 @@ def test_face_helpers_fail_clearly(tmp_path, monkeypatch):
 def test_face_data_config_held_out_split(tmp_path):
     # data=<face config> without data.test_dir: its held-out split (here 1 of the shipped demo images), row "val".
     ckpt = _face_ckpt(tmp_path / "g.ckpt")
-    cfg = compose_cfg(tmp_path / "ev", ["model=scfegan", f"ckpt_path={ckpt}", "data=faces_demo", "data.num_val=1",
-                                        "data.num_workers=0", "metrics.fid.enabled=false"], config_name="eval")
+    cfg = compose_cfg(
+        tmp_path / "ev",
+        [
+            "model=scfegan",
+            f"ckpt_path={ckpt}",
+            "data=faces_demo",
+            "data.num_val=1",
+            "data.num_workers=0",
+            "metrics.fid.enabled=false",
+        ],
+        config_name="eval",
+    )
     rows = evaluate(cfg)
     assert [k for k in rows if not k.startswith("val/cov_")] == ["val", "val/user_strokes"]
     assert rows["val"]["images"] == 1
@@ -282,10 +366,21 @@ def test_face_rows_per_mask_coverage_bin(tmp_path, capsys):
         write_png(faces / f"{i:03d}.png", _image(128, 128, i))
     ckpt = _face_ckpt(tmp_path / "g.ckpt")
     out = tmp_path / "m.json"
-    cfg = compose_cfg(tmp_path / "ev", [
-        "model=scfegan", f"ckpt_path={ckpt}", f"data.test_dir={faces}", "face_data.resolution=128",
-        "face_data.num_workers=0", "face_data.val_batch_size=3", "metrics.fid.enabled=false",
-        "user_strokes.enabled=false", f"metrics_file={out}"], config_name="eval")
+    cfg = compose_cfg(
+        tmp_path / "ev",
+        [
+            "model=scfegan",
+            f"ckpt_path={ckpt}",
+            f"data.test_dir={faces}",
+            "face_data.resolution=128",
+            "face_data.num_workers=0",
+            "face_data.val_batch_size=3",
+            "metrics.fid.enabled=false",
+            "user_strokes.enabled=false",
+            f"metrics_file={out}",
+        ],
+        config_name="eval",
+    )
     rows = evaluate(cfg)
     assert json.loads(out.read_text()) == rows
     bins = {k: v for k, v in rows.items() if k != "faces"}
@@ -306,8 +401,16 @@ def test_face_noise_follows_the_weights_and_mismatch_warns(tmp_path, capsys):
     for i in range(2):
         write_png(faces / f"{i:03d}.png", _image(128, 128, i))
     ckpt = _face_ckpt(tmp_path / "g.ckpt", noise_type="binary16")
-    base = ["model=scfegan", f"ckpt_path={ckpt}", f"data.test_dir={faces}", "face_data.resolution=128",
-            "face_data.num_workers=0", "metrics.fid.enabled=false", "user_strokes.enabled=false", "coverage_bins=[]"]
+    base = [
+        "model=scfegan",
+        f"ckpt_path={ckpt}",
+        f"data.test_dir={faces}",
+        "face_data.resolution=128",
+        "face_data.num_workers=0",
+        "metrics.fid.enabled=false",
+        "user_strokes.enabled=false",
+        "coverage_bins=[]",
+    ]
     # data.synthesis.noise_type is gaussian (the default), the weights say binary16: binary16 is used
     rows = evaluate(compose_cfg(tmp_path / "a", base, config_name="eval"))
     assert "noise: binary16 (recorded with the weights" in capsys.readouterr().out

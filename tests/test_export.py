@@ -6,13 +6,15 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from conftest import compose_cfg
-from archs.export import export_file, export_generator, export_ready, main as export_main
+
 from archs.rrdbnet import RRDBNet
 from archs.scfegan_generator import SCFEGANGenerator
-from archs.weights_io import build_generator, rrdbnet_config, save_generator_file, scfegan_config
-from predict import predict
+from inference.run import predict
+from scripts.export import main as export_main
+from weights.export import export_file, export_generator, export_ready
+from weights.io import build_generator, save_generator_file
+from weights.layouts import rrdbnet_config, scfegan_config
 
 ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
@@ -101,14 +103,17 @@ def test_export_commands(tmp_path):
     net = tiny_rrdbnet()
     save_generator_file(tmp_path / "w.pth", net, None, None)
     # python predict.py model=esrgan weights=... export=onnx export_path=...
-    cfg = compose_cfg(tmp_path, ["model=esrgan", f"weights={tmp_path / 'w.pth'}", "export=onnx",
-                                 f"export_path={tmp_path / 'p.onnx'}"], config_name="predict")
+    cfg = compose_cfg(
+        tmp_path,
+        ["model=esrgan", f"weights={tmp_path / 'w.pth'}", "export=onnx", f"export_path={tmp_path / 'p.onnx'}"],
+        config_name="predict",
+    )
     (path,) = predict(cfg)
     sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     x = torch.rand(1, 3, 8, 8)
     with torch.no_grad():
         np.testing.assert_allclose(sess.run(None, {"input": x.numpy()})[0], net(x).numpy(), atol=1e-4, rtol=0)
-    # python -m archs.export ...
+    # python -m scripts.export ...
     out = export_main(["--weights", str(tmp_path / "w.pth"), "--format", "safetensors"])
     assert out == str(tmp_path / "w.safetensors")
     built, info = build_generator(out)

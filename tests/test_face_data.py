@@ -6,9 +6,9 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import REPO, SHARED_DATA, shared_data
 from PIL import Image
 
-from conftest import REPO, SHARED_DATA, shared_data
 from datamodules.face_datamodule import (
     CELEBAMASK_PARTS,
     FaceDataModule,
@@ -90,8 +90,16 @@ def test_label_formats_identical(face_tree):
         assert np.array_equal(read_label_map(root / "single" / f"{i}.png"), lab)
     segs = {}
     for fmt, d in (("single", "single"), ("per_part", "anno"), ("auto", "anno"), ("auto2", "single")):
-        dm = FaceDataModule(str(root / "CelebA-HQ-img"), label_dir=str(root / d), label_format=fmt.rstrip("2"),
-                            num_val=2, resolution=RES, hflip=False, num_workers=0, synthesis=False)
+        dm = FaceDataModule(
+            str(root / "CelebA-HQ-img"),
+            label_dir=str(root / d),
+            label_format=fmt.rstrip("2"),
+            num_val=2,
+            resolution=RES,
+            hflip=False,
+            num_workers=0,
+            synthesis=False,
+        )
         dm.setup()
         segs[fmt] = torch.stack([dm.train_set[k]["seg"] for k in range(len(dm.train_set))])
         assert segs[fmt].shape == (4, 1, RES, RES) and segs[fmt].min() >= 0
@@ -122,8 +130,10 @@ def test_celebamask_mini_mask_as_per_part(tmp_path):
 def test_landmarks_scale_and_hflip(face_tree):
     root, _ = face_tree
     lm = root / "landmarks.txt"
-    lm.write_text("6\nlefteye_x lefteye_y righteye_x righteye_y nose_x nose_y\n"
-                  + "".join(f"{i}.jpg 30 40 60 40 45 60\n" for i in range(6)))
+    lm.write_text(
+        "6\nlefteye_x lefteye_y righteye_x righteye_y nose_x nose_y\n"
+        + "".join(f"{i}.jpg 30 40 60 40 45 60\n" for i in range(6))
+    )
     table = read_landmarks(lm)
     assert np.allclose(table["3"], [[30, 40], [60, 40]])
     files = sorted((root / "CelebA-HQ-img").glob("*.jpg"))
@@ -201,8 +211,17 @@ def test_label_map_wrong_size_errors(face_tree):
 @pytest.fixture(scope="module")
 def mini_dm():
     root = shared_data("faces", "celebamask_mini", "train")
-    dm = FaceDataModule(str(root / "images"), label_dir=str(root / "masks"), num_val=50, resolution=RES,
-                        batch_size=4, val_batch_size=4, num_workers=0, pin_memory=False, synthesis=_fast_synth())
+    dm = FaceDataModule(
+        str(root / "images"),
+        label_dir=str(root / "masks"),
+        num_val=50,
+        resolution=RES,
+        batch_size=4,
+        val_batch_size=4,
+        num_workers=0,
+        pin_memory=False,
+        synthesis=_fast_synth(),
+    )
     dm.setup()
     return dm
 
@@ -333,10 +352,26 @@ def test_lightning_fit_calls_synthesis(face_tree):
         def configure_optimizers(self):
             return torch.optim.SGD(self.parameters(), lr=0.0)
 
-    dm = FaceDataModule(str(root / "CelebA-HQ-img"), label_dir=str(root / "anno"), num_val=2, resolution=RES,
-                        batch_size=2, val_batch_size=2, num_workers=1, pin_memory=False, synthesis=_fast_synth())
-    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=1)
+    dm = FaceDataModule(
+        str(root / "CelebA-HQ-img"),
+        label_dir=str(root / "anno"),
+        num_val=2,
+        resolution=RES,
+        batch_size=2,
+        val_batch_size=2,
+        num_workers=1,
+        pin_memory=False,
+        synthesis=_fast_synth(),
+    )
+    trainer = pl.Trainer(
+        max_epochs=2,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=1,
+    )
     trainer.fit(Probe(), datamodule=dm)
     assert len(seen["train"]) == 4 and {e for e, _, _ in seen["train"]} == {0, 1}
     # sanity check + 2 validation epochs: identical validation masks every time

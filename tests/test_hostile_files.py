@@ -5,7 +5,6 @@ Weights files here are RANDOM networks written by the tests (pretrained weights 
 "payload" pickles are harmless: they would create a marker file, and each test asserts that it does not exist.
 """
 
-import os
 import pickle
 import struct
 import zlib
@@ -14,16 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import TINY_ESRGAN, compose_cfg, write_png
+
+from archs.registry import ARCHITECTURES, UnsafeArchitectureError, make_network
 from archs.rrdbnet import RRDBNet
-from archs.weights_io import (
-    ARCHITECTURES,
-    UnsafeArchitectureError,
-    build_generator,
-    make_network,
-    save_generator_file,
-)
+from weights.io import build_generator, save_generator_file
 
 TINY = {"num_feat": 8, "num_block": 1, "num_grow_ch": 4}
 
@@ -71,8 +65,10 @@ HOSTILE_TARGETS = [
     lambda m: {"_target_": "torch.load", "f": str(m), "weights_only": False},
     lambda m: {"_target_": "builtins.open", "file": str(m), "mode": "w"},
     lambda m: {"_target_": "archs.rrdbnet.RRDBNet", "_args_": [str(m)]},  # Hydra special keys
-    lambda m: {"_target_": "archs.rrdbnet.RRDBNet", "num_feat": {"_target_": "numpy.savetxt", "fname": str(m),
-                                                                 "X": [[1.0]]}},  # nested target
+    lambda m: {
+        "_target_": "archs.rrdbnet.RRDBNet",
+        "num_feat": {"_target_": "numpy.savetxt", "fname": str(m), "X": [[1.0]]},
+    },  # nested target
 ]
 
 
@@ -82,9 +78,14 @@ def test_evaluate_refuses_a_checkpoint_naming_code_and_writes_nothing(tmp_path, 
     marker.parent.mkdir()
     ckpt = fake_ckpt(tmp_path / "evil.ckpt", make(marker))
     metrics = tmp_path / "m.json"
-    cfg = eval_cfg(tmp_path, f"ckpt_path={ckpt}", f"data.test_dirs=[{sr_folder(tmp_path)}]", f"metrics_file={metrics}",
-                   *[f"model.generator.{k}={v}" for k, v in TINY.items()])
-    from evaluate import evaluate
+    cfg = eval_cfg(
+        tmp_path,
+        f"ckpt_path={ckpt}",
+        f"data.test_dirs=[{sr_folder(tmp_path)}]",
+        f"metrics_file={metrics}",
+        *[f"model.generator.{k}={v}" for k, v in TINY.items()],
+    )
+    from evaluation.run import evaluate
 
     with pytest.raises(UnsafeArchitectureError, match="evil.ckpt") as err:
         evaluate(cfg)
@@ -98,18 +99,23 @@ def test_interpolation_refuses_either_hostile_file(tmp_path):
     good = tmp_path / "good.pth"
     save_generator_file(good, tiny_rrdb(), {"_target_": "archs.rrdbnet.RRDBNet", "scale": 4, **TINY})
     evil = fake_ckpt(tmp_path / "gan.ckpt", {"_target_": "numpy.savetxt", "fname": str(marker), "X": [[1.0]]})
-    from evaluate import evaluate
+    from evaluation.run import evaluate
 
     for psnr, gan in ((good, evil), (evil, good)):
-        cfg = eval_cfg(tmp_path, f"interp.psnr_weights={psnr}", f"interp.gan_weights={gan}", "interp.alphas=[0.5]",
-                       f"data.test_dirs=[{sr_folder(tmp_path)}]")
+        cfg = eval_cfg(
+            tmp_path,
+            f"interp.psnr_weights={psnr}",
+            f"interp.gan_weights={gan}",
+            "interp.alphas=[0.5]",
+            f"data.test_dirs=[{sr_folder(tmp_path)}]",
+        )
         with pytest.raises(UnsafeArchitectureError, match=r"gan\.ckpt.*numpy\.savetxt"):
             evaluate(cfg)
     assert not marker.exists()
 
 
 def test_predict_and_export_refuse_hostile_weights(tmp_path):
-    from archs.export import export_file
+    from weights.export import export_file
 
     marker = tmp_path / "evil.txt"
     net = tiny_rrdb()
@@ -140,7 +146,7 @@ def test_make_network_allow_list_and_argument_checks():
 
 
 def test_train_builds_its_networks_through_the_allow_list(tmp_path):
-    from train import train
+    from runtime.training import train
 
     cfg = compose_cfg(tmp_path, [*TINY_ESRGAN, "model.generator._target_=numpy.savetxt"])
     with pytest.raises(Exception, match=r"model\.generator.*numpy\.savetxt"):
@@ -157,8 +163,10 @@ def _random_inception_state():
 
     from torch_fidelity import feature_extractor_inceptionv3 as fe
 
-    with mock.patch.object(fe.FeatureExtractorInceptionV3, "load_state_dict", lambda self, *a, **k: None), \
-            mock.patch.object(fe, "load_state_dict_from_url", lambda *a, **k: {}):
+    with (
+        mock.patch.object(fe.FeatureExtractorInceptionV3, "load_state_dict", lambda self, *a, **k: None),
+        mock.patch.object(fe, "load_state_dict_from_url", lambda *a, **k: {}),
+    ):
         torch.manual_seed(0)
         return fe.FeatureExtractorInceptionV3("inception-v3-compat", ["64"]).state_dict()
 
@@ -201,7 +209,7 @@ def test_fid_inception_file_with_a_payload_or_damage_is_refused(tmp_path, conten
 
 
 def test_fid_hub_cache_file_goes_through_the_same_safe_loader(tmp_path, monkeypatch):
-    from evaluate import build_fid_metric
+    from evaluation.scoring import build_fid_metric
     from metrics.fid import INCEPTION_FILE
 
     marker = tmp_path / "ran.txt"
@@ -220,8 +228,9 @@ def test_fid_hub_cache_file_goes_through_the_same_safe_loader(tmp_path, monkeypa
 # =====================================================================================================================
 @pytest.fixture
 def sr_setup(tmp_path):
-    weights = save_generator_file(tmp_path / "g.pth", tiny_rrdb(), {"_target_": "archs.rrdbnet.RRDBNet", "scale": 4,
-                                                                    **TINY})
+    weights = save_generator_file(
+        tmp_path / "g.pth", tiny_rrdb(), {"_target_": "archs.rrdbnet.RRDBNet", "scale": 4, **TINY}
+    )
     src = tmp_path / "in"
     rng = np.random.default_rng(1)
     write_png(src / "a.png", rng.integers(0, 256, (12, 10, 3), dtype=np.uint8))
@@ -239,7 +248,7 @@ def _snapshot(folder):
 
 @pytest.mark.parametrize("overwrite", [False, True])
 def test_output_equal_to_input_folder_is_refused(tmp_path, sr_setup, overwrite):
-    from predict import predict
+    from inference.run import predict
 
     weights, src = sr_setup
     before = _snapshot(src)
@@ -253,7 +262,7 @@ def test_output_equal_to_input_folder_is_refused(tmp_path, sr_setup, overwrite):
 
 
 def test_output_inside_input_folder_is_refused(tmp_path, sr_setup):
-    from predict import predict
+    from inference.run import predict
 
     weights, src = sr_setup
     before = _snapshot(src)
@@ -263,7 +272,7 @@ def test_output_inside_input_folder_is_refused(tmp_path, sr_setup):
 
 
 def test_single_input_whose_output_is_itself_is_refused(tmp_path, sr_setup):
-    from predict import predict
+    from inference.run import predict
 
     weights, src = sr_setup
     before = _snapshot(src)
@@ -273,7 +282,7 @@ def test_single_input_whose_output_is_itself_is_refused(tmp_path, sr_setup):
 
 
 def test_existing_outputs_need_overwrite_true(tmp_path, sr_setup):
-    from predict import predict
+    from inference.run import predict
 
     weights, src = sr_setup
     out = tmp_path / "out"
@@ -291,7 +300,7 @@ def test_existing_outputs_need_overwrite_true(tmp_path, sr_setup):
 
 def test_face_output_onto_an_input_or_an_existing_file(tmp_path):
     from archs.scfegan_generator import SCFEGANGenerator
-    from predict import predict
+    from inference.run import predict
 
     torch.manual_seed(0)
     weights = save_generator_file(tmp_path / "g.pth", SCFEGANGenerator(cnum=4))
@@ -316,17 +325,20 @@ def test_face_output_onto_an_input_or_an_existing_file(tmp_path):
 # =====================================================================================================================
 def png_header_claiming(path: Path, width: int, height: int) -> Path:
     """A tiny PNG whose IHDR claims ``width`` x ``height`` (a decompression-bomb header; its pixels are not there)."""
+
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
-                     + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    )
     return path
 
 
 def test_pixel_limit_is_checked_from_the_header_before_decoding(tmp_path, sr_setup, monkeypatch):
-    import predict as P
+    import inference.images as images
+    from inference.run import predict
 
     weights, _ = sr_setup
     (tmp_path / "bomb").mkdir()
@@ -335,26 +347,27 @@ def test_pixel_limit_is_checked_from_the_header_before_decoding(tmp_path, sr_set
     def no_decode(*a, **k):
         raise AssertionError("decoded a file that the header check should have refused")
 
-    monkeypatch.setattr(P, "decode_image", no_decode)
+    monkeypatch.setattr(images, "decode_image", no_decode)
     with pytest.raises(ValueError, match=r"huge\.png.*30000x30000.*max_pixels=100,000,000"):
-        P.predict(_pcfg(tmp_path, f"weights={weights}", f"input={bomb}", f"output={tmp_path / 'o'}"))
+        predict(_pcfg(tmp_path, f"weights={weights}", f"input={bomb}", f"output={tmp_path / 'o'}"))
     with pytest.raises(ValueError, match=r"huge\.png.*max_pixels=1,000"):
-        P.read_image(png_header_claiming(tmp_path / "huge.png", 40, 40), max_pixels=1000)
-    assert P.header_pixels(bomb) == (30000, 30000)
+        images.read_image(png_header_claiming(tmp_path / "huge.png", 40, 40), max_pixels=1000)
+    assert images.header_pixels(bomb) == (30000, 30000)
     with pytest.raises(ValueError, match="max_pixels must be"):
-        P.predict(_pcfg(tmp_path, f"weights={weights}", f"input={bomb}", "max_pixels=-5"))
+        predict(_pcfg(tmp_path, f"weights={weights}", f"input={bomb}", "max_pixels=-5"))
     assert not (tmp_path / "o").exists()
 
 
 def test_memory_estimate_auto_tiles_to_the_untiled_result_or_errors_with_the_hint(tmp_path):
-    import predict as P
+    import inference.tiling as P
+    from inference.images import Image
 
     net = tiny_rrdb(seed=2)
     with torch.no_grad():
         net.conv_last.bias.fill_(0.5)
     rng = np.random.default_rng(3)
     h, w = 96, 88
-    img = P.Image(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), 255.0, "photo.png")
+    img = Image(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), 255.0, "photo.png")
     cpu = torch.device("cpu")
     whole = P.upscale(net, img, 4, cpu, tile=0)
     result = P.OUT_BYTES_PER_PIXEL * h * w * 16
@@ -395,7 +408,7 @@ class CountedPath(str):
 
 
 def test_name_clash_check_is_one_pass():
-    from predict import output_clashes
+    from inference.outputs import output_clashes
 
     n = 8000
     paths = [f"/out/d{i % 97}/img{i}.png" for i in range(n)] + ["/out/d1/img1.png", "/out/d5/img5.png"]
@@ -414,10 +427,14 @@ def test_name_clash_check_is_one_pass():
 # Item 10: unclear errors become errors naming the file / key / value
 # =====================================================================================================================
 def _train(tmp_path, *overrides):
-    from train import train
+    from runtime.training import train
 
-    return train(compose_cfg(tmp_path, [*TINY_ESRGAN, "model.psnr.iters=2", "model.gan.iters=2",
-                                        "trainer.val_check_interval=2", *overrides]))
+    return train(
+        compose_cfg(
+            tmp_path,
+            [*TINY_ESRGAN, "model.psnr.iters=2", "model.gan.iters=2", "trainer.val_check_interval=2", *overrides],
+        )
+    )
 
 
 @pytest.mark.parametrize("content", ["empty", "truncated", "not_a_checkpoint", "payload"])
@@ -441,8 +458,12 @@ def test_resume_from_a_damaged_checkpoint_names_the_file(tmp_path, content):
 def test_resume_with_a_checkpoint_of_another_model_or_scale(tmp_path):
     from archs.scfegan_generator import SCFEGANGenerator
 
-    face = fake_ckpt(tmp_path / "face.ckpt", {"_target_": "archs.scfegan_generator.SCFEGANGenerator", "cnum": 4},
-                     net=SCFEGANGenerator(cnum=4), task="faces")
+    face = fake_ckpt(
+        tmp_path / "face.ckpt",
+        {"_target_": "archs.scfegan_generator.SCFEGANGenerator", "cnum": 4},
+        net=SCFEGANGenerator(cnum=4),
+        task="faces",
+    )
     with pytest.raises(ValueError, match=r"face\.ckpt.*'faces'.*'sr'"):
         _train(tmp_path / "a", f"ckpt_path={face}")
     gen = {"_target_": "archs.rrdbnet.RRDBNet", "num_in_ch": 3, "num_out_ch": 3, "scale": 2, **TINY}
@@ -453,14 +474,18 @@ def test_resume_with_a_checkpoint_of_another_model_or_scale(tmp_path):
 
 def test_evaluate_with_the_wrong_checkpoint_kind_scale_or_a_damaged_file(tmp_path):
     from archs.scfegan_generator import SCFEGANGenerator
-    from evaluate import evaluate
+    from evaluation.run import evaluate
 
     val = sr_folder(tmp_path)
     x2 = save_generator_file(tmp_path / "x2.pth", tiny_rrdb(scale=2))
     with pytest.raises(ValueError, match=r"x2\.pth.*x2 generator but data\.scale=4"):
         evaluate(eval_cfg(tmp_path, f"ckpt_path={x2}", f"data.test_dirs=[{val}]"))
-    face = fake_ckpt(tmp_path / "face.ckpt", {"_target_": "archs.scfegan_generator.SCFEGANGenerator", "cnum": 4},
-                     net=SCFEGANGenerator(cnum=4), task="faces")
+    face = fake_ckpt(
+        tmp_path / "face.ckpt",
+        {"_target_": "archs.scfegan_generator.SCFEGANGenerator", "cnum": 4},
+        net=SCFEGANGenerator(cnum=4),
+        task="faces",
+    )
     with pytest.raises(ValueError, match=r"face\.ckpt.*not an ESRGAN generator"):
         evaluate(eval_cfg(tmp_path, f"ckpt_path={face}", f"data.test_dirs=[{val}]"))
     empty = tmp_path / "empty.ckpt"
@@ -488,17 +513,20 @@ def test_dexined_weights_errors_name_the_file(tmp_path, content):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("override,message", [
-    ("model.ema_decay=1.5", r"model\.ema_decay must be in \[0, 1\).*1\.5"),  # c1's check in ESRGANModule
-    ("model.gan.ema_decay=-0.1", r"model\.gan\.ema_decay must be in.*-0\.1"),
-    ("model.psnr.iters=0", r"model\.psnr\.iters=0.*drop it from model\.stages"),
-    ("trainer.val_check_interval=0", r"trainer\.val_check_interval=0"),
-    ("trainer.val_check_interval=abc", r"val_check_interval.*'abc'"),  # Lightning's own message (clear already)
-    ("model.psnr.scheduler=cosine", r"model\.psnr\.scheduler='cosine'.*cosine_restart"),
-    ("data.batch_size=abc", r"data\.batch_size='abc'"),
-    ("data.batch_size=0", r"data\.batch_size=0"),
-    ("data.num_workers=two", r"data\.num_workers='two'"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("model.ema_decay=1.5", r"model\.ema_decay must be in \[0, 1\).*1\.5"),  # c1's check in ESRGANModule
+        ("model.gan.ema_decay=-0.1", r"model\.gan\.ema_decay must be in.*-0\.1"),
+        ("model.psnr.iters=0", r"model\.psnr\.iters=0.*drop it from model\.stages"),
+        ("trainer.val_check_interval=0", r"trainer\.val_check_interval=0"),
+        ("trainer.val_check_interval=abc", r"val_check_interval.*'abc'"),  # Lightning's own message (clear already)
+        ("model.psnr.scheduler=cosine", r"model\.psnr\.scheduler='cosine'.*cosine_restart"),
+        ("data.batch_size=abc", r"data\.batch_size='abc'"),
+        ("data.batch_size=0", r"data\.batch_size=0"),
+        ("data.num_workers=two", r"data\.num_workers='two'"),
+    ],
+)
 def test_bad_config_values_name_the_key_and_write_nothing(tmp_path, override, message):
     with pytest.raises(Exception, match=message):
         _train(tmp_path, override)
@@ -506,10 +534,20 @@ def test_bad_config_values_name_the_key_and_write_nothing(tmp_path, override, me
 
 
 def test_scfegan_zero_iterations_is_an_error(tmp_path):
-    from train import train
+    from runtime.training import train
 
-    cfg = compose_cfg(tmp_path, ["model=scfegan", "data=faces_demo", "logger=none", "model.iters=0",
-                                 "model.generator.cnum=4", "model.discriminator.cnum=4", "model.vgg_weights=random"])
+    cfg = compose_cfg(
+        tmp_path,
+        [
+            "model=scfegan",
+            "data=faces_demo",
+            "logger=none",
+            "model.iters=0",
+            "model.generator.cnum=4",
+            "model.discriminator.cnum=4",
+            "model.vgg_weights=random",
+        ],
+    )
     with pytest.raises(Exception, match=r"model\.iters=0"):
         train(cfg)
     assert not (tmp_path / "result.json").exists()
@@ -518,8 +556,8 @@ def test_scfegan_zero_iterations_is_an_error(tmp_path):
 @pytest.mark.parametrize("content", ["empty", "truncated", "payload", "directory"])
 def test_predict_and_evaluate_name_a_damaged_weights_file(tmp_path, content):
     """(Already clear before issue 12; kept as regression cases.)"""
-    from evaluate import evaluate
-    from predict import predict
+    from evaluation.run import evaluate
+    from inference.run import predict
 
     marker = tmp_path / "ran.txt"
     path = tmp_path / "w.pth"

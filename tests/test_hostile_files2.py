@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import compose_cfg, write_png
+
 from archs.rrdbnet import RRDBNet
-from archs.weights_io import build_generator, read_generator_file, save_generator_file
+from weights.io import build_generator, read_generator_file, save_generator_file
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"num_feat": 8, "num_block": 1, "num_grow_ch": 4}
@@ -77,9 +77,13 @@ class _EvilGenerator(torch.nn.Module):
 
 
 def evil_torchscript(path: Path, marker: Path) -> Path:
-    torch.jit.save(torch.jit.script(_EvilGenerator(str(marker))), str(path),
-                   _extra_files={"generator_meta.json": '{"generator": ' + str(TINY_G).replace("'", '"').replace(
-                       "True", "true") + "}"})
+    torch.jit.save(
+        torch.jit.script(_EvilGenerator(str(marker))),
+        str(path),
+        _extra_files={
+            "generator_meta.json": '{"generator": ' + str(TINY_G).replace("'", '"').replace("True", "true") + "}"
+        },
+    )
     return path
 
 
@@ -103,7 +107,7 @@ def test_torchscript_weights_are_read_without_running_code(tmp_path):
 
 
 def test_exported_torchscript_loads_back_with_the_same_tensors(tmp_path):
-    from archs.export import export_file
+    from weights.export import export_file
 
     net = tiny_rrdb(3)
     src = save_generator_file(tmp_path / "g.pth", net, TINY_G)
@@ -119,21 +123,38 @@ def test_predict_cli_with_torchscript_weights_runs_no_code(tmp_path):
     evil = evil_torchscript(tmp_path / "evil.pt", marker)
     write_png(tmp_path / "in" / "a.png", np.zeros((8, 8, 3), np.uint8))
     env = {**os.environ, "WANDB_MODE": "offline"}
-    subprocess.run([sys.executable, "predict.py", "model=esrgan", f"weights={evil}", f"input={tmp_path / 'in'}",
-                    f"output={tmp_path / 'out'}", "device=cpu", f"hydra.run.dir={tmp_path / 'h'}"], cwd=ROOT, env=env,
-                   capture_output=True, text=True, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            "predict.py",
+            "model=esrgan",
+            f"weights={evil}",
+            f"input={tmp_path / 'in'}",
+            f"output={tmp_path / 'out'}",
+            "device=cpu",
+            f"hydra.run.dir={tmp_path / 'h'}",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert not marker.exists()
 
 
 def test_evaluate_export_and_app_pick_run_no_torchscript_code(tmp_path):
-    from archs.export import export_file
-    from evaluate import evaluate
+    from evaluation.run import evaluate
+    from weights.export import export_file
 
     marker = tmp_path / "ran"
     evil = evil_torchscript(tmp_path / "evil.pt", marker)
     write_png(tmp_path / "val" / "v.png", np.zeros((16, 16, 3), np.uint8))
-    cfg = compose_cfg(tmp_path, ["device=cpu", "model=esrgan", f"ckpt_path={evil}",
-                                 f"data.test_dirs=[{tmp_path / 'val'}]"], config_name="eval")
+    cfg = compose_cfg(
+        tmp_path,
+        ["device=cpu", "model=esrgan", f"ckpt_path={evil}", f"data.test_dirs=[{tmp_path / 'val'}]"],
+        config_name="eval",
+    )
     try:
         evaluate(cfg)
     except Exception:  # noqa: BLE001 - refusing is fine; running the payload is not
@@ -145,8 +166,8 @@ def test_evaluate_export_and_app_pick_run_no_torchscript_code(tmp_path):
         pass
     assert not marker.exists()
     # the app's automatic pick: the newest demo run's weights/net_g_gan.pth is a TorchScript zip
+
     from webui.models import ModelStore
-    from omegaconf import OmegaConf
 
     run = tmp_path / "logs" / "demo" / "runs" / "r1" / "weights"
     run.mkdir(parents=True)
@@ -223,8 +244,9 @@ def test_good_hub_cache_vgg_still_loads(tmp_path, monkeypatch):
     torch.save(vgg.state_dict(), hub / os.path.basename(enum.url))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
     state = load_vgg_features_state("vgg19", "imagenet")
-    assert torch.equal(state["0.weight"] if "0.weight" in state else state["features.0.weight"],
-                       vgg.state_dict()["features.0.weight"])
+    assert torch.equal(
+        state["0.weight"] if "0.weight" in state else state["features.0.weight"], vgg.state_dict()["features.0.weight"]
+    )
 
 
 # =====================================================================================================================
@@ -237,7 +259,7 @@ def _two_generators(tmp_path):
 
 
 def test_interpolate_never_writes_over_an_input(tmp_path):
-    from archs.interpolate import main
+    from scripts.interpolate import main
 
     a, b = _two_generators(tmp_path)
     before = a.read_bytes(), b.read_bytes()
@@ -252,7 +274,7 @@ def test_interpolate_never_writes_over_an_input(tmp_path):
 
 
 def test_interpolate_existing_output_needs_overwrite(tmp_path):
-    from archs.interpolate import main
+    from scripts.interpolate import main
 
     a, b = _two_generators(tmp_path)
     out = tmp_path / "C.pth"
@@ -267,16 +289,19 @@ def test_interpolate_existing_output_needs_overwrite(tmp_path):
 
 
 def test_export_tool_and_predict_export_existing_output_need_overwrite(tmp_path):
-    from archs.export import main
-    from predict import predict
+    from inference.run import predict
+    from scripts.export import main
 
     a, _ = _two_generators(tmp_path)
     out = tmp_path / "G.safetensors"
     out.write_bytes(b"keep me")
     with pytest.raises(FileExistsError, match="G.safetensors.*--overwrite"):
         main(["--weights", str(a), "--format", "safetensors", "--out", str(out)])
-    cfg = compose_cfg(tmp_path, ["device=cpu", "model=esrgan", f"weights={a}", "export=safetensors",
-                                 f"export_path={out}"], config_name="predict")
+    cfg = compose_cfg(
+        tmp_path,
+        ["device=cpu", "model=esrgan", f"weights={a}", "export=safetensors", f"export_path={out}"],
+        config_name="predict",
+    )
     with pytest.raises(FileExistsError, match="G.safetensors.*overwrite=true"):
         predict(cfg)
     assert out.read_bytes() == b"keep me"
@@ -285,7 +310,7 @@ def test_export_tool_and_predict_export_existing_output_need_overwrite(tmp_path)
 
 
 def test_export_onto_a_hard_link_of_its_weights_is_refused(tmp_path):
-    from archs.export import main
+    from scripts.export import main
 
     a, _ = _two_generators(tmp_path)
     os.link(a, tmp_path / "link.pt")
@@ -296,7 +321,7 @@ def test_export_onto_a_hard_link_of_its_weights_is_refused(tmp_path):
 
 
 def test_evaluate_metrics_file_never_an_input_and_existing_needs_overwrite(tmp_path):
-    from evaluate import evaluate
+    from evaluation.run import evaluate
 
     a, _ = _two_generators(tmp_path)
     write_png(tmp_path / "val" / "v.png", np.zeros((16, 16, 3), np.uint8))
@@ -313,7 +338,7 @@ def test_evaluate_metrics_file_never_an_input_and_existing_needs_overwrite(tmp_p
 
 
 def test_scfegan_convert_out_existing_needs_overwrite(tmp_path):
-    from archs.scfegan_convert import main
+    from scripts.scfegan_convert import main
 
     out = tmp_path / "G.pth"
     out.write_bytes(b"keep me")
@@ -345,19 +370,22 @@ def _nan_weights(tmp_path, name="nan.pth"):
 
 @pytest.mark.parametrize("name", ["nan.pth", "nan.safetensors"])
 def test_predict_refuses_non_finite_weights_naming_file_and_tensor(tmp_path, name):
-    from predict import predict
+    from inference.run import predict
 
     w = _nan_weights(tmp_path, name)
     write_png(tmp_path / "in" / "a.png", np.zeros((8, 8, 3), np.uint8))
-    cfg = compose_cfg(tmp_path, ["device=cpu", "model=esrgan", f"weights={w}", f"input={tmp_path / 'in'}",
-                                 f"output={tmp_path / 'out'}"], config_name="predict")
+    cfg = compose_cfg(
+        tmp_path,
+        ["device=cpu", "model=esrgan", f"weights={w}", f"input={tmp_path / 'in'}", f"output={tmp_path / 'out'}"],
+        config_name="predict",
+    )
     with pytest.raises(ValueError, match=rf"{name}.*conv_body\.weight.*non-finite"):
         predict(cfg)
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
 def test_interpolate_refuses_non_finite_weights(tmp_path):
-    from archs.interpolate import main
+    from scripts.interpolate import main
 
     a, _ = _two_generators(tmp_path)
     w = _nan_weights(tmp_path)
@@ -379,13 +407,23 @@ def _sr_data(folder: Path) -> Path:
 def _train_cfg(run_dir, data, *extra):
     from conftest import TINY_ESRGAN
 
-    return compose_cfg(run_dir, [*TINY_ESRGAN, f"data.train_dirs=[{data}]", f"data.val_dirs=[{data}]",
-                                 "data.dataset_enlarge_ratio=2", "model.psnr.iters=2", "model.gan.iters=2",
-                                 "trainer.val_check_interval=2", *extra])
+    return compose_cfg(
+        run_dir,
+        [
+            *TINY_ESRGAN,
+            f"data.train_dirs=[{data}]",
+            f"data.val_dirs=[{data}]",
+            "data.dataset_enlarge_ratio=2",
+            "model.psnr.iters=2",
+            "model.gan.iters=2",
+            "trainer.val_check_interval=2",
+            *extra,
+        ],
+    )
 
 
 def test_fresh_run_in_a_used_run_folder_is_refused_and_overwrite_replaces(tmp_path):
-    from train import train
+    from runtime.training import train
 
     data = _sr_data(tmp_path / "data")
     run = tmp_path / "run"
@@ -404,7 +442,7 @@ def test_fresh_run_in_a_used_run_folder_is_refused_and_overwrite_replaces(tmp_pa
 
 
 def test_resuming_a_used_folder_is_allowed(tmp_path):
-    from train import train
+    from runtime.training import train
 
     data = _sr_data(tmp_path / "data")
     run = tmp_path / "run"
@@ -424,7 +462,7 @@ def test_non_finite_training_stops_naming_iteration_and_loss_and_saves_nothing_n
     import json
 
     from lightning_modules.base import NonFiniteTrainingError
-    from train import train
+    from runtime.training import train
 
     data = _sr_data(tmp_path / "data")
     run = tmp_path / "run"
@@ -437,7 +475,7 @@ def test_non_finite_training_stops_naming_iteration_and_loss_and_saves_nothing_n
 
 
 def test_non_finite_weights_are_never_written_to_weights_files(tmp_path):
-    from archs.weights_io import save_generator_weights
+    from weights.io import save_generator_weights
 
     net = tiny_rrdb()
     with torch.no_grad():
@@ -457,11 +495,14 @@ def _safetensors_with_header(path: Path, header: dict) -> Path:
     return path
 
 
-@pytest.mark.parametrize("header, match", [
-    ({"meta": "[1, 2]"}, r"'meta' must be a JSON object"),
-    ({"meta": "{not json"}, r"'meta' is not valid JSON"),
-    ({"generator": "[\"archs.rrdbnet.RRDBNet\"]"}, r"'generator' must be a JSON object"),
-])
+@pytest.mark.parametrize(
+    "header, match",
+    [
+        ({"meta": "[1, 2]"}, r"'meta' must be a JSON object"),
+        ({"meta": "{not json"}, r"'meta' is not valid JSON"),
+        ({"generator": '["archs.rrdbnet.RRDBNet"]'}, r"'generator' must be a JSON object"),
+    ],
+)
 def test_malformed_safetensors_metadata_names_file_and_key(tmp_path, header, match):
     path = _safetensors_with_header(tmp_path / "bad.safetensors", header)
     with pytest.raises(ValueError, match=rf"bad\.safetensors.*{match}"):
@@ -488,30 +529,32 @@ def test_non_tensor_values_and_flat_conv_weights_name_the_file(tmp_path):
         build_generator(tmp_path / "flat.pth")
 
 
-@pytest.mark.parametrize("field, value", [("num_feat", 300000), ("num_block", 10 ** 7), ("num_feat", -8),
-                                          ("num_grow_ch", 1 << 20)])
+@pytest.mark.parametrize(
+    "field, value", [("num_feat", 300000), ("num_block", 10**7), ("num_feat", -8), ("num_grow_ch", 1 << 20)]
+)
 def test_recorded_sizes_are_checked_against_the_tensors_before_building(tmp_path, monkeypatch, field, value):
-    import archs.weights_io as wio
+    import weights.io as wio
 
     path = save_generator_file(tmp_path / "big.pth", tiny_rrdb(), dict(TINY_G, **{field: value}))
     built = []
-    monkeypatch.setattr(wio, "make_generator", lambda *a, **k: built.append(a) or (_ for _ in ()).throw(
-        AssertionError("built")))
+    monkeypatch.setattr(
+        wio, "make_generator", lambda *a, **k: built.append(a) or (_ for _ in ()).throw(AssertionError("built"))
+    )
     with pytest.raises(ValueError, match=rf"big\.pth.*{field}={value}.*tensors"):
         build_generator(path)
     assert not built
 
 
 def test_app_working_size_from_a_stray_run_config_or_meta_is_bounded(tmp_path):
-    from predict import _working_size
+    from inference.faces import working_size
 
     with pytest.raises(ValueError, match=r"larger than 2048"):
-        _working_size("auto", {"input_size": 65536})
+        working_size("auto", {"input_size": 65536})
     with pytest.raises(ValueError, match=r"config\.yaml.*larger than 2048"):
-        _working_size(65536, {}, "the run's .hydra/config.yaml")
+        working_size(65536, {}, "the run's .hydra/config.yaml")
     with pytest.raises(ValueError, match=r"input_size"):
-        _working_size("auto", {"input_size": "huge"})
-    assert _working_size(4096, {}) == (4096, 4096)  # the user's own choice is not bounded
+        working_size("auto", {"input_size": "huge"})
+    assert working_size(4096, {}) == (4096, 4096)  # the user's own choice is not bounded
 
 
 # =====================================================================================================================
@@ -520,20 +563,22 @@ def test_app_working_size_from_a_stray_run_config_or_meta_is_bounded(tmp_path):
 def test_evaluate_refuses_a_huge_image_from_its_header(tmp_path, monkeypatch):
     import cv2
 
-    from evaluate import evaluate
+    from evaluation.run import evaluate
 
     a = save_generator_file(tmp_path / "A.pth", tiny_rrdb(), TINY_G)
     (tmp_path / "val").mkdir()
     cv2.imwrite(str(tmp_path / "val" / "big.png"), np.zeros((4200, 4200, 3), np.uint8))  # compresses to a few KB
-    cfg = compose_cfg(tmp_path, ["device=cpu", "model=esrgan", f"ckpt_path={a}",
-                                 f"data.test_dirs=[{tmp_path / 'val'}]"], config_name="eval")
+    cfg = compose_cfg(
+        tmp_path,
+        ["device=cpu", "model=esrgan", f"ckpt_path={a}", f"data.test_dirs=[{tmp_path / 'val'}]"],
+        config_name="eval",
+    )
     with pytest.raises(ValueError, match=r"big\.png.*4200x4200.*max_pixels"):
         evaluate(cfg)
 
 
 @pytest.mark.parametrize("tile", [2, 4])
 def test_upscale_api_refuses_tiny_tiles(tmp_path, tile):
-    from omegaconf import OmegaConf
 
     from webui.handlers import InputError, upscale_file
     from webui.models import ModelStore
@@ -548,12 +593,22 @@ def test_upscale_api_refuses_tiny_tiles(tmp_path, tile):
 
 
 def test_predict_refuses_tiny_tiles(tmp_path):
-    from predict import predict
+    from inference.run import predict
 
     g = save_generator_file(tmp_path / "g.pth", tiny_rrdb(), TINY_G)
     write_png(tmp_path / "in" / "a.png", np.zeros((96, 96, 3), np.uint8))
-    cfg = compose_cfg(tmp_path, ["device=cpu", "model=esrgan", f"weights={g}", f"input={tmp_path / 'in'}",
-                                 f"output={tmp_path / 'out'}", "tile=2"], config_name="predict")
+    cfg = compose_cfg(
+        tmp_path,
+        [
+            "device=cpu",
+            "model=esrgan",
+            f"weights={g}",
+            f"input={tmp_path / 'in'}",
+            f"output={tmp_path / 'out'}",
+            "tile=2",
+        ],
+        config_name="predict",
+    )
     with pytest.raises(ValueError, match=r"tile=2.*2304 tiles"):
         predict(cfg)
 
@@ -561,10 +616,16 @@ def test_predict_refuses_tiny_tiles(tmp_path):
 # =====================================================================================================================
 # Item 10: minor ones
 # =====================================================================================================================
-@pytest.mark.parametrize("override, key", [("model.psnr.lr=nan", "model.psnr.lr"), ("model.gan.lr_d=-1e-4", "model.gan.lr_d"),
-                                           ("model.gan.lr_g=inf", "model.gan.lr_g")])
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("model.psnr.lr=nan", "model.psnr.lr"),
+        ("model.gan.lr_d=-1e-4", "model.gan.lr_d"),
+        ("model.gan.lr_g=inf", "model.gan.lr_g"),
+    ],
+)
 def test_bad_learning_rates_name_the_key_before_anything_runs(tmp_path, override, key):
-    from train import train
+    from runtime.training import train
 
     data = _sr_data(tmp_path / "data")
     with pytest.raises(ValueError, match=rf"{key}=.*learning rate"):
@@ -573,13 +634,15 @@ def test_bad_learning_rates_name_the_key_before_anything_runs(tmp_path, override
 
 
 def test_tampered_resume_fields_are_refused(tmp_path):
-    from train import train
+    from runtime.training import train
 
     data = _sr_data(tmp_path / "data")
     first = train(_train_cfg(tmp_path / "a", data))
     ckpt = torch.load(first["last_model_path"], map_location="cpu", weights_only=True)
-    for field, value, match in (("iteration", -100, r"iteration=-100"),
-                                ("rng_states", {"torch": torch.zeros(3, dtype=torch.uint8)}, r"rng_states")):
+    for field, value, match in (
+        ("iteration", -100, r"iteration=-100"),
+        ("rng_states", {"torch": torch.zeros(3, dtype=torch.uint8)}, r"rng_states"),
+    ):
         bad = dict(ckpt, **{field: value})
         path = tmp_path / f"bad_{field}.ckpt"
         torch.save(bad, path)
@@ -590,20 +653,24 @@ def test_tampered_resume_fields_are_refused(tmp_path):
 def test_float32_tiff_is_accepted_as_the_readme_lists(tmp_path):
     import cv2
 
-    from predict import predict, read_image
+    from inference.images import read_image
+    from inference.run import predict
 
     g = save_generator_file(tmp_path / "g.pth", tiny_rrdb(), TINY_G)
     (tmp_path / "in").mkdir()
     cv2.imwrite(str(tmp_path / "in" / "f.tif"), np.random.default_rng(0).random((12, 10, 3)).astype(np.float32))
     assert read_image(tmp_path / "in" / "f.tif").size == (12, 10)
-    cfg = compose_cfg(tmp_path, ["device=cpu", "model=esrgan", f"weights={g}", f"input={tmp_path / 'in'}",
-                                 f"output={tmp_path / 'out'}"], config_name="predict")
+    cfg = compose_cfg(
+        tmp_path,
+        ["device=cpu", "model=esrgan", f"weights={g}", f"input={tmp_path / 'in'}", f"output={tmp_path / 'out'}"],
+        config_name="predict",
+    )
     written = predict(cfg)
     assert len(written) == 1 and read_image(written[0]).size == (48, 40)
 
 
 def test_a_directory_given_as_mask_is_reported_as_a_directory(tmp_path):
-    from predict import read_mask
+    from inference.images import read_mask
 
     (tmp_path / "masks").mkdir()
     with pytest.raises(IsADirectoryError, match=r"mask.*masks.*is a directory"):
@@ -614,7 +681,7 @@ def test_disk_full_during_a_checkpoint_write_says_no_space_and_names_the_file(tm
     import shutil
     from collections import namedtuple
 
-    from callbacks.checkpoint_io import atomic_torch_save
+    from runtime.checkpoint_io import atomic_torch_save
 
     target = tmp_path / "last.ckpt"
     target.write_bytes(b"previous")
@@ -667,8 +734,10 @@ def test_torchscript_storage_record_missing_or_short_is_refused(tmp_path):
 
     import io
 
-    for name, pid, data in (("missing.pt", ("storage", torch.float32, "0", "cpu", 4), None),
-                            ("short.pt", ("storage", torch.float32, "0", "cpu", 10 ** 12), b"\0" * 16)):
+    for name, pid, data in (
+        ("missing.pt", ("storage", torch.float32, "0", "cpu", 4), None),
+        ("short.pt", ("storage", torch.float32, "0", "cpu", 10**12), b"\0" * 16),
+    ):
         buf = io.BytesIO()
 
         class Stor:  # pickled as torch.FloatStorage by name
@@ -682,8 +751,8 @@ def test_torchscript_storage_record_missing_or_short_is_refused(tmp_path):
 
 
 def test_interpolate_and_evaluate_interp_with_torchscript_payload_run_no_code(tmp_path):
-    from archs.interpolate import main
-    from evaluate import evaluate
+    from evaluation.run import evaluate
+    from scripts.interpolate import main
 
     marker = tmp_path / "ran"
     evil = evil_torchscript(tmp_path / "evil.pt", marker)
@@ -691,9 +760,18 @@ def test_interpolate_and_evaluate_interp_with_torchscript_payload_run_no_code(tm
     with pytest.raises(Exception):  # noqa: B017 - refused one way or another; the point is the marker
         main([str(a), str(evil), "--alpha", "0.5", "--out", str(tmp_path / "C.pth")])
     write_png(tmp_path / "val" / "v.png", np.zeros((16, 16, 3), np.uint8))
-    cfg = compose_cfg(tmp_path, ["device=cpu", "model=esrgan", f"interp.psnr_weights={a}",
-                                 f"interp.gan_weights={evil}", "interp.alphas=[0.5]",
-                                 f"data.test_dirs=[{tmp_path / 'val'}]"], config_name="eval")
+    cfg = compose_cfg(
+        tmp_path,
+        [
+            "device=cpu",
+            "model=esrgan",
+            f"interp.psnr_weights={a}",
+            f"interp.gan_weights={evil}",
+            "interp.alphas=[0.5]",
+            f"data.test_dirs=[{tmp_path / 'val'}]",
+        ],
+        config_name="eval",
+    )
     try:
         evaluate(cfg)
     except Exception:  # noqa: BLE001
@@ -701,7 +779,9 @@ def test_interpolate_and_evaluate_interp_with_torchscript_payload_run_no_code(tm
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("content", [b"", b"\x08\x00\x00\x00\x00\x00\x00\x00{", (1 << 40).to_bytes(8, "little") + b"{}"])
+@pytest.mark.parametrize(
+    "content", [b"", b"\x08\x00\x00\x00\x00\x00\x00\x00{", (1 << 40).to_bytes(8, "little") + b"{}"]
+)
 def test_damaged_safetensors_names_the_file(tmp_path, content):
     path = tmp_path / "bad.safetensors"
     path.write_bytes(content)
@@ -719,7 +799,7 @@ def test_weights_path_that_is_a_directory_or_a_fifo_is_named_for_what_it_is(tmp_
 
 
 def test_export_of_non_finite_weights_writes_nothing(tmp_path):
-    from archs.export import main
+    from scripts.export import main
 
     w = _nan_weights(tmp_path)
     with pytest.raises(ValueError, match=r"conv_body\.weight"):
@@ -747,26 +827,44 @@ def test_app_sr_with_non_finite_weights_is_an_error_naming_the_file(tmp_path):
 
 
 def test_symlink_or_dangling_link_outputs(tmp_path):
-    from archs.export import main as export_main
-    from archs.weights_io import check_output_file
+    from scripts.export import main as export_main
+    from weights.io import check_output_file
 
     a, _ = _two_generators(tmp_path)
     os.symlink(a, tmp_path / "alias.safetensors")
     with pytest.raises(ValueError, match="alias.safetensors.*input"):
-        export_main(["--weights", str(a), "--format", "safetensors", "--out", str(tmp_path / "alias.safetensors"),
-                     "--overwrite"])
+        export_main(
+            [
+                "--weights",
+                str(a),
+                "--format",
+                "safetensors",
+                "--out",
+                str(tmp_path / "alias.safetensors"),
+                "--overwrite",
+            ]
+        )
     os.symlink(tmp_path / "nowhere", tmp_path / "dangling.json")
     with pytest.raises(FileExistsError, match="dangling.json"):
         check_output_file(tmp_path / "dangling.json")
 
 
 def test_metrics_file_that_is_a_directory_is_refused_before_work(tmp_path):
-    from evaluate import evaluate
+    from evaluation.run import evaluate
 
     a, _ = _two_generators(tmp_path)
     (tmp_path / "m").mkdir()
-    cfg = compose_cfg(tmp_path, ["device=cpu", "model=esrgan", f"ckpt_path={a}", f"metrics_file={tmp_path / 'm'}",
-                                 f"data.test_dirs=[{tmp_path / 'nowhere'}]"], config_name="eval")
+    cfg = compose_cfg(
+        tmp_path,
+        [
+            "device=cpu",
+            "model=esrgan",
+            f"ckpt_path={a}",
+            f"metrics_file={tmp_path / 'm'}",
+            f"data.test_dirs=[{tmp_path / 'nowhere'}]",
+        ],
+        config_name="eval",
+    )
     with pytest.raises(IsADirectoryError, match=r"metrics_file.*directory"):
         evaluate(cfg)
 
@@ -776,15 +874,16 @@ def test_render_synthesis_stats_out_existing_needs_overwrite(tmp_path):
 
     stats = tmp_path / "s.json"
     stats.write_text("keep")
-    cfg = compose_cfg(tmp_path, ["data=faces_demo", f"out={tmp_path / 'g.png'}", f"stats_out={stats}"],
-                      config_name="render_synthesis")
+    cfg = compose_cfg(
+        tmp_path, ["data=faces_demo", f"out={tmp_path / 'g.png'}", f"stats_out={stats}"], config_name="render_synthesis"
+    )
     with pytest.raises(FileExistsError, match=r"s\.json"):
         render(cfg)
     assert stats.read_text() == "keep" and not (tmp_path / "g.png").exists()
 
 
 def test_fresh_run_in_a_used_folder_resuming_another_folder_is_refused(tmp_path):
-    from train import train
+    from runtime.training import train
 
     data = _sr_data(tmp_path / "data")
     a = train(_train_cfg(tmp_path / "a", data))
@@ -810,8 +909,8 @@ def test_hub_cache_damaged_file_with_weights_auto_is_an_error_not_a_silent_rando
 
 
 def test_local_lpips_and_hed_files_with_payloads_run_no_code(tmp_path):
-    from archs.weights_io import read_layout_weights
     from metrics.lpips import NETS, load_backbone_features
+    from weights.pretrained import read_layout_weights
 
     marker = tmp_path / "ran"
     f = tmp_path / "evil.pth"
@@ -825,10 +924,10 @@ def test_local_lpips_and_hed_files_with_payloads_run_no_code(tmp_path):
 
 @pytest.mark.parametrize("meta", [{"input_size": [65536, 128]}, {"input_size": -128}, {"input_size": [128]}])
 def test_face_working_size_from_weights_meta_is_checked(meta):
-    from predict import _working_size
+    from inference.faces import working_size
 
     with pytest.raises(ValueError, match=r"input_size|larger than"):
-        _working_size("auto", meta)
+        working_size("auto", meta)
 
 
 def test_upscale_api_negative_and_huge_tiles(tmp_path):
@@ -840,7 +939,7 @@ def test_upscale_api_negative_and_huge_tiles(tmp_path):
     store = ModelStore(compose_cfg(tmp_path, ["device=cpu", f"sr_weights={g}"], config_name="app"))
     with pytest.raises(InputError, match="tile must be >= 0"):
         upscale_file(store, tmp_path / "a.png", 1.0, -4, tmp_path / "out")
-    out, msg = upscale_file(store, tmp_path / "a.png", 1.0, 10 ** 6, tmp_path / "out")  # larger than the image: whole
+    out, msg = upscale_file(store, tmp_path / "a.png", 1.0, 10**6, tmp_path / "out")  # larger than the image: whole
     assert os.path.isfile(out)
 
 
@@ -853,7 +952,7 @@ def test_params_ema_with_a_nested_dict_value_names_the_key(tmp_path):
 
 
 def test_overwrite_true_in_an_empty_folder_deletes_nothing(tmp_path):
-    from train import check_run_folder
+    from runtime.launch import check_run_folder
 
     (tmp_path / "run" / "samples").mkdir(parents=True)
     (tmp_path / "run" / "samples" / "keep.png").write_bytes(b"x")

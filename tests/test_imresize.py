@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from conftest import shared_data
+
 from ops.imresize import cubic, imresize, resize_matrix, resize_weights
 
 

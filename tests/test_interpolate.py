@@ -1,4 +1,4 @@
-"""Network interpolation (archs/interpolate.py): endpoints, mean, layout errors, the command."""
+"""Network interpolation (weights/interpolate.py, scripts/interpolate.py): endpoints, mean, layout errors, the command."""
 
 import subprocess
 import sys
@@ -6,11 +6,12 @@ from collections import OrderedDict
 
 import pytest
 import torch
-
 from conftest import REPO
-from archs.interpolate import interpolate_state_dicts, load_and_interpolate, main, save_state_dict
+
 from archs.rrdbnet import RRDBNet
-from archs.weights_io import load_generator_state
+from scripts.interpolate import main
+from weights.interpolate import interpolate_state_dicts, load_and_interpolate, save_state_dict
+from weights.io import load_generator_state
 
 
 def _net_state(seed, **kw):
@@ -67,8 +68,9 @@ def test_command_writes_a_basicsr_container(tmp_path):
     torch.save({"params": a, "params_ema": a}, pa)
     # The GAN side as this project's Lightning checkpoint (the EMA generator is read).
     pb = tmp_path / "gan.ckpt"
-    torch.save({"state_dict": {**{f"net_g_ema.{k}": v for k, v in b.items()},
-                               **{f"net_d.{k}": v for k, v in a.items()}}}, pb)
+    torch.save(
+        {"state_dict": {**{f"net_g_ema.{k}": v for k, v in b.items()}, **{f"net_d.{k}": v for k, v in a.items()}}}, pb
+    )
     out = tmp_path / "out" / "interp.pth"
     main([str(pa), str(pb), "--alpha", "0.8", "--out", str(out)])
     saved = torch.load(out, map_location="cpu", weights_only=True)
@@ -78,7 +80,12 @@ def test_command_writes_a_basicsr_container(tmp_path):
         assert torch.equal(got[k], interpolate_state_dicts(a, b, 0.8)[k])
     # The same as a module command (tv_compat import, argument parsing, exit status).
     out2 = tmp_path / "interp1.pth"
-    proc = subprocess.run([sys.executable, "-m", "archs.interpolate", str(pa), str(pb), "--alpha", "1",
-                           "--out", str(out2)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "scripts.interpolate", str(pa), str(pb), "--alpha", "1", "--out", str(out2)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert all(torch.equal(load_generator_state(out2)[k], b[k]) for k in b)

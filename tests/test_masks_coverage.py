@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 import torch
-
 from conftest import shared_data
+
 from synthesis.color import ColorMapExtractor
 from synthesis.masks import (
     LIU2018_COVERAGE_BINS,
@@ -70,9 +70,13 @@ def test_coverage_probs_weight_the_bins_and_reproducible():
 
 
 def test_first_hit_rasterisation_gives_every_prefix():
-    rows = torch.tensor([[0, 10 * QUANT, 10 * QUANT, 40 * QUANT, 10 * QUANT, 3 * QUANT],
-                         [0, 20 * QUANT, 0, 20 * QUANT, 40 * QUANT, 3 * QUANT],
-                         [0, 5 * QUANT, 30 * QUANT, 45 * QUANT, 30 * QUANT, 2 * QUANT]])
+    rows = torch.tensor(
+        [
+            [0, 10 * QUANT, 10 * QUANT, 40 * QUANT, 10 * QUANT, 3 * QUANT],
+            [0, 20 * QUANT, 0, 20 * QUANT, 40 * QUANT, 3 * QUANT],
+            [0, 5 * QUANT, 30 * QUANT, 45 * QUANT, 30 * QUANT, 2 * QUANT],
+        ]
+    )
     first = rasterize_capsules(rows, 1, 48, 48, tile=8, order=torch.tensor([1, 2, 3]))
     for k in range(1, 4):
         assert torch.equal(first <= k, rasterize_capsules(rows[:k], 1, 48, 48, tile=8))
@@ -109,7 +113,9 @@ def test_user_strokes_lie_over_the_chosen_part():
         h, w = int(ys.max() - ys.min() + 1), int(xs.max() - xs.min() + 1)
         pad = max(h, w) // 2 + 6
         box = torch.zeros_like(m)
-        box[max(int(ys.min()) - pad, 0): int(ys.max()) + pad + 1, max(int(xs.min()) - pad, 0): int(xs.max()) + pad + 1] = True
+        box[
+            max(int(ys.min()) - pad, 0) : int(ys.max()) + pad + 1, max(int(xs.min()) - pad, 0) : int(xs.max()) + pad + 1
+        ] = True
         assert not (m & ~box).any(), f"sample {b}: strokes far from the {name}"
         assert m.sum() < 4 * h * w  # a few strokes over one part, not a training-size mask
         c = colour[b, 0] > 0

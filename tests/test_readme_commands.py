@@ -16,27 +16,43 @@ reason in :data:`NOT_RUN`; ``test_every_readme_command_is_run_or_says_why`` fail
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, write_png
 from test_user_commands import repo_copy
 
 # The one place the sizes shrink: appended to `train.py` commands, chosen by the recipe the command names.
 SHRINK = {
-    "esrgan": ["model.generator.num_feat=8", "model.generator.num_block=1", "model.generator.num_grow_ch=4",
-               "model.discriminator.num_feat=4", "model.perceptual.weights=random", "model.psnr.iters=4",
-               "model.gan.iters=2", "model.gan.milestones=[1]", "data.gt_size=32", "data.batch_size=2",
-               "trainer.val_check_interval=2", "trainer.log_every_n_steps=1"],
+    "esrgan": [
+        "model.generator.num_feat=8",
+        "model.generator.num_block=1",
+        "model.generator.num_grow_ch=4",
+        "model.discriminator.num_feat=4",
+        "model.perceptual.weights=random",
+        "model.psnr.iters=4",
+        "model.gan.iters=2",
+        "model.gan.milestones=[1]",
+        "data.gt_size=32",
+        "data.batch_size=2",
+        "trainer.val_check_interval=2",
+        "trainer.log_every_n_steps=1",
+    ],
     "realesrgan": ["data.crop_pad_size=64", "data.degradation.pool_size=4"],  # with "esrgan"'s
-    "scfegan": ["model.generator.cnum=4", "model.discriminator.cnum=4", "model.vgg_weights=random", "model.iters=2",
-                "data.batch_size=2", "data.val_batch_size=2", "data.num_val=2", "trainer.val_check_interval=2",
-                "trainer.log_every_n_steps=1"],
+    "scfegan": [
+        "model.generator.cnum=4",
+        "model.discriminator.cnum=4",
+        "model.vgg_weights=random",
+        "model.iters=2",
+        "data.batch_size=2",
+        "data.val_batch_size=2",
+        "data.num_val=2",
+        "trainer.val_check_interval=2",
+        "trainer.log_every_n_steps=1",
+    ],
 }
 
 
@@ -55,24 +71,38 @@ def _runs(pattern: str):
 # Command (as in the README, comment stripped) -> what it must leave, relative to the repo copy.
 RUN = {
     ".venv/bin/python train.py experiment=demo": [
-        "logs/demo/runs/*/checkpoints/last.ckpt", "logs/demo/runs/*/weights/net_g_psnr.pth",
-        "logs/demo/runs/*/weights/net_g_gan.pth", "logs/demo/runs/*/samples/*.png", "logs/demo/runs/*/result.json"],
+        "logs/demo/runs/*/checkpoints/last.ckpt",
+        "logs/demo/runs/*/weights/net_g_psnr.pth",
+        "logs/demo/runs/*/weights/net_g_gan.pth",
+        "logs/demo/runs/*/samples/*.png",
+        "logs/demo/runs/*/result.json",
+    ],
     "python train.py experiment=demo debug=fast_dev_run": [],
     "python train.py experiment=demo debug=overfit logger=csv": ["logs/debug/runs/*/result.json"],
     "python train.py experiment=realesrgan data=realesrgan_demo trainer=cpu model.psnr.iters=200 model.gan.iters=50 "
     "model.generator.num_feat=32 model.generator.num_block=2 model.discriminator.num_feat=16 "
-    "model.perceptual.weights=auto": ["logs/realesrgan/runs/*/checkpoints/last.ckpt",
-                                      "logs/realesrgan/runs/*/result.json"],
+    "model.perceptual.weights=auto": [
+        "logs/realesrgan/runs/*/checkpoints/last.ckpt",
+        "logs/realesrgan/runs/*/result.json",
+    ],
     "python train.py -m experiment=demo model.gan.gan_weight=1e-3,5e-3,1e-2": [
-        "logs/demo/multiruns/*/summary.csv", "logs/demo/multiruns/*/sweep_info.json",
-        "logs/demo/multiruns/*/0/result.json", "logs/demo/multiruns/*/2/result.json"],
+        "logs/demo/multiruns/*/summary.csv",
+        "logs/demo/multiruns/*/sweep_info.json",
+        "logs/demo/multiruns/*/0/result.json",
+        "logs/demo/multiruns/*/2/result.json",
+    ],
     "python train.py experiment=demo trainer=ddp trainer.accelerator=cpu trainer.devices=2": [
-        "logs/demo/runs/*/checkpoints/last.ckpt", "logs/demo/runs/*/ddp_check.json"],
-    "python train.py experiment=scfegan_demo": ["logs/scfegan_demo/runs/*/checkpoints/last.ckpt",
-                                                "logs/scfegan_demo/runs/*/result.json"],
+        "logs/demo/runs/*/checkpoints/last.ckpt",
+        "logs/demo/runs/*/ddp_check.json",
+    ],
+    "python train.py experiment=scfegan_demo": [
+        "logs/scfegan_demo/runs/*/checkpoints/last.ckpt",
+        "logs/scfegan_demo/runs/*/result.json",
+    ],
     "python evaluate.py model=bicubic data.test_dirs=[data/demo/val/Set5]": [],
     "python predict.py model=bicubic input=photos/ output=bicubic/": ["bicubic/a.png"],
 }
+
 
 # Inputs the user brings (named by the command itself).
 def _user_inputs(cmd: str, repo: Path) -> None:
@@ -88,14 +118,24 @@ PLACEHOLDER = "names a file of the user's (PATH, <time>, a .pth/.ckpt to be had 
 NOT_RUN = [  # (regex on the command, reason)
     (r"^python3 -m venv|^\.venv/bin/pip install", "creates a venv and installs from the package registry"),
     (r"-m pytest$", "the test suite itself"),
-    (r"trainer=gpu|trainer\.devices=[48]|device=cuda|trainer=ddp trainer\.devices=8|device_check|--config paper",
-     NEEDS_GPU),
-    (r"PATH|<time>|logs/\.\.\.|net_g_psnr\.pth|net_g_gan\.pth|RRDB_ESRGAN|RealESRNet|G\.pth|last\.ckpt|SC-FEGAN\.ckpt",
-     PLACEHOLDER),
-    (r"^python train\.py model=esrgan( test_after_train=true| data=realesrgan_div2k| data\.lr_train)"
-     r"|^python train\.py experiment=realesrgan( data\.val_degradation=true)?$|celeba_hq", NEEDS_DIV2K),
+    (
+        r"trainer=gpu|trainer\.devices=[48]|device=cuda|trainer=ddp trainer\.devices=8|device_check|--config paper",
+        NEEDS_GPU,
+    ),
+    (
+        r"PATH|<time>|logs/\.\.\.|net_g_psnr\.pth|net_g_gan\.pth|RRDB_ESRGAN|RealESRNet|G\.pth|last\.ckpt|SC-FEGAN\.ckpt",
+        PLACEHOLDER,
+    ),
+    (
+        r"^python train\.py model=esrgan( test_after_train=true| data=realesrgan_div2k| data\.lr_train)"
+        r"|^python train\.py experiment=realesrgan( data\.val_degradation=true)?$|celeba_hq",
+        NEEDS_DIV2K,
+    ),
     (r"\+sweep=", "9 to 32 full jobs each; the sweep machinery is run by the `-m experiment=demo` command"),
-    (r"data=celebamask_mini|experiment=scfegan_faces", "needs the research-only celebamask_mini (../shared/data), not in a clone"),
+    (
+        r"data=celebamask_mini|experiment=scfegan_faces",
+        "needs the research-only celebamask_mini (../shared/data), not in a clone",
+    ),
     (r"^python app\.py", "serves until stopped; tests/test_app_server.py drives the app in Chromium"),
     (r"^wandb ", "needs a wandb account and the internet"),
     (r"^pip install --target|^TF_SIDE=", "installs TensorFlow (optional side package) for a benchmark"),
@@ -166,6 +206,6 @@ def test_readme_command_runs(tmp_path, cmd):
     proc = subprocess.run(args, cwd=repo, env=env, capture_output=True, text=True, timeout=1200)
     wall = time.time() - t0
     print(f"README command: {cmd}\n  exit {proc.returncode}, {wall:.1f} s wall, load {os.getloadavg()[0]:.2f}")
-    assert proc.returncode == 0, (proc.stdout[-3000:] + proc.stderr[-3000:])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     for pattern in RUN[cmd]:
         assert list(repo.glob(pattern)), f"{cmd}: no {pattern}\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}"

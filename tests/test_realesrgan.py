@@ -6,19 +6,23 @@ The perceptual VGG is randomly initialised (pretrained weights cannot be downloa
 import numpy as np
 import pytest
 import torch
+from conftest import compose_cfg, write_png
 from hydra.utils import instantiate
 
-from conftest import compose_cfg, write_png
 from archs.unet_discriminator import UNetDiscriminatorSN
-from train import train
+from runtime.training import train
 
 
 def test_unet_discriminator_parameter_count_shape_and_spectral_norm():
     d = UNetDiscriminatorSN(3, 64, skip_connection=True)
     # From Real-ESRGAN's layer table: conv0 3*64*9+64, conv1..3 (64*128 + 128*256 + 256*512)*16,
     # conv4..8 (512*256 + 256*128 + 128*64 + 64*64 + 64*64)*9, conv9 64*9+1.
-    expected = (3 * 64 * 9 + 64) + (64 * 128 + 128 * 256 + 256 * 512) * 16 \
-        + (512 * 256 + 256 * 128 + 128 * 64 + 64 * 64 + 64 * 64) * 9 + (64 * 9 + 1)
+    expected = (
+        (3 * 64 * 9 + 64)
+        + (64 * 128 + 128 * 256 + 256 * 512) * 16
+        + (512 * 256 + 256 * 128 + 128 * 64 + 64 * 64 + 64 * 64) * 9
+        + (64 * 9 + 1)
+    )
     assert expected == 4_376_897
     assert sum(p.numel() for p in d.parameters()) == expected
     keys = d.state_dict().keys()
@@ -93,8 +97,13 @@ def test_experiment_composes_with_the_published_numbers(tmp_path):
     cfg = compose_cfg(tmp_path, ["experiment=realesrgan", "model.perceptual.weights=random"])
     m, d = cfg.model, cfg.data
     assert m._target_.endswith("RealESRGANModule") and d._target_.endswith("RealESRGANDataModule")
-    assert dict(m.perceptual.layer_weights) == {"conv1_2": 0.1, "conv2_2": 0.1, "conv3_4": 1.0, "conv4_4": 1.0,
-                                                 "conv5_4": 1.0}
+    assert dict(m.perceptual.layer_weights) == {
+        "conv1_2": 0.1,
+        "conv2_2": 0.1,
+        "conv3_4": 1.0,
+        "conv4_4": 1.0,
+        "conv5_4": 1.0,
+    }
     assert (m.gan.pixel_weight, m.gan.perceptual_weight, m.gan.gan_weight, m.gan.gan_type) == (1.0, 1.0, 0.1, "vanilla")
     assert (m.gan.lr_g, m.gan.lr_d, m.ema_decay, m.psnr.lr) == (1e-4, 1e-4, 0.999, 2e-4)
     assert (m.psnr.iters, m.gan.iters) == (1_000_000, 400_000)
@@ -115,34 +124,47 @@ def test_datamodule_degrades_crops_aligned_and_pools(tmp_path):
     loader = dm.train_dataloader()
     batch = next(iter(loader))
     out = dm.on_after_batch_transfer(dict(batch), 0)
-    assert out["gt"].shape == (2, 3, 16, 16) and out["lq"].shape == (2, 3, 4, 4) and out["gt_usm"].shape == (2, 3, 16, 16)
+    assert (
+        out["gt"].shape == (2, 3, 16, 16) and out["lq"].shape == (2, 3, 4, 4) and out["gt_usm"].shape == (2, 3, 16, 16)
+    )
     assert "kernel1" not in out
     assert torch.equal(out["lq"], (out["lq"] * 255).round() / 255)
     # the GT crop is a crop of the patch at a position on the LR grid
     s = 4
     for i in range(2):
-        found = any(torch.equal(out["gt"][i], batch["gt"][i, :, t * s:t * s + 16, l * s:l * s + 16])
-                    for t in range(5) for l in range(5))
+        found = any(
+            torch.equal(out["gt"][i], batch["gt"][i, :, t * s : t * s + 16, l * s : l * s + 16])
+            for t in range(5)
+            for l in range(5)
+        )
         assert found
     # pool of 4 = 2 batches: the first two batches train as they are, the third comes from the pool
     dm2 = instantiate(cfg.data)
     dm2.setup("fit")
     seen = []
-    for k, b in zip(range(3), loader):
+    for _, b in zip(range(3), loader):
         seen.append(b["gt"].clone())
         o = dm2.on_after_batch_transfer(dict(b), 0)
     pooled = torch.cat([x for x in seen[:2]])
     # each GT handed out in batch 3 is a crop of one of the pooled patches (not of batch 3's own)
     for i in range(2):
-        assert any(torch.equal(o["gt"][i], p[:, t * s:t * s + 16, l * s:l * s + 16])
-                   for p in pooled for t in range(5) for l in range(5))
+        assert any(
+            torch.equal(o["gt"][i], p[:, t * s : t * s + 16, l * s : l * s + 16])
+            for p in pooled
+            for t in range(5)
+            for l in range(5)
+        )
 
 
 def test_degradation_is_reproducible_per_seed_and_resumes_from_its_state(tmp_path, monkeypatch):
     cfg = _tiny_cfg(tmp_path, ["data.degradation.pool_size=0"])
-    batch = {"gt": torch.rand(2, 3, 32, 32),
-             **{k: torch.from_numpy(np.stack([np.pad(np.ones((1, 1), np.float32), 10)] * 2))
-                for k in ("kernel1", "kernel2", "sinc_kernel")}}
+    batch = {
+        "gt": torch.rand(2, 3, 32, 32),
+        **{
+            k: torch.from_numpy(np.stack([np.pad(np.ones((1, 1), np.float32), 10)] * 2))
+            for k in ("kernel1", "kernel2", "sinc_kernel")
+        },
+    }
 
     def run(dm, n=3):
         return [dm.on_after_batch_transfer(dict(batch), 0)["lq"] for _ in range(n)]
@@ -198,15 +220,13 @@ def test_vanilla_gan_steps_use_sharpened_targets_for_l1_and_plain_gt_for_d(tmp_p
     _Harness(m)
     lq, gt = torch.rand(2, 3, 4, 4), torch.rand(2, 3, 16, 16)
     sharp = torch.rand(2, 3, 16, 16)
-    m._batch = {"gt_usm": sharp}
-    assert m.target(gt, True) is sharp and m.target(gt, False) is gt
-    m._batch = {}
-    torch.testing.assert_close(m.target(gt, True), m.usm(gt))  # computed when the data did not
+    _, got_gt, got_usm = m.training_pair({"lq": lq, "gt": gt, "gt_usm": sharp})
+    assert got_usm is sharp and got_gt is gt
+    torch.testing.assert_close(m.training_pair({"lq": lq, "gt": gt})[2], m.usm(gt))  # computed when the data did not
     # D step: BCE(D(gt), 1) + BCE(D(out), 0) on the plain GT
-    m._batch = {"gt_usm": sharp}
     out = m.net_g(lq)
     d_before = [p.detach().clone() for p in m.net_d.parameters()]
-    logs = m.discriminator_step(out, gt)
+    logs = m.discriminator_step(out, gt, sharp)
     assert any(not torch.equal(a, p) for a, p in zip(d_before, m.net_d.parameters()))
     m.net_d.eval()  # fixed spectral-norm estimate for the reference values below
     with torch.no_grad():
@@ -217,7 +237,7 @@ def test_vanilla_gan_steps_use_sharpened_targets_for_l1_and_plain_gt_for_d(tmp_p
     d_before = [p.detach().clone() for p in m.net_d.parameters()]
     with torch.no_grad():
         expected_pix = torch.nn.functional.l1_loss(m.net_g(lq), sharp)
-    out, logs = m.generator_step(lq, gt)
+    out, logs = m.generator_step(lq, gt, gt_usm=sharp)
     assert logs["l_pix"].item() == pytest.approx(expected_pix.item(), rel=1e-6)
     assert all(torch.equal(a, p) for a, p in zip(d_before, m.net_d.parameters()))
     assert any(not torch.equal(a, p) for a, p in zip(g_before, m.net_g.parameters()))
@@ -259,8 +279,17 @@ def test_realesrgan_ddp_two_processes(tmp_path):
     val_dir = _images(tmp_path / "val" / "Set5", n=2, size=(24, 28), seed=1)
     run_dir = tmp_path / "run"
     args = [a for a in TINY if a not in ("logger=none", "trainer=cpu")]
-    proc = run_train([*args, "logger=csv", *DDP_CPU, f"data.train_dirs=[{train_dir}]", f"data.val_dirs=[{val_dir}]",
-                      f"hydra.run.dir={run_dir}"], tmp_path)
+    proc = run_train(
+        [
+            *args,
+            "logger=csv",
+            *DDP_CPU,
+            f"data.train_dirs=[{train_dir}]",
+            f"data.val_dirs=[{val_dir}]",
+            f"hydra.run.dir={run_dir}",
+        ],
+        tmp_path,
+    )
     _check(proc)
     report = _replica_report(run_dir, ["net_g", "net_d", "net_g_ema"])
     r0, r1 = report["ranks"]

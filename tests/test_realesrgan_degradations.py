@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import CONF_DIR
 from omegaconf import OmegaConf
 from PIL import Image
 from scipy import ndimage, special
 
-from conftest import CONF_DIR
 from ops import blur_kernels as bk
-from ops.degradations import (USMSharp, filter2d, gaussian_noise, poisson_noise, resize, sample_resize_scale)
+from ops.degradations import USMSharp, filter2d, gaussian_noise, poisson_noise, resize, sample_resize_scale
 from ops.diffjpeg import DiffJPEG, quant_tables
 from synthesis.realesrgan import RealESRGANDegradation
 
@@ -62,8 +62,9 @@ def test_anisotropic_kernel_axes_rotation_and_covariance():
     axis_aligned = np.exp(-0.5 * (xx**2 / sx**2 + yy**2 / sy**2))
     np.testing.assert_allclose(bk.bivariate_gaussian(size, sx, sy, 0.0), axis_aligned / axis_aligned.sum(), rtol=1e-12)
     # a quarter turn swaps the axes
-    np.testing.assert_allclose(bk.bivariate_gaussian(size, sx, sy, math.pi / 2), (axis_aligned / axis_aligned.sum()).T,
-                               atol=1e-15)
+    np.testing.assert_allclose(
+        bk.bivariate_gaussian(size, sx, sy, math.pi / 2), (axis_aligned / axis_aligned.sum()).T, atol=1e-15
+    )
     # second moments of a kernel well inside its support = the covariance R diag(sx^2, sy^2) R^T
     theta = 0.5
     k = bk.bivariate_gaussian(size, 1.5, 0.7, theta)
@@ -75,8 +76,9 @@ def test_generalized_and_plateau_kernels_follow_their_formulas():
     size, s = 11, 1.3
     c = size // 2
     # beta = 1: the generalised Gaussian is the Gaussian
-    np.testing.assert_allclose(bk.bivariate_generalized_gaussian(size, s, None, 0.0, 1.0), bk.bivariate_gaussian(size, s),
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        bk.bivariate_generalized_gaussian(size, s, None, 0.0, 1.0), bk.bivariate_gaussian(size, s), rtol=1e-12
+    )
     # ratios to the centre: exp(-0.5 q^beta) and 1 / (1 + q^beta), q = (x^2 + y^2) / s^2
     for beta in (0.5, 2.0, 4.0):
         k = bk.bivariate_generalized_gaussian(size, s, None, 0.0, beta)
@@ -101,7 +103,7 @@ def test_sinc_kernel_equals_the_bessel_function_formula(size, cutoff):
     padded = bk.circular_lowpass_kernel(cutoff, size, pad_to=21)
     p = (21 - size) // 2
     assert padded.shape == (21, 21) and padded.sum() == pytest.approx(1.0)
-    np.testing.assert_allclose(padded[p:p + size, p:p + size], ref / ref.sum(), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(padded[p : p + size, p : p + size], ref / ref.sum(), rtol=1e-12, atol=1e-15)
 
 
 def test_sampled_kernels_are_seeded_and_follow_the_published_probabilities():
@@ -121,7 +123,9 @@ def test_sampled_kernels_are_seeded_and_follow_the_published_probabilities():
     iso = 0
     rng = np.random.default_rng(1)
     for _ in range(n):
-        k = bk.random_mixed_kernel(rng, ["iso", "aniso"], [0.45, 0.55], 21, [0.2, 3], [-math.pi, math.pi], [0.5, 4], [1, 2])
+        k = bk.random_mixed_kernel(
+            rng, ["iso", "aniso"], [0.45, 0.55], 21, [0.2, 3], [-math.pi, math.pi], [0.5, 4], [1, 2]
+        )
         iso += np.allclose(k, k.T, atol=1e-12) and np.allclose(k, k[::-1], atol=1e-12)
     assert abs(iso / n - 0.45) < 0.06
     with pytest.raises(ValueError, match="kernel_list"):
@@ -263,8 +267,14 @@ def test_second_order_degradation_is_seeded_sized_and_8bit():
     x = torch.rand(3, 3, 64, 64)
 
     def run(seed):
-        return deg(x, kernels["kernel1"], kernels["kernel2"], kernels["sinc_kernel"],
-                   torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed + 1))
+        return deg(
+            x,
+            kernels["kernel1"],
+            kernels["kernel2"],
+            kernels["sinc_kernel"],
+            torch.Generator().manual_seed(seed),
+            torch.Generator().manual_seed(seed + 1),
+        )
 
     a, b, c = run(0), run(0), run(1)
     assert a.shape == (3, 3, 16, 16)

@@ -2,9 +2,8 @@
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import compose_cfg
+from PIL import Image
 
 
 @pytest.mark.slow
@@ -12,12 +11,13 @@ def test_render_writes_a_grid_of_all_channels(tmp_path):
     from scripts.render_synthesis import render
 
     out = tmp_path / "grid.png"
-    cfg = compose_cfg(tmp_path, ["data=faces_demo", f"out={out}", "num_images=3", "split=val"],
-                      config_name="render_synthesis")
+    cfg = compose_cfg(
+        tmp_path, ["data=faces_demo", f"out={out}", "num_images=3", "split=val"], config_name="render_synthesis"
+    )
     assert render(cfg) == str(out)
     grid = np.array(Image.open(out))
     assert grid.shape == (3 * 128, 6 * 128, 3) and grid.dtype == np.uint8
-    cols = [grid[:128, i * 128:(i + 1) * 128] for i in range(6)]
+    cols = [grid[:128, i * 128 : (i + 1) * 128] for i in range(6)]
     mask = cols[2][..., 0] > 127
     assert 0 < mask.mean() < 1  # a real mask
     assert np.all(cols[1][mask] == 255)  # masked input is white where erased
@@ -25,8 +25,13 @@ def test_render_writes_a_grid_of_all_channels(tmp_path):
     # the validation masks are fixed: rendering again gives the same picture (replacing it needs overwrite=true)
     with pytest.raises(FileExistsError, match="grid.png"):
         render(cfg)
-    render(compose_cfg(tmp_path, ["data=faces_demo", f"out={out}", "num_images=3", "split=val", "overwrite=true"],
-                       config_name="render_synthesis"))
+    render(
+        compose_cfg(
+            tmp_path,
+            ["data=faces_demo", f"out={out}", "num_images=3", "split=val", "overwrite=true"],
+            config_name="render_synthesis",
+        )
+    )
     assert np.array_equal(np.array(Image.open(out)), grid)
 
 
@@ -39,24 +44,36 @@ def test_render_writes_stats_json(tmp_path):
     from scripts.render_synthesis import render
 
     out = tmp_path / "grid.png"
-    cfg = compose_cfg(tmp_path, ["data=faces_demo", f"out={out}", "num_images=3", "split=val"],
-                      config_name="render_synthesis")
+    cfg = compose_cfg(
+        tmp_path, ["data=faces_demo", f"out={out}", "num_images=3", "split=val"], config_name="render_synthesis"
+    )
     render(cfg)
     stats = json.loads((tmp_path / "grid_stats.json").read_text())
     grid = np.array(Image.open(out))
     assert stats["images"] == 3 and stats["resolution"] == [128, 128]
     cov = stats["mask_coverage"]
     for i in range(3):  # the mask column of the grid has the recorded coverage
-        mask = grid[i * 128:(i + 1) * 128, 2 * 128:3 * 128, 0] > 127
+        mask = grid[i * 128 : (i + 1) * 128, 2 * 128 : 3 * 128, 0] > 127
         assert cov["per_image"][i] == mask.mean()
     assert sum(b["count"] for b in cov["histogram"]) == 3
-    assert [b["range"] for b in cov["histogram"]][1:7] == [[0.01, 0.1], [0.1, 0.2], [0.2, 0.3], [0.3, 0.4],
-                                                          [0.4, 0.5], [0.5, 0.6]]
+    assert [b["range"] for b in cov["histogram"]][1:7] == [
+        [0.01, 0.1],
+        [0.1, 0.2],
+        [0.2, 0.3],
+        [0.3, 0.4],
+        [0.4, 0.5],
+        [0.5, 0.6],
+    ]
     assert all(0 <= d <= 1 for d in stats["edge_density"]["per_image"])
     assert all(r >= 1 for r in stats["color_regions"]["per_image"])
     # the user-stroke (evaluation) masks render too, much smaller than the training ones
-    render(compose_cfg(tmp_path / "u", ["data=faces_demo", f"out={tmp_path / 'u.png'}", "num_images=3",
-                                        "split=val", "masks=user_strokes"], config_name="render_synthesis"))
+    render(
+        compose_cfg(
+            tmp_path / "u",
+            ["data=faces_demo", f"out={tmp_path / 'u.png'}", "num_images=3", "split=val", "masks=user_strokes"],
+            config_name="render_synthesis",
+        )
+    )
     user = json.loads((tmp_path / "u_stats.json").read_text())
     assert user["masks"] == "user_strokes" and max(user["mask_coverage"]["per_image"]) < 0.15
     assert torch.tensor(user["mask_coverage"]["per_image"]).gt(0).all()

@@ -252,7 +252,9 @@ def test_drift_changes_d_gradients_but_not_g():
     with_drift_d = grads(discriminator_loss(d_real, d_fake) + eps * drift_loss(d_real), d_params)
     assert any(not torch.allclose(a, b) for a, b in zip(base_d, with_drift_d))
     # G side: the drift term has no path to G (it only sees the real image).
-    assert all(x is None for x in torch.autograd.grad(drift_loss(d_real), g_params, retain_graph=True, allow_unused=True))
+    assert all(
+        x is None for x in torch.autograd.grad(drift_loss(d_real), g_params, retain_graph=True, allow_unused=True)
+    )
     base_g = grads(generator_adversarial_loss(d_fake), g_params)
     with_drift_g = grads(generator_adversarial_loss(d_fake) + eps * drift_loss(d_real), g_params)
     assert any(x.abs().sum() > 0 for x in base_g)

@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import compose_cfg, write_png
 from pytorch_lightning import Callback
 
-from conftest import compose_cfg, write_png
 from lightning_modules.scfegan_module import SCFEGANModule
 from losses.scfegan_loss import discriminator_loss, drift_loss, gradient_penalty
-from train import train
+from runtime.training import train
 
 TINY = dict(
     generator={"_target_": "archs.scfegan_generator.SCFEGANGenerator", "cnum": 4},
@@ -27,10 +27,17 @@ TINY = dict(
 )
 
 TINY_CFG = [
-    "experiment=scfegan_demo", "logger=none", "model.vgg_weights=random",
-    "model.generator.cnum=4", "model.discriminator.cnum=4", "data.num_workers=0",
-    "data.batch_size=2", "data.val_batch_size=2", "trainer.enable_model_summary=false",
-    "trainer.enable_progress_bar=false", "~callbacks.rich_progress_bar",
+    "experiment=scfegan_demo",
+    "logger=none",
+    "model.vgg_weights=random",
+    "model.generator.cnum=4",
+    "model.discriminator.cnum=4",
+    "data.num_workers=0",
+    "data.batch_size=2",
+    "data.val_batch_size=2",
+    "trainer.enable_model_summary=false",
+    "trainer.enable_progress_bar=false",
+    "~callbacks.rich_progress_bar",
 ]
 
 
@@ -124,8 +131,13 @@ def test_generator_total_uses_the_configured_weights():
     gen, comp = m(batch)
     logs = m.generator_step(batch, gen, comp)
     w = TINY["loss"]
-    expected = (logs["l_ppxl"] + w["sigma"] * logs["l_percept"] + w["gamma"] * logs["l_style"]
-                + w["upsilon"] * logs["l_tv"] + w["beta"] * logs["l_g_adv"])
+    expected = (
+        logs["l_ppxl"]
+        + w["sigma"] * logs["l_percept"]
+        + w["gamma"] * logs["l_style"]
+        + w["upsilon"] * logs["l_tv"]
+        + w["beta"] * logs["l_g_adv"]
+    )
     assert logs["l_g_total"].item() == pytest.approx(expected.item(), rel=1e-5)
 
 
@@ -143,7 +155,9 @@ def _face_dir(tmp_path: Path, n: int = 6) -> Path:
     y, x = np.mgrid[0:128, 0:128] / 128
     for i in range(n):
         img = np.stack([np.sin(3 * x + i), np.cos(4 * y - i), np.sin(2 * (x + y))], -1) * 0.4 + 0.5
-        write_png(tmp_path / "faces" / f"{i:03d}.png", (img * 255 + rng.normal(0, 3, img.shape)).clip(0, 255).astype(np.uint8))
+        write_png(
+            tmp_path / "faces" / f"{i:03d}.png", (img * 255 + rng.normal(0, 3, img.shape)).clip(0, 255).astype(np.uint8)
+        )
     return tmp_path / "faces"
 
 
@@ -159,11 +173,22 @@ class _Recorder(Callback):
 def test_tiny_overfit_lowers_the_reconstruction_loss(tmp_path, monkeypatch):
     faces = _face_dir(tmp_path, n=2)
     rec = _Recorder()
-    monkeypatch.setattr("train.instantiate_callbacks", lambda c: [rec])
-    cfg = compose_cfg(tmp_path / "run", [*TINY_CFG, f"data.image_dir={faces}", "data.num_val=1",
-                                         "data.batch_size=1", "data.hflip=false", "model.iters=60",
-                                         "model.optim.lr_g=3e-3", "trainer.val_check_interval=60",
-                                         "trainer.overfit_batches=1", "trainer.log_every_n_steps=1"])
+    monkeypatch.setattr("runtime.training.instantiate_callbacks", lambda c: [rec])
+    cfg = compose_cfg(
+        tmp_path / "run",
+        [
+            *TINY_CFG,
+            f"data.image_dir={faces}",
+            "data.num_val=1",
+            "data.batch_size=1",
+            "data.hflip=false",
+            "model.iters=60",
+            "model.optim.lr_g=3e-3",
+            "trainer.val_check_interval=60",
+            "trainer.overfit_batches=1",
+            "trainer.log_every_n_steps=1",
+        ],
+    )
     train(cfg)
     assert len(rec.losses) == 60
     assert np.mean(rec.losses[-10:]) < 0.6 * np.mean(rec.losses[:5])
@@ -182,14 +207,14 @@ class _StopAt(Callback):
 def test_resume_from_last_ckpt_restores_the_state(tmp_path, monkeypatch):
     faces = _face_dir(tmp_path)
     extra = [f"data.image_dir={faces}", "data.num_val=2", "model.iters=4", "trainer.val_check_interval=2"]
-    from train import instantiate_callbacks as real_callbacks
+    from runtime.training import instantiate_callbacks as real_callbacks
 
-    monkeypatch.setattr("train.instantiate_callbacks", lambda c: [*real_callbacks(c), _StopAt(2)])
+    monkeypatch.setattr("runtime.training.instantiate_callbacks", lambda c: [*real_callbacks(c), _StopAt(2)])
     first = train(compose_cfg(tmp_path / "a", [*TINY_CFG, *extra]))
     assert first["iteration"] == 2
     ckpt = torch.load(first["last_model_path"], map_location="cpu", weights_only=True)
     # The training noise travels with the weights: checkpoint hparams and weights/net_g_final.pth meta (issue 8).
-    from archs.weights_io import read_generator_file
+    from weights.io import read_generator_file
 
     assert ckpt["hyper_parameters"]["noise_type"] == "gaussian"
     assert read_generator_file(first["last_model_path"]).meta == {"noise_type": "gaussian"}
@@ -198,7 +223,11 @@ def test_resume_from_last_ckpt_restores_the_state(tmp_path, monkeypatch):
     # The random VGG is recorded in result.json, never silent.
     result_json = json.loads((Path(first["output_dir"]) / "result.json").read_text())
     assert result_json["perceptual_backbone"]["cri_vgg.vgg"] == {
-        "arch": "vgg16", "requested": "random", "weights": "random", "pretrained": False}
+        "arch": "vgg16",
+        "requested": "random",
+        "weights": "random",
+        "pretrained": False,
+    }
     assert ckpt["iteration"] == 2 and ckpt["global_step"] == 4  # 1 D + 1 G step per batch
     assert not any(k.startswith("cri_vgg.") for k in ckpt["state_dict"])
     samples = list((Path(first["output_dir"]) / "samples").glob("*.png"))
@@ -213,7 +242,7 @@ def test_resume_from_last_ckpt_restores_the_state(tmp_path, monkeypatch):
             restored["g"] = {k: v.clone() for k, v in pl_module.net_g.state_dict().items()}
             restored["opt"] = trainer.optimizers[0].state_dict()["state"][0]["exp_avg"].clone()
 
-    monkeypatch.setattr("train.instantiate_callbacks", lambda c: [*real_callbacks(c), _Check()])
+    monkeypatch.setattr("runtime.training.instantiate_callbacks", lambda c: [*real_callbacks(c), _Check()])
     second = train(compose_cfg(tmp_path / "b", [*TINY_CFG, *extra, f"ckpt_path={first['last_model_path']}"]))
     assert restored["iteration"] == 2 and second["iteration"] == 4
     for k, v in restored["g"].items():

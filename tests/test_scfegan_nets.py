@@ -192,9 +192,12 @@ def test_tf_lrn_equals_torch_local_response_norm(channels):
     xg = x.clone().requires_grad_(True)
     xr = x.clone().requires_grad_(True)
     grad_out = torch.randn(x.shape, generator=g)
-    torch.testing.assert_close(torch.autograd.grad(lrn(xg), xg, grad_out)[0],
-                               torch.autograd.grad(nn.LocalResponseNorm(11, 11.0, 0.5, 5e-5)(xr), xr, grad_out)[0],
-                               atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(
+        torch.autograd.grad(lrn(xg), xg, grad_out)[0],
+        torch.autograd.grad(nn.LocalResponseNorm(11, 11.0, 0.5, 5e-5)(xr), xr, grad_out)[0],
+        atol=1e-5,
+        rtol=1e-4,
+    )
 
 
 @pytest.mark.parametrize("size", [128, 256])
@@ -257,9 +260,16 @@ def test_conv2d_same_stride1_dilated():
 # its four dilations, TF 'SAME' on odd/even/non-square sizes, sizes not a multiple of the dilation, a 5x5 kernel,
 # and an asymmetric padding.
 DILATED_CASES = [
-    (4, 4, 3, 2, (2, 2, 2, 2)), (4, 4, 3, 4, (4, 4, 4, 4)), (4, 4, 3, 8, (8, 8, 8, 8)), (4, 4, 3, 16, (16, 16, 16, 16)),
-    (9, 7, 3, 2, (2, 2, 2, 2)), (13, 10, 3, 3, (3, 3, 3, 3)), (8, 8, 5, 2, (4, 4, 4, 4)), (33, 20, 3, 4, (4, 4, 4, 4)),
-    (5, 9, 3, 8, (8, 8, 8, 8)), (6, 5, 3, 2, (1, 3, 0, 4)),
+    (4, 4, 3, 2, (2, 2, 2, 2)),
+    (4, 4, 3, 4, (4, 4, 4, 4)),
+    (4, 4, 3, 8, (8, 8, 8, 8)),
+    (4, 4, 3, 16, (16, 16, 16, 16)),
+    (9, 7, 3, 2, (2, 2, 2, 2)),
+    (13, 10, 3, 3, (3, 3, 3, 3)),
+    (8, 8, 5, 2, (4, 4, 4, 4)),
+    (33, 20, 3, 4, (4, 4, 4, 4)),
+    (5, 9, 3, 8, (8, 8, 8, 8)),
+    (6, 5, 3, 2, (1, 3, 0, 4)),
 ]
 
 

@@ -3,9 +3,9 @@
 import math
 
 import pytest
-from scipy import ndimage
 import torch
 from kornia.contrib import connected_components_union_find
+from scipy import ndimage
 
 from archs.hed import HED, hed_state_dict_keys, load_hed
 from synthesis.sketch import (
@@ -175,7 +175,7 @@ def test_hed_weights_load(tmp_path, prefix):
     """Random-init HED weights written by the test (no pretrained file here), in the port's current (net*) and
     older (module*) key names; loaded into the extractor and run batched."""
     torch.manual_seed(0)
-    state = {prefix + k[len("net"):]: v for k, v in HED().state_dict().items()}
+    state = {prefix + k[len("net") :]: v for k, v in HED().state_dict().items()}
     path = tmp_path / "network-bsds500.pytorch"
     torch.save(state, path)
     net = load_hed(path)

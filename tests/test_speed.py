@@ -11,23 +11,37 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_ESRGAN, compose_cfg, write_png
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from conftest import TINY_ESRGAN, compose_cfg, write_png
 from lightning_modules import speed as speed_lib
 from lightning_modules.esrgan_module import ESRGANModule
 from lightning_modules.scfegan_module import SCFEGANModule
-from train import train
+from runtime.training import train
 
 ESRGAN = dict(
     generator={"_target_": "archs.rrdbnet.RRDBNet", "num_feat": 8, "num_block": 2, "num_grow_ch": 4, "scale": 4},
     discriminator={"_target_": "archs.vgg_discriminator.VGGStyleDiscriminator", "num_feat": 4, "input_size": 32},
-    perceptual={"_target_": "losses.basic_loss.PerceptualLoss", "layer_weights": {"conv5_4": 1.0},
-                "weights": "random"},
-    psnr={"iters": 3, "lr": 2e-4, "betas": [0.9, 0.99], "pixel_weight": 1.0, "scheduler": "step",
-          "step": {"step_size": 2, "gamma": 0.5}},
-    gan={"iters": 4, "lr_g": 1e-4, "lr_d": 1e-4, "betas": [0.9, 0.99], "milestones": [2], "gamma": 0.5,
-         "pixel_weight": 1e-2, "perceptual_weight": 1.0, "gan_weight": 5e-3},
+    perceptual={"_target_": "losses.basic_loss.PerceptualLoss", "layer_weights": {"conv5_4": 1.0}, "weights": "random"},
+    psnr={
+        "iters": 3,
+        "lr": 2e-4,
+        "betas": [0.9, 0.99],
+        "pixel_weight": 1.0,
+        "scheduler": "step",
+        "step": {"step_size": 2, "gamma": 0.5},
+    },
+    gan={
+        "iters": 4,
+        "lr_g": 1e-4,
+        "lr_d": 1e-4,
+        "betas": [0.9, 0.99],
+        "milestones": [2],
+        "gamma": 0.5,
+        "pixel_weight": 1e-2,
+        "perceptual_weight": 1.0,
+        "gan_weight": 5e-3,
+    },
 )
 SCFEGAN = dict(
     generator={"_target_": "archs.scfegan_generator.SCFEGANGenerator", "cnum": 4},
@@ -53,7 +67,10 @@ def test_speed_options_defaults_and_errors():
 
 @pytest.mark.parametrize("fused", [True, False])
 def test_fused_adam_is_passed_to_every_optimizer(fused):
-    for module in (ESRGANModule(**ESRGAN, speed={"fused_adam": fused}), SCFEGANModule(**SCFEGAN, speed={"fused_adam": fused})):
+    for module in (
+        ESRGANModule(**ESRGAN, speed={"fused_adam": fused}),
+        SCFEGANModule(**SCFEGAN, speed={"fused_adam": fused}),
+    ):
         opts = module.configure_optimizers()
         opts = opts[0] if isinstance(opts, tuple) else opts
         assert len(opts) >= 2
@@ -149,11 +166,24 @@ def test_training_step_has_no_host_sync_between_logging_steps(tmp_path, monkeypa
     data = _one_image_dir(tmp_path)
     counts, logged = [], []
     _count_syncs_per_step(monkeypatch, counts, logged)
-    extra = ["model.speed.compile=true", "model.speed.compile_backend=aot_eager", "model.speed.channels_last=true"] \
-        if compiled else []
-    cfg = compose_cfg(tmp_path / "run", [
-        *TINY_ESRGAN, f"data.train_dirs=[{data}]", f"data.val_dirs=[{data}]", "model.psnr.iters=4",
-        "model.gan.iters=4", "trainer.log_every_n_steps=3", "trainer.val_check_interval=100", *extra])
+    extra = (
+        ["model.speed.compile=true", "model.speed.compile_backend=aot_eager", "model.speed.channels_last=true"]
+        if compiled
+        else []
+    )
+    cfg = compose_cfg(
+        tmp_path / "run",
+        [
+            *TINY_ESRGAN,
+            f"data.train_dirs=[{data}]",
+            f"data.val_dirs=[{data}]",
+            "model.psnr.iters=4",
+            "model.gan.iters=4",
+            "trainer.log_every_n_steps=3",
+            "trainer.val_check_interval=100",
+            *extra,
+        ],
+    )
     result = train(cfg)
     assert result["iteration"] == 8
     log_iters = [it for it, _ in logged]
@@ -169,10 +199,20 @@ def test_training_step_has_no_host_sync_between_logging_steps(tmp_path, monkeypa
 def test_logged_rows_are_those_of_every_nth_batch(tmp_path):
     """CSV logger: the train rows are written at the same batches as Lightning's log_every_n_steps schedule."""
     data = _one_image_dir(tmp_path)
-    cfg = compose_cfg(tmp_path / "run", [
-        *TINY_ESRGAN, f"data.train_dirs=[{data}]", f"data.val_dirs=[{data}]", "model.psnr.iters=5",
-        "model.gan.iters=0", "model.stages=[psnr]", "trainer.log_every_n_steps=2", "trainer.val_check_interval=100",
-        "logger=csv"])
+    cfg = compose_cfg(
+        tmp_path / "run",
+        [
+            *TINY_ESRGAN,
+            f"data.train_dirs=[{data}]",
+            f"data.val_dirs=[{data}]",
+            "model.psnr.iters=5",
+            "model.gan.iters=0",
+            "model.stages=[psnr]",
+            "trainer.log_every_n_steps=2",
+            "trainer.val_check_interval=100",
+            "logger=csv",
+        ],
+    )
     result = train(cfg)
     import csv
 
@@ -196,8 +236,13 @@ def test_scfegan_training_step_has_no_host_sync():
     m.logs_this_step = lambda: False
     mask = torch.zeros(2, 1, 128, 128)
     mask[:, :, 32:96, 40:100] = 1
-    batch = {"image": torch.rand(2, 3, 128, 128) * 2 - 1, "mask": mask, "sketch": torch.zeros(2, 1, 128, 128),
-             "color": torch.zeros(2, 3, 128, 128), "noise": torch.randn(2, 1, 128, 128) * mask}
+    batch = {
+        "image": torch.rand(2, 3, 128, 128) * 2 - 1,
+        "mask": mask,
+        "sketch": torch.zeros(2, 1, 128, 128),
+        "color": torch.zeros(2, 3, 128, 128),
+        "noise": torch.randn(2, 1, 128, 128) * mask,
+    }
     m.training_step(batch, 0)  # first step outside the counter: lazy initialisation (optimizer state)
     with HostSyncCounter() as c:
         m.training_step(batch, 1)

@@ -1,11 +1,10 @@
 """SR data: folder scanning, the documented bad-image policy, LR synthesis on the batch."""
 
-
 import numpy as np
 import pytest
 import torch
-
 from conftest import write_png
+
 from datamodules.image_io import BadImageError, list_images, read_image
 from datamodules.sr_datamodule import SRDataModule, SRTrainDataset, SRValDataset, augment, lr_from_context, make_lr
 from ops.imresize import imresize, support_margin
@@ -18,7 +17,7 @@ def _rgb(h, w, seed=0):
 def test_reads_gray_rgba_and_16bit_as_float_rgb(tmp_path):
     gray = np.arange(64, dtype=np.uint8).reshape(8, 8) * 4
     rgba = np.dstack([_rgb(8, 8), np.full((8, 8), 7, np.uint8)])
-    deep = (np.arange(192, dtype=np.uint16).reshape(8, 8, 3) * 300 + 1)
+    deep = np.arange(192, dtype=np.uint16).reshape(8, 8, 3) * 300 + 1
     g = read_image(write_png(tmp_path / "g.png", gray))
     a = read_image(write_png(tmp_path / "a.png", rgba))
     d = read_image(write_png(tmp_path / "d.png", deep))
@@ -110,10 +109,10 @@ def test_premade_lr_pairs_are_aligned(tmp_path):
     # Find where the LR crop came from: it must be the same region as the HR crop.
     full_lr = torch.from_numpy(read_image(tmp_path / "LR" / "0001x4.png")).permute(2, 0, 1)
     full_hr = torch.from_numpy(read_image(tmp_path / "HR" / "0001.png")).permute(2, 0, 1)
-    hits = [(t, l) for t in range(9) for l in range(9) if torch.equal(full_lr[:, t:t + 8, l:l + 8], item["lq"])]
+    hits = [(t, l) for t in range(9) for l in range(9) if torch.equal(full_lr[:, t : t + 8, l : l + 8], item["lq"])]
     assert hits
     t, l = hits[0]
-    assert torch.equal(full_hr[:, 4 * t:4 * t + 32, 4 * l:4 * l + 32], item["gt"])
+    assert torch.equal(full_hr[:, 4 * t : 4 * t + 32, 4 * l : 4 * l + 32], item["gt"])
     with pytest.raises(FileNotFoundError, match="no LR image"):
         write_png(tmp_path / "HR" / "0002.png", hr)
         SRTrainDataset([tmp_path / "HR"], [tmp_path / "LR"], scale=4, gt_size=32)
@@ -125,7 +124,10 @@ def test_augmentations_cover_flips_and_transpose_and_differ_per_item(tmp_path):
     assert len(ds) == 64
     base = torch.from_numpy(read_image(tmp_path / "a.png")).permute(2, 0, 1)
     variants = {
-        "id": base, "h": base.flip(-1), "v": base.flip(-2), "t": base.transpose(-1, -2),
+        "id": base,
+        "h": base.flip(-1),
+        "v": base.flip(-2),
+        "t": base.transpose(-1, -2),
     }
     seen = set()
     for i in range(64):
@@ -151,8 +153,9 @@ def _crops_vs_whole_lr(tmp_path, margin, n=40):
     write_png(tmp_path / "a.png", _textured(62, 54))
     full = torch.from_numpy(read_image(tmp_path / "a.png")).permute(2, 0, 1)[:, :60, :52]
     whole_lr = make_lr(full[None].double(), 4)[0]
-    ds = SRTrainDataset([tmp_path], scale=4, gt_size=16, use_hflip=False, use_rot=False, enlarge_ratio=n,
-                        lr_margin=margin)
+    ds = SRTrainDataset(
+        [tmp_path], scale=4, gt_size=16, use_hflip=False, use_rot=False, enlarge_ratio=n, lr_margin=margin
+    )
     worst, differ, total = 0, 0, 0
     for i in range(n):
         item = ds[i]
@@ -161,11 +164,15 @@ def _crops_vs_whole_lr(tmp_path, margin, n=40):
         else:
             gt = item["gt"][None].double()
             lq = make_lr(gt, 4)
-        hits = [(t, l) for t in range(0, 45, 4) for l in range(0, 37, 4)
-                if torch.equal(full[:, t:t + 16, l:l + 16].double(), gt[0])]
+        hits = [
+            (t, l)
+            for t in range(0, 45, 4)
+            for l in range(0, 37, 4)
+            if torch.equal(full[:, t : t + 16, l : l + 16].double(), gt[0])
+        ]
         assert len(hits) == 1  # aligned to the scale: the crop sits on the LR grid
         t, l = hits[0]
-        ref = whole_lr[:, t // 4:t // 4 + 4, l // 4:l // 4 + 4]
+        ref = whole_lr[:, t // 4 : t // 4 + 4, l // 4 : l // 4 + 4]
         levels = ((lq[0] - ref).abs() * 255).round()
         worst, differ, total = max(worst, int(levels.max())), differ + int((levels > 0).sum()), total + levels.numel()
     return worst, differ / total
@@ -184,8 +191,15 @@ def test_training_lr_equals_the_crop_of_the_whole_image_lr(tmp_path):
 
 def test_margin_crop_shapes_and_datamodule_transfer(tmp_path):
     write_png(tmp_path / "a.png", _textured(40, 40))
-    dm = SRDataModule(train_dirs=[tmp_path], val_dirs=[tmp_path], scale=4, gt_size=16, batch_size=2,
-                      num_workers=0, dataset_enlarge_ratio=4)
+    dm = SRDataModule(
+        train_dirs=[tmp_path],
+        val_dirs=[tmp_path],
+        scale=4,
+        gt_size=16,
+        batch_size=2,
+        num_workers=0,
+        dataset_enlarge_ratio=4,
+    )
     assert dm.lr_margin == 8  # "auto"
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
@@ -198,13 +212,14 @@ def test_margin_crop_shapes_and_datamodule_transfer(tmp_path):
 
 def test_unaligned_crops_may_start_anywhere(tmp_path):
     write_png(tmp_path / "a.png", _textured(40, 40))
-    ds = SRTrainDataset([tmp_path], scale=4, gt_size=16, use_hflip=False, use_rot=False, enlarge_ratio=64,
-                        align_crop=False)
+    ds = SRTrainDataset(
+        [tmp_path], scale=4, gt_size=16, use_hflip=False, use_rot=False, enlarge_ratio=64, align_crop=False
+    )
     full = torch.from_numpy(read_image(tmp_path / "a.png")).permute(2, 0, 1)
     tops = set()
     for i in range(64):
         gt = ds[i]["gt"]
-        tops |= {t for t in range(25) for l in range(25) if torch.equal(full[:, t:t + 16, l:l + 16], gt)}
+        tops |= {t for t in range(25) for l in range(25) if torch.equal(full[:, t : t + 16, l : l + 16], gt)}
     assert any(t % 4 for t in tops)
 
 
@@ -214,18 +229,29 @@ def test_augment_is_basicsr_order_hflip_vflip_transpose():
     assert np.array_equal(y, x[:, ::-1][::-1].transpose(1, 0, 2))
 
 
-@pytest.mark.parametrize("use_hflip,use_rot,expected", [
-    (True, False, {"id", "h"}),                  # BasicSR: hflip alone never flips vertically
-    (False, True, {"id", "v", "t", "vt"}),       # rotation = vflip and transpose
-    (True, True, {"id", "h", "v", "t", "hv", "ht", "vt", "hvt"}),
-])
+@pytest.mark.parametrize(
+    "use_hflip,use_rot,expected",
+    [
+        (True, False, {"id", "h"}),  # BasicSR: hflip alone never flips vertically
+        (False, True, {"id", "v", "t", "vt"}),  # rotation = vflip and transpose
+        (True, True, {"id", "h", "v", "t", "hv", "ht", "vt", "hvt"}),
+    ],
+)
 def test_vflip_belongs_to_rotation_as_in_basicsr(tmp_path, use_hflip, use_rot, expected):
     write_png(tmp_path / "a.png", _rgb(16, 16, 5))
     ds = SRTrainDataset([tmp_path], gt_size=16, enlarge_ratio=96, use_hflip=use_hflip, use_rot=use_rot)
     base = torch.from_numpy(read_image(tmp_path / "a.png")).permute(2, 0, 1)
     h, v, t = (lambda z: z.flip(-1)), (lambda z: z.flip(-2)), (lambda z: z.transpose(-1, -2))
-    variants = {"id": base, "h": h(base), "v": v(base), "t": t(base), "hv": v(h(base)), "ht": t(h(base)),
-                "vt": t(v(base)), "hvt": t(v(h(base)))}
+    variants = {
+        "id": base,
+        "h": h(base),
+        "v": v(base),
+        "t": t(base),
+        "hv": v(h(base)),
+        "ht": t(h(base)),
+        "vt": t(v(base)),
+        "hvt": t(v(h(base))),
+    }
     seen = {k for i in range(96) for k, val in variants.items() if torch.equal(ds[i]["gt"], val)}
     assert seen == expected
 
@@ -236,7 +262,6 @@ def test_gt_mod_crops_validation_hr(tmp_path):
     assert SRValDataset(tmp_path, scale=4)[0]["gt"].shape == (3, 40, 36)
     with pytest.raises(ValueError, match="gt_mod"):
         SRValDataset(tmp_path, scale=4, gt_mod=6)
-    dm = SRDataModule(train_dirs=[tmp_path], val_dirs=[tmp_path], test_dirs=[tmp_path], scale=4, gt_size=16,
-                      gt_mod=12)
+    dm = SRDataModule(train_dirs=[tmp_path], val_dirs=[tmp_path], test_dirs=[tmp_path], scale=4, gt_size=16, gt_mod=12)
     dm.setup("test")
     assert dm.test_sets[0][0]["gt"].shape == (3, 36, 36) and dm.test_names == [tmp_path.name]

@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
 from conftest import shared_data
+
 from metrics.sr_metrics import (
     bicubic_sr_baseline,
     calculate_psnr,

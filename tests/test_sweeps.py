@@ -8,7 +8,6 @@ import math
 from pathlib import Path
 
 import pytest
-
 from conftest import compose_cfg
 from test_ddp import TINY_ESRGAN_CLI, run_train
 from test_wandb import read_wandb_run
@@ -21,10 +20,21 @@ SCFEGAN_WEIGHTS = {f"model.loss.{k}" for k in ("alpha", "sigma", "gamma", "upsil
 def test_two_job_sweep_writes_run_folders_summary_and_wandb_group(tmp_path):
     sweep_dir = tmp_path / "sweep"
     # +sweep=... sets hydra.mode=MULTIRUN (no -m); command-line values replace the config's lists: 2 jobs.
-    proc = run_train(["+sweep=esrgan_loss_weights", *TINY_ESRGAN_CLI, "logger=wandb", "model.psnr.iters=1",
-                      "model.gan.iters=1", "model.gan.gan_weight=1e-3,5e-2", "model.gan.pixel_weight=1e-2",
-                      "model.gan.perceptual_weight=1.0", f"hydra.sweep.dir={sweep_dir}"],
-                     tmp_path, env={"WANDB_MODE": "offline"})
+    proc = run_train(
+        [
+            "+sweep=esrgan_loss_weights",
+            *TINY_ESRGAN_CLI,
+            "logger=wandb",
+            "model.psnr.iters=1",
+            "model.gan.iters=1",
+            "model.gan.gan_weight=1e-3,5e-2",
+            "model.gan.pixel_weight=1e-2",
+            "model.gan.perceptual_weight=1.0",
+            f"hydra.sweep.dir={sweep_dir}",
+        ],
+        tmp_path,
+        env={"WANDB_MODE": "offline"},
+    )
     assert proc.returncode == 0, proc.stdout[-4000:]
 
     jobs = sorted(p for p in sweep_dir.iterdir() if p.is_dir())
@@ -58,14 +68,26 @@ def test_two_job_sweep_writes_run_folders_summary_and_wandb_group(tmp_path):
 
 def _write_result(d: Path, job: int, objective, **extra):
     d.mkdir(parents=True)
-    (d / "result.json").write_text(json.dumps({
-        "job_num": job, "objective": objective, "monitor": "val/psnr_y", "direction": "maximize",
-        "swept": {"model.gan.gan_weight": job}, "metrics": {"val/psnr_y": objective, "train/x": 1.0},
-        "status": "ok", "overrides": [f"model.gan.gan_weight={job}"], **extra}))
+    (d / "result.json").write_text(
+        json.dumps(
+            {
+                "job_num": job,
+                "objective": objective,
+                "monitor": "val/psnr_y",
+                "direction": "maximize",
+                "swept": {"model.gan.gan_weight": job},
+                "metrics": {"val/psnr_y": objective, "train/x": 1.0},
+                "status": "ok",
+                "overrides": [f"model.gan.gan_weight={job}"],
+                **extra,
+            }
+        )
+    )
 
 
 def test_summary_sorts_by_objective_nan_last(tmp_path, capsys):
-    from callbacks.sweeps import main, summarize
+    from runtime.sweeps import summarize
+    from scripts.sweep_summary import main
 
     for job, obj in enumerate([20.0, None, 25.0, 22.5]):
         _write_result(tmp_path / str(job), job, obj)
@@ -83,8 +105,10 @@ def test_summary_sorts_by_objective_nan_last(tmp_path, capsys):
 def test_sweep_configs_cover_the_loss_weights(tmp_path):
     from hydra.types import RunMode
 
-    for name, model_args, keys in (("esrgan_loss_weights", ["experiment=demo"], ESRGAN_WEIGHTS),
-                                   ("scfegan_loss_weights", ["experiment=scfegan_demo"], SCFEGAN_WEIGHTS)):
+    for name, model_args, keys in (
+        ("esrgan_loss_weights", ["experiment=demo"], ESRGAN_WEIGHTS),
+        ("scfegan_loss_weights", ["experiment=scfegan_demo"], SCFEGAN_WEIGHTS),
+    ):
         cfg = compose_cfg(tmp_path, [*model_args, f"+sweep={name}"])
         assert cfg.hydra.mode == RunMode.MULTIRUN and cfg.sweep_name == name
         params = cfg.hydra.sweeper.params
@@ -97,7 +121,7 @@ def test_sweep_configs_cover_the_loss_weights(tmp_path):
 
 
 def test_swept_keys_follow_the_basic_sweeper(tmp_path):
-    from callbacks.sweeps import swept_keys
+    from runtime.sweeps import swept_keys
 
     cfg = compose_cfg(tmp_path, ["experiment=demo", "+sweep=esrgan_loss_weights"])
     assert set(swept_keys(cfg)) == ESRGAN_WEIGHTS
@@ -110,12 +134,22 @@ def test_swept_keys_follow_the_basic_sweeper(tmp_path):
 
 
 def test_launcher_profiles_compose(tmp_path):
-    import train  # noqa: F401  (registers the resolvers)
+    from runtime.training import register
+
+    register()  # the resolvers, as train.py does before composing
 
     cfg = compose_cfg(tmp_path, ["experiment=demo", "hydra/launcher=joblib_gpus"])
     assert cfg.hydra.launcher._target_.endswith("JoblibLauncher") and cfg.hydra.launcher.n_jobs >= 1
-    cfg = compose_cfg(tmp_path, ["experiment=demo", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2",
-                                 "hydra/launcher=submitit_slurm_ddp"])
+    cfg = compose_cfg(
+        tmp_path,
+        [
+            "experiment=demo",
+            "trainer=ddp",
+            "trainer.devices=4",
+            "trainer.num_nodes=2",
+            "hydra/launcher=submitit_slurm_ddp",
+        ],
+    )
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
     assert launcher.tasks_per_node == launcher.gpus_per_node == 4 and launcher.nodes == 2  # one task per GPU
@@ -136,15 +170,26 @@ def test_optuna_profile_is_optional(tmp_path):
 def test_multirun_ddp_guard_decisions(tmp_path, monkeypatch):
     from omegaconf import OmegaConf
 
-    from callbacks.sweeps import ddp_launch_problem
+    from runtime.sweeps import ddp_launch_problem
 
-    for var in ("LOCAL_RANK", "SLURM_NTASKS", "SLURM_JOB_NAME", "TORCHELASTIC_RUN_ID", "RANK", "WORLD_SIZE",
-                "GROUP_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+    for var in (
+        "LOCAL_RANK",
+        "SLURM_NTASKS",
+        "SLURM_JOB_NAME",
+        "TORCHELASTIC_RUN_ID",
+        "RANK",
+        "WORLD_SIZE",
+        "GROUP_RANK",
+        "LOCAL_WORLD_SIZE",
+        "MASTER_ADDR",
+        "MASTER_PORT",
+    ):
         monkeypatch.delenv(var, raising=False)
     trainer = OmegaConf.create({"accelerator": "cpu", "devices": 2, "strategy": "ddp_gan"})
     basic = OmegaConf.create({"launcher": {"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"}})
-    joblib = OmegaConf.create({"launcher": {"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher."
-                                                       "JoblibLauncher"}})
+    joblib = OmegaConf.create(
+        {"launcher": {"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"}}
+    )
     assert "re-running this command line" in ddp_launch_problem(trainer, basic)
     assert "joblib" in ddp_launch_problem(trainer, joblib)
     assert ddp_launch_problem(OmegaConf.merge(trainer, {"devices": 1}), joblib) is None
@@ -156,7 +201,7 @@ def test_multirun_ddp_guard_decisions(tmp_path, monkeypatch):
 
 
 def test_gpu_slots_are_exclusive(tmp_path):
-    from train import release_slot, try_lock_slot
+    from runtime.launch import release_slot, try_lock_slot
 
     a, b = try_lock_slot(tmp_path, 2), try_lock_slot(tmp_path, 2)
     assert (a[1], b[1]) == (0, 1)

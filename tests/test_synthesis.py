@@ -125,8 +125,9 @@ def test_coverage_within_bounds(mode):
 
 def test_coverage_clip_fallback():
     # one try only and a narrow band: most samples go through the deterministic square clip
-    gen = MaskGenerator(mode="union", hair_prob=0.0, min_coverage=0.2, max_coverage=0.25, max_tries=1,
-                         coverage_bins=None)
+    gen = MaskGenerator(
+        mode="union", hair_prob=0.0, min_coverage=0.2, max_coverage=0.25, max_tries=1, coverage_bins=None
+    )
     m = gen(_like(16), torch.arange(16), epoch=0, seed=0)
     cov = m.mean((1, 2, 3))
     assert gen.last_stats["clipped"], "the fallback path was not exercised"
@@ -151,8 +152,9 @@ def test_hair_union_includes_hair():
     m = gen(_like(8), torch.arange(8), epoch=0, seed=0, seg=seg)
     hair = seg == 13
     assert (m[hair] == 1).all()
-    none = MaskGenerator(hair_prob=0.0, coverage_bins=None, min_coverage=0.0, max_coverage=1.0)(_like(8), torch.arange(8),
-                                                                                               0, 0, seg=seg)
+    none = MaskGenerator(hair_prob=0.0, coverage_bins=None, min_coverage=0.0, max_coverage=1.0)(
+        _like(8), torch.arange(8), 0, 0, seg=seg
+    )
     assert (none[hair] == 0).any()
 
 
@@ -335,7 +337,9 @@ def test_full_resolution_batch_timing():
     t0 = time.perf_counter()
     out = synth(batch, epoch=0, seed=0)
     dt = time.perf_counter() - t0
-    print(f"\n512x512 batch of 2 on CPU: {dt:.2f} s; stages (ms): "
-          + ", ".join(f"{k} {v:.0f}" for k, v in synth.last_timing.items()))
+    print(
+        f"\n512x512 batch of 2 on CPU: {dt:.2f} s; stages (ms): "
+        + ", ".join(f"{k} {v:.0f}" for k, v in synth.last_timing.items())
+    )
     assert out["mask"].shape == (2, 1, 512, 512)
     assert math.isfinite(dt)

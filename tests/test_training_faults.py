@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import REPO, TINY_ESRGAN, compose_cfg, write_png
 from pytorch_lightning import Callback
 
-from conftest import REPO, TINY_ESRGAN, compose_cfg, write_png
-from train import train
+from runtime.training import train
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -37,9 +37,19 @@ def _sr_images(folder: Path, n: int = 3, size: int = 48) -> Path:
 
 
 def _sr_cfg(run_dir: Path, data: Path, extra=()):
-    return compose_cfg(run_dir, [
-        *TINY_ESRGAN, f"data.train_dirs=[{data}]", f"data.val_dirs=[{data}]", "data.dataset_enlarge_ratio=2",
-        "data.use_hflip=true", "data.use_rot=true", "seed=5", *extra])
+    return compose_cfg(
+        run_dir,
+        [
+            *TINY_ESRGAN,
+            f"data.train_dirs=[{data}]",
+            f"data.val_dirs=[{data}]",
+            "data.dataset_enlarge_ratio=2",
+            "data.use_hflip=true",
+            "data.use_rot=true",
+            "seed=5",
+            *extra,
+        ],
+    )
 
 
 class _CrashAt(Callback):
@@ -54,11 +64,14 @@ class _CrashAt(Callback):
 
 
 def _with_callbacks(monkeypatch, *extra):
-    import train as train_mod
+    import runtime.training as train_mod
 
-    real = train_mod.instantiate_callbacks.__wrapped__ if hasattr(train_mod.instantiate_callbacks, "__wrapped__") \
+    real = (
+        train_mod.instantiate_callbacks.__wrapped__
+        if hasattr(train_mod.instantiate_callbacks, "__wrapped__")
         else train_mod.instantiate_callbacks
-    monkeypatch.setattr("train.instantiate_callbacks", lambda c: [*real(c), *extra])
+    )
+    monkeypatch.setattr("runtime.training.instantiate_callbacks", lambda c: [*real(c), *extra])
     return real
 
 
@@ -100,25 +113,38 @@ def uninterrupted(tmp_path_factory):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("crash_at", [2, 4, 6])
-def test_killed_and_resumed_run_is_bit_identical_to_an_uninterrupted_one(tmp_path, monkeypatch, uninterrupted,
-                                                                       crash_at):
+def test_killed_and_resumed_run_is_bit_identical_to_an_uninterrupted_one(
+    tmp_path, monkeypatch, uninterrupted, crash_at
+):
     data, full = uninterrupted
     real = _with_callbacks(monkeypatch, _CrashAt(crash_at))
     with pytest.raises(RuntimeError, match="simulated crash"):
         train(_sr_cfg(tmp_path / "a", data, RESUME))
     last = tmp_path / "a" / "checkpoints" / "last.ckpt"
     assert _load(last)["iteration"] == crash_at
-    monkeypatch.setattr("train.instantiate_callbacks", real)
+    monkeypatch.setattr("runtime.training.instantiate_callbacks", real)
     resumed = train(_sr_cfg(tmp_path / "b", data, [*RESUME, f"ckpt_path={last}"]))
     assert resumed["iteration"] == 8
     _assert_bitwise_equal(full, _load(resumed["last_model_path"]))
 
 
 SCFEGAN_TINY = [
-    "experiment=scfegan_demo", "logger=none", "model.vgg_weights=random", "model.generator.cnum=4",
-    "model.discriminator.cnum=4", "data.num_workers=0", "data.batch_size=2", "data.val_batch_size=2",
-    "trainer.enable_model_summary=false", "trainer.enable_progress_bar=false", "~callbacks.rich_progress_bar",
-    "data.num_val=2", "data.hflip=true", "model.iters=4", "trainer.val_check_interval=1", "seed=2",
+    "experiment=scfegan_demo",
+    "logger=none",
+    "model.vgg_weights=random",
+    "model.generator.cnum=4",
+    "model.discriminator.cnum=4",
+    "data.num_workers=0",
+    "data.batch_size=2",
+    "data.val_batch_size=2",
+    "trainer.enable_model_summary=false",
+    "trainer.enable_progress_bar=false",
+    "~callbacks.rich_progress_bar",
+    "data.num_val=2",
+    "data.hflip=true",
+    "model.iters=4",
+    "trainer.val_check_interval=1",
+    "seed=2",
 ]
 
 
@@ -142,7 +168,7 @@ def test_scfegan_killed_and_resumed_run_is_bit_identical(tmp_path, monkeypatch):
     real = _with_callbacks(monkeypatch, _CrashAt(3))
     with pytest.raises(RuntimeError, match="simulated crash"):
         train(cfg(tmp_path / "a"))
-    monkeypatch.setattr("train.instantiate_callbacks", real)
+    monkeypatch.setattr("runtime.training.instantiate_callbacks", real)
     last = tmp_path / "a" / "checkpoints" / "last.ckpt"
     assert _load(last)["iteration"] == 3
     resumed = train(cfg(tmp_path / "b", [f"ckpt_path={last}"]))
@@ -212,10 +238,11 @@ def _half_write_then(exc):
     return fake
 
 
-@pytest.mark.parametrize("exc", [OSError(errno.ENOSPC, "No space left on device"), KeyboardInterrupt()],
-                         ids=["ENOSPC", "kill"])
+@pytest.mark.parametrize(
+    "exc", [OSError(errno.ENOSPC, "No space left on device"), KeyboardInterrupt()], ids=["ENOSPC", "kill"]
+)
 def test_failed_checkpoint_write_keeps_the_previous_file_and_leaves_no_temp(tmp_path, monkeypatch, exc):
-    from callbacks.checkpoint_io import AtomicCheckpointIO
+    from runtime.checkpoint_io import AtomicCheckpointIO
 
     io_ = AtomicCheckpointIO()
     target = tmp_path / "ckpt" / "last.ckpt"
@@ -233,7 +260,7 @@ def test_failed_checkpoint_write_keeps_the_previous_file_and_leaves_no_temp(tmp_
 def test_checkpoint_is_written_next_to_its_target_not_in_tmpdir(tmp_path, monkeypatch):
     import tempfile
 
-    from callbacks.checkpoint_io import AtomicCheckpointIO
+    from runtime.checkpoint_io import AtomicCheckpointIO
 
     tmpdir = tmp_path / "node_local_tmp"
     tmpdir.mkdir()
@@ -269,7 +296,7 @@ class _CaptureTrainer(Callback):
 
 @pytest.mark.slow
 def test_train_uses_the_atomic_io_and_removes_orphans_of_a_killed_write(tmp_path, monkeypatch):
-    from callbacks.checkpoint_io import AtomicCheckpointIO
+    from runtime.checkpoint_io import AtomicCheckpointIO
 
     data = _sr_images(tmp_path / "data")
     orphan = tmp_path / "run" / "checkpoints" / ".last.ckpt.tmp-12345-deadbeef"
@@ -279,8 +306,13 @@ def test_train_uses_the_atomic_io_and_removes_orphans_of_a_killed_write(tmp_path
     keep.write_text("not ours")
     cap = _CaptureTrainer()
     _with_callbacks(monkeypatch, cap)
-    train(_sr_cfg(tmp_path / "run", data, ["model.psnr.iters=2", "model.gan.iters=0", "model.stages=[psnr]",
-                                           "trainer.val_check_interval=2"]))
+    train(
+        _sr_cfg(
+            tmp_path / "run",
+            data,
+            ["model.psnr.iters=2", "model.gan.iters=0", "model.stages=[psnr]", "trainer.val_check_interval=2"],
+        )
+    )
     assert isinstance(cap.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
     assert not orphan.exists() and keep.exists()
     assert _load(orphan.parent / "last.ckpt")["iteration"] == 2
@@ -290,7 +322,7 @@ def test_train_uses_the_atomic_io_and_removes_orphans_of_a_killed_write(tmp_path
 HOLDER = """
 import sys, time
 sys.path.insert(0, {repo!r})
-from callbacks import run_lock
+from runtime import run_lock
 run_lock.acquire({folder!r})
 print("locked", flush=True)
 time.sleep(120)
@@ -299,15 +331,19 @@ time.sleep(120)
 
 def _hold_lock(folder: Path) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "RANK", "SLURM_PROCID")}
-    proc = subprocess.Popen([sys.executable, "-c", HOLDER.format(repo=str(REPO), folder=str(folder))],
-                            stdout=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER.format(repo=str(REPO), folder=str(folder))],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     assert proc.stdout.readline().strip() == "locked"
     return proc
 
 
 @pytest.mark.slow
 def test_second_run_into_a_locked_folder_stops_naming_it_and_the_holder(tmp_path):
-    from callbacks.run_lock import RunFolderInUseError
+    from runtime.run_lock import RunFolderInUseError
 
     data = _sr_images(tmp_path / "data")
     run_dir = tmp_path / "run"
@@ -334,9 +370,15 @@ def test_cli_run_into_a_locked_folder_fails_before_hydra_writes_into_it(tmp_path
     try:
         env = {**os.environ, "WANDB_MODE": "disabled"}
         env.pop("LOCAL_RANK", None)
-        proc = subprocess.run([sys.executable, "train.py", *TINY_ESRGAN, f"hydra.run.dir={tmp_path}/${{hydra:job.name}}"],
-                              cwd=REPO,
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
+        proc = subprocess.run(
+            [sys.executable, "train.py", *TINY_ESRGAN, f"hydra.run.dir={tmp_path}/${{hydra:job.name}}"],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=300,
+        )
     finally:
         holder.kill()
         holder.wait()
@@ -347,7 +389,7 @@ def test_cli_run_into_a_locked_folder_fails_before_hydra_writes_into_it(tmp_path
 
 @pytest.mark.slow
 def test_lock_is_reentrant_and_ddp_ranks_do_not_lock_each_other_out(tmp_path, monkeypatch):
-    from callbacks import run_lock
+    from runtime import run_lock
 
     folder = tmp_path / "run"
     assert run_lock.acquire(folder) and run_lock.acquire(folder)  # Hydra callback, then train(): same process
@@ -355,15 +397,27 @@ def test_lock_is_reentrant_and_ddp_ranks_do_not_lock_each_other_out(tmp_path, mo
     holder = None
     try:
         # Still held by this process: another process is refused...
-        probe = subprocess.run([sys.executable, "-c", HOLDER.format(repo=str(REPO), folder=str(folder))],
-                               capture_output=True, text=True, timeout=120)
+        probe = subprocess.run(
+            [sys.executable, "-c", HOLDER.format(repo=str(REPO), folder=str(folder))],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert probe.returncode != 0 and "RunFolderInUseError" in probe.stderr
         # ...but not a DDP rank of this run (Lightning's children, torchrun, srun ranks > 0).
         for var in ("LOCAL_RANK", "RANK", "SLURM_PROCID"):
             env = {**os.environ, var: "1"}
-            rank = subprocess.run([sys.executable, "-c", HOLDER.format(repo=str(REPO), folder=str(folder))
-                                   .replace("time.sleep(120)", "")], capture_output=True, text=True, env=env,
-                                  timeout=120)
+            rank = subprocess.run(
+                [
+                    sys.executable,
+                    "-c",
+                    HOLDER.format(repo=str(REPO), folder=str(folder)).replace("time.sleep(120)", ""),
+                ],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=120,
+            )
             assert rank.returncode == 0, (var, rank.stderr)
     finally:
         run_lock.release(folder)
@@ -376,10 +430,23 @@ def test_lock_is_reentrant_and_ddp_ranks_do_not_lock_each_other_out(tmp_path, mo
 def _start_cli_run(run_dir: Path, data: Path) -> subprocess.Popen:
     env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONWARNINGS": "ignore"}
     env.pop("LOCAL_RANK", None)
-    args = [*TINY_ESRGAN, f"data.train_dirs=[{data}]", f"data.val_dirs=[{data}]", "model.stages=[psnr]",
-            "model.psnr.iters=100000", "trainer.val_check_interval=2", f"hydra.run.dir={run_dir}"]
-    return subprocess.Popen([sys.executable, "train.py", *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    args = [
+        *TINY_ESRGAN,
+        f"data.train_dirs=[{data}]",
+        f"data.val_dirs=[{data}]",
+        "model.stages=[psnr]",
+        "model.psnr.iters=100000",
+        "trainer.val_check_interval=2",
+        f"hydra.run.dir={run_dir}",
+    ]
+    return subprocess.Popen(
+        [sys.executable, "train.py", *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 @pytest.mark.slow
@@ -410,9 +477,22 @@ def test_signal_saves_a_resumable_last_ckpt_and_exits_nonzero(tmp_path, signum, 
     assert not [p for p in last.parent.iterdir() if p.name.startswith(".")]  # no temp files
     # Resume from it and train two more batches.
     n = saved["iteration"]
-    resumed = train(_sr_cfg(tmp_path / "resume", data, [
-        "model.stages=[psnr]", f"model.psnr.iters={n + 2}", "trainer.val_check_interval=2", "data.use_rot=false",
-        "data.use_hflip=false", "data.dataset_enlarge_ratio=16", "seed=0", f"ckpt_path={last}"]))
+    resumed = train(
+        _sr_cfg(
+            tmp_path / "resume",
+            data,
+            [
+                "model.stages=[psnr]",
+                f"model.psnr.iters={n + 2}",
+                "trainer.val_check_interval=2",
+                "data.use_rot=false",
+                "data.use_hflip=false",
+                "data.dataset_enlarge_ratio=16",
+                "seed=0",
+                f"ckpt_path={last}",
+            ],
+        )
+    )
     assert resumed["iteration"] == n + 2
     assert _load(resumed["last_model_path"])["global_step"] == n + 2
 
@@ -429,13 +509,15 @@ def _truncated_png(path: Path, size: int = 48) -> Path:
 
 def _bomb_png(path: Path, side: int = 100_000) -> Path:
     """A tiny PNG file whose header claims side x side pixels (10^10: PIL's decompression-bomb limit is ~1.8e8)."""
+
     def chunk(kind: bytes, body: bytes) -> bytes:
         return len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
 
     ihdr = side.to_bytes(4, "big") * 2 + bytes([8, 2, 0, 0, 0])
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-                     + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -478,7 +560,7 @@ def test_sr_training_skips_undecodable_images_in_a_row_naming_them(tmp_path):
 
 @pytest.mark.slow
 def test_sr_train_and_evaluate_finish_with_undecodable_images_under_warn(tmp_path):
-    from evaluate import evaluate
+    from evaluation.run import evaluate
 
     folder = tmp_path / "imgs"
     _sr_images(folder, n=2)
@@ -486,8 +568,11 @@ def test_sr_train_and_evaluate_finish_with_undecodable_images_under_warn(tmp_pat
     _bomb_png(folder / "0_bomb.png")
     with warnings.catch_warnings(record=True) as rec:
         warnings.simplefilter("always")
-        result = train(_sr_cfg(tmp_path / "run", folder, ["model.stages=[psnr]", "model.psnr.iters=3",
-                                                          "trainer.val_check_interval=3"]))
+        result = train(
+            _sr_cfg(
+                tmp_path / "run", folder, ["model.stages=[psnr]", "model.psnr.iters=3", "trainer.val_check_interval=3"]
+            )
+        )
     assert result["iteration"] == 3 and np.isfinite(result["metrics"]["val/psnr_y"])
     msgs = " ".join(str(w.message) for w in rec)
     assert "0_bad.png" in msgs and "0_bomb.png" in msgs
@@ -516,8 +601,7 @@ def test_face_training_and_validation_skip_undecodable_images(tmp_path):
     with pytest.warns(UserWarning):
         batches = list(loader)
     assert batches[0] is None and batches[1]["image"].shape[0] == 2  # the all-bad batch is dropped
-    dm_err = FaceDataModule(str(faces), num_val=0, resolution=128, num_workers=0, synthesis=False,
-                            on_bad_image="error")
+    dm_err = FaceDataModule(str(faces), num_val=0, resolution=128, num_workers=0, synthesis=False, on_bad_image="error")
     dm_err.setup("fit")
     with pytest.raises(BadImageError, match="000.png"):
         dm_err.train_set[(0, 0)]

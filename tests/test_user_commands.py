@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import REPO, TINY_ESRGAN
 from test_realesrgan import TINY as TINY_REALESRGAN
 from test_training_faults import SCFEGAN_TINY, _faces, _sr_images
@@ -43,9 +42,24 @@ def test_multirun_without_sweep_dir_runs_every_job_and_summarises(tmp_path):
     # Exactly the README's form: no hydra.sweep.dir; the sweep goes to logs/<task>/multiruns/<time> under the cwd.
     repo = repo_copy(tmp_path / "repo")
     args = [a for a in TINY_ESRGAN if a != "experiment=demo"]
-    proc = subprocess.run([sys.executable, "train.py", "-m", "experiment=demo", "model.gan.gan_weight=1e-3,5e-3",
-                           *args, "model.psnr.iters=2", "model.gan.iters=2", "trainer.val_check_interval=2"],
-                          cwd=repo, env=_env(), capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "train.py",
+            "-m",
+            "experiment=demo",
+            "model.gan.gan_weight=1e-3,5e-3",
+            *args,
+            "model.psnr.iters=2",
+            "model.gan.iters=2",
+            "trainer.val_check_interval=2",
+        ],
+        cwd=repo,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     sweeps = list((repo / "logs" / "demo" / "multiruns").iterdir())
     assert len(sweeps) == 1, sweeps
@@ -62,13 +76,24 @@ def test_multirun_without_sweep_dir_runs_every_job_and_summarises(tmp_path):
 def _recipe_args(recipe: str, tmp_path: Path) -> list[str]:
     if recipe == "esrgan":
         data = _sr_images(tmp_path / "data")
-        return [*TINY_ESRGAN, f"data.train_dirs=[{data}]", f"data.val_dirs=[{data}]", "model.stages=[psnr]",
-                "model.psnr.iters=100000", "trainer.val_check_interval=2"]
+        return [
+            *TINY_ESRGAN,
+            f"data.train_dirs=[{data}]",
+            f"data.val_dirs=[{data}]",
+            "model.stages=[psnr]",
+            "model.psnr.iters=100000",
+            "trainer.val_check_interval=2",
+        ]
     if recipe == "realesrgan":
         data = _sr_images(tmp_path / "data", size=64)
         tiny = [a for a in TINY_REALESRGAN if not a.startswith(("model.psnr.iters", "trainer.val_check"))]
-        return [*tiny, f"data.train_dirs=[{data}]", f"data.val_dirs=[{data}]", "model.psnr.iters=100000",
-                "trainer.val_check_interval=2"]
+        return [
+            *tiny,
+            f"data.train_dirs=[{data}]",
+            f"data.val_dirs=[{data}]",
+            "model.psnr.iters=100000",
+            "trainer.val_check_interval=2",
+        ]
     faces = _faces(tmp_path / "faces")
     tiny = [a for a in SCFEGAN_TINY if not a.startswith("model.iters")]
     return [*tiny, f"data.image_dir={faces}", "model.iters=100000", "trainer.val_check_interval=2"]
@@ -81,8 +106,15 @@ def test_group_sigterm_with_workers_saves_last_ckpt_and_exits_143(tmp_path, reci
     run_dir = tmp_path / "run"
     args = [*_recipe_args(recipe, tmp_path), "data.num_workers=2", f"hydra.run.dir={run_dir}"]
     last = run_dir / "checkpoints" / "last.ckpt"
-    proc = subprocess.Popen([sys.executable, "train.py", *args], cwd=REPO, env=_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "train.py", *args],
+        cwd=REPO,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         deadline = time.time() + 600
         while not last.exists():  # the first checkpoint: training is under way, workers are running
@@ -107,24 +139,27 @@ def test_group_sigterm_with_workers_saves_last_ckpt_and_exits_143(tmp_path, reci
 # ------------------------------------------------------------------------------------------------ item 7
 def test_scfegan_weights_record_the_training_size_and_predict_works_at_it(tmp_path):
     # A generator trained at 128 must not be run at predict.py's 512 default (size=auto: the size the weights record).
-    from archs.weights_io import read_generator_file
     from conftest import compose_cfg
-    from predict import _working_size
-    from train import train
+
+    from inference.faces import working_size
+    from runtime.training import train
+    from weights.io import read_generator_file
 
     faces = _faces(tmp_path / "faces")
-    result = train(compose_cfg(tmp_path / "run", [*SCFEGAN_TINY, f"data.image_dir={faces}", "model.iters=1",
-                                                  "data.resolution=128"]))
+    result = train(
+        compose_cfg(
+            tmp_path / "run", [*SCFEGAN_TINY, f"data.image_dir={faces}", "model.iters=1", "data.resolution=128"]
+        )
+    )
     for path in (result["last_model_path"], tmp_path / "run" / "weights" / "net_g_final.pth"):
         meta = read_generator_file(path).meta
         assert meta["input_size"] == 128, (path, meta)
-        assert _working_size("auto", meta) == (128, 128)
+        assert working_size("auto", meta) == (128, 128)
 
 
 def test_face_experiment_uses_celebamask_mini_faces(tmp_path):
-    from hydra.utils import instantiate
-
     from conftest import compose_cfg, shared_data
+    from hydra.utils import instantiate
 
     shared_data("faces", "celebamask_mini")
     cfg = compose_cfg(tmp_path, ["experiment=scfegan_faces"])
@@ -138,11 +173,19 @@ def test_face_experiment_uses_celebamask_mini_faces(tmp_path):
 def test_train_loss_line_every_log_every_n_steps_in_console_and_train_log(tmp_path):
     run_dir = tmp_path / "run"
     data = _sr_images(tmp_path / "data")
-    args = [*TINY_ESRGAN, f"data.train_dirs=[{data}]", f"data.val_dirs=[{data}]", "model.stages=[psnr]",
-            "model.psnr.iters=6", "trainer.val_check_interval=6", "trainer.log_every_n_steps=2",
-            f"hydra.run.dir={run_dir}"]
-    proc = subprocess.run([sys.executable, "train.py", *args], cwd=REPO, env=_env(), capture_output=True,
-                          text=True, timeout=600)
+    args = [
+        *TINY_ESRGAN,
+        f"data.train_dirs=[{data}]",
+        f"data.val_dirs=[{data}]",
+        "model.stages=[psnr]",
+        "model.psnr.iters=6",
+        "trainer.val_check_interval=6",
+        "trainer.log_every_n_steps=2",
+        f"hydra.run.dir={run_dir}",
+    ]
+    proc = subprocess.run(
+        [sys.executable, "train.py", *args], cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     log_text = (run_dir / "train.log").read_text()
     for text in (proc.stdout + proc.stderr, log_text):
@@ -153,8 +196,9 @@ def test_train_loss_line_every_log_every_n_steps_in_console_and_train_log(tmp_pa
 
 # ------------------------------------------------------------------------------------------------ item 3
 def test_device_counts_are_checked_before_any_process_starts(tmp_path, monkeypatch):
-    import train as train_mod
     from conftest import compose_cfg
+
+    import runtime.launch as train_mod
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
@@ -162,10 +206,12 @@ def test_device_counts_are_checked_before_any_process_starts(tmp_path, monkeypat
     with pytest.raises(ValueError, match="no GPU here would start 4 CPU processes"):
         train_mod.check_config(compose_cfg(tmp_path, ["model=esrgan", "data=sr_demo", "trainer.devices=4"]))
     with pytest.raises(ValueError, match="4 GPU process"):
-        train_mod.check_config(compose_cfg(tmp_path, ["model=esrgan", "data=sr_demo", "trainer=gpu",
-                                                      "trainer.devices=4"]))
+        train_mod.check_config(
+            compose_cfg(tmp_path, ["model=esrgan", "data=sr_demo", "trainer=gpu", "trainer.devices=4"])
+        )
     with pytest.raises(ValueError, match="3 CPU processes on 2 cores; set allow_cpu_oversubscribe=true"):
         train_mod.check_config(compose_cfg(tmp_path, ["experiment=demo", "trainer.devices=3"]))
-    train_mod.check_config(compose_cfg(tmp_path, ["experiment=demo", "trainer.devices=3",
-                                                  "allow_cpu_oversubscribe=true"]))
+    train_mod.check_config(
+        compose_cfg(tmp_path, ["experiment=demo", "trainer.devices=3", "allow_cpu_oversubscribe=true"])
+    )
     train_mod.check_config(compose_cfg(tmp_path, ["experiment=demo", "trainer=ddp", "trainer.accelerator=cpu"]))

@@ -16,9 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import REPO, TINY_ESRGAN, compose_cfg
+from PIL import Image
 
 WANDB_VERSION = "0.31"
 HEADER = struct.Struct("<4sHB")
@@ -39,7 +38,7 @@ def _raw_records(data: bytes):
         if kind == 0:  # zero padding to the end of the block
             pos += left
             continue
-        payload = data[pos + RECORD_HEADER.size: pos + RECORD_HEADER.size + length]
+        payload = data[pos + RECORD_HEADER.size : pos + RECORD_HEADER.size + length]
         pos += RECORD_HEADER.size + length
         if kind == 1:
             yield payload
@@ -72,8 +71,9 @@ def read_wandb_run(path) -> dict:
                 key = item.key or "/".join(item.nested_key)
                 out["config"][key] = json.loads(item.value_json)
         elif kind == "history":
-            out["history"].append({(i.key or "/".join(i.nested_key)): json.loads(i.value_json)
-                                   for i in rec.history.item})
+            out["history"].append(
+                {(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in rec.history.item}
+            )
         elif kind == "artifact":
             out["artifacts"].append(rec.artifact)
         elif kind == "metric":
@@ -85,13 +85,23 @@ def read_wandb_run(path) -> dict:
 def test_offline_wandb_run_has_config_metrics_images_table_and_checkpoint(tmp_path, monkeypatch):
     import wandb
 
-    from train import train
+    from runtime.training import train
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     set5 = REPO / "data" / "demo" / "val" / "Set5"
-    cfg = compose_cfg(tmp_path / "run", [
-        *TINY_ESRGAN, "logger=wandb", "logger.wandb.log_model=true", f"data.val_dirs=[{set5}]",
-        "model.psnr.iters=2", "model.gan.iters=2", "trainer.val_check_interval=2", "trainer.log_every_n_steps=1"])
+    cfg = compose_cfg(
+        tmp_path / "run",
+        [
+            *TINY_ESRGAN,
+            "logger=wandb",
+            "logger.wandb.log_model=true",
+            f"data.val_dirs=[{set5}]",
+            "model.psnr.iters=2",
+            "model.gan.iters=2",
+            "trainer.val_check_interval=2",
+            "trainer.log_every_n_steps=1",
+        ],
+    )
     result = train(cfg)
     assert wandb.run is None  # finished: the next job gets its own run
     assert os.environ["WANDB_MODE"] == "offline"  # not rewritten by the logger (pytorch_lightning/loggers/wandb.py)
@@ -106,15 +116,26 @@ def test_offline_wandb_run_has_config_metrics_images_table_and_checkpoint(tmp_pa
     assert config["global_batch_size"] == 2 and config["world_size"] == 1
     # A random perceptual VGG is in the config, never silent (issue 8).
     assert config["perceptual_backbone"]["cri_perceptual.vgg"] == {
-        "arch": "vgg19", "requested": "random", "weights": "random", "pretrained": False}
+        "arch": "vgg19",
+        "requested": "random",
+        "weights": "random",
+        "pretrained": False,
+    }
     assert config["perceptual_backbone_random"] is True
     assert result["perceptual_backbone"]["cri_perceptual.vgg"]["weights"] == "random"
 
     # Metrics against batches: WandbLogger's x-axis trainer/global_step counts batches from 0 (iter - 1), not
     # Lightning's global_step (2 optimizer steps per GAN batch).
     keys = set().union(*run["history"])
-    assert {"train/l_pix", "train/l_g_gan", "train/l_d_real", "iter", "trainer/global_step", "val/psnr_y",
-            "val/Set5/psnr_y"} <= keys
+    assert {
+        "train/l_pix",
+        "train/l_g_gan",
+        "train/l_d_real",
+        "iter",
+        "trainer/global_step",
+        "val/psnr_y",
+        "val/Set5/psnr_y",
+    } <= keys
     # Media are logged as nested items (samples/Set5/_type, .../path ...).
     assert {"samples/Set5/_type", "val/per_image/_type"} <= keys
     assert {h["samples/Set5/_type"] for h in run["history"] if "samples/Set5/_type" in h} == {"image-file"}

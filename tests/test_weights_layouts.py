@@ -8,19 +8,17 @@ import pytest
 import torch
 
 from archs.rrdbnet import RRDBNet
-from archs.scfegan_convert import (
+from archs.scfegan_generator import SCFEGANGenerator
+from scripts.scfegan_convert import main as convert_main
+from weights.io import build_generator, load_generator_state, save_generator_file, save_generator_weights
+from weights.layouts import ESRGAN_LAYOUTS, basicsr_to_esrgan_layout, esrgan_layout, esrgan_to_basicsr, rrdbnet_config
+from weights.scfegan_convert import (
     DECONV_LAYERS,
     GATED_LAYERS,
     convert,
-    main as convert_main,
     official_tf_generator,
     tf_to_torch,
     torch_to_tf,
-)
-from archs.scfegan_generator import SCFEGANGenerator
-from archs.weights_io import (
-    ESRGAN_LAYOUTS, basicsr_to_esrgan_layout, build_generator, esrgan_layout, esrgan_to_basicsr, load_generator_state,
-    rrdbnet_config, save_generator_file, save_generator_weights,
 )
 
 TINY = dict(num_feat=8, num_block=2, num_grow_ch=4)
@@ -45,18 +43,40 @@ def test_layout_key_names_match_the_published_files():
     with torch.device("meta"):
         sd = RRDBNet().state_dict()  # the full 23-block ESRGAN, no memory
     seq = basicsr_to_esrgan_layout(sd, "sequential")
-    for key in ("model.0.weight", "model.1.sub.0.RDB1.conv1.0.weight", "model.1.sub.22.RDB3.conv5.0.bias",
-                "model.1.sub.23.weight", "model.3.weight", "model.6.bias", "model.8.weight", "model.10.weight"):
+    for key in (
+        "model.0.weight",
+        "model.1.sub.0.RDB1.conv1.0.weight",
+        "model.1.sub.22.RDB3.conv5.0.bias",
+        "model.1.sub.23.weight",
+        "model.3.weight",
+        "model.6.bias",
+        "model.8.weight",
+        "model.10.weight",
+    ):
         assert key in seq, key
     xin = basicsr_to_esrgan_layout(sd, "xinntao")
-    for key in ("conv_first.weight", "RRDB_trunk.0.RDB1.conv1.weight", "RRDB_trunk.22.RDB3.conv5.bias",
-                "trunk_conv.weight", "upconv1.weight", "upconv2.bias", "HRconv.weight", "conv_last.bias"):
+    for key in (
+        "conv_first.weight",
+        "RRDB_trunk.0.RDB1.conv1.weight",
+        "RRDB_trunk.22.RDB3.conv5.bias",
+        "trunk_conv.weight",
+        "upconv1.weight",
+        "upconv2.bias",
+        "HRconv.weight",
+        "conv_last.bias",
+    ):
         assert key in xin, key
     assert "body.22.rdb3.conv5.weight" in sd and "conv_body.weight" in sd and "conv_hr.weight" in sd
     assert len(seq) == len(xin) == len(sd) == 2 * (1 + 23 * 15 + 5)
     assert rrdbnet_config(esrgan_to_basicsr(seq)) == {
-        "_target_": "archs.rrdbnet.RRDBNet", "num_in_ch": 3, "num_out_ch": 3, "scale": 4, "num_feat": 64,
-        "num_block": 23, "num_grow_ch": 32}
+        "_target_": "archs.rrdbnet.RRDBNet",
+        "num_in_ch": 3,
+        "num_out_ch": 3,
+        "scale": 4,
+        "num_feat": 64,
+        "num_block": 23,
+        "num_grow_ch": 32,
+    }
 
 
 @pytest.mark.parametrize("layout", ESRGAN_LAYOUTS)
@@ -69,15 +89,18 @@ def test_each_layout_converts_back_exactly(layout):
     assert all(torch.equal(back[k], sd[k]) for k in sd)
 
 
-@pytest.mark.parametrize("layout,container,prefix", [
-    ("sequential", "bare", ""),
-    ("sequential", "bare", "module."),
-    ("xinntao", "bare", ""),
-    ("xinntao", "bare", "module."),
-    ("basicsr", "params", ""),
-    ("basicsr", "params_ema", "module."),
-    ("basicsr", "bare", ""),
-])
+@pytest.mark.parametrize(
+    "layout,container,prefix",
+    [
+        ("sequential", "bare", ""),
+        ("sequential", "bare", "module."),
+        ("xinntao", "bare", ""),
+        ("xinntao", "bare", "module."),
+        ("basicsr", "params", ""),
+        ("basicsr", "params_ema", "module."),
+        ("basicsr", "bare", ""),
+    ],
+)
 def test_published_layout_files_load_and_match(tmp_path, layout, container, prefix):
     net = tiny_rrdbnet(seed=1)
     sd = OrderedDict((prefix + k, v) for k, v in basicsr_to_esrgan_layout(net.state_dict(), layout).items())
@@ -106,9 +129,11 @@ def test_scale_is_inferred_from_conv_first(tmp_path, scale):
 def test_project_checkpoint_uses_hparams_and_ema(tmp_path):
     net, ema = tiny_rrdbnet(seed=3), tiny_rrdbnet(seed=4)
     gen_cfg = {"_target_": "archs.rrdbnet.RRDBNet", "num_in_ch": 3, "num_out_ch": 3, "scale": 4, **TINY}
-    sd = {**{f"net_g.{k}": v for k, v in net.state_dict().items()},
-          **{f"net_g_ema.{k}": v for k, v in ema.state_dict().items()},
-          "net_d.conv0_0.weight": torch.zeros(1)}
+    sd = {
+        **{f"net_g.{k}": v for k, v in net.state_dict().items()},
+        **{f"net_g_ema.{k}": v for k, v in ema.state_dict().items()},
+        "net_d.conv0_0.weight": torch.zeros(1),
+    }
     torch.save({"state_dict": sd, "hyper_parameters": {"generator": gen_cfg}, "global_step": 3}, tmp_path / "last.ckpt")
     x = torch.rand(1, 3, 9, 9)
     built, info = build_generator(tmp_path / "last.ckpt")
@@ -140,8 +165,14 @@ def test_malformed_files_get_clear_errors(tmp_path):
     with pytest.raises(ValueError) as err:
         build_generator(tmp_path / "other.pth", kind="esrgan")
     msg = str(err.value)
-    for expected in ("conv_first.weight", "RRDB_trunk.0.RDB1.conv1.weight", "model.0.weight", "body.0.rdb1.conv1",
-                     "foo.weight", "bar"):
+    for expected in (
+        "conv_first.weight",
+        "RRDB_trunk.0.RDB1.conv1.weight",
+        "model.0.weight",
+        "body.0.rdb1.conv1",
+        "foo.weight",
+        "bar",
+    ):
         assert expected in msg
     with pytest.raises(ValueError, match="gconv1_ds.conv.weight.*foo.weight"):
         build_generator(tmp_path / "other.pth")  # kind auto: names both generators' keys
@@ -212,8 +243,14 @@ def test_tf_variable_mapping_round_trip_without_tensorflow(tmp_path):
     assert tf_vars["generator/deconv3/w"][1, 4, 5, 6] == net.deconv3.deconv.weight[6, 5, 1, 4].item()
     tf_vars["Adam/generator/gconv1_ds/kernel/m"] = np.zeros(1, np.float32)  # optimiser slots are ignored
     state, config, ignored = tf_to_torch(tf_vars)
-    assert config == {"_target_": "archs.scfegan_generator.SCFEGANGenerator", "in_channels": 9, "out_channels": 3,
-                      "cnum": 4, "self_gated_deconv": True, "padding_mode": "tf_same"}
+    assert config == {
+        "_target_": "archs.scfegan_generator.SCFEGANGenerator",
+        "in_channels": 9,
+        "out_channels": 3,
+        "cnum": 4,
+        "self_gated_deconv": True,
+        "padding_mode": "tf_same",
+    }
     assert len(ignored) == len(DECONV_LAYERS) + 1
     assert all(torch.equal(state[k], v) for k, v in net.state_dict().items())
     # through an .npz and the command line, into a file predict.py reads, marked BGR
@@ -237,12 +274,15 @@ def test_official_tf_checkpoint_converts_exactly(tmp_path):
     tf = pytest.importorskip(
         "tensorflow",
         reason="TensorFlow is an optional extra (not in requirements.txt): the mapping is tested without it above; "
-               "`pip install tensorflow-cpu` to run this end-to-end check against a real TF checkpoint")
+        "`pip install tensorflow-cpu` to run this end-to-end check against a real TF checkpoint",
+    )
     net = tiny_scfegan(seed=2)
     rng = np.random.default_rng(0)
     tf_vars = torch_to_tf(net.state_dict())
     for layer in DECONV_LAYERS:  # the dead biases2 must not matter
-        tf_vars[f"generator/{layer}/biases2"] = rng.normal(size=tf_vars[f"generator/{layer}/biases2"].shape).astype(np.float32)
+        tf_vars[f"generator/{layer}/biases2"] = rng.normal(size=tf_vars[f"generator/{layer}/biases2"].shape).astype(
+            np.float32
+        )
     prefix = str(tmp_path / "SC-FEGAN.ckpt")
     with tf.Graph().as_default():
         variables = {name: tf.compat.v1.Variable(arr, name=name.replace("/", "_")) for name, arr in tf_vars.items()}
@@ -261,13 +301,17 @@ def test_official_tf_checkpoint_converts_exactly(tmp_path):
 
 @pytest.mark.parametrize("layout", ["sequential", "xinntao"])
 def test_load_generator_state_renames_published_layouts_for_interpolation(tmp_path, layout):
-    """evaluate.py's interpolation and archs.interpolate read released files through load_generator_state."""
-    from archs.interpolate import interpolate_state_dicts
+    """evaluate.py's interpolation and weights.interpolate read released files through load_generator_state."""
     from archs.rrdbnet import RRDBNet
-    from archs.weights_io import basicsr_to_esrgan_layout, load_generator_state
+    from weights.interpolate import interpolate_state_dicts
+    from weights.io import load_generator_state
+    from weights.layouts import basicsr_to_esrgan_layout
 
     torch.manual_seed(0)
-    a, b = RRDBNet(num_feat=8, num_block=2, num_grow_ch=4).state_dict(), RRDBNet(num_feat=8, num_block=2, num_grow_ch=4).state_dict()
+    a, b = (
+        RRDBNet(num_feat=8, num_block=2, num_grow_ch=4).state_dict(),
+        RRDBNet(num_feat=8, num_block=2, num_grow_ch=4).state_dict(),
+    )
     torch.save({f"module.{k}": v for k, v in basicsr_to_esrgan_layout(a, layout).items()}, tmp_path / "a.pth")
     torch.save({"params_ema": b}, tmp_path / "b.pth")
     la = load_generator_state(tmp_path / "a.pth")

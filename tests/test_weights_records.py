@@ -10,15 +10,23 @@ import warnings
 import numpy as np
 import pytest
 import torch
-
 from conftest import compose_cfg, write_png
-from archs.export import export_file
-from archs.scfegan_generator import SCFEGANGenerator
-from archs.weights_io import read_generator_file, save_generator_weights
-from predict import Image, edit_face, predict, read_image, resolve_noise
 
-GEN_CFG = {"_target_": "archs.scfegan_generator.SCFEGANGenerator", "in_channels": 9, "out_channels": 3, "cnum": 4,
-           "self_gated_deconv": True, "padding_mode": "tf_same"}
+from archs.scfegan_generator import SCFEGANGenerator
+from inference.faces import edit_face, resolve_noise
+from inference.images import Image, read_image
+from inference.run import predict
+from weights.export import export_file
+from weights.io import read_generator_file, save_generator_weights
+
+GEN_CFG = {
+    "_target_": "archs.scfegan_generator.SCFEGANGenerator",
+    "in_channels": 9,
+    "out_channels": 3,
+    "cnum": 4,
+    "self_gated_deconv": True,
+    "padding_mode": "tf_same",
+}
 
 
 def _net():
@@ -42,8 +50,19 @@ def _face(tmp_path):
 def _predict(tmp_path, weights, *extra):
     face_p, mask_p, _, _ = _face(tmp_path)
     out = tmp_path / f"out_{len(list(tmp_path.glob('out_*')))}.png"
-    cfg = compose_cfg(tmp_path / "cfg", ["device=cpu", "model=scfegan", f"weights={weights}", f"input={face_p}",
-                                         f"mask={mask_p}", f"output={out}", *extra], config_name="predict")
+    cfg = compose_cfg(
+        tmp_path / "cfg",
+        [
+            "device=cpu",
+            "model=scfegan",
+            f"weights={weights}",
+            f"input={face_p}",
+            f"mask={mask_p}",
+            f"output={out}",
+            *extra,
+        ],
+        config_name="predict",
+    )
     (path,) = predict(cfg)
     return read_image(path).pixels
 
@@ -91,8 +110,13 @@ def test_exports_keep_the_noise_type_of_a_checkpoint(tmp_path, fmt):
         pytest.importorskip("onnxruntime")
     net = _net()
     ckpt = tmp_path / "g.ckpt"
-    torch.save({"state_dict": {f"net_g.{k}": v for k, v in net.state_dict().items()},
-                "hyper_parameters": {"generator": GEN_CFG, "noise_type": "binary16"}}, ckpt)
+    torch.save(
+        {
+            "state_dict": {f"net_g.{k}": v for k, v in net.state_dict().items()},
+            "hyper_parameters": {"generator": GEN_CFG, "noise_type": "binary16"},
+        },
+        ckpt,
+    )
     assert read_generator_file(ckpt).meta == {"noise_type": "binary16"}
     ext = {"safetensors": ".safetensors", "torchscript": ".pt", "onnx": ".onnx"}[fmt]
     path = export_file(str(ckpt), fmt, str(tmp_path / f"g{ext}"), kind="scfegan", height=128, width=128)
@@ -107,7 +131,7 @@ def test_auto_vgg_falling_back_to_random_is_recorded_and_warned(tmp_path, monkey
     import torchvision
 
     from archs.vgg_features import VGGFeatureExtractor
-    from train import log_perceptual_backbones, perceptual_backbones
+    from runtime.results import log_perceptual_backbones, perceptual_backbones
 
     def offline(*a, **k):
         raise urllib.error.URLError("no network")
@@ -124,8 +148,9 @@ def test_auto_vgg_falling_back_to_random_is_recorded_and_warned(tmp_path, monkey
     assert found == {"cri.vgg": vgg.weights_info}
     with caplog.at_level(logging.INFO, logger="train"):
         log_perceptual_backbones(found)
-    assert any(r.levelno == logging.WARNING and "RANDOM weights (requested 'auto')" in r.getMessage()
-               for r in caplog.records)
+    assert any(
+        r.levelno == logging.WARNING and "RANDOM weights (requested 'auto')" in r.getMessage() for r in caplog.records
+    )
     # a local weights file is recorded as such, without a warning
     state = {f"features.{k}": v for k, v in torchvision.models.vgg16(weights=None).features.state_dict().items()}
     torch.save(state, tmp_path / "vgg16.pth")

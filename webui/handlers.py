@@ -1,9 +1,9 @@
 """What the app's buttons and API endpoints do, as plain functions (no Gradio): read and check the uploads, turn
-the editor's layers into SC-FEGAN's mask / sketch / colour inputs, run ``predict.edit_face`` / ``predict.upscale``,
+the editor's layers into SC-FEGAN's mask / sketch / colour inputs, run ``inference.faces.edit_face`` / ``inference.tiling.upscale``,
 and write the PNG result.
 
 Every problem with what the user sent raises :class:`InputError` with a message meant for the page; the Gradio
-layer (``app.py``) shows it there.  Reading goes through ``predict.read_image`` (alpha, gray and 16 bits kept), so
+layer (``app.py``) shows it there.  Reading goes through ``inference.images.read_image`` (alpha, gray and 16 bits kept), so
 the editing result is composited on the file exactly as uploaded: outside the mask it equals it bit for bit.
 """
 
@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image as PILImage
 
-import predict
-from predict import Image
+from inference.faces import edit_face
+from inference.images import Image, read_color, read_image, read_mask, write_png
+from inference.tiling import upscale
 from webui.models import ModelStore
 
 #: Editor layers, bottom to top: what each one means (app.py names the layers in the same order).
@@ -31,7 +32,7 @@ class InputError(ValueError):
 
 @dataclass
 class Limits:
-    max_upload_mb: float = 20.0     # also Gradio's ``max_file_size`` (uploads over it are refused by the server)
+    max_upload_mb: float = 20.0  # also Gradio's ``max_file_size`` (uploads over it are refused by the server)
     max_pixels_face: int = 4096 * 4096
     max_pixels_sr: int = 1024 * 1024  # input pixels; the x4 output has 16 times as many
 
@@ -49,7 +50,7 @@ def _short(msg: str, *paths) -> str:
 
 
 def open_image(path: str | os.PathLike | None, what: str, max_pixels: int, limits: Limits | None = None) -> Image:
-    """Decode an upload with ``predict.read_image`` after checking its size; :class:`InputError` otherwise.
+    """Decode an upload with ``inference.images.read_image`` after checking its size; :class:`InputError` otherwise.
 
     The pixel count is read from the header first (PIL opens lazily), so a huge image is refused before it is
     decoded.
@@ -62,28 +63,36 @@ def open_image(path: str | os.PathLike | None, what: str, max_pixels: int, limit
         raise InputError(f"The {what} {_name(path)!r} does not exist.")
     nbytes = os.path.getsize(path)
     if nbytes > limits.max_upload_mb * 1024 * 1024:
-        raise InputError(f"The {what} {_name(path)!r} is {nbytes / 2**20:.1f} MB; the limit is "
-                         f"{limits.max_upload_mb:g} MB (app limits.max_upload_mb).")
+        raise InputError(
+            f"The {what} {_name(path)!r} is {nbytes / 2**20:.1f} MB; the limit is "
+            f"{limits.max_upload_mb:g} MB (app limits.max_upload_mb)."
+        )
     try:
         with PILImage.open(path) as im:
             w, h = im.size
     except PILImage.DecompressionBombError:
         w, h = 1 << 16, 1 << 16  # over any sensible limit; refused below
-    except Exception:
+    except Exception:  # noqa: BLE001  not for PIL; OpenCV may still read it (checked after decoding)
         w = h = None  # not for PIL; OpenCV may still read it (checked after decoding)
     if w is not None and w * h > max_pixels:
-        raise InputError(f"The {what} {_name(path)!r} is {w}x{h} ({w * h / 1e6:.1f} megapixels); this app "
-                         f"accepts at most {max_pixels / 1e6:.1f} megapixels here (app limits). Crop or "
-                         "downscale it, or use predict.py.")
+        raise InputError(
+            f"The {what} {_name(path)!r} is {w}x{h} ({w * h / 1e6:.1f} megapixels); this app "
+            f"accepts at most {max_pixels / 1e6:.1f} megapixels here (app limits). Crop or "
+            "downscale it, or use predict.py."
+        )
     try:
-        img = predict.read_image(path, what)
+        img = read_image(path, what)
     except (ValueError, FileNotFoundError) as err:
-        raise InputError(f"The {what} {_name(path)!r} is not an image this app can read (PNG, JPEG, BMP, WebP, "
-                         f"TIFF): {_short(str(err), path)}") from None
+        raise InputError(
+            f"The {what} {_name(path)!r} is not an image this app can read (PNG, JPEG, BMP, WebP, "
+            f"TIFF): {_short(str(err), path)}"
+        ) from None
     h, w = img.size
     if h * w > max_pixels:
-        raise InputError(f"The {what} {_name(path)!r} is {w}x{h} ({w * h / 1e6:.1f} megapixels); the limit is "
-                         f"{max_pixels / 1e6:.1f}.")
+        raise InputError(
+            f"The {what} {_name(path)!r} is {w}x{h} ({w * h / 1e6:.1f} megapixels); the limit is "
+            f"{max_pixels / 1e6:.1f}."
+        )
     return img
 
 
@@ -108,8 +117,10 @@ def strokes_from_layers(layers, size: tuple[int, int]) -> tuple[np.ndarray, np.n
             continue
         a = np.asarray(layer)
         if a.shape[:2] != tuple(size):
-            raise InputError(f"The {name} layer is {a.shape[1]}x{a.shape[0]} but the image is {size[1]}x{size[0]} "
-                             "(width x height); strokes must be drawn on the image at its size.")
+            raise InputError(
+                f"The {name} layer is {a.shape[1]}x{a.shape[0]} but the image is {size[1]}x{size[0]} "
+                "(width x height); strokes must be drawn on the image at its size."
+            )
         alpha = a[..., 3] if a.ndim == 3 and a.shape[2] == 4 else np.full(a.shape[:2], 255, np.uint8)
         if name == "erase":
             out.append(alpha > 0)
@@ -128,18 +139,31 @@ def strokes_from_layers(layers, size: tuple[int, int]) -> tuple[np.ndarray, np.n
     return mask, sketch, color
 
 
-def edit(store: ModelStore, image: Image, mask: np.ndarray, sketch=None, color=None, seed: int = 0,
-         noise: str | None = None) -> tuple[np.ndarray, str]:
-    """``predict.edit_face`` with the app's model; (pixels in the image's layout and dtype, a summary line)."""
+def edit(
+    store: ModelStore, image: Image, mask: np.ndarray, sketch=None, color=None, seed: int = 0, noise: str | None = None
+) -> tuple[np.ndarray, str]:
+    """``inference.faces.edit_face`` with the app's model; (pixels in the image's layout and dtype, a summary line)."""
     if not mask.any():
-        raise InputError("Nothing to edit: the mask is empty. Draw over the part to regenerate in 'Erase' mode "
-                         "first (sketch and colour strokes only count inside it).")
+        raise InputError(
+            "Nothing to edit: the mask is empty. Draw over the part to regenerate in 'Erase' mode "
+            "first (sketch and colour strokes only count inside it)."
+        )
     fm = store.face()
     cfg = store.cfg
     t0 = time.perf_counter()
-    out = predict.edit_face(fm.net, image, mask, sketch, color, size=fm.size, bgr=fm.bgr,
-                            noise=str(noise or fm.noise), seed=int(seed), device=store.device,
-                            precision=str(cfg.precision))
+    out = edit_face(
+        fm.net,
+        image,
+        mask,
+        sketch,
+        color,
+        size=fm.size,
+        bgr=fm.bgr,
+        noise=str(noise or fm.noise),
+        seed=int(seed),
+        device=store.device,
+        precision=str(cfg.precision),
+    )
     dt = time.perf_counter() - t0
     h, w = image.size
     notes = []
@@ -147,21 +171,31 @@ def edit(store: ModelStore, image: Image, mask: np.ndarray, sketch=None, color=N
         if strokes is not None and (strokes & ~mask).any():
             share = (strokes & ~mask).sum() / strokes.sum()
             notes.append(f"{share:.0%} of the {name} strokes lie outside the mask and were ignored")
-    msg = (f"Edited {w}x{h} (network at {fm.size[1]}x{fm.size[0]}) in {dt:.2f} s; {mask.mean():.1%} of the "
-           f"pixels regenerated, the rest equal the input." + (" " + "; ".join(notes) + "." if notes else ""))
+    msg = (
+        f"Edited {w}x{h} (network at {fm.size[1]}x{fm.size[0]}) in {dt:.2f} s; {mask.mean():.1%} of the "
+        f"pixels regenerated, the rest equal the input." + (" " + "; ".join(notes) + "." if notes else "")
+    )
     return out, msg
 
 
 def save_png(pixels: np.ndarray, out_dir: str | os.PathLike, stem: str) -> str:
-    """``predict.write_png`` to a fresh name under ``out_dir`` (results of earlier requests are kept)."""
+    """``inference.images.write_png`` to a fresh name under ``out_dir`` (results of earlier requests are kept)."""
     stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(stem).stem)[:80] or "image"
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(str(out_dir), f"{stem}_{time.strftime('%H%M%S')}_{os.urandom(3).hex()}.png")
-    return predict.write_png(path, pixels)
+    return write_png(path, pixels)
 
 
-def edit_face_files(store: ModelStore, image_path, mask_path, sketch_path=None, color_path=None, seed: int = 0,
-                    out_dir: str = ".", limits: Limits | None = None) -> tuple[str, str]:
+def edit_face_files(
+    store: ModelStore,
+    image_path,
+    mask_path,
+    sketch_path=None,
+    color_path=None,
+    seed: int = 0,
+    out_dir: str = ".",
+    limits: Limits | None = None,
+) -> tuple[str, str]:
     """The ``/edit_face`` endpoint: image, mask, optional sketch and colour files (as ``predict.py`` takes them,
     same size as the image) -> (result PNG path, summary)."""
     limits = limits or Limits()
@@ -170,17 +204,18 @@ def edit_face_files(store: ModelStore, image_path, mask_path, sketch_path=None, 
         raise InputError("No mask: give a mask image (white where the face is to be regenerated).")
     try:
         open_image(mask_path, "mask", limits.max_pixels_face, limits)  # readable and not huge
-        mask = predict.read_mask(str(mask_path), image.size, "mask")
-        sketch = predict.read_mask(str(sketch_path), image.size, "sketch") if sketch_path else None
-        color = predict.read_color(str(color_path), image.size) if color_path else None
+        mask = read_mask(str(mask_path), image.size, "mask")
+        sketch = read_mask(str(sketch_path), image.size, "sketch") if sketch_path else None
+        color = read_color(str(color_path), image.size) if color_path else None
     except (ValueError, FileNotFoundError) as err:
         raise InputError(_short(str(err), mask_path, sketch_path, color_path)) from None
     out, msg = edit(store, image, mask, sketch, color, seed)
     return save_png(out, out_dir, Path(str(image_path)).stem + "_edited"), msg
 
 
-def edit_face_editor(store: ModelStore, image_path, editor_value, seed: int = 0, out_dir: str = ".",
-                     limits: Limits | None = None) -> tuple[str, str]:
+def edit_face_editor(
+    store: ModelStore, image_path, editor_value, seed: int = 0, out_dir: str = ".", limits: Limits | None = None
+) -> tuple[str, str]:
     """The Generate button: the uploaded file (kept as uploaded) and the editor's layers -> (PNG path, summary)."""
     limits = limits or Limits()
     image = open_image(image_path, "face image", limits.max_pixels_face, limits)
@@ -190,8 +225,9 @@ def edit_face_editor(store: ModelStore, image_path, editor_value, seed: int = 0,
     return save_png(out, out_dir, Path(str(image_path)).stem + "_edited"), msg
 
 
-def upscale_file(store: ModelStore, image_path, alpha: float = 1.0, tile: int = 0, out_dir: str = ".",
-                 limits: Limits | None = None) -> tuple[str, str]:
+def upscale_file(
+    store: ModelStore, image_path, alpha: float = 1.0, tile: int = 0, out_dir: str = ".", limits: Limits | None = None
+) -> tuple[str, str]:
     """The ``/upscale`` endpoint and the super-resolution tab: -> (PNG path, summary).  ``alpha``: network
     interpolation (0 = PSNR model, 1 = GAN model; ignored without PSNR weights); ``tile``: input tile side
     (0 = whole image), with ``tile_pad`` from the config (``auto``: the exact receptive margin)."""
@@ -206,13 +242,22 @@ def upscale_file(store: ModelStore, image_path, alpha: float = 1.0, tile: int = 
     m = store.sr_at(alpha)
     t0 = time.perf_counter()
     try:
-        out = predict.upscale(m.net, image, m.scale, store.device, tile=tile, tile_pad=store.cfg.sr.tile_pad,
-                              precision=str(store.cfg.precision))
+        out = upscale(
+            m.net,
+            image,
+            m.scale,
+            store.device,
+            tile=tile,
+            tile_pad=store.cfg.sr.tile_pad,
+            precision=str(store.cfg.precision),
+        )
     except ValueError as err:  # e.g. odd sizes for x2 / x1 networks (pixel-unshuffle), tiles too small
         raise InputError(_short(str(err), image_path)) from None
     dt = time.perf_counter() - t0
     h, w = image.size
     interp = f", alpha {alpha:g} (0 = PSNR, 1 = GAN)" if m.psnr_state is not None else ""
-    msg = (f"x{m.scale}: {w}x{h} -> {w * m.scale}x{h * m.scale} in {dt:.2f} s"
-           f"{f', tiles of {tile}' if tile else ''}{interp}.")
+    msg = (
+        f"x{m.scale}: {w}x{h} -> {w * m.scale}x{h * m.scale} in {dt:.2f} s"
+        f"{f', tiles of {tile}' if tile else ''}{interp}."
+    )
     return save_png(out, out_dir, Path(str(image_path)).stem + f"_x{m.scale}"), msg

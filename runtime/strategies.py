@@ -1,11 +1,11 @@
 """Data-parallel training for the GAN recipes: ``strategy=ddp_gan`` (``ddp_gan_spawn`` for spawned processes),
-and the config resolvers for devices: ``${bf16_if_supported:<accelerator>}``, ``${cuda_device_count:}``.
+registered by :func:`register` (the config resolvers for devices are in runtime/resolvers.py).
 
 Why not Lightning's DDP wrapper
 -------------------------------
 Each GAN batch runs separate backward passes for G and for D (ESRGAN: one for G, two for D, as BasicSR), each
 followed by its own optimizer step, and the network that is not being stepped is frozen.  Measured with
-``scripts/ddp_sync_bench.py`` (2 gloo processes, the ESRGAN GAN-stage step; numbers in conf/trainer/ddp.yaml):
+``scripts/ddp_sync_bench.py`` (2 gloo processes, the ESRGAN GAN-stage step; numbers in the README's Multi-GPU section):
 
 * one ``DistributedDataParallel`` around the module with ``find_unused_parameters=True`` (Lightning's
   ``ddp_find_unused_parameters_true``) all-reduces the buckets of BOTH networks in EVERY backward pass, the
@@ -22,7 +22,7 @@ ranks in bucketed all-reduces (the approach of StyleGAN2-ADA's training loop).  
 once per update, frozen networks never, and any number of forwards/backwards per step is fine.  What is given up
 is DDP's overlap of communication with the backward pass; on the bench's CPU processes the step times of the
 variants were within noise of each other, while the traffic is a third of ``find_unused_parameters``' (numbers in
-conf/trainer/ddp.yaml).
+the README's Multi-GPU section).
 Parameters and buffers start identical on every rank (broadcast from rank 0 at setup).
 
 Gradients that no rank produced stay ``None`` (Adam then skips those parameters, as in one process); where only
@@ -31,11 +31,11 @@ some ranks produced one, the others contribute zeros, as DDP's ``find_unused_par
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 import torch.distributed as dist
-from omegaconf import OmegaConf
 from pytorch_lightning.overrides.distributed import _sync_module_states
 from pytorch_lightning.strategies import DDPStrategy, StrategyRegistry
 
@@ -92,7 +92,9 @@ class GradientAverager:
         size = 0
         for g in grads:
             nbytes = g.numel() * g.element_size()
-            if bucket and (size + nbytes > self.bucket_bytes or g.dtype != bucket[0].dtype or g.device != bucket[0].device):
+            if bucket and (
+                size + nbytes > self.bucket_bytes or g.dtype != bucket[0].dtype or g.device != bucket[0].device
+            ):
                 yield bucket
                 bucket, size = [], 0
             bucket.append(g)
@@ -145,32 +147,22 @@ class GANDDPStrategy(DDPStrategy):
         pass
 
 
-def bf16_if_supported(accelerator: str = "auto") -> str:
-    """``bf16-mixed`` on CUDA GPUs with native bf16 (Ampere and newer), else ``32-true`` (CPU, V100, T4)."""
-    accelerator = str(accelerator).lower()
-    if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available():
-        try:
-            if torch.cuda.is_bf16_supported(including_emulation=False):
-                return "bf16-mixed"
-        except TypeError:  # older torch: no including_emulation
-            if torch.cuda.get_device_capability()[0] >= 8:
-                return "bf16-mixed"
-    return "32-true"
-
-
-def cuda_device_count() -> int:
-    return max(1, torch.cuda.device_count())
-
-
-# conf/trainer/{gpu,ddp}.yaml: precision: ${bf16_if_supported:${.accelerator}}
-OmegaConf.register_new_resolver("bf16_if_supported", bf16_if_supported, replace=True)
-# conf/hydra/launcher/joblib_gpus.yaml: n_jobs: ${cuda_device_count:}
-OmegaConf.register_new_resolver("cuda_device_count", cuda_device_count, replace=True)
-
-if "ddp_gan" not in StrategyRegistry:
+def register() -> None:
+    """Register ``strategy=ddp_gan`` / ``ddp_gan_spawn`` with Lightning (idempotent; runtime.training.train calls it
+    before the Trainer is built)."""
+    if "ddp_gan" in StrategyRegistry:
+        return
     StrategyRegistry.register(
-        "ddp_gan", GANDDPStrategy, description="GAN DDP, per-optimizer gradient averaging, processes started with "
-        "the script's command line (one per device)", start_method="popen")
+        "ddp_gan",
+        GANDDPStrategy,
+        description="GAN DDP, per-optimizer gradient averaging, processes started with "
+        "the script's command line (one per device)",
+        start_method="popen",
+    )
     StrategyRegistry.register(
-        "ddp_gan_spawn", GANDDPStrategy, description="GAN DDP, per-optimizer gradient averaging, processes spawned "
-        "from the calling process (works inside Hydra multirun)", start_method="spawn")
+        "ddp_gan_spawn",
+        GANDDPStrategy,
+        description="GAN DDP, per-optimizer gradient averaging, processes spawned "
+        "from the calling process (works inside Hydra multirun)",
+        start_method="spawn",
+    )

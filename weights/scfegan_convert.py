@@ -1,7 +1,7 @@
 """Convert the official SC-FEGAN TensorFlow checkpoint into this project's generator (official model.py:29-86).
 
-    python -m archs.scfegan_convert --tf-ckpt PATH/SC-FEGAN.ckpt --out G.pth        # or G.safetensors
-    python -m archs.scfegan_convert --tf-ckpt variables.npz --out G.pth             # no TensorFlow needed
+    python -m scripts.scfegan_convert --tf-ckpt PATH/SC-FEGAN.ckpt --out G.pth        # or G.safetensors
+    python -m scripts.scfegan_convert --tf-ckpt variables.npz --out G.pth             # no TensorFlow needed
 
 ``--tf-ckpt`` is the checkpoint *prefix* (the released ``SC-FEGAN.ckpt.index`` and
 ``SC-FEGAN.ckpt.data-00000-of-00001`` pair; the TF ``checkpoint`` file is not needed).  Reading it needs
@@ -32,9 +32,6 @@ the network, in layer 24's concatenation and layer 25's output).  The file also 
 size (512).  The official weights are CC BY-NC 4.0 (non-commercial use only).
 """
 
-import tv_compat  # entry point: must precede anything that imports torchvision
-
-import argparse
 import os
 import re
 from collections import OrderedDict
@@ -44,10 +41,16 @@ import numpy as np
 import torch
 
 from archs.scfegan_generator import SCFEGANGenerator
-from archs.weights_io import load_into, save_generator_file, scfegan_config
+from weights.io import load_into, save_generator_file
+from weights.layouts import scfegan_config
 
 __all__ = [
-    "GATED_LAYERS", "DECONV_LAYERS", "tf_to_torch", "torch_to_tf", "read_tf_checkpoint", "convert", "main",
+    "GATED_LAYERS",
+    "DECONV_LAYERS",
+    "tf_to_torch",
+    "torch_to_tf",
+    "read_tf_checkpoint",
+    "convert",
 ]
 
 #: The 18 gated convolutions and 7 self-gated deconvolutions of the official graph (TF scope names).
@@ -108,13 +111,15 @@ def tf_to_torch(
             f"e.g. {missing[:6]}; expected names like {prefix}gconv1_ds/kernel, {prefix}gconv1_ds_g/bias, "
             f"{prefix}deconv1/w, {prefix}deconv1/biases1; found {len(found)} variables: {found[:8]}"
         )
-    state: "OrderedDict[str, torch.Tensor]" = OrderedDict()
+    state: OrderedDict[str, torch.Tensor] = OrderedDict()
     for key, tf_name, kind in rows:
         arr = torch.as_tensor(np.asarray(variables[tf_name], dtype=np.float32))
         if kind in ("kernel", "deconv"):
             if arr.dim() != 4:
                 raise ValueError(f"{tf_name}: expected a 4-D kernel, got shape {tuple(arr.shape)}")
-            arr = arr.permute(3, 2, 0, 1)  # [kh, kw, in, out] -> [out, in, kh, kw]; deconv [.., out, in] -> [in, out, ..]
+            arr = arr.permute(
+                3, 2, 0, 1
+            )  # [kh, kw, in, out] -> [out, in, kh, kw]; deconv [.., out, in] -> [in, out, ..]
         elif arr.dim() != 1:
             raise ValueError(f"{tf_name}: expected a 1-D bias, got shape {tuple(arr.shape)}")
         state[key] = arr.contiguous().clone()
@@ -154,8 +159,11 @@ def official_tf_generator(tf, V, x, prefix: str = "generator/"):
     def gconv(x, name, s=1, d=1, lrn=True, act=True):
         def conv(scope):
             # tf.nn.convolution is what the official tf.layers.conv2d calls (space-to-batch when dilated).
-            return tf.nn.convolution(x, V[prefix + scope + "/kernel"], strides=s, padding="SAME", dilations=d) \
+            return (
+                tf.nn.convolution(x, V[prefix + scope + "/kernel"], strides=s, padding="SAME", dilations=d)
                 + V[prefix + scope + "/bias"]
+            )
+
         f = conv(name)
         if lrn:
             f = tf.nn.lrn(f, bias=5e-5)
@@ -166,8 +174,10 @@ def official_tf_generator(tf, V, x, prefix: str = "generator/"):
     def deconv(x, name):
         w = V[prefix + name + "/w"]
         b, h, wd, _ = x.shape
-        d = tf.nn.conv2d_transpose(x, w, [b, 2 * h, 2 * wd, w.shape[2]], strides=2, padding="SAME") \
+        d = (
+            tf.nn.conv2d_transpose(x, w, [b, 2 * h, 2 * wd, w.shape[2]], strides=2, padding="SAME")
             + V[prefix + name + "/biases1"]
+        )
         d = tf.nn.leaky_relu(d, 0.2)
         return d * tf.sigmoid(d)  # the official self-gate
 
@@ -228,36 +238,10 @@ def convert(
         "input_size": OFFICIAL_INPUT_SIZE,
         "noise_type": "binary16",  # official demo's noise channel (demo.py:139-144), what these weights were run with
         "source": "official SC-FEGAN TensorFlow checkpoint (run-youngjoo/SC-FEGAN, CC BY-NC 4.0)"
-        if not isinstance(tf_ckpt, Mapping) else "SC-FEGAN TF variables",
+        if not isinstance(tf_ckpt, Mapping)
+        else "SC-FEGAN TF variables",
         "ignored_variables": len(ignored),
     }
     if out is not None:
         save_generator_file(out, net, config, meta)
     return net.eval(), meta
-
-
-def main(argv: list[str] | None = None) -> str:
-    parser = argparse.ArgumentParser(
-        prog="python -m archs.scfegan_convert",
-        description="Convert the official SC-FEGAN TensorFlow checkpoint to this project's generator weights.",
-    )
-    parser.add_argument("--tf-ckpt", required=True,
-                        help="checkpoint prefix (PATH/SC-FEGAN.ckpt: .index + .data-* next to it) or an .npz")
-    parser.add_argument("--out", required=True, help="output .pth ({params, params_ema, generator, meta}) or .safetensors")
-    parser.add_argument("--rgb", action="store_true",
-                        help="record the weights as RGB (default: BGR, which is what the released weights expect)")
-    parser.add_argument("--prefix", default=None, help="variable scope (default: found in the names, 'generator/')")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    args = parser.parse_args(argv)
-    from archs.weights_io import check_output_file
-
-    check_output_file(args.out, (args.tf_ckpt, f"{args.tf_ckpt}.index"), args.overwrite, "--out", "--overwrite")
-    net, meta = convert(args.tf_ckpt, args.out, bgr=not args.rgb, prefix=args.prefix)
-    n = sum(p.numel() for p in net.parameters())
-    print(f"wrote {args.out}: SC-FEGAN generator, {n:,} parameters, channel order {'BGR' if meta['bgr'] else 'RGB'}, "
-          f"{meta['ignored_variables']} checkpoint variables not used (biases2, optimiser slots, ...)")
-    return args.out
-
-
-if __name__ == "__main__":
-    main()

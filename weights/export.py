@@ -1,11 +1,11 @@
 """Export generators to safetensors, TorchScript and ONNX.
 
-    python -m archs.export --weights PATH --format onnx --out G.onnx          [--kind auto|esrgan|scfegan]
-    python -m archs.export --weights PATH --format torchscript --out G.pt
-    python -m archs.export --weights PATH --format safetensors --out G.safetensors
+    python -m scripts.export --weights PATH --format onnx --out G.onnx          [--kind auto|esrgan|scfegan]
+    python -m scripts.export --weights PATH --format torchscript --out G.pt
+    python -m scripts.export --weights PATH --format safetensors --out G.safetensors
     python predict.py model=esrgan weights=PATH export=onnx export_path=G.onnx      # the same through Hydra
 
-``--weights`` takes every file :func:`archs.weights_io.build_generator` reads (this project's ``.ckpt`` and
+``--weights`` takes every file :func:`weights.io.build_generator` reads (this project's ``.ckpt`` and
 weights files, the published ESRGAN layouts, converted official SC-FEGAN weights).  Every export carries the
 architecture and metadata (e.g. ``bgr`` of converted official SC-FEGAN weights), so ``predict.py weights=...``
 and ``build_generator`` read the safetensors and TorchScript files back; in ONNX they are model metadata
@@ -25,9 +25,6 @@ ONNX uses the TorchScript-based exporter (``dynamo=False``; opset 17 by default)
 seconds with dynamic axes, where the ``torch.export`` path takes minutes on the SC-FEGAN generator.
 """
 
-import tv_compat  # entry point: must precede anything that imports torchvision
-
-import argparse
 import copy
 import json
 import os
@@ -42,9 +39,9 @@ from torch import nn
 from archs.gated_conv import Conv2dSame, ConvTranspose2dSame, tf_same_pads
 from archs.rrdbnet import RRDBNet
 from archs.scfegan_generator import SIZE_MULTIPLE, SCFEGANGenerator
-from archs.weights_io import TORCHSCRIPT_META, _plain, build_generator, check_output_file, save_generator_file
+from weights.io import TORCHSCRIPT_META, _plain, build_generator, check_output_file, save_generator_file
 
-__all__ = ["FORMATS", "export_ready", "example_input", "export_generator", "export_file", "main"]
+__all__ = ["FORMATS", "export_ready", "example_input", "export_generator", "export_file"]
 
 FORMATS = ("safetensors", "torchscript", "onnx")
 _EXTENSIONS = {"safetensors": ".safetensors", "torchscript": ".pt", "onnx": ".onnx"}
@@ -136,8 +133,14 @@ def export_generator(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            ready, (x,), path, input_names=["input"], output_names=["output"], opset_version=opset,
-            dynamic_axes={"input": axes, "output": {0: "batch", 2: "out_height", 3: "out_width"}}, dynamo=False,
+            ready,
+            (x,),
+            path,
+            input_names=["input"],
+            output_names=["output"],
+            opset_version=opset,
+            dynamic_axes={"input": axes, "output": {0: "batch", 2: "out_height", 3: "out_width"}},
+            dynamo=False,
         )
     model = onnx.load(path)
     props = {"meta": json.dumps(meta)}
@@ -172,27 +175,3 @@ def export_file(
     check_output_file(path, (weights,), overwrite, "export path", flag)
     net, info = build_generator(weights, kind=kind, prefer=prefer, defaults=defaults)
     return export_generator(net, fmt, path, info.generator, info.meta, example_input(net, height, width), opset)
-
-
-def main(argv: list[str] | None = None) -> str:
-    parser = argparse.ArgumentParser(prog="python -m archs.export",
-                                     description="Export a generator to safetensors, TorchScript or ONNX.")
-    parser.add_argument("--weights", required=True, help="generator file (.ckpt, .pth, .safetensors, TorchScript)")
-    parser.add_argument("--format", required=True, choices=FORMATS)
-    parser.add_argument("--out", default=None, help="output file (default: next to --weights)")
-    parser.add_argument("--kind", default="auto", choices=("auto", "esrgan", "scfegan"))
-    parser.add_argument("--key", default="params_ema", choices=("params_ema", "params"),
-                        help="which generator of a container / checkpoint (default: the EMA one)")
-    parser.add_argument("--opset", type=int, default=17)
-    parser.add_argument("--height", type=int, default=None, help="tracing input height (any valid size)")
-    parser.add_argument("--width", type=int, default=None)
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out (never --weights)")
-    args = parser.parse_args(argv)
-    out = export_file(args.weights, args.format, args.out, kind=args.kind, prefer=args.key, opset=args.opset,
-                      height=args.height, width=args.width, overwrite=args.overwrite, flag="--overwrite")
-    print(f"wrote {out} ({args.format})")
-    return out
-
-
-if __name__ == "__main__":
-    main()

@@ -11,7 +11,7 @@ then renamed over the target with ``os.replace`` (atomic on POSIX), and the fold
 survives a power cut.  On any failure (``ENOSPC``, an exception, ``KeyboardInterrupt``) the temporary file is
 removed and the previous file is untouched.  Temporary files left by a process killed with SIGKILL are named
 ``.<target>.tmp-<pid>-<random>`` and removed by :func:`remove_stale_temp_files` when the next run starts in that
-folder (the run-folder lock, callbacks/run_lock.py, guarantees no other writer is active there).
+folder (the run-folder lock, runtime/run_lock.py, guarantees no other writer is active there).
 """
 
 from __future__ import annotations
@@ -76,8 +76,11 @@ def _write_error(err: BaseException, path: Path) -> OSError:
     with contextlib.suppress(OSError):
         free = shutil.disk_usage(path.parent).free
         if getattr(err, "errno", None) == errno.ENOSPC or free < (64 << 20):
-            return OSError(errno.ENOSPC, f"no space left on the device writing {path} ({free:,} bytes free); the "
-                                         f"previous {path.name}, if any, is unchanged ({type(err).__name__}: {err})")
+            return OSError(
+                errno.ENOSPC,
+                f"no space left on the device writing {path} ({free:,} bytes free); the "
+                f"previous {path.name}, if any, is unchanged ({type(err).__name__}: {err})",
+            )
     return OSError(getattr(err, "errno", None) or errno.EIO, f"cannot write {path}: {type(err).__name__}: {err}")
 
 

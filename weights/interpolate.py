@@ -6,25 +6,22 @@ must share a key layout and shapes.  alpha = 0 gives the PSNR model and alpha = 
 Write an interpolated generator (BasicSR ``{params, params_ema}`` container, loadable here, in BasicSR and by
 ``predict.py``)::
 
-    python -m archs.interpolate PSNR.pth GAN.pth --alpha 0.8 --out interp_08.pth
+    python -m scripts.interpolate PSNR.pth GAN.pth --alpha 0.8 --out interp_08.pth
 
 Inputs may be BasicSR containers (``params_ema`` preferred, as BasicSR's ``load_network``), bare state dicts, or this
 project's ``.ckpt`` files (the EMA generator).  ``python evaluate.py model=esrgan interp.psnr_weights=A
 interp.gan_weights=B`` evaluates a sweep of alphas without writing files.
 """
 
-import tv_compat  # entry point: must precede anything that imports torchvision
-
-import argparse
 import os
 from collections import OrderedDict
 from collections.abc import Mapping
 
 import torch
 
-from archs.weights_io import load_generator_state
+from weights.io import load_generator_state
 
-__all__ = ["interpolate_state_dicts", "load_and_interpolate", "save_state_dict", "main"]
+__all__ = ["interpolate_state_dicts", "load_and_interpolate", "save_state_dict"]
 
 
 def _check_compatible(a: Mapping, b: Mapping, names: tuple[str, str]) -> None:
@@ -32,8 +29,9 @@ def _check_compatible(a: Mapping, b: Mapping, names: tuple[str, str]) -> None:
     only_b = sorted(set(b) - set(a))
     shape = sorted(k for k in set(a) & set(b) if tuple(a[k].shape) != tuple(b[k].shape))
     if only_a or only_b or shape:
+
         def few(keys):
-            return f"{keys[:5]}{' ... (%d in all)' % len(keys) if len(keys) > 5 else ''}"
+            return f"{keys[:5]}{f' ... ({len(keys)} in all)' if len(keys) > 5 else ''}"
 
         parts = []
         if only_a:
@@ -41,8 +39,9 @@ def _check_compatible(a: Mapping, b: Mapping, names: tuple[str, str]) -> None:
         if only_b:
             parts.append(f"keys only in {names[1]}: {few(only_b)}")
         if shape:
-            parts.append("shapes differ: " + ", ".join(
-                f"{k} {tuple(a[k].shape)} vs {tuple(b[k].shape)}" for k in shape[:5]))
+            parts.append(
+                "shapes differ: " + ", ".join(f"{k} {tuple(a[k].shape)} vs {tuple(b[k].shape)}" for k in shape[:5])
+            )
         raise ValueError(
             f"cannot interpolate {names[0]} and {names[1]}: the two generators must share the same key layout and "
             f"shapes (convert both to one layout first); " + "; ".join(parts)
@@ -77,10 +76,10 @@ def interpolate_state_dicts(
 
 
 def load_and_interpolate(psnr_path: str, gan_path: str, alpha: float, prefer: str = "params_ema"):
-    """Interpolate two generator files (any layout :func:`archs.weights_io.load_generator_state` reads)."""
+    """Interpolate two generator files (any layout :func:`weights.io.load_generator_state` reads)."""
     a = load_generator_state(psnr_path, prefer=prefer)
     b = load_generator_state(gan_path, prefer=prefer)
-    from archs.weights_io import check_finite
+    from weights.io import check_finite
 
     check_finite(a, str(psnr_path))
     check_finite(b, str(gan_path))
@@ -94,30 +93,3 @@ def save_state_dict(path: str, state: Mapping[str, torch.Tensor]) -> None:
     tmp = f"{path}.tmp"
     torch.save({"params": cpu, "params_ema": cpu}, tmp)
     os.replace(tmp, path)
-
-
-def main(argv: list[str] | None = None) -> str:
-    parser = argparse.ArgumentParser(
-        prog="python -m archs.interpolate",
-        description="Write (1 - alpha) * PSNR + alpha * GAN generator weights (ESRGAN network interpolation).",
-    )
-    parser.add_argument("psnr_weights", help="the PSNR-oriented generator (.pth or this project's .ckpt)")
-    parser.add_argument("gan_weights", help="the GAN generator, same architecture")
-    parser.add_argument("--alpha", type=float, required=True, help="0 = PSNR model, 1 = GAN model (paper: 0.8)")
-    parser.add_argument("--out", required=True, help="output .pth (BasicSR {params, params_ema} container)")
-    parser.add_argument("--key", default="params_ema", choices=("params_ema", "params"),
-                        help="which generator of a BasicSR container to read (default params_ema)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out (never an input)")
-    args = parser.parse_args(argv)
-    from archs.weights_io import check_output_file
-
-    check_output_file(args.out, (args.psnr_weights, args.gan_weights), args.overwrite, "--out", "--overwrite")
-    state = load_and_interpolate(args.psnr_weights, args.gan_weights, args.alpha, prefer=args.key)
-    save_state_dict(args.out, state)
-    print(f"wrote {args.out}: (1 - {args.alpha:g}) * {args.psnr_weights} + {args.alpha:g} * {args.gan_weights} "
-          f"({len(state)} tensors)")
-    return args.out
-
-
-if __name__ == "__main__":
-    main()

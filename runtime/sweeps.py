@@ -10,27 +10,28 @@ starts the multirun:
   printed table: one row per job with its overrides and final validation metrics, best objective first.
 
 After a sweep that stopped early (a failed job stops the basic sweeper), the summary of what finished is
-``python -m callbacks.sweeps <sweep dir>``.
+``python -m scripts.sweep_summary <sweep dir>``.
 """
 
 from __future__ import annotations
-
-import tv_compat  # noqa: F401  (entry point: python -m callbacks.sweeps)
 
 import csv
 import json
 import logging
 import math
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from runtime.results import RESULT_FILE
 
 log = logging.getLogger(__name__)
 
 SWEEP_INFO = "sweep_info.json"
-RESULT_FILE = "result.json"
+
 SUMMARY_FILE = "summary.csv"
 
 
@@ -176,8 +177,14 @@ def job_identity(cfg: DictConfig) -> dict | None:
     pairs = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") in keys]
     name = ",".join(pairs) or str(hc.job.override_dirname) or f"job{hc.job.num}"
     group = info.get("group") or f"{cfg.get('sweep_name') or cfg.get('task_name', 'sweep')}-{Path(sweep_dir).name}"
-    return {"group": group, "name": name, "swept": swept, "overrides": overrides, "job_num": int(hc.job.num),
-            "sweep_dir": sweep_dir}
+    return {
+        "group": group,
+        "name": name,
+        "swept": swept,
+        "overrides": overrides,
+        "job_num": int(hc.job.num),
+        "sweep_dir": sweep_dir,
+    }
 
 
 # --------------------------------------------------------------------------------------------- summary
@@ -204,7 +211,9 @@ def summarize(sweep_dir: str | os.PathLike, direction: str | None = None) -> tup
     keys = read_sweep_info(sweep_dir).get("swept_keys") or sorted({k for r in results for k in r.get("swept", {})})
     direction = direction or results[0].get("direction", "maximize")
     monitor = results[0].get("monitor") or "objective"
-    metric_keys = sorted({k for r in results for k in r.get("metrics", {}) if k.startswith("val/") and k.count("/") == 1})
+    metric_keys = sorted(
+        {k for r in results for k in r.get("metrics", {}) if k.startswith("val/") and k.count("/") == 1}
+    )
 
     def sort_key(r):
         v = r.get("objective")
@@ -213,14 +222,35 @@ def summarize(sweep_dir: str | os.PathLike, direction: str | None = None) -> tup
         return (0, -v if direction == "maximize" else v)
 
     results.sort(key=sort_key)
-    columns = ["rank", "job", *keys, f"objective ({monitor}, {direction})", "best " + monitor, *metric_keys,
-               "iter", "status", "overrides", "output_dir"]
+    columns = [
+        "rank",
+        "job",
+        *keys,
+        f"objective ({monitor}, {direction})",
+        "best " + monitor,
+        *metric_keys,
+        "iter",
+        "status",
+        "overrides",
+        "output_dir",
+    ]
     rows = []
     for i, r in enumerate(results, 1):
         swept = r.get("swept", {})
-        rows.append([i, r.get("job_num"), *[swept.get(k) for k in keys], r.get("objective"), r.get("best_score"),
-                     *[r.get("metrics", {}).get(k) for k in metric_keys], r.get("iteration"), r.get("status"),
-                     " ".join(r.get("overrides", [])), r.get("output_dir")])
+        rows.append(
+            [
+                i,
+                r.get("job_num"),
+                *[swept.get(k) for k in keys],
+                r.get("objective"),
+                r.get("best_score"),
+                *[r.get("metrics", {}).get(k) for k in metric_keys],
+                r.get("iteration"),
+                r.get("status"),
+                " ".join(r.get("overrides", [])),
+                r.get("output_dir"),
+            ]
+        )
     return columns, rows
 
 
@@ -286,8 +316,12 @@ class SweepCallback(_HydraCallback):
         sweep_dir = Path(str(config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         name = config.get("sweep_name") or config.get("task_name", "sweep")
-        info = {"swept_keys": swept_keys(config), "sweep_name": name, "group": f"{name}-{sweep_dir.name}",
-                "overrides": [str(o) for o in config.hydra.overrides.task]}
+        info = {
+            "swept_keys": swept_keys(config),
+            "sweep_name": name,
+            "group": f"{name}-{sweep_dir.name}",
+            "overrides": [str(o) for o in config.hydra.overrides.task],
+        }
         (sweep_dir / SWEEP_INFO).write_text(json.dumps(info, indent=2))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -298,18 +332,3 @@ class SweepCallback(_HydraCallback):
         if "direction" in sweeper and isinstance(sweeper.get("direction"), str):
             direction = str(sweeper.direction)
         write_summary(str(config.hydra.sweep.dir), direction)
-
-
-def main(argv: list[str] | None = None) -> None:
-    import argparse
-
-    ap = argparse.ArgumentParser(description="Summarise a finished (or stopped) Hydra sweep of train.py")
-    ap.add_argument("sweep_dir")
-    ap.add_argument("--direction", choices=("maximize", "minimize"), default=None)
-    args = ap.parse_args(argv)
-    if write_summary(args.sweep_dir, args.direction) is None:
-        raise SystemExit(f"no {RESULT_FILE} under {args.sweep_dir}")
-
-
-if __name__ == "__main__":
-    main()

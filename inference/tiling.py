@@ -1,0 +1,262 @@
+"""ESRGAN upscaling: receptive margin, tiled forward passes, the memory plan that chooses tiles, and ``upscale``.
+
+With ``tile_pad`` at least the network's receptive margin (``tile_pad=auto``) the tiled result equals the untiled
+one up to float rounding."""
+
+import logging
+import math
+import os
+
+import numpy as np
+import torch
+
+from archs.rrdbnet import RRDBNet
+from inference.device import run_net
+from inference.images import Image, quantize, to_gray01
+from ops.imresize import imresize
+
+log = logging.getLogger(__name__)
+
+
+#: Tiles smaller than this, or more tiles than MAX_TILES per image, cost far more than the whole image (each tile
+#: runs with tile_pad pixels of context on every side): tile=2 on a 96x96 image took minutes (issue 16 item 9).
+MIN_TILE = 8
+MAX_TILES = 1024
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# ESRGAN
+# ---------------------------------------------------------------------------------------------------------------
+def unshuffle_factor(net: torch.nn.Module) -> int:
+    return {4: 1, 2: 2, 1: 4}[net.scale] if isinstance(net, RRDBNet) else 1
+
+
+def receptive_margin(net: torch.nn.Module) -> int:
+    """Input pixels around an output pixel's source pixel that can change it (RRDBNet, exact bound).
+
+    In body coordinates: conv_first 1 + 3 RDBs x 5 chained convs per RRDB + conv_body 1, then the upsampling
+    part (conv_up1 at x2, conv_up2 / conv_hr / conv_last at x4, nearest upsampling between) adds 2:
+    ``15 * num_block + 4``, times the pixel-unshuffle factor for x2 / x1 networks: 349 input pixels for the
+    23-block ESRGAN x4.
+    """
+    if not isinstance(net, RRDBNet):
+        raise TypeError(f"receptive_margin: no rule for {type(net).__name__}")
+    return unshuffle_factor(net) * (15 * len(net.body) + 4)
+
+
+def tiled_forward(
+    net: torch.nn.Module,
+    x: torch.Tensor,
+    scale: int,
+    tile: int = 0,
+    tile_pad: int = 0,
+    precision: str = "fp32",
+    unit: int = 1,
+) -> torch.Tensor:
+    """``net(x)`` for an x``scale`` super-resolution network, through ``tile`` x ``tile`` input tiles.
+
+    Each tile is run with ``tile_pad`` input pixels of context on every side (clipped at the image border, where
+    the network's own zero padding then applies as on the whole image) and only its core is kept.  With
+    ``tile_pad >= receptive_margin(net)`` every kept pixel sees exactly what it sees on the whole image.
+    ``unit``: tiles and pads are rounded up to multiples of it (the pixel-unshuffle factor of x2 / x1 nets).
+    """
+    _, _, h, w = x.shape
+    if tile <= 0 or (h <= tile and w <= tile):
+        return run_net(net, x, precision)
+    tile = -(-tile // unit) * unit
+    tile_pad = -(-tile_pad // unit) * unit
+    out = None
+    for y0 in range(0, h, tile):
+        for x0 in range(0, w, tile):
+            y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
+            py0, py1 = max(y0 - tile_pad, 0), min(y1 + tile_pad, h)
+            px0, px1 = max(x0 - tile_pad, 0), min(x1 + tile_pad, w)
+            y = run_net(net, x[..., py0:py1, px0:px1], precision)
+            if out is None:
+                out = y.new_zeros(y.shape[0], y.shape[1], h * scale, w * scale)
+            oy, ox = (y0 - py0) * scale, (x0 - px0) * scale
+            out[..., y0 * scale : y1 * scale, x0 * scale : x1 * scale] = y[
+                ..., oy : oy + (y1 - y0) * scale, ox : ox + (x1 - x0) * scale
+            ]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Memory: an estimate of a forward pass, and the tile size that fits
+# ---------------------------------------------------------------------------------------------------------------
+GB = 1024**3
+OUT_BYTES_PER_PIXEL = 4 * 3 * 4  # float32 RGB result, and about three more copies of it (clamp, numpy, quantise)
+
+
+def forward_bytes(net: RRDBNet, h: int, w: int) -> int:
+    """Estimated peak bytes of the activations of ``net`` on an h x w input (float32, no autograd).
+
+    With ``P`` body pixels (input pixels / unshuffle^2), ``F`` features and ``G`` growth channels: inside an RDB
+    the long skip, the RRDB and RDB inputs, x1..x4, the concatenation for conv5 and its output are alive,
+    ``P (5F + 8G)`` values; in the x4 upsampling, the x2 map, its x4 nearest copy and conv_up2's output,
+    ``36 P F``.  The larger of the two, plus the input and the output of the network.
+    """
+    u = unshuffle_factor(net)
+    p = -(-h // u) * -(-w // u)
+    nf, gc = net.conv_first.out_channels, net.body[0].rdb1.conv1.out_channels if len(net.body) else 0
+    values = max(p * (5 * nf + 8 * gc), 36 * p * nf) + 3 * h * w + 16 * p * net.conv_last.out_channels
+    return 4 * values
+
+
+def memory_budget(device: torch.device, max_memory=None) -> int:
+    """Bytes a prediction may use: ``max_memory`` (GB) when given, else 90 % of the free GPU memory or 80 % of
+    the available RAM (Linux MemAvailable)."""
+    if max_memory not in (None, "auto"):
+        try:
+            gb = float(max_memory)
+        except (TypeError, ValueError):
+            gb = -1.0
+        if not gb > 0:
+            raise ValueError(f"max_memory must be a positive number of GB or 'auto', got {max_memory!r}")
+        return int(gb * GB)
+    if device.type == "cuda":
+        return int(0.9 * torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as f:
+            info = dict(line.split(":", 1) for line in f)
+        return int(0.8 * int(info["MemAvailable"].split()[0]) * 1024)
+    except (OSError, KeyError, ValueError):
+        return int(0.8 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
+
+
+def plan_tile(
+    net: RRDBNet, h: int, w: int, tile, tile_pad: int, device: torch.device, max_memory=None, name: str = "image"
+) -> int:
+    """The tile size for ``net`` on an h x w image: 0 (whole image) or a side in input pixels.
+
+    ``tile``: ``auto`` (the whole image when its estimated memory fits the budget, else the largest tile that
+    does; with ``tile_pad=auto`` the tiled result equals the untiled one), 0 (whole image; an error with the
+    hint when it does not fit) or a side (an error when even that does not fit).
+    """
+    budget = memory_budget(device, max_memory)
+    scale = net.scale
+    fixed = OUT_BYTES_PER_PIXEL * h * w * scale * scale if device.type == "cpu" else 12 * h * w * scale * scale
+    what = f"{name} ({w}x{h}, x{scale})"
+    if fixed > budget:
+        raise MemoryError(
+            f"{what}: the result alone needs about {fixed / GB:.1f} GB, more than the "
+            f"{budget / GB:.1f} GB budget (max_memory=...); tiling cannot help: split the image"
+        )
+
+    def need(side_h: int, side_w: int) -> int:
+        return fixed + forward_bytes(net, side_h, side_w)
+
+    auto = tile in (None, "auto")
+    side = 0 if auto else int(tile)
+    if side < 0:
+        raise ValueError(f"tile must be 'auto', 0 (whole image) or a positive side in pixels, got {tile!r}")
+    if side == 0 or (h <= side and w <= side):
+        whole = need(h, w)
+        if whole <= budget:
+            return 0
+        if not auto:
+            raise MemoryError(
+                f"{what}: untiled it needs about {whole / GB:.1f} GB, more than the {budget / GB:.1f} GB "
+                f"budget; set tile=auto (or tile=512) to run it in tiles with the same result"
+            )
+    else:
+        n = need(min(h, side + 2 * tile_pad), min(w, side + 2 * tile_pad))
+        if n > budget:
+            raise MemoryError(
+                f"{what}: tile={side} with tile_pad={tile_pad} needs about {n / GB:.1f} GB, more than "
+                f"the {budget / GB:.1f} GB budget; use a smaller tile (or tile=auto)"
+            )
+        return side
+    unit = unshuffle_factor(net)
+    side = -(-max(h, w) // unit) * unit
+    while side > unit * 8:
+        side = max(unit * 8, (side // 2) // unit * unit)
+        if need(min(h, side + 2 * tile_pad), min(w, side + 2 * tile_pad)) <= budget:
+            log.info(
+                f"{what}: untiled it needs about {need(h, w) / GB:.1f} GB (budget {budget / GB:.1f} GB): "
+                f"running it in tiles of {side} px (tile_pad={tile_pad})"
+            )
+            return side
+    raise MemoryError(
+        f"{what}: even tiles of {side} px with tile_pad={tile_pad} need more than the "
+        f"{budget / GB:.1f} GB budget (max_memory=...); use a smaller tile_pad or another device"
+    )
+
+
+def _resolve_pad(tile_pad, net) -> int:
+    if tile_pad in (None, "auto"):
+        return receptive_margin(net) if isinstance(net, RRDBNet) else 16
+    pad = int(tile_pad)
+    if pad < 0:
+        raise ValueError(f"tile_pad must be >= 0 or 'auto', got {tile_pad!r}")
+    return pad
+
+
+def check_tile(tile, h: int, w: int, name: str = "image") -> None:
+    """A given tile side (not ``auto`` / 0) must be at least :data:`MIN_TILE` and give at most :data:`MAX_TILES`."""
+    if tile in (None, "auto"):
+        return
+    side = int(tile)
+    if side < 0:
+        raise ValueError(f"tile must be 'auto', 0 (whole image) or a positive side in pixels, got {tile!r}")
+    if side == 0 or (h <= side and w <= side):
+        return
+    count = -(-h // side) * -(-w // side)
+    if side < MIN_TILE or count > MAX_TILES:
+        least = max(MIN_TILE, math.ceil(math.sqrt(h * w / MAX_TILES)))
+        raise ValueError(
+            f"tile={side} on {name} ({w}x{h}) gives {count} tiles: tiles must be at least {MIN_TILE} "
+            f"pixels and at most {MAX_TILES} per image; use tile>={least}, tile=auto or tile=0"
+        )
+
+
+def upscale(
+    net,
+    img: Image,
+    scale: int,
+    device: torch.device,
+    tile="auto",
+    tile_pad="auto",
+    precision: str = "fp32",
+    alpha_upsampler: str = "bicubic",
+    max_memory=None,
+) -> np.ndarray:
+    """Super-resolve one image; returns pixels in the input's layout (gray/RGB/RGBA) and bit depth.
+
+    ``tile``: ``auto`` / 0 / a side in pixels, see :func:`plan_tile` (``max_memory``: its budget in GB)."""
+    if alpha_upsampler not in ("bicubic", "network"):
+        raise ValueError(f"alpha_upsampler must be 'bicubic' or 'network', got {alpha_upsampler!r}")
+    is_net = isinstance(net, torch.nn.Module)
+    unit = unshuffle_factor(net) if is_net else 1
+    h, w = img.size
+    if h % unit or w % unit:
+        raise ValueError(
+            f"{img.path}: {w}x{h} is not divisible by {unit}, which this x{scale} network needs "
+            "(pixel-unshuffle); crop or pad the image"
+        )
+    pad = _resolve_pad(tile_pad, net) if is_net else 0
+    check_tile(tile, h, w, str(img.path))
+    if isinstance(net, RRDBNet):
+        tile = plan_tile(net, h, w, tile, pad, torch.device(device), max_memory, name=str(img.path))
+    else:
+        tile = 0 if tile in (None, "auto") else int(tile)
+
+    def sr(x01: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(x01).permute(2, 0, 1)[None].to(device)
+        if not is_net:
+            y = net(x)
+        else:
+            y = tiled_forward(net, x, scale, int(tile or 0), pad, precision, unit)
+        return y[0].clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+
+    out = sr(img.rgb01())
+    if img.gray:
+        return quantize(to_gray01(out), img.full)
+    alpha = img.alpha01()
+    if alpha is None:
+        return quantize(out, img.full)
+    if alpha_upsampler == "network" and is_net:
+        a = to_gray01(sr(np.repeat(alpha[..., None], 3, axis=2)))
+    else:
+        a = imresize(torch.from_numpy(alpha)[None], scale)[0].clamp(0, 1).numpy()
+    return quantize(np.concatenate([out, a[..., None]], axis=2), img.full)
