@@ -63,6 +63,11 @@ class SRVGGNetCompact(nn.Module):
         self.body.append(nn.Conv2d(num_feat, num_out_ch * upscale * upscale, 3, 1, 1))
         self.upsampler = nn.PixelShuffle(upscale)
 
+    @property
+    def scale(self) -> int:
+        """The upsampling factor, under the name RRDBNet uses (predict, the app and tiling read ``net.scale``)."""
+        return self.upscale
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = x
         for layer in self.body:
