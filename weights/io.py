@@ -454,6 +454,8 @@ def build_generator(
         except ValueError as err:
             raise ValueError(f"{info.path!r}: {err}") from err
         info.meta.setdefault("layout", layout)
+        if isinstance(info.generator, Mapping):  # recorded vs tensors first: the message names both values
+            _check_recorded_sizes(info.generator, inferred, info.path)
         config = _checked_config(info.generator, "esrgan", repr(info.path)) if info.generator else inferred
         _check_recorded_sizes(config, inferred, info.path)
     else:
