@@ -15,6 +15,7 @@ from torch import nn
 #: ``archs/`` are added here (one line).
 ARCHITECTURES = {
     "archs.rrdbnet.RRDBNet": ("generator", "esrgan"),
+    "archs.srvgg.SRVGGNetCompact": ("generator", "esrgan"),  # Real-ESRGAN's compact realesr-* network
     "archs.scfegan_generator.SCFEGANGenerator": ("generator", "scfegan"),
     "archs.vgg_discriminator.VGGStyleDiscriminator": ("discriminator", "esrgan"),
     "archs.sn_patch_discriminator.SNPatchDiscriminator": ("discriminator", "scfegan"),
@@ -22,6 +23,26 @@ ARCHITECTURES = {
 }
 #: The generator classes a weights file may name (a subset of :data:`ARCHITECTURES`).
 GENERATOR_TARGETS = {t: recipe for t, (role, recipe) in ARCHITECTURES.items() if role == "generator"}
+
+#: Inclusive bounds on the size arguments a file may give these networks: a weights file or checkpoint cannot make the
+#: loader build (and allocate) a network far beyond any published one.  Official sizes: RRDBNet 23 x 64 (6 x 64 for
+#: the anime model); SRVGGNetCompact 16 or 32 convs x 64.
+ARCHITECTURE_BOUNDS = {
+    "archs.rrdbnet.RRDBNet": {
+        "num_in_ch": (1, 64),
+        "num_out_ch": (1, 64),
+        "num_feat": (1, 1024),
+        "num_block": (1, 256),
+        "num_grow_ch": (1, 1024),
+    },
+    "archs.srvgg.SRVGGNetCompact": {
+        "num_in_ch": (1, 64),
+        "num_out_ch": (1, 64),
+        "num_feat": (1, 1024),
+        "num_conv": (0, 1024),
+        "upscale": (1, 16),
+    },
+}
 
 
 class UnsafeArchitectureError(ValueError):
@@ -72,6 +93,10 @@ def checked_architecture(config: Mapping, source: str = "network config", role: 
             f"{source}: arguments {bad} of {target} must be numbers, strings, booleans, null or lists of them; "
             f"got {', '.join(f'{k}={type(cfg[k]).__name__}' for k in bad)}"
         )
+    for name, (low, high) in ARCHITECTURE_BOUNDS.get(target, {}).items():
+        value = cfg.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high):
+            raise UnsafeArchitectureError(f"{source}: {target} argument {name}={value!r} is outside [{low}, {high}]")
     return target, cfg
 
 

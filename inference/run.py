@@ -33,9 +33,10 @@ from inference.face_align import detect_faces, edit_photo
 from inference.faces import bgr_of, resolve_noise, run_network, working_size
 from inference.images import DEFAULT_MAX_PIXELS, quantize, read_color, read_image, read_mask, write_png
 from inference.outputs import check_outputs, output_clashes
-from inference.tiling import unshuffle_factor, upscale
+from inference.tiling import image_channels, upscale
 from ops.imresize import imresize
 from weights.io import build_generator
+from weights.named import resolve_weights
 from weights.registry_packages import RegistryPackageError
 
 log = logging.getLogger(__name__)
@@ -73,14 +74,20 @@ def _default_output(cfg: DictConfig) -> str:
 
 
 def load_model(cfg: DictConfig, kind: str):
-    """(generator in eval mode, GeneratorFile) from ``cfg.weights``."""
-    if not cfg.get("weights"):
+    """(generator in eval mode, GeneratorFile) from ``cfg.weights``: a file, or a name of
+    ``weights.named.NAMED_MODELS`` (converted from the registry package's files and cached on first use).
+    ESRGAN without ``weights=``: ``default_sr_weights`` (conf/predict.yaml: Real-ESRGAN x4plus)."""
+    weights = cfg.get("weights") or (cfg.get("default_sr_weights") if kind == "esrgan" else None)
+    if not weights:
         raise ValueError(f"weights=PATH is required for model={kind}")
     defaults = None
     if kind == "scfegan" and cfg.model.get("generator") is not None:
         defaults = OmegaConf.to_container(cfg.model.generator, resolve=True)
     return build_generator(
-        cfg.weights, kind=kind, prefer="params_ema" if cfg.get("use_ema", True) else "params", defaults=defaults
+        resolve_weights(weights),
+        kind=kind,
+        prefer="params_ema" if cfg.get("use_ema", True) else "params",
+        defaults=defaults,
     )
 
 
@@ -95,16 +102,19 @@ def predict_sr(cfg: DictConfig) -> list[str]:
         scale = int(cfg.data.scale)
         net = lambda x: imresize(x, scale)  # noqa: E731
         name = f"bicubic x{scale}"
+        outscale = None
     else:
         net, info = load_model(cfg, "esrgan")
         net.to(device)
         scale = net.scale
         name = f"{info.path} ({info.meta.get('layout', info.container)}, {info.generator})"
-        if net.conv_last.out_channels != 3 or net.conv_first.in_channels != 3 * unshuffle_factor(net) ** 2:
+        channels = image_channels(net)
+        if channels != (3, 3):
             raise ValueError(
                 f"{cfg.weights}: predict.py runs 3-channel (RGB) networks; this one has "
-                f"{net.conv_first.in_channels // unshuffle_factor(net) ** 2} in / {net.conv_last.out_channels} out"
+                f"{channels[0]} in / {channels[1]} out"
             )
+        outscale = info.meta.get("outscale")  # e.g. animevideov3-x2: the x4 network, then a bicubic resize
     out_dir = Path(_default_output(cfg))
     targets = [out_dir / ((f.relative_to(root) if root else Path(f.name)).with_suffix(".png")) for f in files]
     clashes = output_clashes(targets)
@@ -129,6 +139,7 @@ def predict_sr(cfg: DictConfig) -> list[str]:
             precision,
             str(cfg.get("alpha_upsampler", "bicubic")),
             max_memory=cfg.get("max_memory", "auto"),
+            outscale=outscale,
         )
         written.append(write_png(dst, pixels))
     log.info(f"wrote {len(written)} image(s) to {out_dir}")
@@ -202,7 +213,7 @@ def predict(cfg: DictConfig) -> list[str]:
         kind = {"sr": "esrgan", "faces": "scfegan"}.get(task, "auto")
         defaults = OmegaConf.to_container(cfg.model.generator, resolve=True) if kind == "scfegan" else None
         path = export_file(
-            cfg.weights if cfg.get("weights") else _missing_weights(),
+            resolve_weights(cfg.weights) if cfg.get("weights") else _missing_weights(),
             str(cfg.export),
             cfg.get("export_path"),
             kind=kind,

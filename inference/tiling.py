@@ -9,8 +9,10 @@ import os
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from archs.rrdbnet import RRDBNet
+from archs.srvgg import SRVGGNetCompact
 from inference.device import run_net
 from inference.images import Image, quantize, to_gray01
 from ops.imresize import imresize
@@ -31,14 +33,26 @@ def unshuffle_factor(net: torch.nn.Module) -> int:
     return {4: 1, 2: 2, 1: 4}[net.scale] if isinstance(net, RRDBNet) else 1
 
 
+def image_channels(net: torch.nn.Module) -> tuple[int, int]:
+    """(image channels in, image channels out) of an SR network (RRDBNet's first conv sees the unshuffled input)."""
+    if isinstance(net, SRVGGNetCompact):
+        return net.num_in_ch, net.num_out_ch
+    return net.conv_first.in_channels // unshuffle_factor(net) ** 2, net.conv_last.out_channels
+
+
 def receptive_margin(net: torch.nn.Module) -> int:
-    """Input pixels around an output pixel's source pixel that can change it (RRDBNet, exact bound).
+    """Input pixels around an output pixel's source pixel that can change it (exact bound).
+
+    SRVGGNetCompact: every one of its ``num_conv + 2`` 3x3 convs works at the input resolution and adds one pixel;
+    the pixel shuffle and the nearest-upsampled residual add none: ``num_conv + 2`` (18 for animevideov3).
 
     In body coordinates: conv_first 1 + 3 RDBs x 5 chained convs per RRDB + conv_body 1, then the upsampling
     part (conv_up1 at x2, conv_up2 / conv_hr / conv_last at x4, nearest upsampling between) adds 2:
     ``15 * num_block + 4``, times the pixel-unshuffle factor for x2 / x1 networks: 349 input pixels for the
     23-block ESRGAN x4.
     """
+    if isinstance(net, SRVGGNetCompact):
+        return net.num_conv + 2
     if not isinstance(net, RRDBNet):
         raise TypeError(f"receptive_margin: no rule for {type(net).__name__}")
     return unshuffle_factor(net) * (15 * len(net.body) + 4)
@@ -88,14 +102,21 @@ GB = 1024**3
 OUT_BYTES_PER_PIXEL = 4 * 3 * 4  # float32 RGB result, and about three more copies of it (clamp, numpy, quantise)
 
 
-def forward_bytes(net: RRDBNet, h: int, w: int) -> int:
+def forward_bytes(net: torch.nn.Module, h: int, w: int) -> int:
     """Estimated peak bytes of the activations of ``net`` on an h x w input (float32, no autograd).
+
+    SRVGGNetCompact (``P = h w`` pixels, all at the input resolution): a conv's input, its output and the
+    activation's output (PReLU is not in place), ``3 P F``; at the end the last conv's ``C s^2`` channels, the
+    pixel-shuffled copy and the nearest-upsampled input added to it, ``3 P C s^2``.
 
     With ``P`` body pixels (input pixels / unshuffle^2), ``F`` features and ``G`` growth channels: inside an RDB
     the long skip, the RRDB and RDB inputs, x1..x4, the concatenation for conv5 and its output are alive,
     ``P (5F + 8G)`` values; in the x4 upsampling, the x2 map, its x4 nearest copy and conv_up2's output,
     ``36 P F``.  The larger of the two, plus the input and the output of the network.
     """
+    if isinstance(net, SRVGGNetCompact):
+        p, s2 = h * w, net.upscale**2
+        return 4 * (max(3 * p * net.num_feat, 3 * p * net.num_out_ch * s2) + 3 * h * w)
     u = unshuffle_factor(net)
     p = -(-h // u) * -(-w // u)
     nf, gc = net.conv_first.out_channels, net.body[0].rdb1.conv1.out_channels if len(net.body) else 0
@@ -125,7 +146,14 @@ def memory_budget(device: torch.device, max_memory=None) -> int:
 
 
 def plan_tile(
-    net: RRDBNet, h: int, w: int, tile, tile_pad: int, device: torch.device, max_memory=None, name: str = "image"
+    net: torch.nn.Module,
+    h: int,
+    w: int,
+    tile,
+    tile_pad: int,
+    device: torch.device,
+    max_memory=None,
+    name: str = "image",
 ) -> int:
     """The tile size for ``net`` on an h x w image: 0 (whole image) or a side in input pixels.
 
@@ -185,7 +213,7 @@ def plan_tile(
 
 def _resolve_pad(tile_pad, net) -> int:
     if tile_pad in (None, "auto"):
-        return receptive_margin(net) if isinstance(net, RRDBNet) else 16
+        return receptive_margin(net) if isinstance(net, (RRDBNet, SRVGGNetCompact)) else 16
     pad = int(tile_pad)
     if pad < 0:
         raise ValueError(f"tile_pad must be >= 0 or 'auto', got {tile_pad!r}")
@@ -220,10 +248,13 @@ def upscale(
     precision: str = "fp32",
     alpha_upsampler: str = "bicubic",
     max_memory=None,
+    outscale: float | None = None,
 ) -> np.ndarray:
     """Super-resolve one image; returns pixels in the input's layout (gray/RGB/RGBA) and bit depth.
 
-    ``tile``: ``auto`` / 0 / a side in pixels, see :func:`plan_tile` (``max_memory``: its budget in GB)."""
+    ``tile``: ``auto`` / 0 / a side in pixels, see :func:`plan_tile` (``max_memory``: its budget in GB).
+    ``outscale``: the result is resized (bicubic) to ``outscale`` times the input, for weights that end with such a
+    resize (Real-ESRGAN's ``realesr-animevideov3-x2`` / ``-x3``: its x4 network, then a bicubic downscale)."""
     if alpha_upsampler not in ("bicubic", "network"):
         raise ValueError(f"alpha_upsampler must be 'bicubic' or 'network', got {alpha_upsampler!r}")
     is_net = isinstance(net, torch.nn.Module)
@@ -236,7 +267,7 @@ def upscale(
         )
     pad = _resolve_pad(tile_pad, net) if is_net else 0
     check_tile(tile, h, w, str(img.path))
-    if isinstance(net, RRDBNet):
+    if isinstance(net, (RRDBNet, SRVGGNetCompact)):
         tile = plan_tile(net, h, w, tile, pad, torch.device(device), max_memory, name=str(img.path))
     else:
         tile = 0 if tile in (None, "auto") else int(tile)
@@ -247,8 +278,13 @@ def upscale(
             y = net(x)
         else:
             y = tiled_forward(net, x, scale, int(tile or 0), pad, precision, unit)
+        if resize:
+            y = F.interpolate(y.float(), size=resize, mode="bicubic", align_corners=False)
         return y[0].clamp(0, 1).permute(1, 2, 0).cpu().numpy()
 
+    resize = None
+    if outscale is not None and float(outscale) != scale:
+        resize = (max(1, round(h * float(outscale))), max(1, round(w * float(outscale))))
     out = sr(img.rgb01())
     if img.gray:
         return quantize(to_gray01(out), img.full)
@@ -258,5 +294,8 @@ def upscale(
     if alpha_upsampler == "network" and is_net:
         a = to_gray01(sr(np.repeat(alpha[..., None], 3, axis=2)))
     else:
-        a = imresize(torch.from_numpy(alpha)[None], scale)[0].clamp(0, 1).numpy()
+        a = imresize(torch.from_numpy(alpha)[None], scale)[0].clamp(0, 1)
+        if resize:
+            a = F.interpolate(a[None, None], size=resize, mode="bicubic", align_corners=False)[0, 0].clamp(0, 1)
+        a = a.numpy()
     return quantize(np.concatenate([out, a[..., None]], axis=2), img.full)

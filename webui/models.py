@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from inference.device import pick_device
 from inference.faces import bgr_of, resolve_noise, working_size
 from inference.run import load_model
-from inference.tiling import unshuffle_factor
+from inference.tiling import image_channels
 from weights.interpolate import interpolate_state_dicts
 
 log = logging.getLogger(__name__)
@@ -114,7 +114,11 @@ class ModelStore:
         if gan:
             psnr = os.path.join(os.path.dirname(gan), "net_g_psnr.pth")
             return gan, (psnr if os.path.isfile(psnr) else None), "newest demo run"
-        return newest(os.path.join(root, "*", "weights", "net_g_psnr.pth")), None, "newest demo run"
+        psnr = newest(os.path.join(root, "*", "weights", "net_g_psnr.pth"))
+        if psnr or not self.cfg.get("default_sr_weights"):
+            return psnr, None, "newest demo run"
+        # Real weights rather than nothing: a named model (weights/named.py), converted on first use.
+        return str(self.cfg.default_sr_weights), None, "default_sr_weights="
 
     def face_missing_message(self) -> str:
         return (
@@ -126,7 +130,7 @@ class ModelStore:
 
     def sr_missing_message(self) -> str:
         return (
-            "No ESRGAN weights: start the app with `sr_weights=PATH` (any layout `predict.py` reads: this "
+            "No ESRGAN weights (default_sr_weights=null): start the app with `sr_weights=PATH_OR_NAME` (any layout `predict.py` reads: this "
             "project's `.ckpt` / `net_g_*.pth`, BasicSR, xinntao/ESRGAN, the 2018 sequential file, exports) and, "
             "for network interpolation, `sr_psnr_weights=PATH`; or train the demo "
             f"(`python train.py experiment=demo`), whose newest run under `{self.cfg.demo_runs.sr}` is then used."
@@ -181,7 +185,7 @@ class ModelStore:
                 if gan_path is None:
                     raise MissingWeights(self.sr_missing_message())
                 net, info = self._load(gan_path, "esrgan")
-                if net.conv_last.out_channels != 3 or net.conv_first.in_channels != 3 * unshuffle_factor(net) ** 2:
+                if image_channels(net) != (3, 3):
                     raise ValueError(f"{gan_path}: the app runs 3-channel (RGB) ESRGAN networks")
                 psnr_state = None
                 desc = f"`{gan_path}` ({how}; {info.meta.get('layout', info.container)}, x{net.scale})"

@@ -34,7 +34,6 @@ from weights.layouts import (
     esrgan_layout,
     esrgan_to_basicsr,
     generator_kind,
-    rrdbnet_config,
     scfegan_config,
     strip_module_prefix,
 )
@@ -412,7 +411,7 @@ def _check_recorded_sizes(config: Mapping, inferred: Mapping, path: str) -> None
     """The architecture a file records must match its tensors BEFORE the network is built: a record saying
     ``num_feat=300000`` next to 8-channel tensors would otherwise allocate terabytes (or ``num_block=10**7`` hang)."""
     for key, value in inferred.items():
-        if key in ("_target_", "padding_mode", "self_gated_deconv") or key not in config:
+        if key in ("_target_", "padding_mode", "self_gated_deconv", "act_type") or key not in config:
             continue
         if not isinstance(config[key], int) or isinstance(config[key], bool) or config[key] != value:
             raise ValueError(
@@ -456,13 +455,16 @@ def build_generator(
     if want == "esrgan":
         if found != "esrgan":
             raise ValueError(_not_esrgan_message(info.state, source=repr(info.path)))
-        layout = esrgan_layout(info.state)
-        state = esrgan_to_basicsr(info.state, layout)
-        info.meta.setdefault("layout", layout)
+        from weights.detect import sr_layout  # RRDBNet in its three layouts, or the compact SRVGGNet
+
+        recorded_act = info.generator.get("act_type") if isinstance(info.generator, Mapping) else None
         try:
-            inferred = rrdbnet_config(state)
+            state, layout, inferred = sr_layout(info.state, repr(info.path), act_type=recorded_act)
         except ValueError as err:
             raise ValueError(f"{info.path!r}: {err}") from err
+        info.meta.setdefault("layout", layout)
+        if isinstance(info.generator, Mapping):  # recorded vs tensors first: the message names both values
+            _check_recorded_sizes(info.generator, inferred, info.path)
         config = _checked_config(info.generator, "esrgan", repr(info.path)) if info.generator else inferred
         _check_recorded_sizes(config, inferred, info.path)
     else:

@@ -226,4 +226,8 @@ def generator_kind(state: Mapping[str, Any]) -> str | None:
         return "scfegan"
     if esrgan_layout(state) is not None:
         return "esrgan"
+    from weights.detect import is_compact  # Real-ESRGAN's compact SRVGGNet: an SR generator too
+
+    if is_compact(state):
+        return "esrgan"
     return None
