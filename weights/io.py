@@ -407,11 +407,14 @@ def make_generator(config: Mapping, source: str = "generator config") -> nn.Modu
     return make_network(config, source, role="generator")
 
 
-def _check_recorded_sizes(config: Mapping, inferred: Mapping, path: str) -> None:
+def _check_recorded_sizes(config: Mapping, inferred: Mapping, path: str, skip_nested: bool = False) -> None:
     """The architecture a file records must match its tensors BEFORE the network is built: a record saying
-    ``num_feat=300000`` next to 8-channel tensors would otherwise allocate terabytes (or ``num_block=10**7`` hang)."""
+    ``num_feat=300000`` next to 8-channel tensors would otherwise allocate terabytes (or ``num_block=10**7`` hang).
+    ``skip_nested``: leave nested values (a ``_target_`` planted in a size) to the allow-list's UnsafeArchitectureError."""
     for key, value in inferred.items():
         if key in ("_target_", "padding_mode", "self_gated_deconv", "act_type") or key not in config:
+            continue
+        if skip_nested and isinstance(config[key], (Mapping, list, tuple)):
             continue
         if not isinstance(config[key], int) or isinstance(config[key], bool) or config[key] != value:
             raise ValueError(
@@ -464,7 +467,7 @@ def build_generator(
             raise ValueError(f"{info.path!r}: {err}") from err
         info.meta.setdefault("layout", layout)
         if isinstance(info.generator, Mapping):  # recorded vs tensors first: the message names both values
-            _check_recorded_sizes(info.generator, inferred, info.path)
+            _check_recorded_sizes(info.generator, inferred, info.path, skip_nested=True)
         config = _checked_config(info.generator, "esrgan", repr(info.path)) if info.generator else inferred
         _check_recorded_sizes(config, inferred, info.path)
     else:
