@@ -30,6 +30,11 @@ def test_two_job_sweep_writes_run_folders_summary_and_wandb_group(tmp_path):
             "model.gan.gan_weight=1e-3,5e-2",
             "model.gan.pixel_weight=1e-2",
             "model.gan.perceptual_weight=1.0",
+            # No LPIPS backbone weights here: rank by PSNR-Y, as the sweep config and the README say to
+            # (the LPIPS ranking itself: test_job_objective_is_the_sweep_configs_lpips).
+            "objective.key=val/psnr_y",
+            "objective.direction=maximize",
+            "model.val_lpips.enabled=false",
             f"hydra.sweep.dir={sweep_dir}",
         ],
         tmp_path,
