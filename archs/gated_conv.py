@@ -233,7 +233,7 @@ class GatedConv2d(nn.Module):
         return state
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if fast_inference(x):
+        if fast_inference(x, self):
             return self._forward_fused(x)
         xp = self.conv.pad(x)  # both branches see the same padded input: pad once
         feat = self.conv.conv_padded(xp)
@@ -304,7 +304,7 @@ class GatedDeconv2d(nn.Module):
                 nn.init.zeros_(conv.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.gate is None and fast_inference(x):  # the same ops, in place
+        if self.gate is None and fast_inference(x, self):  # the same ops, in place
             d = F.leaky_relu_(self.deconv(x), self.negative_slope)
             return d.mul_(torch.sigmoid(d))
         d = F.leaky_relu(self.deconv(x), self.negative_slope)

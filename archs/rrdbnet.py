@@ -120,7 +120,7 @@ class RRDBNet(nn.Module):
         return list(self.body)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        fast = fast_inference(x)
+        fast = fast_inference(x, self)
         if fast:  # CPU inference: NHWC activations, oneDNN's own layout (no reorders between convs)
             x = x.contiguous(memory_format=torch.channels_last)
         if self.scale == 2:

@@ -91,7 +91,7 @@ class SCFEGANGenerator(nn.Module):
                 f"layers, and the skip concatenations need exact halving); got {h}x{w}. "
                 "Resize or pad the input first."
             )
-        fast = fast_inference(x)
+        fast = fast_inference(x, self)
         if fast:  # CPU inference: NHWC activations, oneDNN's own layout (no reorders between layers)
             x = x.contiguous(memory_format=torch.channels_last)
         x1 = self.gconv1_ds(x)

@@ -98,14 +98,17 @@ def dilated_conv2d(
     return y[:, :, :out_h, :out_w]
 
 
-def fast_inference(x: torch.Tensor) -> bool:
-    """Whether the inference-only CPU path applies: no autograd, CPU, not traced, exported or compiled.
+def fast_inference(x: torch.Tensor, module: torch.nn.Module) -> bool:
+    """Whether the inference-only CPU path applies: ``module`` in eval mode, no autograd, CPU, not traced, exported or
+    compiled.  Eval mode only: a training step's no-grad generator pass (the D step) keeps the plain path, whose
+    rounding a resumed run reproduces bit for bit (tests/test_training_faults.py).
 
     That path (fused gate convs, channels_last activations) computes the same function up to float rounding;
     traced, exported and compiled graphs keep the plain one, which every exporter understands.
     """
     return (
-        x.device.type == "cpu"
+        not module.training
+        and x.device.type == "cpu"
         and not torch.is_grad_enabled()
         and not torch.jit.is_scripting()
         and not torch.jit.is_tracing()

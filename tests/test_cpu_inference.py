@@ -58,14 +58,14 @@ def _random_init(net: nn.Module, seed: int = 0) -> None:
 )
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_fused_gated_conv_matches_reference(kw, channels_last):
-    m = GatedConv2d(**kw)
+    m = GatedConv2d(**kw).eval()
     _random_init(m)
     x = torch.randn(2, kw["in_channels"], 16, 16)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         ref = reference_gated_conv(m, x)
-        assert fast_inference(x)
+        assert fast_inference(x, m)
         fast = m(x)
     assert "_fused" in m.__dict__  # the fused path ran
     assert fast.shape == ref.shape
@@ -75,7 +75,7 @@ def test_fused_gated_conv_matches_reference(kw, channels_last):
 
 def test_fused_weights_follow_the_parameters():
     """A cached fused weight is never stale: load_state_dict and in-place edits invalidate it."""
-    m = GatedConv2d(8, 8, 3)
+    m = GatedConv2d(8, 8, 3).eval()
     x = torch.randn(1, 8, 8, 8)
     with torch.no_grad():
         first = m(x)
@@ -90,7 +90,7 @@ def test_fused_weights_follow_the_parameters():
 
 
 def test_fused_cache_is_not_saved_or_copied():
-    m = GatedConv2d(4, 4, 3)
+    m = GatedConv2d(4, 4, 3).eval()
     with torch.inference_mode():
         m(torch.randn(1, 4, 8, 8))
     assert "_fused" in m.__dict__
@@ -100,19 +100,23 @@ def test_fused_cache_is_not_saved_or_copied():
     assert "_fused" not in pickle.loads(pickle.dumps(m)).__dict__
 
 
-def test_fast_path_only_without_autograd_on_cpu():
+def test_fast_path_only_in_eval_mode_without_autograd_on_cpu():
     x = torch.randn(1, 3, 4, 4)
-    assert not fast_inference(x)  # grad enabled: training keeps the plain modules
+    m = torch.nn.Identity().eval()
+    assert not fast_inference(x, m)  # grad enabled: training keeps the plain modules
     with torch.no_grad():
-        assert fast_inference(x)
+        assert fast_inference(x, m)
+        # A training step's no-grad pass (the D step's fake images) keeps the plain path: resumes stay bit-identical.
+        assert not fast_inference(x, m.train())
+    m.eval()
     with torch.inference_mode():
-        assert fast_inference(x)
+        assert fast_inference(x, m)
     with torch.no_grad():
-        assert not fast_inference(torch.empty(1, 3, 4, 4, device="meta"))
+        assert not fast_inference(torch.empty(1, 3, 4, 4, device="meta"), m)
 
 
 def test_self_gated_deconv_in_place_path():
-    m = GatedDeconv2d(8, 4)
+    m = GatedDeconv2d(8, 4).eval()
     _random_init(m)
     x = torch.randn(1, 8, 8, 8).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
