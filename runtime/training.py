@@ -92,6 +92,18 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             run_lock.release(str(cfg.paths.output_dir))
 
 
+def end_data_workers() -> None:
+    """End the DataLoader workers before exiting on a signal.  They ignore SIGTERM (datamodules/workers.py, so a group
+    signal cannot kill them mid-batch), so multiprocessing's exit hook, which terminates daemonic children with SIGTERM
+    and then joins them, would wait forever when the loader was not shut down first; SIGKILL cannot be ignored."""
+    import multiprocessing
+
+    for child in multiprocessing.active_children():
+        if child.daemon:
+            child.kill()
+            child.join(timeout=10)
+
+
 def last_checkpoint_path(cfg: DictConfig, callbacks: list[Callback]) -> Path:
     """Where ``last.ckpt`` goes: the ModelCheckpoint's folder, else ``<output_dir>/checkpoints``."""
     from pytorch_lightning.callbacks import ModelCheckpoint
@@ -192,6 +204,7 @@ def _train(cfg: DictConfig, trainer_overrides: dict[str, Any]) -> dict[str, Any]
                         },
                         str(cfg.paths.output_dir),
                     )
+                end_data_workers()
                 raise SystemExit(on_signal.exit_code) from None
 
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
