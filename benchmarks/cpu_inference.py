@@ -13,6 +13,12 @@ Cases (batch 1, fp32, random weights, the same weights in every runtime):
   is not a requirement: install it in a side folder and point ``TF_SIDE`` at it).
 * ``rrdbnet``: RRDBNet x4, 23 blocks, on a ``--sr-size`` square input in ``--tile`` tiles with ``--tile-pad``
   pixels of context, the same tiles for every runtime; reported per input megapixel.
+* ``srvgg``: Real-ESRGAN's compact SRVGGNetCompact x4 at ``realesr-animevideov3-x4``'s size (16 convs, 64 features,
+  PReLU), on the same input and tiles as ``rrdbnet``, against onnxruntime on this project's ONNX export of the same
+  weights; per input megapixel.  It has no separate fast path (plain convolutions), so no ``torch (before)`` row.
+
+``--quick``: toy sizes and one round (every case, every runtime, the same code paths: proves the script works;
+the figures mean nothing).  tests/test_cpu_inference.py runs it.
 
 The runtimes take turns (A B C A B C ...) for ``--reps`` rounds, so that a shared machine's load falls on all of
 them alike; the table gives medians of the process CPU time and of the wall time, their ratios to this
@@ -49,7 +55,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 import tv_compat
 
 import argparse
+import atexit
 import contextlib
+import shutil
 import statistics
 import tempfile
 import time
@@ -59,6 +67,7 @@ import torch
 from archs import gated_conv, rrdbnet, scfegan_generator
 from archs.rrdbnet import RRDBNet
 from archs.scfegan_generator import SCFEGANGenerator
+from archs.srvgg import SRVGGNetCompact
 from weights.export import export_generator
 
 
@@ -68,7 +77,7 @@ def before_issue_21():
     mods = (gated_conv, scfegan_generator, rrdbnet)
     saved = [m.fast_inference for m in mods]
     for m in mods:
-        m.fast_inference = lambda x: False
+        m.fast_inference = lambda *args: False
     try:
         yield
     finally:
@@ -141,7 +150,7 @@ def load():
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--cases", default="scfegan,rrdbnet")
+    p.add_argument("--cases", default="scfegan,rrdbnet,srvgg")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--size", type=int, default=512, help="SC-FEGAN input side (a multiple of 128)")
@@ -149,10 +158,13 @@ def main(argv=None):
     p.add_argument("--tile", type=int, default=32)
     p.add_argument("--tile-pad", type=int, default=8)
     p.add_argument("--no-before", action="store_true", help="skip the plain modules")
+    p.add_argument("--quick", action="store_true", help="toy sizes, one round: the code paths, no figures")
     p.add_argument(
         "--omp-wait-policy", choices=("default", "passive", "active"), help="default: the environment's, else passive"
     )
     args = p.parse_args(argv)
+    if args.quick:  # every case and runtime at toy sizes (a 2x2 tile grid with context), one round
+        args.reps, args.size, args.sr_size, args.tile, args.tile_pad = 1, 128, 24, 16, 4
     torch.set_num_threads(args.threads)
     cases = args.cases.split(",")
     print(
@@ -160,6 +172,7 @@ def main(argv=None):
         f", {args.reps} interleaved rounds, medians; {os.cpu_count()} CPUs; load average at the start: {load()}"
     )
     tmp = tempfile.mkdtemp(prefix="cpu_inference_")
+    atexit.register(shutil.rmtree, tmp, True)  # the ONNX exports
     g = torch.Generator().manual_seed(0)
 
     if "scfegan" in cases:
@@ -212,6 +225,28 @@ def main(argv=None):
         table(
             f"RRDBNet x4 (23 blocks), {args.sr_size}x{args.sr_size} input in {tile}-px tiles + {pad}-px context, "
             f"per input megapixel (load average now: {load()})",
+            res,
+            per=mp,
+            unit="s/MP",
+        )
+    if "srvgg" in cases:
+        torch.manual_seed(0)
+        # realesr-animevideov3-x4's size (README "Predict and export"; Real-ESRGAN inference_realesrgan.py)
+        net = SRVGGNetCompact(num_feat=64, num_conv=16, upscale=4, act_type="prelu").eval()
+        with torch.no_grad():  # PReLU slopes off their 0.25 default, as trained weights are
+            for m in net.modules():
+                if isinstance(m, torch.nn.PReLU):
+                    m.weight.uniform_(0.0, 0.5, generator=g)
+        x = torch.rand(1, 3, args.sr_size, args.sr_size, generator=g)
+        tile, pad = args.tile, args.tile_pad
+        runs = {"torch": lambda: tiled(net, x, 4, tile, pad)}
+        ort_fn = ort_session(net, x[..., :16, :16], os.path.join(tmp, "srvgg.onnx"), args.threads)
+        runs["onnxruntime"] = lambda: tiled(ort_fn, x, 4, tile, pad)
+        res = interleaved(runs, args.reps)
+        mp = args.sr_size**2 / 1e6
+        table(
+            f"SRVGGNetCompact x4 (16 convs, 64 features: realesr-animevideov3-x4), {args.sr_size}x{args.sr_size} "
+            f"input in {tile}-px tiles + {pad}-px context, per input megapixel (load average now: {load()})",
             res,
             per=mp,
             unit="s/MP",

@@ -162,3 +162,39 @@ def test_rrdbnet_fast_path_matches_plain():
     assert seen == [False]  # channels_last inside
     assert fast.is_contiguous() and fast.shape == ref.shape
     assert (fast - ref).abs().max().item() < TOL
+
+
+@pytest.mark.slow
+def test_cpu_inference_benchmark_quick_mode_prints_every_row():
+    """`python benchmarks/cpu_inference.py --quick` (the command the lead's full run shares its code with): every case
+    prints its rows, the runtimes agree on the outputs, and the compact SRVGGNet row compares torch with onnxruntime
+    on the same tiles (issue 21 item 2)."""
+    import os
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k != "TF_SIDE"}  # no TensorFlow row here
+    threads = os.environ.get("TEST_TORCH_THREADS", "2")
+    out = subprocess.run(
+        [sys.executable, "benchmarks/cpu_inference.py", "--quick", "--threads", threads],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    blocks = out.stdout.split("\n\n")
+    titles = {"SC-FEGAN generator": 3, "RRDBNet x4 (23 blocks)": 3, "SRVGGNetCompact x4 (16 convs, 64 features": 2}
+    for title, n_rows in titles.items():
+        (block,) = [b for b in blocks if b.startswith(title)]
+        rows = block.splitlines()[2:]
+        names = [r[2:24].strip() for r in rows]  # the runtime column (22 characters after 2 spaces)
+        assert names[0] == "torch" and "onnxruntime" in names and len(names) == n_rows, block
+        for row in rows:
+            nums = re.findall(r"[-+]?\d+\.\d+(?:e[-+]\d+)?", row[24:])  # CPU, wall, 2 ratios, max |diff|, runs
+            cpu, diff = float(nums[0]), float(nums[4])
+            assert cpu > 0 and diff < 1e-4, row  # same weights, same tiles: the same output
