@@ -1,5 +1,6 @@
 """Face-editing (SC-FEGAN) rows: synthesised inputs, user masks, mask-coverage bins."""
 
+import logging
 import warnings
 from pathlib import Path
 
@@ -22,6 +23,7 @@ FACE_COLUMNS = ("l1", "psnr", "ssim", "l1_mask", "psnr_mask", "ssim_mask")
 # (saicinpainting/evaluation/evaluator.py, 10 % bins) and as scripts/make_eval_masks.py counts them.
 MASK_SET_BINS = [(k / 10, (k + 1) / 10) for k in range(10)]
 EVAL_DATA_KEYS = ("test_dir", "test_label_dir", "user_mask_dir")  # conf/eval.yaml's additions to `data`
+log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -39,8 +41,67 @@ def face_data_config(cfg: DictConfig) -> DictConfig:
     return fcfg
 
 
-def build_face_data(cfg: DictConfig):
-    """``(datamodule, dataset, row name)``: the images of ``data.test_dir``, or the face config's held-out split."""
+def face_sketch_settings(cfg: DictConfig, notes: list[str]) -> dict:
+    """The sketch detector G's inputs are drawn with, as ``synthesis.sketch`` overrides (issue 22).
+
+    ``sketch_detector=auto`` (eval.yaml): the data config's ``synthesis.sketch.detector`` when it names one, else the
+    detector the weights record (``meta.sketch_detector``: what the model was trained on; a model trained on HED
+    sketches sees another input distribution with classic ones), else the data config's ``auto``.  An explicit
+    ``sketch_detector=classic|hed|canny|dexined`` wins; a choice other than the recorded one warns.  HED weights:
+    the data config's ``synthesis.sketch.hed_weights``, else the recorded named source (``hed-bsds500``; a path
+    recorded in a file is never followed)."""
+    from synthesis.sketch import DETECTORS
+    from weights.hed_keras import HED_SOURCES
+    from weights.io import read_generator_file
+
+    meta = read_generator_file(cfg.ckpt_path, prefer=prefer_key(cfg)).meta
+    recorded = meta.get("sketch_detector")
+    if recorded is not None and recorded not in DETECTORS[1:]:
+        raise ValueError(
+            f"weights {cfg.ckpt_path}: meta.sketch_detector={recorded!r} is not one of {DETECTORS[1:]} "
+            "(give sketch_detector=... to choose one)"
+        )
+    sketch_cfg = (face_data_config(cfg).get("synthesis") or {}).get("sketch") or {}
+    configured = sketch_cfg.get("detector", "auto")
+    requested = cfg.get("sketch_detector", "auto")
+    if requested not in (None, "auto"):
+        if requested not in DETECTORS[1:]:
+            raise ValueError(f"sketch_detector={requested!r}: expected auto or one of {DETECTORS[1:]}")
+        chosen, source = requested, f"sketch_detector={requested}"
+    elif configured not in (None, "auto"):
+        chosen, source = configured, f"the data config's synthesis.sketch.detector={configured}"
+    elif recorded is not None:
+        chosen, source = recorded, "recorded with the weights"
+    else:
+        notes.append("sketch: the data config's synthesis.sketch (the weights record no sketch_detector)")
+        return {}
+    if recorded is not None and chosen != recorded:
+        warnings.warn(
+            f"sketch detector {chosen!r} ({source}) but weights {cfg.ckpt_path} were trained on {recorded!r} "
+            "sketches: the model sees another input distribution than in training",
+            stacklevel=2,
+        )
+    out = {"detector": chosen}
+    if chosen == "hed" and not sketch_cfg.get("hed_weights"):
+        named = meta.get("sketch_hed_weights")
+        if named not in HED_SOURCES:
+            raise ValueError(
+                f"sketch detector hed ({source}) needs HED weights: the data config sets no synthesis.sketch.hed_weights "
+                f"and weights {cfg.ckpt_path} record {named!r}, not one of the named sources {sorted(HED_SOURCES)}; "
+                "give face_data.synthesis.sketch.hed_weights=... (or data.synthesis.sketch.hed_weights=...)"
+            )
+        out["hed_weights"] = named
+    notes.append(
+        f"sketch: {chosen} ({source}; the weights record {recorded!r})"
+        + (f", HED weights {out['hed_weights']} (recorded)" if "hed_weights" in out else "")
+    )
+    log.info(notes[-1])
+    return out
+
+
+def build_face_data(cfg: DictConfig, sketch: dict | None = None):
+    """``(datamodule, dataset, row name)``: the images of ``data.test_dir``, or the face config's held-out split.
+    ``sketch``: overrides of ``synthesis.sketch`` (:func:`face_sketch_settings`)."""
     fcfg = face_data_config(cfg)
     test_dir = cfg.data.get("test_dir")
     kwargs = dict(hflip=False, pin_memory=False, persistent_workers=False)
@@ -49,6 +110,10 @@ def build_face_data(cfg: DictConfig):
     fc = OmegaConf.to_container(fcfg, resolve=True)
     for key in EVAL_DATA_KEYS:  # eval.yaml adds these to every data config; the data module does not take them
         fc.pop(key, None)
+    if sketch:
+        if not isinstance(fc.get("synthesis"), dict):
+            raise ValueError("the face data config has no synthesis settings to draw the sketches with")
+        fc["synthesis"]["sketch"] = {**(fc["synthesis"].get("sketch") or {}), **sketch}
     dm = instantiate(fc, **kwargs)
     if test_dir:
         from datamodules.image_io import filter_images, list_images
@@ -202,9 +267,9 @@ def evaluate_faces(cfg: DictConfig) -> tuple[dict[str, dict], list[str]]:
         raise ValueError("ckpt_path=... is required for model=scfegan (a .ckpt of this project or generator weights)")
     device = pick_device(cfg.device)
     net = load_generator(cfg, cfg.ckpt_path, device)
-    dm, ds, name = build_face_data(cfg)
-    user_masks = find_user_masks(cfg.data.user_mask_dir, ds.files) if cfg.data.get("user_mask_dir") else None
     notes: list[str] = []
+    dm, ds, name = build_face_data(cfg, sketch=face_sketch_settings(cfg, notes))
+    user_masks = find_user_masks(cfg.data.user_mask_dir, ds.files) if cfg.data.get("user_mask_dir") else None
     dm.synthesis.noise_type = face_noise_type(cfg, dm, notes)
     strokes = user_stroke_synthesizer(cfg, dm)
     bins = coverage_bins(cfg)

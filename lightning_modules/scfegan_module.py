@@ -31,7 +31,7 @@ from losses.scfegan_loss import (
 )
 from metrics.inpainting_metrics import inpainting_metrics
 from ops.image_grid import to_uint8_image
-from weights.io import save_generator_weights
+from weights.io import CHECKPOINT_META_KEYS, save_generator_weights
 
 METRICS = ("l1", "psnr", "ssim", "l1_mask", "psnr_mask", "ssim_mask")
 
@@ -100,6 +100,11 @@ class SCFEGANModule(IterationGANModule):
         dm = getattr(self.trainer, "datamodule", None)
         if getattr(dm, "resolution", None):  # predict.py / the app work at this size (size=auto)
             self.hparams["input_size"] = int(dm.resolution)
+        sketch = getattr(getattr(dm, "synthesis", None), "sketch", None)
+        if getattr(sketch, "detector", None):  # the sketch kind G learns from: evaluate.py's default (issue 22)
+            self.hparams["sketch_detector"] = sketch.detector
+            if sketch.detector == "hed":
+                self.hparams["sketch_hed_weights"] = sketch.hed_weights
         data_noise = getattr(getattr(dm, "synthesis", None), "noise_type", None)
         if data_noise is None:
             return
@@ -112,7 +117,7 @@ class SCFEGANModule(IterationGANModule):
             )
 
     def weights_meta(self) -> dict:
-        return {k: self.hparams[k] for k in ("noise_type", "input_size") if self.hparams.get(k)}
+        return {k: self.hparams[k] for k in CHECKPOINT_META_KEYS if self.hparams.get(k)}
 
     def on_train_end(self) -> None:
         """``weights/net_g_final.pth``: the generator with its architecture and ``meta`` (noise type)."""

@@ -240,8 +240,9 @@ def test_interpolation_rows_per_alpha_and_endpoints(tmp_path):
 # ------------------------------------------------------------------------------------------------- face editing
 
 
-def _face_ckpt(path, noise_type=None):
-    """A checkpoint laid out as train.py writes it (hyper_parameters.generator + net_g.* weights), random G."""
+def _face_ckpt(path, noise_type=None, **recorded):
+    """A checkpoint laid out as train.py writes it (hyper_parameters.generator + net_g.* weights), random G;
+    ``recorded``: hyper-parameters train.py adds at fit start (sketch_detector, sketch_hed_weights)."""
     from lightning_modules.scfegan_module import SCFEGANModule
 
     torch.manual_seed(0)
@@ -263,7 +264,7 @@ def _face_ckpt(path, noise_type=None):
         noise_type=noise_type,
     )
     sd = {k: v for k, v in m.state_dict().items() if not k.startswith("cri_vgg.")}
-    torch.save({"state_dict": sd, "hyper_parameters": dict(m.hparams)}, path)
+    torch.save({"state_dict": sd, "hyper_parameters": {**dict(m.hparams), **recorded}}, path)
     return path
 
 
@@ -426,3 +427,49 @@ def test_face_noise_follows_the_weights_and_mismatch_warns(tmp_path, capsys):
     plain = _face_ckpt(tmp_path / "p.ckpt")
     evaluate(compose_cfg(tmp_path / "c", base[:1] + [f"ckpt_path={plain}"] + base[2:], config_name="eval"))
     assert "weights record no noise_type" in capsys.readouterr().out
+
+
+def test_face_sketches_follow_the_weights_detector_and_an_override_wins(tmp_path, capsys):
+    """Issue 22: face_data (celeba_hq) asks for HED, but weights trained on classic sketches are evaluated on classic
+    sketches (no HED fetch); sketch_detector=... overrides it with a warning; a bad record is an error naming it."""
+    faces = tmp_path / "faces"
+    for i in range(2):
+        write_png(faces / f"{i:03d}.png", _image(128, 128, i))
+    ckpt = _face_ckpt(tmp_path / "g.ckpt", sketch_detector="classic")
+    base = [
+        "model=scfegan",
+        f"ckpt_path={ckpt}",
+        f"data.test_dir={faces}",
+        "face_data.resolution=128",
+        "face_data.num_workers=0",
+        "metrics.fid.enabled=false",
+        "user_strokes.enabled=false",
+        "coverage_bins=[]",
+    ]
+    with mock.patch("weights.hed_keras.load_hed_weights", side_effect=AssertionError("HED must not load")):
+        auto = evaluate(compose_cfg(tmp_path / "a", base, config_name="eval"))
+        assert "sketch: classic (recorded with the weights" in capsys.readouterr().out
+        same = evaluate(compose_cfg(tmp_path / "b", base + ["sketch_detector=classic"], config_name="eval"))
+        with pytest.warns(UserWarning, match="'canny'.*trained on 'classic' sketches"):
+            other = evaluate(compose_cfg(tmp_path / "c", base + ["sketch_detector=canny"], config_name="eval"))
+        # the data config naming a detector is an explicit choice too
+        cfg = compose_cfg(tmp_path / "d", base + ["face_data.synthesis.sketch.detector=canny"], config_name="eval")
+        with pytest.warns(UserWarning, match="synthesis.sketch.detector=canny"):
+            from_data = evaluate(cfg)
+    assert "sketch: canny (sketch_detector=canny" in capsys.readouterr().out
+    assert same == auto
+    assert other["faces"]["l1_mask"] != auto["faces"]["l1_mask"]  # the sketch channel did change
+    assert from_data == other
+    # weights without a record: the data config's sketch settings (here the documented classic override)
+    plain = _face_ckpt(tmp_path / "p.ckpt")
+    cfg = compose_cfg(tmp_path / "e", [*base[:1], f"ckpt_path={plain}", *base[2:], CLASSIC_SKETCH], config_name="eval")
+    assert evaluate(cfg) == auto
+    assert "weights record no sketch_detector" in capsys.readouterr().out
+    # a record naming no detector, or HED weights by a path (never followed), is an error naming the file
+    bad = _face_ckpt(tmp_path / "bad.ckpt", sketch_detector="__import__('os')")
+    with pytest.raises(ValueError, match=r"bad\.ckpt.*sketch_detector"):
+        evaluate(compose_cfg(tmp_path / "f", [*base[:1], f"ckpt_path={bad}", *base[2:]], config_name="eval"))
+    hed = _face_ckpt(tmp_path / "hed.ckpt", sketch_detector="hed", sketch_hed_weights="/elsewhere/hed.weights.h5")
+    cfg = compose_cfg(tmp_path / "g", [*base[:1], f"ckpt_path={hed}", *base[2:], CLASSIC_SKETCH], config_name="eval")
+    with pytest.raises(ValueError, match=r"hed\.ckpt record '/elsewhere/hed\.weights\.h5'.*hed_weights="):
+        evaluate(cfg)

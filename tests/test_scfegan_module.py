@@ -221,10 +221,12 @@ def test_resume_from_last_ckpt_restores_the_state(tmp_path, monkeypatch):
     from weights.io import read_generator_file
 
     assert ckpt["hyper_parameters"]["noise_type"] == "gaussian"
-    # ... and so does the working size it was trained at (issue 15: predict.py size=auto).
-    assert read_generator_file(first["last_model_path"]).meta == {"noise_type": "gaussian", "input_size": 128}
+    # ... and so do the working size it was trained at (issue 15: predict.py size=auto) and the sketch detector its
+    # inputs were drawn with (issue 22: evaluate.py's sketch_detector=auto; faces_demo draws classic sketches).
+    recorded = {"noise_type": "gaussian", "input_size": 128, "sketch_detector": "classic"}
+    assert read_generator_file(first["last_model_path"]).meta == recorded
     final = read_generator_file(Path(first["output_dir"]) / "weights" / "net_g_final.pth")
-    assert final.meta == {"noise_type": "gaussian", "input_size": 128} and final.generator["cnum"] == 4
+    assert final.meta == recorded and final.generator["cnum"] == 4
     # The random VGG is recorded in result.json, never silent.
     result_json = json.loads((Path(first["output_dir"]) / "result.json").read_text())
     assert result_json["perceptual_backbone"]["cri_vgg.vgg"] == {

@@ -385,8 +385,9 @@ def read_generator_file(path: str | os.PathLike, prefer: str = "params_ema") -> 
 
 #: Hyper-parameters of this project's checkpoints that travel with the generator as ``meta`` (into
 #: ``GeneratorFile.meta`` and from there into every export): the SC-FEGAN input noise the model was trained with
-#: and the image size it was trained at (predict.py's size=auto).
-CHECKPOINT_META_KEYS = ("noise_type", "input_size")
+#: the image size it was trained at (predict.py's size=auto) and the sketch detector (with the HED weights' name) its
+#: training sketches came from (evaluate.py's sketch_detector=auto).
+CHECKPOINT_META_KEYS = ("noise_type", "input_size", "sketch_detector", "sketch_hed_weights")
 
 
 def checkpoint_meta(ckpt: Mapping) -> dict:
