@@ -65,13 +65,15 @@ def render(cfg: DictConfig) -> str:
     log.info(f"wrote {cfg.out} (rows: image | masked input | mask | sketch | colour | noise)")
     stats = synthesis_stats(batch, dm.synthesis)
     stats.update(split=cfg.split, epoch=cfg.epoch, masks=cfg.get("masks", "train"))
+    sketch = dm.synthesis.sketch  # which detector drew the sketch row (data.synthesis.sketch.*; auto may fall back)
+    stats.update(sketch_detector=sketch.detector, sketch_detector_reason=getattr(sketch, "detector_reason", None))
     with open(stats_path, "w") as f:
         json.dump(stats, f, indent=2)
     cov = stats["mask_coverage"]
     log.info(
         f"wrote {stats_path}: coverage median {100 * cov['median']:.1f} %, edge density "
         f"{100 * stats['edge_density'].get('mean', float('nan')):.2f} %, colour regions "
-        f"{stats['color_regions'].get('mean', float('nan')):.1f} per image"
+        f"{stats['color_regions'].get('mean', float('nan')):.1f} per image, sketch detector {sketch.detector}"
     )
     return cfg.out
 

@@ -100,3 +100,31 @@ def test_coverage_histogram_and_region_count_on_constructed_cases():
     board = (((yy // 8) + (xx // 8)) % 2).astype(np.float32)
     assert count_color_regions(np.stack([board] * 3, -1)) == 16
     assert count_color_regions(np.zeros((8, 8, 3))) == 1
+
+
+@pytest.mark.slow
+def test_render_draws_with_the_data_configs_sketch_detector(tmp_path):
+    """data.synthesis.sketch.hed_weights=... renders HED sketches (how docs/synthesis_demo.png is made, issue 22); the
+    statistics say which detector drew, and the sketch row differs from the classic detector's."""
+    import json
+
+    import torch
+
+    from archs.hed import HED
+    from scripts.render_synthesis import render
+
+    torch.manual_seed(0)
+    hed_file = tmp_path / "network-bsds500.pytorch"  # random weights in the sniklaus/pytorch-hed layout
+    torch.save(HED().state_dict(), hed_file)
+    grids, stats = {}, {}
+    for name, extra in (("classic", []), ("hed", [f"data.synthesis.sketch.hed_weights={hed_file}"])):
+        out = tmp_path / f"{name}.png"
+        args = ["data=faces_demo", f"out={out}", "num_images=2", "split=val", *extra]
+        render(compose_cfg(tmp_path / name, args, config_name="render_synthesis"))
+        grids[name] = np.array(Image.open(out))
+        stats[name] = json.loads((tmp_path / f"{name}_stats.json").read_text())
+    assert stats["classic"]["sketch_detector"] == "classic" and stats["hed"]["sketch_detector"] == "hed"
+    assert str(hed_file) in stats["hed"]["sketch_detector_reason"]
+    same = [slice(None), slice(0, 3 * 128)]  # image, masked input and mask columns: the same masks
+    assert np.array_equal(grids["hed"][tuple(same)], grids["classic"][tuple(same)])
+    assert not np.array_equal(grids["hed"][:, 3 * 128 : 4 * 128], grids["classic"][:, 3 * 128 : 4 * 128])
