@@ -192,6 +192,32 @@ def user_mask_inputs(dm, batch: dict, mask: torch.Tensor) -> dict:
     return {"image": image, "mask": mask, "sketch": sketch, "color": color, "noise": noise}
 
 
+class SketchOncePerBatch(torch.nn.Module):
+    """A sketch extractor that draws each batch's whole-image sketch once: the synthesised row, the user-stroke,
+    user-mask and every mask-set row all ask for the sketch of the same image tensor (HED: ~1 s CPU per 128-px face).
+    The last input is held (so its identity cannot be reused by a new tensor) and its version counter compared, so
+    an image changed in place is drawn again."""
+
+    def __init__(self, sketch: torch.nn.Module):
+        super().__init__()
+        self.inner = sketch
+        self._last: tuple | None = None
+
+    def __getattr__(self, name):  # detector, hed_weights, ... of the wrapped extractor
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(super().__getattr__("inner"), name)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        last = self._last
+        if last is not None and last[0] is image and last[1] == image._version:
+            return last[2]
+        out = self.inner(image)
+        self._last = (image, image._version, out)
+        return out
+
+
 def coverage_bins(cfg: DictConfig) -> list[tuple[float, float]]:
     """The mask-coverage bins of the per-bin rows (fractions), as configured (``coverage_bins``)."""
     bins = [(float(lo), float(hi)) for lo, hi in (cfg.get("coverage_bins") or [])]
@@ -271,6 +297,7 @@ def evaluate_faces(cfg: DictConfig) -> tuple[dict[str, dict], list[str]]:
     dm, ds, name = build_face_data(cfg, sketch=face_sketch_settings(cfg, notes))
     user_masks = find_user_masks(cfg.data.user_mask_dir, ds.files) if cfg.data.get("user_mask_dir") else None
     dm.synthesis.noise_type = face_noise_type(cfg, dm, notes)
+    dm.synthesis.sketch = SketchOncePerBatch(dm.synthesis.sketch)
     strokes = user_stroke_synthesizer(cfg, dm)
     bins = coverage_bins(cfg)
     lpips = build_lpips_metric(cfg, device)

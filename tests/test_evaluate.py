@@ -473,3 +473,54 @@ def test_face_sketches_follow_the_weights_detector_and_an_override_wins(tmp_path
     cfg = compose_cfg(tmp_path / "g", [*base[:1], f"ckpt_path={hed}", *base[2:], CLASSIC_SKETCH], config_name="eval")
     with pytest.raises(ValueError, match=r"hed\.ckpt record '/elsewhere/hed\.weights\.h5'.*hed_weights="):
         evaluate(cfg)
+
+
+def test_face_rows_draw_each_batch_sketch_once(tmp_path):
+    """The synthesised, user-stroke (and mask-set) rows share one sketch per batch (HED costs ~1 s per
+    128-px face): the extractor runs once per batch, and every row scores what a fresh sketch gives."""
+    from evaluation.faces import SketchOncePerBatch
+    from synthesis.sketch import SketchExtractor
+
+    faces = tmp_path / "faces"
+    for i in range(3):
+        write_png(faces / f"{i:03d}.png", _image(128, 128, i))
+    rect = np.zeros((128, 128), np.uint8)
+    rect[32:96, 40:100] = 255
+    write_png(tmp_path / "masks" / "000.png", rect)
+    base = [
+        "model=scfegan",
+        f"ckpt_path={_face_ckpt(tmp_path / 'g.ckpt')}",
+        f"data.test_dir={faces}",
+        f"data.user_mask_dir={tmp_path / 'masks'}",
+        "face_data.resolution=128",
+        CLASSIC_SKETCH,
+        "face_data.num_workers=0",
+        "face_data.val_batch_size=2",
+        "metrics.fid.enabled=false",
+        "coverage_bins=[]",
+    ]
+    calls = []
+    real = SketchExtractor.forward
+
+    def counting(self, image):
+        calls.append(image.shape[0])
+        return real(self, image)
+
+    with mock.patch.object(SketchExtractor, "forward", counting):
+        once = evaluate(compose_cfg(tmp_path / "a", base, config_name="eval"))
+    # two batches, one sketch each for the synthesised and user-stroke rows; the user-mask row takes the
+    # sub-batch of images that have a user mask (000.png, in the first batch) and draws it for that one image
+    assert calls == [2, 1, 1]
+    # the same numbers as drawing the sketch anew for every row
+    calls.clear()
+    with mock.patch.object(SketchOncePerBatch, "forward", lambda self, image: self.inner(image)):
+        with mock.patch.object(SketchExtractor, "forward", counting):
+            fresh = evaluate(compose_cfg(tmp_path / "b", base, config_name="eval"))
+    assert len(calls) > 2 and fresh == once
+    # an image changed in place is drawn again
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    memo = SketchOncePerBatch(SketchExtractor(detector="canny"))
+    first = memo(x)
+    assert memo(x) is first and memo.detector == "canny"
+    x.mul_(-1)
+    assert memo(x) is not first
