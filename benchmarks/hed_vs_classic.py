@@ -16,7 +16,8 @@ each evaluated on both sketch kinds, and the editors' response to one hand-drawn
    writes a fixed mask set once (``python -m scripts.make_eval_masks --preset free_form --num 100 --size 128 --seed 0``),
    runs ``evaluate.py`` four times (each model on HED and on classic sketches of the held-out faces, the same masks,
    two at a time; the exact commands are printed), and prints the masked-region table with image counts and the CPU
-   time of each evaluation.  LPIPS is off (its backbone needs ImageNet weights, not available offline) and so is FID.
+   time of each evaluation.  Evaluations newer than their weights are reused, and a run still training is skipped,
+   so the first run's evaluations can start before the second run ends.  LPIPS is off (its backbone needs ImageNet weights, not available offline) and so is FID.
 
 3. The picture (``--picture``, default docs/hed_vs_classic_stroke.png): one face, one mask over the jaw, a drawn
    jaw-line stroke (a narrower chin), through each generator (``inference.faces.run_network``, composited); the top
@@ -200,25 +201,32 @@ def main(argv=None) -> None:
     p.add_argument("--skip-picture", action="store_true")
     args = p.parse_args(argv)
     models = {"HED": weights_of(args.hed), "classic": weights_of(args.classic)}
-    for name, w in models.items():
-        if not w.is_file():
-            raise FileNotFoundError(f"--{name.lower()}: {w} does not exist")
+    missing = [f"--{name.lower()}: {w}" for name, w in models.items() if not w.is_file()]
+    if missing:  # a run still training: its evaluations wait, the other model's run now (results are reused)
+        print("not there yet (skipped): " + "; ".join(missing))
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     if not args.skip_eval:
         masks = make_masks(work / "masks_free_form", args.num, args.size)
-        jobs = {}
+        jobs, cpu = {}, {}
         for model, w in models.items():
             for sketch in ("hed", "classic"):
                 out = work / f"{model.lower()}_model_{sketch}_sketch.json"
-                jobs[(model, sketch)] = (eval_command(w, sketch, args, masks, out), out)
+                done = out.with_suffix(".cpu")
+                if done.is_file() and w.is_file() and done.stat().st_mtime > w.stat().st_mtime:
+                    cpu[(model, sketch)] = float(done.read_text())  # evaluated after these weights were written
+                elif w.is_file():
+                    jobs[(model, sketch)] = (eval_command(w, sketch, args, masks, out), out)
         print(f"load average at the start: {os.getloadavg()}", flush=True)
         t0 = time.perf_counter()
-        cpu = run_evaluations(jobs, args.parallel)
-        results = {k: json.loads(Path(out).read_text()) for k, (_, out) in jobs.items()}
+        for key, seconds in run_evaluations(jobs, args.parallel).items():
+            cpu[key] = seconds
+            Path(jobs[key][1]).with_suffix(".cpu").write_text(f"{seconds:.3f}")
+        outs = {(m, s): work / f"{m.lower()}_model_{s}_sketch.json" for m, s in cpu}
+        results = {k: json.loads(out.read_text()) for k, out in sorted(outs.items())}
         print(f"\nload average at the end: {os.getloadavg()}; {time.perf_counter() - t0:.0f} s wall")
-        print(table({(m, s): r for (m, s), r in results.items()}, cpu, "free_form"))
-    if not args.skip_picture:
+        print(table(results, cpu, "free_form"))
+    if not args.skip_picture and not missing:
         picture(models, args.size, Path(args.picture))
 
 
