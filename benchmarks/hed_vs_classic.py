@@ -55,7 +55,7 @@ JAW_STROKE = [(165, 340), (185, 410), (222, 455), (256, 470), (290, 455), (327, 
 
 def weights_of(run: str) -> Path:
     """A run folder's weights/net_g_final.pth, or the file itself."""
-    p = Path(run)
+    p = Path(run).resolve()  # the evaluations run in the repository root
     return p / "weights" / "net_g_final.pth" if p.is_dir() else p
 
 
@@ -98,14 +98,16 @@ def run_evaluations(jobs: dict, parallel: int) -> dict:
             log = open(Path(jobs[key][1]).with_suffix(".log"), "w")
             env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}  # one core each
             proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
-            running[proc.pid] = (key, log)
+            running[proc.pid] = (key, log, proc)  # referenced: an unreferenced Popen is reaped by subprocess itself
+            time.sleep(1.5)  # evaluate.py's run folder is named to the second: the next one starts in another
         pid, status, usage = os.wait4(-1, 0)
         if pid not in running:
             continue
-        key, log = running.pop(pid)
+        key, log, proc = running.pop(pid)
+        proc.returncode = code = os.waitstatus_to_exitcode(status)
         log.close()
-        if os.waitstatus_to_exitcode(status) != 0:
-            raise RuntimeError(f"evaluation {key} failed: see {log.name}")
+        if code != 0:
+            raise RuntimeError(f"evaluation {key} failed (exit code {code}): see {log.name}")
         cpu[key] = usage.ru_utime + usage.ru_stime
     return cpu
 
@@ -162,18 +164,23 @@ def picture(models: dict, size: int, out: Path, scale: int = 2) -> None:
     mask = polyline(JAW_MASK, size, JAW_MASK_WIDTH)
     stroke = polyline(JAW_STROKE, size, 1.0 * 512 / size) & mask  # one pixel at the working size
     nets = {name: build_generator(w, kind="scfegan") for name, w in models.items()}
-    rows = []
+    rows, fills = [], {name: [] for name in nets}
     for sketch in (None, stroke):
         shown = face.copy()
         shown[mask] = 0.5 * shown[mask] + 0.5  # the erased region, lightened as in the app
         if sketch is not None:
             shown[sketch] = (0.0, 0.0, 0.0)
         cells = [shown]
-        for net, info in nets.values():
+        for name, (net, info) in nets.items():
             with torch.no_grad():
                 gen = run_network(net, face, mask, sketch, None, noise=resolve_noise("auto", info.meta), seed=0)
             cells.append(np.where(mask[..., None], gen, face))
+            fills[name].append(gen[mask])
         rows.append(np.concatenate(cells, 1))
+    for name, (plain, stroked) in fills.items():  # how much the drawn stroke moved each editor's fill
+        print(
+            f"{name}-trained: the stroke changes the fill by {255 * np.abs(stroked - plain).mean():.2f} / 255 on average"
+        )
     grid = (np.concatenate(rows, 0) * 255 + 0.5).astype(np.uint8)
     grid = cv2.resize(grid, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
     cell = size * scale
@@ -191,7 +198,7 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--hed", required=True, help="run folder (or weights file) trained on HED sketches")
     p.add_argument("--classic", required=True, help="run folder (or weights file) trained on classic sketches")
-    p.add_argument("--test-dir", default=str(REPO.parent / "shared/data/faces/celebamask_mini/test/images"))
+    p.add_argument("--test-dir", default="../shared/data/faces/celebamask_mini/test/images", help="held-out faces")
     p.add_argument("--size", type=int, default=128, help="the models' working size (experiment=scfegan_faces: 128)")
     p.add_argument("--num", type=int, default=100, help="masks in the fixed set (one per test image)")
     p.add_argument("--work", default=str(REPO / "outputs" / "hed_vs_classic"), help="masks, metrics JSON, logs")
@@ -200,6 +207,8 @@ def main(argv=None) -> None:
     p.add_argument("--skip-eval", action="store_true")
     p.add_argument("--skip-picture", action="store_true")
     args = p.parse_args(argv)
+    if args.test_dir != p.get_default("test_dir"):  # the default is relative to the repository root, as in README
+        args.test_dir = str(Path(args.test_dir).resolve())
     models = {"HED": weights_of(args.hed), "classic": weights_of(args.classic)}
     missing = [f"--{name.lower()}: {w}" for name, w in models.items() if not w.is_file()]
     if missing:  # a run still training: its evaluations wait, the other model's run now (results are reused)
@@ -212,16 +221,22 @@ def main(argv=None) -> None:
         for model, w in models.items():
             for sketch in ("hed", "classic"):
                 out = work / f"{model.lower()}_model_{sketch}_sketch.json"
-                done = out.with_suffix(".cpu")
-                if done.is_file() and w.is_file() and done.stat().st_mtime > w.stat().st_mtime:
-                    cpu[(model, sketch)] = float(done.read_text())  # evaluated after these weights were written
-                elif w.is_file():
-                    jobs[(model, sketch)] = (eval_command(w, sketch, args, masks, out), out)
+                done = out.with_suffix(".done.json")  # {"cmd", "cpu_s"} of a finished evaluation
+                if not w.is_file():
+                    continue
+                cmd = eval_command(w, sketch, args, masks, out)
+                if done.is_file() and done.stat().st_mtime > w.stat().st_mtime:
+                    record = json.loads(done.read_text())
+                    if record.get("cmd") == cmd[1:]:  # the same evaluation of these weights: reused
+                        cpu[(model, sketch)] = float(record["cpu_s"])
+                        continue
+                jobs[(model, sketch)] = (cmd, out)
         print(f"load average at the start: {os.getloadavg()}", flush=True)
         t0 = time.perf_counter()
         for key, seconds in run_evaluations(jobs, args.parallel).items():
             cpu[key] = seconds
-            Path(jobs[key][1]).with_suffix(".cpu").write_text(f"{seconds:.3f}")
+            done = {"cmd": jobs[key][0][1:], "cpu_s": seconds}
+            Path(jobs[key][1]).with_suffix(".done.json").write_text(json.dumps(done))
         outs = {(m, s): work / f"{m.lower()}_model_{s}_sketch.json" for m, s in cpu}
         results = {k: json.loads(out.read_text()) for k, out in sorted(outs.items())}
         print(f"\nload average at the end: {os.getloadavg()}; {time.perf_counter() - t0:.0f} s wall")
