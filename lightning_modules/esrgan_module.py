@@ -480,6 +480,10 @@ class ESRGANModule(IterationGANModule):
                 )
             self._d_paused_at = None
 
+    def replica_state(self) -> dict[str, torch.Tensor]:
+        """State besides the networks that every DDP rank must hold identically (callbacks/ddp_consistency.py)."""
+        return {} if self.adaptive_d_ema is None else {"adaptive_d_ema": self.adaptive_d_ema}
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         super().on_save_checkpoint(checkpoint)
         if self.adaptive_d_ema is not None:
