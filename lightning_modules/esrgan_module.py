@@ -532,14 +532,15 @@ class ESRGANModule(IterationGANModule):
             ).to(self.device)
 
     @torch.no_grad()
-    def super_resolve(self, lq: torch.Tensor) -> torch.Tensor:
-        """The EMA G's output; with ``model.val_tile`` > 0 through tiles of that side (inference/tiling.py, as
-        predict.py), so that validation memory is bounded by the tile, not by the largest validation image."""
+    def super_resolve(self, lq: torch.Tensor, net: torch.nn.Module | None = None) -> torch.Tensor:
+        """The EMA G's output (or ``net``'s); with ``model.val_tile`` > 0 through tiles of that side (ops/sr_tiles.py,
+        as predict.py), so that validation memory is bounded by the tile, not by the largest validation image."""
+        net = self.net_g_ema if net is None else net
         if not self.val_tile:
-            return self.net_g_ema(lq)
-        net = self.net_g_ema
-        pad = receptive_margin(net) if self.val_tile_pad == "auto" else int(self.val_tile_pad)
-        return tiled_forward(net, lq, self.scale, self.val_tile, pad, unit=unshuffle_factor(net))
+            return net(lq)
+        plain = getattr(net, "_orig_mod", net)  # torch.compile's wrapper: the rules read the network itself
+        pad = receptive_margin(plain) if self.val_tile_pad == "auto" else int(self.val_tile_pad)
+        return tiled_forward(net, lq, self.scale, self.val_tile, pad, unit=unshuffle_factor(plain))
 
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         if batch is None:  # every image of the batch failed to decode (skipped with a warning naming it)
@@ -566,8 +567,7 @@ class ESRGANModule(IterationGANModule):
         name = self.val_names[dataloader_idx]
         take = [k for k in range(gt.shape[0]) if keep[k]][: self.wants_sample_rows(name)]
         if take:
-            with torch.no_grad():
-                raw = self.net_g(lq[take])
+            raw = self.super_resolve(lq[take], self.net_g)
             bicubic = imresize(lq[take], self.scale)
             rows = self.val_sample_rows.setdefault(name, [])
             for j, k in enumerate(take):
