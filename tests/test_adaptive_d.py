@@ -180,7 +180,7 @@ def test_logged_and_resumed_bit_identically(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_ddp_ranks_hold_the_same_ema_and_networks(tmp_path):
+def test_ddp_ranks_hold_the_same_ema_and_networks_with_micro_batches(tmp_path):
     from test_ddp import DDP_CPU, TINY_ESRGAN_CLI, _check, _replica_report, run_train
 
     run_dir = tmp_path / "run"
@@ -191,6 +191,7 @@ def test_ddp_ranks_hold_the_same_ema_and_networks(tmp_path):
             "model.gan.iters=3",
             "model.adaptive_d.enabled=true",
             "model.adaptive_d.ema_decay=0.5",
+            "model.micro_batches=2",  # and gradient accumulation under DDP: still one average per optimizer step
             f"hydra.run.dir={run_dir}",
         ],
         tmp_path,
