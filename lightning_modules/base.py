@@ -137,8 +137,13 @@ class IterationGANModule(LightningModule):
 
     frozen_prefixes: tuple[str, ...] = ()
 
-    def __init__(self, speed: dict | None = None) -> None:
+    def __init__(self, speed: dict | None = None, micro_batches: int = 1) -> None:
         super().__init__()
+        # Gradient accumulation (model.micro_batches): each training batch (data.batch_size images per device, one
+        # optimizer step of each network) runs as this many micro-batches whose gradients add up before the step.
+        self.micro_batches = check_positive_int(
+            micro_batches, "model.micro_batches", hint="1: the whole batch at once; N: N micro-batches per step"
+        )
         # Per loss name: the first iteration at which it was NaN/Inf (-1: never), kept on the loss's device so that
         # the training step does not wait for the GPU; read at the logging steps and before every validation.
         self._first_non_finite: dict[str, torch.Tensor] = {}
@@ -210,6 +215,28 @@ class IterationGANModule(LightningModule):
         scheds = scheds if isinstance(scheds, list) else [scheds]
         i = self._opt_index[name]
         return opts[i], (scheds[i] if i < len(scheds) else None)
+
+    # ------------------------------------------------------------------ gradient accumulation (model.micro_batches)
+    def micro_slices(self, n_items: int) -> list[slice]:
+        """The micro-batches of a training batch of ``n_items`` images, as slices along the batch dimension."""
+        n = self.micro_batches
+        if n_items % n:
+            raise ValueError(
+                f"model.micro_batches={n} must divide the training batch ({n_items} images per device, "
+                "data.batch_size): each optimizer step accumulates that many equal micro-batches"
+            )
+        size = n_items // n
+        return [slice(i * size, (i + 1) * size) for i in range(n)]
+
+    def micro_loss(self, loss: torch.Tensor) -> torch.Tensor:
+        """``loss / N`` before its backward: the N accumulated gradients of micro-batch means then add up to the
+        gradient of the whole batch's mean (every loss of the recipes is a mean over its images)."""
+        return loss if self.micro_batches == 1 else loss / self.micro_batches
+
+    @staticmethod
+    def micro_mean(values: list[torch.Tensor]) -> torch.Tensor:
+        """A logged value of the whole batch: the mean of its micro-batches' (equal sizes)."""
+        return values[0] if len(values) == 1 else torch.stack(values).mean()
 
     @contextmanager
     def frozen(self, net: torch.nn.Module):

@@ -55,9 +55,10 @@ class SCFEGANModule(IterationGANModule):
         task: str = "faces",
         noise_type: str | None = None,
         speed: dict | None = None,
+        micro_batches: int = 1,
     ) -> None:
         speed = to_primitive(speed)
-        super().__init__(speed)
+        super().__init__(speed, micro_batches=micro_batches)
         generator, discriminator, loss, optim = map(to_primitive, (generator, discriminator, loss, optim))
         # noise_type: the noise channel the generator is trained with (the data's synthesis.noise_type; None =
         # read from the data module at fit start).  Stored in the checkpoint's hyper-parameters and the weights'
@@ -74,6 +75,7 @@ class SCFEGANModule(IterationGANModule):
                 task=task,
                 noise_type=noise_type,
                 speed=speed,
+                micro_batches=micro_batches,
             ),
             logger=False,  # the runner logs the whole config once (model.* included): not these keys again
         )
@@ -151,8 +153,20 @@ class SCFEGANModule(IterationGANModule):
     def d_input(image: torch.Tensor, batch: dict) -> torch.Tensor:
         return torch.cat([image, batch["sketch"], batch["color"], batch["mask"]], dim=1)
 
-    def discriminator_step(self, batch: dict, comp: torch.Tensor) -> dict:
-        opt_d, _ = self._opt("d")
+    def micro(self, batch: dict) -> list[dict]:
+        """The training batch cut into ``model.micro_batches`` micro-batches (every per-image tensor sliced)."""
+        n = batch["image"].shape[0]
+        slices = self.micro_slices(n)
+        if len(slices) == 1:
+            return [batch]
+        return [
+            {k: (v[s] if torch.is_tensor(v) and v.dim() and v.shape[0] == n else v) for k, v in batch.items()}
+            for s in slices
+        ]
+
+    def discriminator_losses(self, batch: dict, comp: torch.Tensor) -> dict:
+        """L_D on one micro-batch (the gradient penalty's interpolation and norm are per image), back-propagated
+        with the 1/N of gradient accumulation."""
         w = self.w
         real_in = self.d_input(batch["image"], batch)
         fake_in = self.d_input(comp.detach(), batch)
@@ -161,9 +175,7 @@ class SCFEGANModule(IterationGANModule):
         l_gp = gradient_penalty(self.net_d, real_in, fake_in, batch["mask"])
         l_drift = drift_loss(d_real)
         l_d = l_adv + w["theta"] * l_gp + w["epsilon"] * l_drift
-        opt_d.zero_grad(set_to_none=True)
-        self.manual_backward(l_d)
-        opt_d.step()
+        self.manual_backward(self.micro_loss(l_d))
         return {
             "l_d_adv": l_adv.detach(),
             "l_gp": l_gp.detach(),
@@ -173,24 +185,30 @@ class SCFEGANModule(IterationGANModule):
             "out_d_fake": d_fake.detach().mean(),
         }
 
-    def generator_step(self, batch: dict, gen: torch.Tensor, comp: torch.Tensor) -> dict:
-        opt_g, _ = self._opt("g")
+    def discriminator_step(self, batch: dict, comp: torch.Tensor) -> dict:
+        """One D update: the micro-batches' gradients accumulated, then one optimizer step."""
+        opt_d, _ = self._opt("d")
+        opt_d.zero_grad(set_to_none=True)
+        comps = [comp] if self.micro_batches == 1 else [comp[s] for s in self.micro_slices(comp.shape[0])]
+        parts = [self.discriminator_losses(b, c) for b, c in zip(self.micro(batch), comps)]
+        opt_d.step()
+        return {k: self.micro_mean([p[k] for p in parts]) for k in parts[0]}
+
+    def generator_losses(self, batch: dict, gen: torch.Tensor, comp: torch.Tensor) -> dict:
+        """L_G on one micro-batch (D frozen by the caller), back-propagated with the 1/N of gradient accumulation."""
         w, gt, mask = self.w, batch["image"], batch["mask"]
-        with self.frozen(self.net_d):
-            l_ppxl = self.cri_pixel(gen, gt, mask)
-            vgg = self.cri_vgg(gen, comp, gt)
-            l_tv = total_variation_loss(comp, mask)
-            l_adv = generator_adversarial_loss(self.net_d(self.d_input(comp, batch)))
-            l_g = (
-                l_ppxl
-                + w["sigma"] * vgg["perceptual"]
-                + w["gamma"] * vgg["style"]
-                + w["upsilon"] * l_tv
-                + w["beta"] * l_adv
-            )
-            opt_g.zero_grad(set_to_none=True)
-            self.manual_backward(l_g)
-            opt_g.step()
+        l_ppxl = self.cri_pixel(gen, gt, mask)
+        vgg = self.cri_vgg(gen, comp, gt)
+        l_tv = total_variation_loss(comp, mask)
+        l_adv = generator_adversarial_loss(self.net_d(self.d_input(comp, batch)))
+        l_g = (
+            l_ppxl
+            + w["sigma"] * vgg["perceptual"]
+            + w["gamma"] * vgg["style"]
+            + w["upsilon"] * l_tv
+            + w["beta"] * l_adv
+        )
+        self.manual_backward(self.micro_loss(l_g))
         return {
             "l_ppxl": l_ppxl.detach(),
             "l_percept": vgg["perceptual"].detach(),
@@ -200,14 +218,34 @@ class SCFEGANModule(IterationGANModule):
             "l_g_total": l_g.detach(),
         }
 
+    def generator_step(self, batch: dict, gen: torch.Tensor | None = None, comp: torch.Tensor | None = None) -> dict:
+        """One G update.  ``gen`` / ``comp``: G's output and composite of the whole batch, with their graph (one
+        micro-batch); with ``model.micro_batches`` > 1 pass None: each micro-batch runs G itself, so that only
+        one micro-batch's graph is alive at a time."""
+        opt_g, _ = self._opt("g")
+        opt_g.zero_grad(set_to_none=True)
+        parts = []
+        with self.frozen(self.net_d):
+            for b in self.micro(batch):
+                if gen is None or self.micro_batches > 1:
+                    gen_k, comp_k = self(b)
+                else:
+                    gen_k, comp_k = gen, comp
+                parts.append(self.generator_losses(b, gen_k, comp_k))
+            opt_g.step()
+        return {k: self.micro_mean([p[k] for p in parts]) for k in parts[0]}
+
     def training_step(self, batch: dict, batch_idx: int) -> None:
         logs = {}
         with torch.no_grad():
-            _, comp = self(batch)
+            comp = torch.cat([self(b)[1] for b in self.micro(batch)]) if self.micro_batches > 1 else self(batch)[1]
         for _ in range(self.d_steps):
             logs.update(self.discriminator_step(batch, comp))
-        gen, comp = self(batch)
-        logs.update(self.generator_step(batch, gen, comp))
+        if self.micro_batches > 1:
+            logs.update(self.generator_step(batch))
+        else:
+            gen, comp = self(batch)
+            logs.update(self.generator_step(batch, gen, comp))
         self.end_iteration(logs, batch["image"].shape[0])
 
     # ------------------------------------------------------------------ validation
