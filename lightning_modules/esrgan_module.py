@@ -30,6 +30,7 @@ from losses.gan_loss import (
     ragan_generator_loss,
     vanilla_gan_loss,
 )
+from metrics.lpips import build_validation_lpips
 from metrics.sr_metrics import sr_metrics
 from ops.image_grid import to_uint8_image
 from ops.imresize import imresize
@@ -160,13 +161,7 @@ class ESRGANModule(IterationGANModule):
             self.cri_perceptual = instantiate(perceptual)
 
         self.monitor = monitor
-        lp = dict(to_primitive(val_lpips) or {})
-        self.val_lpips = None
-        if lp.get("enabled", False):
-            from metrics.lpips import build_lpips
-
-            self.val_lpips = build_lpips(lp.get("net_type", "alex"), lp.get("backbone_weights", "imagenet"))
-            self.val_lpips.requires_grad_(False).eval()
+        self.val_lpips = build_validation_lpips(to_primitive(val_lpips))
         self.metric_names = METRICS + (("lpips",) if self.val_lpips is not None else ())
         if monitor_gan == "auto":
             monitor_gan = "val/lpips" if self.val_lpips is not None else "last"

@@ -53,9 +53,10 @@ def check_objective(cfg: DictConfig) -> None:
     if direction not in (None, "maximize", "minimize"):
         raise ValueError(f"objective.direction={direction!r}: use maximize or minimize")
     if key == "val/lpips" and not (cfg.model.get("val_lpips") or {}).get("enabled", False):
+        other = cfg.model.get("monitor") or "val/psnr_y"
         raise ValueError(
             "objective.key=val/lpips needs model.val_lpips.enabled=true (LPIPS in validation); or rank by another "
-            "metric: objective.key=val/psnr_y objective.direction=maximize"
+            f"metric: objective.key={other} objective.direction=maximize"
         )
 
 

@@ -274,3 +274,81 @@ def test_job_objective_is_the_sweep_configs_lpips(tmp_path):
     saved = json.loads((tmp_path / "run" / "result.json").read_text())
     assert saved["objective_key"] == "val/lpips" and saved["direction"] == "minimize"
     assert saved["objective"] == result["metrics"]["val/lpips"] != result["metrics"]["val/psnr_y"]
+
+
+def test_scfegan_sweep_ranks_by_lpips_of_the_composite(tmp_path):
+    # Issue 15 item 4: the SC-FEGAN loss-weight sweep ranks by LPIPS (minimize), not by PSNR in the mask; without
+    # LPIPS in validation the objective is refused before training, naming the alternative.
+    from runtime.launch import check_objective, objective_of
+
+    cfg = compose_cfg(tmp_path / "c", ["+sweep=scfegan_loss_weights", "experiment=scfegan_demo"])
+    assert objective_of(cfg) == ("val/lpips", "minimize") and cfg.model.val_lpips.enabled
+    check_objective(cfg)
+    off = compose_cfg(
+        tmp_path / "d", ["+sweep=scfegan_loss_weights", "experiment=scfegan_demo", "model.val_lpips.enabled=false"]
+    )
+    with pytest.raises(ValueError, match="model.val_lpips.enabled=true .*objective.key=val/psnr_mask"):
+        check_objective(off)
+    assert objective_of(compose_cfg(tmp_path / "p", ["experiment=scfegan_demo"])) == ("val/psnr_mask", None)
+
+
+def test_scfegan_validation_lpips_is_lpips_of_composite_and_real(tmp_path):
+    # The value validation logs is torchmetrics' LPIPS (the same backbone file) of the composite against the real
+    # image, averaged over the images.
+    import torch
+    from test_evaluate import _random_alexnet_file
+    from test_scfegan_module import TINY, _batch
+
+    from lightning_modules.scfegan_module import SCFEGANModule, to01
+    from metrics.lpips import build_lpips
+
+    alex = _random_alexnet_file(tmp_path / "alex.pth")
+    torch.manual_seed(0)
+    m = SCFEGANModule(**TINY, val_lpips={"enabled": True, "backbone_weights": str(alex)}).eval()
+    assert SCFEGANModule(**TINY).val_lpips is None  # off by default
+    batches = [_batch(b=2, seed=0), _batch(b=3, seed=1)]
+    m.on_validation_epoch_start()
+    with torch.no_grad():
+        for i, batch in enumerate(batches):
+            m.validation_step(batch, i)
+    reference = build_lpips("alex", str(alex))
+    expected = []
+    with torch.no_grad():
+        for batch in batches:
+            _, comp = m(batch)
+            expected += reference(to01(comp), to01(batch["image"])).reshape(-1).tolist()
+            reference.reset()
+    assert len(expected) == 5 and max(expected) > 0
+    assert float(m.val_metrics["lpips"].compute()) == pytest.approx(sum(expected) / 5, rel=1e-6)
+    assert [r["lpips"] for r in m.val_rows] == pytest.approx(expected, rel=1e-6)
+
+
+def test_scfegan_job_objective_is_val_lpips(tmp_path):
+    # End to end through train(): result.json (what the sweep summary and Optuna read) carries val/lpips.
+    import torch
+    from test_evaluate import _random_alexnet_file
+    from test_training_faults import SCFEGAN_TINY, _faces
+
+    from runtime.training import train
+
+    alex = _random_alexnet_file(tmp_path / "alex.pth")
+    faces = _faces(tmp_path / "faces")
+    cfg = compose_cfg(
+        tmp_path / "run",
+        [
+            *[a for a in SCFEGAN_TINY if not a.startswith(("model.iters", "trainer.val_check_interval"))],
+            f"data.image_dir={faces}",
+            "model.iters=1",
+            "trainer.val_check_interval=1",
+            "objective.key=val/lpips",
+            "objective.direction=minimize",
+            "model.val_lpips.enabled=true",
+            f"model.val_lpips.backbone_weights={alex}",
+        ],
+    )
+    result = train(cfg)
+    saved = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert saved["objective_key"] == "val/lpips" and saved["direction"] == "minimize"
+    assert saved["objective"] == result["metrics"]["val/lpips"] > 0
+    ckpt = torch.load(result["last_model_path"], map_location="cpu", weights_only=True)
+    assert not any(k.startswith("val_lpips.") for k in ckpt["state_dict"])
