@@ -96,9 +96,7 @@ class SCFEGANModule(IterationGANModule):
         # model.val_lpips.enabled: what GAN loss-weight sweeps rank by (conf/sweep/scfegan_loss_weights.yaml).
         self.val_lpips = build_validation_lpips(to_primitive(val_lpips))
         self.metric_names = METRICS + (("lpips",) if self.val_lpips is not None else ())
-        self.val_metrics = torch.nn.ModuleDict(
-            {m: MeanMetric().set_dtype(torch.float64) for m in self.metric_names}
-        )
+        self.val_metrics = torch.nn.ModuleDict({m: MeanMetric().set_dtype(torch.float64) for m in self.metric_names})
         self.sample_labels = ["masked input", "sketch", "colour", "output", "composite", "real"]
 
     @property
