@@ -277,3 +277,60 @@ def test_scfegan_module_pickles_for_spawned_processes():
     assert type(m2) is SCFEGANModule and m2.iteration == 7
     a, b = m.state_dict(), m2.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # incl. the power-iteration u, v
+
+
+def test_group_sigterm_under_ddp_with_workers_saves_and_exits_143(tmp_path):
+    # SLURM / `timeout` signal every process of the group: both ranks and their DataLoader workers get SIGTERM.
+    import signal
+    import time
+
+    run_dir = tmp_path / "run"
+    args = [
+        *[a for a in TINY_ESRGAN_CLI if not a.startswith(("model.psnr.iters", "data.num_workers"))],
+        *DDP_CPU,
+        "model.stages=[psnr]",
+        "model.psnr.iters=100000",
+        "data.num_workers=2",
+        f"hydra.run.dir={run_dir}",
+    ]
+    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONWARNINGS": "ignore"}
+    env.pop("LOCAL_RANK", None)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    proc = subprocess.Popen(
+        [sys.executable, "train.py", *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.time() + 600
+        while not last.exists():  # the first validation's checkpoint: both ranks train, workers are running
+            assert proc.poll() is None and time.time() < deadline, proc.communicate()[0][-3000:]
+            time.sleep(0.2)
+        first = torch.load(last, map_location="cpu", weights_only=True)["iteration"]
+        os.killpg(proc.pid, signal.SIGTERM)  # as `kill -TERM -- -PGID`
+        out, _ = proc.communicate(timeout=180)  # no hang: a rank waiting for the other, a worker never joined
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 143, out[-4000:]
+    assert "killed by signal" not in out and "Traceback" not in out, out[-4000:]
+    saved = torch.load(last, map_location="cpu", weights_only=True)
+    assert saved["iteration"] >= first >= 2
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["status"] == "interrupted" and result["signal"] == signal.SIGTERM
+    assert result["last_model_path"] == str(last)
+    # Resumable: a fresh module loads it, and both ranks' processes are gone (no orphan left in the group).
+    cfg = compose_cfg(
+        tmp_path / "ref", [*TINY_ESRGAN_CLI, "logger=none", "model.stages=[psnr]", "model.psnr.iters=100000"]
+    )
+    model = instantiate(cfg.model, _recursive_=False)
+    model.load_state_dict(saved["state_dict"], strict=False)
+    model.on_load_checkpoint(saved)
+    assert model.iteration == saved["iteration"]
+    with pytest.raises(ProcessLookupError):
+        os.killpg(proc.pid, 0)
