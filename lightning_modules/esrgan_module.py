@@ -435,9 +435,8 @@ class ESRGANModule(IterationGANModule):
             with torch.no_grad():
                 raw = self.net_g(lq[take])
             bicubic = imresize(lq[take], self.scale)
-            rows = self.val_sample_rows.setdefault(name, [])
-            for j, k in enumerate(take):
-                rows.append([to_uint8_image(x) for x in (bicubic[j], sr[k], raw[j], gt[k])])
+            rows = [[to_uint8_image(x) for x in (bicubic[j], sr[k], raw[j], gt[k])] for j, k in enumerate(take)]
+            self.add_sample_rows(name, rows, [str(names[k]) for k in take])  # file names: the set's sorted order
 
     @torch.no_grad()
     def lpips_values(self, sr: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
@@ -463,6 +462,7 @@ class ESRGANModule(IterationGANModule):
         if p != "val":
             return  # test_after_train: metrics only (no per-image table, no counter row)
         self.val_table = self.gather_val_rows()
+        self.gather_sample_rows()
         self.log("iter", float(self.iteration))  # validation rows carry the batch count too (wandb x-axis)
         if not self.trainer.sanity_checking:
             self.log_validation_summary(summary)

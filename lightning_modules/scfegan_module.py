@@ -236,7 +236,9 @@ class SCFEGANModule(IterationGANModule):
                 self.val_rows.append({"image": name, **{m: float(values[m][k]) for m in self.metric_names}})
         take = [k for k in range(batch["image"].shape[0]) if keep[k]][: self.wants_sample_rows("val")]
         if take:
-            self.val_sample_rows.setdefault("val", []).extend(self.sample_rows(batch, gen, comp, take))
+            index = batch.get("index")
+            keys = [int(index.view(-1)[k]) for k in take] if index is not None else [names[k] for k in take]
+            self.add_sample_rows("val", self.sample_rows(batch, gen, comp, take), keys)  # dataset order
 
     @torch.no_grad()
     def lpips_values(self, comp01: torch.Tensor, real01: torch.Tensor) -> torch.Tensor:
@@ -273,6 +275,7 @@ class SCFEGANModule(IterationGANModule):
             self.log(f"val/{m}", summary[m], prog_bar=m == "psnr_mask")
             self.val_metrics[m].reset()
         self.val_table = self.gather_val_rows()
+        self.gather_sample_rows()
         self.log("iter", float(self.iteration))  # validation rows carry the batch count too (wandb x-axis)
         if not self.trainer.sanity_checking:
             self.log_validation_summary(summary)

@@ -134,6 +134,18 @@ def test_esrgan_ddp_two_processes(tmp_path):
         assert fp[net] == r0["fingerprints"][net], f"checkpoint {net} is not the ranks' {net}"
     for key in ("val/psnr_y", "val/ssim_y", "val/psnr_rgb", "val/ssim_rgb"):
         assert result["metrics"][key] == pytest.approx(metrics[key], rel=1e-9, abs=1e-12), key
+    # The validation grid covers the whole set (rank 0 validates images 0, 2, 4 only): the grid one process draws.
+    import numpy as np
+    from PIL import Image
+
+    from ops.image_grid import labelled_grid
+
+    rows = model.val_sample_rows["Set5"]
+    assert len(rows) == 5
+    expected = labelled_grid(rows, model.sample_labels).numpy()
+    drawn = np.asarray(Image.open(run_dir / "samples" / "iter0000004_Set5.png"))
+    assert drawn.shape == expected.shape
+    assert np.abs(drawn.astype(int) - expected.astype(int)).max() <= 1  # uint8 rounding of equal floats
 
 
 def test_scfegan_ddp_two_processes(tmp_path):
