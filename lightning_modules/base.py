@@ -158,6 +158,7 @@ class IterationGANModule(LightningModule):
         self.val_table: list[dict] = []
         self.sample_labels: list[str] = []
         self.eval_prefix = "val"
+        self.val_fid = None  # setup_val_fid
 
     # ------------------------------------------------------------------ the runner's contract (RecipeContract)
     @property
@@ -349,6 +350,40 @@ class IterationGANModule(LightningModule):
         if self._trainer is not None and self.trainer.sanity_checking:
             return 0
         return max(0, self.max_sample_rows - len(self.val_sample_rows.get(name, [])))
+
+    # ------------------------------------------------------------------ validation FID / KID (model.val_fid)
+    def setup_val_fid(self, options: dict | None) -> None:
+        """``self.val_fid``: metrics/fid.py ValidationFID when ``model.val_fid.enabled`` (its Inception is rebuilt
+        from its own weights file, never stored in checkpoints: ``val_fid.`` is among the frozen prefixes)."""
+        options = dict(options or {})
+        self.val_fid = None
+        if options.pop("enabled", False):
+            from metrics.fid import ValidationFID
+
+            self.val_fid = ValidationFID(**options)
+
+    def update_val_fid(self, fake01: torch.Tensor, real01: torch.Tensor, keep: torch.Tensor) -> None:
+        if self.val_fid is None or (self._trainer is not None and self.trainer.sanity_checking):
+            return
+        self.val_fid.update(fake01[keep], real01[keep])
+
+    def log_val_fid(self, prefix: str = "val") -> dict:
+        """Log ``<prefix>/fid``, ``/kid``, ``/kid_std`` over the whole validation set (every rank calls it);
+        nothing, with a warning, when the set is smaller than ``model.val_fid.min_images``."""
+        if self.val_fid is None or (self._trainer is not None and self.trainer.sanity_checking):
+            return {}
+        values, n = self.val_fid.compute()
+        self.val_fid.reset()
+        if values is None:
+            if n:
+                log.warning(
+                    f"validation FID/KID not computed: {n} images, fewer than model.val_fid.min_images="
+                    f"{self.val_fid.min_images} (FID is strongly biased on small sets)"
+                )
+            return {}
+        for k, v in values.items():
+            self.log(f"{prefix}/{k}", torch.tensor(v, dtype=torch.float64), sync_dist=False)  # already gathered
+        return values
 
     def add_sample_rows(self, name: str, rows: list[list[torch.Tensor]], keys: list) -> None:
         """Rows for the grid ``name``; ``keys`` sort them into the validation set's order when ranks are gathered."""

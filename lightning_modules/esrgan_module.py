@@ -68,7 +68,7 @@ def check_recipe(stages: list[str], psnr: dict, gan: dict) -> None:
 
 class ESRGANModule(IterationGANModule):
     # The VGG and the validation LPIPS are rebuilt from their own weights, not stored.
-    frozen_prefixes = ("cri_perceptual.", "val_lpips.")
+    frozen_prefixes = ("cri_perceptual.", "val_lpips.", "val_fid.")
     #: model.gan.gan_type when the config names none (Real-ESRGAN's recipe: vanilla).
     default_gan_type = "ragan"
 
@@ -86,6 +86,7 @@ class ESRGANModule(IterationGANModule):
         monitor: str = "val/psnr_y",
         monitor_gan: str = "auto",
         val_lpips: dict | None = None,
+        val_fid: dict | None = None,
         task: str = "sr",
         speed: dict | None = None,
     ) -> None:
@@ -109,6 +110,7 @@ class ESRGANModule(IterationGANModule):
                 monitor=monitor,
                 monitor_gan=monitor_gan,
                 val_lpips=to_primitive(val_lpips),
+                val_fid=to_primitive(val_fid),
                 task=task,
                 speed=speed,
             ),
@@ -163,6 +165,7 @@ class ESRGANModule(IterationGANModule):
         self.monitor = monitor
         self.val_lpips = build_validation_lpips(to_primitive(val_lpips))
         self.metric_names = METRICS + (("lpips",) if self.val_lpips is not None else ())
+        self.setup_val_fid(to_primitive(val_fid))  # FID / KID on the first validation folder (model.val_fid)
         if monitor_gan == "auto":
             monitor_gan = "val/lpips" if self.val_lpips is not None else "last"
         if monitor_gan == "val/lpips" and self.val_lpips is None:
@@ -419,6 +422,8 @@ class ESRGANModule(IterationGANModule):
         for m in self.metric_names:
             v = values[m].to(self.device, torch.float64)
             self.val_metrics[f"{dataloader_idx}_{m}"].update(v[torch.isfinite(v) & keep])
+        if dataloader_idx == 0 and self.eval_prefix == "val":
+            self.update_val_fid(sr, gt, keep)
         names = batch.get("name") or [f"{batch_idx}_{k}" for k in range(gt.shape[0])]
         for k, name in enumerate(names):
             if keep[k]:
@@ -461,6 +466,7 @@ class ESRGANModule(IterationGANModule):
                     self.log(f"{p}/{m}", value, prog_bar=m == "psnr_y")
         if p != "val":
             return  # test_after_train: metrics only (no per-image table, no counter row)
+        summary.update(self.log_val_fid())
         self.val_table = self.gather_val_rows()
         self.gather_sample_rows()
         self.log("iter", float(self.iteration))  # validation rows carry the batch count too (wandb x-axis)

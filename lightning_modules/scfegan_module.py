@@ -43,7 +43,7 @@ def to01(x: torch.Tensor) -> torch.Tensor:
 
 class SCFEGANModule(IterationGANModule):
     # The loss VGG and the validation LPIPS are rebuilt from their own weights, not stored.
-    frozen_prefixes = ("cri_vgg.", "val_lpips.")
+    frozen_prefixes = ("cri_vgg.", "val_lpips.", "val_fid.")
 
     def __init__(
         self,
@@ -57,6 +57,7 @@ class SCFEGANModule(IterationGANModule):
         task: str = "faces",
         noise_type: str | None = None,
         val_lpips: dict | None = None,
+        val_fid: dict | None = None,
         speed: dict | None = None,
     ) -> None:
         speed = to_primitive(speed)
@@ -77,6 +78,7 @@ class SCFEGANModule(IterationGANModule):
                 task=task,
                 noise_type=noise_type,
                 val_lpips=to_primitive(val_lpips),
+                val_fid=to_primitive(val_fid),
                 speed=speed,
             ),
             logger=False,  # the runner logs the whole config once (model.* included): not these keys again
@@ -96,6 +98,7 @@ class SCFEGANModule(IterationGANModule):
         # model.val_lpips.enabled: what GAN loss-weight sweeps rank by (conf/sweep/scfegan_loss_weights.yaml).
         self.val_lpips = build_validation_lpips(to_primitive(val_lpips))
         self.metric_names = METRICS + (("lpips",) if self.val_lpips is not None else ())
+        self.setup_val_fid(to_primitive(val_fid))  # FID / KID of the composites over the whole set (model.val_fid)
         self.val_metrics = torch.nn.ModuleDict({m: MeanMetric().set_dtype(torch.float64) for m in self.metric_names})
         self.sample_labels = ["masked input", "sketch", "colour", "output", "composite", "real"]
 
@@ -230,6 +233,7 @@ class SCFEGANModule(IterationGANModule):
         for m in self.metric_names:
             v = values[m].double()
             self.val_metrics[m].update(v[torch.isfinite(v) & keep])
+        self.update_val_fid(to01(comp), to01(batch["image"]), keep)
         names = self.val_image_names(batch)
         for k, name in enumerate(names):
             if keep[k]:
@@ -274,6 +278,7 @@ class SCFEGANModule(IterationGANModule):
             summary[m] = self.val_metrics[m].compute()
             self.log(f"val/{m}", summary[m], prog_bar=m == "psnr_mask")
             self.val_metrics[m].reset()
+        summary.update(self.log_val_fid())
         self.val_table = self.gather_val_rows()
         self.gather_sample_rows()
         self.log("iter", float(self.iteration))  # validation rows carry the batch count too (wandb x-axis)

@@ -30,6 +30,7 @@ from runtime.launch import (
     check_config,
     check_inputs,
     check_multirun_launch,
+    check_objective_set_size,
     check_run_folder,
     gpu_for_joblib_job,
     log_launch_plan,
@@ -141,6 +142,7 @@ def _train(cfg: DictConfig, trainer_overrides: dict[str, Any]) -> dict[str, Any]
 
     log.info(f"Instantiating datamodule <{cfg.data._target_}>")
     datamodule: LightningDataModule = instantiate(cfg.data)
+    check_objective_set_size(cfg, datamodule)  # FID/KID objectives: a large enough validation set
     log.info(f"Instantiating model <{cfg.model._target_}>")
     model: LightningModule = instantiate(cfg.model, _recursive_=False)
     check_test_after_train(cfg, model, datamodule)

@@ -149,7 +149,10 @@ def test_esrgan_ddp_two_processes(tmp_path):
 
 
 def test_scfegan_ddp_two_processes(tmp_path):
+    from test_evaluate import _random_inception_file
+
     faces = _face_dir(tmp_path)
+    inception = _random_inception_file(tmp_path / "inception.pth")
     args = [
         "experiment=scfegan_demo",
         "logger=csv",
@@ -166,6 +169,10 @@ def test_scfegan_ddp_two_processes(tmp_path):
         "~callbacks.rich_progress_bar",
         "model.iters=2",
         "trainer.val_check_interval=2",
+        # FID/KID over the whole set: each rank's Inception features gathered (5 images = min_images)
+        "model.val_fid.enabled=true",
+        f"model.val_fid.inception_weights={inception}",
+        "model.val_fid.min_images=5",
     ]
     run_dir = tmp_path / "run"
     _check(run_train([*args, *DDP_CPU, f"hydra.run.dir={run_dir}"], tmp_path))
@@ -186,6 +193,8 @@ def test_scfegan_ddp_two_processes(tmp_path):
     assert module_fingerprints(model)["net_g"] == r0["fingerprints"]["net_g"]
     for key in ("val/psnr_mask", "val/l1_mask", "val/ssim", "val/psnr"):
         assert result["metrics"][key] == pytest.approx(metrics[key], rel=1e-9, abs=1e-12), key
+    for key in ("val/fid", "val/kid"):  # the same 5 images' features, gathered in another order
+        assert result["metrics"][key] == pytest.approx(metrics[key], rel=1e-5), key
 
 
 def test_multirun_with_ddp_is_stopped_before_any_job(tmp_path):

@@ -352,3 +352,93 @@ def test_scfegan_job_objective_is_val_lpips(tmp_path):
     assert saved["objective"] == result["metrics"]["val/lpips"] > 0
     ckpt = torch.load(result["last_model_path"], map_location="cpu", weights_only=True)
     assert not any(k.startswith("val_lpips.") for k in ckpt["state_dict"])
+
+
+# ------------------------------------------------------------------------------------------------ FID / KID objectives
+def test_validation_fid_kid_equal_torchmetrics_and_need_min_images(tmp_path):
+    # ValidationFID's FID is torchmetrics' FrechetInceptionDistance on the same uint8 images with the same Inception
+    # file; KID is kid_from_features of the same features; below min_images nothing is computed.
+    import torch
+    from test_evaluate import _random_inception_file
+
+    from metrics.fid import ValidationFID, build_fid, kid_from_features
+
+    weights = _random_inception_file(tmp_path / "inception.pth")
+    g = torch.Generator().manual_seed(0)
+    real = [torch.rand(3, 3, 64, 64, generator=g) for _ in range(2)]
+    fake = [(r + 0.3 * torch.rand(r.shape, generator=g)).clamp(0, 1) for r in real]
+    metric = ValidationFID(str(weights), min_images=6, kid_subsets=10)
+    for f, r in zip(fake, real):
+        metric.update(f, r)
+    values, n = metric.compute()
+    assert n == 6 and values is not None
+
+    reference = build_fid(weights)
+    to_u8 = lambda x: (x * 255).round().to(torch.uint8)  # noqa: E731
+    for f, r in zip(fake, real):
+        reference.update(to_u8(r), real=True)
+        reference.update(to_u8(f), real=False)
+    assert values["fid"] == pytest.approx(float(reference.compute()), rel=1e-5)
+    feats = lambda xs: torch.cat([metric.net(to_u8(x)).double() for x in xs])  # noqa: E731
+    kid, kid_std = kid_from_features(feats(real), feats(fake), subsets=10)
+    assert (values["kid"], values["kid_std"]) == pytest.approx((kid, kid_std), rel=1e-9)
+    assert values["fid"] > 0 and values["kid"] != 0
+
+    small = ValidationFID(str(weights), min_images=7)
+    for f, r in zip(fake, real):
+        small.update(f, r)
+    assert small.compute() == (None, 6)  # 6 images < min_images=7: no FID/KID
+
+
+def test_fid_kid_objectives_are_refused_before_training_when_off_or_the_set_is_small(tmp_path):
+    from hydra.utils import instantiate
+    from test_training_faults import SCFEGAN_TINY, _faces
+
+    from runtime.launch import check_objective, check_objective_set_size, objective_of
+
+    faces = _faces(tmp_path / "faces")
+    base = [*SCFEGAN_TINY, f"data.image_dir={faces}", "data.num_val=3", "objective.key=val/kid"]
+    off = compose_cfg(tmp_path / "a", base)
+    assert objective_of(off) == ("val/kid", "minimize")  # lower is better, whatever the checkpoint monitor's mode
+    with pytest.raises(ValueError, match="objective.key=val/kid needs model.val_fid.enabled=true"):
+        check_objective(off)
+    on = compose_cfg(tmp_path / "b", [*base, "model.val_fid.enabled=true"])
+    check_objective(on)
+    with pytest.raises(ValueError, match="the validation set has 3 images, fewer than model.val_fid.min_images=50"):
+        check_objective_set_size(on, instantiate(on.data))
+    enough = compose_cfg(tmp_path / "c", [*base, "model.val_fid.enabled=true", "model.val_fid.min_images=3"])
+    check_objective_set_size(enough, instantiate(enough.data))
+
+
+@pytest.mark.slow
+def test_scfegan_job_objective_is_val_kid_over_the_validation_set(tmp_path):
+    # End to end: validation computes FID/KID of the composites (3 images >= min_images=3), result.json ranks by KID.
+    import torch
+    from test_evaluate import _random_inception_file
+    from test_training_faults import SCFEGAN_TINY, _faces
+
+    from runtime.training import train
+
+    weights = _random_inception_file(tmp_path / "inception.pth")
+    faces = _faces(tmp_path / "faces")
+    cfg = compose_cfg(
+        tmp_path / "run",
+        [
+            *[a for a in SCFEGAN_TINY if not a.startswith(("model.iters", "trainer.val_check_interval"))],
+            f"data.image_dir={faces}",
+            "data.num_val=3",
+            "model.iters=1",
+            "trainer.val_check_interval=1",
+            "objective.key=val/kid",
+            "model.val_fid.enabled=true",
+            f"model.val_fid.inception_weights={weights}",
+            "model.val_fid.min_images=3",
+            "model.val_fid.kid_subsets=5",
+        ],
+    )
+    result = train(cfg)
+    saved = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert saved["objective_key"] == "val/kid" and saved["direction"] == "minimize"
+    assert saved["objective"] == result["metrics"]["val/kid"] and math.isfinite(result["metrics"]["val/fid"])
+    ckpt = torch.load(result["last_model_path"], map_location="cpu", weights_only=True)
+    assert not any(k.startswith("val_fid.") for k in ckpt["state_dict"])  # rebuilt from its own weights file
