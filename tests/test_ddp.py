@@ -149,10 +149,10 @@ def test_esrgan_ddp_two_processes(tmp_path):
 
 
 def test_scfegan_ddp_two_processes(tmp_path):
-    from test_evaluate import _random_inception_file
+    from test_sweeps import informative_inception_file
 
     faces = _face_dir(tmp_path)
-    inception = _random_inception_file(tmp_path / "inception.pth")
+    inception = informative_inception_file(tmp_path / "inception.pth")
     args = [
         "experiment=scfegan_demo",
         "logger=csv",

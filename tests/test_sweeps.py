@@ -355,18 +355,37 @@ def test_scfegan_job_objective_is_val_lpips(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ FID / KID objectives
+def informative_inception_file(path: Path) -> Path:
+    """RANDOM weights for torch-fidelity's FID Inception whose features vary with the image: He-initialised
+    convolutions, identity BatchNorm (the network's own init, test_evaluate._random_inception_file, gives features of
+    ~1e-8 and FIDs of ~1e-13: nothing a comparison could tell apart)."""
+    import torch
+    from test_evaluate import _random_inception_file
+
+    state = torch.load(_random_inception_file(path), map_location="cpu", weights_only=True)
+    g = torch.Generator().manual_seed(0)
+    for k, v in state.items():
+        if k.endswith("conv.weight"):
+            state[k] = torch.randn(v.shape, generator=g) * (2.0 / v[0].numel()) ** 0.5
+        elif k.endswith(("bn.weight", "running_var")):
+            state[k] = torch.ones_like(v)
+        elif k.endswith(("bn.bias", "running_mean")):
+            state[k] = torch.zeros_like(v)
+    torch.save(state, path)
+    return path
+
+
 def test_validation_fid_kid_equal_torchmetrics_and_need_min_images(tmp_path):
     # ValidationFID's FID is torchmetrics' FrechetInceptionDistance on the same uint8 images with the same Inception
     # file; KID is kid_from_features of the same features; below min_images nothing is computed.
     import torch
-    from test_evaluate import _random_inception_file
 
     from metrics.fid import ValidationFID, build_fid, kid_from_features
 
-    weights = _random_inception_file(tmp_path / "inception.pth")
+    weights = informative_inception_file(tmp_path / "inception.pth")
     g = torch.Generator().manual_seed(0)
     real = [torch.rand(3, 3, 64, 64, generator=g) for _ in range(2)]
-    fake = [(r + 0.3 * torch.rand(r.shape, generator=g)).clamp(0, 1) for r in real]
+    fake = [torch.rand(3, 3, 64, 64, generator=g) ** 3 for _ in range(2)]  # darker: another distribution
     metric = ValidationFID(str(weights), min_images=6, kid_subsets=10)
     for f, r in zip(fake, real):
         metric.update(f, r)
@@ -382,7 +401,7 @@ def test_validation_fid_kid_equal_torchmetrics_and_need_min_images(tmp_path):
     feats = lambda xs: torch.cat([metric.net(to_u8(x)).double() for x in xs])  # noqa: E731
     kid, kid_std = kid_from_features(feats(real), feats(fake), subsets=10)
     assert (values["kid"], values["kid_std"]) == pytest.approx((kid, kid_std), rel=1e-9)
-    assert values["fid"] > 0 and values["kid"] != 0
+    assert values["fid"] > 1e-3 and abs(values["kid"]) > 1e-9
 
     small = ValidationFID(str(weights), min_images=7)
     for f, r in zip(fake, real):
@@ -414,12 +433,11 @@ def test_fid_kid_objectives_are_refused_before_training_when_off_or_the_set_is_s
 def test_scfegan_job_objective_is_val_kid_over_the_validation_set(tmp_path):
     # End to end: validation computes FID/KID of the composites (3 images >= min_images=3), result.json ranks by KID.
     import torch
-    from test_evaluate import _random_inception_file
     from test_training_faults import SCFEGAN_TINY, _faces
 
     from runtime.training import train
 
-    weights = _random_inception_file(tmp_path / "inception.pth")
+    weights = informative_inception_file(tmp_path / "inception.pth")
     faces = _faces(tmp_path / "faces")
     cfg = compose_cfg(
         tmp_path / "run",
