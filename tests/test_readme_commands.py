@@ -15,6 +15,7 @@ reason in :data:`NOT_RUN`; ``test_every_readme_command_is_run_or_says_why`` fail
 
 import os
 import re
+import resource
 import shlex
 import subprocess
 import sys
@@ -237,6 +238,11 @@ def test_parser_joins_continuations_and_splits_chains():
     assert readme_commands(text) == ["a b c", "python3 -m venv .venv", ".venv/bin/python x.py"]
 
 
+def _children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("cmd", list(RUN), ids=lambda c: re.sub(r"\W+", "_", c)[:60])
 def test_readme_command_runs(tmp_path, cmd):
@@ -250,10 +256,12 @@ def test_readme_command_runs(tmp_path, cmd):
         first_env, first = argv(REQUIRES[cmd])
         proc = subprocess.run(first, cwd=repo, env={**env, **first_env}, capture_output=True, text=True, timeout=1200)
         assert proc.returncode == 0, f"{REQUIRES[cmd]}\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}"
-    t0 = time.time()
+    t0, cpu0 = time.time(), _children_cpu()
     proc = subprocess.run(args, cwd=repo, env=env, capture_output=True, text=True, timeout=1200)
-    wall = time.time() - t0
-    print(f"README command: {cmd}\n  exit {proc.returncode}, {wall:.1f} s wall, load {os.getloadavg()[0]:.2f}")
+    wall, cpu = time.time() - t0, _children_cpu() - cpu0
+    print(
+        f"README command: {cmd}\n  exit {proc.returncode}, {wall:.1f} s wall, {cpu:.1f} CPU-s, load {os.getloadavg()[0]:.2f}"
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     for pattern in RUN[cmd]:
         assert list(repo.glob(pattern)), f"{cmd}: no {pattern}\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}"
