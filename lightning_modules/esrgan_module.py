@@ -32,6 +32,7 @@ from losses.gan_loss import (
     ragan_generator_loss,
     vanilla_gan_loss,
 )
+from metrics.lpips import build_validation_lpips
 from metrics.sr_metrics import sr_metrics
 from ops.image_grid import to_uint8_image
 from ops.imresize import imresize
@@ -87,7 +88,7 @@ def check_adaptive_d(cfg: dict | None) -> dict:
 
 class ESRGANModule(IterationGANModule):
     # The VGG and the validation LPIPS are rebuilt from their own weights, not stored.
-    frozen_prefixes = ("cri_perceptual.", "val_lpips.")
+    frozen_prefixes = ("cri_perceptual.", "val_lpips.", "val_fid.")
     #: model.gan.gan_type when the config names none (Real-ESRGAN's recipe: vanilla).
     default_gan_type = "ragan"
 
@@ -105,6 +106,7 @@ class ESRGANModule(IterationGANModule):
         monitor: str = "val/psnr_y",
         monitor_gan: str = "auto",
         val_lpips: dict | None = None,
+        val_fid: dict | None = None,
         task: str = "sr",
         speed: dict | None = None,
         micro_batches: int = 1,
@@ -132,6 +134,7 @@ class ESRGANModule(IterationGANModule):
                 monitor=monitor,
                 monitor_gan=monitor_gan,
                 val_lpips=to_primitive(val_lpips),
+                val_fid=to_primitive(val_fid),
                 task=task,
                 speed=speed,
                 micro_batches=micro_batches,
@@ -200,14 +203,9 @@ class ESRGANModule(IterationGANModule):
             self.cri_perceptual = instantiate(perceptual)
 
         self.monitor = monitor
-        lp = dict(to_primitive(val_lpips) or {})
-        self.val_lpips = None
-        if lp.get("enabled", False):
-            from metrics.lpips import build_lpips
-
-            self.val_lpips = build_lpips(lp.get("net_type", "alex"), lp.get("backbone_weights", "imagenet"))
-            self.val_lpips.requires_grad_(False).eval()
+        self.val_lpips = build_validation_lpips(to_primitive(val_lpips))
         self.metric_names = METRICS + (("lpips",) if self.val_lpips is not None else ())
+        self.setup_val_fid(to_primitive(val_fid))  # FID / KID on the first validation folder (model.val_fid)
         if monitor_gan == "auto":
             monitor_gan = "val/lpips" if self.val_lpips is not None else "last"
         if monitor_gan == "val/lpips" and self.val_lpips is None:
@@ -554,6 +552,8 @@ class ESRGANModule(IterationGANModule):
         for m in self.metric_names:
             v = values[m].to(self.device, torch.float64)
             self.val_metrics[f"{dataloader_idx}_{m}"].update(v[torch.isfinite(v) & keep])
+        if dataloader_idx == 0 and self.eval_prefix == "val":
+            self.update_val_fid(sr, gt, keep)
         names = batch.get("name") or [f"{batch_idx}_{k}" for k in range(gt.shape[0])]
         for k, name in enumerate(names):
             if keep[k]:
@@ -569,9 +569,8 @@ class ESRGANModule(IterationGANModule):
         if take:
             raw = self.super_resolve(lq[take], self.net_g)
             bicubic = imresize(lq[take], self.scale)
-            rows = self.val_sample_rows.setdefault(name, [])
-            for j, k in enumerate(take):
-                rows.append([to_uint8_image(x) for x in (bicubic[j], sr[k], raw[j], gt[k])])
+            rows = [[to_uint8_image(x) for x in (bicubic[j], sr[k], raw[j], gt[k])] for j, k in enumerate(take)]
+            self.add_sample_rows(name, rows, [str(names[k]) for k in take])  # file names: the set's sorted order
 
     @torch.no_grad()
     def lpips_values(self, sr: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
@@ -596,7 +595,9 @@ class ESRGANModule(IterationGANModule):
                     self.log(f"{p}/{m}", value, prog_bar=m == "psnr_y")
         if p != "val":
             return  # test_after_train: metrics only (no per-image table, no counter row)
+        summary.update(self.log_val_fid())
         self.val_table = self.gather_val_rows()
+        self.gather_sample_rows()
         self.log("iter", float(self.iteration))  # validation rows carry the batch count too (wandb x-axis)
         if not self.trainer.sanity_checking:
             self.log_validation_summary(summary)

@@ -30,6 +30,7 @@ from losses.scfegan_loss import (
     total_variation_loss,
 )
 from metrics.inpainting_metrics import inpainting_metrics
+from metrics.lpips import build_validation_lpips
 from ops.image_grid import to_uint8_image
 from weights.io import save_generator_weights
 
@@ -41,7 +42,8 @@ def to01(x: torch.Tensor) -> torch.Tensor:
 
 
 class SCFEGANModule(IterationGANModule):
-    frozen_prefixes = ("cri_vgg.",)
+    # The loss VGG and the validation LPIPS are rebuilt from their own weights, not stored.
+    frozen_prefixes = ("cri_vgg.", "val_lpips.", "val_fid.")
 
     def __init__(
         self,
@@ -54,6 +56,8 @@ class SCFEGANModule(IterationGANModule):
         monitor: str = "val/psnr_mask",
         task: str = "faces",
         noise_type: str | None = None,
+        val_lpips: dict | None = None,
+        val_fid: dict | None = None,
         speed: dict | None = None,
         micro_batches: int = 1,
     ) -> None:
@@ -74,6 +78,8 @@ class SCFEGANModule(IterationGANModule):
                 monitor=monitor,
                 task=task,
                 noise_type=noise_type,
+                val_lpips=to_primitive(val_lpips),
+                val_fid=to_primitive(val_fid),
                 speed=speed,
                 micro_batches=micro_batches,
             ),
@@ -90,7 +96,12 @@ class SCFEGANModule(IterationGANModule):
         self.cri_vgg = PerceptualStyleLoss(loss["sigma"], loss["gamma"], vgg_weights=vgg_weights)
         # float64 sums, reduced over ranks by torchmetrics: equal to a single-process evaluation of the same set
         # (the validation samplers do not pad).
-        self.val_metrics = torch.nn.ModuleDict({m: MeanMetric().set_dtype(torch.float64) for m in METRICS})
+        # LPIPS of the composite against the real image (evaluate.py's face rows: whole image, [0, 1]), when
+        # model.val_lpips.enabled: what GAN loss-weight sweeps rank by (conf/sweep/scfegan_loss_weights.yaml).
+        self.val_lpips = build_validation_lpips(to_primitive(val_lpips))
+        self.metric_names = METRICS + (("lpips",) if self.val_lpips is not None else ())
+        self.setup_val_fid(to_primitive(val_fid))  # FID / KID of the composites over the whole set (model.val_fid)
+        self.val_metrics = torch.nn.ModuleDict({m: MeanMetric().set_dtype(torch.float64) for m in self.metric_names})
         self.sample_labels = ["masked input", "sketch", "colour", "output", "composite", "real"]
 
     @property
@@ -254,17 +265,29 @@ class SCFEGANModule(IterationGANModule):
             return
         gen, comp = self(batch)
         values = inpainting_metrics(to01(comp), to01(batch["image"]), batch["mask"])
+        if self.val_lpips is not None:
+            values["lpips"] = self.lpips_values(to01(comp), to01(batch["image"]))
         keep = self.keep_mask(batch, batch["image"].shape[0])
-        for m in METRICS:
+        for m in self.metric_names:
             v = values[m].double()
             self.val_metrics[m].update(v[torch.isfinite(v) & keep])
+        self.update_val_fid(to01(comp), to01(batch["image"]), keep)
         names = self.val_image_names(batch)
         for k, name in enumerate(names):
             if keep[k]:
-                self.val_rows.append({"image": name, **{m: float(values[m][k]) for m in METRICS}})
+                self.val_rows.append({"image": name, **{m: float(values[m][k]) for m in self.metric_names}})
         take = [k for k in range(batch["image"].shape[0]) if keep[k]][: self.wants_sample_rows("val")]
         if take:
-            self.val_sample_rows.setdefault("val", []).extend(self.sample_rows(batch, gen, comp, take))
+            index = batch.get("index")
+            keys = [int(index.view(-1)[k]) for k in take] if index is not None else [names[k] for k in take]
+            self.add_sample_rows("val", self.sample_rows(batch, gen, comp, take), keys)  # dataset order
+
+    @torch.no_grad()
+    def lpips_values(self, comp01: torch.Tensor, real01: torch.Tensor) -> torch.Tensor:
+        """Per-image LPIPS of [0, 1] images, as evaluate.py's face rows (evaluation/scoring.py lpips_scores)."""
+        value = self.val_lpips(comp01.float().clamp(0, 1), real01.float().clamp(0, 1))
+        self.val_lpips.reset()  # per-call values only
+        return value.detach().reshape(-1)
 
     def val_image_names(self, batch: dict) -> list[str]:
         """File names of a validation batch (from the dataset index the face data carries)."""
@@ -289,11 +312,13 @@ class SCFEGANModule(IterationGANModule):
 
     def on_validation_epoch_end(self) -> None:
         summary = {}
-        for m in METRICS:
+        for m in self.metric_names:
             summary[m] = self.val_metrics[m].compute()
             self.log(f"val/{m}", summary[m], prog_bar=m == "psnr_mask")
             self.val_metrics[m].reset()
+        summary.update(self.log_val_fid())
         self.val_table = self.gather_val_rows()
+        self.gather_sample_rows()
         self.log("iter", float(self.iteration))  # validation rows carry the batch count too (wandb x-axis)
         if not self.trainer.sanity_checking:
             self.log_validation_summary(summary)
