@@ -7,7 +7,8 @@ Writes ``<dirpath>/ddp_check.json``::
      "ranks": [{"rank": 0, "fingerprints": {"net_g": "<sha1>", ...}, "batches": [{"index": [...], ...}]}, ...]}
 
 Fingerprints are SHA-1 digests of the raw bytes of each top-level submodule's parameters and buffers (G, D, the EMA
-generator, the frozen loss networks), so "identical" means bit-identical.  ``batches``: for the first
+generator, the frozen loss networks) and of the tensors the module's ``replica_state()`` names (ESRGAN's adaptive_d
+EMA), so "identical" means bit-identical.  ``batches``: for the first
 ``record_batches`` training batches, the dataset indices (face data) and a digest of each synthesised input
 (SC-FEGAN masks, ESRGAN HR crops), which shows that ranks see different samples.  A mismatch raises (``strict``)
 on every rank.
@@ -64,7 +65,12 @@ class ReplicaCheck(Callback):
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not self._distributed(trainer):
             return
-        mine = {"rank": trainer.global_rank, "fingerprints": module_fingerprints(pl_module), "batches": self.batches}
+        fingerprints = module_fingerprints(pl_module)
+        # Recipe state outside the networks that every rank must hold too (ESRGAN's adaptive_d EMA).
+        state = getattr(pl_module, "replica_state", None)
+        for name, value in (state() if callable(state) else {}).items():
+            fingerprints[name] = tensor_digest([value])
+        mine = {"rank": trainer.global_rank, "fingerprints": fingerprints, "batches": self.batches}
         ranks: list = [None] * dist.get_world_size()
         dist.all_gather_object(ranks, mine)
         names = sorted({n for r in ranks for n in r["fingerprints"]})

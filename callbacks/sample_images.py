@@ -1,7 +1,8 @@
 """Writes the validation sample grids a LightningModule collects to PNG files and to the loggers, and logs the
 per-image validation table to wandb.
 
-A module exposes ``val_sample_rows`` (grid name -> rows of uint8 HxWx3 images, the first validation images, capped)
+A module exposes ``val_sample_rows`` (grid name -> rows of uint8 HxWx3 images, the first validation images of the
+whole set, capped; gathered from every rank)
 and ``sample_labels`` (the columns); each grid is drawn with the labels above its columns (ops/image_grid.py).  PNGs go to ``dirpath`` whatever the logger, so every run leaves images a person can open.  A module may
 also expose ``val_table``: one dict per validation image (``image`` name, optional ``folder``, metrics),
 gathered from every rank; it is logged as a ``wandb.Table`` under ``val/per_image``.
@@ -33,7 +34,13 @@ class SampleImageWriter(Callback):
         self.log_table = log_table
 
     @rank_zero_only
-    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # After the module's on_validation_epoch_end, which gathers the rows and the table from every rank
+        # (Lightning calls the callbacks' on_validation_epoch_end before the module's).
+        self.write_grids(trainer, pl_module)
+        self.log_val_table(trainer, pl_module)
+
+    def write_grids(self, trainer: Trainer, pl_module: LightningModule) -> None:
         samples: dict = getattr(pl_module, "val_sample_rows", {}) or {}
         if not samples or trainer.sanity_checking:
             return
@@ -59,9 +66,7 @@ class SampleImageWriter(Callback):
                     )
         samples.clear()
 
-    @rank_zero_only
-    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        # After the module's on_validation_epoch_end, which gathers the rows from every rank.
+    def log_val_table(self, trainer: Trainer, pl_module: LightningModule) -> None:
         rows: list = getattr(pl_module, "val_table", None) or []
         if not rows or trainer.sanity_checking or not self.log_table:
             return

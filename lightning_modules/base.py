@@ -97,9 +97,9 @@ class RecipeContract(Protocol):
 
     #: Training batches done (Lightning's global_step counts optimizer steps: 2+ per GAN batch); saved in checkpoints.
     iteration: int
-    #: Validation sample rows by grid name (the first ``max_sample_rows`` validation images of this rank, each a list
-    #: of uint8 HxWx3 images, one per ``sample_labels`` column); callbacks/sample_images.py writes them as one
-    #: labelled grid per name after each validation.
+    #: Validation sample rows by grid name (the first ``max_sample_rows`` validation images of the whole set, each a
+    #: list of uint8 HxWx3 images, one per ``sample_labels`` column; under DDP gathered from every rank at the end of
+    #: validation); callbacks/sample_images.py writes them as one labelled grid per name after each validation.
     val_sample_rows: dict[str, list[list[torch.Tensor]]]
     #: The grids' columns, left to right (labels drawn above them; joined, the wandb caption).
     sample_labels: list[str]
@@ -137,8 +137,13 @@ class IterationGANModule(LightningModule):
 
     frozen_prefixes: tuple[str, ...] = ()
 
-    def __init__(self, speed: dict | None = None) -> None:
+    def __init__(self, speed: dict | None = None, micro_batches: int = 1) -> None:
         super().__init__()
+        # Gradient accumulation (model.micro_batches): each training batch (data.batch_size images per device, one
+        # optimizer step of each network) runs as this many micro-batches whose gradients add up before the step.
+        self.micro_batches = check_positive_int(
+            micro_batches, "model.micro_batches", hint="1: the whole batch at once; N: N micro-batches per step"
+        )
         # Per loss name: the first iteration at which it was NaN/Inf (-1: never), kept on the loss's device so that
         # the training step does not wait for the GPU; read at the logging steps and before every validation.
         self._first_non_finite: dict[str, torch.Tensor] = {}
@@ -150,6 +155,7 @@ class IterationGANModule(LightningModule):
         self.iteration = 0
         self._opt_index: dict[str, int] = {}
         self.val_sample_rows: dict[str, list[list[torch.Tensor]]] = {}
+        self._val_sample_keys: dict[str, list] = {}  # each row's place in its validation set (dataset order)
         self.max_sample_rows = 8  # validation images per grid: all of Set5, the first 8 of larger sets
         # One row per validation image (name and metrics), gathered from every rank at the end of validation;
         # SampleImageWriter logs them as a wandb table.
@@ -157,6 +163,7 @@ class IterationGANModule(LightningModule):
         self.val_table: list[dict] = []
         self.sample_labels: list[str] = []
         self.eval_prefix = "val"
+        self.val_fid = None  # setup_val_fid
 
     # ------------------------------------------------------------------ the runner's contract (RecipeContract)
     @property
@@ -210,6 +217,28 @@ class IterationGANModule(LightningModule):
         scheds = scheds if isinstance(scheds, list) else [scheds]
         i = self._opt_index[name]
         return opts[i], (scheds[i] if i < len(scheds) else None)
+
+    # ------------------------------------------------------------------ gradient accumulation (model.micro_batches)
+    def micro_slices(self, n_items: int) -> list[slice]:
+        """The micro-batches of a training batch of ``n_items`` images, as slices along the batch dimension."""
+        n = self.micro_batches
+        if n_items % n:
+            raise ValueError(
+                f"model.micro_batches={n} must divide the training batch ({n_items} images per device, "
+                "data.batch_size): each optimizer step accumulates that many equal micro-batches"
+            )
+        size = n_items // n
+        return [slice(i * size, (i + 1) * size) for i in range(n)]
+
+    def micro_loss(self, loss: torch.Tensor) -> torch.Tensor:
+        """``loss / N`` before its backward: the N accumulated gradients of micro-batch means then add up to the
+        gradient of the whole batch's mean (every loss of the recipes is a mean over its images)."""
+        return loss if self.micro_batches == 1 else loss / self.micro_batches
+
+    @staticmethod
+    def micro_mean(values: list[torch.Tensor]) -> torch.Tensor:
+        """A logged value of the whole batch: the mean of its micro-batches' (equal sizes)."""
+        return values[0] if len(values) == 1 else torch.stack(values).mean()
 
     @contextmanager
     def frozen(self, net: torch.nn.Module):
@@ -341,12 +370,75 @@ class IterationGANModule(LightningModule):
         self.sync_batchnorm_buffers()
         self.val_rows = []
         self.val_sample_rows = {}
+        self._val_sample_keys = {}
 
     def wants_sample_rows(self, name: str) -> int:
         """How many more sample rows the grid ``name`` takes in this validation (0 while sanity checking)."""
         if self._trainer is not None and self.trainer.sanity_checking:
             return 0
         return max(0, self.max_sample_rows - len(self.val_sample_rows.get(name, [])))
+
+    # ------------------------------------------------------------------ validation FID / KID (model.val_fid)
+    def setup_val_fid(self, options: dict | None) -> None:
+        """``self.val_fid``: metrics/fid.py ValidationFID when ``model.val_fid.enabled`` (its Inception is rebuilt
+        from its own weights file, never stored in checkpoints: ``val_fid.`` is among the frozen prefixes)."""
+        options = dict(options or {})
+        self.val_fid = None
+        if options.pop("enabled", False):
+            from metrics.fid import ValidationFID
+
+            self.val_fid = ValidationFID(**options)
+
+    def update_val_fid(self, fake01: torch.Tensor, real01: torch.Tensor, keep: torch.Tensor) -> None:
+        if self.val_fid is None or (self._trainer is not None and self.trainer.sanity_checking):
+            return
+        self.val_fid.update(fake01[keep], real01[keep])
+
+    def log_val_fid(self, prefix: str = "val") -> dict:
+        """Log ``<prefix>/fid``, ``/kid``, ``/kid_std`` over the whole validation set (every rank calls it);
+        nothing, with a warning, when the set is smaller than ``model.val_fid.min_images``."""
+        if self.val_fid is None or (self._trainer is not None and self.trainer.sanity_checking):
+            return {}
+        values, n = self.val_fid.compute()
+        self.val_fid.reset()
+        if values is None:
+            if n:
+                log.warning(
+                    f"validation FID/KID not computed: {n} images, fewer than model.val_fid.min_images="
+                    f"{self.val_fid.min_images} (FID is strongly biased on small sets)"
+                )
+            return {}
+        for k, v in values.items():
+            self.log(f"{prefix}/{k}", torch.tensor(v, dtype=torch.float64), sync_dist=False)  # already gathered
+        return values
+
+    def add_sample_rows(self, name: str, rows: list[list[torch.Tensor]], keys: list) -> None:
+        """Rows for the grid ``name``; ``keys`` sort them into the validation set's order when ranks are gathered."""
+        self.val_sample_rows.setdefault(name, []).extend(rows)
+        self._val_sample_keys.setdefault(name, []).extend(keys)
+
+    def gather_sample_rows(self) -> None:
+        """Under DDP each rank validates its share of the images (every other one on 2 ranks): rank 0 gets every
+        rank's rows and keeps the first ``max_sample_rows`` in the set's order, so the grid shows what one process
+        would show.  Each rank collected its own first ``max_sample_rows``, which holds every row of those."""
+        if not distributed():
+            return
+        local = {
+            name: [(key, [t.cpu() for t in row]) for key, row in zip(self._val_sample_keys.get(name, []), rows)]
+            for name, rows in self.val_sample_rows.items()
+        }
+        parts: list | None = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
+        dist.gather_object(local, parts, dst=0)
+        if parts is None:
+            self.val_sample_rows, self._val_sample_keys = {}, {}
+            return
+        merged: dict[str, list] = {}
+        for part in parts:
+            for name, items in part.items():
+                merged.setdefault(name, []).extend(items)
+        ordered = {name: sorted(items, key=lambda kv: kv[0])[: self.max_sample_rows] for name, items in merged.items()}
+        self.val_sample_rows = {name: [row for _, row in items] for name, items in ordered.items()}
+        self._val_sample_keys = {name: [key for key, _ in items] for name, items in ordered.items()}
 
     def keep_mask(self, batch: dict, n: int) -> torch.Tensor:
         """Which items of a validation batch count (False: a placeholder a rank with no images of its own

@@ -13,15 +13,17 @@ same way.  Validation and saved weights use the EMA generator (``ema_decay`` 0: 
 from __future__ import annotations
 
 import copy
+import logging
 import os
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from hydra.utils import instantiate
 from torchmetrics import MeanMetric
 
 from archs.registry import make_network
-from lightning_modules.base import IterationGANModule, check_positive_int, to_primitive
+from lightning_modules.base import IterationGANModule, check_positive_int, distributed, to_primitive
 from lightning_modules.ema import ema_update
 from lightning_modules.lr_scheduler import SCHEDULERS, build_scheduler
 from losses.gan_loss import (
@@ -30,11 +32,15 @@ from losses.gan_loss import (
     ragan_generator_loss,
     vanilla_gan_loss,
 )
+from metrics.lpips import build_validation_lpips
 from metrics.sr_metrics import sr_metrics
 from ops.image_grid import to_uint8_image
 from ops.imresize import imresize
+from ops.sr_tiles import receptive_margin, tiled_forward, unshuffle_factor
 from weights.io import load_generator_state, load_into, save_generator_weights
 from weights.named import resolve_weights
+
+log = logging.getLogger(__name__)
 
 STAGES = ("psnr", "gan")
 #: model.gan.gan_type: ESRGAN's relativistic average GAN, or Real-ESRGAN's vanilla BCE on per-pixel logits.
@@ -65,9 +71,24 @@ def check_recipe(stages: list[str], psnr: dict, gan: dict) -> None:
             )
 
 
+def check_adaptive_d(cfg: dict | None) -> dict:
+    """``model.adaptive_d`` with its defaults (traiNNer-redux TrainOptions: decay 0.999, threshold 1.02)."""
+    c = {"enabled": False, "ema_decay": 0.999, "threshold": 1.02, **(to_primitive(cfg) or {})}
+    unknown = set(c) - {"enabled", "ema_decay", "threshold"}
+    if unknown:
+        raise ValueError(f"model.adaptive_d has unknown keys {sorted(unknown)}; it takes enabled, ema_decay, threshold")
+    if not isinstance(c["enabled"], bool):
+        raise ValueError(f"model.adaptive_d.enabled must be true or false, got {c['enabled']!r}")
+    if not 0 <= float(c["ema_decay"]) < 1:
+        raise ValueError(f"model.adaptive_d.ema_decay must be in [0, 1), got {c['ema_decay']!r}")
+    if not float(c["threshold"]) > 0:
+        raise ValueError(f"model.adaptive_d.threshold must be > 0 (traiNNer-redux: 1.02), got {c['threshold']!r}")
+    return {"enabled": c["enabled"], "ema_decay": float(c["ema_decay"]), "threshold": float(c["threshold"])}
+
+
 class ESRGANModule(IterationGANModule):
     # The VGG and the validation LPIPS are rebuilt from their own weights, not stored.
-    frozen_prefixes = ("cri_perceptual.", "val_lpips.")
+    frozen_prefixes = ("cri_perceptual.", "val_lpips.", "val_fid.")
     #: model.gan.gan_type when the config names none (Real-ESRGAN's recipe: vanilla).
     default_gan_type = "ragan"
 
@@ -85,11 +106,16 @@ class ESRGANModule(IterationGANModule):
         monitor: str = "val/psnr_y",
         monitor_gan: str = "auto",
         val_lpips: dict | None = None,
+        val_fid: dict | None = None,
         task: str = "sr",
         speed: dict | None = None,
+        micro_batches: int = 1,
+        val_tile: int = 0,
+        val_tile_pad: int | str = "auto",
+        adaptive_d: dict | None = None,
     ) -> None:
         speed = to_primitive(speed)
-        super().__init__(speed)
+        super().__init__(speed, micro_batches=micro_batches)
         generator, discriminator, perceptual, psnr, gan = map(
             to_primitive, (generator, discriminator, perceptual, psnr, gan)
         )
@@ -108,8 +134,13 @@ class ESRGANModule(IterationGANModule):
                 monitor=monitor,
                 monitor_gan=monitor_gan,
                 val_lpips=to_primitive(val_lpips),
+                val_fid=to_primitive(val_fid),
                 task=task,
                 speed=speed,
+                micro_batches=micro_batches,
+                val_tile=val_tile,
+                val_tile_pad=val_tile_pad,
+                adaptive_d=to_primitive(adaptive_d),
             ),
             logger=False,  # the runner logs the whole config once (model.* included): not these keys again
         )
@@ -139,6 +170,18 @@ class ESRGANModule(IterationGANModule):
         if self.gan_type not in GAN_TYPES:
             raise ValueError(f"model.gan.gan_type must be one of {GAN_TYPES}, got {self.gan_type!r}")
         check_recipe(stages, psnr, gan)
+        self.adaptive_d = check_adaptive_d(adaptive_d)
+        self.adaptive_d_ema: torch.Tensor | None = None  # saved in checkpoints (on_save_checkpoint)
+        self._d_paused_at: int | None = None
+        if isinstance(val_tile, bool) or not isinstance(val_tile, int) or not (val_tile == 0 or val_tile >= 8):
+            raise ValueError(
+                f"model.val_tile must be 0 (whole images) or a tile side >= 8 input pixels, got {val_tile!r}"
+            )
+        if val_tile_pad != "auto" and (
+            isinstance(val_tile_pad, bool) or not isinstance(val_tile_pad, int) or val_tile_pad < 0
+        ):
+            raise ValueError(f"model.val_tile_pad must be 'auto' or a whole number >= 0, got {val_tile_pad!r}")
+        self.val_tile, self.val_tile_pad = val_tile, val_tile_pad
         self.ema_decay = ema_decay
         self.param_key_g = param_key_g
         self.scale = int(
@@ -160,14 +203,9 @@ class ESRGANModule(IterationGANModule):
             self.cri_perceptual = instantiate(perceptual)
 
         self.monitor = monitor
-        lp = dict(to_primitive(val_lpips) or {})
-        self.val_lpips = None
-        if lp.get("enabled", False):
-            from metrics.lpips import build_lpips
-
-            self.val_lpips = build_lpips(lp.get("net_type", "alex"), lp.get("backbone_weights", "imagenet"))
-            self.val_lpips.requires_grad_(False).eval()
+        self.val_lpips = build_validation_lpips(to_primitive(val_lpips))
         self.metric_names = METRICS + (("lpips",) if self.val_lpips is not None else ())
+        self.setup_val_fid(to_primitive(val_fid))  # FID / KID on the first validation folder (model.val_fid)
         if monitor_gan == "auto":
             monitor_gan = "val/lpips" if self.val_lpips is not None else "last"
         if monitor_gan == "val/lpips" and self.val_lpips is None:
@@ -260,10 +298,10 @@ class ESRGANModule(IterationGANModule):
         if stage == "psnr":
             logs = self.psnr_step(lq, gt, gt_usm)
         else:
-            out, logs = self.generator_step(
-                lq, gt, update_g=it >= int(self.gan_cfg.get("d_init_iters", 0)), gt_usm=gt_usm
-            )
-            logs.update(self.discriminator_step(out, gt, gt_usm))
+            update_g = it >= int(self.gan_cfg.get("d_init_iters", 0))
+            out, logs = self.generator_step(lq, gt, update_g=update_g, gt_usm=gt_usm)
+            skip_d = self.adaptive_d_skips(logs.get("l_g_gan"))
+            logs.update(self.discriminator_step(out, gt, gt_usm, skip=skip_d))
         ema_update(self.net_g_ema, self.net_g, self.stage_ema_decay(stage))
         self.end_iteration(logs, gt.shape[0], extra={"stage": float(STAGES.index(stage))})
 
@@ -284,98 +322,181 @@ class ESRGANModule(IterationGANModule):
         """The target of one loss: ``gt_usm`` when the config says so and there is one, else ``gt``."""
         return gt_usm if sharpened and gt_usm is not None else gt
 
+    def micro(self, *tensors: torch.Tensor | None) -> list[tuple]:
+        """The training batch's tensors cut into ``model.micro_batches`` micro-batches (None stays None)."""
+        slices = self.micro_slices(tensors[0].shape[0])
+        return [tuple(None if t is None else t[s] for t in tensors) for s in slices]
+
     def psnr_step(self, lq: torch.Tensor, gt: torch.Tensor, gt_usm: torch.Tensor | None = None) -> dict:
+        """One optimizer step of L1 (gradients of the micro-batches accumulated)."""
         opt, sched = self._opt("g_psnr")
-        out = self.net_g(lq)
-        l_pix = self.psnr_cfg["pixel_weight"] * F.l1_loss(out, self.pick(gt, gt_usm, self.psnr_cfg.get("gt_usm", True)))
+        sharpened = self.psnr_cfg.get("gt_usm", True)
         opt.zero_grad(set_to_none=True)
-        self.manual_backward(l_pix)
+        l_pix = []
+        for lq_k, gt_k, usm_k in self.micro(lq, gt, gt_usm):
+            out = self.net_g(lq_k)
+            loss = self.psnr_cfg["pixel_weight"] * F.l1_loss(out, self.pick(gt_k, usm_k, sharpened))
+            self.manual_backward(self.micro_loss(loss))
+            l_pix.append(loss.detach())
         opt.step()
         sched.step()
-        return {"l_pix": l_pix.detach(), "lr_g": lambda: sched.get_last_lr()[0]}
+        return {"l_pix": self.micro_mean(l_pix), "lr_g": lambda: sched.get_last_lr()[0]}
 
     def generator_step(
         self, lq: torch.Tensor, gt: torch.Tensor, update_g: bool = True, gt_usm: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, dict]:
         """BasicSR ESRGANModel G step (``ragan``), or Real-ESRGAN's RealESRGANModel G step (``vanilla``: L1 and
-        perceptual against ``gt_usm`` where configured, ``BCE(D(G(x)), 1)``); returns the SR output (with graph) for
-        the D step."""
-        c = self.gan_cfg
+        perceptual against ``gt_usm`` where configured, ``BCE(D(G(x)), 1)``), gradients of the micro-batches
+        accumulated before the one step; returns the SR output of the whole batch (detached) for the D step."""
         opt_g, sched_g = self._opt("g_gan")
-        out = self.net_g(lq)
+        outs, parts = [], []
+        if update_g:
+            opt_g.zero_grad(set_to_none=True)
+        for lq_k, gt_k, usm_k in self.micro(lq, gt, gt_usm):
+            out = self.net_g(lq_k)
+            if update_g:
+                with self.frozen(self.net_d):
+                    losses = self.generator_losses(out, gt_k, usm_k)
+                    self.manual_backward(self.micro_loss(losses["l_g_total"]))
+                parts.append({k: v.detach() for k, v in losses.items()})
+            outs.append(out.detach())
         logs = {}
         if update_g:
-            with self.frozen(self.net_d):
-                if self.gan_type == "vanilla":
-                    l_pix = c["pixel_weight"] * F.l1_loss(out, self.pick(gt, gt_usm, c.get("l1_gt_usm", True)))
-                    l_percep = c["perceptual_weight"] * self.cri_perceptual(
-                        out, self.pick(gt, gt_usm, c.get("percep_gt_usm", True))
-                    )
-                    l_gan = c["gan_weight"] * vanilla_gan_loss(self.net_d(out), True)
-                else:  # ESRGAN's: every target the plain GT
-                    l_pix = c["pixel_weight"] * F.l1_loss(out, gt)
-                    l_percep = c["perceptual_weight"] * self.cri_perceptual(out, gt)
-                    real_d_pred = self.net_d(gt).detach()
-                    fake_g_pred = self.net_d(out)
-                    l_gan = c["gan_weight"] * ragan_generator_loss(real_d_pred, fake_g_pred)
-                l_total = l_pix + l_percep + l_gan
-                opt_g.zero_grad(set_to_none=True)
-                self.manual_backward(l_total)
-                opt_g.step()
-            logs = {
-                "l_pix": l_pix.detach(),
-                "l_percep": l_percep.detach(),
-                "l_g_gan": l_gan.detach(),
-                "l_g_total": l_total.detach(),
-            }
+            opt_g.step()
+            logs = {k: self.micro_mean([p[k] for p in parts]) for k in parts[0]}
         sched_g.step()
         logs["lr_g"] = lambda: sched_g.get_last_lr()[0]
-        return out, logs
+        return (outs[0] if len(outs) == 1 else torch.cat(outs)), logs
 
-    def discriminator_step(self, out: torch.Tensor, gt: torch.Tensor, gt_usm: torch.Tensor | None = None) -> dict:
+    def generator_losses(self, out: torch.Tensor, gt: torch.Tensor, gt_usm: torch.Tensor | None) -> dict:
+        """G's losses on one micro-batch (D frozen by the caller)."""
+        c = self.gan_cfg
+        if self.gan_type == "vanilla":
+            l_pix = c["pixel_weight"] * F.l1_loss(out, self.pick(gt, gt_usm, c.get("l1_gt_usm", True)))
+            l_percep = c["perceptual_weight"] * self.cri_perceptual(
+                out, self.pick(gt, gt_usm, c.get("percep_gt_usm", True))
+            )
+            l_gan = c["gan_weight"] * vanilla_gan_loss(self.net_d(out), True)
+        else:  # ESRGAN's: every target the plain GT; the relativistic mean is the micro-batch's
+            l_pix = c["pixel_weight"] * F.l1_loss(out, gt)
+            l_percep = c["perceptual_weight"] * self.cri_perceptual(out, gt)
+            real_d_pred = self.net_d(gt).detach()
+            fake_g_pred = self.net_d(out)
+            l_gan = c["gan_weight"] * ragan_generator_loss(real_d_pred, fake_g_pred)
+        return {"l_pix": l_pix, "l_percep": l_percep, "l_g_gan": l_gan, "l_g_total": l_pix + l_percep + l_gan}
+
+    def discriminator_step(
+        self, out: torch.Tensor, gt: torch.Tensor, gt_usm: torch.Tensor | None = None, skip: bool = False
+    ) -> dict:
         """BasicSR ESRGANModel D step: real and fake halves back-propagated separately, each against
         the *detached* mean of the other (PR #278: two D forwards before one backward break BN under DDP).
-        ``vanilla``: Real-ESRGAN's, ``BCE(D(gt), 1)`` and ``BCE(D(G(x)), 0)``, each back-propagated on its own."""
-        if self.gan_type == "vanilla":
-            return self._vanilla_discriminator_step(out, self.pick(gt, gt_usm, self.gan_cfg.get("gan_gt_usm", False)))
+        ``vanilla``: Real-ESRGAN's, ``BCE(D(gt), 1)`` and ``BCE(D(G(x)), 0)``, each back-propagated on its own.
+        Per micro-batch (the relativistic means are the micro-batch's), gradients accumulated before the one step.
+
+        ``skip`` (model.adaptive_d): no D update this batch; the optimizer step runs with no gradients (Adam leaves
+        D and its own state untouched) so that Lightning's global_step keeps counting 2 per GAN batch."""
         opt_d, sched_d = self._opt("d")
-        out = out.detach()
         opt_d.zero_grad(set_to_none=True)
-        fake_d_pred = self.net_d(out).detach()
-        real_d_pred = self.net_d(gt)
-        l_d_real = ragan_discriminator_real_loss(real_d_pred, fake_d_pred)
-        self.manual_backward(l_d_real)
-        fake_d_pred = self.net_d(out)
-        l_d_fake = ragan_discriminator_fake_loss(fake_d_pred, real_d_pred.detach())
-        self.manual_backward(l_d_fake)
+        logs = {}
+        if not skip:
+            real = gt
+            if self.gan_type == "vanilla":
+                real = self.pick(gt, gt_usm, self.gan_cfg.get("gan_gt_usm", False))
+            parts = [self.discriminator_losses(out_k, real_k) for out_k, real_k in self.micro(out.detach(), real)]
+            logs = {k: self.micro_mean([p[k] for p in parts]) for k in parts[0]}
         opt_d.step()
         sched_d.step()
+        if self.adaptive_d["enabled"]:
+            logs["d_skipped"] = torch.tensor(float(skip), device=out.device)
+        logs["lr_d"] = lambda: sched_d.get_last_lr()[0]
+        return logs
+
+    def discriminator_losses(self, out: torch.Tensor, real: torch.Tensor) -> dict:
+        """D's losses on one micro-batch, each back-propagated (scaled by 1/N) as soon as it is computed."""
+        if self.gan_type == "vanilla":
+            real_d_pred = self.net_d(real)
+            l_d_real = vanilla_gan_loss(real_d_pred, True)
+            self.manual_backward(self.micro_loss(l_d_real))
+            fake_d_pred = self.net_d(out.clone())
+            l_d_fake = vanilla_gan_loss(fake_d_pred, False)
+            self.manual_backward(self.micro_loss(l_d_fake))
+        else:
+            fake_d_pred = self.net_d(out).detach()
+            real_d_pred = self.net_d(real)
+            l_d_real = ragan_discriminator_real_loss(real_d_pred, fake_d_pred)
+            self.manual_backward(self.micro_loss(l_d_real))
+            fake_d_pred = self.net_d(out)
+            l_d_fake = ragan_discriminator_fake_loss(fake_d_pred, real_d_pred.detach())
+            self.manual_backward(self.micro_loss(l_d_fake))
         return {
             "l_d_real": l_d_real.detach(),
             "l_d_fake": l_d_fake.detach(),
             "out_d_real": real_d_pred.detach().mean(),
             "out_d_fake": fake_d_pred.detach().mean(),
-            "lr_d": lambda: sched_d.get_last_lr()[0],
         }
 
-    def _vanilla_discriminator_step(self, out: torch.Tensor, real: torch.Tensor) -> dict:
-        opt_d, sched_d = self._opt("d")
-        opt_d.zero_grad(set_to_none=True)
-        real_d_pred = self.net_d(real)
-        l_d_real = vanilla_gan_loss(real_d_pred, True)
-        self.manual_backward(l_d_real)
-        fake_d_pred = self.net_d(out.detach().clone())
-        l_d_fake = vanilla_gan_loss(fake_d_pred, False)
-        self.manual_backward(l_d_fake)
-        opt_d.step()
-        sched_d.step()
-        return {
-            "l_d_real": l_d_real.detach(),
-            "l_d_fake": l_d_fake.detach(),
-            "out_d_real": real_d_pred.detach().mean(),
-            "out_d_fake": fake_d_pred.detach().mean(),
-            "lr_d": lambda: sched_d.get_last_lr()[0],
-        }
+    # ------------------------------------------------------------------ discriminator guard (model.adaptive_d)
+    def adaptive_d_skips(self, l_g_gan: torch.Tensor | None) -> bool:
+        """traiNNer-redux's ``adaptive_d`` (traiNNer/models/sr_model.py, optimize_parameters): an EMA of G's
+        adversarial loss, ``ema_new = decay * ema + (1 - decay) * l_g_gan`` (starting at 0), updated every batch
+        whose G step ran; D's update is skipped for the batch when ``ema_new > ema * threshold``, i.e. while the
+        smoothed G adversarial loss rises (G falls behind D).  The loss is averaged over the ranks first, so every
+        rank holds the same EMA and takes the same decision (then agreed by an all-reduce, so ranks never diverge)."""
+        c = self.adaptive_d
+        if not c["enabled"] or l_g_gan is None:
+            return False
+        value = l_g_gan.detach().float().clone()
+        if distributed():
+            dist.all_reduce(value)
+            value /= dist.get_world_size()
+        old = self.adaptive_d_ema
+        if old is None:
+            old = torch.zeros((), dtype=torch.float32, device=value.device)
+        new = c["ema_decay"] * old + (1 - c["ema_decay"]) * value
+        skip = (new > old * c["threshold"]).to(torch.int32)
+        if distributed():
+            dist.all_reduce(skip, op=dist.ReduceOp.MAX)
+        self.adaptive_d_ema = new
+        skip = bool(skip)
+        self.note_d_skip(skip)
+        return skip
+
+    def note_d_skip(self, skip: bool) -> None:
+        """One train.log line when D updates pause and one when they resume (not one per batch)."""
+        if skip and self._d_paused_at is None:
+            self._d_paused_at = self.iteration
+            if self._trainer is None or self.trainer.is_global_zero:
+                log.info(
+                    f"adaptive_d: D updates paused at iteration {self.iteration} (the EMA of l_g_gan rose more than "
+                    f"x{self.adaptive_d['threshold']} in one step: D is ahead of G)"
+                )
+        elif not skip and self._d_paused_at is not None:
+            if self._trainer is None or self.trainer.is_global_zero:
+                log.info(
+                    f"adaptive_d: D updates resumed at iteration {self.iteration} "
+                    f"({self.iteration - self._d_paused_at} batches without a D update)"
+                )
+            self._d_paused_at = None
+
+    def replica_state(self) -> dict[str, torch.Tensor]:
+        """State besides the networks that every DDP rank must hold identically (callbacks/ddp_consistency.py)."""
+        return {} if self.adaptive_d_ema is None else {"adaptive_d_ema": self.adaptive_d_ema}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
+        if self.adaptive_d_ema is not None:
+            checkpoint["adaptive_d_ema"] = self.adaptive_d_ema.detach().cpu()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
+        ema = checkpoint.get("adaptive_d_ema")
+        if ema is not None:
+            if not torch.is_tensor(ema) or ema.numel() != 1 or not torch.isfinite(ema).all():
+                raise ValueError(
+                    f"the resumed checkpoint's adaptive_d_ema={ema!r} is not one finite number (a damaged or edited "
+                    "checkpoint): refused"
+                )
+            self.adaptive_d_ema = ema.reshape(()).float().to(self.device)
 
     def enter_gan_stage(self) -> None:
         """Stage switch.  ``net_g_psnr.pth`` gets stage 1's raw G (``params``) and EMA (``params_ema``), then stage 2
@@ -409,8 +530,15 @@ class ESRGANModule(IterationGANModule):
             ).to(self.device)
 
     @torch.no_grad()
-    def super_resolve(self, lq: torch.Tensor) -> torch.Tensor:
-        return self.net_g_ema(lq)
+    def super_resolve(self, lq: torch.Tensor, net: torch.nn.Module | None = None) -> torch.Tensor:
+        """The EMA G's output (or ``net``'s); with ``model.val_tile`` > 0 through tiles of that side (ops/sr_tiles.py,
+        as predict.py), so that validation memory is bounded by the tile, not by the largest validation image."""
+        net = self.net_g_ema if net is None else net
+        if not self.val_tile:
+            return net(lq)
+        plain = getattr(net, "_orig_mod", net)  # torch.compile's wrapper: the rules read the network itself
+        pad = receptive_margin(plain) if self.val_tile_pad == "auto" else int(self.val_tile_pad)
+        return tiled_forward(net, lq, self.scale, self.val_tile, pad, unit=unshuffle_factor(plain))
 
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         if batch is None:  # every image of the batch failed to decode (skipped with a warning naming it)
@@ -424,6 +552,8 @@ class ESRGANModule(IterationGANModule):
         for m in self.metric_names:
             v = values[m].to(self.device, torch.float64)
             self.val_metrics[f"{dataloader_idx}_{m}"].update(v[torch.isfinite(v) & keep])
+        if dataloader_idx == 0 and self.eval_prefix == "val":
+            self.update_val_fid(sr, gt, keep)
         names = batch.get("name") or [f"{batch_idx}_{k}" for k in range(gt.shape[0])]
         for k, name in enumerate(names):
             if keep[k]:
@@ -437,12 +567,10 @@ class ESRGANModule(IterationGANModule):
         name = self.val_names[dataloader_idx]
         take = [k for k in range(gt.shape[0]) if keep[k]][: self.wants_sample_rows(name)]
         if take:
-            with torch.no_grad():
-                raw = self.net_g(lq[take])
+            raw = self.super_resolve(lq[take], self.net_g)
             bicubic = imresize(lq[take], self.scale)
-            rows = self.val_sample_rows.setdefault(name, [])
-            for j, k in enumerate(take):
-                rows.append([to_uint8_image(x) for x in (bicubic[j], sr[k], raw[j], gt[k])])
+            rows = [[to_uint8_image(x) for x in (bicubic[j], sr[k], raw[j], gt[k])] for j, k in enumerate(take)]
+            self.add_sample_rows(name, rows, [str(names[k]) for k in take])  # file names: the set's sorted order
 
     @torch.no_grad()
     def lpips_values(self, sr: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
@@ -467,7 +595,9 @@ class ESRGANModule(IterationGANModule):
                     self.log(f"{p}/{m}", value, prog_bar=m == "psnr_y")
         if p != "val":
             return  # test_after_train: metrics only (no per-image table, no counter row)
+        summary.update(self.log_val_fid())
         self.val_table = self.gather_val_rows()
+        self.gather_sample_rows()
         self.log("iter", float(self.iteration))  # validation rows carry the batch count too (wandb x-axis)
         if not self.trainer.sanity_checking:
             self.log_validation_summary(summary)

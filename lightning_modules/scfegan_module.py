@@ -30,6 +30,7 @@ from losses.scfegan_loss import (
     total_variation_loss,
 )
 from metrics.inpainting_metrics import inpainting_metrics
+from metrics.lpips import build_validation_lpips
 from ops.image_grid import to_uint8_image
 from weights.io import CHECKPOINT_META_KEYS, save_generator_weights
 
@@ -41,7 +42,8 @@ def to01(x: torch.Tensor) -> torch.Tensor:
 
 
 class SCFEGANModule(IterationGANModule):
-    frozen_prefixes = ("cri_vgg.",)
+    # The loss VGG and the validation LPIPS are rebuilt from their own weights, not stored.
+    frozen_prefixes = ("cri_vgg.", "val_lpips.", "val_fid.")
 
     def __init__(
         self,
@@ -54,10 +56,13 @@ class SCFEGANModule(IterationGANModule):
         monitor: str = "val/psnr_mask",
         task: str = "faces",
         noise_type: str | None = None,
+        val_lpips: dict | None = None,
+        val_fid: dict | None = None,
         speed: dict | None = None,
+        micro_batches: int = 1,
     ) -> None:
         speed = to_primitive(speed)
-        super().__init__(speed)
+        super().__init__(speed, micro_batches=micro_batches)
         generator, discriminator, loss, optim = map(to_primitive, (generator, discriminator, loss, optim))
         # noise_type: the noise channel the generator is trained with (the data's synthesis.noise_type; None =
         # read from the data module at fit start).  Stored in the checkpoint's hyper-parameters and the weights'
@@ -73,7 +78,10 @@ class SCFEGANModule(IterationGANModule):
                 monitor=monitor,
                 task=task,
                 noise_type=noise_type,
+                val_lpips=to_primitive(val_lpips),
+                val_fid=to_primitive(val_fid),
                 speed=speed,
+                micro_batches=micro_batches,
             ),
             logger=False,  # the runner logs the whole config once (model.* included): not these keys again
         )
@@ -88,7 +96,12 @@ class SCFEGANModule(IterationGANModule):
         self.cri_vgg = PerceptualStyleLoss(loss["sigma"], loss["gamma"], vgg_weights=vgg_weights)
         # float64 sums, reduced over ranks by torchmetrics: equal to a single-process evaluation of the same set
         # (the validation samplers do not pad).
-        self.val_metrics = torch.nn.ModuleDict({m: MeanMetric().set_dtype(torch.float64) for m in METRICS})
+        # LPIPS of the composite against the real image (evaluate.py's face rows: whole image, [0, 1]), when
+        # model.val_lpips.enabled: what GAN loss-weight sweeps rank by (conf/sweep/scfegan_loss_weights.yaml).
+        self.val_lpips = build_validation_lpips(to_primitive(val_lpips))
+        self.metric_names = METRICS + (("lpips",) if self.val_lpips is not None else ())
+        self.setup_val_fid(to_primitive(val_fid))  # FID / KID of the composites over the whole set (model.val_fid)
+        self.val_metrics = torch.nn.ModuleDict({m: MeanMetric().set_dtype(torch.float64) for m in self.metric_names})
         self.sample_labels = ["masked input", "sketch", "colour", "output", "composite", "real"]
 
     @property
@@ -156,8 +169,20 @@ class SCFEGANModule(IterationGANModule):
     def d_input(image: torch.Tensor, batch: dict) -> torch.Tensor:
         return torch.cat([image, batch["sketch"], batch["color"], batch["mask"]], dim=1)
 
-    def discriminator_step(self, batch: dict, comp: torch.Tensor) -> dict:
-        opt_d, _ = self._opt("d")
+    def micro(self, batch: dict) -> list[dict]:
+        """The training batch cut into ``model.micro_batches`` micro-batches (every per-image tensor sliced)."""
+        n = batch["image"].shape[0]
+        slices = self.micro_slices(n)
+        if len(slices) == 1:
+            return [batch]
+        return [
+            {k: (v[s] if torch.is_tensor(v) and v.dim() and v.shape[0] == n else v) for k, v in batch.items()}
+            for s in slices
+        ]
+
+    def discriminator_losses(self, batch: dict, comp: torch.Tensor) -> dict:
+        """L_D on one micro-batch (the gradient penalty's interpolation and norm are per image), back-propagated
+        with the 1/N of gradient accumulation."""
         w = self.w
         real_in = self.d_input(batch["image"], batch)
         fake_in = self.d_input(comp.detach(), batch)
@@ -166,9 +191,7 @@ class SCFEGANModule(IterationGANModule):
         l_gp = gradient_penalty(self.net_d, real_in, fake_in, batch["mask"])
         l_drift = drift_loss(d_real)
         l_d = l_adv + w["theta"] * l_gp + w["epsilon"] * l_drift
-        opt_d.zero_grad(set_to_none=True)
-        self.manual_backward(l_d)
-        opt_d.step()
+        self.manual_backward(self.micro_loss(l_d))
         return {
             "l_d_adv": l_adv.detach(),
             "l_gp": l_gp.detach(),
@@ -178,24 +201,30 @@ class SCFEGANModule(IterationGANModule):
             "out_d_fake": d_fake.detach().mean(),
         }
 
-    def generator_step(self, batch: dict, gen: torch.Tensor, comp: torch.Tensor) -> dict:
-        opt_g, _ = self._opt("g")
+    def discriminator_step(self, batch: dict, comp: torch.Tensor) -> dict:
+        """One D update: the micro-batches' gradients accumulated, then one optimizer step."""
+        opt_d, _ = self._opt("d")
+        opt_d.zero_grad(set_to_none=True)
+        comps = [comp] if self.micro_batches == 1 else [comp[s] for s in self.micro_slices(comp.shape[0])]
+        parts = [self.discriminator_losses(b, c) for b, c in zip(self.micro(batch), comps)]
+        opt_d.step()
+        return {k: self.micro_mean([p[k] for p in parts]) for k in parts[0]}
+
+    def generator_losses(self, batch: dict, gen: torch.Tensor, comp: torch.Tensor) -> dict:
+        """L_G on one micro-batch (D frozen by the caller), back-propagated with the 1/N of gradient accumulation."""
         w, gt, mask = self.w, batch["image"], batch["mask"]
-        with self.frozen(self.net_d):
-            l_ppxl = self.cri_pixel(gen, gt, mask)
-            vgg = self.cri_vgg(gen, comp, gt)
-            l_tv = total_variation_loss(comp, mask)
-            l_adv = generator_adversarial_loss(self.net_d(self.d_input(comp, batch)))
-            l_g = (
-                l_ppxl
-                + w["sigma"] * vgg["perceptual"]
-                + w["gamma"] * vgg["style"]
-                + w["upsilon"] * l_tv
-                + w["beta"] * l_adv
-            )
-            opt_g.zero_grad(set_to_none=True)
-            self.manual_backward(l_g)
-            opt_g.step()
+        l_ppxl = self.cri_pixel(gen, gt, mask)
+        vgg = self.cri_vgg(gen, comp, gt)
+        l_tv = total_variation_loss(comp, mask)
+        l_adv = generator_adversarial_loss(self.net_d(self.d_input(comp, batch)))
+        l_g = (
+            l_ppxl
+            + w["sigma"] * vgg["perceptual"]
+            + w["gamma"] * vgg["style"]
+            + w["upsilon"] * l_tv
+            + w["beta"] * l_adv
+        )
+        self.manual_backward(self.micro_loss(l_g))
         return {
             "l_ppxl": l_ppxl.detach(),
             "l_percept": vgg["perceptual"].detach(),
@@ -205,14 +234,34 @@ class SCFEGANModule(IterationGANModule):
             "l_g_total": l_g.detach(),
         }
 
+    def generator_step(self, batch: dict, gen: torch.Tensor | None = None, comp: torch.Tensor | None = None) -> dict:
+        """One G update.  ``gen`` / ``comp``: G's output and composite of the whole batch, with their graph (one
+        micro-batch); with ``model.micro_batches`` > 1 pass None: each micro-batch runs G itself, so that only
+        one micro-batch's graph is alive at a time."""
+        opt_g, _ = self._opt("g")
+        opt_g.zero_grad(set_to_none=True)
+        parts = []
+        with self.frozen(self.net_d):
+            for b in self.micro(batch):
+                if gen is None or self.micro_batches > 1:
+                    gen_k, comp_k = self(b)
+                else:
+                    gen_k, comp_k = gen, comp
+                parts.append(self.generator_losses(b, gen_k, comp_k))
+            opt_g.step()
+        return {k: self.micro_mean([p[k] for p in parts]) for k in parts[0]}
+
     def training_step(self, batch: dict, batch_idx: int) -> None:
         logs = {}
         with torch.no_grad():
-            _, comp = self(batch)
+            comp = torch.cat([self(b)[1] for b in self.micro(batch)]) if self.micro_batches > 1 else self(batch)[1]
         for _ in range(self.d_steps):
             logs.update(self.discriminator_step(batch, comp))
-        gen, comp = self(batch)
-        logs.update(self.generator_step(batch, gen, comp))
+        if self.micro_batches > 1:
+            logs.update(self.generator_step(batch))
+        else:
+            gen, comp = self(batch)
+            logs.update(self.generator_step(batch, gen, comp))
         self.end_iteration(logs, batch["image"].shape[0])
 
     # ------------------------------------------------------------------ validation
@@ -221,17 +270,29 @@ class SCFEGANModule(IterationGANModule):
             return
         gen, comp = self(batch)
         values = inpainting_metrics(to01(comp), to01(batch["image"]), batch["mask"])
+        if self.val_lpips is not None:
+            values["lpips"] = self.lpips_values(to01(comp), to01(batch["image"]))
         keep = self.keep_mask(batch, batch["image"].shape[0])
-        for m in METRICS:
+        for m in self.metric_names:
             v = values[m].double()
             self.val_metrics[m].update(v[torch.isfinite(v) & keep])
+        self.update_val_fid(to01(comp), to01(batch["image"]), keep)
         names = self.val_image_names(batch)
         for k, name in enumerate(names):
             if keep[k]:
-                self.val_rows.append({"image": name, **{m: float(values[m][k]) for m in METRICS}})
+                self.val_rows.append({"image": name, **{m: float(values[m][k]) for m in self.metric_names}})
         take = [k for k in range(batch["image"].shape[0]) if keep[k]][: self.wants_sample_rows("val")]
         if take:
-            self.val_sample_rows.setdefault("val", []).extend(self.sample_rows(batch, gen, comp, take))
+            index = batch.get("index")
+            keys = [int(index.view(-1)[k]) for k in take] if index is not None else [names[k] for k in take]
+            self.add_sample_rows("val", self.sample_rows(batch, gen, comp, take), keys)  # dataset order
+
+    @torch.no_grad()
+    def lpips_values(self, comp01: torch.Tensor, real01: torch.Tensor) -> torch.Tensor:
+        """Per-image LPIPS of [0, 1] images, as evaluate.py's face rows (evaluation/scoring.py lpips_scores)."""
+        value = self.val_lpips(comp01.float().clamp(0, 1), real01.float().clamp(0, 1))
+        self.val_lpips.reset()  # per-call values only
+        return value.detach().reshape(-1)
 
     def val_image_names(self, batch: dict) -> list[str]:
         """File names of a validation batch (from the dataset index the face data carries)."""
@@ -256,11 +317,13 @@ class SCFEGANModule(IterationGANModule):
 
     def on_validation_epoch_end(self) -> None:
         summary = {}
-        for m in METRICS:
+        for m in self.metric_names:
             summary[m] = self.val_metrics[m].compute()
             self.log(f"val/{m}", summary[m], prog_bar=m == "psnr_mask")
             self.val_metrics[m].reset()
+        summary.update(self.log_val_fid())
         self.val_table = self.gather_val_rows()
+        self.gather_sample_rows()
         self.log("iter", float(self.iteration))  # validation rows carry the batch count too (wandb x-axis)
         if not self.trainer.sanity_checking:
             self.log_validation_summary(summary)

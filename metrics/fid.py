@@ -122,3 +122,71 @@ def kid_from_features(
         scores.append(poly_mmd(r.double(), f.double()))
     s = torch.stack(scores)
     return float(s.mean()), float(s.std(unbiased=False))
+
+
+def inception_weights_path(path: str | os.PathLike | None, key: str = "model.val_fid.inception_weights") -> str:
+    """``path``, or torch-fidelity's file in the torch hub cache when ``path`` is empty; an error naming ``key``."""
+    if path:
+        return os.path.expanduser(str(path))
+    cached = os.path.join(torch.hub.get_dir(), "checkpoints", INCEPTION_FILE)
+    if not os.path.isfile(cached):
+        raise FileNotFoundError(
+            f"{key}=null: no Inception weights for FID/KID ({cached} does not exist, and they cannot be downloaded "
+            f"here); give {key}=/path/to/{INCEPTION_FILE}, or turn validation FID off"
+        )
+    return cached
+
+
+class ValidationFID(torch.nn.Module):
+    """FID and KID of a recipe's validation outputs against the real images (``model.val_fid``).
+
+    Each validation image's Inception features (pool3, uint8 input, as evaluate.py) are kept, gathered from every
+    rank at the end (the validation samplers do not pad: each image once), and FID (:func:`fid_from_features`) and KID
+    (:func:`kid_from_features`, seeded subsets) are computed over the whole set, but only when it holds at least
+    ``min_images`` images: FID is strongly biased on small sets, and a sweep ranked by it would rank noise.
+    """
+
+    def __init__(
+        self,
+        inception_weights: str | None = None,
+        feature: int = 2048,
+        min_images: int = 50,
+        kid_subsets: int = 100,
+        kid_subset_size: int = 1000,
+    ) -> None:
+        super().__init__()
+        self.net = build_inception(inception_weights_path(inception_weights), feature).requires_grad_(False).eval()
+        self.min_images = max(2, int(min_images))
+        self.kid_subsets, self.kid_subset_size = int(kid_subsets), int(kid_subset_size)
+        self.real: list[torch.Tensor] = []
+        self.fake: list[torch.Tensor] = []
+
+    def reset(self) -> None:
+        self.real, self.fake = [], []
+
+    @torch.no_grad()
+    def update(self, fake01: torch.Tensor, real01: torch.Tensor) -> None:
+        """One batch of [0, 1] RGB images and their real counterparts."""
+        if fake01.shape[0] == 0:
+            return
+        for images, store in ((fake01, self.fake), (real01, self.real)):
+            q = (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
+            store.append(self.net(q).double().cpu())
+
+    def compute(self) -> tuple[dict[str, float] | None, int]:
+        """(``{"fid", "kid", "kid_std"}`` or None when the set is below ``min_images``, the set's image count).
+        Collective under DDP: every rank calls it."""
+        import torch.distributed as dist
+
+        real = torch.cat(self.real) if self.real else torch.zeros(0, 1, dtype=torch.float64)
+        fake = torch.cat(self.fake) if self.fake else torch.zeros(0, 1, dtype=torch.float64)
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            parts: list = [None] * dist.get_world_size()
+            dist.all_gather_object(parts, (real, fake))
+            real = torch.cat([p[0] for p in parts if p[0].shape[0]] or [real])
+            fake = torch.cat([p[1] for p in parts if p[1].shape[0]] or [fake])
+        n = int(real.shape[0])
+        if n < self.min_images:
+            return None, n
+        kid, kid_std = kid_from_features(real, fake, self.kid_subsets, self.kid_subset_size)
+        return {"fid": fid_from_features(real, fake), "kid": kid, "kid_std": kid_std}, n

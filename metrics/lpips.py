@@ -25,7 +25,7 @@ from torch import nn
 
 from archs.vgg_features import features_state
 
-__all__ = ["LPIPSWeightsError", "NETS", "load_backbone_features", "build_lpips"]
+__all__ = ["LPIPSWeightsError", "NETS", "load_backbone_features", "build_lpips", "build_validation_lpips"]
 
 # net_type -> (torchvision builder, weight enum name)
 NETS = {
@@ -124,3 +124,14 @@ def build_lpips(net_type: str = "alex", backbone_weights: str = "imagenet", devi
     if set(own) != set(features) or any(not torch.equal(own[k], features[k].to(own[k].dtype)) for k in own):
         raise RuntimeError(f"LPIPS ({net_type}): torchmetrics did not take the given {arch} backbone weights")
     return metric.to(device)
+
+
+def build_validation_lpips(options: dict | None):
+    """LPIPS for a recipe's validation (``model.val_lpips``: ``enabled``, ``net_type``, ``backbone_weights``), frozen
+    and in eval mode; None when it is off (the default: its backbone needs ImageNet weights that offline machines do
+    not have)."""
+    options = dict(options or {})
+    if not options.get("enabled", False):
+        return None
+    metric = build_lpips(options.get("net_type", "alex"), options.get("backbone_weights", "imagenet"))
+    return metric.requires_grad_(False).eval()

@@ -50,6 +50,13 @@ def check_data(data: DictConfig) -> None:
 
 
 def check_trainer(trainer: DictConfig) -> None:
+    acc = trainer.get("accumulate_grad_batches")
+    if acc is not None and not isinstance(acc, bool) and as_int(acc, "trainer.accumulate_grad_batches", 1) > 1:
+        raise ValueError(
+            f"trainer.accumulate_grad_batches={acc!r}: Lightning's accumulation does not apply to these GAN recipes "
+            "(manual optimization: G and D step by hand). Use model.micro_batches instead: each batch of "
+            "data.batch_size images then runs as that many micro-batches whose gradients add up before one step"
+        )
     v = trainer.get("val_check_interval")
     # Strings and other types go to Lightning as they are: it takes "DD:HH:MM:SS" times and names the key itself.
     if isinstance(v, (int, float)) and not isinstance(v, bool):
@@ -170,9 +177,24 @@ def check_model_groups(model) -> None:
             )
 
 
+def check_micro_batches(cfg: DictConfig) -> None:
+    """``model.micro_batches`` (gradient accumulation) divides ``data.batch_size``."""
+    n = cfg.model.get("micro_batches") if cfg.get("model") is not None else None
+    if n is None:
+        return
+    n = as_int(n, "model.micro_batches", 1)
+    batch = cfg.data.get("batch_size")
+    if batch is not None and as_int(batch, "data.batch_size", 1) % n:
+        raise ValueError(
+            f"model.micro_batches={n} must divide data.batch_size={batch}: each optimizer step accumulates "
+            f"{n} equal micro-batches of the batch (e.g. data.batch_size={n * max(1, int(batch) // n)})"
+        )
+
+
 def check_train_config(cfg: DictConfig) -> None:
     check_model_groups(cfg.get("model"))
     check_learning_rates(cfg.get("model"))
     check_data(cfg.data)
     check_trainer(cfg.trainer)
+    check_micro_batches(cfg)
     check_resume_checkpoint(cfg)

@@ -44,7 +44,43 @@ def check_config(cfg: DictConfig) -> None:
 def objective_of(cfg: DictConfig) -> tuple[str | None, str | None]:
     """(metric key, maximize | minimize | None) that sweeps rank by: ``objective.*``, else ``model.monitor``."""
     obj = cfg.get("objective") or {}
-    return obj.get("key") or cfg.model.get("monitor"), obj.get("direction")
+    key, direction = obj.get("key") or cfg.model.get("monitor"), obj.get("direction")
+    if direction is None and obj.get("key") and any(m in str(key) for m in LOWER_IS_BETTER):
+        direction = "minimize"  # not the checkpoint monitor's mode (PSNR: maximize)
+    return key, direction
+
+
+#: Metrics for which lower is better: an objective.key naming one minimizes unless objective.direction says otherwise.
+LOWER_IS_BETTER = ("lpips", "fid", "kid", "niqe")
+
+#: Objectives computed over the whole validation set, only when it is large enough (model.val_fid.min_images).
+FID_OBJECTIVES = ("val/fid", "val/kid")
+
+
+def validation_set_size(datamodule) -> int:
+    """Images of the first validation set (the one validation FID/KID uses), read from the data module."""
+    datamodule.setup("validate")
+    sets = getattr(datamodule, "val_sets", None)
+    if sets is not None:
+        return len(sets[0]) if sets else 0
+    val_set = getattr(datamodule, "val_set", None)
+    return len(val_set) if val_set is not None else 0
+
+
+def check_objective_set_size(cfg: DictConfig, datamodule) -> None:
+    """Before training: an objective of FID/KID needs a validation set of at least ``model.val_fid.min_images``
+    (below it validation does not compute them, and every job of a sweep would rank as NaN)."""
+    key, _ = objective_of(cfg)
+    if key not in FID_OBJECTIVES:
+        return
+    need = max(2, int((cfg.model.get("val_fid") or {}).get("min_images", 50)))
+    n = validation_set_size(datamodule)
+    if n < need:
+        raise ValueError(
+            f"objective.key={key}: the validation set has {n} images, fewer than model.val_fid.min_images={need}, so "
+            "validation computes no FID/KID (strongly biased on small sets). Validate on a larger set, or rank by "
+            "val/lpips (objective.key=val/lpips objective.direction=minimize model.val_lpips.enabled=true)"
+        )
 
 
 def check_objective(cfg: DictConfig) -> None:
@@ -52,17 +88,29 @@ def check_objective(cfg: DictConfig) -> None:
     key, direction = objective_of(cfg)
     if direction not in (None, "maximize", "minimize"):
         raise ValueError(f"objective.direction={direction!r}: use maximize or minimize")
+    if key in FID_OBJECTIVES and not (cfg.model.get("val_fid") or {}).get("enabled", False):
+        raise ValueError(
+            f"objective.key={key} needs model.val_fid.enabled=true (FID/KID in validation, with "
+            "model.val_fid.inception_weights) and a validation set of at least model.val_fid.min_images images"
+        )
     if key == "val/lpips" and not (cfg.model.get("val_lpips") or {}).get("enabled", False):
+        other = cfg.model.get("monitor") or "val/psnr_y"
         raise ValueError(
             "objective.key=val/lpips needs model.val_lpips.enabled=true (LPIPS in validation); or rank by another "
-            "metric: objective.key=val/psnr_y objective.direction=maximize"
+            f"metric: objective.key={other} objective.direction=maximize"
         )
 
 
 #: Data keys naming folders that must exist: (key, needed when) - training reads these, test_after_train test_dirs.
 DATA_FOLDER_KEYS = ("train_dirs", "lr_train_dirs", "val_dirs", "image_dir", "label_dir")
 #: Model keys naming a weights file, unless they hold a keyword (imagenet, auto, random: no "/" and no ".").
-WEIGHTS_KEYS = ("init_weights", "perceptual.weights", "vgg_weights", "val_lpips.backbone_weights")
+WEIGHTS_KEYS = (
+    "init_weights",
+    "perceptual.weights",
+    "vgg_weights",
+    "val_lpips.backbone_weights",
+    "val_fid.inception_weights",
+)
 
 
 def _as_list(value) -> list:
@@ -86,8 +134,9 @@ def check_inputs(cfg: DictConfig) -> None:
                 raise FileNotFoundError(f"data.{key}: {str(folder)!r} {what}")
     for key in WEIGHTS_KEYS:
         value = OmegaConf.select(cfg.model, key, default=None)
-        if key.startswith("val_lpips.") and not (cfg.model.get("val_lpips") or {}).get("enabled", False):
-            continue
+        block = key.split(".", 1)[0]
+        if block in ("val_lpips", "val_fid") and not (cfg.model.get(block) or {}).get("enabled", False):
+            continue  # off: not read
         if not isinstance(value, str) or not value or ("/" not in value and "." not in value):
             continue  # null or a keyword (imagenet, auto, random)
         if not os.path.isfile(value):

@@ -303,6 +303,8 @@ class SweepCallback(_HydraCallback):
     def __init__(self, summary: bool = True, check_ddp: bool = True) -> None:
         self.summary = summary
         self.check_ddp = check_ddp
+        self._resumed_job: Path | None = None
+        self._kept_multirun: bytes | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # Hydra sets HydraConfig per job, after this callback: the default sweep dir (paths.log_dir, from
@@ -317,7 +319,22 @@ class SweepCallback(_HydraCallback):
                 # Hydra turns a callback's exceptions into warnings and carries on; SystemExit is not caught.
                 log.error(problem)
                 raise SystemExit(f"Error: {problem}")
+        from runtime.resume import redirect_sweep_job
+
+        try:
+            # ckpt_path=<sweep>/<job>/checkpoints/last.ckpt: that job again, in its folder (runtime/resume.py).
+            self._resumed_job = redirect_sweep_job(config)
+        except ValueError as err:
+            log.error(str(err))
+            raise SystemExit(f"Error: {err}") from None
         sweep_dir = Path(str(config.hydra.sweep.dir))
+        if self._resumed_job is not None:
+            # The sweeper writes this multirun's config over the sweep's multirun.yaml: keep the sweep's.
+            first = sweep_dir / "multirun.yaml"
+            self._kept_multirun = first.read_bytes() if first.is_file() else None
+            if self._kept_multirun is not None:
+                (sweep_dir / "multirun.yaml.before_resume").write_bytes(self._kept_multirun)
+            return  # the sweep's sweep_info.json (swept keys, wandb group) stays as it was
         sweep_dir.mkdir(parents=True, exist_ok=True)
         name = config.get("sweep_name") or config.get("task_name", "sweep")
         info = {
@@ -329,6 +346,10 @@ class SweepCallback(_HydraCallback):
         (sweep_dir / SWEEP_INFO).write_text(json.dumps(info, indent=2))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if getattr(self, "_resumed_job", None) is not None and getattr(self, "_kept_multirun", None) is not None:
+            sweep_dir = Path(str(config.hydra.sweep.dir))
+            (sweep_dir / "multirun.yaml").write_bytes(self._kept_multirun)
+            (sweep_dir / "multirun.yaml.before_resume").unlink(missing_ok=True)
         if not self.summary:
             return
         direction = None

@@ -30,6 +30,7 @@ from runtime.launch import (
     check_config,
     check_inputs,
     check_multirun_launch,
+    check_objective_set_size,
     check_run_folder,
     gpu_for_joblib_job,
     log_launch_plan,
@@ -48,8 +49,15 @@ from runtime.results import (
     test_stage_results,
     write_result,
 )
-from runtime.resume import read_wandb_run, resumes_this_folder, write_wandb_run
-from runtime.sweeps import job_identity
+from runtime.resume import (
+    check_resumed_job_values,
+    read_sweep_job,
+    read_wandb_run,
+    resumes_this_folder,
+    write_sweep_job,
+    write_wandb_run,
+)
+from runtime.sweeps import job_identity, write_summary
 
 log = logging.getLogger(__name__)
 
@@ -114,12 +122,27 @@ def last_checkpoint_path(cfg: DictConfig, callbacks: list[Callback]) -> Path:
     return Path(str(cfg.paths.output_dir)) / "checkpoints" / "last.ckpt"
 
 
+def sweep_job_identity(cfg: DictConfig) -> tuple[dict | None, bool]:
+    """(the sweep job's identity, whether it is a resumed job's).  A multirun job records its identity in its folder
+    (``sweep_job.json``); resuming that folder, with or without -m, takes it from there (its job number, swept values,
+    wandb group and name) after checking that the swept keys still have the job's values (runtime/resume.py)."""
+    identity = job_identity(cfg)
+    recorded = read_sweep_job(cfg.paths.output_dir) if resumes_this_folder(cfg) else None
+    if recorded is not None:
+        check_resumed_job_values(cfg, recorded)
+        return recorded, True
+    if identity is not None and run_lock.is_launching_process():
+        write_sweep_job(cfg.paths.output_dir, identity)
+    return identity, False
+
+
 def _train(cfg: DictConfig, trainer_overrides: dict[str, Any]) -> dict[str, Any]:
     seed_everything(cfg.seed, workers=True)
-    identity = job_identity(cfg)
+    identity, resumed_job = sweep_job_identity(cfg)
 
     log.info(f"Instantiating datamodule <{cfg.data._target_}>")
     datamodule: LightningDataModule = instantiate(cfg.data)
+    check_objective_set_size(cfg, datamodule)  # FID/KID objectives: a large enough validation set
     log.info(f"Instantiating model <{cfg.model._target_}>")
     model: LightningModule = instantiate(cfg.model, _recursive_=False)
     check_test_after_train(cfg, model, datamodule)
@@ -201,10 +224,12 @@ def _train(cfg: DictConfig, trainer_overrides: dict[str, Any]) -> dict[str, Any]
                             "last_model_path": on_signal.saved,
                             "iteration": iteration_now(),
                             "output_dir": str(cfg.paths.output_dir),
+                            **({k: identity[k] for k in ("job_num", "swept", "overrides")} if identity else {}),
                         },
                         str(cfg.paths.output_dir),
                     )
                 end_data_workers()
+                on_signal.wait_for_other_ranks()  # DDP ranks Lightning started: no orphan, no SIGKILL of rank 0
                 raise SystemExit(on_signal.exit_code) from None
 
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
@@ -266,6 +291,9 @@ def _train(cfg: DictConfig, trainer_overrides: dict[str, Any]) -> dict[str, Any]
         if trainer.is_global_zero:
             write_result(result, str(cfg.paths.output_dir))
             log_best_checkpoint(trainer, result)
+            if resumed_job and job_identity(cfg) is None and Path(identity["sweep_dir"]).is_dir():
+                # A sweep job resumed on its own (no -m): the sweep's summary.csv gets its new result.
+                write_summary(identity["sweep_dir"], echo=False)
         ok = True
         return result
     finally:

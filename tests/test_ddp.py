@@ -134,10 +134,25 @@ def test_esrgan_ddp_two_processes(tmp_path):
         assert fp[net] == r0["fingerprints"][net], f"checkpoint {net} is not the ranks' {net}"
     for key in ("val/psnr_y", "val/ssim_y", "val/psnr_rgb", "val/ssim_rgb"):
         assert result["metrics"][key] == pytest.approx(metrics[key], rel=1e-9, abs=1e-12), key
+    # The validation grid covers the whole set (rank 0 validates images 0, 2, 4 only): the grid one process draws.
+    import numpy as np
+    from PIL import Image
+
+    from ops.image_grid import labelled_grid
+
+    rows = model.val_sample_rows["Set5"]
+    assert len(rows) == 5
+    expected = labelled_grid(rows, model.sample_labels).numpy()
+    drawn = np.asarray(Image.open(run_dir / "samples" / "iter0000004_Set5.png"))
+    assert drawn.shape == expected.shape
+    assert np.abs(drawn.astype(int) - expected.astype(int)).max() <= 1  # uint8 rounding of equal floats
 
 
 def test_scfegan_ddp_two_processes(tmp_path):
+    from test_sweeps import informative_inception_file
+
     faces = _face_dir(tmp_path)
+    inception = informative_inception_file(tmp_path / "inception.pth")
     args = [
         "experiment=scfegan_demo",
         "logger=csv",
@@ -154,6 +169,10 @@ def test_scfegan_ddp_two_processes(tmp_path):
         "~callbacks.rich_progress_bar",
         "model.iters=2",
         "trainer.val_check_interval=2",
+        # FID/KID over the whole set: each rank's Inception features gathered (5 images = min_images)
+        "model.val_fid.enabled=true",
+        f"model.val_fid.inception_weights={inception}",
+        "model.val_fid.min_images=5",
     ]
     run_dir = tmp_path / "run"
     _check(run_train([*args, *DDP_CPU, f"hydra.run.dir={run_dir}"], tmp_path))
@@ -174,6 +193,8 @@ def test_scfegan_ddp_two_processes(tmp_path):
     assert module_fingerprints(model)["net_g"] == r0["fingerprints"]["net_g"]
     for key in ("val/psnr_mask", "val/l1_mask", "val/ssim", "val/psnr"):
         assert result["metrics"][key] == pytest.approx(metrics[key], rel=1e-9, abs=1e-12), key
+    for key in ("val/fid", "val/kid"):  # the same 5 images' features, gathered in another order
+        assert result["metrics"][key] == pytest.approx(metrics[key], rel=1e-5), key
 
 
 def test_multirun_with_ddp_is_stopped_before_any_job(tmp_path):
@@ -277,3 +298,60 @@ def test_scfegan_module_pickles_for_spawned_processes():
     assert type(m2) is SCFEGANModule and m2.iteration == 7
     a, b = m.state_dict(), m2.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # incl. the power-iteration u, v
+
+
+def test_group_sigterm_under_ddp_with_workers_saves_and_exits_143(tmp_path):
+    # SLURM / `timeout` signal every process of the group: both ranks and their DataLoader workers get SIGTERM.
+    import signal
+    import time
+
+    run_dir = tmp_path / "run"
+    args = [
+        *[a for a in TINY_ESRGAN_CLI if not a.startswith(("model.psnr.iters", "data.num_workers"))],
+        *DDP_CPU,
+        "model.stages=[psnr]",
+        "model.psnr.iters=100000",
+        "data.num_workers=2",
+        f"hydra.run.dir={run_dir}",
+    ]
+    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONWARNINGS": "ignore"}
+    env.pop("LOCAL_RANK", None)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    proc = subprocess.Popen(
+        [sys.executable, "train.py", *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.time() + 600
+        while not last.exists():  # the first validation's checkpoint: both ranks train, workers are running
+            assert proc.poll() is None and time.time() < deadline, proc.communicate()[0][-3000:]
+            time.sleep(0.2)
+        first = torch.load(last, map_location="cpu", weights_only=True)["iteration"]
+        os.killpg(proc.pid, signal.SIGTERM)  # as `kill -TERM -- -PGID`
+        out, _ = proc.communicate(timeout=180)  # no hang: a rank waiting for the other, a worker never joined
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 143, out[-4000:]
+    assert "killed by signal" not in out and "Traceback" not in out, out[-4000:]
+    saved = torch.load(last, map_location="cpu", weights_only=True)
+    assert saved["iteration"] >= first >= 2
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["status"] == "interrupted" and result["signal"] == signal.SIGTERM
+    assert result["last_model_path"] == str(last)
+    # Resumable: a fresh module loads it, and both ranks' processes are gone (no orphan left in the group).
+    cfg = compose_cfg(
+        tmp_path / "ref", [*TINY_ESRGAN_CLI, "logger=none", "model.stages=[psnr]", "model.psnr.iters=100000"]
+    )
+    model = instantiate(cfg.model, _recursive_=False)
+    model.load_state_dict(saved["state_dict"], strict=False)
+    model.on_load_checkpoint(saved)
+    assert model.iteration == saved["iteration"]
+    with pytest.raises(ProcessLookupError):
+        os.killpg(proc.pid, 0)

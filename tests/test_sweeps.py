@@ -274,3 +274,189 @@ def test_job_objective_is_the_sweep_configs_lpips(tmp_path):
     saved = json.loads((tmp_path / "run" / "result.json").read_text())
     assert saved["objective_key"] == "val/lpips" and saved["direction"] == "minimize"
     assert saved["objective"] == result["metrics"]["val/lpips"] != result["metrics"]["val/psnr_y"]
+
+
+def test_scfegan_sweep_ranks_by_lpips_of_the_composite(tmp_path):
+    # Issue 15 item 4: the SC-FEGAN loss-weight sweep ranks by LPIPS (minimize), not by PSNR in the mask; without
+    # LPIPS in validation the objective is refused before training, naming the alternative.
+    from runtime.launch import check_objective, objective_of
+
+    cfg = compose_cfg(tmp_path / "c", ["+sweep=scfegan_loss_weights", "experiment=scfegan_demo"])
+    assert objective_of(cfg) == ("val/lpips", "minimize") and cfg.model.val_lpips.enabled
+    check_objective(cfg)
+    off = compose_cfg(
+        tmp_path / "d", ["+sweep=scfegan_loss_weights", "experiment=scfegan_demo", "model.val_lpips.enabled=false"]
+    )
+    with pytest.raises(ValueError, match="model.val_lpips.enabled=true .*objective.key=val/psnr_mask"):
+        check_objective(off)
+    assert objective_of(compose_cfg(tmp_path / "p", ["experiment=scfegan_demo"])) == ("val/psnr_mask", None)
+
+
+def test_scfegan_validation_lpips_is_lpips_of_composite_and_real(tmp_path):
+    # The value validation logs is torchmetrics' LPIPS (the same backbone file) of the composite against the real
+    # image, averaged over the images.
+    import torch
+    from test_evaluate import _random_alexnet_file
+    from test_scfegan_module import TINY, _batch
+
+    from lightning_modules.scfegan_module import SCFEGANModule, to01
+    from metrics.lpips import build_lpips
+
+    alex = _random_alexnet_file(tmp_path / "alex.pth")
+    torch.manual_seed(0)
+    m = SCFEGANModule(**TINY, val_lpips={"enabled": True, "backbone_weights": str(alex)}).eval()
+    assert SCFEGANModule(**TINY).val_lpips is None  # off by default
+    batches = [_batch(b=2, seed=0), _batch(b=3, seed=1)]
+    m.on_validation_epoch_start()
+    with torch.no_grad():
+        for i, batch in enumerate(batches):
+            m.validation_step(batch, i)
+    reference = build_lpips("alex", str(alex))
+    expected = []
+    with torch.no_grad():
+        for batch in batches:
+            _, comp = m(batch)
+            expected += reference(to01(comp), to01(batch["image"])).reshape(-1).tolist()
+            reference.reset()
+    assert len(expected) == 5 and max(expected) > 0
+    assert float(m.val_metrics["lpips"].compute()) == pytest.approx(sum(expected) / 5, rel=1e-6)
+    assert [r["lpips"] for r in m.val_rows] == pytest.approx(expected, rel=1e-6)
+
+
+def test_scfegan_job_objective_is_val_lpips(tmp_path):
+    # End to end through train(): result.json (what the sweep summary and Optuna read) carries val/lpips.
+    import torch
+    from test_evaluate import _random_alexnet_file
+    from test_training_faults import SCFEGAN_TINY, _faces
+
+    from runtime.training import train
+
+    alex = _random_alexnet_file(tmp_path / "alex.pth")
+    faces = _faces(tmp_path / "faces")
+    cfg = compose_cfg(
+        tmp_path / "run",
+        [
+            *[a for a in SCFEGAN_TINY if not a.startswith(("model.iters", "trainer.val_check_interval"))],
+            f"data.image_dir={faces}",
+            "model.iters=1",
+            "trainer.val_check_interval=1",
+            "objective.key=val/lpips",
+            "objective.direction=minimize",
+            "model.val_lpips.enabled=true",
+            f"model.val_lpips.backbone_weights={alex}",
+        ],
+    )
+    result = train(cfg)
+    saved = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert saved["objective_key"] == "val/lpips" and saved["direction"] == "minimize"
+    assert saved["objective"] == result["metrics"]["val/lpips"] > 0
+    ckpt = torch.load(result["last_model_path"], map_location="cpu", weights_only=True)
+    assert not any(k.startswith("val_lpips.") for k in ckpt["state_dict"])
+
+
+# ------------------------------------------------------------------------------------------------ FID / KID objectives
+def informative_inception_file(path: Path) -> Path:
+    """RANDOM weights for torch-fidelity's FID Inception whose features vary with the image: He-initialised
+    convolutions, identity BatchNorm (the network's own init, test_evaluate._random_inception_file, gives features of
+    ~1e-8 and FIDs of ~1e-13: nothing a comparison could tell apart)."""
+    import torch
+    from test_evaluate import _random_inception_file
+
+    state = torch.load(_random_inception_file(path), map_location="cpu", weights_only=True)
+    g = torch.Generator().manual_seed(0)
+    for k, v in state.items():
+        if k.endswith("conv.weight"):
+            state[k] = torch.randn(v.shape, generator=g) * (2.0 / v[0].numel()) ** 0.5
+        elif k.endswith(("bn.weight", "running_var")):
+            state[k] = torch.ones_like(v)
+        elif k.endswith(("bn.bias", "running_mean")):
+            state[k] = torch.zeros_like(v)
+    torch.save(state, path)
+    return path
+
+
+def test_validation_fid_kid_equal_torchmetrics_and_need_min_images(tmp_path):
+    # ValidationFID's FID is torchmetrics' FrechetInceptionDistance on the same uint8 images with the same Inception
+    # file; KID is kid_from_features of the same features; below min_images nothing is computed.
+    import torch
+
+    from metrics.fid import ValidationFID, build_fid, kid_from_features
+
+    weights = informative_inception_file(tmp_path / "inception.pth")
+    g = torch.Generator().manual_seed(0)
+    real = [torch.rand(3, 3, 64, 64, generator=g) for _ in range(2)]
+    fake = [torch.rand(3, 3, 64, 64, generator=g) ** 3 for _ in range(2)]  # darker: another distribution
+    metric = ValidationFID(str(weights), min_images=6, kid_subsets=10)
+    for f, r in zip(fake, real):
+        metric.update(f, r)
+    values, n = metric.compute()
+    assert n == 6 and values is not None
+
+    reference = build_fid(weights)
+    to_u8 = lambda x: (x * 255).round().to(torch.uint8)  # noqa: E731
+    for f, r in zip(fake, real):
+        reference.update(to_u8(r), real=True)
+        reference.update(to_u8(f), real=False)
+    assert values["fid"] == pytest.approx(float(reference.compute()), rel=1e-5)
+    feats = lambda xs: torch.cat([metric.net(to_u8(x)).double() for x in xs])  # noqa: E731
+    kid, kid_std = kid_from_features(feats(real), feats(fake), subsets=10)
+    assert (values["kid"], values["kid_std"]) == pytest.approx((kid, kid_std), rel=1e-9)
+    assert values["fid"] > 1e-3 and abs(values["kid"]) > 1e-9
+
+    small = ValidationFID(str(weights), min_images=7)
+    for f, r in zip(fake, real):
+        small.update(f, r)
+    assert small.compute() == (None, 6)  # 6 images < min_images=7: no FID/KID
+
+
+def test_fid_kid_objectives_are_refused_before_training_when_off_or_the_set_is_small(tmp_path):
+    from hydra.utils import instantiate
+    from test_training_faults import SCFEGAN_TINY, _faces
+
+    from runtime.launch import check_objective, check_objective_set_size, objective_of
+
+    faces = _faces(tmp_path / "faces")
+    base = [*SCFEGAN_TINY, f"data.image_dir={faces}", "data.num_val=3", "objective.key=val/kid"]
+    off = compose_cfg(tmp_path / "a", base)
+    assert objective_of(off) == ("val/kid", "minimize")  # lower is better, whatever the checkpoint monitor's mode
+    with pytest.raises(ValueError, match="objective.key=val/kid needs model.val_fid.enabled=true"):
+        check_objective(off)
+    on = compose_cfg(tmp_path / "b", [*base, "model.val_fid.enabled=true"])
+    check_objective(on)
+    with pytest.raises(ValueError, match="the validation set has 3 images, fewer than model.val_fid.min_images=50"):
+        check_objective_set_size(on, instantiate(on.data))
+    enough = compose_cfg(tmp_path / "c", [*base, "model.val_fid.enabled=true", "model.val_fid.min_images=3"])
+    check_objective_set_size(enough, instantiate(enough.data))
+
+
+@pytest.mark.slow
+def test_scfegan_job_objective_is_val_kid_over_the_validation_set(tmp_path):
+    # End to end: validation computes FID/KID of the composites (3 images >= min_images=3), result.json ranks by KID.
+    import torch
+    from test_training_faults import SCFEGAN_TINY, _faces
+
+    from runtime.training import train
+
+    weights = informative_inception_file(tmp_path / "inception.pth")
+    faces = _faces(tmp_path / "faces")
+    cfg = compose_cfg(
+        tmp_path / "run",
+        [
+            *[a for a in SCFEGAN_TINY if not a.startswith(("model.iters", "trainer.val_check_interval"))],
+            f"data.image_dir={faces}",
+            "data.num_val=3",
+            "model.iters=1",
+            "trainer.val_check_interval=1",
+            "objective.key=val/kid",
+            "model.val_fid.enabled=true",
+            f"model.val_fid.inception_weights={weights}",
+            "model.val_fid.min_images=3",
+            "model.val_fid.kid_subsets=5",
+        ],
+    )
+    result = train(cfg)
+    saved = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert saved["objective_key"] == "val/kid" and saved["direction"] == "minimize"
+    assert saved["objective"] == result["metrics"]["val/kid"] and math.isfinite(result["metrics"]["val/fid"])
+    ckpt = torch.load(result["last_model_path"], map_location="cpu", weights_only=True)
+    assert not any(k.startswith("val_fid.") for k in ckpt["state_dict"])  # rebuilt from its own weights file

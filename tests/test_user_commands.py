@@ -284,3 +284,81 @@ def test_data_folders_and_weights_files_are_checked_before_any_process_starts(tm
     a_file.write_bytes(b"")
     with pytest.raises(FileNotFoundError, match="data.image_dir: .*f.png' is not a folder"):
         check_inputs(compose_cfg(tmp_path, ["experiment=scfegan_demo", f"data.image_dir={a_file}"]))
+
+
+# ------------------------------------------------------------------------------------------------ item 5, sweeps
+@pytest.mark.slow
+def test_resumed_sweep_job_continues_its_folder_with_or_without_m(tmp_path):
+    # A job of a sweep resumed from its last.ckpt continues in <sweep>/<job>/ (not a new sweep or run folder), keeps
+    # its job number, swept values and wandb run, and the sweep's summary.csv gets its new result.
+    import csv
+
+    repo = repo_copy(tmp_path / "repo")
+    args = [a if a != "logger=none" else "logger=wandb" for a in TINY_ESRGAN if a != "experiment=demo"]
+    args += ["model.stages=[psnr]", "trainer.val_check_interval=2"]
+    env = {**_env(), "WANDB_MODE": "offline"}
+
+    def run(*extra, ok=True):
+        proc = subprocess.run(
+            [sys.executable, "train.py", *extra, *args], cwd=repo, env=env, capture_output=True, text=True, timeout=900
+        )
+        out = proc.stdout + proc.stderr
+        assert (proc.returncode == 0) == ok, out[-3000:]
+        return out
+
+    run("-m", "experiment=demo", "model.gan.gan_weight=1e-3,5e-3", "model.psnr.iters=2")
+    (sweep,) = (repo / "logs" / "demo" / "multiruns").iterdir()
+    multirun_yaml = (sweep / "multirun.yaml").read_text()
+    info = json.loads((sweep / "sweep_info.json").read_text())
+    first = {job: json.loads((sweep / job / "wandb_run.json").read_text()) for job in ("0", "1")}
+    rel = Path("logs/demo/multiruns") / sweep.name
+
+    # With -m: the one job, in its folder.  Without -m: the same.
+    run(
+        "-m",
+        "experiment=demo",
+        "model.gan.gan_weight=5e-3",
+        "model.psnr.iters=4",
+        f"ckpt_path={rel}/1/checkpoints/last.ckpt",
+    )
+    run(
+        "experiment=demo", "model.gan.gan_weight=1e-3", "model.psnr.iters=4", f"ckpt_path={rel}/0/checkpoints/last.ckpt"
+    )
+    assert list((repo / "logs" / "demo" / "multiruns").iterdir()) == [sweep]
+    assert not (repo / "logs" / "demo" / "runs").exists()
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]
+    assert (sweep / "multirun.yaml").read_text() == multirun_yaml  # the sweep's own config is kept
+    assert json.loads((sweep / "sweep_info.json").read_text()) == info
+    for job, weight in (("0", 1e-3), ("1", 5e-3)):
+        result = json.loads((sweep / job / "result.json").read_text())
+        assert result["status"] == "ok" and result["iteration"] == 4, result
+        assert result["job_num"] == int(job) and result["swept"] == {"model.gan.gan_weight": weight}
+        assert len(list((sweep / job / ".hydra").glob("resume_*/config.yaml"))) == 1
+        assert json.loads((sweep / job / "wandb_run.json").read_text()) == first[job]
+        offline = sorted(p.name for p in (sweep / job / "wandb").glob("offline-run-*"))
+        assert len(offline) == 2 and all(p.endswith("-" + first[job]["id"]) for p in offline), offline
+        assert first[job]["group"] == info["group"]
+    with (sweep / "summary.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert sorted((r["job"], r["iter"]) for r in rows) == [("0", "4"), ("1", "4")]
+
+    # Refused before training: a list of values (every job would start from one checkpoint), another value.
+    out = run(
+        "-m",
+        "experiment=demo",
+        "model.gan.gan_weight=1e-3,5e-3",
+        "model.psnr.iters=6",
+        f"ckpt_path={rel}/0/checkpoints/last.ckpt",
+        ok=False,
+    )
+    assert "this multirun still sweeps ['model.gan.gan_weight']" in out and "model.gan.gan_weight=0.001" in out
+    out = run(
+        "experiment=demo",
+        "model.gan.gan_weight=1e-2",
+        "model.psnr.iters=6",
+        f"ckpt_path={rel}/0/checkpoints/last.ckpt",
+        ok=False,
+    )
+    assert "model.gan.gan_weight=0.01 (the job ran with 0.001)" in out, out[-3000:]
+    assert json.loads((sweep / "0" / "result.json").read_text())["iteration"] == 4
+    assert list((repo / "logs" / "demo" / "multiruns").iterdir()) == [sweep]
