@@ -439,7 +439,7 @@ def _iterative_editing(c: dict, load_face, out_dir: str, limits: Limits) -> None
             )
         return (*out, status, mode, None)
 
-    use_btn.click(
+    use_btn.click(lambda: None, None, c["face_compare"], api_visibility="private").then(
         use_result,
         c["face_download"],
         [*loaded, c["mode"], mask_download],
@@ -481,11 +481,12 @@ def _iterative_editing(c: dict, load_face, out_dir: str, limits: Limits) -> None
 
 
 # gr.File shows a name as stem + extension and cuts the stem with an ellipsis: in the narrow upload column only
-# ".png" was left (issue 18).  The name wraps instead, and the size link goes below it when the row is too narrow.
+# ".png" was left (issue 18).  The whole name wraps instead (font-size 0 on the cell drops the blank between the two
+# spans), with the size link below it when the row is too narrow.
 APP_CSS = """
 .file-preview tr.file { display: flex; flex-wrap: wrap; }
-.file-preview td.filename { display: block; flex: 1 1 auto; min-width: 0; overflow-wrap: anywhere; }
-.file-preview .filename .stem { white-space: normal; overflow: visible; }
+.file-preview td.filename { display: block; flex: 1 1 auto; min-width: 0; overflow-wrap: anywhere; font-size: 0; }
+.file-preview td.filename > span { font-size: var(--body-text-size); white-space: normal; overflow: visible; }
 """
 
 
