@@ -10,8 +10,8 @@
 Face editing: the editor has three layers, one per mode of the official SC-FEGAN GUI (mask = its "erase" mode,
 sketch lines, colour strokes); the mode buttons select the layer and its brush.  Undo / redo / clear, the eraser
 (removes strokes), zoom and pan are the editor's own.  Iterative editing: "Use result as input", the mask as a
-PNG (download / upload), grow / shrink the mask.  The result is composited on the uploaded file itself (not on the editor's re-rendered canvas), so outside
-the mask it equals the upload bit for bit.
+PNG (download / upload), grow / shrink the mask.  The result is composited on the uploaded file itself (not on the
+editor's re-rendered canvas), so outside the mask it equals the upload bit for bit.
 """
 
 import json
@@ -99,7 +99,8 @@ _SELECT_LAYER_JS = """(mode) => {
 }"""
 
 # An editor value with layers (a mask set by the server: grow / shrink / upload) makes Gradio 6.31's editor replace
-# its layers by unnamed ones, each called "Layer 1" (its add_layers_from_url); the editor object is window.editor.
+# its layers by unnamed ones, each called "Layer 1" (its add_layers_from_url); window.editor is the editor object (the
+# page has one ImageEditor).
 # This gives them the mode names back once they are there (they load asynchronously; up to 10 s).
 _NAME_LAYERS_JS = """() => {
   const names = NAMES;
@@ -171,11 +172,7 @@ def build_app(cfg: DictConfig) -> gr.Blocks:
         except InputError as err:
             return None, None, None, None, None, f"**Error:** {public(str(err))}", "Mask"
         h, w = img.size
-        editor = {
-            "background": preview_rgb8(img),
-            "layers": [],
-            "composite": None,
-        }  # a new editor starts on the mask layer
+        editor = {"background": preview_rgb8(img), "layers": [], "composite": None}  # a new editor starts on mask
         return (
             path,
             editor,
@@ -439,7 +436,7 @@ def _iterative_editing(c: dict, load_face, out_dir: str, limits: Limits) -> None
             )
         return (*out, status, mode, None)
 
-    use_btn.click(lambda: None, None, c["face_compare"], api_visibility="private").then(
+    use_btn.click(
         use_result,
         c["face_download"],
         [*loaded, c["mode"], mask_download],
