@@ -376,12 +376,29 @@ def _href(pg, elem_id: str, old: str | None = None) -> str:
     return pg.locator(f"#{elem_id} a").first.get_attribute("href")
 
 
+def _editor_idle(pg, quiet_ms: int = 1000) -> None:
+    """Wait until the editor's progress indicator (Gradio's status tracker: queued, processing) has been hidden for
+    ``quiet_ms`` in a row: after the server sets a new photo it can start a moment later."""
+    pg.evaluate("() => { window.__editorQuietSince = undefined; }")
+    pg.wait_for_function(
+        """(quiet) => {
+          const t = document.querySelector('#face-editor [data-testid="status-tracker"]');
+          const busy = t && !t.classList.contains('hide');
+          const now = performance.now();
+          if (busy || window.__editorQuietSince === undefined) window.__editorQuietSince = busy ? undefined : now;
+          return !busy && now - window.__editorQuietSince >= quiet;
+        }""",
+        arg=quiet_ms,
+        polling=100,
+    )
+
+
 def _box_at_top(pg, hw) -> dict:
     """The photo's box in the editor with the page scrolled back to the top (the iterative-editing buttons lie below
     the editor: clicking them scrolls it away), once the editor shows no progress any more: after a new photo the
     page uploads the editor's layers again (several round trips, issue 18 item 5), and strokes drawn meanwhile are
     lost (item 2); a person waits for the spinner to go too."""
-    pg.wait_for_function("() => !document.querySelector('#face-editor').innerText.includes('processing')")
+    _editor_idle(pg)
     pg.evaluate("window.scrollTo(0, 0)")
     pg.wait_for_timeout(100)
     return _image_box(pg, "face-editor", hw)
@@ -407,9 +424,9 @@ def _layers_named(pg) -> None:
     asynchronously and get their names back last)."""
     pg.wait_for_function(
         "() => { const m = window.editor && window.editor.layer_manager; "
-        "return m && m.layers.map((l) => l.name).join() === 'mask,sketch,colour' "
-        "&& !document.querySelector('#face-editor').innerText.includes('processing'); }"
+        "return m && m.layers.map((l) => l.name).join() === 'mask,sketch,colour'; }"
     )
+    _editor_idle(pg)
 
 
 def _name_shown(pg, elem_id: str) -> str:

@@ -436,7 +436,10 @@ def _iterative_editing(c: dict, load_face, out_dir: str, limits: Limits) -> None
             )
         return (*out, status, mode, None)
 
-    use_btn.click(
+    # The compare view is emptied first, in its own step: when it changes in the same update as the editor's new
+    # photo, Gradio 6.31's editor stays "processing" and drops the strokes drawn next (seen in Chromium every time
+    # here; test_browser_use_result_as_input_edits_the_result_again).
+    use_btn.click(lambda: None, None, c["face_compare"], api_visibility="private").then(
         use_result,
         c["face_download"],
         [*loaded, c["mode"], mask_download],
