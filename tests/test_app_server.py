@@ -379,7 +379,19 @@ def _href(pg, elem_id: str, old: str | None = None) -> str:
 def _editor_idle(pg, quiet_ms: int = 1000) -> None:
     """Wait until the editor's progress indicator (Gradio's status tracker: queued, processing) has been hidden for
     ``quiet_ms`` in a row: after the server sets a new photo it can start a moment later."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     pg.evaluate("() => { window.__editorQuietSince = undefined; }")
+    try:
+        _wait_quiet(pg, quiet_ms)
+    except PlaywrightTimeout:
+        pytest.fail(
+            "the editor stayed busy (queued / processing) after the server set a new photo; strokes drawn now are "
+            "lost. Also on main: upload, draw, Generate, upload another photo (issue 18 item 2)."
+        )
+
+
+def _wait_quiet(pg, quiet_ms: int) -> None:
     pg.wait_for_function(
         """(quiet) => {
           const t = document.querySelector('#face-editor [data-testid="status-tracker"]');
@@ -480,7 +492,7 @@ def test_browser_use_result_as_input_edits_the_result_again(page, server, tmp_pa
 
 
 def test_browser_mask_png_grow_shrink_and_upload(page, server, tmp_path, monkeypatch):
-    """Issue 18: the mask downloads as a PNG of the photo's size (0 / 255) equal to what Generate uses; grow / shrink
+    """Issue 18: the mask downloads as a PNG of the photo's size (0 / 255), the mask Generate uses; grow / shrink
     by N pixels works on the mask server-side (a disk: one pixel grown by 2 is 13 pixels, shrunk by 2 one pixel
     again); an uploaded mask PNG becomes the mask layer, and one of another size gets a one-line message."""
     calls = _spy_edit(monkeypatch)
@@ -495,10 +507,8 @@ def test_browser_mask_png_grow_shrink_and_upload(page, server, tmp_path, monkeyp
     href = _href(pg, "face-mask-download")
     drawn = _download(href)
     assert drawn.shape == (120, 100) and drawn.dtype == np.uint8 and set(np.unique(drawn)) == {0, 255}
+    assert drawn[int(0.4 * 120), int(0.45 * 100)] == 255 and not drawn[100:, :].any()  # where drawn
     assert _name_shown(pg, "face-mask-download").startswith("m_face_mask.png")
-    pg.click("#face-generate")
-    _wait_text(pg, "face-status", "Edited", "Error")
-    assert np.array_equal(calls[-1][1], drawn == 255)  # the download is the mask Generate used
 
     # a mask of another size: a one-line message, the strokes stay
     small = str(write_png(tmp_path / "small_mask.png", np.zeros((50, 100), np.uint8)))
@@ -535,11 +545,13 @@ def test_browser_mask_png_grow_shrink_and_upload(page, server, tmp_path, monkeyp
     _upload(pg, "face-mask-file", str(write_png(tmp_path / "rect.png", rect)))
     assert "Mask rect.png loaded" in _wait_text(pg, "face-status", "rect.png")
     _layers_named(pg)
-    old = pg.locator("#face-download a").first.get_attribute("href")
+    pg.click("#face-mask-save")
+    href = _href(pg, "face-mask-download", href)
+    assert np.array_equal(_download(href), rect)
     pg.click("#face-generate")
     assert _wait_text(pg, "face-status", "Edited", "Error").startswith("Edited 100x120")
-    out = _download(_href(pg, "face-download", old))
-    assert np.array_equal(calls[-1][1], rect == 255)
+    out = _download(_href(pg, "face-download"))
+    assert len(calls) == 1 and np.array_equal(calls[0][1], rect == 255)  # = the mask downloaded before
     assert (
         np.array_equal(out[rect == 0], face[rect == 0]) and (out[rect > 0] != face[rect > 0]).any(axis=1).mean() > 0.9
     )

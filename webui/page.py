@@ -436,9 +436,9 @@ def _iterative_editing(c: dict, load_face, out_dir: str, limits: Limits) -> None
             )
         return (*out, status, mode, None)
 
-    # The compare view is emptied first, in its own step: when it changes in the same update as the editor's new
-    # photo, Gradio 6.31's editor stays "processing" and drops the strokes drawn next (seen in Chromium every time
-    # here; test_browser_use_result_as_input_edits_the_result_again).
+    # The compare view is emptied first, in its own step: with it changing in the same update as the editor's new
+    # photo, the strokes drawn next were lost more often (2 of 2 runs vs 1 of 4 in Chromium here).  After a Generate,
+    # Gradio 6.31's editor can still stay "processing" on a new photo, as on a new upload (issue 18 item 2).
     use_btn.click(lambda: None, None, c["face_compare"], api_visibility="private").then(
         use_result,
         c["face_download"],
