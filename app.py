@@ -10,9 +10,10 @@ on a free port); this file launches it under ``@hydra.main``.  API endpoints:
   ``predict.py`` takes them (same size as the image; sketch and colour optional).
 - ``/upscale`` (image, alpha, tile) -> (PNG file, summary).
 
-Face editing: the editor has three layers, one per mode of the official SC-FEGAN GUI (erase = mask, sketch
-lines, colour strokes); the mode buttons select the layer and its brush.  Undo / redo / clear are the editor's
-own.  The result is composited on the uploaded file itself (not on the editor's re-rendered canvas), so outside
+Face editing: the editor has three layers, one per mode of the official SC-FEGAN GUI (mask = its "erase" mode,
+sketch lines, colour strokes); the mode buttons select the layer and its brush.  Undo / redo / clear, the eraser
+(removes strokes), zoom and pan are the editor's own; "Use result as input", the mask as a PNG and grow / shrink
+make editing iterative.  The result is composited on the uploaded file itself (not on the editor's re-rendered canvas), so outside
 the mask it equals the upload bit for bit.
 """
 

@@ -6,7 +6,7 @@
 (the command users type, on a free local port) and calls ``/edit_face`` through ``gradio_client`` (upload of
 the image, mask, sketch and colour files, the edit, the result's download); ``browser`` drives the same server's
 page in Chromium (Playwright, the system's Chromium as in tests/test_app_server.py): the face uploaded once,
-an erase stroke, then Generate clicked and the result link awaited, once per repeat.  For ``api`` and
+a mask stroke, then Generate clicked and the result link awaited, once per repeat.  For ``api`` and
 ``browser`` the CPU time is the server process's (from /proc), i.e. the app's own work per edit.
 
 What is timed (wall clock, and process CPU time, which on a shared machine says more) is the Generate button's work: read the uploaded PNG, turn three editor layers into mask / sketch /
@@ -49,7 +49,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def inputs(tmp: str, s: int):
-    """A random s x s face PNG, and the editor's three layers (erase / sketch / colour) as the page sends them."""
+    """A random s x s face PNG, and the editor's three layers (mask / sketch / colour) as the page sends them."""
     rng = np.random.default_rng(0)
     face = write_png(os.path.join(tmp, "face.png"), rng.integers(0, 256, (s, s, 3), dtype=np.uint8))
     layers = [np.zeros((s, s, 4), np.uint8) for _ in range(3)]
@@ -176,7 +176,7 @@ def via_browser(args, tmp: str, server: Server) -> tuple[list, list, str]:
             pg.wait_for_timeout(1000)  # the canvas takes the new background
             box = pg.locator("#face-editor canvas").first.bounding_box()
             cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-            pg.mouse.move(cx - 40, cy - 30)  # an erase stroke (the default mode) across the middle
+            pg.mouse.move(cx - 40, cy - 30)  # a mask stroke (the default mode) across the middle
             pg.mouse.down()
             for k in range(9):
                 pg.mouse.move(cx - 40 + 10 * k, cy - 30 + 5 * k)

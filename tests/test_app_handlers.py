@@ -22,7 +22,12 @@ from webui.handlers import (
     Limits,
     edit_face_editor,
     edit_face_files,
+    edited_stem,
+    load_mask_png,
+    mask_png,
     open_image,
+    resize_editor_mask,
+    resize_mask,
     strokes_from_layers,
     upscale_file,
 )
@@ -41,15 +46,15 @@ def store(tmp_path, weights):
 
 
 def _layers(h, w):
-    """Editor layers (RGBA uint8) as Gradio returns them: erase, sketch, colour."""
-    erase, sketch, colour = (np.zeros((h, w, 4), np.uint8) for _ in range(3))
-    erase[20:60, 10:50] = (255, 255, 255, 255)
-    erase[60, 10:50, 3] = 40  # antialiased edge: partial coverage still erases
+    """Editor layers (RGBA uint8) as Gradio returns them: mask, sketch, colour."""
+    mask, sketch, colour = (np.zeros((h, w, 4), np.uint8) for _ in range(3))
+    mask[20:60, 10:50] = (255, 255, 255, 255)
+    mask[60, 10:50, 3] = 40  # antialiased edge: partial coverage still counts
     sketch[30:50, 25, :] = (0, 0, 0, 255)
     sketch[5, 5:20] = (0, 0, 0, 255)  # outside the mask: ignored (reported)
     colour[35:45, 30:40] = (200, 30, 60, 255)
     colour[34, 30:40] = (200, 30, 60, 100)  # faint edge: not a colour stroke
-    return [erase, sketch, colour]
+    return [mask, sketch, colour]
 
 
 def test_strokes_from_layers():
@@ -63,7 +68,7 @@ def test_strokes_from_layers():
     assert not m.any() and s is None and c is None
     m, s, c = strokes_from_layers([], (72, 64))  # an untouched editor
     assert m.shape == (72, 64) and not m.any()
-    with pytest.raises(InputError, match=r"erase layer is 64x72 but the image is 60x72"):
+    with pytest.raises(InputError, match=r"mask layer is 64x72 but the image is 60x72"):
         strokes_from_layers(_layers(72, 64), (72, 60))
 
 
@@ -232,3 +237,104 @@ def test_noise_kind_recorded_in_the_weights_is_used(tmp_path):
     step = functools.partial(run_network, store.face().net, noise="gaussian", seed=1)
     ref = edit_photo(face, mask, sketch, color, step, (128, 128), align=False)
     assert np.array_equal(read_image(out_path).pixels, ref.pixels)
+
+
+# -- iterative editing (issue 18) ---------------------------------------------------------------------------------------
+def _disk_brute(mask: np.ndarray, n: int) -> np.ndarray:
+    """Dilation (n > 0) / erosion (n < 0) by the disk dy^2 + dx^2 <= n^2, straight from the definition (outside the
+    image counts as mask for erosion)."""
+    r = abs(n)
+    h, w = mask.shape
+    pad = np.pad(mask, r, constant_values=n < 0)
+    out = np.zeros_like(mask) if n > 0 else np.ones_like(mask)
+    for dy in range(-r, r + 1):
+        for dx in range(-r, r + 1):
+            if dy * dy + dx * dx <= r * r:
+                shifted = pad[r + dy : r + dy + h, r + dx : r + dx + w]
+                out = out | shifted if n > 0 else out & shifted
+    return out
+
+
+def test_resize_mask_is_disk_dilation_and_erosion():
+    # hand-computed: one pixel grown by 2 is the 13-pixel disk; shrunk by 2 again, its centre alone
+    one = np.zeros((9, 9), bool)
+    one[4, 4] = True
+    disk = resize_mask(one, 2)
+    want = np.zeros((9, 9), bool)
+    want[3:6, 3:6] = True  # the 3x3 block (distances 0, 1, sqrt 2) and the four points at distance 2
+    want[2, 4] = want[6, 4] = want[4, 2] = want[4, 6] = True
+    assert disk.sum() == 13 and np.array_equal(disk, want)
+    assert np.array_equal(resize_mask(disk, -2), one)
+    # a 9x9 square shrunk by 2: the 5x5 centre; a band along the top border shrinks only from below
+    sq = np.zeros((15, 15), bool)
+    sq[3:12, 3:12] = True
+    assert np.array_equal(np.argwhere(resize_mask(sq, -2)).min(0), [5, 5]) and resize_mask(sq, -2).sum() == 25
+    band = np.zeros((10, 10), bool)
+    band[:5] = True
+    assert np.array_equal(resize_mask(band, -2), np.arange(10)[:, None].repeat(10, 1) < 3)
+    # random masks, both ways, against the definition; 0, empty and full are returned unchanged
+    rng = np.random.default_rng(0)
+    m = rng.random((40, 50)) < 0.15
+    m[10:25, 20:40] = True
+    for n in (1, 3, 7, -1, -3):
+        assert np.array_equal(resize_mask(m, n), _disk_brute(m, n)), n
+    assert np.array_equal(resize_mask(m, 0), m)
+    assert not resize_mask(np.zeros((5, 5), bool), 3).any() and resize_mask(np.ones((5, 5), bool), -3).all()
+
+
+def test_mask_png_upload_grow_shrink_in_the_editor(tmp_path):
+    face = random_rgb(72, 64, seed=8)
+    fp = str(write_png(tmp_path / "face.png", face))
+    layers = _layers(72, 64)
+    mask = strokes_from_layers(layers, (72, 64))[0]
+    # download: a PNG the size of the photo, 0 / 255, named after it
+    mp, msg = mask_png(fp, {"layers": layers}, out_dir=tmp_path / "o")
+    assert os.path.basename(mp) == "face_mask.png" and "64x72 PNG" in msg
+    got = read_image(mp)
+    assert got.gray and got.pixels.dtype == np.uint8 and set(np.unique(got.pixels)) == {0, 255}
+    assert np.array_equal(got.pixels == 255, mask)
+    # upload: it becomes the mask layer (opaque white), the sketch and colour layers are kept
+    other = np.zeros((72, 64), np.uint8)
+    other[5:15, 40:60] = 200  # >= half of full scale counts, as predict.py's mask=
+    other[16, 40:60] = 100  # under half: not mask
+    op = str(write_png(tmp_path / "other.png", other))
+    ed, msg = load_mask_png(fp, {"layers": layers}, op)
+    assert "other.png loaded" in msg and ed["background"].shape == (72, 64, 3)
+    assert np.array_equal(ed["layers"][0][..., 3] > 0, other >= 128) and (ed["layers"][0][other >= 128] == 255).all()
+    assert np.array_equal(ed["layers"][1], layers[1]) and np.array_equal(ed["layers"][2], layers[2])
+    m2, s2, c2 = strokes_from_layers(ed["layers"], (72, 64))  # what Generate then reads
+    assert np.array_equal(m2, other >= 128) and s2 is not None and c2 is not None
+    bad = str(write_png(tmp_path / "small.png", other[:50]))
+    with pytest.raises(InputError, match=r"^The mask 'small.png' is 64x50 but the photo 'face.png' is 64x72") as err:
+        load_mask_png(fp, {"layers": layers}, bad)
+    assert "\n" not in str(err.value) and str(tmp_path) not in str(err.value)
+    # grow / shrink: the mask layer only, by a disk
+    ed, msg = resize_editor_mask(fp, {"layers": layers}, 3)
+    assert np.array_equal(ed["layers"][0][..., 3] > 0, resize_mask(mask, 3)) and msg.startswith("Mask grown by 3 px")
+    assert np.array_equal(ed["layers"][1], layers[1])
+    ed, msg = resize_editor_mask(fp, {"layers": layers}, -3)
+    assert np.array_equal(ed["layers"][0][..., 3] > 0, resize_mask(mask, -3)) and "shrunk by 3 px" in msg
+    with pytest.raises(InputError, match="mask is empty"):
+        resize_editor_mask(fp, {"layers": []}, 2)
+    with pytest.raises(InputError, match="between 1 and"):
+        resize_editor_mask(fp, {"layers": layers}, 0)
+
+
+def test_result_names_and_edit_of_an_edit_16_bit(tmp_path, store):
+    assert edited_stem("/x/face.png") == "face_edited"
+    assert edited_stem("face_edited.png") == "face_edited2" and edited_stem("a_edited9.png") == "a_edited10"
+    # "Use result as input": the result file (not a re-rendered canvas) edited again; outside both masks the
+    # original, 16 bits kept; the download names say which edit it is
+    face = random_rgb(72, 64, seed=9, dtype=np.uint16)
+    fp = str(write_png(tmp_path / "face.png", face))
+    m1, m2 = (np.zeros((72, 64, 4), np.uint8) for _ in range(2))
+    m1[10:30, 5:25] = 255
+    m2[40:60, 30:55] = 255
+    r1, _ = edit_face_editor(store, fp, {"layers": [m1]}, out_dir=tmp_path / "o")
+    r2, _ = edit_face_editor(store, r1, {"layers": [m2]}, out_dir=tmp_path / "o")
+    assert (os.path.basename(r1), os.path.basename(r2)) == ("face_edited.png", "face_edited2.png")
+    o1, o2 = read_image(r1).pixels, read_image(r2).pixels
+    keep = (m1[..., 3] == 0) & (m2[..., 3] == 0)
+    assert o2.dtype == np.uint16 and np.array_equal(o2[keep], face[keep])
+    assert np.array_equal(o2[m1[..., 3] > 0], o1[m1[..., 3] > 0])  # the first edit stays
+    assert (o2[m2[..., 3] > 0] != o1[m2[..., 3] > 0]).any(axis=1).mean() > 0.9

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image as PILImage
 
@@ -27,8 +29,10 @@ from inference.tiling import upscale
 from webui.models import ModelStore
 from weights.registry_packages import RegistryPackageError
 
-#: Editor layers, bottom to top: what each one means (app.py names the layers in the same order).
-LAYERS = ("erase", "sketch", "colour")
+#: Editor layers, bottom to top: what each one means (webui/page.py names the layers in the same order).  "mask" is
+#: the region to regenerate (the official GUI's "erase" mode; renamed so it is not taken for the editor's eraser,
+#: which removes strokes).
+LAYERS = ("mask", "sketch", "colour")
 
 
 class InputError(ValueError):
@@ -109,7 +113,7 @@ def preview_rgb8(img: Image) -> np.ndarray:
 def strokes_from_layers(layers, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """(mask, sketch, colour) from the editor's RGBA layers in :data:`LAYERS` order.
 
-    mask: any stroke coverage (alpha > 0), so the erased region is never smaller than drawn; sketch: alpha >= half
+    mask: any stroke coverage (alpha > 0), so the regenerated region is never smaller than drawn; sketch: alpha >= half
     (crisp lines); colour: the stroke's RGB in [0, 1] where alpha >= half, black elsewhere (SC-FEGAN's "no
     colour").  Missing layers count as empty.  Layers of another size than the image are an :class:`InputError`.
     """
@@ -128,7 +132,7 @@ def strokes_from_layers(layers, size: tuple[int, int]) -> tuple[np.ndarray, np.n
                 "from the file box), then draw on it and Generate."
             )
         alpha = a[..., 3] if a.ndim == 3 and a.shape[2] == 4 else np.full(a.shape[:2], 255, np.uint8)
-        if name == "erase":
+        if name == "mask":
             out.append(alpha > 0)
         elif name == "sketch":
             out.append(alpha >= 128)
@@ -188,7 +192,7 @@ def edit(
     detections to reuse (default: :func:`faces_in`, cached per upload; ``face.align: false`` in the config: none)."""
     if not mask.any():
         raise InputError(
-            "Nothing to edit: the mask is empty. Draw over the part to regenerate in 'Erase' mode "
+            "Nothing to edit: the mask is empty. Draw over the part to regenerate in 'Mask' mode "
             "first (sketch and colour strokes only count inside it)."
         )
     fm = store.face()
@@ -227,11 +231,22 @@ def edit(
 
 
 def save_png(pixels: np.ndarray, out_dir: str | os.PathLike, stem: str) -> str:
-    """``inference.images.write_png`` to a fresh name under ``out_dir`` (results of earlier requests are kept)."""
+    """``inference.images.write_png`` as ``<stem>.png`` in a fresh folder under ``out_dir`` (results of earlier
+    requests are kept; the download keeps the plain name, not a time stamp)."""
     stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(stem).stem)[:80] or "image"
-    os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(str(out_dir), f"{stem}_{time.strftime('%H%M%S')}_{os.urandom(3).hex()}.png")
-    return write_png(path, pixels)
+    folder = os.path.join(str(out_dir), f"{time.strftime('%H%M%S')}_{os.urandom(3).hex()}")
+    os.makedirs(folder, exist_ok=True)
+    return write_png(os.path.join(folder, f"{stem}.png"), pixels)
+
+
+def edited_stem(path) -> str:
+    """The result's name for an edit of ``path``: face.png -> face_edited, face_edited.png -> face_edited2, then
+    face_edited3 ... (an edit of an edit, "Use result as input")."""
+    stem = Path(str(path)).stem
+    m = re.fullmatch(r"(.+)_edited(\d*)", stem)
+    if m is None:
+        return f"{stem}_edited"
+    return f"{m.group(1)}_edited{int(m.group(2) or 1) + 1}"
 
 
 def edit_face_files(
@@ -258,7 +273,7 @@ def edit_face_files(
     except (ValueError, FileNotFoundError) as err:
         raise InputError(_short(str(err), mask_path, sketch_path, color_path)) from None
     out, msg = edit(store, image, mask, sketch, color, seed)
-    return save_png(out, out_dir, Path(str(image_path)).stem + "_edited"), msg
+    return save_png(out, out_dir, edited_stem(image_path)), msg
 
 
 def edit_face_editor(
@@ -270,7 +285,7 @@ def edit_face_editor(
     layers = (editor_value or {}).get("layers") if isinstance(editor_value, dict) else None
     mask, sketch, color = strokes_from_layers(layers, image.size)
     out, msg = edit(store, image, mask, sketch, color, seed)
-    return save_png(out, out_dir, Path(str(image_path)).stem + "_edited"), msg
+    return save_png(out, out_dir, edited_stem(image_path)), msg
 
 
 def upscale_file(
@@ -309,3 +324,104 @@ def upscale_file(
         f"{f', tiles of {tile}' if tile else ''}{interp}."
     )
     return save_png(out, out_dir, Path(str(image_path)).stem + f"_x{m.scale}"), msg
+
+
+# -- iterative editing: the mask as a PNG, grown or shrunk, put back into the editor ---------------------------------
+#: Largest grow / shrink step in pixels (a disk of this radius; the distance transform's cost does not depend on it).
+MAX_MASK_STEP = 1024
+
+
+def resize_mask(mask: np.ndarray, n: int) -> np.ndarray:
+    """``mask`` grown (``n > 0``, dilation) or shrunk (``n < 0``, erosion) by ``|n|`` pixels with a disk.
+
+    Grown: every pixel within Euclidean distance ``n`` of a mask pixel.  Shrunk: the mask pixels farther than ``|n|``
+    from every pixel outside the mask; outside the photo counts as mask, so a mask reaching the border is not shrunk
+    from it.  Exact: OpenCV's precise L2 distance transform (Felzenszwalb-Huttenlocher), not an approximate disk kernel.
+    """
+    mask = np.asarray(mask, bool)
+    n = int(n)
+    if n == 0 or not mask.any() or mask.all():
+        return mask.copy()
+    # distance from each nonzero pixel of ``src`` to the nearest zero one (zero pixels: 0)
+    src = (~mask if n > 0 else mask).astype(np.uint8)
+    d = cv2.distanceTransform(src, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    return d <= n if n > 0 else d > -n
+
+
+def mask_layer(mask: np.ndarray) -> np.ndarray:
+    """The editor's mask layer for ``mask``: opaque white where True, transparent elsewhere (RGBA uint8)."""
+    layer = np.zeros((*mask.shape, 4), np.uint8)
+    layer[mask] = 255
+    return layer
+
+
+def editor_with_mask(image: Image, editor_value, mask: np.ndarray) -> dict:
+    """An editor value showing ``image`` with ``mask`` as its mask layer; the sketch and colour layers of
+    ``editor_value`` are kept when they have the image's size (else they start empty)."""
+    layers = (editor_value or {}).get("layers") if isinstance(editor_value, dict) else None
+    layers = list(layers or [])
+    kept = []
+    for i in (1, 2):
+        a = layers[i] if i < len(layers) else None
+        a = None if a is None else np.asarray(a)
+        ok = a is not None and a.ndim == 3 and a.shape[2] == 4 and a.shape[:2] == mask.shape
+        kept.append(a if ok else np.zeros((*mask.shape, 4), np.uint8))
+    return {"background": preview_rgb8(image), "layers": [mask_layer(mask), *kept], "composite": None}
+
+
+def _editor_mask(image: Image, editor_value) -> np.ndarray:
+    layers = (editor_value or {}).get("layers") if isinstance(editor_value, dict) else None
+    return strokes_from_layers(layers, image.size)[0]
+
+
+def mask_png(image_path, editor_value, out_dir: str = ".", limits: Limits | None = None) -> tuple[str, str]:
+    """ "Download mask": the editor's mask layer as a PNG the size of the photo (uint8, 255 = regenerate, 0 = keep),
+    the file ``predict.py mask=`` and ``/edit_face`` take -> (PNG path, summary)."""
+    limits = limits or Limits()
+    image = open_image(image_path, "face image", limits.max_pixels_face, limits)
+    mask = _editor_mask(image, editor_value)
+    h, w = image.size
+    path = save_png(mask.astype(np.uint8) * 255, out_dir, Path(str(image_path)).stem + "_mask")
+    return path, f"Mask of {_name(image_path)}: {w}x{h} PNG, {mask.mean():.1%} of the pixels white (regenerated)."
+
+
+def load_mask_png(image_path, editor_value, mask_path, limits: Limits | None = None) -> tuple[dict, str]:
+    """A mask file (white = regenerate: any channel at least half of full scale, as ``predict.py``) becomes the
+    editor's mask layer; it must have the photo's size.  -> (editor value, summary)."""
+    limits = limits or Limits()
+    image = open_image(image_path, "face image", limits.max_pixels_face, limits)
+    if mask_path is None or str(mask_path) == "":
+        raise InputError("No mask file: upload a PNG the size of the photo (white = regenerate).")
+    m = open_image(mask_path, "mask", limits.max_pixels_face, limits)
+    h, w = image.size
+    if m.size != image.size:
+        raise InputError(
+            f"The mask {_name(mask_path)!r} is {m.size[1]}x{m.size[0]} but the photo {_name(image_path)!r} is "
+            f"{w}x{h} (width x height): upload a mask of the photo's size."
+        )
+    p = m.pixels if m.gray else m.pixels[..., :3].max(axis=2)
+    mask = p.astype(np.float32) >= 0.5 * m.full  # as inference.images.read_mask (predict.py mask=)
+    return editor_with_mask(image, editor_value, mask), (
+        f"Mask {_name(mask_path)} loaded: {mask.mean():.1%} of the pixels (Mask layer; sketch and colour kept)."
+    )
+
+
+def resize_editor_mask(image_path, editor_value, n, limits: Limits | None = None) -> tuple[dict, str]:
+    """ "Grow" (``n > 0``) / "Shrink" (``n < 0``) the editor's mask layer by ``|n|`` pixels (:func:`resize_mask`)
+    -> (editor value, summary); the sketch and colour layers are kept."""
+    limits = limits or Limits()
+    try:
+        n = int(n)
+    except (TypeError, ValueError):
+        raise InputError(f"The number of pixels must be a whole number, got {n!r}.") from None
+    if n == 0 or abs(n) > MAX_MASK_STEP:
+        raise InputError(f"The number of pixels must be between 1 and {MAX_MASK_STEP}, got {abs(n)}.")
+    image = open_image(image_path, "face image", limits.max_pixels_face, limits)
+    mask = _editor_mask(image, editor_value)
+    if not mask.any():
+        raise InputError("The mask is empty: draw it in 'Mask' mode or upload a mask PNG first.")
+    out = resize_mask(mask, n)
+    verb = "grown" if n > 0 else "shrunk"
+    return editor_with_mask(image, editor_value, out), (
+        f"Mask {verb} by {abs(n)} px: {mask.mean():.1%} -> {out.mean():.1%} of the pixels."
+    )

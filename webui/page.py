@@ -7,12 +7,14 @@
   ``predict.py`` takes them (same size as the image; sketch and colour optional).
 - ``/upscale`` (image, alpha, tile) -> (PNG file, summary).
 
-Face editing: the editor has three layers, one per mode of the official SC-FEGAN GUI (erase = mask, sketch
-lines, colour strokes); the mode buttons select the layer and its brush.  Undo / redo / clear are the editor's
-own.  The result is composited on the uploaded file itself (not on the editor's re-rendered canvas), so outside
-the mask it equals the upload bit for bit.
+Face editing: the editor has three layers, one per mode of the official SC-FEGAN GUI (mask = its "erase" mode,
+sketch lines, colour strokes); the mode buttons select the layer and its brush.  Undo / redo / clear, the eraser
+(removes strokes), zoom and pan are the editor's own.  Iterative editing: "Use result as input", the mask as a
+PNG (download / upload), grow / shrink the mask.  The result is composited on the uploaded file itself (not on the
+editor's re-rendered canvas), so outside the mask it equals the upload bit for bit.
 """
 
+import json
 import logging
 import os
 import re
@@ -28,17 +30,21 @@ from webui.handlers import (
     Limits,
     edit_face_editor,
     edit_face_files,
+    load_mask_png,
+    mask_png,
     open_image,
     preview_rgb8,
+    resize_editor_mask,
     upscale_file,
 )
 from webui.models import MissingWeights, ModelStore
 
 log = logging.getLogger(__name__)
 
-# Modes of the official GUI = layers of the editor, bottom to top (webui.handlers.LAYERS).  In the erase and
-# sketch layers any stroke counts whatever its colour; in the colour layer the stroke's colour is the input.
-MODES = {"Erase": "erase", "Sketch": "sketch", "Colour": "colour"}
+# Modes of the official GUI = layers of the editor, bottom to top (webui.handlers.LAYERS).  In the mask and
+# sketch layers any stroke counts whatever its colour; in the colour layer the stroke's colour is the input.  The
+# official GUI calls the mask mode "erase"; here that name would be taken for the editor's eraser (removes strokes).
+MODES = {"Mask": "mask", "Sketch": "sketch", "Colour": "colour"}
 LAYER_NAMES = list(MODES.values())
 # One brush for all modes: changing the brush from the server re-renders the editor, and strokes drawn while it
 # re-initialises are lost (observed with Gradio 6.31 on a loaded machine), so the mode buttons only switch layers
@@ -54,8 +60,8 @@ BRUSH = gr.Brush(
 # the mode's brush colour among the swatches, as clicks in the page (Gradio 6.31's editor DOM; the browser test
 # checks both).
 _SELECT_LAYER_JS = """(mode) => {
-  const idx = {"Erase": 1, "Sketch": 2, "Colour": 3}[mode];
-  const want = {"Erase": "rgb(255, 255, 255)", "Sketch": "rgb(0, 0, 0)", "Colour": "rgb(224, 172, 138)"}[mode];
+  const idx = {"Mask": 1, "Sketch": 2, "Colour": 3}[mode];
+  const want = {"Mask": "rgb(255, 255, 255)", "Sketch": "rgb(0, 0, 0)", "Colour": "rgb(224, 172, 138)"}[mode];
   const root = document.querySelector('#face-editor');
   if (!root) return mode;
   const q = (sel) => root.querySelector(sel);
@@ -70,7 +76,7 @@ _SELECT_LAYER_JS = """(mode) => {
     b.click();
     setTimeout(() => {
       if (isOpen() && toggle()) toggle().click();
-      // 2. the mode's default brush colour (white erase, black sketch, a skin tone for colour)
+      // 2. the mode's default brush colour (white mask, black sketch, a skin tone for colour)
       const c = q('button[aria-label="Color"]');
       if (!c || c.style.color === want) return;
       c.click();
@@ -92,13 +98,36 @@ _SELECT_LAYER_JS = """(mode) => {
   return mode;
 }"""
 
+# An editor value with layers (a mask set by the server: grow / shrink / upload) makes Gradio 6.31's editor replace
+# its layers by unnamed ones, each called "Layer 1" (its add_layers_from_url); window.editor is the editor object (the
+# page has one ImageEditor).
+# This gives them the mode names back once they are there (they load asynchronously; up to 10 s).
+_NAME_LAYERS_JS = """() => {
+  const names = NAMES;
+  const fix = (tries) => {
+    const m = window.editor && window.editor.layer_manager;
+    const ls = m ? m.layers : [];
+    if (ls.length === names.length && ls.some((l) => l.name === 'Layer 1')) {
+      ls.forEach((l, i) => { l.name = names[i]; l.user_created = false; });
+      m.layer_store.update((s) => ({...s, layers: ls}));
+      return;
+    }
+    if (tries > 0) setTimeout(() => fix(tries - 1), 50);
+  };
+  fix(200);
+}""".replace("NAMES", json.dumps(LAYER_NAMES))
+
 
 HELP_FACE = """**Face editing (SC-FEGAN).** Upload a face or pick a sample, then draw:
-**Erase** paints the region to regenerate (the mask), **Sketch** draws edge lines, **Colour** paints colour
+**Mask** paints the region to regenerate, **Sketch** draws edge lines, **Colour** paints colour
 strokes; each mode is a layer of the editor and picks a default brush colour (white, black, a skin tone).
-Other colours and the brush size: the buttons left of the canvas. Sketch and colour only count inside the
-erased region, as in the paper. Undo, redo and clear are at the editor's top right. **Generate** shows the result
-next to the input and in the compare view; the PNG is outside the mask identical to your upload."""
+Other colours and the brush size: the buttons left of the canvas; the editor's **eraser** (below the brush) removes
+strokes from the current layer, it does not paint the mask. Sketch and colour only count inside the
+mask, as in the paper. Undo, redo and clear are at the editor's top right; **zoom** with its magnifiers, its %
+menu or Alt + mouse wheel, **pan** with the hand tool (then the brush again) or the mouse wheel.
+**Generate** shows the result next to the input and in the compare view; the PNG is outside the mask identical to
+your upload. **Use result as input** edits the result again (strokes cleared); the mask can be grown or shrunk,
+downloaded and uploaded as a PNG of the photo's size (white = regenerate)."""
 
 HELP_SR = """**Super-resolution (ESRGAN).** Upload an image and press **Upscale**. With PSNR and GAN weights
 loaded, the slider blends them (network interpolation, paper Eq. 4: (1 - alpha) * PSNR + alpha * GAN) and the
@@ -137,21 +166,21 @@ def build_app(cfg: DictConfig) -> gr.Blocks:
     # must never be the result of another image (or of other strokes) than the one on the page.
     def load_face(path):
         if not path:
-            return None, None, None, None, None, "", "Erase"
+            return None, None, None, None, None, "", "Mask"
         try:
             img = open_image(path, "face image", limits.max_pixels_face, limits)
         except InputError as err:
-            return None, None, None, None, None, f"**Error:** {public(str(err))}", "Erase"
+            return None, None, None, None, None, f"**Error:** {public(str(err))}", "Mask"
         h, w = img.size
-        editor = {"background": preview_rgb8(img), "layers": [], "composite": None}  # a new editor starts on erase
+        editor = {"background": preview_rgb8(img), "layers": [], "composite": None}  # a new editor starts on mask
         return (
             path,
             editor,
             None,
             None,
             None,
-            f"Loaded {os.path.basename(path)} ({w}x{h}). Draw in Erase mode, then Generate.",
-            "Erase",
+            f"Loaded {os.path.basename(path)} ({w}x{h}). Draw in Mask mode, then Generate.",
+            "Mask",
         )
 
     def restore_photo(path):
@@ -164,7 +193,7 @@ def build_app(cfg: DictConfig) -> gr.Blocks:
         except InputError as err:
             return gr.skip(), f"**Error:** {public(str(err))}"
         editor = {"background": preview_rgb8(img), "layers": [], "composite": None}
-        return editor, f"Strokes cleared; {os.path.basename(path)} is still loaded. Draw in Erase mode, then Generate."
+        return editor, f"Strokes cleared; {os.path.basename(path)} is still loaded. Draw in Mask mode, then Generate."
 
     def generate(path, editor, seed):
         try:
@@ -222,7 +251,7 @@ def build_app(cfg: DictConfig) -> gr.Blocks:
                     face_file = gr.File(label="Face image", file_types=["image"], type="filepath", elem_id="face-file")
                     if samples:
                         gr.Examples([[s] for s in samples], inputs=[face_file], label="Samples")
-                    mode = gr.Radio(list(MODES), value="Erase", label="Mode", elem_id="face-mode")
+                    mode = gr.Radio(list(MODES), value="Mask", label="Mode", elem_id="face-mode")
                     seed = gr.Number(value=int(cfg.face.seed), precision=0, label="Noise seed")
                     gen_btn = gr.Button("Generate", variant="primary", elem_id="face-generate")
                     face_status = gr.Markdown(elem_id="face-status")
@@ -272,6 +301,21 @@ def build_app(cfg: DictConfig) -> gr.Blocks:
                 [face_out, face_compare, face_download, face_status],
                 api_visibility="private",
                 concurrency_id="face",
+            )
+            _iterative_editing(
+                dict(
+                    face_file=face_file,
+                    face_path=face_path,
+                    editor=editor,
+                    face_out=face_out,
+                    face_compare=face_compare,
+                    face_download=face_download,
+                    face_status=face_status,
+                    mode=mode,
+                ),
+                load_face,
+                out_dir,
+                limits,
             )
 
         with gr.Tab("Super-resolution", id="sr"):
@@ -355,6 +399,97 @@ def build_app(cfg: DictConfig) -> gr.Blocks:
     return demo
 
 
+def _iterative_editing(c: dict, load_face, out_dir: str, limits: Limits) -> None:
+    """Issue 18, iterative editing: "Use result as input", grow / shrink the mask, the mask as a PNG (download /
+    upload).  ``c``: the face tab's components by name; ``load_face``: what a new upload does (its outputs are
+    face_path, editor, face_out, face_compare, face_download, face_status, mode)."""
+    loaded = [c[k] for k in ("face_path", "editor", "face_out", "face_compare", "face_download", "face_status")]
+    with gr.Row(elem_id="face-iterate"):
+        with gr.Column(scale=1, min_width=220):
+            use_btn = gr.Button("Use result as input", elem_id="face-use-result")
+            grow_n = gr.Number(
+                value=8, precision=0, minimum=1, label="Grow / shrink by (pixels)", elem_id="face-grow-n"
+            )
+            with gr.Row():
+                grow_btn = gr.Button("Grow mask", size="sm", elem_id="face-grow")
+                shrink_btn = gr.Button("Shrink mask", size="sm", elem_id="face-shrink")
+        with gr.Column(scale=2):
+            mask_upload = gr.File(
+                label="Upload a mask (PNG of the photo's size, white = regenerate)",
+                file_types=["image"],
+                type="filepath",
+                elem_id="face-mask-file",
+            )
+        with gr.Column(scale=2):
+            mask_btn = gr.Button("Download mask", elem_id="face-mask-save")
+            mask_download = gr.File(label="Mask PNG", interactive=False, elem_id="face-mask-download")
+
+    def use_result(result):
+        """The composited full-resolution result PNG (the download, not the editor's canvas) becomes the photo."""
+        if not result:
+            return (*(gr.skip(),) * 5, "**Error:** No result yet: Generate first.", gr.skip(), gr.skip())
+        *out, status, mode = load_face(result)
+        if out[0] is not None:
+            status = (
+                f"The result {os.path.basename(result)} is now the input; the strokes are cleared. Draw in Mask "
+                "mode, then Generate to edit it again."
+            )
+        return (*out, status, mode, None)
+
+    # The compare view is emptied first, in its own step: with it changing in the same update as the editor's new
+    # photo, the strokes drawn next were lost more often (2 of 2 runs vs 1 of 4 in Chromium here).  After a Generate,
+    # Gradio 6.31's editor can still stay "processing" on a new photo, as on a new upload (issue 18 item 2).
+    use_btn.click(lambda: None, None, c["face_compare"], api_visibility="private").then(
+        use_result,
+        c["face_download"],
+        [*loaded, c["mode"], mask_download],
+        api_visibility="private",
+        concurrency_id="face",
+    )
+
+    def run(fn, *args):
+        try:
+            value, msg = fn(*args)
+        except Exception as err:  # noqa: BLE001  (shown on the page)
+            return gr.skip(), f"**Error:** {_fail(err, 'The mask')}"
+        return value, msg
+
+    def resize(sign):
+        return lambda path, ed, n: (*run(resize_editor_mask, path, ed, sign * int(n or 0), limits), "Mask")
+
+    for btn, sign in ((grow_btn, 1), (shrink_btn, -1)):
+        btn.click(
+            resize(sign),
+            [c["face_path"], c["editor"], grow_n],
+            [c["editor"], c["face_status"], c["mode"]],
+            api_visibility="private",
+        ).then(None, None, None, js=_NAME_LAYERS_JS)
+    mask_upload.upload(
+        lambda path, ed, m: (*run(load_mask_png, path, ed, m, limits), "Mask"),
+        [c["face_path"], c["editor"], mask_upload],
+        [c["editor"], c["face_status"], c["mode"]],
+        api_visibility="private",
+    ).then(None, None, None, js=_NAME_LAYERS_JS)
+    mask_btn.click(
+        lambda path, ed: run(mask_png, path, ed, out_dir, limits),
+        [c["face_path"], c["editor"]],
+        [mask_download, c["face_status"]],
+        api_visibility="private",
+    )
+    # a new photo: the mask file of the previous one goes (in the browser, no round trip)
+    c["face_file"].change(None, None, [mask_download, mask_upload], js="() => [null, null]")
+
+
+# gr.File shows a name as stem + extension and cuts the stem with an ellipsis: in the narrow upload column only
+# ".png" was left (issue 18).  The whole name wraps instead (font-size 0 on the cell drops the blank between the two
+# spans), with the size link below it when the row is too narrow.
+APP_CSS = """
+.file-preview tr.file { display: flex; flex-wrap: wrap; }
+.file-preview td.filename { display: block; flex: 1 1 auto; min-width: 0; overflow-wrap: anywhere; font-size: 0; }
+.file-preview td.filename > span { font-size: var(--body-text-size); white-space: normal; overflow: visible; }
+"""
+
+
 def launch_kwargs(cfg: DictConfig, demo: gr.Blocks) -> dict:
     """Arguments of ``demo.launch``: local address, no public link unless asked, upload size limit."""
     allowed = [demo.out_dir, str(cfg.paths.demo_data_dir)]
@@ -365,4 +500,5 @@ def launch_kwargs(cfg: DictConfig, demo: gr.Blocks) -> dict:
         max_file_size=f"{float(cfg.limits.max_upload_mb):g}mb",
         allowed_paths=allowed,
         show_error=False,
+        css=APP_CSS,
     )
