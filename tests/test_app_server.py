@@ -165,6 +165,13 @@ def _upload(pg, elem_id: str, path: str) -> None:
     pg.locator(f"#{elem_id} input[type=file]").set_input_files(path)
 
 
+def _editor_ready(pg) -> None:
+    """After an upload the editor is covered (drawing blocked) until it shows the new photo (issue 18 item 2)."""
+    pg.wait_for_function(
+        "() => document.querySelector('#face-editor canvas') && !document.querySelector('#face-editor-busy')"
+    )
+
+
 def _image_box(pg, elem_id: str, hw) -> dict:
     """Where the image lies on the page: the editor shows it centred in its canvas at the zoom it displays."""
     canvas = pg.locator(f"#{elem_id} canvas").first.bounding_box()
@@ -220,7 +227,7 @@ def test_browser_face_edit(page, server, tmp_path, monkeypatch):
     fp = str(write_png(tmp_path / "face.png", face))
     _upload(pg, "face-file", fp)
     assert "Loaded face.png (100x120)" in _wait_text(pg, "face-status", "Loaded face.png", "Error")
-    pg.wait_for_timeout(500)  # the canvas takes the new background
+    _editor_ready(pg)  # the canvas takes the new background
     img_box = _image_box(pg, "face-editor", face.shape[:2])
     _stroke(pg, img_box, 0.50, 0.25, 0.50, 0.45)  # Erase (the default mode)
     _stroke(pg, img_box, 0.10, 0.90, 0.12, 0.92)  # a stray stroke ...
@@ -291,7 +298,7 @@ def test_browser_new_upload_then_failed_run_leaves_no_stale_result(page, server,
     a = random_rgb(120, 100, seed=11)
     _upload(pg, "face-file", str(write_png(tmp_path / "a.png", a)))
     _wait_text(pg, "face-status", "Loaded a.png", "Error")
-    pg.wait_for_timeout(500)  # the canvas takes the new background
+    _editor_ready(pg)  # the canvas takes the new background
     _stroke(pg, _image_box(pg, "face-editor", a.shape[:2]), 0.5, 0.3, 0.5, 0.6)
     pg.click("#face-generate")
     assert _wait_text(pg, "face-status", "Edited", "Error").startswith("Edited 100x120")
@@ -348,7 +355,7 @@ def test_browser_editor_clear_keeps_the_photo(page, server, tmp_path):
     face = random_rgb(120, 100, seed=21)
     _upload(pg, "face-file", str(write_png(tmp_path / "c.png", face)))
     _wait_text(pg, "face-status", "Loaded c.png", "Error")
-    pg.wait_for_timeout(500)  # the canvas takes the new background
+    _editor_ready(pg)  # the canvas takes the new background
     box = _image_box(pg, "face-editor", face.shape[:2])
     _stroke(pg, box, 0.2, 0.2, 0.3, 0.3)
     labels = pg.eval_on_selector_all("#face-editor button", "bs => bs.map(b => b.getAttribute('aria-label'))")
@@ -364,3 +371,56 @@ def test_browser_editor_clear_keeps_the_photo(page, server, tmp_path):
     out = _download(pg.locator("#face-download a").first.get_attribute("href"))
     changed = (out != face).any(axis=2)
     assert changed.any() and not changed[: int(0.15 * 120), : int(0.4 * 100)].any()  # the cleared stroke is gone
+
+
+def test_browser_slow_upload_strokes_reach_generate_without_uploads(page, server, tmp_path, monkeypatch):
+    """Issue 18 items 2 and 5, with a slow upload and a slow stroke channel simulated (Playwright route delays): the
+    editor is covered while the photo loads (a press there draws nothing); a stroke drawn once it shows the photo
+    and Generate clicked at once both reach the edit; a Generate click uploads nothing (the strokes went to the
+    server as they were drawn) and sends one request."""
+    import time
+
+    import webui.handlers as handlers
+
+    seen = []
+    real_edit = handlers.edit
+
+    def spy(store, image, mask, sketch=None, color=None, seed=0, noise=None):
+        seen.append(mask)
+        return real_edit(store, image, mask, sketch, color, seed, noise)
+
+    monkeypatch.setattr(handlers, "edit", spy)
+    pg = page
+
+    def slow(route):
+        time.sleep(1.0)
+        route.continue_()
+
+    for pattern in ("**/gradio_api/upload**", "**/gradio_api/file=**", "**/gradio_api/component_server**"):
+        pg.route(pattern, slow)
+    requests = []
+    pg.on("request", lambda r: requests.append(r.url))
+    face = random_rgb(120, 100, seed=31)
+    _upload(pg, "face-file", str(write_png(tmp_path / "slow.png", face)))
+    pg.wait_for_selector("#face-editor-busy")  # covered while the photo travels
+    _wait_text(pg, "face-status", "Loaded slow.png", "Error")
+    _editor_ready(pg)
+    box = _image_box(pg, "face-editor", face.shape[:2])
+    _stroke(pg, box, 0.5, 0.25, 0.5, 0.6)
+    requests.clear()
+    pg.click("#face-generate")  # at once: the stroke's layers are still on their way
+    msg = _wait_text(pg, "face-status", "Edited", "Error")
+    assert msg.startswith("Edited 100x120"), msg
+    assert seen and seen[-1][int(0.4 * 120), 50], "the stroke drawn just before Generate is missing"
+    uploads = [u for u in requests if "/gradio_api/upload" in u]
+    assert uploads == [], uploads  # main: 10 to 35 uploads of the editor's layers per click
+    # a second click, nothing drawn in between: one request, no upload, no layer traffic
+    pg.wait_for_selector("#face-download a")
+    requests.clear()
+    pg.click("#face-generate")
+    _wait_text(pg, "face-status", "Edited")
+    pg.wait_for_timeout(300)
+    assert [u for u in requests if "/gradio_api/upload" in u or "component_server" in u] == []
+    assert sum("/queue/join" in u for u in requests) == 1
+    out = _download(pg.locator("#face-download a").first.get_attribute("href"))
+    assert np.array_equal(out[~seen[-1]], face[~seen[-1]])

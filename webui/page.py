@@ -23,6 +23,15 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline machines: 
 import gradio as gr
 from omegaconf import DictConfig, OmegaConf
 
+from webui.editor import (
+    COMMIT_JS,
+    EDITOR_HEAD,
+    LOADED_JS,
+    LOADING_JS,
+    WAIT_FOR_STROKES_JS,
+    StrokeStore,
+    send_strokes_to,
+)
 from webui.handlers import (
     InputError,
     Limits,
@@ -166,9 +175,16 @@ def build_app(cfg: DictConfig) -> gr.Blocks:
         editor = {"background": preview_rgb8(img), "layers": [], "composite": None}
         return editor, f"Strokes cleared; {os.path.basename(path)} is still loaded. Draw in Erase mode, then Generate."
 
-    def generate(path, editor, seed):
+    # The editor's layers reach the server after each stroke (webui.editor): Generate sends no image data.
+    strokes = StrokeStore(len(LAYER_NAMES))
+
+    def reset_strokes(request: gr.Request):
+        strokes.reset(request.session_hash)
+
+    def generate(path, seed, request: gr.Request):
         try:
-            out, msg = edit_face_editor(store, path, editor, int(seed or 0), out_dir, limits)
+            layers = strokes.layers(request.session_hash)
+            out, msg = edit_face_editor(store, path, {"layers": layers}, int(seed or 0), out_dir, limits)
         except Exception as err:  # noqa: BLE001  (shown on the page)
             return None, None, None, f"**Error:** {_fail(err, 'Editing')}"
         return out, (path, out), out, msg
@@ -229,6 +245,7 @@ def build_app(cfg: DictConfig) -> gr.Blocks:
                 with gr.Column(scale=3):
                     editor = gr.ImageEditor(
                         label="Input (draw here)",
+                        interactive=True,  # no event takes it as an input any more (webui.editor)
                         type="numpy",
                         image_mode="RGBA",
                         sources=(),
@@ -239,6 +256,7 @@ def build_app(cfg: DictConfig) -> gr.Blocks:
                         elem_id="face-editor",
                         height=520,
                     )
+                    send_strokes_to(editor, strokes)
                 with gr.Column(scale=3):
                     face_out = gr.Image(
                         label="Result",
@@ -263,15 +281,26 @@ def build_app(cfg: DictConfig) -> gr.Blocks:
                 face_file,
                 [face_path, editor, face_out, face_compare, face_download, face_status, mode],
                 api_visibility="private",
+                show_progress_on=[face_status],  # never the editor (webui.editor: uploads)
+            ).then(None, None, None, js=LOADED_JS)  # the editor stays covered until it shows the photo
+            face_file.change(reset_strokes, None, None, js=LOADING_JS, api_visibility="private", queue=False)
+            editor.clear(reset_strokes, None, None, api_visibility="private", queue=False)
+            editor.change(None, None, None, js=COMMIT_JS)  # makes the editor send its layers after each stroke
+            editor.clear(
+                restore_photo,
+                face_path,
+                [editor, face_status],
+                api_visibility="private",
+                show_progress_on=[face_status],
             )
-            editor.clear(restore_photo, face_path, [editor, face_status], api_visibility="private")
             mode.change(None, mode, None, js=_SELECT_LAYER_JS, api_visibility="private")
             gen_btn.click(
                 generate,
-                [face_path, editor, seed],
+                [face_path, seed],
                 [face_out, face_compare, face_download, face_status],
                 api_visibility="private",
                 concurrency_id="face",
+                js=WAIT_FOR_STROKES_JS,  # the last stroke's layers first
             )
 
         with gr.Tab("Super-resolution", id="sr"):
@@ -365,4 +394,5 @@ def launch_kwargs(cfg: DictConfig, demo: gr.Blocks) -> dict:
         max_file_size=f"{float(cfg.limits.max_upload_mb):g}mb",
         allowed_paths=allowed,
         show_error=False,
+        head=EDITOR_HEAD,  # the face editor's page script (webui.editor)
     )
