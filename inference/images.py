@@ -152,13 +152,17 @@ def quantize(x01: np.ndarray, full: float) -> np.ndarray:
     return np.round(np.clip(x01, 0, 1) * 65535.0).astype(np.uint16)
 
 
-def write_png(path: str | os.PathLike, pixels: np.ndarray) -> str:
-    """Write gray / RGB / RGBA uint8 or uint16 pixels as PNG (channel order converted for OpenCV)."""
+def write_png(path: str | os.PathLike, pixels: np.ndarray, in_place: bool = False) -> str:
+    """Write gray / RGB / RGBA uint8 or uint16 pixels as PNG (channel order converted for OpenCV).
+
+    ``in_place``: convert the channel order inside ``pixels`` (a contiguous array the caller gives up) instead of
+    a copy: for large results, whose copy would double the memory."""
     path = str(path)
+    in_place = in_place and pixels.flags.c_contiguous and pixels.flags.writeable
     if pixels.ndim == 3 and pixels.shape[2] == 3:
-        pixels = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)
+        pixels = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR, dst=pixels if in_place else None)
     elif pixels.ndim == 3 and pixels.shape[2] == 4:
-        pixels = cv2.cvtColor(pixels, cv2.COLOR_RGBA2BGRA)
+        pixels = cv2.cvtColor(pixels, cv2.COLOR_RGBA2BGRA, dst=pixels if in_place else None)
     ok, buf = cv2.imencode(".png", np.ascontiguousarray(pixels))
     if not ok:
         raise OSError(f"cannot encode {path!r} as PNG")

@@ -126,9 +126,13 @@ def test_bad_input_messages(tmp_path, store):
         edit_face_editor(store, None, {"layers": []}, out_dir=tmp_path)
     with pytest.raises(InputError, match=r"alpha must be in \[0, 1\]"):
         upscale_file(store, face_p, alpha=1.5, out_dir=tmp_path)
-    huge = write_png(tmp_path / "huge.png", np.zeros((1100, 1000, 3), np.uint8))
-    with pytest.raises(InputError, match="huge.png' is 1000x1100"):
-        upscale_file(store, str(huge), out_dir=tmp_path)  # default SR limit: 1 megapixel
+    huge = write_png(tmp_path / "huge.png", np.zeros((4097, 4096, 3), np.uint8))  # one row over 16 MP
+    with pytest.raises(
+        InputError,
+        match=r"huge.png' is 4096x4097 \(16.8 megapixels\); this app accepts at most "
+        r"16.8 megapixels here \(app limits.max_pixels_sr\)",
+    ):
+        upscale_file(store, str(huge), out_dir=tmp_path)  # refused from the header, before decoding
 
 
 def test_upscale_interpolation_is_eq4_and_tiles_are_exact(tmp_path, store, weights):
@@ -232,3 +236,58 @@ def test_noise_kind_recorded_in_the_weights_is_used(tmp_path):
     step = functools.partial(run_network, store.face().net, noise="gaussian", seed=1)
     ref = edit_photo(face, mask, sketch, color, step, (128, 128), align=False)
     assert np.array_equal(read_image(out_path).pixels, ref.pixels)
+
+
+@pytest.mark.slow
+def test_upscale_photo_over_1mp_tile_by_tile_with_progress(tmp_path, store):
+    """Issue 18: a photo over the old 1 MP limit is accepted by default and upscaled in tiles of
+    ``limits.sr_auto_tile`` (tile 0 = automatic), one progress call per tile."""
+    img = random_rgb(1000, 1100, seed=8)  # 1.1 MP
+    p = str(write_png(tmp_path / "photo.png", img))
+    calls = []
+    out_path, msg = upscale_file(
+        store, p, alpha=1.0, tile=0, out_dir=tmp_path, progress=lambda d, n: calls.append((d, n))
+    )
+    assert calls == [(k, 6) for k in range(1, 7)]  # 2 x 3 tiles of 512
+    out = read_image(out_path).pixels
+    assert out.shape == (4000, 4400, 3) and out.dtype == np.uint8
+    assert "x4: 1100x1000 -> 4400x4000" in msg and "tiles of 512" in msg
+
+
+def test_upscale_tiles_equal_whole_image_gray_rgba_and_outscale(tmp_path):
+    """``upscale_tiles`` (the SR tab's memory-bounded path) equals ``upscale`` up to float rounding, for gray, RGB
+    and RGBA inputs and with the weights' own resize (outscale 2 and 3)."""
+    from app_fixtures import tiny_sr_net
+
+    from inference.tiling import upscale_tiles
+
+    net = tiny_sr_net(3)
+    rng = np.random.default_rng(9)
+    for shape in ((37, 41), (50, 44, 3), (50, 44, 4)):
+        img = Image(rng.integers(0, 256, shape, dtype=np.uint8), 255.0, "x.png")
+        for outscale in (None, 2, 3):
+            ref = upscale(net, img, 4, torch.device("cpu"), tile=0, outscale=outscale)
+            got = upscale_tiles(net, img, 4, torch.device("cpu"), tile=16, outscale=outscale)
+            assert got.shape == ref.shape and got.dtype == ref.dtype, (shape, outscale)
+            assert np.abs(got.astype(int) - ref.astype(int)).max() <= 1, (shape, outscale)
+
+
+def test_sr_tab_applies_the_weights_outscale(tmp_path):
+    """Weights recording ``meta["outscale"]`` (realesr-animevideov3-x2 / -x3: the x4 network, then a bicubic
+    resize) give results at that scale on the SR tab, as with predict.py."""
+    from app_fixtures import tiny_sr_net
+
+    from weights.io import save_generator_file
+    from weights.layouts import rrdbnet_config
+
+    net = tiny_sr_net(4)
+    wp = save_generator_file(tmp_path / "x2.pth", net, rrdbnet_config(net.state_dict()), {"outscale": 2})
+    store = ModelStore(compose_cfg(tmp_path, ["device=cpu", f"sr_weights={wp}"], config_name="app"))
+    assert store.sr().outscale == 2 and store.sr().out_scale == 2
+    img = random_rgb(30, 26, seed=10)
+    p = str(write_png(tmp_path / "lr.png", img))
+    out_path, msg = upscale_file(store, p, tile=8, out_dir=tmp_path)
+    ref = upscale(net, Image(img, 255.0, p), 4, torch.device("cpu"), tile=0, outscale=2)
+    out = read_image(out_path).pixels
+    assert out.shape == (60, 52, 3) and np.abs(out.astype(int) - ref.astype(int)).max() <= 1
+    assert msg.startswith("x2 (x4 network, then bicubic): 26x30 -> 52x60") and out_path.endswith(".png")

@@ -111,8 +111,10 @@ next to the input and in the compare view; the PNG is outside the mask identical
 
 HELP_SR = """**Super-resolution (ESRGAN).** Upload an image and press **Upscale**. With PSNR and GAN weights
 loaded, the slider blends them (network interpolation, paper Eq. 4: (1 - alpha) * PSNR + alpha * GAN) and the
-result is recomputed when you release it. Tiles bound the memory; with the default padding the tiled result
-equals the untiled one."""
+result is recomputed when you release it. Large photos (up to the app's `limits.max_pixels_sr`) are upscaled
+tile by tile with a progress bar: the memory is bounded by the tile (plus the result itself); with the default
+padding the tiled result equals the untiled one. Weights that end with their own resize (e.g.
+`realesr-animevideov3-x2`) give results at that scale."""
 
 
 # Absolute server-side paths (weights, temporary uploads, run folders): the page and its /config show only the file
@@ -206,11 +208,15 @@ def build_app(cfg: DictConfig) -> gr.Blocks:
         h, w = img.size
         return preview_rgb8(img), None, None, f"Loaded {os.path.basename(path)} ({w}x{h}). Press Upscale."
 
-    def run_sr(path, alpha, tile):
+    def run_sr(path, alpha, tile, progress=gr.Progress()):  # noqa: B008  (Gradio's progress bar, one step a tile)
         if not path:
             return None, None, "**Error:** No image: upload one first."
+
+        def tiles_done(done, total):
+            progress((done, total), desc=f"tile {done} of {total}", unit="tiles")
+
         try:
-            out, msg = upscale_file(store, path, alpha, tile, out_dir, limits)
+            out, msg = upscale_file(store, path, alpha, tile, out_dir, limits, progress=tiles_done)
         except Exception as err:  # noqa: BLE001
             return None, None, f"**Error:** {_fail(err, 'Upscaling')}"
         return out, out, msg
@@ -323,7 +329,7 @@ def build_app(cfg: DictConfig) -> gr.Blocks:
                         value=int(cfg.sr.tile),
                         precision=0,
                         minimum=0,
-                        label="Tile side in input pixels (0 = whole image)",
+                        label=f"Tile side in input pixels (0 = automatic: tiles of {limits.sr_auto_tile} above that)",
                         elem_id="sr-tile",
                     )
                     sr_btn = gr.Button("Upscale", variant="primary", elem_id="sr-run")
@@ -378,7 +384,7 @@ def build_app(cfg: DictConfig) -> gr.Blocks:
             api_name="upscale",
             concurrency_id="sr",
             api_description="ESRGAN super-resolution: image, interpolation alpha (0 = PSNR, 1 = GAN), "
-            "tile side (0 = whole image).  Returns the PNG and a summary.",
+            "tile side (0 = automatic).  Returns the PNG and a summary.",
         )
     demo.out_dir = out_dir  # the results folder (tests, and allowed_paths below)
     return demo
