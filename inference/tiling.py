@@ -319,8 +319,8 @@ def upscale_tiles(
 ) -> np.ndarray:
     """:func:`upscale` (bicubic alpha) with memory bounded by the tile: each tile's result is quantised straight into
     the output array, which is the only output-sized buffer (3 or 4 bytes per output pixel at 8 bits; the alpha
-    plane of an RGBA image is resized whole, 4 more bytes per output pixel).  The input is held as float32 (12
-    bytes per input pixel).  Equal to :func:`upscale` up to float rounding (±1 level) with ``tile_pad`` at least
+    plane of an RGBA image is resized whole, 4 more bytes per output pixel); the input stays as decoded and is
+    converted to float one tile at a time.  Equal to :func:`upscale` up to float rounding (±1 level) with ``tile_pad`` at least
     the receptive margin (``auto``).
 
     ``outscale`` (an integer, e.g. 2 or 3 for Real-ESRGAN's ``realesr-animevideov3-x2`` / ``-x3``): each tile is
@@ -343,7 +343,6 @@ def upscale_tiles(
     tile = -(-tile // unit) * unit
     pad = -(-_resolve_pad(tile_pad, net) // unit) * unit
     r = unit if resize else 0  # input pixels of extra result around each tile for the resize's taps (>= 2 at x2)
-    x = torch.from_numpy(img.rgb01()).permute(2, 0, 1)[None]
     channels = 1 if img.gray else (4 if img.alpha01() is not None else 3)
     dtype = np.uint8 if img.full == 255.0 else np.uint16
     out = np.empty((h * o, w * o) + (() if channels == 1 else (channels,)), dtype)
@@ -351,7 +350,8 @@ def upscale_tiles(
     for k, (y0, y1, x0, x1) in enumerate(grid):
         ey0, ey1, ex0, ex1 = max(y0 - r, 0), min(y1 + r, h), max(x0 - r, 0), min(x1 + r, w)
         py0, py1, px0, px1 = max(ey0 - pad, 0), min(ey1 + pad, h), max(ex0 - pad, 0), min(ex1 + pad, w)
-        y = run_net(net, x[..., py0:py1, px0:px1].to(device), precision)
+        x = Image(img.pixels[py0:py1, px0:px1], img.full, img.path).rgb01()  # float only for the tile
+        y = run_net(net, torch.from_numpy(x).permute(2, 0, 1)[None].to(device), precision)
         y = y[..., (ey0 - py0) * scale : (ey1 - py0) * scale, (ex0 - px0) * scale : (ex1 - px0) * scale]
         if resize:  # the whole-image resize's coordinates: src = (dst + 0.5) * scale / o - 0.5
             y = F.interpolate(

@@ -424,3 +424,19 @@ def test_browser_slow_upload_strokes_reach_generate_without_uploads(page, server
     assert sum("/queue/join" in u for u in requests) == 1
     out = _download(pg.locator("#face-download a").first.get_attribute("href"))
     assert np.array_equal(out[~seen[-1]], face[~seen[-1]])
+
+
+def test_browser_upscale_shows_tile_progress(page, server, tmp_path):
+    """Issue 18: the SR tab upscales tile by tile with a progress bar that counts the tiles."""
+    pg = page
+    pg.get_by_role("tab", name="Super-resolution").click()
+    lr = random_rgb(96, 96, seed=41)
+    _upload(pg, "sr-file", str(write_png(tmp_path / "tiles.png", lr)))
+    _wait_text(pg, "sr-status", "Loaded tiles.png")
+    pg.fill("#sr-tile input", "8")  # 144 tiles of the tiny network
+    pg.click("#sr-run")
+    pg.wait_for_function("() => /tile \\d+ of 144/.test(document.body.innerText)")
+    msg = _wait_text(pg, "sr-status", "x4:", "Error")
+    assert "96x96 -> 384x384" in msg and "tiles of 8" in msg, msg
+    got = _download(pg.locator("#sr-download a").first.get_attribute("href"))
+    assert got.shape == (384, 384, 3)
