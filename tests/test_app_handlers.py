@@ -245,13 +245,15 @@ def test_upscale_photo_over_1mp_tile_by_tile_with_progress(tmp_path, store):
     img = random_rgb(1000, 1100, seed=8)  # 1.1 MP
     p = str(write_png(tmp_path / "photo.png", img))
     calls = []
+    shown = []
     out_path, msg = upscale_file(
-        store, p, alpha=1.0, tile=0, out_dir=tmp_path, progress=lambda d, n: calls.append((d, n))
+        store, p, alpha=1.0, tile=0, out_dir=tmp_path, progress=lambda d, n: calls.append((d, n)), previews=shown
     )
     assert calls == [(k, 6) for k in range(1, 7)]  # 2 x 3 tiles of 512
     out = read_image(out_path).pixels
     assert out.shape == (4000, 4400, 3) and out.dtype == np.uint8
     assert "x4: 1100x1000 -> 4400x4000" in msg and "tiles of 512" in msg
+    assert read_image(shown[0]).pixels.shape == (1862, 2048, 3)  # what the page shows; the download is full size
 
 
 def test_upscale_tiles_equal_whole_image_gray_rgba_and_outscale(tmp_path):

@@ -277,6 +277,22 @@ def edit_face_editor(
     return save_png(out, out_dir, Path(str(image_path)).stem + "_edited"), msg
 
 
+#: Longest side of the images the page shows (the input, and the result when larger): a browser showing a
+#: 256-megapixel PNG stalls; the download is the full result.
+PREVIEW_SIDE = 2048
+
+
+def preview(pixels: np.ndarray, max_side: int = PREVIEW_SIDE) -> np.ndarray:
+    """``pixels`` shrunk (area average) so that its longest side is at most ``max_side`` (unchanged when it is)."""
+    h, w = pixels.shape[:2]
+    if max(h, w) <= max_side:
+        return pixels
+    f = max_side / max(h, w)
+    import cv2
+
+    return cv2.resize(pixels, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+
+
 def upscale_file(
     store: ModelStore,
     image_path,
@@ -285,8 +301,10 @@ def upscale_file(
     out_dir: str = ".",
     limits: Limits | None = None,
     progress=None,
+    previews: list | None = None,
 ) -> tuple[str, str]:
-    """The ``/upscale`` endpoint and the super-resolution tab: -> (PNG path, summary).  ``alpha``: network
+    """The ``/upscale`` endpoint and the super-resolution tab: -> (PNG path, summary).  ``previews``: a list the
+    page passes to receive the path of a :func:`preview` PNG of the result (the result's own path when small).  ``alpha``: network
     interpolation (0 = PSNR model, 1 = GAN model; ignored without PSNR weights); ``tile``: input tile side (0 =
     the whole image up to ``limits.sr_auto_tile`` pixels a side, tiles of that side above), with ``tile_pad`` from
     the config (``auto``: the exact receptive margin, so tiles do not change the result).
@@ -328,5 +346,9 @@ def upscale_file(
     how = f" (x{m.scale} network, then bicubic)" if s != m.scale else ""
     tiles = f", tiles of {side}" if side and max(h, w) > side else ""
     msg = f"x{s}{how}: {w}x{h} -> {w * s}x{h * s} in {dt:.2f} s{tiles}{interp}."
-    path = save_png(out, out_dir, Path(str(image_path)).stem + f"_x{s}", consume=True)
+    stem = Path(str(image_path)).stem + f"_x{s}"
+    small = preview(out) if previews is not None else out
+    path = save_png(out, out_dir, stem, consume=True)
+    if previews is not None:
+        previews.append(path if small is out else save_png(small, out_dir, stem + "_preview"))
     return path, msg

@@ -38,6 +38,7 @@ from webui.handlers import (
     edit_face_editor,
     edit_face_files,
     open_image,
+    preview,
     preview_rgb8,
     upscale_file,
 )
@@ -206,7 +207,8 @@ def build_app(cfg: DictConfig) -> gr.Blocks:
         except InputError as err:
             return None, None, None, f"**Error:** {public(str(err))}"
         h, w = img.size
-        return preview_rgb8(img), None, None, f"Loaded {os.path.basename(path)} ({w}x{h}). Press Upscale."
+        shown = preview(preview_rgb8(img))  # shrunk for the page when large
+        return shown, None, None, f"Loaded {os.path.basename(path)} ({w}x{h}). Press Upscale."
 
     def run_sr(path, alpha, tile, progress=gr.Progress()):  # noqa: B008  (Gradio's progress bar, one step a tile)
         if not path:
@@ -215,11 +217,12 @@ def build_app(cfg: DictConfig) -> gr.Blocks:
         def tiles_done(done, total):
             progress((done, total), desc=f"tile {done} of {total}", unit="tiles")
 
+        shown = []  # a large result is shown shrunk (webui.handlers.PREVIEW_SIDE); the download is the full one
         try:
-            out, msg = upscale_file(store, path, alpha, tile, out_dir, limits, progress=tiles_done)
+            out, msg = upscale_file(store, path, alpha, tile, out_dir, limits, progress=tiles_done, previews=shown)
         except Exception as err:  # noqa: BLE001
             return None, None, f"**Error:** {_fail(err, 'Upscaling')}"
-        return out, out, msg
+        return shown[0], out, msg
 
     def api_upscale(image, alpha, tile):
         try:
