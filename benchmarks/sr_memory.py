@@ -140,7 +140,7 @@ def main() -> None:
     load = lambda: ", ".join(f"{v:.2f}" for v in os.getloadavg())  # noqa: E731
     print(f"load average at the start: {load()} on {os.cpu_count()} CPUs; model {args.model}, tiles of {args.tile}")
     print(
-        f"  {'input':>11s} {'output':>11s} {'tiles':>5s} {'out MB':>7s} {'peak-before':>11s} "
+        f"  {'input':>11s} {'output':>11s} {'tiles':>5s} {'out MB':>7s} {'peak RSS':>8s} {'peak-before':>11s} "
         f"{'beyond output':>13s} {'numpy peak':>10s} {'upscale s':>9s} {'CPU s':>7s} {'PNG MB':>7s}"
     )
     with tempfile.TemporaryDirectory() as tmp:
@@ -158,7 +158,7 @@ def main() -> None:
             beyond = r["extra_mb"] - r["out_mb"]
             print(
                 f"  {r['w']:>5d}x{r['h']:<5d} {4 * r['w']:>5d}x{4 * r['h']:<5d} {r['tiles']:5d} {r['out_mb']:7.0f} "
-                f"{r['extra_mb']:11.0f} {beyond:13.0f} {r['traced_peak_mb']:10.0f} "
+                f"{r['peak_rss_mb']:8.0f} {r['extra_mb']:11.0f} {beyond:13.0f} {r['traced_peak_mb']:10.0f} "
                 f"{r['upscale_s']:9.1f} {r['cpu_s']:7.1f} {r['png_mb']:7.0f}"
             )
             for f in os.listdir(tmp):

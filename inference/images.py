@@ -160,10 +160,15 @@ def write_png(path: str | os.PathLike, pixels: np.ndarray, in_place: bool = Fals
     double the memory."""
     path = str(path)
     in_place = in_place and pixels.flags.c_contiguous and pixels.flags.writeable
-    if pixels.ndim == 3 and pixels.shape[2] == 3:
-        pixels = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR, dst=pixels if in_place else None)
+    if in_place and pixels.ndim == 3:
+        # red <-> blue in blocks of rows (cv2.cvtColor with dst=src still allocates a whole temporary image)
+        for y in range(0, pixels.shape[0], 256):
+            block = pixels[y : y + 256]
+            block[..., [0, 2]] = block[..., [2, 0]]
+    elif pixels.ndim == 3 and pixels.shape[2] == 3:
+        pixels = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)
     elif pixels.ndim == 3 and pixels.shape[2] == 4:
-        pixels = cv2.cvtColor(pixels, cv2.COLOR_RGBA2BGRA, dst=pixels if in_place else None)
+        pixels = cv2.cvtColor(pixels, cv2.COLOR_RGBA2BGRA)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.{os.getpid()}.tmp")
     try:
