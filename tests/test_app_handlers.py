@@ -293,3 +293,35 @@ def test_sr_tab_applies_the_weights_outscale(tmp_path):
     out = read_image(out_path).pixels
     assert out.shape == (60, 52, 3) and np.abs(out.astype(int) - ref.astype(int)).max() <= 1
     assert msg.startswith("x2 (x4 network, then bicubic): 26x30 -> 52x60") and out_path.endswith(".png")
+
+
+def test_stroke_store_keeps_the_newest_complete_set_per_session():
+    """webui.editor.StrokeStore: the editor posts one layer at a time; a set counts once all its layers arrived
+    (a half-received newer set never replaces a complete older one), per session; a new photo resets it."""
+    import io
+
+    from PIL import Image as PILImage
+
+    from webui.editor import StrokeStore
+
+    def png(v):
+        buf = io.BytesIO()
+        PILImage.fromarray(np.full((4, 5, 4), v, np.uint8)).save(buf, format="PNG")
+        return buf.getvalue()
+
+    st = StrokeStore(3)
+    assert st.layers("a") == []
+    for i in range(3):
+        st.add("a", "id1", i, png(10 + i))
+    st.add("a", "id2", 0, png(99))  # the next stroke, still on its way
+    st.add("b", "idb", 0, png(7))
+    got = st.layers("a")
+    assert [int(x[0, 0, 0]) for x in got] == [10, 11, 12] and got[0].shape == (4, 5, 4)
+    assert st.layers("b") == []
+    for i in (2, 1):
+        st.add("a", "id2", i, png(50 + i))
+    assert [int(x[0, 0, 0]) for x in st.layers("a")] == [99, 51, 52]
+    st.reset("a")
+    assert st.layers("a") == []
+    st.put("a", [np.full((4, 5, 4), 3, np.uint8)] * 3)  # layers a handler put into the editor
+    assert [int(x[0, 0, 0]) for x in st.layers("a")] == [3, 3, 3]

@@ -54,6 +54,19 @@ class StrokeStore:
                 old, _ = self._sets.popitem(last=False)
                 self._done.pop(old, None)
 
+    def put(self, session: str, layers: list[np.ndarray]) -> None:
+        """Layers the server itself puts into the editor (e.g. an uploaded mask as the erase layer): the editor sends
+        layers only after a stroke, so a handler that sets them registers them here too."""
+        blobs = []
+        for a in layers:
+            buf = io.BytesIO()
+            PILImage.fromarray(np.asarray(a, np.uint8)).convert("RGBA").save(buf, format="PNG")
+            blobs.append(buf.getvalue())
+        with self._lock:
+            self._sets[session] = ("put", list(blobs))
+            self._sets.move_to_end(session)
+            self._done[session] = blobs
+
     def reset(self, session: str | None) -> None:
         """A new photo: the strokes drawn on the previous one no longer apply."""
         with self._lock:
