@@ -148,14 +148,41 @@ EDITOR_HEAD = """<script>
 })();
 </script>"""
 
-# Generate's js: wait (at most 30 s) until the last stroke's layers have reached the server: pressed, or an upload
-# due or running for the last change (the editor PNG-encodes the layers first: 3 s were seen on a busy machine;
+# Generate's js: wait (at most 30 s in all) until the last stroke's layers have reached the server: pressed, or an
+# upload due or running for the last change (the editor PNG-encodes the layers first: 3 s were seen on a busy machine;
 # capped at 10 s after the last release, for a press that changes nothing, e.g. with the pan tool).
 WAIT_FOR_STROKES_JS = """async (...args) => {
   const S = window.__faceEditor;
   const t0 = performance.now();
+  if (!S) return args;
+  const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
   const pending = () => S.loading || S.pressed || S.inflight > 0 || (S.active && performance.now() - S.up < 10000);
-  while (S && pending() && performance.now() - t0 < 30000) await new Promise((r) => setTimeout(r, 25));
+  while (pending() && performance.now() - t0 < 30000) await sleep(25);
+  // The upload that follows a stroke can miss that stroke: the editor records it asynchronously and reads its
+  // layers 30 ms after the release (seen on a busy machine).  Once per new stroke, re-select the active layer
+  // (the editor then uploads its layers again) and wait for that upload.
+  if (S.up > (S.nudged || 0)) {
+    await sleep(150);
+    const root = document.querySelector('#face-editor');
+    const wrap = root && root.querySelector('.layer-wrap');
+    const title = root && root.querySelector('.layer-title-button');
+    const idx = wrap && {erase: 1, sketch: 2, colour: 3}[wrap.innerText.trim()];
+    if (idx && title) {
+      const open = () => !wrap.classList.contains('closed');
+      if (!open()) title.click();
+      let b = null;
+      for (let i = 0; i < 80 && !(b = root.querySelector('button[aria-label="layer-' + idx + '"]')); i++) await sleep(25);
+      if (b) {
+        S.up = performance.now();
+        if (!S.active) { S.active = true; S.runStart = S.up; }
+        b.click();
+      }
+      await sleep(50);
+      if (open()) title.click();
+      S.nudged = performance.now();
+      while (pending() && performance.now() - t0 < 30000) await sleep(25);
+    }
+  }
   return args;
 }"""
 
