@@ -1,6 +1,11 @@
 """Time one face edit through the app, end to end (figures, not a test).
 
     python benchmarks/app_edit.py [--size 512] [--cnum 64] [--repeats 3] [--threads N] [--via handler,api,browser]
+    python benchmarks/app_edit.py --paired [--repeats 5]   # API and browser edits interleaved: the ratio
+
+``--paired``: one server, one ``/edit_face`` call and one browser Generate in turn per repeat (so both see the same
+load), and the browser / API ratio of the wall-time medians (issue 18 target: within 1.5x) with the HTTP requests
+one Generate click makes (uploads and the editor's layer posts counted apart).
 
 ``--via``: ``handler`` calls the Generate button's handler in this process; ``api`` launches ``python app.py``
 (the command users type, on a free local port) and calls ``/edit_face`` through ``gradio_client`` (upload of
@@ -173,7 +178,8 @@ def via_browser(args, tmp: str, server: Server) -> tuple[list, list, str]:
             pg.goto(server.url)
             pg.locator("#face-file input[type=file]").set_input_files(face)
             pg.wait_for_function("document.querySelector('#face-status').innerText.includes('Loaded face.png')")
-            pg.wait_for_timeout(1000)  # the canvas takes the new background
+            pg.wait_for_function("() => !document.querySelector('#face-editor-busy')")  # the photo is in the editor
+            pg.wait_for_timeout(500)
             box = pg.locator("#face-editor canvas").first.bounding_box()
             cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
             pg.mouse.move(cx - 40, cy - 30)  # a mask stroke (the default mode) across the middle
@@ -197,6 +203,76 @@ def via_browser(args, tmp: str, server: Server) -> tuple[list, list, str]:
     return times, cpu, "Chromium: Generate clicked -> result link on the page"
 
 
+def paired(args, tmp: str, server: Server) -> None:
+    """API edit and browser Generate interleaved on one server; prints per-pair times, medians and the ratio."""
+    from gradio_client import Client, handle_file
+    from playwright.sync_api import sync_playwright
+
+    s = args.size
+    face, layers = inputs(tmp, s)
+    mask = write_png(os.path.join(tmp, "mask.png"), (layers[0][..., 3] > 0).astype(np.uint8) * 255)
+    client = Client(server.url, verbose=False)
+    api_t, web_t, api_c, web_c, reqs = [], [], [], [], []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=find_chromium(), headless=True, args=["--no-sandbox"] if os.geteuid() == 0 else []
+        )
+        try:
+            pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+            pg.set_default_timeout(300_000)
+            seen = []
+            pg.on("request", lambda r: seen.append(r.url))
+            pg.goto(server.url)
+            pg.locator("#face-file input[type=file]").set_input_files(face)
+            pg.wait_for_function("document.querySelector('#face-status').innerText.includes('Loaded face.png')")
+            pg.wait_for_function("() => !document.querySelector('#face-editor-busy')")  # the photo is in the editor
+            pg.wait_for_timeout(500)
+            box = pg.locator("#face-editor canvas").first.bounding_box()
+            cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+            pg.mouse.move(cx - 40, cy - 30)  # the same erase stroke as via_browser
+            pg.mouse.down()
+            for k in range(9):
+                pg.mouse.move(cx - 40 + 10 * k, cy - 30 + 5 * k)
+            pg.mouse.up()
+            href = "document.querySelector('#face-download a')?.getAttribute('href') || ''"
+            for _ in range(args.repeats + 1):
+                t0, c0 = time.perf_counter(), server.cpu()
+                _, msg = client.predict(handle_file(face), handle_file(mask), None, None, 0, api_name="/edit_face")
+                api_t.append(time.perf_counter() - t0)
+                api_c.append(server.cpu() - c0)
+                before = pg.evaluate(href)
+                seen.clear()
+                t0, c0 = time.perf_counter(), server.cpu()
+                pg.click("#face-generate")
+                pg.wait_for_function(f"(b) => {{ const h = {href}; return h && h !== b; }}", arg=before)
+                web_t.append(time.perf_counter() - t0)
+                web_c.append(server.cpu() - c0)
+                msg = pg.locator("#face-status").inner_text()
+                assert msg.startswith(f"Edited {s}x{s}"), msg
+                reqs.append(
+                    (
+                        sum("/gradio_api/upload" in u for u in seen),
+                        sum("component_server" in u for u in seen),
+                        sum("/queue/join" in u for u in seen),
+                    )
+                )
+        finally:
+            browser.close()
+    print(
+        f"\npaired: /edit_face (gradio_client: 2 files up, result down) then a browser Generate, {args.repeats} pairs"
+    )
+    print("  first pair (warm-up, includes the stroke's layers reaching the server) apart:")
+    print(f"    API {api_t[0]:.2f} s, browser {web_t[0]:.2f} s")
+    for i in range(1, len(api_t)):
+        print(
+            f"    pair {i}: API {api_t[i]:.2f} s ({api_c[i]:.2f} CPU-s), browser {web_t[i]:.2f} s "
+            f"({web_c[i]:.2f} CPU-s server), ratio {web_t[i] / api_t[i]:.2f}; per click: {reqs[i][0]} uploads, "
+            f"{reqs[i][1]} layer posts, {reqs[i][2]} queue joins"
+        )
+    ma, mw = statistics.median(api_t[1:]), statistics.median(web_t[1:])
+    print(f"  median wall: API {ma:.2f} s, browser {mw:.2f} s: browser / API = {mw / ma:.2f} (target <= 1.5)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=int, default=512)
@@ -204,7 +280,10 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--via", default="handler,api,browser", help="comma-separated: handler, api, browser")
+    ap.add_argument("--paired", action="store_true", help="interleave API and browser edits; print the ratio")
     args = ap.parse_args()
+    if args.paired:
+        args.via = "api,browser"
     vias = args.via.split(",")
     if "browser" in vias and find_chromium() is None:
         print("no Chromium found (CHROMIUM_PATH, /usr/lib/chromium/chromium): the browser row is left out")
@@ -226,6 +305,10 @@ def main() -> None:
         if "api" in vias or "browser" in vias:
             server = Server(args, tmp, weights, sr_weights)
             try:
+                if args.paired:
+                    paired(args, tmp, server)
+                    print(f"load average (1, 5, 15 min) at the end: {load()}")
+                    return
                 if "api" in vias:
                     rows["API (gradio_client)"] = via_api(args, tmp, server)
                 if "browser" in vias:

@@ -152,24 +152,40 @@ def quantize(x01: np.ndarray, full: float) -> np.ndarray:
     return np.round(np.clip(x01, 0, 1) * 65535.0).astype(np.uint16)
 
 
-def write_png(path: str | os.PathLike, pixels: np.ndarray) -> str:
-    """Write gray / RGB / RGBA uint8 or uint16 pixels as PNG (channel order converted for OpenCV)."""
+def write_png(path: str | os.PathLike, pixels: np.ndarray, in_place: bool = False) -> str:
+    """Write gray / RGB / RGBA uint8 or uint16 pixels as PNG (channel order converted for OpenCV).
+
+    ``in_place``: convert the channel order inside ``pixels`` (a contiguous array the caller gives up) instead of
+    a copy, and stream the PNG to the file instead of encoding it in memory: for large results, whose copies would
+    double the memory."""
     path = str(path)
-    if pixels.ndim == 3 and pixels.shape[2] == 3:
+    in_place = in_place and pixels.flags.c_contiguous and pixels.flags.writeable
+    if in_place and pixels.ndim == 3:
+        # red <-> blue in blocks of rows (cv2.cvtColor with dst=src still allocates a whole temporary image)
+        for y in range(0, pixels.shape[0], 256):
+            block = pixels[y : y + 256]
+            block[..., [0, 2]] = block[..., [2, 0]]
+    elif pixels.ndim == 3 and pixels.shape[2] == 3:
         pixels = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)
     elif pixels.ndim == 3 and pixels.shape[2] == 4:
         pixels = cv2.cvtColor(pixels, cv2.COLOR_RGBA2BGRA)
-    ok, buf = cv2.imencode(".png", np.ascontiguousarray(pixels))
-    if not ok:
-        raise OSError(f"cannot encode {path!r} as PNG")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.{os.getpid()}.tmp")
     try:
-        buf.tofile(tmp)
+        if in_place:  # streamed to the file by libpng: no in-memory copy of the encoded image either
+            if not cv2.imwrite(tmp + ".png", pixels):
+                raise OSError(f"cannot encode {path!r} as PNG")
+            os.replace(tmp + ".png", tmp)
+        else:
+            ok, buf = cv2.imencode(".png", np.ascontiguousarray(pixels))
+            if not ok:
+                raise OSError(f"cannot encode {path!r} as PNG")
+            buf.tofile(tmp)
         os.replace(tmp, path)  # a crash or a full disk never leaves a half-written file in place of an old one
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        for t in (tmp, tmp + ".png"):
+            if os.path.exists(t):
+                os.remove(t)
     return path
 
 

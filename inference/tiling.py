@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from archs.rrdbnet import RRDBNet
 from archs.srvgg import SRVGGNetCompact
+from inference.device import run_net
 from inference.images import Image, quantize, to_gray01
 from ops.imresize import imresize
 
@@ -232,3 +233,75 @@ def upscale(
             a = F.interpolate(a[None, None], size=resize, mode="bicubic", align_corners=False)[0, 0].clamp(0, 1)
         a = a.numpy()
     return quantize(np.concatenate([out, a[..., None]], axis=2), img.full)
+
+
+def tile_grid(h: int, w: int, tile: int) -> list[tuple[int, int, int, int]]:
+    """(y0, y1, x0, x1) of the ``tile`` x ``tile`` input tiles covering an h x w image, row by row."""
+    return [(y, min(y + tile, h), x, min(x + tile, w)) for y in range(0, h, tile) for x in range(0, w, tile)]
+
+
+def upscale_tiles(
+    net: torch.nn.Module,
+    img: Image,
+    scale: int,
+    device: torch.device,
+    tile: int,
+    tile_pad="auto",
+    precision: str = "fp32",
+    outscale: float | None = None,
+    progress=None,
+) -> np.ndarray:
+    """:func:`upscale` (bicubic alpha) with memory bounded by the tile: each tile's result is quantised straight into
+    the output array, which is the only output-sized buffer (3 or 4 bytes per output pixel at 8 bits; the alpha
+    plane of an RGBA image is resized whole, 4 more bytes per output pixel); the input stays as decoded and is
+    converted to float one tile at a time.  Equal to :func:`upscale` up to float rounding (±1 level) with ``tile_pad`` at least
+    the receptive margin (``auto``).
+
+    ``outscale`` (an integer, e.g. 2 or 3 for Real-ESRGAN's ``realesr-animevideov3-x2`` / ``-x3``): each tile is
+    run one input pixel larger on every side, resized (bicubic, as :func:`upscale`) and cropped, so the resize sees
+    the same neighbours as on the whole result.  ``progress(done, total)`` is called after each tile.
+    """
+    h, w = img.size
+    unit = unshuffle_factor(net)
+    if h % unit or w % unit:
+        raise ValueError(
+            f"{img.path}: {w}x{h} is not divisible by {unit}, which this x{scale} network needs "
+            "(pixel-unshuffle); crop or pad the image"
+        )
+    o = scale if outscale is None else float(outscale)
+    if o != int(o) or o < 1:
+        raise ValueError(f"outscale must be a whole number >= 1 for tiled upscaling, got {outscale!r}")
+    o = int(o)
+    resize = o != scale
+    tile = max(int(tile), MIN_TILE)
+    tile = -(-tile // unit) * unit
+    pad = -(-_resolve_pad(tile_pad, net) // unit) * unit
+    r = unit if resize else 0  # input pixels of extra result around each tile for the resize's taps (>= 2 at x2)
+    channels = 1 if img.gray else (4 if img.alpha01() is not None else 3)
+    dtype = np.uint8 if img.full == 255.0 else np.uint16
+    out = np.empty((h * o, w * o) + (() if channels == 1 else (channels,)), dtype)
+    grid = tile_grid(h, w, tile)
+    for k, (y0, y1, x0, x1) in enumerate(grid):
+        ey0, ey1, ex0, ex1 = max(y0 - r, 0), min(y1 + r, h), max(x0 - r, 0), min(x1 + r, w)
+        py0, py1, px0, px1 = max(ey0 - pad, 0), min(ey1 + pad, h), max(ex0 - pad, 0), min(ex1 + pad, w)
+        x = Image(img.pixels[py0:py1, px0:px1], img.full, img.path).rgb01()  # float only for the tile
+        y = run_net(net, torch.from_numpy(x).permute(2, 0, 1)[None].to(device), precision)
+        y = y[..., (ey0 - py0) * scale : (ey1 - py0) * scale, (ex0 - px0) * scale : (ex1 - px0) * scale]
+        if resize:  # the whole-image resize's coordinates: src = (dst + 0.5) * scale / o - 0.5
+            y = F.interpolate(
+                y.float(), scale_factor=o / scale, mode="bicubic", align_corners=False, recompute_scale_factor=False
+            )
+        y = y[..., (y0 - ey0) * o : (y1 - ey0) * o, (x0 - ex0) * o : (x1 - ex0) * o]
+        rgb = y[0].clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+        if channels == 1:
+            out[y0 * o : y1 * o, x0 * o : x1 * o] = quantize(to_gray01(rgb), img.full)
+        else:
+            out[y0 * o : y1 * o, x0 * o : x1 * o, :3] = quantize(rgb, img.full)
+        if progress is not None:
+            progress(k + 1, len(grid))
+    if channels == 4:
+        a = imresize(torch.from_numpy(img.alpha01())[None], scale)[0].clamp(0, 1)
+        if resize:
+            a = F.interpolate(a[None, None], size=(h * o, w * o), mode="bicubic", align_corners=False)[0, 0]
+        out[..., 3] = quantize(a.clamp(0, 1).numpy(), img.full)
+    return out

@@ -69,6 +69,10 @@ def main() -> None:
             pg.goto(f"http://127.0.0.1:{port}/")
             pg.locator("#face-file input[type=file]").set_input_files(args.image)
             pg.wait_for_function("document.querySelector('#face-status').innerText.includes('Loaded')")
+            # the editor is covered until it shows the photo (webui.editor)
+            pg.wait_for_function(
+                "document.querySelector('#face-editor canvas') && !document.querySelector('#face-editor-busy')"
+            )
             pg.wait_for_timeout(800)
             h, w = np.asarray(PILImage.open(args.image)).shape[:2]
             canvas = pg.locator("#face-editor canvas").first.bounding_box()
@@ -92,6 +96,8 @@ def main() -> None:
             pg.wait_for_timeout(800)
             os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
             raw = os.path.join(tmp, "shot.png")
+            pg.evaluate("window.scrollTo(0, 0)")  # clicks below the editor may have scrolled the page
+            pg.wait_for_timeout(300)
             pg.screenshot(path=raw, full_page=False)
             b.close()
     finally:

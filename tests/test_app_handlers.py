@@ -131,9 +131,13 @@ def test_bad_input_messages(tmp_path, store):
         edit_face_editor(store, None, {"layers": []}, out_dir=tmp_path)
     with pytest.raises(InputError, match=r"alpha must be in \[0, 1\]"):
         upscale_file(store, face_p, alpha=1.5, out_dir=tmp_path)
-    huge = write_png(tmp_path / "huge.png", np.zeros((1100, 1000, 3), np.uint8))
-    with pytest.raises(InputError, match="huge.png' is 1000x1100"):
-        upscale_file(store, str(huge), out_dir=tmp_path)  # default SR limit: 1 megapixel
+    huge = write_png(tmp_path / "huge.png", np.zeros((4097, 4096, 3), np.uint8))  # one row over 16 MP
+    with pytest.raises(
+        InputError,
+        match=r"huge.png' is 4096x4097 \(16.8 megapixels\); this app accepts at most "
+        r"16.8 megapixels here \(app limits.max_pixels_sr\)",
+    ):
+        upscale_file(store, str(huge), out_dir=tmp_path)  # refused from the header, before decoding
 
 
 def test_upscale_interpolation_is_eq4_and_tiles_are_exact(tmp_path, store, weights):
@@ -338,3 +342,92 @@ def test_result_names_and_edit_of_an_edit_16_bit(tmp_path, store):
     assert o2.dtype == np.uint16 and np.array_equal(o2[keep], face[keep])
     assert np.array_equal(o2[m1[..., 3] > 0], o1[m1[..., 3] > 0])  # the first edit stays
     assert (o2[m2[..., 3] > 0] != o1[m2[..., 3] > 0]).any(axis=1).mean() > 0.9
+
+
+@pytest.mark.slow
+def test_upscale_photo_over_1mp_tile_by_tile_with_progress(tmp_path, store):
+    """Issue 18: a photo over the old 1 MP limit is accepted by default and upscaled in tiles of
+    ``limits.sr_auto_tile`` (tile 0 = automatic), one progress call per tile."""
+    img = random_rgb(1000, 1100, seed=8)  # 1.1 MP
+    p = str(write_png(tmp_path / "photo.png", img))
+    calls = []
+    shown = []
+    out_path, msg = upscale_file(
+        store, p, alpha=1.0, tile=0, out_dir=tmp_path, progress=lambda d, n: calls.append((d, n)), previews=shown
+    )
+    assert calls == [(k, 6) for k in range(1, 7)]  # 2 x 3 tiles of 512
+    out = read_image(out_path).pixels
+    assert out.shape == (4000, 4400, 3) and out.dtype == np.uint8
+    assert "x4: 1100x1000 -> 4400x4000" in msg and "tiles of 512" in msg
+    assert read_image(shown[0]).pixels.shape == (1862, 2048, 3)  # what the page shows; the download is full size
+
+
+def test_upscale_tiles_equal_whole_image_gray_rgba_and_outscale(tmp_path):
+    """``upscale_tiles`` (the SR tab's memory-bounded path) equals ``upscale`` up to float rounding, for gray, RGB
+    and RGBA inputs and with the weights' own resize (outscale 2 and 3)."""
+    from app_fixtures import tiny_sr_net
+
+    from inference.tiling import upscale_tiles
+
+    net = tiny_sr_net(3)
+    rng = np.random.default_rng(9)
+    for shape in ((37, 41), (50, 44, 3), (50, 44, 4)):
+        img = Image(rng.integers(0, 256, shape, dtype=np.uint8), 255.0, "x.png")
+        for outscale in (None, 2, 3):
+            ref = upscale(net, img, 4, torch.device("cpu"), tile=0, outscale=outscale)
+            got = upscale_tiles(net, img, 4, torch.device("cpu"), tile=16, outscale=outscale)
+            assert got.shape == ref.shape and got.dtype == ref.dtype, (shape, outscale)
+            assert np.abs(got.astype(int) - ref.astype(int)).max() <= 1, (shape, outscale)
+
+
+def test_sr_tab_applies_the_weights_outscale(tmp_path):
+    """Weights recording ``meta["outscale"]`` (realesr-animevideov3-x2 / -x3: the x4 network, then a bicubic
+    resize) give results at that scale on the SR tab, as with predict.py."""
+    from app_fixtures import tiny_sr_net
+
+    from weights.io import save_generator_file
+    from weights.layouts import rrdbnet_config
+
+    net = tiny_sr_net(4)
+    wp = save_generator_file(tmp_path / "x2.pth", net, rrdbnet_config(net.state_dict()), {"outscale": 2})
+    store = ModelStore(compose_cfg(tmp_path, ["device=cpu", f"sr_weights={wp}"], config_name="app"))
+    assert store.sr().outscale == 2 and store.sr().out_scale == 2
+    img = random_rgb(30, 26, seed=10)
+    p = str(write_png(tmp_path / "lr.png", img))
+    out_path, msg = upscale_file(store, p, tile=8, out_dir=tmp_path)
+    ref = upscale(net, Image(img, 255.0, p), 4, torch.device("cpu"), tile=0, outscale=2)
+    out = read_image(out_path).pixels
+    assert out.shape == (60, 52, 3) and np.abs(out.astype(int) - ref.astype(int)).max() <= 1
+    assert msg.startswith("x2 (x4 network, then bicubic): 26x30 -> 52x60") and out_path.endswith(".png")
+
+
+def test_stroke_store_keeps_the_newest_complete_set_per_session():
+    """webui.editor.StrokeStore: the editor posts one layer at a time; a set counts once all its layers arrived
+    (a half-received newer set never replaces a complete older one), per session; a new photo resets it."""
+    import io
+
+    from PIL import Image as PILImage
+
+    from webui.editor import StrokeStore
+
+    def png(v):
+        buf = io.BytesIO()
+        PILImage.fromarray(np.full((4, 5, 4), v, np.uint8)).save(buf, format="PNG")
+        return buf.getvalue()
+
+    st = StrokeStore(3)
+    assert st.layers("a") == []
+    for i in range(3):
+        st.add("a", "id1", i, png(10 + i))
+    st.add("a", "id2", 0, png(99))  # the next stroke, still on its way
+    st.add("b", "idb", 0, png(7))
+    got = st.layers("a")
+    assert [int(x[0, 0, 0]) for x in got] == [10, 11, 12] and got[0].shape == (4, 5, 4)
+    assert st.layers("b") == []
+    for i in (2, 1):
+        st.add("a", "id2", i, png(50 + i))
+    assert [int(x[0, 0, 0]) for x in st.layers("a")] == [99, 51, 52]
+    st.reset("a")
+    assert st.layers("a") == []
+    st.put("a", [np.full((4, 5, 4), 3, np.uint8)] * 3)  # layers a handler put into the editor
+    assert [int(x[0, 0, 0]) for x in st.layers("a")] == [3, 3, 3]

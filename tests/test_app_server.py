@@ -165,6 +165,13 @@ def _upload(pg, elem_id: str, path: str) -> None:
     pg.locator(f"#{elem_id} input[type=file]").set_input_files(path)
 
 
+def _editor_ready(pg) -> None:
+    """After an upload the editor is covered (drawing blocked) until it shows the new photo (issue 18 item 2)."""
+    pg.wait_for_function(
+        "() => document.querySelector('#face-editor canvas') && !document.querySelector('#face-editor-busy')"
+    )
+
+
 def _image_box(pg, elem_id: str, hw) -> dict:
     """Where the image lies on the page: the editor shows it centred in its canvas at the zoom it displays."""
     canvas = pg.locator(f"#{elem_id} canvas").first.bounding_box()
@@ -220,7 +227,7 @@ def test_browser_face_edit(page, server, tmp_path, monkeypatch):
     fp = str(write_png(tmp_path / "face.png", face))
     _upload(pg, "face-file", fp)
     assert "Loaded face.png (100x120)" in _wait_text(pg, "face-status", "Loaded face.png", "Error")
-    pg.wait_for_timeout(500)  # the canvas takes the new background
+    _editor_ready(pg)  # the canvas takes the new background
     img_box = _image_box(pg, "face-editor", face.shape[:2])
     _stroke(pg, img_box, 0.50, 0.25, 0.50, 0.45)  # Mask (the default mode)
     _stroke(pg, img_box, 0.10, 0.90, 0.12, 0.92)  # a stray stroke ...
@@ -291,7 +298,7 @@ def test_browser_new_upload_then_failed_run_leaves_no_stale_result(page, server,
     a = random_rgb(120, 100, seed=11)
     _upload(pg, "face-file", str(write_png(tmp_path / "a.png", a)))
     _wait_text(pg, "face-status", "Loaded a.png", "Error")
-    pg.wait_for_timeout(500)  # the canvas takes the new background
+    _editor_ready(pg)  # the canvas takes the new background
     _stroke(pg, _image_box(pg, "face-editor", a.shape[:2]), 0.5, 0.3, 0.5, 0.6)
     pg.click("#face-generate")
     assert _wait_text(pg, "face-status", "Edited", "Error").startswith("Edited 100x120")
@@ -348,7 +355,7 @@ def test_browser_editor_clear_keeps_the_photo(page, server, tmp_path):
     face = random_rgb(120, 100, seed=21)
     _upload(pg, "face-file", str(write_png(tmp_path / "c.png", face)))
     _wait_text(pg, "face-status", "Loaded c.png", "Error")
-    pg.wait_for_timeout(500)  # the canvas takes the new background
+    _editor_ready(pg)  # the canvas takes the new background
     box = _image_box(pg, "face-editor", face.shape[:2])
     _stroke(pg, box, 0.2, 0.2, 0.3, 0.3)
     labels = pg.eval_on_selector_all("#face-editor button", "bs => bs.map(b => b.getAttribute('aria-label'))")
@@ -409,7 +416,9 @@ def _box_at_top(pg, hw) -> dict:
     """The photo's box in the editor with the page scrolled back to the top (the iterative-editing buttons lie below
     the editor: clicking them scrolls it away), once the editor shows no progress any more: after a new photo the
     page uploads the editor's layers again (several round trips, issue 18 item 5), and strokes drawn meanwhile are
-    lost (item 2); a person waits for the spinner to go too."""
+    lost (item 2); a person waits for the spinner to go too.  Also until the editor is uncovered (it is covered
+    while a new photo loads, webui.editor)."""
+    _editor_ready(pg)
     _editor_idle(pg)
     pg.evaluate("window.scrollTo(0, 0)")
     pg.wait_for_timeout(100)
@@ -580,7 +589,7 @@ def test_browser_zoom_and_pan_then_strokes_land_at_image_coordinates(page, serve
     photo[560:600, 780:820] = (255, 0, 0)  # a 40x40 marker, centre (800, 580)
     _upload(pg, "face-file", str(write_png(tmp_path / "large.png", photo)))
     _wait_text(pg, "face-status", "Loaded large.png (1600x1200)", "Error")
-    pg.wait_for_timeout(500)
+    _editor_ready(pg)  # uncovered: it shows the photo
     _, _, fit_w, _ = _marker_on_screen(pg)
     pg.locator("#face-editor .zoom-number span").first.click()
     pg.locator("#face-editor .zoom-controls").get_by_text("200%", exact=True).click()
@@ -617,3 +626,72 @@ def test_browser_zoom_and_pan_then_strokes_land_at_image_coordinates(page, serve
     r = (ys.max() - ys.min() + 1) / 2  # the brush radius in image pixels
     assert 1 <= r <= 10 and abs((ys.max() + ys.min()) / 2 - 580) <= 1.5
     assert abs(xs.min() + r - 800) <= 2 and abs(xs.max() - r - 820) <= 2
+
+
+def test_browser_slow_upload_strokes_reach_generate_without_uploads(page, server, tmp_path, monkeypatch):
+    """Issue 18 items 2 and 5, with a slow upload and a slow stroke channel simulated (Playwright route delays): the
+    editor is covered while the photo loads (a press there draws nothing); a stroke drawn once it shows the photo
+    and Generate clicked at once both reach the edit; a Generate click uploads nothing (the strokes went to the
+    server as they were drawn) and sends one request."""
+    import time
+
+    import webui.handlers as handlers
+
+    seen = []
+    real_edit = handlers.edit
+
+    def spy(store, image, mask, sketch=None, color=None, seed=0, noise=None):
+        seen.append(mask)
+        return real_edit(store, image, mask, sketch, color, seed, noise)
+
+    monkeypatch.setattr(handlers, "edit", spy)
+    pg = page
+
+    def slow(route):
+        time.sleep(1.0)
+        route.continue_()
+
+    for pattern in ("**/gradio_api/upload**", "**/gradio_api/file=**", "**/gradio_api/component_server**"):
+        pg.route(pattern, slow)
+    requests = []
+    pg.on("request", lambda r: requests.append(r.url))
+    face = random_rgb(120, 100, seed=31)
+    _upload(pg, "face-file", str(write_png(tmp_path / "slow.png", face)))
+    pg.wait_for_selector("#face-editor-busy")  # covered while the photo travels
+    _wait_text(pg, "face-status", "Loaded slow.png", "Error")
+    _editor_ready(pg)
+    box = _image_box(pg, "face-editor", face.shape[:2])
+    _stroke(pg, box, 0.5, 0.25, 0.5, 0.6)
+    requests.clear()
+    pg.click("#face-generate")  # at once: the stroke's layers are still on their way
+    msg = _wait_text(pg, "face-status", "Edited", "Error")
+    assert msg.startswith("Edited 100x120"), msg
+    assert seen and seen[-1][int(0.4 * 120), 50], "the stroke drawn just before Generate is missing"
+    uploads = [u for u in requests if "/gradio_api/upload" in u]
+    assert uploads == [], uploads  # main: 10 to 35 uploads of the editor's layers per click
+    # a second click, nothing drawn in between: one request, no upload, no layer traffic
+    pg.wait_for_selector("#face-download a")
+    requests.clear()
+    pg.click("#face-generate")
+    _wait_text(pg, "face-status", "Edited")
+    pg.wait_for_timeout(300)
+    assert [u for u in requests if "/gradio_api/upload" in u or "component_server" in u] == []
+    assert sum("/queue/join" in u for u in requests) == 1
+    out = _download(pg.locator("#face-download a").first.get_attribute("href"))
+    assert np.array_equal(out[~seen[-1]], face[~seen[-1]])
+
+
+def test_browser_upscale_shows_tile_progress(page, server, tmp_path):
+    """Issue 18: the SR tab upscales tile by tile with a progress bar that counts the tiles."""
+    pg = page
+    pg.get_by_role("tab", name="Super-resolution").click()
+    lr = random_rgb(96, 96, seed=41)
+    _upload(pg, "sr-file", str(write_png(tmp_path / "tiles.png", lr)))
+    _wait_text(pg, "sr-status", "Loaded tiles.png")
+    pg.fill("#sr-tile input", "8")  # 144 tiles of the tiny network
+    pg.click("#sr-run")
+    pg.wait_for_function("() => /tile \\d+ of 144/.test(document.body.innerText)")
+    msg = _wait_text(pg, "sr-status", "x4:", "Error")
+    assert "96x96 -> 384x384" in msg and "tiles of 8" in msg, msg
+    got = _download(pg.locator("#sr-download a").first.get_attribute("href"))
+    assert got.shape == (384, 384, 3)

@@ -25,7 +25,7 @@ from PIL import Image as PILImage
 from inference.face_align import Face, detect_faces, edit_photo
 from inference.faces import run_network
 from inference.images import Image, read_color, read_image, read_mask, write_png
-from inference.tiling import upscale
+from inference.tiling import check_tile, upscale_tiles
 from webui.models import ModelStore
 from weights.registry_packages import RegistryPackageError
 
@@ -43,7 +43,8 @@ class InputError(ValueError):
 class Limits:
     max_upload_mb: float = 20.0  # also Gradio's ``max_file_size`` (uploads over it are refused by the server)
     max_pixels_face: int = 4096 * 4096
-    max_pixels_sr: int = 1024 * 1024  # input pixels; the x4 output has 16 times as many
+    max_pixels_sr: int = 4096 * 4096  # input pixels; the x4 output has 16 times as many (upscaled tile by tile)
+    sr_auto_tile: int = 512  # tile side (input pixels) when the page's tile is 0 and the image is larger
 
 
 def _name(path: str) -> str:
@@ -58,7 +59,9 @@ def _short(msg: str, *paths) -> str:
     return msg
 
 
-def open_image(path: str | os.PathLike | None, what: str, max_pixels: int, limits: Limits | None = None) -> Image:
+def open_image(
+    path: str | os.PathLike | None, what: str, max_pixels: int, limits: Limits | None = None, limit_key: str = ""
+) -> Image:
     """Decode an upload with ``inference.images.read_image`` after checking its size; :class:`InputError` otherwise.
 
     The pixel count is read from the header first (PIL opens lazily), so a huge image is refused before it is
@@ -86,7 +89,7 @@ def open_image(path: str | os.PathLike | None, what: str, max_pixels: int, limit
     if w is not None and w * h > max_pixels:
         raise InputError(
             f"The {what} {_name(path)!r} is {w}x{h} ({w * h / 1e6:.1f} megapixels); this app "
-            f"accepts at most {max_pixels / 1e6:.1f} megapixels here (app limits). Crop or "
+            f"accepts at most {max_pixels / 1e6:.1f} megapixels here (app {limit_key or 'limits'}). Crop or "
             "downscale it, or use predict.py."
         )
     try:
@@ -230,13 +233,14 @@ def edit(
     return res.pixels, msg
 
 
-def save_png(pixels: np.ndarray, out_dir: str | os.PathLike, stem: str) -> str:
+def save_png(pixels: np.ndarray, out_dir: str | os.PathLike, stem: str, consume: bool = False) -> str:
     """``inference.images.write_png`` as ``<stem>.png`` in a fresh folder under ``out_dir`` (results of earlier
-    requests are kept; the download keeps the plain name, not a time stamp)."""
+    requests are kept; the download keeps the plain name, not a time stamp); ``consume``: ``pixels`` may be
+    reordered in place (no copy of a large result)."""
     stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(stem).stem)[:80] or "image"
     folder = os.path.join(str(out_dir), f"{time.strftime('%H%M%S')}_{os.urandom(3).hex()}")
     os.makedirs(folder, exist_ok=True)
-    return write_png(os.path.join(folder, f"{stem}.png"), pixels)
+    return write_png(os.path.join(folder, f"{stem}.png"), pixels, in_place=consume)
 
 
 def edited_stem(path) -> str:
@@ -288,42 +292,81 @@ def edit_face_editor(
     return save_png(out, out_dir, edited_stem(image_path)), msg
 
 
+#: Longest side of the images the page shows (the input, and the result when larger): a browser showing a
+#: 256-megapixel PNG stalls; the download is the full result.
+PREVIEW_SIDE = 2048
+
+
+def preview(pixels: np.ndarray, max_side: int = PREVIEW_SIDE) -> np.ndarray:
+    """``pixels`` shrunk (area average) so that its longest side is at most ``max_side`` (unchanged when it is)."""
+    h, w = pixels.shape[:2]
+    if max(h, w) <= max_side:
+        return pixels
+    f = max_side / max(h, w)
+    import cv2
+
+    return cv2.resize(pixels, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+
+
 def upscale_file(
-    store: ModelStore, image_path, alpha: float = 1.0, tile: int = 0, out_dir: str = ".", limits: Limits | None = None
+    store: ModelStore,
+    image_path,
+    alpha: float = 1.0,
+    tile: int = 0,
+    out_dir: str = ".",
+    limits: Limits | None = None,
+    progress=None,
+    previews: list | None = None,
 ) -> tuple[str, str]:
-    """The ``/upscale`` endpoint and the super-resolution tab: -> (PNG path, summary).  ``alpha``: network
-    interpolation (0 = PSNR model, 1 = GAN model; ignored without PSNR weights); ``tile``: input tile side
-    (0 = whole image), with ``tile_pad`` from the config (``auto``: the exact receptive margin)."""
+    """The ``/upscale`` endpoint and the super-resolution tab: -> (PNG path, summary).  ``previews``: a list the
+    page passes to receive the path of a :func:`preview` PNG of the result (the result's own path when small).  ``alpha``: network
+    interpolation (0 = PSNR model, 1 = GAN model; ignored without PSNR weights); ``tile``: input tile side (0 =
+    the whole image up to ``limits.sr_auto_tile`` pixels a side, tiles of that side above), with ``tile_pad`` from
+    the config (``auto``: the exact receptive margin, so tiles do not change the result).
+
+    Memory is bounded by the tile (``inference.tiling.upscale_tiles``): beside the network's work on one tile,
+    the input as float32 and the output array itself (3 bytes per output pixel for 8-bit RGB).  The weights' own
+    resize (``meta["outscale"]``, realesr-animevideov3-x2 / -x3) is applied, as by predict.py.
+    ``progress(done, total)``: called after each tile."""
     limits = limits or Limits()
     alpha = float(alpha if alpha is not None else 1.0)
     if not 0.0 <= alpha <= 1.0:
         raise InputError(f"alpha must be in [0, 1] (0 = PSNR model, 1 = GAN model), got {alpha:g}.")
     tile = int(tile or 0)
     if tile < 0:
-        raise InputError(f"tile must be >= 0 (0 = no tiles), got {tile}.")
-    image = open_image(image_path, "image", limits.max_pixels_sr, limits)
+        raise InputError(f"tile must be >= 0 (0 = automatic), got {tile}.")
+    image = open_image(image_path, "image", limits.max_pixels_sr, limits, limit_key="limits.max_pixels_sr")
+    h, w = image.size
+    side = tile or (0 if max(h, w) <= limits.sr_auto_tile else int(limits.sr_auto_tile))
     m = store.sr_at(alpha)
     t0 = time.perf_counter()
     try:
-        out = upscale(
+        check_tile(side, h, w, _name(image_path))
+        out = upscale_tiles(
             m.net,
             image,
             m.scale,
             store.device,
-            tile=tile,
+            tile=side or max(h, w),
             tile_pad=store.cfg.sr.tile_pad,
             precision=str(store.cfg.precision),
+            outscale=m.outscale,
+            progress=progress,
         )
     except ValueError as err:  # e.g. odd sizes for x2 / x1 networks (pixel-unshuffle), tiles too small
         raise InputError(_short(str(err), image_path)) from None
     dt = time.perf_counter() - t0
-    h, w = image.size
     interp = f", alpha {alpha:g} (0 = PSNR, 1 = GAN)" if m.psnr_state is not None else ""
-    msg = (
-        f"x{m.scale}: {w}x{h} -> {w * m.scale}x{h * m.scale} in {dt:.2f} s"
-        f"{f', tiles of {tile}' if tile else ''}{interp}."
-    )
-    return save_png(out, out_dir, Path(str(image_path)).stem + f"_x{m.scale}"), msg
+    s = m.out_scale
+    how = f" (x{m.scale} network, then bicubic)" if s != m.scale else ""
+    tiles = f", tiles of {side}" if side and max(h, w) > side else ""
+    msg = f"x{s}{how}: {w}x{h} -> {w * s}x{h * s} in {dt:.2f} s{tiles}{interp}."
+    stem = Path(str(image_path)).stem + f"_x{s}"
+    small = preview(out) if previews is not None else out
+    path = save_png(out, out_dir, stem, consume=True)
+    if previews is not None:
+        previews.append(path if small is out else save_png(small, out_dir, stem + "_preview"))
+    return path, msg
 
 
 # -- iterative editing: the mask as a PNG, grown or shrunk, put back into the editor ---------------------------------

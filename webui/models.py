@@ -74,10 +74,18 @@ class SRModel:
     psnr_state: dict | None
     description: str
     alpha: float | None = None  # the interpolation currently loaded into ``net``
+    outscale: float | None = None  # the weights' own resize of the result (meta["outscale"], as predict.py)
 
     @property
     def scale(self) -> int:
+        """The network's factor."""
         return int(self.net.scale)
+
+    @property
+    def out_scale(self) -> int:
+        """The result's factor: ``outscale`` when the weights record one (realesr-animevideov3-x2 / -x3: the x4
+        network, then a bicubic resize), else the network's."""
+        return int(self.outscale) if self.outscale else self.scale
 
 
 class ModelStore:
@@ -195,7 +203,12 @@ class ModelStore:
                     interpolate_state_dicts(pinfo.state, info.state, 0.0, names=(psnr_path, gan_path))
                     psnr_state = pinfo.state
                     desc = f"PSNR `{psnr_path}` <-> GAN {desc}"
-                self._sr = SRModel(net.to(self.device), info.state, psnr_state, desc, alpha=1.0)
+                outscale = info.meta.get("outscale")
+                if outscale is not None and float(outscale) != net.scale:
+                    desc += f", results resized to x{float(outscale):g}"
+                self._sr = SRModel(
+                    net.to(self.device), info.state, psnr_state, desc, alpha=1.0, outscale=outscale or None
+                )
                 log.info(f"SR model: {desc}")
             return self._sr
 

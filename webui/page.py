@@ -25,6 +25,15 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline machines: 
 import gradio as gr
 from omegaconf import DictConfig, OmegaConf
 
+from webui.editor import (
+    COMMIT_JS,
+    EDITOR_HEAD,
+    LOADED_JS,
+    LOADING_JS,
+    WAIT_FOR_STROKES_JS,
+    StrokeStore,
+    send_strokes_to,
+)
 from webui.handlers import (
     InputError,
     Limits,
@@ -33,6 +42,7 @@ from webui.handlers import (
     load_mask_png,
     mask_png,
     open_image,
+    preview,
     preview_rgb8,
     resize_editor_mask,
     upscale_file,
@@ -131,8 +141,10 @@ downloaded and uploaded as a PNG of the photo's size (white = regenerate)."""
 
 HELP_SR = """**Super-resolution (ESRGAN).** Upload an image and press **Upscale**. With PSNR and GAN weights
 loaded, the slider blends them (network interpolation, paper Eq. 4: (1 - alpha) * PSNR + alpha * GAN) and the
-result is recomputed when you release it. Tiles bound the memory; with the default padding the tiled result
-equals the untiled one."""
+result is recomputed when you release it. Large photos (up to the app's `limits.max_pixels_sr`) are upscaled
+tile by tile with a progress bar: the memory is bounded by the tile (plus the result itself); with the default
+padding the tiled result equals the untiled one. Weights that end with their own resize (e.g.
+`realesr-animevideov3-x2`) give results at that scale."""
 
 
 # Absolute server-side paths (weights, temporary uploads, run folders): the page and its /config show only the file
@@ -195,9 +207,16 @@ def build_app(cfg: DictConfig) -> gr.Blocks:
         editor = {"background": preview_rgb8(img), "layers": [], "composite": None}
         return editor, f"Strokes cleared; {os.path.basename(path)} is still loaded. Draw in Mask mode, then Generate."
 
-    def generate(path, editor, seed):
+    # The editor's layers reach the server after each stroke (webui.editor): Generate sends no image data.
+    strokes = StrokeStore(len(LAYER_NAMES))
+
+    def reset_strokes(request: gr.Request):
+        strokes.reset(request.session_hash)
+
+    def generate(path, seed, request: gr.Request):
         try:
-            out, msg = edit_face_editor(store, path, editor, int(seed or 0), out_dir, limits)
+            layers = strokes.layers(request.session_hash)
+            out, msg = edit_face_editor(store, path, {"layers": layers}, int(seed or 0), out_dir, limits)
         except Exception as err:  # noqa: BLE001  (shown on the page)
             return None, None, None, f"**Error:** {_fail(err, 'Editing')}"
         return out, (path, out), out, msg
@@ -217,16 +236,22 @@ def build_app(cfg: DictConfig) -> gr.Blocks:
         except InputError as err:
             return None, None, None, f"**Error:** {public(str(err))}"
         h, w = img.size
-        return preview_rgb8(img), None, None, f"Loaded {os.path.basename(path)} ({w}x{h}). Press Upscale."
+        shown = preview(preview_rgb8(img))  # shrunk for the page when large
+        return shown, None, None, f"Loaded {os.path.basename(path)} ({w}x{h}). Press Upscale."
 
-    def run_sr(path, alpha, tile):
+    def run_sr(path, alpha, tile, progress=gr.Progress()):  # noqa: B008  (Gradio's progress bar, one step a tile)
         if not path:
             return None, None, "**Error:** No image: upload one first."
+
+        def tiles_done(done, total):
+            progress((done, total), desc=f"tile {done} of {total}", unit="tiles")
+
+        shown = []  # a large result is shown shrunk (webui.handlers.PREVIEW_SIDE); the download is the full one
         try:
-            out, msg = upscale_file(store, path, alpha, tile, out_dir, limits)
+            out, msg = upscale_file(store, path, alpha, tile, out_dir, limits, progress=tiles_done, previews=shown)
         except Exception as err:  # noqa: BLE001
             return None, None, f"**Error:** {_fail(err, 'Upscaling')}"
-        return out, out, msg
+        return shown[0], out, msg
 
     def api_upscale(image, alpha, tile):
         try:
@@ -258,6 +283,7 @@ def build_app(cfg: DictConfig) -> gr.Blocks:
                 with gr.Column(scale=3):
                     editor = gr.ImageEditor(
                         label="Input (draw here)",
+                        interactive=True,  # no event takes it as an input any more (webui.editor)
                         type="numpy",
                         image_mode="RGBA",
                         sources=(),
@@ -268,6 +294,7 @@ def build_app(cfg: DictConfig) -> gr.Blocks:
                         elem_id="face-editor",
                         height=520,
                     )
+                    send_strokes_to(editor, strokes)
                 with gr.Column(scale=3):
                     face_out = gr.Image(
                         label="Result",
@@ -292,15 +319,26 @@ def build_app(cfg: DictConfig) -> gr.Blocks:
                 face_file,
                 [face_path, editor, face_out, face_compare, face_download, face_status, mode],
                 api_visibility="private",
+                show_progress_on=[face_status],  # never the editor (webui.editor: uploads)
+            ).then(None, None, None, js=LOADED_JS)  # the editor stays covered until it shows the photo
+            face_file.change(reset_strokes, None, None, js=LOADING_JS, api_visibility="private", queue=False)
+            editor.clear(reset_strokes, None, None, api_visibility="private", queue=False)
+            editor.change(None, None, None, js=COMMIT_JS)  # makes the editor send its layers after each stroke
+            editor.clear(
+                restore_photo,
+                face_path,
+                [editor, face_status],
+                api_visibility="private",
+                show_progress_on=[face_status],
             )
-            editor.clear(restore_photo, face_path, [editor, face_status], api_visibility="private")
             mode.change(None, mode, None, js=_SELECT_LAYER_JS, api_visibility="private")
             gen_btn.click(
                 generate,
-                [face_path, editor, seed],
+                [face_path, seed],
                 [face_out, face_compare, face_download, face_status],
                 api_visibility="private",
                 concurrency_id="face",
+                js=WAIT_FOR_STROKES_JS,  # the last stroke's layers first
             )
             _iterative_editing(
                 dict(
@@ -314,6 +352,7 @@ def build_app(cfg: DictConfig) -> gr.Blocks:
                     mode=mode,
                 ),
                 load_face,
+                strokes,
                 out_dir,
                 limits,
             )
@@ -338,7 +377,7 @@ def build_app(cfg: DictConfig) -> gr.Blocks:
                         value=int(cfg.sr.tile),
                         precision=0,
                         minimum=0,
-                        label="Tile side in input pixels (0 = whole image)",
+                        label=f"Tile side in input pixels (0 = automatic: tiles of {limits.sr_auto_tile} above that)",
                         elem_id="sr-tile",
                     )
                     sr_btn = gr.Button("Upscale", variant="primary", elem_id="sr-run")
@@ -393,16 +432,17 @@ def build_app(cfg: DictConfig) -> gr.Blocks:
             api_name="upscale",
             concurrency_id="sr",
             api_description="ESRGAN super-resolution: image, interpolation alpha (0 = PSNR, 1 = GAN), "
-            "tile side (0 = whole image).  Returns the PNG and a summary.",
+            "tile side (0 = automatic).  Returns the PNG and a summary.",
         )
     demo.out_dir = out_dir  # the results folder (tests, and allowed_paths below)
     return demo
 
 
-def _iterative_editing(c: dict, load_face, out_dir: str, limits: Limits) -> None:
+def _iterative_editing(c: dict, load_face, strokes: StrokeStore, out_dir: str, limits: Limits) -> None:
     """Issue 18, iterative editing: "Use result as input", grow / shrink the mask, the mask as a PNG (download /
     upload).  ``c``: the face tab's components by name; ``load_face``: what a new upload does (its outputs are
-    face_path, editor, face_out, face_compare, face_download, face_status, mode)."""
+    face_path, editor, face_out, face_compare, face_download, face_status, mode); ``strokes``: the editor's layers
+    per session (webui.editor), read by these buttons and replaced when they set the mask."""
     loaded = [c[k] for k in ("face_path", "editor", "face_out", "face_compare", "face_download", "face_status")]
     with gr.Row(elem_id="face-iterate"):
         with gr.Column(scale=1, min_width=220):
@@ -424,12 +464,17 @@ def _iterative_editing(c: dict, load_face, out_dir: str, limits: Limits) -> None
             mask_btn = gr.Button("Download mask", elem_id="face-mask-save")
             mask_download = gr.File(label="Mask PNG", interactive=False, elem_id="face-mask-download")
 
-    def use_result(result):
+    def layers_of(request: gr.Request) -> dict:
+        """The editor's layers as the server has them (sent after each stroke, or put by a handler below)."""
+        return {"layers": strokes.layers(request.session_hash)}
+
+    def use_result(result, request: gr.Request):
         """The composited full-resolution result PNG (the download, not the editor's canvas) becomes the photo."""
         if not result:
             return (*(gr.skip(),) * 5, "**Error:** No result yet: Generate first.", gr.skip(), gr.skip())
         *out, status, mode = load_face(result)
         if out[0] is not None:
+            strokes.reset(request.session_hash)  # the strokes drawn on the previous photo no longer apply
             status = (
                 f"The result {os.path.basename(result)} is now the input; the strokes are cleared. Draw in Mask "
                 "mode, then Generate to edit it again."
@@ -437,44 +482,68 @@ def _iterative_editing(c: dict, load_face, out_dir: str, limits: Limits) -> None
         return (*out, status, mode, None)
 
     # The compare view is emptied first, in its own step: with it changing in the same update as the editor's new
-    # photo, the strokes drawn next were lost more often (2 of 2 runs vs 1 of 4 in Chromium here).  After a Generate,
-    # Gradio 6.31's editor can still stay "processing" on a new photo, as on a new upload (issue 18 item 2).
-    use_btn.click(lambda: None, None, c["face_compare"], api_visibility="private").then(
+    # photo, the strokes drawn next were lost more often (2 of 2 runs vs 1 of 4 in Chromium here).  As after a new
+    # upload, the editor is covered until it shows the new photo (webui.editor) and the progress is shown on the
+    # status line, never on the editor (its loading status re-uploads all its layers).
+    use_btn.click(lambda: None, None, c["face_compare"], api_visibility="private", js=LOADING_JS).then(
         use_result,
         c["face_download"],
         [*loaded, c["mode"], mask_download],
         api_visibility="private",
         concurrency_id="face",
-    )
+        show_progress_on=[c["face_status"]],
+    ).then(None, None, None, js=LOADED_JS)
 
-    def run(fn, *args):
+    def run(fn, *args, request=None):
+        """``fn(*args)`` -> (value, message); an editor value it returns is registered as the session's layers:
+        Generate reads the layers from the server's StrokeStore, and the editor sends them only after a stroke."""
         try:
             value, msg = fn(*args)
         except Exception as err:  # noqa: BLE001  (shown on the page)
             return gr.skip(), f"**Error:** {_fail(err, 'The mask')}"
+        if request is not None and isinstance(value, dict):
+            strokes.put(request.session_hash, value["layers"])
         return value, msg
 
     def resize(sign):
-        return lambda path, ed, n: (*run(resize_editor_mask, path, ed, sign * int(n or 0), limits), "Mask")
+        def fn(path, n, request: gr.Request):
+            return (
+                *run(resize_editor_mask, path, layers_of(request), sign * int(n or 0), limits, request=request),
+                "Mask",
+            )
 
+        return fn
+
+    def upload_mask(path, m, request: gr.Request):
+        return (*run(load_mask_png, path, layers_of(request), m, limits, request=request), "Mask")
+
+    def download_mask(path, request: gr.Request):
+        return run(mask_png, path, layers_of(request), out_dir, limits)
+
+    # These read the layers the server has: Generate's wait for the last stroke's layers first (webui.editor).
     for btn, sign in ((grow_btn, 1), (shrink_btn, -1)):
         btn.click(
             resize(sign),
-            [c["face_path"], c["editor"], grow_n],
+            [c["face_path"], grow_n],
             [c["editor"], c["face_status"], c["mode"]],
             api_visibility="private",
+            js=WAIT_FOR_STROKES_JS,
+            show_progress_on=[c["face_status"]],
         ).then(None, None, None, js=_NAME_LAYERS_JS)
     mask_upload.upload(
-        lambda path, ed, m: (*run(load_mask_png, path, ed, m, limits), "Mask"),
-        [c["face_path"], c["editor"], mask_upload],
+        upload_mask,
+        [c["face_path"], mask_upload],
         [c["editor"], c["face_status"], c["mode"]],
         api_visibility="private",
+        js=WAIT_FOR_STROKES_JS,
+        show_progress_on=[c["face_status"]],
     ).then(None, None, None, js=_NAME_LAYERS_JS)
     mask_btn.click(
-        lambda path, ed: run(mask_png, path, ed, out_dir, limits),
-        [c["face_path"], c["editor"]],
+        download_mask,
+        c["face_path"],
         [mask_download, c["face_status"]],
         api_visibility="private",
+        js=WAIT_FOR_STROKES_JS,
     )
     # a new photo: the mask file of the previous one goes (in the browser, no round trip)
     c["face_file"].change(None, None, [mask_download, mask_upload], js="() => [null, null]")
@@ -501,4 +570,5 @@ def launch_kwargs(cfg: DictConfig, demo: gr.Blocks) -> dict:
         allowed_paths=allowed,
         show_error=False,
         css=APP_CSS,
+        head=EDITOR_HEAD,  # the face editor's page script (webui.editor)
     )
