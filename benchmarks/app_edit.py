@@ -5,7 +5,8 @@
 
 ``--paired``: one server, one ``/edit_face`` call and one browser Generate in turn per repeat (so both see the same
 load), and the browser / API ratio of the wall-time medians (issue 18 target: within 1.5x) with the HTTP requests
-one Generate click makes (uploads and the editor's layer posts counted apart).
+one Generate click makes (uploads and the editor's layer posts counted apart).  As a person edits, each browser
+Generate follows a new mask stroke: clicked right after it in even pairs, after a 1 s pause in odd ones.
 
 ``--via``: ``handler`` calls the Generate button's handler in this process; ``api`` launches ``python app.py``
 (the command users type, on a free local port) and calls ``/edit_face`` through ``gradio_client`` (upload of
@@ -229,18 +230,24 @@ def paired(args, tmp: str, server: Server) -> None:
             pg.wait_for_timeout(500)
             box = pg.locator("#face-editor canvas").first.bounding_box()
             cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-            pg.mouse.move(cx - 40, cy - 30)  # the same erase stroke as via_browser
-            pg.mouse.down()
-            for k in range(9):
-                pg.mouse.move(cx - 40 + 10 * k, cy - 30 + 5 * k)
-            pg.mouse.up()
             href = "document.querySelector('#face-download a')?.getAttribute('href') || ''"
-            for _ in range(args.repeats + 1):
+            for i in range(args.repeats + 1):
                 t0, c0 = time.perf_counter(), server.cpu()
                 _, msg = client.predict(handle_file(face), handle_file(mask), None, None, 0, api_name="/edit_face")
                 api_t.append(time.perf_counter() - t0)
                 api_c.append(server.cpu() - c0)
                 before = pg.evaluate(href)
+                # A person draws, then clicks: every Generate follows a new mask stroke (the same as via_browser,
+                # moved a little each time).  Even pairs click right after the stroke, odd pairs after a 1 s pause
+                # (the stroke's layers have had time to reach the server while the hand moves to the button).
+                dy = 4 * i
+                pg.mouse.move(cx - 40, cy - 30 + dy)
+                pg.mouse.down()
+                for k in range(9):
+                    pg.mouse.move(cx - 40 + 10 * k, cy - 30 + dy + 5 * k)
+                pg.mouse.up()
+                if i % 2:
+                    pg.wait_for_timeout(1000)
                 seen.clear()
                 t0, c0 = time.perf_counter(), server.cpu()
                 pg.click("#face-generate")
@@ -261,16 +268,21 @@ def paired(args, tmp: str, server: Server) -> None:
     print(
         f"\npaired: /edit_face (gradio_client: 2 files up, result down) then a browser Generate, {args.repeats} pairs"
     )
-    print("  first pair (warm-up, includes the stroke's layers reaching the server) apart:")
+    print("  first pair (warm-up) apart; every browser Generate follows a new stroke (odd pairs: 1 s pause first):")
     print(f"    API {api_t[0]:.2f} s, browser {web_t[0]:.2f} s")
     for i in range(1, len(api_t)):
+        when = "after a 1 s pause" if i % 2 else "right after the stroke"
         print(
-            f"    pair {i}: API {api_t[i]:.2f} s ({api_c[i]:.2f} CPU-s), browser {web_t[i]:.2f} s "
+            f"    pair {i} ({when}): API {api_t[i]:.2f} s ({api_c[i]:.2f} CPU-s), browser {web_t[i]:.2f} s "
             f"({web_c[i]:.2f} CPU-s server), ratio {web_t[i] / api_t[i]:.2f}; per click: {reqs[i][0]} uploads, "
             f"{reqs[i][1]} layer posts, {reqs[i][2]} queue joins"
         )
     ma, mw = statistics.median(api_t[1:]), statistics.median(web_t[1:])
     print(f"  median wall: API {ma:.2f} s, browser {mw:.2f} s: browser / API = {mw / ma:.2f} (target <= 1.5)")
+    for name, sel in (("right after the stroke", slice(2, None, 2)), ("after a 1 s pause", slice(1, None, 2))):
+        if web_t[sel]:
+            r = statistics.median(w / a for w, a in zip(web_t[sel], api_t[sel]))
+            print(f"    {name}: browser median {statistics.median(web_t[sel]):.2f} s, ratio {r:.2f}")
 
 
 def main() -> None:
