@@ -157,8 +157,11 @@ def _sc_run(micro_batches: int, unscaled: bool = False, monkeypatch=None):
 @pytest.mark.slow
 def test_scfegan_two_micro_batches_equal_the_whole_batch(monkeypatch):
     whole, micro = _sc_run(1), _sc_run(2)
-    # float32 (the gradient penalty runs in fp32): summation order differs, so a float tolerance
-    tol = dict(rtol=1e-4, atol_frac=1e-4, param_atol=1e-2 * SC_MODEL["optim"]["lr_g"])
+    # float32 (the gradient penalty runs in fp32): summation order differs, so a float tolerance.  The gradients are
+    # compared through Adam's moments (rtol 1e-4 + 1e-4 of each tensor's largest value; 2x without 1/N).  After ONE
+    # Adam step a parameter has moved by lr * g / (|g| + eps), about lr * sign(g): a gradient that is 0 up to
+    # rounding may flip sign with the summation order (2 threads vs 1), so parameters agree within 2 lr only.
+    tol = dict(rtol=1e-4, atol_frac=1e-4, param_atol=2.5 * SC_MODEL["optim"]["lr_g"])
     _assert_same(whole, micro, **tol)
     with pytest.raises(AssertionError):  # Adam's moments are the accumulated gradients: 2x
         _assert_same(whole, _sc_run(2, unscaled=True, monkeypatch=monkeypatch), **tol)
