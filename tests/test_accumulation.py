@@ -7,11 +7,13 @@ forward, and a micro-batch step runs more forwards) does not move ``weight_u`` d
 discriminator has BatchNorm (BasicSR's), which normalises with the micro-batch: it is not used for the equality.
 """
 
+import copy
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import TINY_ESRGAN, compose_cfg
+from test_esrgan_module import TINY_MODEL as ESRGAN_TINY_MODEL
 
 from lightning_modules.base import IterationGANModule
 from lightning_modules.esrgan_module import ESRGANModule
@@ -19,32 +21,14 @@ from lightning_modules.scfegan_module import SCFEGANModule
 from runtime.config_checks import check_train_config
 from runtime.training import train
 
-SR_MODEL = dict(
-    generator={"_target_": "archs.rrdbnet.RRDBNet", "num_feat": 8, "num_block": 1, "num_grow_ch": 4, "scale": 4},
-    discriminator={"_target_": "archs.unet_discriminator.UNetDiscriminatorSN", "num_feat": 4},
-    perceptual={"_target_": "losses.basic_loss.PerceptualLoss", "layer_weights": {"conv1_2": 1.0}, "weights": "random"},
-    psnr={
-        "iters": 1,
-        "lr": 2e-4,
-        "betas": [0.9, 0.99],
-        "pixel_weight": 1.0,
-        "scheduler": "step",
-        "step": {"step_size": 1, "gamma": 0.5},
-    },
-    gan={
-        "iters": 3,
-        "lr_g": 1e-4,
-        "lr_d": 1e-4,
-        "betas": [0.9, 0.99],
-        "milestones": [1],
-        "gamma": 0.5,
-        "pixel_weight": 1.0,
-        "perceptual_weight": 1.0,
-        "gan_weight": 0.1,
-        "gan_type": "vanilla",
-    },
-    ema_decay=0.5,
-)
+# test_esrgan_module's tiny ESRGAN with Real-ESRGAN's U-Net SN D (no BatchNorm: micro-batches can equal the whole
+# batch), the vanilla GAN loss and a fast-moving EMA.
+SR_MODEL = copy.deepcopy(ESRGAN_TINY_MODEL)
+SR_MODEL["discriminator"] = {"_target_": "archs.unet_discriminator.UNetDiscriminatorSN", "num_feat": 4}
+SR_MODEL["perceptual"]["layer_weights"] = {"conv1_2": 1.0}
+SR_MODEL["psnr"].update(iters=1, step={"step_size": 1, "gamma": 0.5})
+SR_MODEL["gan"].update(iters=3, milestones=[1], pixel_weight=1.0, gan_weight=0.1, gan_type="vanilla")
+SR_MODEL["ema_decay"] = 0.5
 
 
 class _Harness:

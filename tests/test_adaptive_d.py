@@ -2,6 +2,7 @@
 skipped D update leaves D (and its Adam state) untouched while G trains, it is logged, the EMA survives a resume
 bit for bit, and under DDP every rank holds the same EMA (and so takes the same decisions)."""
 
+import copy
 import logging
 from pathlib import Path
 
@@ -9,35 +10,16 @@ import pytest
 import torch
 from conftest import TINY_ESRGAN, compose_cfg, write_png
 from pytorch_lightning import Callback
+from test_esrgan_module import TINY_MODEL as ESRGAN_TINY_MODEL
 
 from lightning_modules.esrgan_module import ESRGANModule
 from runtime.training import train
 
-TINY_MODEL = dict(
-    generator={"_target_": "archs.rrdbnet.RRDBNet", "num_feat": 8, "num_block": 1, "num_grow_ch": 4, "scale": 4},
-    discriminator={"_target_": "archs.vgg_discriminator.VGGStyleDiscriminator", "num_feat": 4, "input_size": 32},
-    perceptual={"_target_": "losses.basic_loss.PerceptualLoss", "layer_weights": {"conv1_2": 1.0}, "weights": "random"},
-    psnr={
-        "iters": 1,
-        "lr": 2e-4,
-        "betas": [0.9, 0.99],
-        "pixel_weight": 1.0,
-        "scheduler": "step",
-        "step": {"step_size": 1, "gamma": 0.5},
-    },
-    gan={
-        "iters": 4,
-        "lr_g": 1e-4,
-        "lr_d": 1e-4,
-        "betas": [0.9, 0.99],
-        "milestones": [2],
-        "gamma": 0.5,
-        "pixel_weight": 1e-2,
-        "perceptual_weight": 1.0,
-        "gan_weight": 5e-3,
-    },
-    stages=["gan"],
-)
+# test_esrgan_module's tiny ESRGAN with a shallower perceptual layer, one PSNR batch, and the GAN stage only.
+TINY_MODEL = copy.deepcopy(ESRGAN_TINY_MODEL)
+TINY_MODEL["perceptual"]["layer_weights"] = {"conv1_2": 1.0}
+TINY_MODEL["psnr"].update(iters=1, step={"step_size": 1, "gamma": 0.5})
+TINY_MODEL["stages"] = ["gan"]
 
 
 def _module(tmp_path, **adaptive):
