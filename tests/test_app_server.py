@@ -149,12 +149,15 @@ def page(browser, server):
 
 
 def _wait_text(pg, elem_id: str, *texts: str) -> str:
-    cond = " || ".join(f"t.includes({t!r})" for t in texts)
-    pg.wait_for_function(
-        f"(() => {{ const e = document.querySelector({'#' + elem_id!r}); if (!e) return false; "
-        f"const t = e.innerText; return {cond}; }})()"
+    """Wait until the element's text (a Markdown component's text alone, without the timer text of Gradio's progress
+    tracker beside it) contains one of ``texts``; return that text."""
+    text = (
+        f"(() => {{ const e = document.querySelector({'#' + elem_id!r}); if (!e) return null; "
+        "return (e.querySelector('[data-testid=\"markdown\"]') || e).innerText; })()"
     )
-    return pg.locator(f"#{elem_id}").inner_text()
+    cond = " || ".join(f"t.includes({t!r})" for t in texts)
+    pg.wait_for_function(f"(() => {{ const t = {text}; return t !== null && ({cond}); }})()")
+    return pg.evaluate(text)
 
 
 def _upload(pg, elem_id: str, path: str) -> None:
@@ -679,6 +682,122 @@ def test_browser_slow_upload_strokes_reach_generate_without_uploads(page, server
     assert sum("/queue/join" in u for u in requests) == 1
     out = _download(pg.locator("#face-download a").first.get_attribute("href"))
     assert np.array_equal(out[~seen[-1]], face[~seen[-1]])
+
+
+def _committed(pg) -> None:
+    """Wait until the server has the layers of every change in the editor (the page's own bookkeeping, which
+    Generate waits on: webui.editor)."""
+    pg.wait_for_function("() => { const S = window.__faceEditor; return S.changes > 0 && S.committed === S.changes; }")
+
+
+# Records (fn_name, type) of every post the page makes to the component server (the editor's layer uploads are
+# multipart forms with blobs, whose bodies Playwright's request events do not carry).
+_RECORD_POSTS_JS = """() => {
+  window.__posts = [];
+  const f = window.fetch;
+  window.fetch = function (u, o) {
+    const url = String((u && u.url) || u), b = o && o.body;
+    if (url.includes('/component_server'))
+      window.__posts.push(b instanceof FormData ? [b.get('fn_name'), b.get('type')] : ['json', '']);
+    return f.apply(this, arguments);
+  };
+}"""
+
+
+def test_browser_strokes_send_layers_only_and_generate_after_them_sends_nothing(page, server, tmp_path, monkeypatch):
+    """Issue 18 item 5: each stroke uploads the three layers and nothing else (not the photo-sized background and
+    composite the editor would encode with them), and a Generate after the stroke's layers reached the server
+    sends no layer data: one request.  Progress shows as a static line while it runs, gone after."""
+    import webui.handlers as handlers
+
+    seen = []
+    real_edit = handlers.edit
+
+    def spy(store, image, mask, sketch=None, color=None, seed=0, noise=None):
+        seen.append(mask)
+        return real_edit(store, image, mask, sketch, color, seed, noise)
+
+    monkeypatch.setattr(handlers, "edit", spy)
+    pg = page
+    requests = []
+    pg.on("request", lambda r: requests.append(r))
+    face = random_rgb(120, 100, seed=51)
+    _upload(pg, "face-file", str(write_png(tmp_path / "layers.png", face)))
+    _wait_text(pg, "face-status", "Loaded layers.png", "Error")
+    _editor_ready(pg)
+    box = _image_box(pg, "face-editor", face.shape[:2])
+    pg.evaluate(_RECORD_POSTS_JS)
+    for k, x in enumerate((0.3, 0.6)):
+        pg.evaluate("window.__posts = []")
+        _stroke(pg, box, x, 0.3, x, 0.7)
+        _committed(pg)
+        posts = pg.evaluate("window.__posts")
+        assert posts and all(p == ["accept_blobs", "layer"] for p in posts) and len(posts) % 3 == 0, posts  # main: 5
+        requests.clear()
+        pg.evaluate(
+            "() => { window.__sawBusy = false; new MutationObserver((m, ob) => { if (document.querySelector("
+            "'#face-busy')) { window.__sawBusy = true; ob.disconnect(); } }).observe(document.body, "
+            "{subtree: true, childList: true}); }"
+        )
+        pg.click("#face-generate")
+        assert _wait_text(pg, "face-status", "Edited", "Error").startswith("Edited 100x120")
+        _gone(pg, "#face-busy")
+        assert pg.evaluate("window.__sawBusy")
+        pg.wait_for_timeout(300)
+        urls = [r.url for r in requests]
+        assert [u for u in urls if "component_server" in u or "/gradio_api/upload" in u] == [], urls  # main: 3-10
+        assert sum("/queue/join" in u for u in urls) == 1
+        mask = seen[-1]
+        assert mask[60, int(x * 100)] and (k == 0 or mask[60, 30]), "a stroke is missing from the edit"
+
+
+def test_browser_stroke_during_an_upload_in_flight_reaches_generate(page, server, tmp_path, monkeypatch):
+    """A stroke released while the editor's previous upload (here a layer switch's) is still on its way, Generate
+    clicked at once: the edit must wait for the upload that carries the stroke, not take the end of the one in
+    flight for it."""
+    import time
+
+    import webui.handlers as handlers
+
+    seen = []
+    real_edit = handlers.edit
+
+    def spy(store, image, mask, sketch=None, color=None, seed=0, noise=None):
+        seen.append(sketch)
+        return real_edit(store, image, mask, sketch, color, seed, noise)
+
+    monkeypatch.setattr(handlers, "edit", spy)
+    pg = page
+    # The server answers the editor's layer posts slowly once ``slow`` is on (a sleep in the server's thread: a
+    # Playwright route that sleeps would stall the test's own browser calls too).
+    from webui.editor import StrokeStore
+
+    slow = {"on": False}
+    real_add = StrokeStore.add
+
+    def slow_add(self, *args):
+        if slow["on"]:
+            time.sleep(1.5)
+        return real_add(self, *args)
+
+    monkeypatch.setattr(StrokeStore, "add", slow_add)
+    face = random_rgb(120, 100, seed=52)
+    _upload(pg, "face-file", str(write_png(tmp_path / "inflight.png", face)))
+    _wait_text(pg, "face-status", "Loaded inflight.png", "Error")
+    _editor_ready(pg)
+    box = _image_box(pg, "face-editor", face.shape[:2])
+    _stroke(pg, box, 0.5, 0.2, 0.5, 0.8)  # the mask
+    _committed(pg)
+    slow["on"] = True
+    _mode(pg, "Sketch", "sketch", "rgb(0, 0, 0)")  # a layer switch: an upload of its own, answered slowly
+    _stroke(pg, box, 0.3, 0.5, 0.7, 0.5)  # released while that upload is on its way ...
+    # the layer switch's upload has not finished: the server has the first stroke only
+    state = pg.evaluate("(() => { const S = window.__faceEditor; return [S.changes, S.committed]; })()")
+    assert state == [3, 1], state
+    pg.click("#face-generate")  # ... and Generate at once
+    assert _wait_text(pg, "face-status", "Edited", "Error").startswith("Edited 100x120")
+    sketch = seen[-1]
+    assert sketch is not None and sketch[60, 35:65].all(), "the stroke drawn during the upload is missing"
 
 
 def test_browser_upscale_shows_tile_progress(page, server, tmp_path):

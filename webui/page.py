@@ -26,8 +26,9 @@ import gradio as gr
 from omegaconf import DictConfig, OmegaConf
 
 from webui.editor import (
-    COMMIT_JS,
     EDITOR_HEAD,
+    GENERATE_JS,
+    GENERATED_JS,
     LOADED_JS,
     LOADING_JS,
     WAIT_FOR_STROKES_JS,
@@ -323,7 +324,8 @@ def build_app(cfg: DictConfig) -> gr.Blocks:
             ).then(None, None, None, js=LOADED_JS)  # the editor stays covered until it shows the photo
             face_file.change(reset_strokes, None, None, js=LOADING_JS, api_visibility="private", queue=False)
             editor.clear(reset_strokes, None, None, api_visibility="private", queue=False)
-            editor.change(None, None, None, js=COMMIT_JS)  # makes the editor send its layers after each stroke
+            # A change listener makes the editor send its layers after each change (its "realtime" mode, webui.editor)
+            editor.change(None, None, None, js="() => {}")
             editor.clear(
                 restore_photo,
                 face_path,
@@ -338,8 +340,12 @@ def build_app(cfg: DictConfig) -> gr.Blocks:
                 [face_out, face_compare, face_download, face_status],
                 api_visibility="private",
                 concurrency_id="face",
-                js=WAIT_FOR_STROKES_JS,  # the last stroke's layers first
-            )
+                js=GENERATE_JS,  # the last stroke's layers first, then a static progress line
+                # Gradio's progress display (even "hidden") runs a timer redrawn every frame on each output: page
+                # work on the cores the network needs.  On the button, which has none, nothing runs.
+                show_progress="hidden",
+                show_progress_on=[gen_btn],
+            ).then(None, None, None, js=GENERATED_JS)
             _iterative_editing(
                 dict(
                     face_file=face_file,
