@@ -104,6 +104,21 @@ def proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def chromium_cpu_s() -> float:
+    """CPU time of every Chromium process on the machine (the browser, its renderer and its GPU process, where the
+    editor's canvas is drawn: in software on a machine without a GPU)."""
+    total = 0.0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if b"chromium" not in f.read().split(b"\0")[0]:
+                    continue
+            total += proc_cpu_s(int(pid))
+        except OSError:  # gone meanwhile
+            pass
+    return total
+
+
 class Server:
     """``python app.py weights=... sr_weights=... port=P`` as a user launches it (logs under the temp folder)."""
 
@@ -232,16 +247,19 @@ ARM_TIMER_JS = """(before) => {
 }"""
 
 
-def click_generate(pg) -> tuple[float, float, tuple[int, int, int]]:
+def click_generate(pg) -> tuple[float, float, tuple[int, int, int], float]:
     """Click Generate and wait for the new result link: seconds from the click to the link, seconds of that spent
-    waiting for strokes to reach the server, and the requests made meanwhile (uploads, layer posts, queue joins)."""
+    waiting for strokes to reach the server, the requests made meanwhile (uploads, layer posts, queue joins), and
+    seconds from the last stroke's release to its layers on the server."""
     href = "document.querySelector('#face-download a')?.getAttribute('href') || ''"
     pg.evaluate(ARM_TIMER_JS, pg.evaluate(href))
     pg.click("#face-generate")
     pg.wait_for_function("() => window.__genTimer.done > 0", polling=250)
     T = pg.evaluate("window.__genTimer")
-    waited = pg.evaluate("window.__faceEditor.waited") / 1000
-    return (T["done"] - T["click"]) / 1000, waited, (T["uploads"], T["posts"], T["joins"])
+    S = pg.evaluate("(({waited, up, committedAt}) => ({waited, up, committedAt}))(window.__faceEditor)")
+    # from the stroke's release to its layers on the server (the page renders and reads the canvas first)
+    lag = (S["committedAt"] - S["up"]) / 1000 if S.get("committedAt") and S["committedAt"] > S["up"] else 0.0
+    return (T["done"] - T["click"]) / 1000, S["waited"] / 1000, (T["uploads"], T["posts"], T["joins"]), lag
 
 
 def paired(args, tmp: str, server: Server) -> None:
@@ -253,7 +271,7 @@ def paired(args, tmp: str, server: Server) -> None:
     face, layers = inputs(tmp, s)
     mask = write_png(os.path.join(tmp, "mask.png"), (layers[0][..., 3] > 0).astype(np.uint8) * 255)
     client = Client(server.url, verbose=False)
-    api_t, web_t, api_c, web_c, reqs, waits, covers = [], [], [], [], [], [], [0.0]
+    api_t, web_t, api_c, web_c, reqs, waits, covers, lags, web_b = [], [], [], [], [], [], [0.0], [], []
     with sync_playwright() as p:
         browser = p.chromium.launch(
             executable_path=find_chromium(), headless=True, args=["--no-sandbox"] if os.geteuid() == 0 else []
@@ -277,6 +295,7 @@ def paired(args, tmp: str, server: Server) -> None:
                 # moved a little each time).  Even pairs click right after the stroke, odd pairs after a 1 s pause
                 # (the stroke's layers have had time to reach the server while the hand moves to the button).
                 dy = 4 * i
+                b0 = chromium_cpu_s()
                 pg.mouse.move(cx - 40, cy - 30 + dy)
                 pg.mouse.down()
                 for k in range(9):
@@ -284,8 +303,11 @@ def paired(args, tmp: str, server: Server) -> None:
                 pg.mouse.up()
                 if i % 2:
                     pg.wait_for_timeout(1000)
-                c0 = server.cpu()
-                dt, waited, n = click_generate(pg)
+                c0, b1 = server.cpu(), chromium_cpu_s()
+                dt, waited, n, lag = click_generate(pg)
+                b2 = chromium_cpu_s()
+                web_b.append((b1 - b0, b2 - b1))
+                lags.append(lag)
                 web_t.append(dt)
                 waits.append(waited)
                 reqs.append(n)
@@ -307,7 +329,9 @@ def paired(args, tmp: str, server: Server) -> None:
         when = "after a 1 s pause" if i % 2 else "right after the stroke"
         print(
             f"    pair {i} ({when}): API {api_t[i]:.2f} s ({api_c[i]:.2f} CPU-s), browser {web_t[i]:.2f} s "
-            f"({web_c[i]:.2f} CPU-s server; {waits[i]:.2f} s waiting for the stroke), ratio {web_t[i] / api_t[i]:.2f}; "
+            f"({web_c[i]:.2f} CPU-s server; {waits[i]:.2f} s waiting for the stroke, on the server {lags[i]:.2f} s after "
+            f"its release; Chromium {web_b[i][0]:.2f} CPU-s for the stroke, {web_b[i][1]:.2f} for the Generate), "
+            f"ratio {web_t[i] / api_t[i]:.2f}; "
             f"per click: {reqs[i][0]} uploads, {reqs[i][1]} layer posts, {reqs[i][2]} queue joins"
         )
     ma, mw = statistics.median(api_t[1:]), statistics.median(web_t[1:])

@@ -139,7 +139,11 @@ EDITOR_HEAD = """<script>
         S.inflight--;
         if (up && ++up.done === up.k) {
           S.uploads.delete(id);
-          if (up.ok) { S.committed = Math.max(S.committed, up.n); S.failed = false; } else S.failed = true;
+          if (up.ok) {
+            S.committed = Math.max(S.committed, up.n);
+            S.failed = false;
+            S.committedAt = performance.now();  // read by benchmarks/app_edit.py
+          } else S.failed = true;
         }
       });
   };
