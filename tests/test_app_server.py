@@ -44,7 +44,7 @@ def server(tmp_path_factory):
     cfg = compose_cfg(root, app_overrides(w), config_name="app")
     demo = app.build_app(cfg)
     kw = app.launch_kwargs(cfg, demo)
-    assert kw["server_name"] == "127.0.0.1" and kw["share"] is False and kw["max_file_size"] == "20mb"
+    assert kw["server_name"] == "127.0.0.1" and kw["share"] is False and kw["max_file_size"] == "100mb"
     kw["server_port"] = _free_port()
     demo.queue(default_concurrency_limit=1).launch(prevent_thread_lock=True, quiet=True, **kw)
     try:
@@ -99,6 +99,31 @@ def test_client_edit_face_and_upscale(server, tmp_path):
     with pytest.raises(AppError, match=r"'junk.png' is not an image this app can read") as err:
         client.submit(handle_file(str(tmp_path / "junk.png")), 1.0, 0, api_name="/upscale").result(timeout=TIMEOUT_S)
     assert "Traceback" not in str(err.value)
+
+
+def _png_of_size(path, img: np.ndarray, nbytes: int):
+    """A valid PNG of ``img`` followed by zeros up to ``nbytes`` (decoders stop at its end chunk): a large upload
+    with few pixels."""
+    data = write_png(path, img).read_bytes()
+    path.write_bytes(data + bytes(max(nbytes - len(data), 0)))
+    return path
+
+
+def test_client_uploads_up_to_max_upload_mb(server, tmp_path):
+    """A photo at the SR tab's pixel limit can be a PNG well over 20 MB (16 MP RGB: up to 48 MB): the upload limit
+    takes it; over ``limits.max_upload_mb`` the server refuses the upload."""
+    from gradio_client import Client, handle_file
+
+    client = Client(server["url"], verbose=False)
+    lr = random_rgb(16, 20, seed=3)
+    big = _png_of_size(tmp_path / "big.png", lr, 60 * 2**20)
+    assert big.stat().st_size >= 60 * 2**20
+    out_path, msg = client.submit(handle_file(str(big)), 0.0, 0, api_name="/upscale").result(timeout=TIMEOUT_S)
+    ref = upscale(server["w"]["psnr_net"], Image(lr, 255.0, str(big)), 4, torch.device("cpu"))
+    assert np.array_equal(read_image(out_path).pixels, ref), msg
+    over = _png_of_size(tmp_path / "over.png", lr, 101 * 2**20)
+    with pytest.raises(ValueError, match=r"over.png exceeds the maximum file size of 104857600 bytes"):
+        client.submit(handle_file(str(over)), 0.0, 0, api_name="/upscale").result(timeout=TIMEOUT_S)
 
 
 # -- browser ------------------------------------------------------------------------------------------------------------

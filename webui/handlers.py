@@ -41,7 +41,7 @@ class InputError(ValueError):
 
 @dataclass
 class Limits:
-    max_upload_mb: float = 20.0  # also Gradio's ``max_file_size`` (uploads over it are refused by the server)
+    max_upload_mb: float = 100.0  # also Gradio's ``max_file_size``; takes a max_pixels_sr PNG at 8 bits (RGBA: 64 MB)
     max_pixels_face: int = 4096 * 4096
     max_pixels_sr: int = 4096 * 4096  # input pixels; the x4 output has 16 times as many (upscaled tile by tile)
     sr_auto_tile: int = 512  # tile side (input pixels) when the page's tile is 0 and the image is larger
