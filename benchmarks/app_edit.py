@@ -1,7 +1,7 @@
 """Time one face edit through the app, end to end (figures, not a test).
 
     python benchmarks/app_edit.py [--size 512] [--cnum 64] [--repeats 3] [--threads N] [--via handler,api,browser]
-    python benchmarks/app_edit.py --paired [--repeats 5]   # API and browser edits interleaved: the ratio
+    python benchmarks/app_edit.py --paired [--repeats 5] [--json F]   # API and browser edits interleaved: the ratio
 
 ``--paired``: one server, one ``/edit_face`` call and one browser Generate in turn per repeat (so both see the same
 load), and the browser / API ratio of the wall-time medians (issue 18 target: within 1.5x), with the requests the
@@ -35,6 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 import tv_compat  # must precede anything that imports torchvision
 
 import argparse
+import json
 import re
 import shutil
 import socket
@@ -340,6 +341,13 @@ def paired(args, tmp: str, server: Server) -> None:
         if web_t[sel]:
             r = statistics.median(w / a for w, a in zip(web_t[sel], api_t[sel]))
             print(f"    {name}: browser median {statistics.median(web_t[sel]):.2f} s, ratio {r:.2f}")
+    if args.json:  # for benchmarks/cpu_inference.py's table
+        rows = {
+            "/edit_face (API)": (api_t[1:], api_c[1:]),
+            "browser Generate": (web_t[1:], web_c[1:]),
+        }
+        with open(args.json, "w") as f:
+            json.dump({k: {"wall": w, "server_cpu": c} for k, (w, c) in rows.items()}, f)
 
 
 def main() -> None:
@@ -350,6 +358,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--via", default="handler,api,browser", help="comma-separated: handler, api, browser")
     ap.add_argument("--paired", action="store_true", help="interleave API and browser edits; print the ratio")
+    ap.add_argument("--json", help="--paired: also write the per-pair times to this file")
     args = ap.parse_args()
     if args.paired:
         args.via = "api,browser"

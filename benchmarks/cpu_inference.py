@@ -3,6 +3,7 @@
     python benchmarks/cpu_inference.py                                   # PyTorch (now / before) and onnxruntime
     TF_SIDE=/work/side/tf/lib/python3.11/site-packages python benchmarks/cpu_inference.py   # + official TF graph
     python benchmarks/cpu_inference.py --omp-wait-policy default         # libgomp's spinning (see below)
+    python benchmarks/cpu_inference.py --cases app --app-pairs 10        # the app's edit alone
 
 Cases (batch 1, fp32, random weights, the same weights in every runtime):
 
@@ -16,6 +17,11 @@ Cases (batch 1, fp32, random weights, the same weights in every runtime):
 * ``srvgg``: Real-ESRGAN's compact SRVGGNetCompact x4 at ``realesr-animevideov3-x4``'s size (16 convs, 64 features,
   PReLU), on the same input and tiles as ``rrdbnet``, against onnxruntime on this project's ONNX export of the same
   weights; per input megapixel.  It has no separate fast path (plain convolutions), so no ``torch (before)`` row.
+
+* ``app``: the app's 512x512 face edit end to end (decode, network, composite, encode; issue 21 item 3), through
+  ``/edit_face`` and through the page in Chromium, interleaved on one ``python app.py`` server with the full-width
+  generator: ``benchmarks/app_edit.py --paired`` in a subprocess (see there), ``--app-pairs`` pairs; the wall time
+  and the server's CPU time per edit.  Needs Chromium (as tests/test_app_server.py); left out, saying so, without it.
 
 ``--quick``: toy sizes and one round (every case, every runtime, the same code paths: proves the script works;
 the figures mean nothing).  tests/test_cpu_inference.py runs it.
@@ -57,8 +63,10 @@ import tv_compat
 import argparse
 import atexit
 import contextlib
+import json
 import shutil
 import statistics
+import subprocess
 import tempfile
 import time
 
@@ -150,7 +158,8 @@ def load():
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--cases", default="scfegan,rrdbnet,srvgg")
+    p.add_argument("--cases", default="scfegan,rrdbnet,srvgg,app")
+    p.add_argument("--app-pairs", type=int, default=6, help="app: API / browser edit pairs")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--size", type=int, default=512, help="SC-FEGAN input side (a multiple of 128)")
@@ -251,7 +260,38 @@ def main(argv=None):
             per=mp,
             unit="s/MP",
         )
+    if "app" in cases:
+        app_table(args, tmp)
     print(f"\nload average (1, 5, 15 min) at the end: {load()} on {os.cpu_count()} CPUs")
+
+
+def app_table(args, tmp: str) -> None:
+    """The app's edit through the API and the browser: benchmarks/app_edit.py --paired, its medians as a table."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path.insert(0, here)
+    from app_edit import find_chromium
+
+    if find_chromium() is None:
+        print("\nthe app: no Chromium found (CHROMIUM_PATH, /usr/lib/chromium/chromium): its rows are left out")
+        return
+    size, cnum, pairs = (128, 8, 1) if args.quick else (args.size, 64, args.app_pairs)
+    out = os.path.join(tmp, "app_edit.json")
+    cmd = [sys.executable, os.path.join(here, "app_edit.py"), "--paired", "--repeats", str(pairs)]
+    cmd += ["--size", str(size), "--cnum", str(cnum), "--threads", str(args.threads), "--json", out]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    if run.returncode != 0:
+        raise SystemExit(f"benchmarks/app_edit.py failed:\n{run.stdout[-2000:]}\n{run.stderr[-3000:]}")
+    with open(out) as f:
+        res = json.load(f)
+    api = statistics.median(res["/edit_face (API)"]["wall"])
+    print(
+        f"\nThe app's SC-FEGAN edit, {size}x{size} end to end (cnum {cnum}), {pairs} interleaved pairs after a "
+        f"warm-up, medians (load average now: {load()}; per pair: python benchmarks/app_edit.py --paired)"
+    )
+    print(f"  {'via':22s} {'wall s':>10s} {'server CPU s':>13s} {'wall / API':>11s}   wall runs (s)")
+    for name, r in res.items():
+        w, c = statistics.median(r["wall"]), statistics.median(r["server_cpu"])
+        print(f"  {name:22s} {w:10.2f} {c:13.2f} {w / api:11.2f}   " + ", ".join(f"{v:.2f}" for v in r["wall"]))
 
 
 if __name__ == "__main__":

@@ -167,8 +167,8 @@ def test_rrdbnet_fast_path_matches_plain():
 @pytest.mark.slow
 def test_cpu_inference_benchmark_quick_mode_prints_every_row():
     """`python benchmarks/cpu_inference.py --quick` (the command the lead's full run shares its code with): every case
-    prints its rows, the runtimes agree on the outputs, and the compact SRVGGNet row compares torch with onnxruntime
-    on the same tiles (issue 21 item 2)."""
+    prints its rows, the runtimes agree on the outputs, the compact SRVGGNet row compares torch with onnxruntime
+    on the same tiles (issue 21 item 2), and the app's edit is timed through the API and the browser (item 3)."""
     import os
     import re
     import subprocess
@@ -198,3 +198,13 @@ def test_cpu_inference_benchmark_quick_mode_prints_every_row():
             nums = re.findall(r"[-+]?\d+\.\d+(?:e[-+]\d+)?", row[24:])  # CPU, wall, 2 ratios, max |diff|, runs
             cpu, diff = float(nums[0]), float(nums[4])
             assert cpu > 0 and diff < 1e-4, row  # same weights, same tiles: the same output
+    # the app's edit through the API and the browser (issue 21 item 3), where Chromium is installed
+    app = [b for b in blocks if b.startswith("The app's SC-FEGAN edit")]
+    if not app:
+        assert "no Chromium found" in out.stdout and os.environ.get("APP_BROWSER_TESTS") != "required", out.stdout
+        return
+    rows = app[0].splitlines()[2:]
+    assert [r[2:24].strip() for r in rows] == ["/edit_face (API)", "browser Generate"], app[0]
+    for row in rows:
+        wall, cpu, ratio = (float(v) for v in row[24:].split()[:3])
+        assert wall > 0 and cpu > 0 and ratio > 0, row
