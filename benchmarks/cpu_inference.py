@@ -26,10 +26,13 @@ Cases (batch 1, fp32, random weights, the same weights in every runtime):
 ``--quick``: toy sizes and one round (every case, every runtime, the same code paths: proves the script works;
 the figures mean nothing).  tests/test_cpu_inference.py runs it.
 
-The runtimes take turns (A B C A B C ...) for ``--reps`` rounds, so that a shared machine's load falls on all of
-them alike; the table gives medians of the process CPU time and of the wall time, their ratios to this
-project's path, the largest output difference, and the load average.  CPU time is the steadier figure on a
-shared machine; wall time is what a user waits for.
+Each runtime runs in a process of its own (set up and warmed up first), and they take turns (A B C A B C ...) for
+``--reps`` rounds, with a 0.5 s pause before each run, so that a shared machine's load falls on all of them alike
+and no runtime's threads compete with another's: two thread pools in one process slow each other down (PyTorch's
+OpenMP threads and onnxruntime's both spin a while after their work; measured in one process, onnxruntime came out
+up to 2.3x slower than alone, PyTorch up to 1.4x).  The table gives medians of the process CPU time and of the wall
+time, their ratios to this project's path, the largest output difference, and the load average.  CPU time is the
+steadier figure on a shared machine; wall time is what a user waits for.
 
 ``--omp-wait-policy``: PyTorch's OpenMP threads spin while they wait for each other (libgomp's default).  On a
 machine with more runnable threads than cores the spinning thread burns the time slice its partner needs;
@@ -43,7 +46,12 @@ import os
 import sys
 
 # As predict.py and app.py (benchmarks/omp_wait_policy.py): before torch loads libgomp; --omp-wait-policy overrides.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# The runtimes' worker processes import this file again (as __mp_main__): the parent's choice reaches them through
+# _CPU_INFERENCE_OMP ("default": libgomp's own, the variable unset).
+if os.environ.get("_CPU_INFERENCE_OMP") == "default":
+    os.environ.pop("OMP_WAIT_POLICY", None)
+else:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 if __name__ == "__main__":
     for i, arg in enumerate(sys.argv):
         value = (
@@ -55,6 +63,7 @@ if __name__ == "__main__":
             os.environ["OMP_WAIT_POLICY"] = value.upper()
         elif value == "default":  # libgomp's own default (spin a while, then sleep)
             os.environ.pop("OMP_WAIT_POLICY")
+            os.environ["_CPU_INFERENCE_OMP"] = "default"
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the project root
 
@@ -64,6 +73,7 @@ import argparse
 import atexit
 import contextlib
 import json
+import multiprocessing
 import shutil
 import statistics
 import subprocess
@@ -120,19 +130,101 @@ def tiled(fn, x, scale, tile, pad):
     return out
 
 
-def interleaved(runs, reps):
-    """{name: (cpu_s list, wall_s list, output)}: one warm-up each, then ``reps`` rounds in turn."""
-    res = {}
+def build(case: str, runtime: str, opts: dict, tmp: str):
+    """A zero-argument callable running ``runtime`` on ``case``'s input (the same seeded weights and input in every
+    process)."""
+    g = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    if case == "scfegan":
+        net = SCFEGANGenerator().eval()
+        x = torch.rand(1, 9, opts["size"], opts["size"], generator=g) * 2 - 1
+        example, call = x[..., :128, :128], (lambda fn: fn(x))
+    else:
+        if case == "rrdbnet":
+            net = RRDBNet(num_block=23).eval()
+        else:  # realesr-animevideov3-x4's size (README "Predict and export"; Real-ESRGAN inference_realesrgan.py)
+            net = SRVGGNetCompact(num_feat=64, num_conv=16, upscale=4, act_type="prelu").eval()
+            with torch.no_grad():  # PReLU slopes off their 0.25 default, as trained weights are
+                for m in net.modules():
+                    if isinstance(m, torch.nn.PReLU):
+                        m.weight.uniform_(0.0, 0.5, generator=g)
+        x = torch.rand(1, 3, opts["sr_size"], opts["sr_size"], generator=g)
+        example = x[..., :32, :32]
+        call = lambda fn: tiled(fn, x, 4, opts["tile"], opts["tile_pad"])  # noqa: E731
+    if runtime == "torch":
+        return lambda: call(net)
+    if runtime == "torch (before)":
+
+        def before():
+            with before_issue_21():
+                return call(net)
+
+        return before
+    if runtime == "onnxruntime":
+        fn = ort_session(net, example, os.path.join(tmp, f"{case}.onnx"), opts["threads"])
+        return lambda: call(fn)
+    # the official SC-FEGAN graph in TensorFlow, from a side folder (TF_SIDE)
+    sys.path.append(os.environ["TF_SIDE"])  # after the project's packages
+    import tensorflow as tf
+
+    from weights.scfegan_convert import official_tf_generator, torch_to_tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(opts["threads"])
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    variables = {k: tf.constant(v) for k, v in torch_to_tf(net.state_dict()).items()}
+    graph = tf.function(lambda inp: official_tf_generator(tf, variables, inp))
+    x_tf = tf.constant(x.permute(0, 2, 3, 1).numpy())
+    return lambda: torch.from_numpy(graph(x_tf).numpy()).permute(0, 3, 1, 2)
+
+
+def worker(conn, case: str, runtime: str, opts: dict, tmp: str) -> None:
+    """One runtime in a process of its own: its thread pool alone on the cores when its turn comes."""
+    torch.set_num_threads(opts["threads"])
+    fn = build(case, runtime, opts, tmp)  # parameters made outside inference mode (the fast path's cache)
     with torch.inference_mode():
-        for name, fn in runs.items():
-            res[name] = ([], [], fn())
-        for _ in range(reps):
-            for name, fn in runs.items():
-                c, w = time.process_time(), time.perf_counter()
-                fn()
-                res[name][0].append(time.process_time() - c)
-                res[name][1].append(time.perf_counter() - w)
-    return res
+        out = fn()  # warm-up
+        conn.send(runtime)
+        while conn.recv() == "run":
+            c, w = time.process_time(), time.perf_counter()
+            fn()
+            conn.send((time.process_time() - c, time.perf_counter() - w))
+    conn.send(out.numpy())
+
+
+def _recv(proc, conn):
+    """The worker's next message; stops the benchmark if the worker died (its traceback is on stderr)."""
+    while not conn.poll(1.0):
+        if not proc.is_alive():
+            raise SystemExit(f"benchmark worker {proc.name} exited with {proc.exitcode}")
+    return conn.recv()
+
+
+def interleaved(case: str, runtimes: list[str], opts: dict, reps: int, tmp: str) -> dict:
+    """{runtime: (cpu_s list, wall_s list, output)}: each runtime in its own process (set up and warmed up first),
+    then ``reps`` rounds in turn, with a pause before each run so that the previous runtime's threads have stopped
+    spinning (two thread pools in one process, or running at once, slow each other down)."""
+    ctx = multiprocessing.get_context("spawn")
+    procs = {}
+    for rt in runtimes:
+        parent, child = ctx.Pipe()
+        p = ctx.Process(target=worker, args=(child, case, rt, opts, tmp), daemon=True)
+        p.start()
+        _recv(p, parent)  # built and warmed up
+        procs[rt] = (p, parent)
+    res = {rt: ([], []) for rt in runtimes}
+    for _ in range(reps):
+        for rt, (p, conn) in procs.items():
+            time.sleep(0.5)
+            conn.send("run")
+            cpu, wall = _recv(p, conn)
+            res[rt][0].append(cpu)
+            res[rt][1].append(wall)
+    out = {}
+    for rt, (p, conn) in procs.items():
+        conn.send("stop")
+        out[rt] = (*res[rt], torch.from_numpy(_recv(p, conn)))
+        p.join(60)
+    return out
 
 
 def table(title, res, per=1.0, unit="s"):
@@ -182,84 +274,28 @@ def main(argv=None):
     )
     tmp = tempfile.mkdtemp(prefix="cpu_inference_")
     atexit.register(shutil.rmtree, tmp, True)  # the ONNX exports
-    g = torch.Generator().manual_seed(0)
 
+    opts = dict(threads=args.threads, size=args.size, sr_size=args.sr_size, tile=args.tile, tile_pad=args.tile_pad)
     if "scfegan" in cases:
-        torch.manual_seed(0)
-        net = SCFEGANGenerator().eval()
-        x = torch.rand(1, 9, args.size, args.size, generator=g) * 2 - 1
-        runs = {"torch": lambda: net(x)}
-        if not args.no_before:
-
-            def before():
-                with before_issue_21():
-                    return net(x)
-
-            runs["torch (before)"] = before
-        ort_fn = ort_session(net, x[..., :128, :128], os.path.join(tmp, "scfegan.onnx"), args.threads)
-        runs["onnxruntime"] = lambda: ort_fn(x)
-        side = os.environ.get("TF_SIDE")
-        if side:
-            sys.path.append(side)  # after the project's packages
-            import tensorflow as tf
-
-            from weights.scfegan_convert import official_tf_generator, torch_to_tf
-
-            tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-            tf.config.threading.set_inter_op_parallelism_threads(1)
-            variables = {k: tf.constant(v) for k, v in torch_to_tf(net.state_dict()).items()}
-            graph = tf.function(lambda inp: official_tf_generator(tf, variables, inp))
-            x_tf = tf.constant(x.permute(0, 2, 3, 1).numpy())
-            runs[f"tensorflow {tf.__version__}"] = lambda: torch.from_numpy(graph(x_tf).numpy()).permute(0, 3, 1, 2)
-        res = interleaved(runs, args.reps)
+        runtimes = ["torch"] + ([] if args.no_before else ["torch (before)"]) + ["onnxruntime"]
+        if os.environ.get("TF_SIDE"):
+            runtimes.append("tensorflow")
+        res = interleaved("scfegan", runtimes, opts, args.reps, tmp)
         table(f"SC-FEGAN generator, 1x9x{args.size}x{args.size}, per forward (load average now: {load()})", res)
-
+    mp = args.sr_size**2 / 1e6
+    tiles = f"{args.sr_size}x{args.sr_size} input in {args.tile}-px tiles + {args.tile_pad}-px context"
     if "rrdbnet" in cases:
-        torch.manual_seed(0)
-        net = RRDBNet(num_block=23).eval()
-        x = torch.rand(1, 3, args.sr_size, args.sr_size, generator=g)
-        tile, pad = args.tile, args.tile_pad
-        runs = {"torch": lambda: tiled(net, x, 4, tile, pad)}
-        if not args.no_before:
-
-            def before():
-                with before_issue_21():
-                    return tiled(net, x, 4, tile, pad)
-
-            runs["torch (before)"] = before
-        ort_fn = ort_session(net, x[..., :32, :32], os.path.join(tmp, "rrdbnet.onnx"), args.threads)
-        runs["onnxruntime"] = lambda: tiled(ort_fn, x, 4, tile, pad)
-        res = interleaved(runs, args.reps)
-        mp = args.sr_size**2 / 1e6
-        table(
-            f"RRDBNet x4 (23 blocks), {args.sr_size}x{args.sr_size} input in {tile}-px tiles + {pad}-px context, "
-            f"per input megapixel (load average now: {load()})",
-            res,
-            per=mp,
-            unit="s/MP",
-        )
+        runtimes = ["torch"] + ([] if args.no_before else ["torch (before)"]) + ["onnxruntime"]
+        res = interleaved("rrdbnet", runtimes, opts, args.reps, tmp)
+        title = f"RRDBNet x4 (23 blocks), {tiles}, per input megapixel (load average now: {load()})"
+        table(title, res, per=mp, unit="s/MP")
     if "srvgg" in cases:
-        torch.manual_seed(0)
-        # realesr-animevideov3-x4's size (README "Predict and export"; Real-ESRGAN inference_realesrgan.py)
-        net = SRVGGNetCompact(num_feat=64, num_conv=16, upscale=4, act_type="prelu").eval()
-        with torch.no_grad():  # PReLU slopes off their 0.25 default, as trained weights are
-            for m in net.modules():
-                if isinstance(m, torch.nn.PReLU):
-                    m.weight.uniform_(0.0, 0.5, generator=g)
-        x = torch.rand(1, 3, args.sr_size, args.sr_size, generator=g)
-        tile, pad = args.tile, args.tile_pad
-        runs = {"torch": lambda: tiled(net, x, 4, tile, pad)}
-        ort_fn = ort_session(net, x[..., :16, :16], os.path.join(tmp, "srvgg.onnx"), args.threads)
-        runs["onnxruntime"] = lambda: tiled(ort_fn, x, 4, tile, pad)
-        res = interleaved(runs, args.reps)
-        mp = args.sr_size**2 / 1e6
-        table(
-            f"SRVGGNetCompact x4 (16 convs, 64 features: realesr-animevideov3-x4), {args.sr_size}x{args.sr_size} "
-            f"input in {tile}-px tiles + {pad}-px context, per input megapixel (load average now: {load()})",
-            res,
-            per=mp,
-            unit="s/MP",
+        res = interleaved("srvgg", ["torch", "onnxruntime"], opts, args.reps, tmp)
+        title = (
+            f"SRVGGNetCompact x4 (16 convs, 64 features: realesr-animevideov3-x4), {tiles}, per input megapixel "
+            f"(load average now: {load()})"
         )
+        table(title, res, per=mp, unit="s/MP")
     if "app" in cases:
         app_table(args, tmp)
     print(f"\nload average (1, 5, 15 min) at the end: {load()} on {os.cpu_count()} CPUs")
