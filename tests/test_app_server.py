@@ -454,14 +454,15 @@ def _box_at_top(pg, hw) -> dict:
 
 
 def _spy_edit(monkeypatch) -> list:
-    """Each Generate's (input image, mask) as the server got them (the server runs in this process)."""
+    """Each Generate's (input image, mask, sketch, colour) as the server got them (the server runs in this
+    process)."""
     import webui.handlers as handlers
 
     calls = []
     real_edit = handlers.edit
 
     def spy(store, image, mask, sketch=None, color=None, seed=0, noise=None):
-        calls.append((image, mask))
+        calls.append((image, mask, sketch, color))
         return real_edit(store, image, mask, sketch, color, seed, noise)
 
     monkeypatch.setattr(handlers, "edit", spy)
@@ -518,7 +519,7 @@ def test_browser_use_result_as_input_edits_the_result_again(page, server, tmp_pa
     assert _wait_text(pg, "face-status", "Edited", "Error").startswith("Edited 100x120")
     out2 = _download(_href(pg, "face-download"))
     assert _name_shown(pg, "face-download").startswith("a_rather_long_photo_name_edited2.png")
-    (img1, m1), (img2, m2) = calls
+    (img1, m1, *_), (img2, m2, *_) = calls
     assert np.array_equal(img2.pixels, out1)  # the second edit's input is the first result file, full resolution
     assert m1[40, 25] and not m1[60:, 50:].any()
     assert m2[80, 75] and not m2[:, :50].any()  # the first strokes are cleared
@@ -733,16 +734,7 @@ def test_browser_strokes_send_layers_only_and_generate_after_them_sends_nothing(
     """Issue 18 item 5: each stroke uploads the three layers and nothing else (not the photo-sized background and
     composite the editor would encode with them), and a Generate after the stroke's layers reached the server
     sends no layer data: one request.  Progress shows as a static line while it runs, gone after."""
-    import webui.handlers as handlers
-
-    seen = []
-    real_edit = handlers.edit
-
-    def spy(store, image, mask, sketch=None, color=None, seed=0, noise=None):
-        seen.append(mask)
-        return real_edit(store, image, mask, sketch, color, seed, noise)
-
-    monkeypatch.setattr(handlers, "edit", spy)
+    calls = _spy_edit(monkeypatch)
     pg = page
     requests = []
     pg.on("request", lambda r: requests.append(r))
@@ -772,7 +764,7 @@ def test_browser_strokes_send_layers_only_and_generate_after_them_sends_nothing(
         urls = [r.url for r in requests]
         assert [u for u in urls if "component_server" in u or "/gradio_api/upload" in u] == [], urls  # main: 3-10
         assert sum("/queue/join" in u for u in urls) == 1
-        mask = seen[-1]
+        mask = calls[-1][1]
         assert mask[60, int(x * 100)] and (k == 0 or mask[60, 30]), "a stroke is missing from the edit"
 
 
@@ -782,16 +774,7 @@ def test_browser_stroke_during_an_upload_in_flight_reaches_generate(page, server
     flight for it."""
     import time
 
-    import webui.handlers as handlers
-
-    seen = []
-    real_edit = handlers.edit
-
-    def spy(store, image, mask, sketch=None, color=None, seed=0, noise=None):
-        seen.append(sketch)
-        return real_edit(store, image, mask, sketch, color, seed, noise)
-
-    monkeypatch.setattr(handlers, "edit", spy)
+    calls = _spy_edit(monkeypatch)
     pg = page
     # The server answers the editor's layer posts slowly once ``slow`` is on (a sleep in the server's thread: a
     # Playwright route that sleeps would stall the test's own browser calls too).
@@ -821,7 +804,7 @@ def test_browser_stroke_during_an_upload_in_flight_reaches_generate(page, server
     assert state == [3, 1], state
     pg.click("#face-generate")  # ... and Generate at once
     assert _wait_text(pg, "face-status", "Edited", "Error").startswith("Edited 100x120")
-    sketch = seen[-1]
+    sketch = calls[-1][2]
     assert sketch is not None and sketch[60, 35:65].all(), "the stroke drawn during the upload is missing"
 
 
