@@ -31,11 +31,13 @@ import tv_compat
 import hydra
 from omegaconf import DictConfig
 
+from inference.device import reuse_freed_memory
 from webui.page import build_app, launch_kwargs
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="app")
 def main(cfg: DictConfig) -> None:
+    reuse_freed_memory()  # each edit's activations reuse the last one's memory (inference/device.py)
     demo = build_app(cfg)
     demo.queue(default_concurrency_limit=1).launch(**launch_kwargs(cfg, demo))
 

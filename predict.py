@@ -32,11 +32,13 @@ import tv_compat
 import hydra
 from omegaconf import DictConfig
 
+from inference.device import reuse_freed_memory
 from inference.run import predict
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
+    reuse_freed_memory()  # each image's activations reuse the last one's memory (inference/device.py)
     predict(cfg)
 
 

@@ -23,7 +23,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ops.fast_conv import band_matrix, dilated_conv2d, fast_inference, lrn_band
+from ops.fast_conv import (
+    band_matrix,
+    conv2d_packed,
+    dilated_conv2d,
+    fast_inference,
+    lrn_band,
+    pack_conv_weight,
+    packed_conv2d,
+    packed_conv_transpose2d,
+    prepack_applies,
+)
 
 PADDING_MODES = ("tf_same", "symmetric")
 
@@ -170,6 +180,18 @@ class ConvTranspose2dSame(nn.ConvTranspose2d):
         y = F.conv_transpose2d(
             x, self.weight, self.bias, self.stride, self.padding, self.output_padding, self.groups, self.dilation
         )
+        return self._crop(y)
+
+    def forward_packed(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` with the weight packed once for oneDNN (CPU inference; ops/fast_conv.py), the same
+        numbers."""
+        return self._crop(
+            packed_conv_transpose2d(
+                self, "weight", x, self.weight, self.bias, self.stride, self.padding, self.output_padding
+            )
+        )
+
+    def _crop(self, y: torch.Tensor) -> torch.Tensor:
         if self._crop_end:
             y = y[..., : y.shape[-2] - self._crop_end, : y.shape[-1] - self._crop_end]
         return y
@@ -209,6 +231,14 @@ class GatedConv2d(nn.Module):
             nn.init.xavier_uniform_(conv.weight)
             nn.init.zeros_(conv.bias)
 
+    def _params(self) -> tuple[torch.Tensor, ...]:
+        return (self.conv.weight, self.gate.weight, self.conv.bias, self.gate.bias)
+
+    def _params_key(self) -> tuple:
+        """What the fused caches follow: a parameter's ``_version`` counts in-place writes (``load_state_dict``
+        included), its data pointer a new tensor."""
+        return tuple((p.data_ptr(), p._version) for p in self._params())
+
     def fused_params(
         self, memory_format: torch.memory_format = torch.contiguous_format
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -217,8 +247,8 @@ class GatedConv2d(nn.Module):
         Derived from the two convs' parameters (the saved layout is unchanged) and cached until either changes
         (a parameter's ``_version`` counts in-place writes, ``load_state_dict`` included).
         """
-        params = (self.conv.weight, self.gate.weight, self.conv.bias, self.gate.bias)
-        key = tuple((p.data_ptr(), p._version) for p in params) + (memory_format,)
+        params = self._params()
+        key = self._params_key() + (memory_format,)
         cached = self.__dict__.get("_fused")
         if cached is None or cached[0] != key:
             with torch.no_grad():
@@ -227,9 +257,23 @@ class GatedConv2d(nn.Module):
             cached = self.__dict__["_fused"] = (key, weight, bias)
         return cached[1], cached[2]
 
-    def __getstate__(self):  # the fused cache is derived: never pickled or deep-copied
+    def packed_fused_params(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`fused_params` with the weight packed for oneDNN once (ops/fast_conv.py: the per-call reorder of a
+        plain weight cost more than the arithmetic in the 8x8-32x32 layers), cached like it; the plain fused copy is
+        dropped once packed, so the cache holds one copy of the weights, as before."""
+        key = self._params_key() + (x.shape[1],)
+        cached = self.__dict__.get("_fused_packed")
+        if cached is None or cached[0] != key:
+            weight, bias = self.fused_params()
+            self.__dict__.pop("_fused", None)
+            packed = pack_conv_weight(x, weight, self.conv.stride, self.conv.padding)
+            cached = self.__dict__["_fused_packed"] = (key, packed, bias)
+        return cached[1], cached[2]
+
+    def __getstate__(self):  # the fused caches are derived: never pickled or deep-copied
         state = self.__dict__.copy()
         state.pop("_fused", None)
+        state.pop("_fused_packed", None)
         return state
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -246,15 +290,22 @@ class GatedConv2d(nn.Module):
     def _forward_fused(self, x: torch.Tensor) -> torch.Tensor:
         """:meth:`forward` with one conv of doubled width (one pass over the input, one oneDNN call instead of
         two) and in-place activations; the same numbers up to float rounding (tests/test_cpu_inference.py)."""
-        fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
-        weight, bias = self.fused_params(fmt)
         c = self.conv
         xp = c.pad(x)
-        if c.dilation != (1, 1):
-            ph, pw = c.padding
-            y = dilated_conv2d(xp, weight, bias, (pw, pw, ph, ph), c.dilation)
+        if c.dilation == (1, 1) and prepack_applies(x):
+            weight, bias = self.packed_fused_params(xp)
+            y = conv2d_packed(xp, weight, bias, c.stride, c.padding)
         else:
-            y = F.conv2d(xp, weight, bias, c.stride, c.padding)
+            fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+            weight, bias = self.fused_params(fmt)
+            if c.dilation != (1, 1):
+                # the pruned, space-to-batch conv with its (input-size dependent) weight packed once per size
+                ph, pw = c.padding
+                key = self._params_key()
+                conv = lambda t, w, b, pad: packed_conv2d(self, "dilated", t, w, b, 1, pad, version=key)  # noqa: E731
+                y = dilated_conv2d(xp, weight, bias, (pw, pw, ph, ph), c.dilation, conv=conv)
+            else:
+                y = F.conv2d(xp, weight, bias, c.stride, c.padding)
         n = c.out_channels
         feat, gate = y[:, :n], y[:, n:]
         if self.lrn is not None:
@@ -304,8 +355,8 @@ class GatedDeconv2d(nn.Module):
                 nn.init.zeros_(conv.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.gate is None and fast_inference(x, self):  # the same ops, in place
-            d = F.leaky_relu_(self.deconv(x), self.negative_slope)
+        if self.gate is None and fast_inference(x, self):  # the same ops, in place, the weight packed once
+            d = F.leaky_relu_(self.deconv.forward_packed(x), self.negative_slope)
             return d.mul_(torch.sigmoid(d))
         d = F.leaky_relu(self.deconv(x), self.negative_slope)
         gate = torch.sigmoid(d) if self.gate is None else torch.sigmoid(self.gate(x))

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn import init
 
-from ops.fast_conv import fast_inference
+from ops.fast_conv import fast_inference, packed_conv2d, prepack_applies
 
 
 @torch.no_grad()
@@ -51,12 +51,29 @@ class ResidualDenseBlock(nn.Module):
         default_init_weights([self.conv1, self.conv2, self.conv3, self.conv4, self.conv5], 0.1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if fast_inference(x, self) and prepack_applies(x):
+            return self._forward_packed(x)
         x1 = self.lrelu(self.conv1(x))
         x2 = self.lrelu(self.conv2(torch.cat((x, x1), 1)))
         x3 = self.lrelu(self.conv3(torch.cat((x, x1, x2), 1)))
         x4 = self.lrelu(self.conv4(torch.cat((x, x1, x2, x3), 1)))
         x5 = self.conv5(torch.cat((x, x1, x2, x3, x4), 1))  # no activation after conv5
         return x5 * 0.2 + x
+
+    def _forward_packed(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` for CPU inference: each weight packed once for oneDNN, the LReLUs inside the convolutions,
+        the residual in place (ops/fast_conv.py); the same numbers up to float rounding."""
+        x1 = _conv(self.conv1, x, 0.2)
+        x2 = _conv(self.conv2, torch.cat((x, x1), 1), 0.2)
+        x3 = _conv(self.conv3, torch.cat((x, x1, x2), 1), 0.2)
+        x4 = _conv(self.conv4, torch.cat((x, x1, x2, x3), 1), 0.2)
+        x5 = _conv(self.conv5, torch.cat((x, x1, x2, x3, x4), 1))
+        return x5.mul_(0.2).add_(x)
+
+
+def _conv(conv: nn.Conv2d, x: torch.Tensor, leaky_relu: float | None = None) -> torch.Tensor:
+    """``conv`` (3x3, stride 1, padding 1) with its weight packed once, optionally with an LReLU inside."""
+    return packed_conv2d(conv, "weight", x, conv.weight, conv.bias, 1, 1, leaky_relu=leaky_relu)
 
 
 class RRDB(nn.Module):
@@ -70,6 +87,8 @@ class RRDB(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.rdb3(self.rdb2(self.rdb1(x)))
+        if fast_inference(x, self):
+            return out.mul_(0.2).add_(x)  # ``out`` is this call's own tensor
         return out * 0.2 + x
 
 
@@ -129,6 +148,12 @@ class RRDBNet(nn.Module):
             feat = F.pixel_unshuffle(x, 4)
         else:
             feat = x
+        if fast and prepack_applies(feat):  # each weight packed once, the LReLUs inside the convolutions
+            feat = _conv(self.conv_first, feat)
+            feat = _conv(self.conv_body, self.body(feat)).add_(feat)
+            feat = _conv(self.conv_up1, F.interpolate(feat, scale_factor=2, mode="nearest"), 0.2)
+            feat = _conv(self.conv_up2, F.interpolate(feat, scale_factor=2, mode="nearest"), 0.2)
+            return _conv(self.conv_last, _conv(self.conv_hr, feat, 0.2)).contiguous()
         feat = self.conv_first(feat)
         # Long skip is unscaled (unlike the 0.2 inside RDB/RRDB).
         feat = feat + self.conv_body(self.body(feat))

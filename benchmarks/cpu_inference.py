@@ -8,8 +8,9 @@
 Cases (batch 1, fp32, random weights, the same weights in every runtime):
 
 * ``scfegan``: the SC-FEGAN generator on a 1x9x512x512 input (``--size``).  ``torch`` is this project's inference
-  path (no autograd: fused gate convs, channels_last), ``torch (before)`` the plain modules as they ran before
-  issue 21, ``onnxruntime`` this project's own ONNX export (``weights.export``), ``tensorflow`` the official graph
+  path (no autograd: fused gate convs with their weights packed once for oneDNN, channels_last; freed memory kept
+  for reuse as app.py and predict.py do: ``inference.device.reuse_freed_memory``), ``torch (before)`` the plain
+  modules as they ran before issue 21, ``onnxruntime`` this project's own ONNX export (``weights.export``), ``tensorflow`` the official graph
   built from the authors' ``model.py``/``ops.py`` (``weights.scfegan_convert.official_tf_generator``; TensorFlow
   is not a requirement: install it in a side folder and point ``TF_SIDE`` at it).
 * ``rrdbnet``: RRDBNet x4, 23 blocks, on a ``--sr-size`` square input in ``--tile`` tiles with ``--tile-pad``
@@ -86,6 +87,7 @@ from archs import gated_conv, rrdbnet, scfegan_generator
 from archs.rrdbnet import RRDBNet
 from archs.scfegan_generator import SCFEGANGenerator
 from archs.srvgg import SRVGGNetCompact
+from inference.device import reuse_freed_memory
 from weights.export import export_generator
 
 
@@ -180,6 +182,8 @@ def build(case: str, runtime: str, opts: dict, tmp: str):
 def worker(conn, case: str, runtime: str, opts: dict, tmp: str) -> None:
     """One runtime in a process of its own: its thread pool alone on the cores when its turn comes."""
     torch.set_num_threads(opts["threads"])
+    if runtime == "torch":  # as app.py and predict.py do (the rows before it ran without)
+        reuse_freed_memory()
     fn = build(case, runtime, opts, tmp)  # parameters made outside inference mode (the fast path's cache)
     with torch.inference_mode():
         out = fn()  # warm-up

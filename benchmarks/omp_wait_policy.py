@@ -1,6 +1,7 @@
 """OMP_WAIT_POLICY (issue 21): PyTorch CPU inference with libgomp's default (spinning) wait against PASSIVE.
 
     python benchmarks/omp_wait_policy.py [--rounds 3] [--threads 1,2] [--cases scfegan,rrdbnet] [--busy 0]
+        [--policies default,passive,spin3k,spin30k]
 
 Why: PyTorch's OpenMP threads spin while they wait for each other.  When the machine has more runnable threads
 than cores (a shared or busy laptop), a spinning thread burns the time slice its partner needs.  The policy is
@@ -26,7 +27,14 @@ import statistics
 import subprocess
 import time
 
-POLICIES = {"default": None, "passive": "PASSIVE"}
+# name -> the libgomp variables a child starts with (unset: libgomp's default, spinning about 3 ms before sleeping).
+# GOMP_SPINCOUNT bounds the spin (about 100 iterations per microsecond, libgomp env.c) and wins over the policy.
+POLICIES = {
+    "default": {},
+    "passive": {"OMP_WAIT_POLICY": "PASSIVE"},
+    "spin3k": {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "3000"},
+    "spin30k": {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "30000"},
+}
 
 
 def child(case: str, threads: int, forwards: int) -> dict:
@@ -37,7 +45,9 @@ def child(case: str, threads: int, forwards: int) -> dict:
     from archs.rrdbnet import RRDBNet
     from archs.scfegan_generator import SCFEGANGenerator
     from benchmarks.cpu_inference import tiled
+    from inference.device import reuse_freed_memory
 
+    reuse_freed_memory()  # as app.py and predict.py
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     if case == "scfegan":
@@ -70,6 +80,7 @@ def main() -> None:
     p.add_argument("--threads", default="1,2")
     p.add_argument("--cases", default="scfegan,rrdbnet")
     p.add_argument("--forwards", type=int, default=2, help="timed forwards per child (median)")
+    p.add_argument("--policies", default=",".join(POLICIES), help="among " + ", ".join(POLICIES))
     p.add_argument("--busy", type=int, default=0, help="single-thread busy loops running beside the children")
     p.add_argument("--child", nargs=3, metavar=("CASE", "THREADS", "FORWARDS"), help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -81,15 +92,15 @@ def main() -> None:
     hogs = [multiprocessing.Process(target=busy_loop, daemon=True) for _ in range(args.busy)]
     for h in hogs:
         h.start()
-    keys = [(c, int(t), pol) for c in args.cases.split(",") for t in args.threads.split(",") for pol in POLICIES]
+    policies = args.policies.split(",")
+    keys = [(c, int(t), pol) for c in args.cases.split(",") for t in args.threads.split(",") for pol in policies]
     res = {k: [] for k in keys}
     loads = {k: [] for k in keys}
     try:
         for _ in range(args.rounds):
             for case, threads, pol in keys:
-                env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-                if POLICIES[pol]:
-                    env["OMP_WAIT_POLICY"] = POLICIES[pol]
+                env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+                env.update(POLICIES[pol])
                 cmd = [sys.executable, __file__, "--child", case, str(threads), str(args.forwards)]
                 out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
                 r = json.loads(out.strip().splitlines()[-1])
@@ -105,14 +116,14 @@ def main() -> None:
             h.kill()
     print(f"\nmedians over {args.rounds} interleaved rounds (each: median of {args.forwards} forwards after a warm-up)")
     print(
-        f"  {'case':8s} {'threads':>7s} {'policy':>8s} {'CPU s':>7s} {'wall s':>7s} {'CPU / default':>14s}"
-        f" {'wall / default':>15s}   {'load avg (1 min) per round'}"
+        f"  {'case':8s} {'threads':>7s} {'policy':>8s} {'CPU s':>7s} {'wall s':>7s} {'CPU / ' + policies[0]:>14s}"
+        f" {'wall / ' + policies[0]:>15s}   {'load avg (1 min) per round'}"
     )
     for case, threads, pol in keys:
         c = statistics.median(r["cpu"] for r in res[case, threads, pol])
         w = statistics.median(r["wall"] for r in res[case, threads, pol])
-        c0 = statistics.median(r["cpu"] for r in res[case, threads, "default"])
-        w0 = statistics.median(r["wall"] for r in res[case, threads, "default"])
+        c0 = statistics.median(r["cpu"] for r in res[case, threads, policies[0]])
+        w0 = statistics.median(r["wall"] for r in res[case, threads, policies[0]])
         print(
             f"  {case:8s} {threads:7d} {pol:>8s} {c:7.2f} {w:7.2f} {c / c0:14.2f} {w / w0:15.2f}   "
             + ", ".join(f"{v:.1f}" for v in loads[case, threads, pol])

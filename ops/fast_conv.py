@@ -18,6 +18,8 @@
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 import torch.nn.functional as F
 
@@ -54,12 +56,16 @@ def dilated_conv2d(
     padding: tuple[int, int, int, int],
     dilation: tuple[int, int],
     space_to_batch: bool = True,
+    conv=None,
 ) -> torch.Tensor:
     """``F.conv2d(F.pad(x, padding), weight, bias, dilation=dilation)`` at stride 1, without a dilated kernel.
 
     ``padding`` is ``(left, right, top, bottom)`` zero padding as ``F.pad`` takes it.  ``space_to_batch=False``
     only drops the dead taps and runs the rest as a dilated conv (GPUs: cuDNN has fast dilated kernels).
+    ``conv(x, weight, bias, (pad_h, pad_w))``, if given, runs the undilated convolution instead of ``F.conv2d``.
     """
+    if conv is None:
+        conv = lambda t, w, b, pad: F.conv2d(t, w, b, padding=pad)  # noqa: E731
     left, right, top, bottom = padding
     dh, dw = dilation
     kh, kw = weight.shape[-2:]
@@ -82,8 +88,8 @@ def dilated_conv2d(
         return F.conv2d(F.pad(x, (left, right, top, bottom)), weight, bias, dilation=(dh, dw))
     if dh == dw == 1:
         if top == bottom and left == right:
-            return F.conv2d(x, weight, bias, padding=(top, left))
-        return F.conv2d(F.pad(x, (left, right, top, bottom)), weight, bias)
+            return conv(x, weight, bias, (top, left))
+        return conv(F.pad(x, (left, right, top, bottom)), weight, bias, (0, 0))
     # 2. space to batch: padded length rounded up to a multiple of d; sub-grid (r, s) = xp[..., r::d, s::d].
     hp, wp = h + top + bottom, w + left + right
     hq, wq = -(-hp // dh) * dh, -(-wp // dw) * dw
@@ -92,7 +98,7 @@ def dilated_conv2d(
     sub = (
         xp.view(n, c, hq // dh, dh, wq // dw, dw).permute(3, 5, 0, 1, 2, 4).reshape(dh * dw * n, c, hq // dh, wq // dw)
     )
-    y = F.conv2d(sub, weight, bias)  # VALID, no dilation
+    y = conv(sub, weight, bias, (0, 0))  # VALID, no dilation
     co, oh, ow = y.shape[1:]
     y = y.view(dh, dw, n, co, oh, ow).permute(2, 3, 4, 0, 5, 1).reshape(n, co, oh * dh, ow * dw)
     return y[:, :, :out_h, :out_w]
@@ -115,3 +121,127 @@ def fast_inference(x: torch.Tensor, module: torch.nn.Module) -> bool:
         and not torch.onnx.is_in_onnx_export()
         and not torch.compiler.is_compiling()
     )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Weights reordered once (CPU inference)
+# ---------------------------------------------------------------------------------------------------------------
+# PyTorch's eager CPU convolution reorders its plain OIHW weight into oneDNN's blocked layout on every call: for
+# SC-FEGAN's wide layers (up to 75 MB of fused weights at 8x8 pixels) that copy costs more than the arithmetic.
+# onnxruntime and TensorFlow pack their weights once, when the graph is built; these helpers do the same through the
+# oneDNN ops that torch.compile's freezing pass uses (torch.ops.mkldnn: a packed weight, a conv that reads it).
+# The cache hangs off the owning module in a weak dictionary: never saved, pickled or deep-copied.
+_PACKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+PREPACK_AVAILABLE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+
+
+def prepack_applies(x: torch.Tensor) -> bool:
+    """Whether the packed-weight ops can run ``x``: oneDNN built in, fp32 on the CPU, no CPU autocast (bf16 runs keep
+    ``F.conv2d``, which autocast casts)."""
+    return (
+        PREPACK_AVAILABLE
+        and x.dtype == torch.float32
+        and x.device.type == "cpu"
+        and not torch.is_autocast_enabled("cpu")
+    )
+
+
+def _cached(owner: torch.nn.Module, slot: str, key: tuple, pack) -> torch.Tensor:
+    """``owner``'s packed weight in ``slot``, packed again when ``key`` (parameter versions, shapes) changes."""
+    entries = _PACKED.get(owner)
+    if entries is None:
+        entries = _PACKED[owner] = {}
+    hit = entries.get(slot)
+    if hit is None or hit[0] != key:
+        hit = entries[slot] = (key, pack())
+    return hit[1]
+
+
+def _version(t: torch.Tensor) -> tuple:
+    # data_ptr: a new tensor (load_state_dict(assign=True), .to()); _version: in-place writes (load_state_dict, optim)
+    return (t.data_ptr(), t._version, tuple(t.shape), t.stride())
+
+
+def pack_conv_weight(x: torch.Tensor, weight: torch.Tensor, stride, padding, dilation=(1, 1)) -> torch.Tensor:
+    """``weight`` in the layout oneDNN's convolution of ``x`` reads (an opaque tensor for :func:`conv2d_packed`).
+
+    Packed for ``x``'s channels; the layout does not depend on its height and width (tests/test_cpu_inference.py
+    runs a weight packed at one size on others)."""
+    stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
+    return torch.ops.mkldnn._reorder_convolution_weight(
+        weight.contiguous(), padding, stride, dilation, 1, [1, *x.shape[1:]]
+    )
+
+
+def conv2d_packed(
+    x: torch.Tensor,
+    packed: torch.Tensor,
+    bias: torch.Tensor | None,
+    stride,
+    padding,
+    dilation=(1, 1),
+    leaky_relu: float | None = None,
+) -> torch.Tensor:
+    """``F.conv2d`` on a weight from :func:`pack_conv_weight` (the same oneDNN kernels: equal to float rounding);
+    ``leaky_relu``: that slope's LReLU applied inside the convolution (no extra pass over the output)."""
+    stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
+    attr, scalars = ("none", []) if leaky_relu is None else ("leaky_relu", [leaky_relu])
+    return torch.ops.mkldnn._convolution_pointwise(x, packed, bias, padding, stride, dilation, 1, attr, scalars, "")
+
+
+def packed_conv2d(
+    owner: torch.nn.Module,
+    slot: str,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    stride=(1, 1),
+    padding=(0, 0),
+    dilation=(1, 1),
+    version: tuple | None = None,
+    leaky_relu: float | None = None,
+) -> torch.Tensor:
+    """``F.conv2d(x, weight, bias, stride, padding, dilation)`` with ``weight`` packed once and cached on ``owner``
+    under ``slot`` until ``weight`` or the input's channel count changes.  ``F.conv2d`` itself where
+    :func:`prepack_applies` is false.  ``version``: what identifies ``weight``'s values when it is derived from
+    parameters (e.g. their data pointers and versions); by default ``weight``'s own.  ``leaky_relu``: as in
+    :func:`conv2d_packed`."""
+    if not prepack_applies(x):
+        y = F.conv2d(x, weight, bias, stride, padding, dilation)
+        return y if leaky_relu is None else F.leaky_relu_(y, leaky_relu)
+    ident = _version(weight) if version is None else (version, weight.storage_offset(), tuple(weight.shape))
+    key = (ident, x.shape[1], _pair(stride), _pair(padding), _pair(dilation))
+    packed = _cached(owner, slot, key, lambda: pack_conv_weight(x, weight, stride, padding, dilation))
+    return conv2d_packed(x, packed, bias, stride, padding, dilation, leaky_relu)
+
+
+def packed_conv_transpose2d(
+    owner: torch.nn.Module,
+    slot: str,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    stride=(1, 1),
+    padding=(0, 0),
+    output_padding=(0, 0),
+) -> torch.Tensor:
+    """:func:`packed_conv2d` for ``F.conv_transpose2d`` (no groups, no dilation).  No activation inside the op:
+    oneDNN's fused post-op made the transposed convolution 1.5-2.4x slower at 32-64 px (measured here)."""
+    stride, padding, output_padding = _pair(stride), _pair(padding), _pair(output_padding)
+    if not prepack_applies(x):
+        return F.conv_transpose2d(x, weight, bias, stride, padding, output_padding)
+    key = (_version(weight), x.shape[1], stride, padding, output_padding)
+
+    def pack():
+        return torch.ops.mkldnn._reorder_convolution_transpose_weight(
+            weight.contiguous(), padding, output_padding, stride, [1, 1], 1, [1, *x.shape[1:]]
+        )
+
+    packed = _cached(owner, slot, key, pack)
+    return torch.ops.mkldnn._convolution_transpose_pointwise(
+        x, packed, bias, padding, output_padding, stride, [1, 1], 1, "none", [], ""
+    )
+
+
+def _pair(v) -> list[int]:
+    return [int(v), int(v)] if isinstance(v, int) else [int(a) for a in v]

@@ -3,7 +3,10 @@ modules compute, within 1e-5 in fp32, and leave state dicts, training and export
 
 import copy
 import io
+import os
 import pickle
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -13,7 +16,8 @@ from torch import nn
 from archs.gated_conv import GatedConv2d, GatedDeconv2d, tf_same_pads
 from archs.rrdbnet import RRDBNet
 from archs.scfegan_generator import SCFEGANGenerator
-from ops.fast_conv import fast_inference
+from ops import fast_conv
+from ops.fast_conv import fast_inference, prepack_applies
 
 TOL = 1e-5
 
@@ -67,7 +71,7 @@ def test_fused_gated_conv_matches_reference(kw, channels_last):
         ref = reference_gated_conv(m, x)
         assert fast_inference(x, m)
         fast = m(x)
-    assert "_fused" in m.__dict__  # the fused path ran
+    assert _fused_ran(m)
     assert fast.shape == ref.shape
     assert (fast - ref).abs().max().item() < TOL
     assert (fast - plain(m, x)).abs().max().item() < TOL
@@ -89,15 +93,24 @@ def test_fused_weights_follow_the_parameters():
         assert (m(x) - reference_gated_conv(m, x)).abs().max().item() < TOL
 
 
-def test_fused_cache_is_not_saved_or_copied():
-    m = GatedConv2d(4, 4, 3).eval()
+def _fused_ran(m: GatedConv2d) -> bool:
+    """The fused path ran: the plain fused weight is cached, or its packed copy (which replaces it: one copy)."""
+    d = m.__dict__
+    return ("_fused" in d) != ("_fused_packed" in d) or (m.conv.dilation != (1, 1) and "_fused" in d)
+
+
+@pytest.mark.parametrize("dilation", [1, 2])
+def test_fused_cache_is_not_saved_or_copied(dilation):
+    m = GatedConv2d(4, 4, 3, dilation=dilation).eval()
     with torch.inference_mode():
         m(torch.randn(1, 4, 8, 8))
-    assert "_fused" in m.__dict__
-    assert "_fused" not in copy.deepcopy(m).__dict__
+    assert _fused_ran(m)
+    assert ("_fused_packed" in m.__dict__) == (dilation == 1 and prepack_applies(torch.ones(1)))
+    for other in (copy.deepcopy(m), pickle.loads(pickle.dumps(m))):
+        assert not {"_fused", "_fused_packed"} & set(other.__dict__)
+        assert other not in fast_conv._PACKED  # the packed weights (a weak dict keyed by module) stay behind
     buf = io.BytesIO()
     torch.save(m, buf)  # a whole pickled module (no weights_only reader here: our own object)
-    assert "_fused" not in pickle.loads(pickle.dumps(m)).__dict__
 
 
 def test_fast_path_only_in_eval_mode_without_autograd_on_cpu():
@@ -147,21 +160,96 @@ def test_generator_training_step_unchanged():
     x = torch.rand(1, 9, 128, 128) * 2 - 1
     net(x).mean().backward()
     assert net.gconv2_ds.conv.weight.grad is not None and net.gconv2_ds.gate.weight.grad is not None
-    assert "_fused" not in net.gconv2_ds.__dict__
+    assert not {"_fused", "_fused_packed"} & set(net.gconv2_ds.__dict__)
+    assert net.gconv2_ds not in fast_conv._PACKED
 
 
-def test_rrdbnet_fast_path_matches_plain():
+needs_prepack = pytest.mark.skipif(not prepack_applies(torch.ones(1)), reason="this torch has no oneDNN packed convs")
+
+
+@needs_prepack
+def test_packed_weights_serve_every_input_size():
+    """A weight packed for one input (ops.fast_conv) runs inputs of other sizes (tiles, other photos) exactly as
+    F.conv2d / F.conv_transpose2d, and is packed once: the cache keeps the first packing across sizes."""
     torch.manual_seed(0)
-    net = RRDBNet(num_block=2, num_feat=16, num_grow_ch=8).eval()
+    conv, deconv = nn.Conv2d(16, 24, 3), nn.ConvTranspose2d(16, 8, 5, 2, 1)
+    packs = []
+    real_pack = torch.ops.mkldnn._reorder_convolution_weight
+    with torch.no_grad():
+        for size in (12, 7, 33, 12):
+            x = torch.randn(1, 16, size, size + 3).contiguous(memory_format=torch.channels_last)
+            y = fast_conv.packed_conv2d(conv, "w", x, conv.weight, conv.bias, 2, 1)
+            assert torch.equal(y, F.conv2d(x, conv.weight, conv.bias, 2, 1))
+            packs.append(fast_conv._PACKED[conv]["w"][1])
+            yt = fast_conv.packed_conv_transpose2d(deconv, "w", x, deconv.weight, deconv.bias, 2, 1)
+            assert (yt - F.conv_transpose2d(x, deconv.weight, deconv.bias, 2, 1)).abs().max().item() < TOL
+        assert all(p is packs[0] for p in packs)
+        conv.weight.mul_(2)  # an in-place change repacks
+        y = fast_conv.packed_conv2d(conv, "w", x, conv.weight, conv.bias, 2, 1)
+        assert fast_conv._PACKED[conv]["w"][1] is not packs[0]
+        assert torch.equal(y, F.conv2d(x, conv.weight, conv.bias, 2, 1))
+    assert real_pack is torch.ops.mkldnn._reorder_convolution_weight
+
+
+@needs_prepack
+def test_generator_fast_path_without_packing_and_under_autocast(monkeypatch):
+    """Where the packed ops do not apply (a torch without them: forced here; CPU bf16 autocast) the fused path runs
+    F.conv2d and gives the same numbers; bf16 autocast really runs in bf16 (it is not silently fp32)."""
+    torch.manual_seed(0)
+    net = SCFEGANGenerator(cnum=8).eval()
+    _random_init(net)
+    x = torch.rand(1, 9, 128, 128) * 2 - 1
+    ref = plain(net, x)
+    unpacked = SCFEGANGenerator(cnum=8).eval()
+    unpacked.load_state_dict(net.state_dict())
+    with torch.inference_mode():
+        packed = net(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert not prepack_applies(x)
+            bf16 = net(x)
+        monkeypatch.setattr(fast_conv, "PREPACK_AVAILABLE", False)
+        assert (unpacked(x) - ref).abs().max().item() < TOL
+    assert (packed - ref).abs().max().item() < TOL
+    assert unpacked not in fast_conv._PACKED and "_fused_packed" not in unpacked.gconv2_ds.__dict__
+    assert 1e-4 < (bf16.float() - ref).abs().max().item() < 0.5
+
+
+@pytest.mark.parametrize("size", [8, 16, 24])
+def test_dilated_fused_layer_at_several_sizes(size):
+    """The dilated layers' taps are pruned per input size and their packed weight follows the size."""
+    m = GatedConv2d(8, 8, 3, dilation=4).eval()
+    _random_init(m)
+    with torch.no_grad():
+        for s in (size, size + 8, size):
+            x = torch.randn(1, 8, s, s).contiguous(memory_format=torch.channels_last)
+            assert (m(x) - reference_gated_conv(m, x)).abs().max().item() < TOL
+
+
+@pytest.mark.parametrize("scale", [4, 2])
+def test_rrdbnet_fast_path_matches_plain(scale):
+    torch.manual_seed(0)
+    net = RRDBNet(num_block=2, num_feat=16, num_grow_ch=8, scale=scale).eval()
+    _random_init(net)
     x = torch.rand(1, 3, 24, 20)
+    x0 = x.clone()
     ref = plain(net, x)
     seen = []
-    net.conv_first.register_forward_pre_hook(lambda m, args: seen.append(args[0].is_contiguous()))
+    net.body[0].register_forward_pre_hook(lambda m, args: seen.append(args[0].is_contiguous()))
     with torch.inference_mode():
         fast = net(x)
-    assert seen == [False]  # channels_last inside
+        again = net(x[..., :16, :12])  # another tile size: the same packed weights
+    assert seen == [False, False]  # channels_last inside
     assert fast.is_contiguous() and fast.shape == ref.shape
     assert (fast - ref).abs().max().item() < TOL
+    assert (again - plain(net, x[..., :16, :12])).abs().max().item() < TOL
+    assert torch.equal(x, x0)  # the in-place residuals never touch the caller's tensor
+    if prepack_applies(x):
+        convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
+        assert all(m in fast_conv._PACKED for m in convs)  # every conv ran packed, once per weight
+        with torch.no_grad():
+            net.conv_last.bias.add_(1.0)
+        with torch.inference_mode():
+            assert (net(x) - plain(net, x)).abs().max().item() < TOL  # a changed weight is packed again
 
 
 @pytest.mark.slow
@@ -208,3 +296,46 @@ def test_cpu_inference_benchmark_quick_mode_prints_every_row():
     for row in rows:
         wall, cpu, ratio = (float(v) for v in row[24:].split()[:3])
         assert wall > 0 and cpu > 0 and ratio > 0, row
+
+
+_FAULTS = """
+import resource, sys
+import tv_compat, torch
+from archs.scfegan_generator import SCFEGANGenerator
+from inference.device import reuse_freed_memory
+if sys.argv[1] == "on":
+    assert reuse_freed_memory()
+torch.set_num_threads(int(sys.argv[2]))
+net = SCFEGANGenerator(cnum=16).eval()
+x = torch.rand(1, 9, 256, 256)
+with torch.inference_mode():
+    for _ in range(3):
+        net(x)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(3):
+        net(x)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_reuse_freed_memory_stops_page_faults_between_forwards():
+    """inference.device.reuse_freed_memory (app.py, predict.py): after the first forward the activations come from
+    memory the process already holds, so later forwards fault no pages in (without it, glibc maps and faults them
+    in again every time: kernel time, 0.27 CPU-s of a 512x512 SC-FEGAN forward).  Fresh processes: the malloc
+    settings are process-wide; one thread (with two, oneDNN's worker thread allocates a little from an arena of its
+    own: ~100 faults per forward instead of ~1,000)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    faults = {}
+    for mode in ("off", "on"):
+        run = subprocess.run(
+            [sys.executable, "-c", _FAULTS, mode, "1"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=True,
+        )
+        faults[mode] = int(run.stdout.strip().splitlines()[-1])
+    assert faults["off"] > 300, faults  # the case really faults without it (1,200-5,000 pages in 3 forwards here)
+    assert faults["on"] < 10, faults
