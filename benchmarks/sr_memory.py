@@ -71,10 +71,12 @@ def rss_mb() -> float:
 
 
 def child(args) -> None:
+    from inference.device import reuse_freed_memory
     from inference.images import read_image
     from inference.tiling import upscale_tiles
     from webui.handlers import save_png
 
+    reuse_freed_memory()  # as app.py
     torch.set_num_threads(args.threads or torch.get_num_threads())
     net = make_net(args.model)
     img = read_image(args.input)

@@ -97,6 +97,33 @@ def test_editor_edit_equals_upload_outside_mask_and_matches_predict(tmp_path, st
     assert not np.array_equal(no_sketch.pixels, direct.pixels)
 
 
+def test_faces_detected_once_per_photo_not_per_upload(tmp_path, store, monkeypatch):
+    """Each /edit_face call uploads a new copy of the photo: detection (MTCNN, 0.1-0.2 s at 512x512) runs once per
+    photo content, again for other pixels, and the cached faces give the same result."""
+    import webui.handlers as handlers
+
+    calls = []
+    real = handlers.detect_faces
+    monkeypatch.setattr(handlers, "detect_faces", lambda px, **kw: calls.append(px.shape) or real(px, **kw))
+    monkeypatch.setattr(handlers, "_FACES", {})
+    face = random_rgb(72, 64, seed=5)
+    mask = np.zeros((72, 64), np.uint8)
+    mask[10:40, 20:60] = 255
+    mp = write_png(tmp_path / "mask.png", mask)
+    outs = []
+    for k in range(3):  # the same photo under three names (three uploads)
+        fp = write_png(tmp_path / f"copy{k}.png", face)
+        out_path, _ = edit_face_files(store, str(fp), str(mp), None, None, seed=0, out_dir=tmp_path / f"o{k}")
+        outs.append(read_image(out_path).pixels)
+    assert calls == [(72, 64, 3)]
+    assert all(np.array_equal(o, outs[0]) for o in outs)
+    other = face.copy()
+    other[0, 0, 0] ^= 1  # one pixel differs: another photo
+    fp = write_png(tmp_path / "other.png", other)
+    edit_face_files(store, str(fp), str(mp), None, None, seed=0, out_dir=tmp_path / "o3")
+    assert len(calls) == 2
+
+
 def test_api_edit_with_files_16_bit(tmp_path, store):
     face = random_rgb(72, 64, seed=4, dtype=np.uint16)
     mask = np.zeros((72, 64), np.uint8)
