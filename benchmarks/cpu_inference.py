@@ -13,8 +13,10 @@ Cases (batch 1, fp32, random weights, the same weights in every runtime):
   modules as they ran before issue 21, ``onnxruntime`` this project's own ONNX export (``weights.export``), ``tensorflow`` the official graph
   built from the authors' ``model.py``/``ops.py`` (``weights.scfegan_convert.official_tf_generator``; TensorFlow
   is not a requirement: install it in a side folder and point ``TF_SIDE`` at it).
-* ``rrdbnet``: RRDBNet x4, 23 blocks, on a ``--sr-size`` square input in ``--tile`` tiles with ``--tile-pad``
-  pixels of context, the same tiles for every runtime; reported per input megapixel.
+* ``rrdbnet``: RRDBNet x4, 23 blocks, on square inputs in tiles with pixels of context (``--sr``: by default a
+  64x64 input in 32-px tiles + 8 of context, where per-operation overheads weigh most, and a 256x256 input in
+  128-px tiles + 16), the same tiles for every runtime; reported per input megapixel.  The app and predict.py
+  use larger tiles still (512 px, or the whole image, with the receptive margin as context).
 * ``srvgg``: Real-ESRGAN's compact SRVGGNetCompact x4 at ``realesr-animevideov3-x4``'s size (16 convs, 64 features,
   PReLU), on the same input and tiles as ``rrdbnet``, against onnxruntime on this project's ONNX export of the same
   weights; per input megapixel.  It has no separate fast path (plain convolutions), so no ``torch (before)`` row.
@@ -75,6 +77,7 @@ import atexit
 import contextlib
 import json
 import multiprocessing
+import re
 import shutil
 import statistics
 import subprocess
@@ -259,9 +262,11 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--size", type=int, default=512, help="SC-FEGAN input side (a multiple of 128)")
-    p.add_argument("--sr-size", type=int, default=64, help="RRDBNet input side")
-    p.add_argument("--tile", type=int, default=32)
-    p.add_argument("--tile-pad", type=int, default=8)
+    p.add_argument(
+        "--sr",
+        default="64/32+8,256/128+16",
+        help="SR inputs and tiles, SIDE/TILE+CONTEXT, comma-separated: each a table per SR network",
+    )
     p.add_argument("--no-before", action="store_true", help="skip the plain modules")
     p.add_argument("--quick", action="store_true", help="toy sizes, one round: the code paths, no figures")
     p.add_argument(
@@ -269,7 +274,14 @@ def main(argv=None):
     )
     args = p.parse_args(argv)
     if args.quick:  # every case and runtime at toy sizes (a 2x2 tile grid with context), one round
-        args.reps, args.size, args.sr_size, args.tile, args.tile_pad = 1, 128, 24, 16, 4
+        args.reps, args.size, args.sr = 1, 128, "24/16+4"
+    try:
+        sr_configs = [
+            (int(a), int(b), int(c))
+            for a, b, c in (re.fullmatch(r"(\d+)/(\d+)\+(\d+)", v.strip()).groups() for v in args.sr.split(","))
+        ]
+    except AttributeError:
+        p.error(f"--sr: SIDE/TILE+CONTEXT[,...], e.g. 64/32+8; got {args.sr!r}")
     torch.set_num_threads(args.threads)
     cases = args.cases.split(",")
     print(
@@ -279,27 +291,29 @@ def main(argv=None):
     tmp = tempfile.mkdtemp(prefix="cpu_inference_")
     atexit.register(shutil.rmtree, tmp, True)  # the ONNX exports
 
-    opts = dict(threads=args.threads, size=args.size, sr_size=args.sr_size, tile=args.tile, tile_pad=args.tile_pad)
+    opts = dict(threads=args.threads, size=args.size)
     if "scfegan" in cases:
         runtimes = ["torch"] + ([] if args.no_before else ["torch (before)"]) + ["onnxruntime"]
         if os.environ.get("TF_SIDE"):
             runtimes.append("tensorflow")
         res = interleaved("scfegan", runtimes, opts, args.reps, tmp)
         table(f"SC-FEGAN generator, 1x9x{args.size}x{args.size}, per forward (load average now: {load()})", res)
-    mp = args.sr_size**2 / 1e6
-    tiles = f"{args.sr_size}x{args.sr_size} input in {args.tile}-px tiles + {args.tile_pad}-px context"
-    if "rrdbnet" in cases:
-        runtimes = ["torch"] + ([] if args.no_before else ["torch (before)"]) + ["onnxruntime"]
-        res = interleaved("rrdbnet", runtimes, opts, args.reps, tmp)
-        title = f"RRDBNet x4 (23 blocks), {tiles}, per input megapixel (load average now: {load()})"
-        table(title, res, per=mp, unit="s/MP")
-    if "srvgg" in cases:
-        res = interleaved("srvgg", ["torch", "onnxruntime"], opts, args.reps, tmp)
-        title = (
-            f"SRVGGNetCompact x4 (16 convs, 64 features: realesr-animevideov3-x4), {tiles}, per input megapixel "
-            f"(load average now: {load()})"
-        )
-        table(title, res, per=mp, unit="s/MP")
+    for sr_size, tile, pad in sr_configs:
+        opts.update(sr_size=sr_size, tile=tile, tile_pad=pad)
+        mp = sr_size**2 / 1e6
+        tiles = f"{sr_size}x{sr_size} input in {tile}-px tiles + {pad}-px context"
+        if "rrdbnet" in cases:
+            runtimes = ["torch"] + ([] if args.no_before else ["torch (before)"]) + ["onnxruntime"]
+            res = interleaved("rrdbnet", runtimes, opts, args.reps, tmp)
+            title = f"RRDBNet x4 (23 blocks), {tiles}, per input megapixel (load average now: {load()})"
+            table(title, res, per=mp, unit="s/MP")
+        if "srvgg" in cases:
+            res = interleaved("srvgg", ["torch", "onnxruntime"], opts, args.reps, tmp)
+            title = (
+                f"SRVGGNetCompact x4 (16 convs, 64 features: realesr-animevideov3-x4), {tiles}, per input megapixel "
+                f"(load average now: {load()})"
+            )
+            table(title, res, per=mp, unit="s/MP")
     if "app" in cases:
         app_table(args, tmp)
     print(f"\nload average (1, 5, 15 min) at the end: {load()} on {os.cpu_count()} CPUs")
