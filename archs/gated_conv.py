@@ -33,6 +33,7 @@ from ops.fast_conv import (
     packed_conv2d,
     packed_conv_transpose2d,
     prepack_applies,
+    tensor_version,
 )
 
 PADDING_MODES = ("tf_same", "symmetric")
@@ -237,7 +238,7 @@ class GatedConv2d(nn.Module):
     def _params_key(self) -> tuple:
         """What the fused caches follow: a parameter's ``_version`` counts in-place writes (``load_state_dict``
         included), its data pointer a new tensor."""
-        return tuple((p.data_ptr(), p._version) for p in self._params())
+        return tuple(tensor_version(p) for p in self._params())
 
     def fused_params(
         self, memory_format: torch.memory_format = torch.contiguous_format

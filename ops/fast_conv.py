@@ -157,9 +157,15 @@ def _cached(owner: torch.nn.Module, slot: str, key: tuple, pack) -> torch.Tensor
     return hit[1]
 
 
+def tensor_version(t: torch.Tensor) -> tuple:
+    """What changes when ``t``'s values may have: its data pointer (a new tensor: ``load_state_dict(assign=True)``,
+    ``.to()``) and version counter (in-place writes: ``load_state_dict``, optimizers).  Tensors made under
+    ``torch.inference_mode`` count no versions: their pointer alone."""
+    return (t.data_ptr(), None if t.is_inference() else t._version)
+
+
 def _version(t: torch.Tensor) -> tuple:
-    # data_ptr: a new tensor (load_state_dict(assign=True), .to()); _version: in-place writes (load_state_dict, optim)
-    return (t.data_ptr(), t._version, tuple(t.shape), t.stride())
+    return (*tensor_version(t), tuple(t.shape), t.stride())
 
 
 def pack_conv_weight(x: torch.Tensor, weight: torch.Tensor, stride, padding, dilation=(1, 1)) -> torch.Tensor:

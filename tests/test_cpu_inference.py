@@ -214,6 +214,15 @@ def test_generator_fast_path_without_packing_and_under_autocast(monkeypatch):
     assert 1e-4 < (bf16.float() - ref).abs().max().item() < 0.5
 
 
+def test_networks_made_in_inference_mode_run():
+    """Parameters made under torch.inference_mode count no versions: the caches key them by pointer alone."""
+    x = torch.rand(1, 9, 128, 128)
+    with torch.inference_mode():
+        sc = SCFEGANGenerator(cnum=4).eval()
+        sr = RRDBNet(num_block=1, num_feat=8, num_grow_ch=4).eval()
+        assert sc(x).shape == (1, 3, 128, 128) and sr(x[:, :3, :16, :16]).shape == (1, 3, 64, 64)
+
+
 @pytest.mark.parametrize("size", [8, 16, 24])
 def test_dilated_fused_layer_at_several_sizes(size):
     """The dilated layers' taps are pruned per input size and their packed weight follows the size."""
