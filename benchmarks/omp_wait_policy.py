@@ -1,7 +1,7 @@
 """OMP_WAIT_POLICY (issue 21): PyTorch CPU inference with libgomp's default (spinning) wait against PASSIVE.
 
     python benchmarks/omp_wait_policy.py [--rounds 3] [--threads 1,2] [--cases scfegan,rrdbnet] [--busy 0]
-        [--policies default,passive,spin3k,spin30k]
+        [--policies default,passive,spin1k,spin3k,spin30k]
 
 Why: PyTorch's OpenMP threads spin while they wait for each other.  When the machine has more runnable threads
 than cores (a shared or busy laptop), a spinning thread burns the time slice its partner needs.  The policy is
@@ -32,6 +32,7 @@ import time
 POLICIES = {
     "default": {},
     "passive": {"OMP_WAIT_POLICY": "PASSIVE"},
+    "spin1k": {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "1000"},
     "spin3k": {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "3000"},
     "spin30k": {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "30000"},
 }
