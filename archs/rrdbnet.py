@@ -51,8 +51,9 @@ class ResidualDenseBlock(nn.Module):
         default_init_weights([self.conv1, self.conv2, self.conv3, self.conv4, self.conv5], 0.1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if fast_inference(x, self) and prepack_applies(x):
-            return self._forward_packed(x)
+        if not torch.jit.is_scripting():  # (TorchScript compiles only the other branch)
+            if fast_inference(x, self) and prepack_applies(x):
+                return self._forward_packed(x)
         x1 = self.lrelu(self.conv1(x))
         x2 = self.lrelu(self.conv2(torch.cat((x, x1), 1)))
         x3 = self.lrelu(self.conv3(torch.cat((x, x1, x2), 1)))
@@ -60,6 +61,7 @@ class ResidualDenseBlock(nn.Module):
         x5 = self.conv5(torch.cat((x, x1, x2, x3, x4), 1))  # no activation after conv5
         return x5 * 0.2 + x
 
+    @torch.jit.unused  # eager CPU inference only; a scripted module keeps the plain path
     def _forward_packed(self, x: torch.Tensor) -> torch.Tensor:
         """:meth:`forward` for CPU inference: each weight packed once for oneDNN, the LReLUs inside the convolutions,
         the residual in place (ops/fast_conv.py); the same numbers up to float rounding."""
@@ -87,8 +89,9 @@ class RRDB(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.rdb3(self.rdb2(self.rdb1(x)))
-        if fast_inference(x, self):
-            return out.mul_(0.2).add_(x)  # ``out`` is this call's own tensor
+        if not torch.jit.is_scripting():
+            if fast_inference(x, self):
+                return out.mul_(0.2).add_(x)  # ``out`` is this call's own tensor
         return out * 0.2 + x
 
 
@@ -133,6 +136,16 @@ class RRDBNet(nn.Module):
         self.conv_last = nn.Conv2d(num_feat, num_out_ch, 3, 1, 1)
         self.lrelu = nn.LeakyReLU(negative_slope=0.2, inplace=True)
 
+    @torch.jit.unused  # eager CPU inference only; a scripted module keeps the plain path
+    def _forward_packed(self, feat: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` after the pixel-unshuffle, for CPU inference: each weight packed once, the LReLUs inside the
+        convolutions (ops/fast_conv.py); the same numbers up to float rounding."""
+        feat = _conv(self.conv_first, feat)
+        feat = _conv(self.conv_body, self.body(feat)).add_(feat)
+        feat = _conv(self.conv_up1, F.interpolate(feat, scale_factor=2, mode="nearest"), 0.2)
+        feat = _conv(self.conv_up2, F.interpolate(feat, scale_factor=2, mode="nearest"), 0.2)
+        return _conv(self.conv_last, _conv(self.conv_hr, feat, 0.2)).contiguous()
+
     def compile_regions(self) -> list[nn.Module]:
         """The 23 identical RRDBs: ``torch.compile`` compiles one and reuses it for the others (a short cold
         start; lightning_modules/speed.py)."""
@@ -148,12 +161,8 @@ class RRDBNet(nn.Module):
             feat = F.pixel_unshuffle(x, 4)
         else:
             feat = x
-        if fast and prepack_applies(feat):  # each weight packed once, the LReLUs inside the convolutions
-            feat = _conv(self.conv_first, feat)
-            feat = _conv(self.conv_body, self.body(feat)).add_(feat)
-            feat = _conv(self.conv_up1, F.interpolate(feat, scale_factor=2, mode="nearest"), 0.2)
-            feat = _conv(self.conv_up2, F.interpolate(feat, scale_factor=2, mode="nearest"), 0.2)
-            return _conv(self.conv_last, _conv(self.conv_hr, feat, 0.2)).contiguous()
+        if fast and prepack_applies(feat):
+            return self._forward_packed(feat)
         feat = self.conv_first(feat)
         # Long skip is unscaled (unlike the 0.2 inside RDB/RRDB).
         feat = feat + self.conv_body(self.body(feat))
