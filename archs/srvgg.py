@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ops.fast_conv import fast_inference, packed_conv2d, prepack_applies
+
 ACT_TYPES = ("prelu", "relu", "leakyrelu")
 
 
@@ -69,9 +71,29 @@ class SRVGGNetCompact(nn.Module):
         return self.upscale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.jit.is_scripting():  # (TorchScript compiles only the other branch)
+            if fast_inference(x, self) and prepack_applies(x):
+                return self._forward_packed(x)
         out = x
         for layer in self.body:
             out = layer(out)
         out = self.upsampler(out)
         # The network learns the residual over nearest upsampling (not bicubic: srvgg_arch.py).
         return out + F.interpolate(x, scale_factor=self.upscale, mode="nearest")
+
+    @torch.jit.unused  # eager CPU inference only; a scripted module keeps the plain path
+    def _forward_packed(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` for CPU inference: NHWC activations (oneDNN's own layout: no reorder around each conv),
+        each weight packed once, ReLU / LReLU inside the convolutions (ops/fast_conv.py); PReLU, which oneDNN's
+        convolution cannot apply, after it.  The same numbers up to float rounding."""
+        x = x.contiguous(memory_format=torch.channels_last)
+        out = x
+        for i in range(0, len(self.body) - 1, 2):
+            conv, act = self.body[i], self.body[i + 1]
+            slope = 0.0 if isinstance(act, nn.ReLU) else (act.negative_slope if isinstance(act, nn.LeakyReLU) else None)
+            out = packed_conv2d(conv, "weight", out, conv.weight, conv.bias, 1, 1, leaky_relu=slope)
+            if slope is None:
+                out = act(out)
+        conv = self.body[-1]
+        out = self.upsampler(packed_conv2d(conv, "weight", out, conv.weight, conv.bias, 1, 1))
+        return (out + F.interpolate(x, scale_factor=self.upscale, mode="nearest")).contiguous()

@@ -16,10 +16,16 @@ Cases (batch 1, fp32, random weights, the same weights in every runtime):
 * ``rrdbnet``: RRDBNet x4, 23 blocks, on square inputs in tiles with pixels of context (``--sr``: by default a
   64x64 input in 32-px tiles + 8 of context, where per-operation overheads weigh most, and a 256x256 input in
   128-px tiles + 16), the same tiles for every runtime; reported per input megapixel.  The app and predict.py
-  use larger tiles still (512 px, or the whole image, with the receptive margin as context).
+  use larger tiles still (512 px, or the whole image, with the receptive margin as context).  ``torch`` is
+  predict.py's and the app's path (``inference.tiling``: as many tiles at once as there are threads, one thread
+  each, where their activations fit ``PARALLEL_TILES_BYTES``; ops/tile_threads.py), ``torch (tiles in turn)`` the
+  same tiles one after the other on all threads; ``onnxruntime`` one session running the tiles in turn on its
+  thread pool (as a user runs it), ``onnxruntime (tiles at once)`` single-threaded runs of one session side by
+  side, as this project's path runs them.
 * ``srvgg``: Real-ESRGAN's compact SRVGGNetCompact x4 at ``realesr-animevideov3-x4``'s size (16 convs, 64 features,
-  PReLU), on the same input and tiles as ``rrdbnet``, against onnxruntime on this project's ONNX export of the same
-  weights; per input megapixel.  It has no separate fast path (plain convolutions), so no ``torch (before)`` row.
+  PReLU), on the same input and tiles and with the same rows as ``rrdbnet``, against onnxruntime on this project's
+  ONNX export of the same weights; per input megapixel.  It has no separate fast path (plain convolutions), so no
+  ``torch (before)`` row.
 
 * ``app``: the app's 512x512 face edit end to end (decode, network, composite, encode; issue 21 item 3), through
   ``/edit_face`` and through the page in Chromium, interleaved on one ``python app.py`` server with the full-width
@@ -83,6 +89,7 @@ import statistics
 import subprocess
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
@@ -91,6 +98,7 @@ from archs.rrdbnet import RRDBNet
 from archs.scfegan_generator import SCFEGANGenerator
 from archs.srvgg import SRVGGNetCompact
 from inference.device import reuse_freed_memory
+from inference.tiling import plan_workers, tiled_forward
 from weights.export import export_generator
 
 
@@ -119,19 +127,24 @@ def ort_session(net, example, path, threads):
     return lambda x: torch.from_numpy(sess.run(None, {"input": x.contiguous().numpy()})[0])
 
 
-def tiled(fn, x, scale, tile, pad):
-    """``fn`` on ``tile`` x ``tile`` input tiles with ``pad`` pixels of context (clipped at the border)."""
+def tiled(fn, x, scale, tile, pad, pool=None):
+    """``fn`` on ``tile`` x ``tile`` input tiles with ``pad`` pixels of context (clipped at the border); through
+    ``pool`` (an executor) when given, several tiles at once."""
     _, _, h, w = x.shape
     out = torch.zeros(x.shape[0], 3, h * scale, w * scale)
-    for y0 in range(0, h, tile):
-        for x0 in range(0, w, tile):
-            y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
-            py0, py1, px0, px1 = max(y0 - pad, 0), min(y1 + pad, h), max(x0 - pad, 0), min(x1 + pad, w)
-            y = fn(x[..., py0:py1, px0:px1])
-            oy, ox = (y0 - py0) * scale, (x0 - px0) * scale
-            out[..., y0 * scale : y1 * scale, x0 * scale : x1 * scale] = y[
-                ..., oy : oy + (y1 - y0) * scale, ox : ox + (x1 - x0) * scale
-            ]
+    boxes = [(y0, x0) for y0 in range(0, h, tile) for x0 in range(0, w, tile)]
+
+    def crop(box):
+        y0, x0 = box
+        y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
+        return x[..., max(y0 - pad, 0) : min(y1 + pad, h), max(x0 - pad, 0) : min(x1 + pad, w)]
+
+    for (y0, x0), y in zip(boxes, (pool.map if pool else map)(lambda b: fn(crop(b)), boxes)):
+        y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
+        oy, ox = (y0 - max(y0 - pad, 0)) * scale, (x0 - max(x0 - pad, 0)) * scale
+        out[..., y0 * scale : y1 * scale, x0 * scale : x1 * scale] = y[
+            ..., oy : oy + (y1 - y0) * scale, ox : ox + (x1 - x0) * scale
+        ]
     return out
 
 
@@ -156,6 +169,16 @@ def build(case: str, runtime: str, opts: dict, tmp: str):
         x = torch.rand(1, 3, opts["sr_size"], opts["sr_size"], generator=g)
         example = x[..., :32, :32]
         call = lambda fn: tiled(fn, x, 4, opts["tile"], opts["tile_pad"])  # noqa: E731
+        side, tile, pad = opts["sr_size"], opts["tile"], opts["tile_pad"]
+        if runtime == "torch":  # predict.py's and the app's path: tiles at once where they fit (inference/tiling.py)
+            workers = plan_workers(net, side, side, tile, pad, "cpu")
+            return lambda: tiled_forward(net, x, 4, tile, pad, workers=workers)
+        if runtime == "torch (tiles in turn)":
+            return lambda: tiled_forward(net, x, 4, tile, pad)
+        if runtime == "onnxruntime (tiles at once)":  # one single-threaded session run from a thread per core
+            fn = ort_session(net, example, os.path.join(tmp, f"{case}.onnx"), 1)
+            pool = ThreadPoolExecutor(opts["threads"])
+            return lambda: tiled(fn, x, 4, tile, pad, pool)
     if runtime == "torch":
         return lambda: call(net)
     if runtime == "torch (before)":
@@ -239,16 +262,21 @@ def table(title, res, per=1.0, unit="s"):
     cpu0, wall0 = statistics.median(res[base][0]), statistics.median(res[base][1])
     print(f"\n{title}")
     print(
-        f"  {'runtime':22s} {'CPU ' + unit:>10s} {'wall ' + unit:>10s} {'CPU / torch':>12s} {'wall / torch':>13s}"
+        f"  {'runtime':28s} {'CPU ' + unit:>10s} {'wall ' + unit:>10s} {'CPU / torch':>12s} {'wall / torch':>13s}"
         f" {'max |out - torch|':>18s}   wall runs (s)"
     )
     for name, (cpu, wall, out) in res.items():
         c, w = statistics.median(cpu), statistics.median(wall)
         diff = (out - res[base][2]).abs().max().item()
         print(
-            f"  {name:22s} {c / per:10.2f} {w / per:10.2f} {c / cpu0:12.2f} {w / wall0:13.2f} {diff:18.2e}   "
+            f"  {name:28s} {c / per:10.2f} {w / per:10.2f} {c / cpu0:12.2f} {w / wall0:13.2f} {diff:18.2e}   "
             + ", ".join(f"{v:.2f}" for v in wall)
         )
+
+
+# onnxruntime as a user runs it (one session, the tiles in turn on its thread pool), and with the tiles spread over
+# single-threaded runs at once as this project's path does (ops/tile_threads.py).
+SR_ORT = ["onnxruntime", "onnxruntime (tiles at once)"]
 
 
 def load():
@@ -303,12 +331,12 @@ def main(argv=None):
         mp = sr_size**2 / 1e6
         tiles = f"{sr_size}x{sr_size} input in {tile}-px tiles + {pad}-px context"
         if "rrdbnet" in cases:
-            runtimes = ["torch"] + ([] if args.no_before else ["torch (before)"]) + ["onnxruntime"]
-            res = interleaved("rrdbnet", runtimes, opts, args.reps, tmp)
+            runtimes = ["torch", "torch (tiles in turn)"] + ([] if args.no_before else ["torch (before)"])
+            res = interleaved("rrdbnet", runtimes + SR_ORT, opts, args.reps, tmp)
             title = f"RRDBNet x4 (23 blocks), {tiles}, per input megapixel (load average now: {load()})"
             table(title, res, per=mp, unit="s/MP")
         if "srvgg" in cases:
-            res = interleaved("srvgg", ["torch", "onnxruntime"], opts, args.reps, tmp)
+            res = interleaved("srvgg", ["torch", "torch (tiles in turn)"] + SR_ORT, opts, args.reps, tmp)
             title = (
                 f"SRVGGNetCompact x4 (16 convs, 64 features: realesr-animevideov3-x4), {tiles}, per input megapixel "
                 f"(load average now: {load()})"

@@ -19,6 +19,7 @@ from ops.imresize import imresize
 
 # The tiled forward pass lives in ops/ (the SR recipes' tiled validation uses it too); re-exported here.
 from ops.sr_tiles import image_channels, receptive_margin, tiled_forward, unshuffle_factor  # noqa: F401
+from ops.tile_threads import map_tiles, tile_workers
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +146,30 @@ def plan_tile(
     )
 
 
+#: Tiles run at once only while their activations together fit in this: the gain is on small tiles, whose forward
+#: passes are chains of short operations (RRDBNet x4 on 2 threads: about 0.7x the wall time on 32-px tiles, 0.9x on
+#: 128-px ones; benchmarks/cpu_inference.py); a large tile keeps the cores busy alone, and a second one in flight
+#: would double a peak of gigabytes (RRDBNet on 512 px + the receptive margin: about 7 GB a tile).
+PARALLEL_TILES_BYTES = 1 << 30
+
+
+def plan_workers(
+    net: torch.nn.Module, h: int, w: int, tile: int, tile_pad: int, device, fixed: int = 0, max_memory=None
+) -> int:
+    """How many ``tile``-px tiles (``tile_pad`` of context) of an h x w image to run at once on the CPU
+    (ops/tile_threads.py: one per thread torch uses) while their activations together stay within
+    :data:`PARALLEL_TILES_BYTES` and the memory budget beside ``fixed`` bytes (the result); 1 for a single tile, on a
+    GPU, or for networks without a memory estimate."""
+    if not tile or (h <= tile and w <= tile) or not isinstance(net, (RRDBNet, SRVGGNetCompact)):
+        return 1
+    workers = tile_workers(len(tile_grid(h, w, tile)), device)
+    if workers > 1:
+        per_tile = forward_bytes(net, min(h, tile + 2 * tile_pad), min(w, tile + 2 * tile_pad))
+        room = min(PARALLEL_TILES_BYTES, memory_budget(torch.device(device), max_memory) - fixed)
+        workers = max(1, min(workers, room // per_tile))
+    return workers
+
+
 def _resolve_pad(tile_pad, net) -> int:
     if tile_pad in (None, "auto"):
         return receptive_margin(net) if isinstance(net, (RRDBNet, SRVGGNetCompact)) else 16
@@ -206,12 +231,16 @@ def upscale(
     else:
         tile = 0 if tile in (None, "auto") else int(tile)
 
+    workers = plan_workers(
+        net, h, w, int(tile or 0), pad, device, OUT_BYTES_PER_PIXEL * h * w * scale * scale, max_memory
+    )
+
     def sr(x01: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(x01).permute(2, 0, 1)[None].to(device)
         if not is_net:
             y = net(x)
         else:
-            y = tiled_forward(net, x, scale, int(tile or 0), pad, precision, unit)
+            y = tiled_forward(net, x, scale, int(tile or 0), pad, precision, unit, workers)
         if resize:
             y = F.interpolate(y.float(), size=resize, mode="bicubic", align_corners=False)
         return y[0].clamp(0, 1).permute(1, 2, 0).cpu().numpy()
@@ -251,7 +280,8 @@ def upscale_tiles(
     outscale: float | None = None,
     progress=None,
 ) -> np.ndarray:
-    """:func:`upscale` (bicubic alpha) with memory bounded by the tile: each tile's result is quantised straight into
+    """:func:`upscale` (bicubic alpha) with memory bounded by the tile (or the few small tiles that run at once,
+    :func:`plan_workers`): each tile's result is quantised straight into
     the output array, which is the only output-sized buffer (3 or 4 bytes per output pixel at 8 bits; the alpha
     plane of an RGBA image is resized whole, 4 more bytes per output pixel); the input stays as decoded and is
     converted to float one tile at a time.  Equal to :func:`upscale` up to float rounding (±1 level) with ``tile_pad`` at least
@@ -281,7 +311,10 @@ def upscale_tiles(
     dtype = np.uint8 if img.full == 255.0 else np.uint16
     out = np.empty((h * o, w * o) + (() if channels == 1 else (channels,)), dtype)
     grid = tile_grid(h, w, tile)
-    for k, (y0, y1, x0, x1) in enumerate(grid):
+    workers = plan_workers(net, h, w, tile, pad + r, device, out.nbytes + 4 * h * w * channels)
+
+    def run(box):  # one tile's result as float RGB (on a worker thread when tiles run at once)
+        y0, y1, x0, x1 = box
         ey0, ey1, ex0, ex1 = max(y0 - r, 0), min(y1 + r, h), max(x0 - r, 0), min(x1 + r, w)
         py0, py1, px0, px1 = max(ey0 - pad, 0), min(ey1 + pad, h), max(ex0 - pad, 0), min(ex1 + pad, w)
         x = Image(img.pixels[py0:py1, px0:px1], img.full, img.path).rgb01()  # float only for the tile
@@ -292,7 +325,9 @@ def upscale_tiles(
                 y.float(), scale_factor=o / scale, mode="bicubic", align_corners=False, recompute_scale_factor=False
             )
         y = y[..., (y0 - ey0) * o : (y1 - ey0) * o, (x0 - ex0) * o : (x1 - ex0) * o]
-        rgb = y[0].clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+        return y[0].clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+
+    for k, ((y0, y1, x0, x1), rgb) in enumerate(zip(grid, map_tiles(run, grid, workers))):
         if channels == 1:
             out[y0 * o : y1 * o, x0 * o : x1 * o] = quantize(to_gray01(rgb), img.full)
         else:

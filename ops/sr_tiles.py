@@ -8,6 +8,7 @@ import torch
 
 from archs.rrdbnet import RRDBNet
 from archs.srvgg import SRVGGNetCompact
+from ops.tile_threads import map_tiles
 
 
 @torch.no_grad()
@@ -55,6 +56,7 @@ def tiled_forward(
     tile_pad: int = 0,
     precision: str = "fp32",
     unit: int = 1,
+    workers: int = 1,
 ) -> torch.Tensor:
     """``net(x)`` for an x``scale`` super-resolution network, through ``tile`` x ``tile`` input tiles.
 
@@ -62,23 +64,40 @@ def tiled_forward(
     the network's own zero padding then applies as on the whole image) and only its core is kept.  With
     ``tile_pad >= receptive_margin(net)`` every kept pixel sees exactly what it sees on the whole image.
     ``unit``: tiles and pads are rounded up to multiples of it (the pixel-unshuffle factor of x2 / x1 nets).
+    ``workers``: tiles run at once on the CPU, one thread each (ops/tile_threads.py; each holds its activations).
     """
     _, _, h, w = x.shape
     if tile <= 0 or (h <= tile and w <= tile):
         return _run(net, x, precision)
     tile = -(-tile // unit) * unit
     tile_pad = -(-tile_pad // unit) * unit
-    out = None
+    boxes = []
     for y0 in range(0, h, tile):
         for x0 in range(0, w, tile):
             y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
-            py0, py1 = max(y0 - tile_pad, 0), min(y1 + tile_pad, h)
-            px0, px1 = max(x0 - tile_pad, 0), min(x1 + tile_pad, w)
-            y = _run(net, x[..., py0:py1, px0:px1], precision)
-            if out is None:
-                out = y.new_zeros(y.shape[0], y.shape[1], h * scale, w * scale)
-            oy, ox = (y0 - py0) * scale, (x0 - px0) * scale
-            out[..., y0 * scale : y1 * scale, x0 * scale : x1 * scale] = y[
-                ..., oy : oy + (y1 - y0) * scale, ox : ox + (x1 - x0) * scale
-            ]
+            boxes.append(
+                (
+                    y0,
+                    y1,
+                    x0,
+                    x1,
+                    max(y0 - tile_pad, 0),
+                    min(y1 + tile_pad, h),
+                    max(x0 - tile_pad, 0),
+                    min(x1 + tile_pad, w),
+                )
+            )
+
+    def run(box):
+        _, _, _, _, py0, py1, px0, px1 = box
+        return _run(net, x[..., py0:py1, px0:px1], precision)
+
+    out = None
+    for (y0, y1, x0, x1, py0, _, px0, _), y in zip(boxes, map_tiles(run, boxes, workers)):
+        if out is None:
+            out = y.new_zeros(y.shape[0], y.shape[1], h * scale, w * scale)
+        oy, ox = (y0 - py0) * scale, (x0 - px0) * scale
+        out[..., y0 * scale : y1 * scale, x0 * scale : x1 * scale] = y[
+            ..., oy : oy + (y1 - y0) * scale, ox : ox + (x1 - x0) * scale
+        ]
     return out

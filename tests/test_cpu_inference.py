@@ -16,6 +16,7 @@ from torch import nn
 from archs.gated_conv import GatedConv2d, GatedDeconv2d, tf_same_pads
 from archs.rrdbnet import RRDBNet
 from archs.scfegan_generator import SCFEGANGenerator
+from archs.srvgg import SRVGGNetCompact
 from ops import fast_conv
 from ops.fast_conv import fast_inference, prepack_applies
 
@@ -261,6 +262,27 @@ def test_rrdbnet_fast_path_matches_plain(scale):
             assert (net(x) - plain(net, x)).abs().max().item() < TOL  # a changed weight is packed again
 
 
+@pytest.mark.parametrize("act_type", ["prelu", "relu", "leakyrelu"])
+def test_srvgg_fast_path_matches_plain(act_type):
+    torch.manual_seed(0)
+    net = SRVGGNetCompact(num_feat=16, num_conv=3, upscale=4, act_type=act_type).eval()
+    _random_init(net)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.PReLU):  # slopes off their shared 0.25 default, one per channel
+                m.weight.uniform_(0.0, 0.5)
+    x = torch.rand(1, 3, 20, 28)
+    ref = plain(net, x)
+    with torch.inference_mode():
+        fast = net(x)
+        again = net(x[..., :12, :16])  # another tile size: the same packed weights
+    assert fast.is_contiguous() and fast.shape == ref.shape
+    assert (fast - ref).abs().max().item() < TOL
+    assert (again - plain(net, x[..., :12, :16])).abs().max().item() < TOL
+    if prepack_applies(x):
+        assert all(m in fast_conv._PACKED for m in net.modules() if isinstance(m, nn.Conv2d))
+
+
 @pytest.mark.slow
 def test_cpu_inference_benchmark_quick_mode_prints_every_row():
     """`python benchmarks/cpu_inference.py --quick` (the command the lead's full run shares its code with): every case
@@ -285,14 +307,19 @@ def test_cpu_inference_benchmark_quick_mode_prints_every_row():
     )
     assert out.returncode == 0, out.stderr[-3000:]
     blocks = out.stdout.split("\n\n")
-    titles = {"SC-FEGAN generator": 3, "RRDBNet x4 (23 blocks)": 3, "SRVGGNetCompact x4 (16 convs, 64 features": 2}
-    for title, n_rows in titles.items():
+    sr_rows = ["torch", "torch (tiles in turn)", "onnxruntime", "onnxruntime (tiles at once)"]
+    titles = {
+        "SC-FEGAN generator": ["torch", "torch (before)", "onnxruntime"],
+        "RRDBNet x4 (23 blocks)": sr_rows[:2] + ["torch (before)"] + sr_rows[2:],
+        "SRVGGNetCompact x4 (16 convs, 64 features": sr_rows,
+    }
+    for title, expected in titles.items():
         (block,) = [b for b in blocks if b.startswith(title)]
         rows = block.splitlines()[2:]
-        names = [r[2:24].strip() for r in rows]  # the runtime column (22 characters after 2 spaces)
-        assert names[0] == "torch" and "onnxruntime" in names and len(names) == n_rows, block
+        names = [r[2:30].strip() for r in rows]  # the runtime column (28 characters after 2 spaces)
+        assert names == expected, block
         for row in rows:
-            nums = re.findall(r"[-+]?\d+\.\d+(?:e[-+]\d+)?", row[24:])  # CPU, wall, 2 ratios, max |diff|, runs
+            nums = re.findall(r"[-+]?\d+\.\d+(?:e[-+]\d+)?", row[30:])  # CPU, wall, 2 ratios, max |diff|, runs
             cpu, diff = float(nums[0]), float(nums[4])
             assert cpu > 0 and diff < 1e-4, row  # same weights, same tiles: the same output
     # the app's edit through the API and the browser (issue 21 item 3), where Chromium is installed
@@ -311,6 +338,7 @@ _FAULTS = """
 import resource, sys
 import tv_compat, torch
 from archs.scfegan_generator import SCFEGANGenerator
+from archs.srvgg import SRVGGNetCompact
 from inference.device import reuse_freed_memory
 if sys.argv[1] == "on":
     assert reuse_freed_memory()
