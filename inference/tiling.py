@@ -18,7 +18,7 @@ from inference.images import Image, quantize, to_gray01
 from ops.imresize import imresize
 
 # The tiled forward pass lives in ops/ (the SR recipes' tiled validation uses it too); re-exported here.
-from ops.sr_tiles import image_channels, receptive_margin, tiled_forward, unshuffle_factor  # noqa: F401
+from ops.sr_tiles import image_channels, receptive_margin, tile_grid, tiled_forward, unshuffle_factor  # noqa: F401
 from ops.tile_threads import map_tiles, tile_workers
 
 log = logging.getLogger(__name__)
@@ -262,11 +262,6 @@ def upscale(
             a = F.interpolate(a[None, None], size=resize, mode="bicubic", align_corners=False)[0, 0].clamp(0, 1)
         a = a.numpy()
     return quantize(np.concatenate([out, a[..., None]], axis=2), img.full)
-
-
-def tile_grid(h: int, w: int, tile: int) -> list[tuple[int, int, int, int]]:
-    """(y0, y1, x0, x1) of the ``tile`` x ``tile`` input tiles covering an h x w image, row by row."""
-    return [(y, min(y + tile, h), x, min(x + tile, w)) for y in range(0, h, tile) for x in range(0, w, tile)]
 
 
 def upscale_tiles(

@@ -48,6 +48,11 @@ def receptive_margin(net: torch.nn.Module) -> int:
     return unshuffle_factor(net) * (15 * len(net.body) + 4)
 
 
+def tile_grid(h: int, w: int, tile: int) -> list[tuple[int, int, int, int]]:
+    """(y0, y1, x0, x1) of the ``tile`` x ``tile`` input tiles covering an h x w image, row by row."""
+    return [(y, min(y + tile, h), x, min(x + tile, w)) for y in range(0, h, tile) for x in range(0, w, tile)]
+
+
 def tiled_forward(
     net: torch.nn.Module,
     x: torch.Tensor,
@@ -71,22 +76,10 @@ def tiled_forward(
         return _run(net, x, precision)
     tile = -(-tile // unit) * unit
     tile_pad = -(-tile_pad // unit) * unit
-    boxes = []
-    for y0 in range(0, h, tile):
-        for x0 in range(0, w, tile):
-            y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
-            boxes.append(
-                (
-                    y0,
-                    y1,
-                    x0,
-                    x1,
-                    max(y0 - tile_pad, 0),
-                    min(y1 + tile_pad, h),
-                    max(x0 - tile_pad, 0),
-                    min(x1 + tile_pad, w),
-                )
-            )
+    boxes = [
+        (y0, y1, x0, x1, max(y0 - tile_pad, 0), min(y1 + tile_pad, h), max(x0 - tile_pad, 0), min(x1 + tile_pad, w))
+        for y0, y1, x0, x1 in tile_grid(h, w, tile)
+    ]
 
     def run(box):
         _, _, _, _, py0, py1, px0, px1 = box

@@ -323,7 +323,8 @@ def upscale_file(
     the whole image up to ``limits.sr_auto_tile`` pixels a side, tiles of that side above), with ``tile_pad`` from
     the config (``auto``: the exact receptive margin, so tiles do not change the result).
 
-    Memory is bounded by the tile (``inference.tiling.upscale_tiles``): beside the network's work on one tile,
+    Memory is bounded by the tile (``inference.tiling.upscale_tiles``; small tiles run a few at once on the CPU,
+    within 1 GB: ``inference.tiling.plan_workers``): beside the network's work on the tile,
     the input as float32 and the output array itself (3 bytes per output pixel for 8-bit RGB).  The weights' own
     resize (``meta["outscale"]``, realesr-animevideov3-x2 / -x3) is applied, as by predict.py.
     ``progress(done, total)``: called after each tile."""
