@@ -25,7 +25,7 @@ import torch
 
 _OMP_NAMES = ("libgomp", "libomp", "libiomp5")
 _lock = threading.Lock()
-_pools: dict[tuple[int, int], ThreadPoolExecutor] = {}
+_pools: dict[tuple[int, int], ThreadPoolExecutor | None] = {}
 _openmp: list = []  # [CDLL or None], filled on first use
 
 
@@ -61,18 +61,20 @@ def _init_worker(threads: int) -> None:
 
 
 def _pool(workers: int, threads: int) -> ThreadPoolExecutor | None:
-    """The shared pool of ``workers`` threads with ``threads`` OpenMP threads each; None when torch does not see the
-    count a worker sets (another OpenMP runtime than torch's)."""
+    """The shared pool of ``workers`` threads with ``threads`` OpenMP threads each; None (remembered) when torch does
+    not see the count a worker sets (another OpenMP runtime than torch's)."""
+    key = (workers, threads)
     with _lock:
-        pool = _pools.get((workers, threads))
-    if pool is None:
-        pool = ThreadPoolExecutor(workers, "tile", initializer=_init_worker, initargs=(threads,))
-        if pool.submit(torch.get_num_threads).result() != threads:
+        if key in _pools:
+            return _pools[key]
+    pool = ThreadPoolExecutor(workers, "tile", initializer=_init_worker, initargs=(threads,))
+    if pool.submit(torch.get_num_threads).result() != threads:
+        pool.shutdown()
+        pool = None
+    with _lock:
+        if _pools.setdefault(key, pool) is not pool and pool is not None:  # another caller made one meanwhile
             pool.shutdown()
-            return None
-        with _lock:
-            pool = _pools.setdefault((workers, threads), pool)
-    return pool
+        return _pools[key]
 
 
 def tile_workers(n_tiles: int, device: torch.device | str, limit: int | None = None) -> int:
@@ -86,8 +88,8 @@ def tile_workers(n_tiles: int, device: torch.device | str, limit: int | None = N
 def map_tiles(fn: Callable, items: Iterable, workers: int = 1) -> Iterator:
     """``fn(item)`` for each item, yielded in order.  With ``workers`` > 1, that many run at once on threads of
     ``torch.get_num_threads() // workers`` OpenMP threads each, and at most ``workers`` items run or wait ahead of
-    the one the caller is handling (memory: ``workers`` tiles' activations).  The caller's grad and inference modes (thread-local) apply in
-    the workers too; an exception in ``fn`` is raised here."""
+    the one the caller is handling (memory: ``workers`` tiles' activations).  The caller's grad and inference modes
+    (thread-local) apply in the workers too; an exception in ``fn`` is raised here."""
     use = workers > 1 and openmp_runtime() is not None
     pool = _pool(workers, max(1, torch.get_num_threads() // workers)) if use else None
     if pool is None:

@@ -90,6 +90,19 @@ def test_without_a_per_thread_openmp_count_tiles_run_in_turn(two_threads, monkey
     assert set(map_tiles(lambda _: threading.get_ident(), range(4), 2)) == {me}
 
 
+def test_an_openmp_runtime_torch_does_not_use_is_noticed_and_tiles_run_in_turn(two_threads, monkeypatch):
+    class OtherRuntime:  # e.g. another library's libgomp: setting its count leaves torch's at 2
+        def omp_set_num_threads(self, n):
+            pass
+
+    monkeypatch.setattr(tile_threads, "_openmp", [OtherRuntime()])
+    monkeypatch.setattr(tile_threads, "_pools", {})
+    me = threading.get_ident()
+    assert set(map_tiles(lambda _: threading.get_ident(), range(4), 2)) == {me}
+    assert tile_threads._pools == {(2, 1): None}  # remembered: no new pool per call
+    assert set(map_tiles(lambda _: threading.get_ident(), range(4), 2)) == {me}
+
+
 def _srvgg() -> SRVGGNetCompact:
     torch.manual_seed(0)
     net = SRVGGNetCompact(num_feat=8, num_conv=3, upscale=4, act_type="prelu").eval()
