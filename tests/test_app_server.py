@@ -772,23 +772,24 @@ def test_browser_stroke_during_an_upload_in_flight_reaches_generate(page, server
     """A stroke released while the editor's previous upload (here a layer switch's) is still on its way, Generate
     clicked at once: the edit must wait for the upload that carries the stroke, not take the end of the one in
     flight for it."""
-    import time
+    import threading
 
     calls = _spy_edit(monkeypatch)
     pg = page
-    # The server answers the editor's layer posts slowly once ``slow`` is on (a sleep in the server's thread: a
-    # Playwright route that sleeps would stall the test's own browser calls too).
+    # The server holds the editor's layer posts once ``held`` is on, until the test releases them (a wait in the
+    # server's thread: a Playwright route that waited would stall the test's own browser calls too).  A fixed delay
+    # instead raced the stroke below on a loaded machine (CI saw the switch's upload answered before the check).
     from webui.editor import StrokeStore
 
-    slow = {"on": False}
+    held, release = {"on": False}, threading.Event()
     real_add = StrokeStore.add
 
-    def slow_add(self, *args):
-        if slow["on"]:
-            time.sleep(1.5)
+    def held_add(self, *args):
+        if held["on"]:
+            release.wait(TIMEOUT_S)
         return real_add(self, *args)
 
-    monkeypatch.setattr(StrokeStore, "add", slow_add)
+    monkeypatch.setattr(StrokeStore, "add", held_add)
     face = random_rgb(120, 100, seed=52)
     _upload(pg, "face-file", str(write_png(tmp_path / "inflight.png", face)))
     _wait_text(pg, "face-status", "Loaded inflight.png", "Error")
@@ -796,13 +797,16 @@ def test_browser_stroke_during_an_upload_in_flight_reaches_generate(page, server
     box = _image_box(pg, "face-editor", face.shape[:2])
     _stroke(pg, box, 0.5, 0.2, 0.5, 0.8)  # the mask
     _committed(pg)
-    slow["on"] = True
-    _mode(pg, "Sketch", "sketch", "rgb(0, 0, 0)")  # a layer switch: an upload of its own, answered slowly
-    _stroke(pg, box, 0.3, 0.5, 0.7, 0.5)  # released while that upload is on its way ...
-    # the layer switch's upload has not finished: the server has the first stroke only
-    state = pg.evaluate("(() => { const S = window.__faceEditor; return [S.changes, S.committed]; })()")
-    assert state == [3, 1], state
-    pg.click("#face-generate")  # ... and Generate at once
+    held["on"] = True
+    try:
+        _mode(pg, "Sketch", "sketch", "rgb(0, 0, 0)")  # a layer switch: an upload of its own, held
+        _stroke(pg, box, 0.3, 0.5, 0.7, 0.5)  # released while that upload is on its way ...
+        # the layer switch's upload has not finished: the server has the first stroke only
+        state = pg.evaluate("(() => { const S = window.__faceEditor; return [S.changes, S.committed]; })()")
+        assert state == [3, 1], state
+        pg.click("#face-generate")  # ... and Generate at once
+    finally:
+        release.set()  # the held uploads go through now (and never stay held past a failure)
     assert _wait_text(pg, "face-status", "Edited", "Error").startswith("Edited 100x120")
     sketch = calls[-1][2]
     assert sketch is not None and sketch[60, 35:65].all(), "the stroke drawn during the upload is missing"
