@@ -99,7 +99,7 @@ from archs.rrdbnet import RRDBNet
 from archs.scfegan_generator import SCFEGANGenerator
 from archs.srvgg import SRVGGNetCompact
 from inference.device import reuse_freed_memory
-from inference.tiling import plan_workers, tiled_forward
+from inference.tiling import plan_workers, tile_grid, tiled_forward
 from weights.export import export_generator
 
 
@@ -133,15 +133,13 @@ def tiled(fn, x, scale, tile, pad, pool=None):
     ``pool`` (an executor) when given, several tiles at once."""
     _, _, h, w = x.shape
     out = torch.zeros(x.shape[0], 3, h * scale, w * scale)
-    boxes = [(y0, x0) for y0 in range(0, h, tile) for x0 in range(0, w, tile)]
+    grid = tile_grid(h, w, tile)
 
-    def crop(box):
-        y0, x0 = box
-        y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
-        return x[..., max(y0 - pad, 0) : min(y1 + pad, h), max(x0 - pad, 0) : min(x1 + pad, w)]
+    def run(box):
+        y0, y1, x0, x1 = box
+        return fn(x[..., max(y0 - pad, 0) : min(y1 + pad, h), max(x0 - pad, 0) : min(x1 + pad, w)])
 
-    for (y0, x0), y in zip(boxes, (pool.map if pool else map)(lambda b: fn(crop(b)), boxes)):
-        y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
+    for (y0, y1, x0, x1), y in zip(grid, (pool.map if pool else map)(run, grid)):
         oy, ox = (y0 - max(y0 - pad, 0)) * scale, (x0 - max(x0 - pad, 0)) * scale
         out[..., y0 * scale : y1 * scale, x0 * scale : x1 * scale] = y[
             ..., oy : oy + (y1 - y0) * scale, ox : ox + (x1 - x0) * scale

@@ -306,7 +306,7 @@ def upscale_tiles(
     dtype = np.uint8 if img.full == 255.0 else np.uint16
     out = np.empty((h * o, w * o) + (() if channels == 1 else (channels,)), dtype)
     grid = tile_grid(h, w, tile)
-    workers = plan_workers(net, h, w, tile, pad + r, device, out.nbytes + 4 * h * w * channels)
+    workers = plan_workers(net, h, w, tile, pad + r, device, out.nbytes)  # the alpha plane comes after the tiles
 
     def run(box):  # one tile's result as float RGB (on a worker thread when tiles run at once)
         y0, y1, x0, x1 = box

@@ -338,7 +338,6 @@ _FAULTS = """
 import resource, sys
 import tv_compat, torch
 from archs.scfegan_generator import SCFEGANGenerator
-from archs.srvgg import SRVGGNetCompact
 from inference.device import reuse_freed_memory
 if sys.argv[1] == "on":
     assert reuse_freed_memory()
